@@ -1,0 +1,29 @@
+//! Codegen revoke endpoint (stub: implemented in the dialects work).
+
+use http::StatusCode;
+
+use super::{Dialect, DialectKind, DialectResponse, RevokeCall, RevokeIntent};
+
+/// The Codegen dialect.
+pub struct Codegen;
+
+impl Dialect for Codegen {
+    fn kind(&self) -> DialectKind {
+        DialectKind::Codegen
+    }
+    fn parse(&self, _call: &RevokeCall<'_>) -> Result<RevokeIntent, DialectResponse> {
+        Err(self.unavailable())
+    }
+    fn success(&self) -> DialectResponse {
+        DialectResponse::json(StatusCode::OK, &serde_json::json!({}))
+    }
+    fn unauthenticated(&self) -> DialectResponse {
+        DialectResponse::json(StatusCode::UNAUTHORIZED, &serde_json::json!({}))
+    }
+    fn payload_too_large(&self) -> DialectResponse {
+        DialectResponse::json(StatusCode::PAYLOAD_TOO_LARGE, &serde_json::json!({}))
+    }
+    fn unavailable(&self) -> DialectResponse {
+        DialectResponse::json(StatusCode::SERVICE_UNAVAILABLE, &serde_json::json!({}))
+    }
+}

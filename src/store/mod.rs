@@ -1,0 +1,224 @@
+//! The revocation store: what a revocation is, and the trait both stores
+//! implement.
+//!
+//! ```text
+//!   RevocationStore (trait): apply(cmd) -> durable ack, is_token_revoked(fp)
+//!          |                                   |
+//!   MemoryStore (embedded default)       RedisStore (shared, many instances)
+//!          \_______ LocalCache (bloom of revoked fingerprints + scope rules) _/
+//! ```
+//!
+//! The per-request check is split in two so the hot path never allocates or
+//! awaits: [`LocalCache`] answers "definitely not revoked" synchronously for
+//! almost every token, and only a bloom hit calls the store's async exact
+//! lookup. Scope rules are few and kept whole in every instance's cache, so
+//! they are always matched locally.
+//!
+//! Times are unix seconds throughout: JWT `iat`/`exp` are seconds, and a
+//! token issued in the same second as a scope revocation is revoked (fail
+//! closed).
+
+pub mod cache;
+pub mod journal;
+pub mod memory;
+pub mod redis;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+pub use cache::LocalCache;
+
+use crate::credentials::{Attributes, Fingerprint};
+
+/// Now, in unix seconds.
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// "This fingerprint is revoked until `expires_at`."
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRule {
+    /// The revoked token's fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Unix seconds after which the rule may be forgotten (the token has expired).
+    pub expires_at: u64,
+}
+
+/// What a scope rule covers: subject, and optionally org and provider
+/// (`None` = any).
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ScopeKey {
+    /// Subject (user id); required.
+    pub sub: String,
+    /// Organisation, or any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub org: Option<String>,
+    /// Provider, or any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub provider: Option<String>,
+}
+
+/// "Every token of `key` issued at or before `revoked_at` is revoked", until
+/// `expires_at`, when every token it could cover has expired anyway.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeRule {
+    /// Who is covered.
+    #[serde(flatten)]
+    pub key: ScopeKey,
+    /// T: tokens issued at or before this unix second are revoked.
+    pub revoked_at: u64,
+    /// Unix seconds after which the rule may be forgotten.
+    pub expires_at: u64,
+}
+
+impl ScopeRule {
+    /// Whether a credential with these attributes is covered at `now`.
+    /// A credential with no known issue time is covered until the rule
+    /// expires (fail closed).
+    pub fn matches(&self, attrs: &Attributes, now: u64) -> bool {
+        if now >= self.expires_at {
+            return false;
+        }
+        if attrs.sub.as_deref() != Some(self.key.sub.as_str()) {
+            return false;
+        }
+        if let Some(org) = &self.key.org {
+            if attrs.org.as_deref() != Some(org.as_str()) {
+                return false;
+            }
+        }
+        if let Some(p) = &self.key.provider {
+            if attrs.provider.as_deref() != Some(p.as_str()) {
+                return false;
+            }
+        }
+        match attrs.iat {
+            Some(iat) => iat <= self.revoked_at,
+            None => true,
+        }
+    }
+
+    /// Merges a later revocation of the same key: the latest T and expiry win,
+    /// so revoking twice is one rule.
+    pub fn merge(&mut self, other: &ScopeRule) {
+        self.revoked_at = self.revoked_at.max(other.revoked_at);
+        self.expires_at = self.expires_at.max(other.expires_at);
+    }
+}
+
+/// One revocation, as the dialects and the admin API produce it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum RevocationCommand {
+    /// Revoke one token.
+    Token(TokenRule),
+    /// Revoke every token of a scope issued up to now.
+    Scope(ScopeRule),
+    /// Un-revoke (admin only).
+    Remove(RevocationTarget),
+}
+
+/// What an un-revoke names.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RevocationTarget {
+    /// A token rule.
+    Token(Fingerprint),
+    /// A scope rule.
+    Scope(ScopeKey),
+}
+
+impl RevocationCommand {
+    /// Unix seconds after which the command no longer matters (for
+    /// compaction); `None` for removals, which matter until compaction.
+    pub fn expires_at(&self) -> Option<u64> {
+        match self {
+            RevocationCommand::Token(t) => Some(t.expires_at),
+            RevocationCommand::Scope(s) => Some(s.expires_at),
+            RevocationCommand::Remove(_) => None,
+        }
+    }
+}
+
+/// What `apply` did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Applied {
+    /// A new rule (or a removal that removed something).
+    Changed,
+    /// The rule was already there (idempotent revoke) or nothing to remove.
+    Unchanged,
+}
+
+/// Why a store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Disk I/O on the journal failed: the command was not acknowledged.
+    #[error("journal: {0}")]
+    Journal(#[from] std::io::Error),
+    /// Redis could not be reached or answered an error.
+    #[error("redis: {0}")]
+    Redis(String),
+    /// The store is shutting down.
+    #[error("store is closed")]
+    Closed,
+}
+
+/// How the per-request check must behave, given how fresh the store is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CheckMode {
+    /// Local cache answers; a bloom hit asks the store.
+    Local,
+    /// Stale beyond `store.max_staleness`, configured to refuse: answer 503.
+    Reject,
+    /// Stale beyond `store.max_staleness`, configured to ask the store for
+    /// every request.
+    AlwaysLookup,
+}
+
+/// A store's state, for `/readyz` and metrics.
+#[derive(Clone, Debug, Default)]
+pub struct StoreStatus {
+    /// Start-up load done: `/readyz` answers 200.
+    pub ready: bool,
+    /// The shared backend is reachable (always true for the embedded store).
+    pub connected: bool,
+    /// Time since the last successful sync with the shared backend.
+    pub staleness: Option<Duration>,
+    /// Revocations acknowledged but not yet in the shared backend.
+    pub journal_backlog: u64,
+    /// Token rules known (exact set size, where known locally).
+    pub token_rules: u64,
+    /// Scope rules known.
+    pub scope_rules: u64,
+}
+
+/// The store the gateway checks and revokes against.
+#[async_trait::async_trait]
+pub trait RevocationStore: Send + Sync + 'static {
+    /// Records a command durably; returns once it survives a crash (fsync'd
+    /// journal, or Redis write, or the local outbox when Redis is away).
+    /// Also updates this instance's [`LocalCache`] before returning, so the
+    /// next request through this instance is already judged by it.
+    async fn apply(&self, cmd: RevocationCommand) -> Result<Applied, StoreError>;
+
+    /// The exact answer for a fingerprint the bloom filter did not rule out.
+    async fn is_token_revoked(&self, fp: &Fingerprint) -> Result<bool, StoreError>;
+
+    /// The local cache this store keeps current.
+    fn cache(&self) -> &LocalCache;
+
+    /// How the per-request check must behave now.
+    fn check_mode(&self) -> CheckMode {
+        CheckMode::Local
+    }
+
+    /// State for `/readyz` and `/metrics`.
+    fn status(&self) -> StoreStatus;
+
+    /// Flushes whatever is buffered (journal) before shutdown.
+    async fn flush(&self) -> Result<(), StoreError>;
+}

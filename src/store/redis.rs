@@ -1,0 +1,1 @@
+//! The shared store on Redis (see issue 4): not built yet.

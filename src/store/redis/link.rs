@@ -126,6 +126,9 @@ impl Link {
                 .await?;
             // A Sentinel may still name a master that has just been demoted:
             // only a node that says it is master is worth writing to.
+            // Connecting is not enough (a proxy or a half-open path may accept
+            // and drop): the node must answer.
+            let () = ::redis::cmd("PING").query_async(&mut cmd).await?;
             if let Target::Sentinel { master, .. } = &self.target {
                 let role: Vec<::redis::Value> = ::redis::cmd("ROLE").query_async(&mut cmd).await?;
                 let is_master = matches!(role.first(),

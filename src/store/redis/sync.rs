@@ -275,7 +275,7 @@ async fn replay_outbox(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result
 }
 
 /// Whether the stream no longer holds every event after `pos`: trimmed past
-/// it, gone, or moved backwards (fail-over that lost writes, restart without
+/// it (its oldest entry is newer than `pos`), gone, or moved backwards (fail-over that lost writes, restart without
 /// persistence).
 async fn needs_resync(
     inner: &Inner,
@@ -306,16 +306,17 @@ async fn needs_resync(
         );
         return Ok(true);
     }
-    let trimmed = match field(&info, "max-deleted-entry-id").and_then(value_id) {
-        Some(max_deleted) => max_deleted > pos,
-        // Redis < 7: the oldest entry is newer than our position.
-        None => match field(&info, "first-entry") {
-            Some(Value::Array(entry)) => entry
-                .first()
-                .and_then(value_id)
-                .is_some_and(|first| first > pos && pos > EventId::ZERO),
-            _ => false,
-        },
+    // Trimming leaves no record of what it dropped (`max-deleted-entry-id`
+    // only counts XDEL), so: the oldest entry is newer than our position, or
+    // the stream is empty yet has had entries past it. A spurious resync
+    // (our own entry was the last one trimmed) costs a scan, nothing more.
+    let first = match field(&info, "first-entry") {
+        Some(Value::Array(entry)) => entry.first().and_then(value_id),
+        _ => None,
+    };
+    let trimmed = match first {
+        Some(first) => first > pos,
+        None => last.is_some_and(|l| l > pos),
     };
     if trimmed {
         tracing::info!(at = %pos, "the revocation stream was trimmed past this instance; resyncing fully");

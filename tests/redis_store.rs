@@ -440,7 +440,7 @@ async fn a_stream_trimmed_past_an_instance_forces_a_full_resync() {
     let shutdown = CancellationToken::new();
     let a = start(&redis.url(), &cfg(dir.path(), "a"), &shutdown).await;
     let mut b_cfg = cfg(dir.path(), "b");
-    b_cfg.max_staleness = Some(Duration::from_millis(500));
+    b_cfg.max_staleness = Some(Duration::from_secs(1));
     b_cfg.stale_action = StaleAction::Reject;
     let b = start(&relay.url(), &b_cfg, &shutdown).await;
     ready(&a).await;
@@ -609,6 +609,50 @@ async fn a_sentinel_fail_over_is_followed_by_every_instance() {
         .query(&mut replica.conn())
         .unwrap();
     assert_eq!(n, 3, "the new master holds every rule");
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_sheds_expired_fingerprints_from_the_bloom_filter() {
+    init_logs();
+    let redis = RedisServer::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let mut c = cfg(dir.path(), "a");
+    c.maintenance_interval = Duration::from_millis(200);
+    let a = start(&redis.url(), &c, &shutdown).await;
+    let mut b_cfg = c.clone();
+    b_cfg.journal = dir.path().join("b.outbox");
+    let b = start(&redis.url(), &b_cfg, &shutdown).await;
+    ready(&a).await;
+    ready(&b).await;
+    // A short-lived rule and a long one.
+    a.apply(RevocationCommand::Token(TokenRule {
+        fingerprint: fp(1),
+        expires_at: now_unix() + 2,
+    }))
+    .await
+    .unwrap();
+    a.apply(revoke(2)).await.unwrap();
+    eventually("B has both", Duration::from_secs(5), || async {
+        b.cache().may_contain(&fp(1)) && is_revoked_exactly(&b, 2).await
+    })
+    .await;
+    // Once Redis has expired the first, the next generation drops it.
+    eventually(
+        "expired fingerprint shed",
+        Duration::from_secs(10),
+        || async { !a.cache().may_contain(&fp(1)) && !b.cache().may_contain(&fp(1)) },
+    )
+    .await;
+    for s in [&a, &b] {
+        assert!(
+            is_revoked_exactly(s, 2).await,
+            "live rules survive rebuilds"
+        );
+        assert_eq!(s.status().token_rules, 1);
+    }
     a.flush().await.unwrap();
     b.flush().await.unwrap();
 }

@@ -34,8 +34,18 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 /// How long a command may wait for its answer before the connection is
 /// considered lost.
 const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
-/// How long one `XREAD` blocks.
+/// How long one `XREAD` blocks at most (see [`tail_block`]).
 pub const TAIL_BLOCK: Duration = Duration::from_millis(1000);
+
+/// How long one `XREAD` blocks: each answer (events or none) counts as a
+/// sync, so the block must be well under `store.max_staleness` for a healthy
+/// instance never to look stale.
+pub fn tail_block(max_staleness: Option<Duration>) -> Duration {
+    match max_staleness {
+        Some(m) => (m / 4).clamp(Duration::from_millis(50), TAIL_BLOCK),
+        None => TAIL_BLOCK,
+    }
+}
 
 /// Where Redis is.
 enum Target {

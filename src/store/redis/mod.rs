@@ -42,6 +42,14 @@
 //! reconnect, so the store follows a fail-over. Credentials in a sentinel URL
 //! are the master's; the sentinels themselves are reached without.
 //!
+//! Metrics (counters; gauges come from [`RevocationStore::status`]):
+//! `revgate_redis_lookups_total{outcome}`, `revgate_redis_events_total`,
+//! `revgate_redis_resyncs_total`, `revgate_redis_connects_total`,
+//! `revgate_redis_outbox_appends_total`, `revgate_redis_outbox_replayed_total`.
+//!
+//! Redis should run with `maxmemory-policy noeviction`: an evicted rule key
+//! is a forgotten revocation, while a refused write only goes to the outbox.
+//!
 //! Known limit: Redis replication is asynchronous, so a fail-over can lose
 //! writes Redis had acknowledged. The store notices (the stream went
 //! backwards) and resyncs, but what Redis lost stays lost; `WAIT` would close
@@ -302,6 +310,7 @@ impl Inner {
             self.apply_local(&cmd)
         };
         self.link.wake.notify_one();
+        metrics::counter!("revgate_redis_outbox_appends_total").increment(1);
         Ok(if changed {
             Applied::Changed
         } else {
@@ -364,7 +373,7 @@ impl RevocationStore for RedisStore {
         if inner.outbox_tokens.get(fp).is_some_and(|exp| *exp > now) {
             return Ok(true);
         }
-        inner
+        let answer = inner
             .confirmed
             .get_or_lookup(fp, || async {
                 let Some(mut conn) = inner.link.conn() else {
@@ -386,8 +395,14 @@ impl RevocationStore for RedisStore {
                     }
                 }
             })
-            .await
-            .map_err(StoreError::Redis)
+            .await;
+        let outcome = match answer {
+            Ok(true) => "revoked",
+            Ok(false) => "not_revoked",
+            Err(_) => "error",
+        };
+        metrics::counter!("revgate_redis_lookups_total", "outcome" => outcome).increment(1);
+        answer.map_err(StoreError::Redis)
     }
 
     fn cache(&self) -> &LocalCache {

@@ -28,7 +28,7 @@ use ::redis::{RedisError, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::keys::{EventId, KeyKind};
-use super::link::{is_fatal, TAIL_BLOCK};
+use super::link::{is_fatal, tail_block};
 use super::Inner;
 use crate::store::{now_unix, RevocationCommand, RevocationTarget, ScopeRule};
 
@@ -76,6 +76,7 @@ pub(super) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
         };
         let ended = match connected {
             Ok((cmd, tail)) => {
+                metrics::counter!("revgate_redis_connects_total").increment(1);
                 if inner.link.set_connected(cmd.clone()) || told_down {
                     tracing::info!(endpoint = %inner.link.endpoint.display, "redis connected");
                 }
@@ -160,6 +161,8 @@ async fn session_inner(
             replay_outbox(inner, cmd).await?;
         }
         let read = tokio::select! {
+            // Biased: a pending wake-up is taken before an XREAD is even sent.
+            biased;
             _ = stop.cancelled() => return Ok(()),
             // Woken: a request lost the connection, or the outbox has work.
             // Dropping the XREAD is safe: `at` only moves on what was applied.
@@ -198,7 +201,7 @@ async fn xread(
         .arg("COUNT")
         .arg(XREAD_COUNT)
         .arg("BLOCK")
-        .arg(TAIL_BLOCK.as_millis() as u64)
+        .arg(tail_block(inner.cfg.max_staleness).as_millis() as u64)
         .arg("STREAMS")
         .arg(inner.keys.stream())
         .arg(at.to_string())
@@ -231,6 +234,7 @@ fn apply_event(inner: &Inner, fields: &std::collections::HashMap<String, Value>)
         }
         _ => {}
     }
+    metrics::counter!("revgate_redis_events_total").increment(1);
     inner.apply_local(&cmd);
 }
 
@@ -269,6 +273,7 @@ async fn replay_outbox(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result
         tracing::warn!(replayed = done, left = total - done, error = %e, "redis outbox replay interrupted");
         return Err(e);
     }
+    metrics::counter!("revgate_redis_outbox_replayed_total").increment(total as u64);
     tracing::info!(replayed = total, "redis outbox replayed");
     inner.direct.store(true, Ordering::Release);
     Ok(())
@@ -445,6 +450,7 @@ async fn fetch_scopes(
 /// The start-up load (and full resync): returns the stream id to tail from.
 async fn full_load(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result<EventId, RedisError> {
     let _one = inner.rebuild_gate.lock().await;
+    metrics::counter!("revgate_redis_resyncs_total").increment(1);
     let started = std::time::Instant::now();
     let at = last_event_id(inner, cmd).await?;
     let estimate = inner.token_rules.load(Ordering::Relaxed) as usize;

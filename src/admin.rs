@@ -95,8 +95,11 @@ enum Named {
     Scope(ScopeKey),
 }
 
-fn parse_target(body: &[u8]) -> Result<Named, Response<Body>> {
-    let bad = |d: &str| Err(error(StatusCode::BAD_REQUEST, "invalid_request", d));
+/// A 400's description.
+type Refusal = &'static str;
+
+fn parse_target(body: &[u8]) -> Result<Named, Refusal> {
+    let bad = |d: Refusal| Err(d);
     let t: Target = match serde_json::from_slice(body) {
         Ok(t) => t,
         // serde's message can quote the input (a token): keep only its category.
@@ -129,20 +132,22 @@ fn parse_target(body: &[u8]) -> Result<Named, Response<Body>> {
     }
 }
 
-async fn read_body(body: Incoming) -> Result<Bytes, Response<Body>> {
+async fn read_body(body: Incoming) -> Result<Bytes, (StatusCode, Refusal)> {
     match http_body_util::Limited::new(body, MAX_BODY).collect().await {
         Ok(c) => Ok(c.to_bytes()),
-        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(error(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "invalid_request",
-            "body over 64 KiB",
-        )),
-        Err(_) => Err(error(
-            StatusCode::BAD_REQUEST,
-            "invalid_request",
-            "the body could not be read",
-        )),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err((StatusCode::PAYLOAD_TOO_LARGE, "body over 64 KiB"))
+        }
+        Err(_) => Err((StatusCode::BAD_REQUEST, "the body could not be read")),
     }
+}
+
+/// Reads and parses a body naming a revocation target.
+async fn target(body: Incoming) -> Result<Named, Box<Response<Body>>> {
+    let bytes = read_body(body)
+        .await
+        .map_err(|(status, d)| Box::new(error(status, "invalid_request", d)))?;
+    parse_target(&bytes).map_err(|d| Box::new(error(StatusCode::BAD_REQUEST, "invalid_request", d)))
 }
 
 fn authorized(gw: &Gateway, req: &Request<Incoming>) -> bool {
@@ -210,12 +215,8 @@ async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Body> {
             ok(serde_json::json!({"scopes": gw.store().cache().scope_rules()}))
         }
         (&Method::POST, "/admin/v1/revocations") => {
-            let body = match read_body(req.into_body()).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let cmd = match parse_target(&body) {
-                Err(r) => return r,
+            let cmd = match target(req.into_body()).await {
+                Err(r) => return *r,
                 Ok(Named::Token(t)) => match rt.command(RevokeIntent::Token(t), &Default::default(), None) {
                     Some(c) => c,
                     None => return error(StatusCode::BAD_REQUEST, "invalid_request", "cannot revoke this token"),
@@ -246,13 +247,9 @@ async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Body> {
             }
         }
         (&Method::POST, "/admin/v1/revocations/lookup") => {
-            let body = match read_body(req.into_body()).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
             let fp =
-                match parse_target(&body) {
-                    Err(r) => return r,
+                match target(req.into_body()).await {
+                    Err(r) => return *r,
                     Ok(Named::Token(t)) => rt.key().fingerprint(t.as_bytes()),
                     Ok(Named::Fingerprint(fp)) => fp,
                     Ok(Named::Scope(_)) => return error(
@@ -274,12 +271,8 @@ async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Body> {
             }
         }
         (&Method::DELETE, "/admin/v1/revocations") => {
-            let body = match read_body(req.into_body()).await {
-                Ok(b) => b,
-                Err(r) => return r,
-            };
-            let target = match parse_target(&body) {
-                Err(r) => return r,
+            let target = match target(req.into_body()).await {
+                Err(r) => return *r,
                 Ok(Named::Token(t)) => RevocationTarget::Token(rt.key().fingerprint(t.as_bytes())),
                 Ok(Named::Fingerprint(fp)) => RevocationTarget::Token(fp),
                 Ok(Named::Scope(key)) => RevocationTarget::Scope(key),

@@ -136,7 +136,6 @@ async fn serve(demo: bool, mut config: Config, overrides: Overrides) -> anyhow::
     }
     signals(shutdown.clone(), overrides);
     let result = revgate::run(listeners, settings, shutdown.clone(), |running| {
-        RUNNING.with(|_| ());
         let _ = RELOAD.set((running.gateway.clone(), running.tls.clone()));
     })
     .await;
@@ -149,8 +148,6 @@ async fn serve(demo: bool, mut config: Config, overrides: Overrides) -> anyhow::
         Err(e) => Err(e.into()),
     }
 }
-
-thread_local!(static RUNNING: () = const { () });
 
 type ReloadTargets = (
     std::sync::Arc<revgate::proxy::Gateway>,

@@ -92,12 +92,6 @@ pub fn fingerprint_key(settings: &Settings) -> Result<FingerprintKey, StartError
             })
         });
     }
-    if settings.raw.store.url != "memory" {
-        return Err(StartError::Config(config::ConfigError {
-            key: "tokens.fingerprint_key".into(),
-            message: "required with a shared store: every instance must fingerprint tokens alike (or set REVGATE_FINGERPRINT_KEY)".into(),
-        }));
-    }
     let mut path = settings.raw.store.journal.clone().into_os_string();
     path.push(".key");
     FingerprintKey::load_or_create(std::path::Path::new(&path))

@@ -797,9 +797,22 @@ async fn forward(
     *up_req.headers_mut() = parts.headers;
     *up_req.version_mut() = http::Version::HTTP_11;
 
+    // The response-header timeout runs from the moment the request body has
+    // been sent in full, so a long upload is not cut short by it.
     let timeout = rt.settings.raw.upstream.response_header_timeout;
-    let mut resp = match tokio::time::timeout(timeout, rt.client.request(up_req)).await {
-        Err(_) => return Err(ProxyError::UpstreamTimeout),
+    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+    let up_req = up_req.map(|b| SignalOnEnd::new(b, sent_tx).boxed());
+    let request = rt.client.request(up_req);
+    let deadline = async move {
+        let _ = sent_rx.await;
+        tokio::time::sleep(timeout).await;
+    };
+    let result = tokio::select! {
+        r = request => Ok(r),
+        _ = deadline => Err(()),
+    };
+    let mut resp = match result {
+        Err(()) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(e)) if is_timeout(&e) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(e)) => {
             let mut msg = e.to_string();
@@ -836,6 +849,57 @@ async fn forward(
     strip_hop_by_hop(&mut rparts.headers, switching);
     append_header(&mut rparts.headers, header::VIA, "1.1 revgate");
     Ok(Response::from_parts(rparts, incoming(rbody)))
+}
+
+/// A body that reports when it has been read to its end (or dropped).
+struct SignalOnEnd {
+    inner: Body,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl SignalOnEnd {
+    fn new(inner: Body, done: tokio::sync::oneshot::Sender<()>) -> Self {
+        let mut me = SignalOnEnd {
+            inner,
+            done: Some(done),
+        };
+        if http_body::Body::is_end_stream(&me.inner) {
+            me.fire();
+        }
+        me
+    }
+
+    fn fire(&mut self) {
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl http_body::Body for SignalOnEnd {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_))) => self.fire(),
+            _ if self.inner.is_end_stream() => self.fire(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[cfg(test)]

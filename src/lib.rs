@@ -21,3 +21,4 @@ pub mod config;
 pub mod credentials;
 pub mod dialect;
 pub mod store;
+pub mod tls;

@@ -20,5 +20,6 @@
 pub mod config;
 pub mod credentials;
 pub mod dialect;
+pub mod metrics;
 pub mod store;
 pub mod tls;

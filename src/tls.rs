@@ -175,10 +175,12 @@ impl ReloadingCertResolver {
         match load_certified_key(&self.cert_path, &self.key_path, &self.provider) {
             Ok(key) => {
                 self.current.store(Arc::new(key));
+                crate::metrics::reload("tls", true);
                 tracing::info!(cert = %self.cert_path.display(), "TLS certificate reloaded");
                 Ok(())
             }
             Err(e) => {
+                crate::metrics::reload("tls", false);
                 tracing::warn!(error = %e, "TLS certificate reload failed; keeping the current certificate");
                 Err(e)
             }
@@ -260,12 +262,14 @@ pub async fn watch(
         match load_certified_key(&resolver.cert_path, &resolver.key_path, &resolver.provider) {
             Ok(key) => {
                 resolver.current.store(Arc::new(key));
+                crate::metrics::reload("tls", true);
                 tracing::info!(cert = %resolver.cert_path.display(), "TLS certificate files changed; reloaded");
                 loaded = now;
                 failed = None;
             }
             Err(e) => {
                 if failed != now {
+                    crate::metrics::reload("tls", false);
                     tracing::warn!(error = %e, "TLS certificate files changed but do not load; keeping the current certificate");
                     failed = now;
                 }

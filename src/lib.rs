@@ -22,4 +22,5 @@ pub mod credentials;
 pub mod dialect;
 pub mod metrics;
 pub mod store;
+pub mod telemetry;
 pub mod tls;

@@ -5,8 +5,8 @@
 //!
 //! ```text
 //! // listener
-//! let resolver = tls::ReloadingCertResolver::load(&cert_path, &key_path)?;   // Arc<Self>
-//! let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone())?);
+//! let resolver = Arc::new(tls::ReloadingCertResolver::load(&cert_path, &key_path)?);
+//! let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone()));
 //! tokio::spawn(tls::watch(resolver.clone(), Duration::from_secs(5), cancel.child_token()));
 //! // on SIGHUP:
 //! if let Err(e) = resolver.reload() { /* logged by reload(); old cert keeps serving */ }
@@ -157,15 +157,15 @@ impl fmt::Debug for ReloadingCertResolver {
 
 impl ReloadingCertResolver {
     /// Loads the PEM chain at `cert_path` and key at `key_path`.
-    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<Self>, TlsError> {
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Self, TlsError> {
         let provider = provider();
         let key = load_certified_key(cert_path, key_path, &provider)?;
-        Ok(Arc::new(ReloadingCertResolver {
+        Ok(ReloadingCertResolver {
             cert_path: cert_path.to_owned(),
             key_path: key_path.to_owned(),
             provider,
             current: ArcSwap::from_pointee(key),
-        }))
+        })
     }
 
     /// Re-reads both files. On success new handshakes use the new
@@ -279,18 +279,16 @@ pub async fn watch(
 }
 
 /// The listener's rustls configuration: certificates from `resolver`, ALPN
-/// `h2` then `http/1.1`, no client authentication.
-pub fn server_config(resolver: Arc<ReloadingCertResolver>) -> Result<Arc<ServerConfig>, TlsError> {
+/// `h2` then `http/1.1`, no client authentication, TLS 1.2 and 1.3.
+pub fn server_config(resolver: Arc<ReloadingCertResolver>) -> Arc<ServerConfig> {
     let mut config = ServerConfig::builder_with_provider(provider())
-        .with_safe_default_protocol_versions()
-        .map_err(|source| TlsError::Rustls {
-            context: "server TLS versions".into(),
-            source,
-        })?
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
+        // Start-up only, and cannot fail: ring implements TLS 1.2 and 1.3.
+        .expect("the ring provider supports TLS 1.2 and 1.3")
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = SERVER_ALPN.iter().map(|p| p.to_vec()).collect();
-    Ok(Arc::new(config))
+    Arc::new(config)
 }
 
 /// The client configuration for `https://` upstreams.
@@ -467,8 +465,9 @@ mod tests {
     #[tokio::test]
     async fn handshake_with_the_ca_succeeds_and_negotiates_alpn() {
         let (_d, pki) = pki();
-        let resolver = ReloadingCertResolver::load(&pki.server_cert, &pki.server_key).unwrap();
-        let (addr, stop) = echo_server(server_config(resolver).unwrap()).await;
+        let resolver =
+            Arc::new(ReloadingCertResolver::load(&pki.server_cert, &pki.server_key).unwrap());
+        let (addr, stop) = echo_server(server_config(resolver)).await;
 
         let mut h2 = connect(
             client_with_ca(&pki.ca_cert, &[b"h2", b"http/1.1"]),
@@ -493,8 +492,9 @@ mod tests {
     async fn wrong_name_or_untrusted_ca_fails() {
         let (_d, pki) = pki();
         let (_d2, other) = self::pki();
-        let resolver = ReloadingCertResolver::load(&pki.server_cert, &pki.server_key).unwrap();
-        let (addr, stop) = echo_server(server_config(resolver).unwrap()).await;
+        let resolver =
+            Arc::new(ReloadingCertResolver::load(&pki.server_cert, &pki.server_key).unwrap());
+        let (addr, stop) = echo_server(server_config(resolver)).await;
 
         let wrong_name = connect(client_with_ca(&pki.ca_cert, &[]), addr, "evil.example").await;
         assert!(wrong_name.is_err(), "a name outside the SANs must fail");
@@ -509,8 +509,9 @@ mod tests {
     #[tokio::test]
     async fn reload_swaps_for_new_handshakes_and_keeps_open_sessions() {
         let (_d, pki) = pki();
-        let resolver = ReloadingCertResolver::load(&pki.server_cert, &pki.server_key).unwrap();
-        let (addr, stop) = echo_server(server_config(resolver.clone()).unwrap()).await;
+        let resolver =
+            Arc::new(ReloadingCertResolver::load(&pki.server_cert, &pki.server_key).unwrap());
+        let (addr, stop) = echo_server(server_config(resolver.clone())).await;
         let client = client_with_ca(&pki.ca_cert, &[]);
 
         let mut before = connect(client.clone(), addr, "localhost").await.unwrap();
@@ -538,7 +539,8 @@ mod tests {
     #[test]
     fn a_broken_file_keeps_the_old_certificate() {
         let (_d, pki) = pki();
-        let resolver = ReloadingCertResolver::load(&pki.server_cert, &pki.server_key).unwrap();
+        let resolver =
+            Arc::new(ReloadingCertResolver::load(&pki.server_cert, &pki.server_key).unwrap());
         let old = resolver.current();
 
         write_atomic(
@@ -563,7 +565,8 @@ mod tests {
     #[tokio::test]
     async fn the_watcher_picks_up_changed_files_and_survives_broken_ones() {
         let (_d, pki) = pki();
-        let resolver = ReloadingCertResolver::load(&pki.server_cert, &pki.server_key).unwrap();
+        let resolver =
+            Arc::new(ReloadingCertResolver::load(&pki.server_cert, &pki.server_key).unwrap());
         let cancel = CancellationToken::new();
         let task = tokio::spawn(watch(
             resolver.clone(),

@@ -203,6 +203,12 @@ pub async fn run(
     on_start: impl FnOnce(&Running),
 ) -> Result<(), StartError> {
     let key = fingerprint_key(&settings)?;
+    match metrics::install() {
+        Ok(handle) => {
+            tokio::spawn(metrics::upkeep(handle, shutdown.clone()));
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics disabled"),
+    }
     let store = open_store(&settings, shutdown.clone()).await?;
     let drain = settings.raw.server.drain_timeout;
     let max_header = settings.raw.server.max_header_bytes;

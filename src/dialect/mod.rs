@@ -347,7 +347,7 @@ pub(crate) fn single_token_param(input: &[u8], name: &str) -> Result<String, Tok
 
 /// The one value of a header, if it is present exactly once and is visible
 /// ASCII; `None` otherwise (absent, repeated, or opaque bytes).
-pub(crate) fn single_header<'h>(headers: &'h HeaderMap, name: http::header::HeaderName) -> Option<&'h str> {
+pub(crate) fn single_header(headers: &HeaderMap, name: http::header::HeaderName) -> Option<&str> {
     let mut all = headers.get_all(name).iter();
     let first = all.next()?;
     if all.next().is_some() {
@@ -466,7 +466,10 @@ pub(crate) struct FieldError {
 /// last occurrence (Starlette keeps the last), decoded, with a malformed
 /// escape kept literally (as Python's `unquote_plus` does). `Ok("")` for
 /// an empty value; each dialect decides what that means.
-pub(crate) fn fastapi_query_str(query: Option<&str>, name: &'static str) -> Result<String, FieldError> {
+pub(crate) fn fastapi_query_str(
+    query: Option<&str>,
+    name: &'static str,
+) -> Result<String, FieldError> {
     let values = form_values(query.unwrap_or("").as_bytes(), name);
     let last = values.into_iter().next_back().ok_or(FieldError {
         name,
@@ -556,22 +559,34 @@ pub(crate) fn fastapi_422(errors: &[FieldError]) -> DialectResponse {
 
 /// FastAPI's answer to a wrong method (Starlette's default).
 pub(crate) fn fastapi_method_not_allowed() -> DialectResponse {
-    DialectResponse::static_json(StatusCode::METHOD_NOT_ALLOWED, r#"{"detail":"Method Not Allowed"}"#)
+    DialectResponse::static_json(
+        StatusCode::METHOD_NOT_ALLOWED,
+        r#"{"detail":"Method Not Allowed"}"#,
+    )
 }
 
 /// FastAPI's answer when no user can be identified (its security helpers').
 pub(crate) fn fastapi_not_authenticated() -> DialectResponse {
-    DialectResponse::static_json(StatusCode::UNAUTHORIZED, r#"{"detail":"Not authenticated"}"#)
+    DialectResponse::static_json(
+        StatusCode::UNAUTHORIZED,
+        r#"{"detail":"Not authenticated"}"#,
+    )
 }
 
 /// FastAPI's `HTTPException(413)` (default detail is the status phrase).
 pub(crate) fn fastapi_payload_too_large() -> DialectResponse {
-    DialectResponse::static_json(StatusCode::PAYLOAD_TOO_LARGE, r#"{"detail":"Request Entity Too Large"}"#)
+    DialectResponse::static_json(
+        StatusCode::PAYLOAD_TOO_LARGE,
+        r#"{"detail":"Request Entity Too Large"}"#,
+    )
 }
 
 /// FastAPI's `HTTPException(503)`.
 pub(crate) fn fastapi_unavailable() -> DialectResponse {
-    DialectResponse::static_json(StatusCode::SERVICE_UNAVAILABLE, r#"{"detail":"Service Unavailable"}"#)
+    DialectResponse::static_json(
+        StatusCode::SERVICE_UNAVAILABLE,
+        r#"{"detail":"Service Unavailable"}"#,
+    )
 }
 
 #[cfg(test)]
@@ -587,6 +602,8 @@ mod tests {
 
     #[test]
     fn form_values_decode_and_split() {
+        #[allow(clippy::type_complexity)]
+        #[rustfmt::skip]
         let cases: &[(&str, &str, &[(&[u8], bool)])] = &[
             ("", "token", &[]),
             ("token=abc", "token", &[(b"abc", false)]),
@@ -617,6 +634,7 @@ mod tests {
     #[test]
     fn single_token_param_rules() {
         use TokenParamError::*;
+        #[rustfmt::skip]
         let cases: &[(&str, Result<&str, TokenParamError>)] = &[
             ("token=abc", Ok("abc")),
             ("x=1&token=a%20b%2Bc/d", Ok("a b+c/d")),
@@ -645,12 +663,16 @@ mod tests {
         let t = single_token_param(q.as_bytes(), "token").unwrap();
         assert_eq!(t.len(), 1 << 20);
         let many = "token=x&".repeat(100_000);
-        assert_eq!(single_token_param(many.as_bytes(), "token"), Err(TokenParamError::Duplicate));
+        assert_eq!(
+            single_token_param(many.as_bytes(), "token"),
+            Err(TokenParamError::Duplicate)
+        );
     }
 
     #[test]
     fn pydantic_int_matches_pydantic() {
         use FieldErrorKind::*;
+        #[rustfmt::skip]
         let cases: &[(&str, Result<&str, FieldErrorKind>)] = &[
             ("42", Ok("42")),
             (" 42 ", Ok("42")),
@@ -699,17 +721,28 @@ mod tests {
             ("[1]", Err(IntParsing)),
         ];
         for (input, want) in cases {
-            assert_eq!(pydantic_int(input).as_deref().map_err(|e| *e), *want, "input {input:?}");
+            assert_eq!(
+                pydantic_int(input).as_deref().map_err(|e| *e),
+                *want,
+                "input {input:?}"
+            );
         }
         assert!(pydantic_int(&"1".repeat(4300)).is_ok());
         assert_eq!(pydantic_int(&"1".repeat(4301)), Err(IntParsingSize));
-        assert_eq!(pydantic_int(&format!("-{}", "1".repeat(4300))).map(|s| s.len()), Ok(4301));
-        assert_eq!(pydantic_int(&format!("{}1", "0".repeat(5000))).as_deref(), Ok("1"));
+        assert_eq!(
+            pydantic_int(&format!("-{}", "1".repeat(4300))).map(|s| s.len()),
+            Ok(4301)
+        );
+        assert_eq!(
+            pydantic_int(&format!("{}1", "0".repeat(5000))).as_deref(),
+            Ok("1")
+        );
         assert!(pydantic_int(&format!("{}.0", "1".repeat(4299))).is_ok());
     }
 
     #[test]
     fn fastapi_query_str_takes_the_last() {
+        #[rustfmt::skip]
         let cases: &[(Option<&str>, Result<&str, FieldErrorKind>)] = &[
             (None, Err(FieldErrorKind::Missing)),
             (Some(""), Err(FieldErrorKind::Missing)),
@@ -731,8 +764,14 @@ mod tests {
     #[test]
     fn fastapi_422_bytes() {
         let r = fastapi_422(&[
-            FieldError { name: "provider", kind: FieldErrorKind::Missing },
-            FieldError { name: "org_id", kind: FieldErrorKind::IntParsing },
+            FieldError {
+                name: "provider",
+                kind: FieldErrorKind::Missing,
+            },
+            FieldError {
+                name: "org_id",
+                kind: FieldErrorKind::IntParsing,
+            },
         ]);
         assert_eq!(r.status, StatusCode::UNPROCESSABLE_ENTITY);
         assert_eq!(
@@ -762,14 +801,23 @@ mod tests {
         }
         h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
         h.append(CONTENT_TYPE, HeaderValue::from_static("application/json"));
-        assert!(!content_type_is(&h, "application/json"), "repeated header is ambiguous");
-        h.insert(CONTENT_TYPE, HeaderValue::from_bytes(b"application/json\xff").unwrap());
+        assert!(
+            !content_type_is(&h, "application/json"),
+            "repeated header is ambiguous"
+        );
+        h.insert(
+            CONTENT_TYPE,
+            HeaderValue::from_bytes(b"application/json\xff").unwrap(),
+        );
         assert!(!content_type_is(&h, "application/json"));
     }
 
     #[test]
     fn secret_set() {
-        let set = SecretSet::new([SecretSet::digest(&[b"ab", b"c"]), SecretSet::digest(&[b"k"])]);
+        let set = SecretSet::new([
+            SecretSet::digest(&[b"ab", b"c"]),
+            SecretSet::digest(&[b"k"]),
+        ]);
         assert!(set.contains(&SecretSet::digest(&[b"ab", b"c"])));
         assert!(set.contains(&SecretSet::digest(&[b"k"])));
         assert!(!set.contains(&SecretSet::digest(&[b"a", b"bc"])));

@@ -62,16 +62,15 @@ impl Nylas {
     /// With the accepted API keys (empty: any non-empty key is accepted).
     pub fn new(api_keys: Vec<String>) -> Self {
         Nylas {
-            api_keys: SecretSet::new(
-                api_keys
-                    .iter()
-                    .map(|k| SecretSet::digest(&[k.as_bytes()])),
-            ),
+            api_keys: SecretSet::new(api_keys.iter().map(|k| SecretSet::digest(&[k.as_bytes()]))),
         }
     }
 
     fn key_accepted(&self, key: &str) -> bool {
-        self.api_keys.is_empty() || self.api_keys.contains(&SecretSet::digest(&[key.as_bytes()]))
+        self.api_keys.is_empty()
+            || self
+                .api_keys
+                .contains(&SecretSet::digest(&[key.as_bytes()]))
     }
 }
 
@@ -102,7 +101,10 @@ impl Dialect for Nylas {
 
     fn parse(&self, call: &RevokeCall<'_>) -> Result<RevokeIntent, DialectResponse> {
         if call.method != Method::POST {
-            return Err(DialectResponse::static_json(StatusCode::METHOD_NOT_ALLOWED, BAD_METHOD));
+            return Err(DialectResponse::static_json(
+                StatusCode::METHOD_NOT_ALLOWED,
+                BAD_METHOD,
+            ));
         }
         let key = single_header(call.headers, AUTHORIZATION).and_then(bearer_key);
         match key {
@@ -175,6 +177,8 @@ mod tests {
         let keyed = Nylas::new(vec!["key-1".into(), "key-2".into()]);
         let long = format!("token={}", "t".repeat(1 << 20));
         let long_token = "t".repeat(1 << 20);
+        #[allow(clippy::type_complexity)]
+        #[rustfmt::skip]
         let cases: Vec<(&Nylas, Method, Option<&str>, Vec<&[u8]>, Result<RevokeIntent, (StatusCode, &str)>)> = vec![
             // success
             (&open, Method::POST, Some("token=abc"), vec![b"Bearer k"], token("abc")),
@@ -217,7 +221,12 @@ mod tests {
         for (i, (dialect, method, query, auth, want)) in cases.into_iter().enumerate() {
             let got = err(call(dialect, method, query, &auth));
             let want = want.map_err(|(s, b)| (s, b.to_owned()));
-            assert_eq!(got, want, "case {i}: query {:?}", query.map(|q| &q[..q.len().min(40)]));
+            assert_eq!(
+                got,
+                want,
+                "case {i}: query {:?}",
+                query.map(|q| &q[..q.len().min(40)])
+            );
         }
     }
 
@@ -226,12 +235,28 @@ mod tests {
         let d = Nylas::new(vec![]);
         let secret = "SECRET-TOKEN-VALUE";
         let errors = [
-            err(call(&d, Method::POST, Some("token=SECRET-TOKEN-VALUE&token=x"), &[b"Bearer k"])).unwrap_err(),
-            err(call(&d, Method::POST, Some("token=SECRET-TOKEN-VALUE"), &[b"Bearer SECRET-TOKEN-VALUE x"])).unwrap_err(),
+            err(call(
+                &d,
+                Method::POST,
+                Some("token=SECRET-TOKEN-VALUE&token=x"),
+                &[b"Bearer k"],
+            ))
+            .unwrap_err(),
+            err(call(
+                &d,
+                Method::POST,
+                Some("token=SECRET-TOKEN-VALUE"),
+                &[b"Bearer SECRET-TOKEN-VALUE x"],
+            ))
+            .unwrap_err(),
         ];
         let rendered = [d.unauthenticated(), d.payload_too_large(), d.unavailable()];
         let mut all: Vec<(StatusCode, String)> = errors.to_vec();
-        all.extend(rendered.iter().map(|r| (r.status, String::from_utf8(r.body.to_vec()).unwrap())));
+        all.extend(
+            rendered
+                .iter()
+                .map(|r| (r.status, String::from_utf8(r.body.to_vec()).unwrap())),
+        );
         for (status, body) in all {
             assert!(!body.contains(secret));
             let v: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -252,7 +277,10 @@ mod tests {
     fn success_is_json_for_the_sdk() {
         let d = Nylas::new(vec![]);
         let s = d.success();
-        assert_eq!((s.status, &s.body[..], s.content_type), (StatusCode::OK, &b"{}"[..], Some("application/json")));
+        assert_eq!(
+            (s.status, &s.body[..], s.content_type),
+            (StatusCode::OK, &b"{}"[..], Some("application/json"))
+        );
         assert!(!d.needs_body());
         assert_eq!(d.method(), Method::POST);
         assert_eq!(d.kind(), DialectKind::Nylas);

@@ -126,7 +126,10 @@ fn documented_pair(value: &str) -> Option<(Vec<u8>, Vec<u8>)> {
         if !head.eq_ignore_ascii_case(name) {
             return None;
         }
-        s[name.len()..].trim_start().strip_prefix(':').map(str::trim)
+        s[name.len()..]
+            .trim_start()
+            .strip_prefix(':')
+            .map(str::trim)
     }
     let (first, second) = value.split_once(',')?;
     let id = label(first, "client_id")?;
@@ -195,7 +198,10 @@ impl Dialect for OneLogin {
 
     fn parse(&self, call: &RevokeCall<'_>) -> Result<RevokeIntent, DialectResponse> {
         if call.method != Method::POST {
-            return Err(DialectResponse::static_json(StatusCode::NOT_FOUND, NO_ROUTE));
+            return Err(DialectResponse::static_json(
+                StatusCode::NOT_FOUND,
+                NO_ROUTE,
+            ));
         }
         if !content_type_is(call.headers, "application/json") {
             return Err(DialectResponse::static_json(
@@ -205,7 +211,10 @@ impl Dialect for OneLogin {
         }
         let Some((id, secret)) = single_header(call.headers, AUTHORIZATION).and_then(client_pair)
         else {
-            return Err(DialectResponse::static_json(StatusCode::BAD_REQUEST, AUTH_MISSING));
+            return Err(DialectResponse::static_json(
+                StatusCode::BAD_REQUEST,
+                AUTH_MISSING,
+            ));
         };
         if !self.clients.is_empty() && !self.clients.contains(&SecretSet::digest(&[&id, &secret])) {
             return Err(self.unauthenticated());
@@ -276,6 +285,7 @@ mod tests {
     #[test]
     fn documented_bodies_byte_for_byte() {
         let d = OneLogin::new(vec![]);
+        #[rustfmt::skip]
         let cases = [
             (d.success(), StatusCode::OK, r#"{"status":{"error":false,"code":200,"type":"success","message":"Success"}}"#),
             (d.unauthenticated(), StatusCode::UNAUTHORIZED, r#"{"status":{"error":true,"code":401,"type":"Unauthorized","message":"Authentication Failure"}}"#),
@@ -290,11 +300,29 @@ mod tests {
             BAD_CONTENT_TYPE,
             r#"{"status":{"error":true,"code":400,"type":"bad request","message":"Content Type is not specified or specified incorrectly. Content-Type header must be set to application/json"}}"#
         );
-        assert_eq!(TOKEN_MISSING, r#"{"status":{"error":true,"code":400,"type":"bad request","message":"Access Token Missing"}}"#);
-        assert_eq!(AUTH_MISSING, r#"{"status":{"error":true,"code":400,"type":"bad request","message":"The authorization information is missing"}}"#);
-        assert_eq!(NO_ROUTE, r#"{"status":{"error":true,"code":404,"type":"not found","message":"No Route Exists"}}"#);
+        assert_eq!(
+            TOKEN_MISSING,
+            r#"{"status":{"error":true,"code":400,"type":"bad request","message":"Access Token Missing"}}"#
+        );
+        assert_eq!(
+            AUTH_MISSING,
+            r#"{"status":{"error":true,"code":400,"type":"bad request","message":"The authorization information is missing"}}"#
+        );
+        assert_eq!(
+            NO_ROUTE,
+            r#"{"status":{"error":true,"code":404,"type":"not found","message":"No Route Exists"}}"#
+        );
         // Every body parses, with the documented keys in the documented order.
-        for body in [SUCCESS, BAD_CONTENT_TYPE, TOKEN_MISSING, AUTH_MISSING, AUTH_FAILURE, NO_ROUTE, TOO_LARGE, UNAVAILABLE] {
+        for body in [
+            SUCCESS,
+            BAD_CONTENT_TYPE,
+            TOKEN_MISSING,
+            AUTH_MISSING,
+            AUTH_FAILURE,
+            NO_ROUTE,
+            TOO_LARGE,
+            UNAVAILABLE,
+        ] {
             let v: serde_json::Value = serde_json::from_str(body).unwrap();
             let status = v["status"].as_object().unwrap();
             assert_eq!(status.len(), 4);
@@ -312,7 +340,10 @@ mod tests {
     #[test]
     fn table() {
         let open = OneLogin::new(vec![]);
-        let checked = OneLogin::new(vec![("cid".into(), "csecret".into()), ("other".into(), "s2".into())]);
+        let checked = OneLogin::new(vec![
+            ("cid".into(), "csecret".into()),
+            ("other".into(), "s2".into()),
+        ]);
         let ok = |t: &str| Ok::<String, (StatusCode, String)>(t.to_owned());
         let ct = || e(StatusCode::BAD_REQUEST, BAD_CONTENT_TYPE);
         let missing = || e(StatusCode::BAD_REQUEST, TOKEN_MISSING);
@@ -322,10 +353,21 @@ mod tests {
         let body = br#"{"access_token":"tok"}"#;
         let huge_token = "x".repeat(1 << 20);
         let huge_body = format!(r#"{{"access_token":"{huge_token}"}}"#);
-        let deep = format!("{{\"access_token\":{}1{}}}", "[".repeat(10_000), "]".repeat(10_000));
-        let basic = format!("Basic {}", base64::engine::general_purpose::STANDARD.encode("cid:csecret"));
-        let basic_nopad = format!("basic {}", base64::engine::general_purpose::STANDARD_NO_PAD.encode("cid:csecret"));
+        let deep = format!(
+            "{{\"access_token\":{}1{}}}",
+            "[".repeat(10_000),
+            "]".repeat(10_000)
+        );
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("cid:csecret")
+        );
+        let basic_nopad = format!(
+            "basic {}",
+            base64::engine::general_purpose::STANDARD_NO_PAD.encode("cid:csecret")
+        );
         #[allow(clippy::type_complexity)]
+        #[rustfmt::skip]
         let cases: Vec<(&OneLogin, Method, Vec<&[u8]>, Vec<&[u8]>, &[u8], Result<String, (StatusCode, String)>)> = vec![
             // success, documented header and the SDK's shapes
             (&open, Method::POST, vec![JSON], vec![PAIR], body, ok("tok")),
@@ -417,7 +459,10 @@ mod tests {
     fn errors_never_echo_the_token() {
         let d = OneLogin::new(vec![("cid".into(), "csecret".into())]);
         let body = br#"{"access_token":"SECRET-TOKEN","access_token":"SECRET-TOKEN"}"#;
-        for auth in [&b"client_id:cid, client_secret:csecret"[..], b"client_id:SECRET-TOKEN, client_secret:x"] {
+        for auth in [
+            &b"client_id:cid, client_secret:csecret"[..],
+            b"client_id:SECRET-TOKEN, client_secret:x",
+        ] {
             let r = run(&d, Method::POST, &[JSON], &[auth], body).unwrap_err();
             assert!(!r.1.contains("SECRET"));
         }

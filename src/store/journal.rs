@@ -253,10 +253,9 @@ fn writer_loop(mut file: File, path: PathBuf, rx: mpsc::Receiver<Job>, appended:
                 }
             }
             Job::Rewrite(bytes, ack) => {
-                let result = rewrite_file(&path, &bytes).and_then(|f| {
+                let result = rewrite_file(&path, &bytes).map(|f| {
                     file = f;
                     appended.store(0, Ordering::Relaxed);
-                    Ok(())
                 });
                 let _ = ack.send(result);
             }

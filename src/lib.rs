@@ -142,12 +142,13 @@ pub async fn open_store(
 
 async fn open_shared_store(
     url: &str,
-    _cfg: &config::StoreConfig,
-    _shutdown: CancellationToken,
+    cfg: &config::StoreConfig,
+    shutdown: CancellationToken,
 ) -> Result<Arc<dyn RevocationStore>, StartError> {
-    Err(StartError::Store(format!(
-        "{url}: the Redis store is not built into this version"
-    )))
+    let store = crate::store::redis::RedisStore::start(url, cfg, shutdown)
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    Ok(store)
 }
 
 /// The bound listeners.

@@ -8,11 +8,17 @@
 //! forcing a full resync, with staleness turning the check mode to Reject;
 //! a Sentinel fail-over followed by every instance.
 //!
+//! Then the real binary: three revgate gateways on one Redis, revocations
+//! through A's admin API and through A's RFC 7009 endpoint, B and C answering
+//! 401, and the upstream's record proving the token never reached it after
+//! the revocation was acknowledged; and the same through a Redis outage.
+//!
 //! "Revoked" below is the verdict's rule: a bloom hit whose exact lookup says
 //! revoked, or fails (fail closed).
 
 #[path = "support/redis.rs"]
 mod redis_support;
+mod support;
 
 use std::future::Future;
 use std::path::Path;
@@ -655,4 +661,178 @@ async fn maintenance_sheds_expired_fingerprints_from_the_bloom_filter() {
     }
     a.flush().await.unwrap();
     b.flush().await.unwrap();
+}
+
+// === the real gateway ===
+
+const FP_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn gateway(redis_url: &str, upstream: &str) -> support::RunningGateway {
+    support::Gateway::new()
+        .upstream(upstream)
+        .arg("--store")
+        .arg(redis_url)
+        .arg("--revoke-mode")
+        .arg("terminate")
+        .toml(&format!(
+            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"gw\""
+        ))
+        .spawn()
+}
+
+async fn gateway_ready(g: &support::RunningGateway) {
+    let url = format!("{}/readyz", g.admin_url);
+    eventually("gateway /readyz 200", Duration::from_secs(20), || async {
+        support::send(support::get(&url).body(Default::default()).unwrap())
+            .await
+            .status
+            == 200
+    })
+    .await;
+}
+
+/// Requests that reached the upstream carrying `token`.
+fn reached(up: &support::RunningUpstream, token: &str) -> usize {
+    let bearer = format!("Bearer {token}");
+    up.all()
+        .iter()
+        .filter(|r| {
+            r.headers
+                .get("authorization")
+                .is_some_and(|v| v.as_bytes() == bearer.as_bytes())
+        })
+        .count()
+}
+
+/// Waits until `g` rejects `marker`, revoked *after* what the caller wants
+/// propagated: the stream is ordered, so by then `g` has everything before it.
+async fn propagated_to(g: &support::RunningGateway, marker: &str) {
+    let url = format!("{}/anything", g.url);
+    eventually(
+        "the marker revocation reaches the gateway",
+        Duration::from_secs(10),
+        || async { support::get_bearer(&url, marker).await.status == 401 },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_on_one_redis_reject_what_any_of_them_revoked() {
+    init_logs();
+    let redis = RedisServer::spawn();
+    let up = support::Upstream::new().spawn().await;
+    let gws: Vec<_> = (0..3).map(|_| gateway(&redis.url(), &up.url)).collect();
+    for g in &gws {
+        gateway_ready(g).await;
+    }
+    let (a, b, c) = (&gws[0], &gws[1], &gws[2]);
+    let t1 = "gw-token-one";
+    let t2 = "gw-token-two";
+    for g in [a, b, c] {
+        assert_eq!(
+            support::get_bearer(&format!("{}/x", g.url), t1)
+                .await
+                .status,
+            200
+        );
+        assert_eq!(
+            support::get_bearer(&format!("{}/x", g.url), t2)
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(reached(&up, t1), 3);
+
+    // t1 through A's admin API, t2 through A's RFC 7009 endpoint, then a
+    // marker; every revocation is acknowledged before the next is sent.
+    support::admin_revoke(a, t1).await;
+    let r = support::send(
+        http::Request::builder()
+            .method("POST")
+            .uri(format!("{}/oauth/revoke", a.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(http_body_util::Full::new(bytes::Bytes::from(format!(
+                "token={t2}"
+            ))))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (t1_before, t2_before) = (reached(&up, t1), reached(&up, t2));
+    support::admin_revoke(a, "gw-marker").await;
+    for g in [b, c] {
+        propagated_to(g, "gw-marker").await;
+    }
+    for g in [a, b, c] {
+        for t in [t1, t2] {
+            let r = support::get_bearer(&format!("{}/x", g.url), t).await;
+            assert_eq!(r.status, 401, "{}", r.text());
+        }
+    }
+    assert_eq!(
+        reached(&up, t1),
+        t1_before,
+        "t1 reached the upstream after its revocation"
+    );
+    assert_eq!(
+        reached(&up, t2),
+        t2_before,
+        "t2 reached the upstream after its revocation"
+    );
+
+    // Redis holds fingerprints only.
+    let mut conn = redis.conn();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    assert_eq!(
+        keys.iter().filter(|k| k.starts_with("{gw}:tok:")).count(),
+        3,
+        "{keys:?}"
+    );
+    let dump = format!(
+        "{:?}",
+        redis::cmd("XRANGE")
+            .arg("{gw}:events")
+            .arg("-")
+            .arg("+")
+            .query::<redis::Value>(&mut conn)
+            .unwrap()
+    );
+    assert!(!dump.contains("gw-token") && !keys.iter().any(|k| k.contains("gw-token")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_revocation_during_a_redis_outage_reaches_the_others_when_redis_returns() {
+    init_logs();
+    let mut redis = RedisServer::builder().aof().spawn();
+    let up = support::Upstream::new().spawn().await;
+    let a = gateway(&redis.url(), &up.url);
+    let b = gateway(&redis.url(), &up.url);
+    gateway_ready(&a).await;
+    gateway_ready(&b).await;
+    let t = "gw-outage-token";
+    assert_eq!(
+        support::get_bearer(&format!("{}/x", b.url), t).await.status,
+        200
+    );
+
+    redis.stop();
+    // Acknowledged while Redis is down (journaled), and enforced by A at once.
+    support::admin_revoke(&a, t).await;
+    let r = support::get_bearer(&format!("{}/x", a.url), t).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let before = reached(&up, t);
+
+    redis.start();
+    support::admin_revoke(&a, "gw-outage-marker").await;
+    propagated_to(&b, "gw-outage-marker").await;
+    assert_eq!(
+        support::get_bearer(&format!("{}/x", b.url), t).await.status,
+        401
+    );
+    assert_eq!(
+        reached(&up, t),
+        before,
+        "the token reached the upstream after its revocation"
+    );
 }

@@ -132,7 +132,8 @@ async fn onelogin_terminate_with_the_documented_bodies() {
     assert_eq!(r.status, 200);
     assert_revoked(&gw, &up, "ol-2").await;
 
-    let cases: &[(&str, &[(&str, &str)], &[u8], u16, &str)] = &[
+    type Case<'a> = (&'a str, &'a [(&'a str, &'a str)], &'a [u8], u16, &'a str);
+    let cases: &[Case] = &[
         (
             "POST",
             &[auth, ("content-type", "text/plain")],

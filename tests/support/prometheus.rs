@@ -143,9 +143,7 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
         }
 
         // name [{labels}] value [timestamp]
-        let name_end = line
-            .find(['{', ' '])
-            .ok_or_else(|| err("no value"))?;
+        let name_end = line.find(['{', ' ']).ok_or_else(|| err("no value"))?;
         let name = &line[..name_end];
         if !is_name(name, true) {
             return Err(err("bad metric name"));

@@ -577,7 +577,8 @@ mod tests {
 
     #[test]
     fn malformed_and_duplicate() {
-        let cases: &[(&[(&str, &[u8])], Option<&str>, CredentialError)] = &[
+        type Case<'a> = (&'a [(&'a str, &'a [u8])], Option<&'a str>, CredentialError);
+        let cases: &[Case] = &[
             (
                 &[
                     ("authorization", b"Bearer a"),

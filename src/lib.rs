@@ -1,6 +1,19 @@
 //! # revgate
 //!
-//! A reverse-proxy gateway that makes OAuth / bearer-token revocation real.
+//! A reverse-proxy gateway that makes OAuth / bearer-token revocation real:
+//! it records revocations made through vendors' revoke endpoints (or its
+//! admin API) and rejects every later request carrying a revoked token before
+//! it reaches an upstream, on every instance.
+//!
+//! # The request's path
+//!
+//! ```text
+//! server   accept (TCP | TLS), HTTP/1.1 + h2 (auto)
+//! proxy    1. route          host / path prefix -> upstream
+//!          2. revoke call?   dialect parses -> forward (apply on 2xx) | terminate (apply, answer)
+//!          3. verdict        credential -> fingerprint -> bloom -> store -> 401 | 400 | pass
+//!          4. forward        streaming both ways, pooled upstream connections
+//! ```
 //!
 //! # Layout
 //!
@@ -13,14 +26,230 @@
 //! dialect/         the vendors' revoke endpoints (pure parse/render pairs)
 //! store/           RevocationStore trait, MemoryStore, RedisStore, LocalCache, journal
 //! admin.rs         /healthz /readyz /metrics and the admin revocation API
+//! tls.rs           rustls configs, certificate reload
+//! metrics.rs       Prometheus metrics
+//! telemetry.rs     logging
+//! demo.rs          `revgate demo`: the gateway in front of a built-in echo upstream
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+pub mod admin;
 pub mod config;
 pub mod credentials;
+pub mod demo;
 pub mod dialect;
 pub mod metrics;
+pub mod proxy;
+pub mod server;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
+pub mod verdict;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Settings;
+use crate::credentials::FingerprintKey;
+use crate::proxy::{Gateway, Runtime};
+use crate::store::memory::MemoryStore;
+use crate::store::RevocationStore;
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    /// A setting is wrong (names the key).
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// The store could not be opened.
+    #[error("store: {0}")]
+    Store(String),
+    /// TLS material could not be loaded.
+    #[error("tls: {0}")]
+    Tls(String),
+    /// A listener could not be bound.
+    #[error("bind {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// The fingerprint key: configured, or (embedded store only) generated once
+/// and kept beside the journal.
+pub fn fingerprint_key(settings: &Settings) -> Result<FingerprintKey, StartError> {
+    if let Some(hex) = &settings.raw.tokens.fingerprint_key {
+        return FingerprintKey::from_hex(hex).map_err(|e| {
+            StartError::Config(config::ConfigError {
+                key: "tokens.fingerprint_key".into(),
+                message: e.to_string(),
+            })
+        });
+    }
+    let mut path = settings.raw.store.journal.clone().into_os_string();
+    path.push(".key");
+    FingerprintKey::load_or_create(std::path::Path::new(&path))
+        .map_err(|e| StartError::Store(e.to_string()))
+}
+
+/// Opens the configured store and starts its background maintenance.
+pub async fn open_store(
+    settings: &Settings,
+    shutdown: CancellationToken,
+) -> Result<Arc<dyn RevocationStore>, StartError> {
+    let s = &settings.raw.store;
+    if s.url == "memory" {
+        let (store, report) = MemoryStore::open(&s.journal, s.bloom_capacity, s.bloom_fp_rate)
+            .map_err(|e| StartError::Store(format!("journal {}: {e}", s.journal.display())))?;
+        if report.torn_bytes > 0 {
+            tracing::warn!(
+                journal = %s.journal.display(),
+                records = report.records,
+                torn_bytes = report.torn_bytes,
+                "journal had a torn or corrupt tail: kept the good prefix"
+            );
+        } else {
+            tracing::info!(journal = %s.journal.display(), records = report.records, "journal replayed");
+        }
+        let store = Arc::new(store);
+        let every = s.maintenance_interval;
+        let st = store.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(every);
+            tick.tick().await;
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = tick.tick() => {}
+                }
+                match st.maintain().await {
+                    Ok(m) => tracing::debug!(?m, "store maintenance"),
+                    Err(e) => tracing::error!(error = %e, "store maintenance failed"),
+                }
+            }
+        });
+        Ok(store)
+    } else {
+        open_shared_store(&s.url, s, shutdown).await
+    }
+}
+
+async fn open_shared_store(
+    url: &str,
+    _cfg: &config::StoreConfig,
+    _shutdown: CancellationToken,
+) -> Result<Arc<dyn RevocationStore>, StartError> {
+    Err(StartError::Store(format!(
+        "{url}: the Redis store is not built into this version"
+    )))
+}
+
+/// The bound listeners.
+pub struct Listeners {
+    /// Client-facing.
+    pub http: TcpListener,
+    /// Admin.
+    pub admin: TcpListener,
+}
+
+impl Listeners {
+    /// Binds both listeners of the settings.
+    pub async fn bind(settings: &Settings) -> Result<Self, StartError> {
+        let bind = |addr| async move {
+            TcpListener::bind(addr)
+                .await
+                .map_err(|source| StartError::Bind { addr, source })
+        };
+        Ok(Listeners {
+            http: bind(settings.listen).await?,
+            admin: bind(settings.admin_listen).await?,
+        })
+    }
+}
+
+/// A running gateway's handles.
+pub struct Running {
+    /// The gateway (for reloads).
+    pub gateway: Arc<Gateway>,
+    /// Certificate reloader, when TLS is on.
+    pub tls: Option<Arc<tls::ReloadingCertResolver>>,
+}
+
+/// Builds the gateway over an opened store.
+pub fn build(
+    settings: Settings,
+    store: Arc<dyn RevocationStore>,
+    key: FingerprintKey,
+    shutdown: CancellationToken,
+) -> Result<Arc<Gateway>, StartError> {
+    let runtime =
+        Runtime::new(settings, Arc::new(key)).map_err(|e| StartError::Tls(e.to_string()))?;
+    Ok(Arc::new(Gateway::new(runtime, store, shutdown)))
+}
+
+/// Runs the gateway on bound listeners until `shutdown` is cancelled, then
+/// drains in-flight requests (up to `server.drain_timeout`) and flushes the
+/// store. `on_start` receives the handles once serving.
+pub async fn run(
+    listeners: Listeners,
+    settings: Settings,
+    shutdown: CancellationToken,
+    on_start: impl FnOnce(&Running),
+) -> Result<(), StartError> {
+    let key = fingerprint_key(&settings)?;
+    match metrics::install() {
+        Ok(handle) => {
+            tokio::spawn(metrics::upkeep(handle, shutdown.clone()));
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics disabled"),
+    }
+    let store = open_store(&settings, shutdown.clone()).await?;
+    let drain = settings.raw.server.drain_timeout;
+    let max_header = settings.raw.server.max_header_bytes;
+    let (acceptor, resolver) = match &settings.raw.server.tls {
+        Some(t) => {
+            let resolver = Arc::new(
+                tls::ReloadingCertResolver::load(&t.cert, &t.key)
+                    .map_err(|e| StartError::Tls(e.to_string()))?,
+            );
+            tokio::spawn(tls::watch(
+                resolver.clone(),
+                Duration::from_secs(2),
+                shutdown.clone(),
+            ));
+            let cfg = tls::server_config(resolver.clone());
+            (Some(tokio_rustls::TlsAcceptor::from(cfg)), Some(resolver))
+        }
+        None => (None, None),
+    };
+    let gateway = build(settings, store.clone(), key, shutdown.clone())?;
+    on_start(&Running {
+        gateway: gateway.clone(),
+        tls: resolver,
+    });
+    let admin = tokio::spawn(admin::serve(
+        listeners.admin,
+        gateway.clone(),
+        shutdown.clone(),
+    ));
+    server::serve(
+        listeners.http,
+        acceptor,
+        gateway,
+        max_header,
+        shutdown,
+        drain,
+    )
+    .await;
+    let _ = admin.await;
+    if let Err(e) = store.flush().await {
+        tracing::error!(error = %e, "store flush at shutdown failed");
+    }
+    Ok(())
+}

@@ -1,1 +1,208 @@
-fn main() {}
+//! The `revgate` binary: `run` (the default), `check-config`, `demo`.
+//!
+//! Exit codes: 0 after a clean shutdown; 2 for a bad configuration (the
+//! message names the key); 1 for any other start-up failure.
+
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use revgate::config::{Config, Overrides};
+use revgate::dialect::RevokeMode;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "revgate",
+    version,
+    about = "A reverse proxy that makes bearer-token revocation real"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    overrides: Overrides,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway (the default).
+    Run {
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Check a configuration file and exit: 0 if valid, 2 with the bad key otherwise.
+    CheckConfig {
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+    /// Run the gateway in front of a built-in echo upstream (embedded store, terminate mode).
+    Demo {
+        #[command(flatten)]
+        overrides: Overrides,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let (cmd, overrides) = match cli.command {
+        None => ("run", cli.overrides),
+        Some(Command::Run { overrides }) => ("run", overrides),
+        Some(Command::CheckConfig { overrides }) => ("check-config", overrides),
+        Some(Command::Demo { overrides }) => ("demo", overrides),
+    };
+    let config = match overrides.load() {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("revgate: invalid configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if cmd == "check-config" {
+        return match config.validate() {
+            Ok(_) => {
+                println!("configuration ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("revgate: invalid configuration: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("revgate: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(cmd == "demo", config, overrides)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("revgate: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(demo: bool, mut config: Config, overrides: Overrides) -> anyhow::Result<ExitCode> {
+    revgate::telemetry::init(config.log.format, &config.log.filter);
+    let shutdown = CancellationToken::new();
+    if demo {
+        let echo = revgate::demo::spawn_echo_upstream(shutdown.clone())
+            .await
+            .context("echo upstream")?;
+        config.upstream.url = Some(format!("http://{echo}"));
+        if overrides.revoke_mode.is_none() {
+            config.revoke.mode = RevokeMode::Terminate;
+        }
+        if overrides.journal.is_none() && overrides.config.is_none() {
+            config.store.journal = std::env::temp_dir().join("revgate-demo.journal");
+        }
+    }
+    let settings = match config.validate() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("revgate: invalid configuration: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let listeners = match revgate::Listeners::bind(&settings).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("revgate: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
+    let http = listeners.http.local_addr()?;
+    let admin = listeners.admin.local_addr()?;
+    // One machine-readable line on stdout: tests and scripts read the bound
+    // ports from it (useful with port 0).
+    println!(
+        "{}",
+        serde_json::json!({"event": "listening", "listen": http.to_string(), "admin": admin.to_string()})
+    );
+    if demo {
+        eprintln!("revgate demo: gateway on http://{http}, admin on http://{admin}, echo upstream behind it");
+        eprintln!("  curl -i -H 'Authorization: Bearer demo-token' http://{http}/hello");
+        eprintln!("  curl -i -X POST http://{http}/oauth/revoke -d token=demo-token");
+        eprintln!(
+            "  curl -i -H 'Authorization: Bearer demo-token' http://{http}/hello   # now 401"
+        );
+    }
+    signals(shutdown.clone(), overrides);
+    let result = revgate::run(listeners, settings, shutdown.clone(), |running| {
+        let _ = RELOAD.set((running.gateway.clone(), running.tls.clone()));
+    })
+    .await;
+    match result {
+        Ok(()) => Ok(ExitCode::SUCCESS),
+        Err(revgate::StartError::Config(e)) => {
+            eprintln!("revgate: invalid configuration: {e}");
+            Ok(ExitCode::from(2))
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+type ReloadTargets = (
+    std::sync::Arc<revgate::proxy::Gateway>,
+    Option<std::sync::Arc<revgate::tls::ReloadingCertResolver>>,
+);
+static RELOAD: std::sync::OnceLock<ReloadTargets> = std::sync::OnceLock::new();
+
+/// SIGTERM/SIGINT: graceful shutdown. SIGHUP: reload the config file and
+/// certificates; a bad new config is logged and the old one keeps serving.
+fn signals(shutdown: CancellationToken, overrides: Overrides) {
+    use tokio::signal::unix::{signal, SignalKind};
+    tokio::spawn(async move {
+        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+            signal(SignalKind::terminate()),
+            signal(SignalKind::interrupt()),
+            signal(SignalKind::hangup()),
+        ) else {
+            tracing::error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = term.recv() => { tracing::info!("SIGTERM: draining"); shutdown.cancel(); return; }
+                _ = int.recv() => { tracing::info!("SIGINT: draining"); shutdown.cancel(); return; }
+                _ = hup.recv() => reload(&overrides),
+            }
+        }
+    });
+}
+
+fn reload(overrides: &Overrides) {
+    let Some((gateway, tls)) = RELOAD.get() else {
+        return;
+    };
+    let settings = match overrides.load().and_then(|c| c.validate()) {
+        Ok(s) => s,
+        Err(e) => {
+            revgate::metrics::reload("config", false);
+            tracing::error!(error = %e, "SIGHUP: new configuration rejected; keeping the old one");
+            return;
+        }
+    };
+    let key = std::sync::Arc::new(gateway.runtime().key().clone());
+    match revgate::proxy::Runtime::new(settings, key) {
+        Ok(rt) => {
+            gateway.reload(rt);
+            tracing::info!("SIGHUP: configuration reloaded");
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "SIGHUP: new configuration rejected; keeping the old one")
+        }
+    }
+    if let Some(r) = tls {
+        if let Err(e) = r.reload() {
+            tracing::error!(error = %e, "SIGHUP: certificate reload failed; keeping the old certificate");
+        }
+    }
+}

@@ -1,0 +1,315 @@
+//! The admin listener (loopback by default): health, readiness, metrics, and
+//! the revocation API for operators and tests.
+//!
+//! | method + path                          | body                                   | answer |
+//! |----------------------------------------|----------------------------------------|--------|
+//! | `GET /healthz`                         |                                        | 200 `{"status":"ok"}` |
+//! | `GET /readyz`                          |                                        | 200, or 503 until the store has loaded |
+//! | `GET /metrics`                         |                                        | Prometheus text |
+//! | `POST /admin/v1/revocations`           | `{"token":"..."}` or `{"scope":{"sub":..,"org":..,"provider":..}}` | 200 what was recorded, once durable |
+//! | `POST /admin/v1/revocations/lookup`    | `{"token":"..."}` or `{"fingerprint":".."}` | 200 `{"fingerprint":..,"revoked":bool}` |
+//! | `GET /admin/v1/scopes`                 |                                        | 200 `{"scopes":[...]}` |
+//! | `DELETE /admin/v1/revocations`         | `{"token"}`, `{"fingerprint"}` or `{"scope"}` | 200 `{"removed":bool}`; audited in the log |
+//!
+//! Tokens travel only in bodies, never in URLs, and are never echoed back:
+//! answers name the fingerprint. With `admin.token` set, every path but
+//! `/healthz` and `/readyz` needs `Authorization: Bearer <admin.token>`.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use serde::Deserialize;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::credentials::Fingerprint;
+use crate::dialect::RevokeIntent;
+use crate::proxy::{full, Body, Gateway};
+use crate::store::{Applied, RevocationCommand, RevocationTarget, ScopeKey};
+use crate::verdict::json_response;
+
+/// Largest admin request body.
+const MAX_BODY: usize = 64 * 1024;
+
+/// Serves the admin API until `shutdown`.
+pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: CancellationToken) {
+    loop {
+        let (stream, _) = tokio::select! {
+            _ = shutdown.cancelled() => return,
+            a = listener.accept() => match a {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin accept failed");
+                    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let gw = gateway.clone();
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            let service = service_fn(move |req| {
+                let gw = gw.clone();
+                async move { Ok::<_, std::convert::Infallible>(handle(&gw, req).await) }
+            });
+            let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+            let conn = builder.serve_connection(TokioIo::new(stream), service);
+            tokio::pin!(conn);
+            tokio::select! {
+                _ = conn.as_mut() => {}
+                _ = stop.cancelled() => {
+                    conn.as_mut().graceful_shutdown();
+                    let _ = conn.await;
+                }
+            }
+        });
+    }
+}
+
+fn error(status: StatusCode, error: &str, description: &str) -> Response<Body> {
+    let body = serde_json::json!({"error": error, "error_description": description});
+    json_response(status, Bytes::from(body.to_string())).map(full)
+}
+
+fn ok(value: serde_json::Value) -> Response<Body> {
+    json_response(StatusCode::OK, Bytes::from(value.to_string())).map(full)
+}
+
+/// What the revocation endpoints accept: exactly one of the three.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Target {
+    token: Option<String>,
+    fingerprint: Option<String>,
+    scope: Option<ScopeKey>,
+}
+
+enum Named {
+    Token(String),
+    Fingerprint(Fingerprint),
+    Scope(ScopeKey),
+}
+
+/// A 400's description.
+type Refusal = &'static str;
+
+fn parse_target(body: &[u8]) -> Result<Named, Refusal> {
+    let bad = |d: Refusal| Err(d);
+    let t: Target = match serde_json::from_slice(body) {
+        Ok(t) => t,
+        // serde's message can quote the input (a token): keep only its category.
+        Err(e) if e.is_syntax() || e.is_eof() => return bad("the body is not valid JSON"),
+        Err(_) => {
+            return bad(
+                r#"expected {"token":"..."}, {"fingerprint":"..."} or {"scope":{"sub":"...","org":"...","provider":"..."}}"#,
+            )
+        }
+    };
+    match (t.token, t.fingerprint, t.scope) {
+        (Some(tok), None, None) => {
+            if tok.is_empty() || !tok.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+                return bad("token must be non-empty visible ASCII");
+            }
+            Ok(Named::Token(tok))
+        }
+        (None, Some(fp), None) => match Fingerprint::from_hex(&fp) {
+            Some(fp) => Ok(Named::Fingerprint(fp)),
+            None => bad("fingerprint must be 32 hex characters"),
+        },
+        (None, None, Some(scope)) => {
+            let empty = |v: &Option<String>| v.as_deref().is_some_and(str::is_empty);
+            if scope.sub.is_empty() || empty(&scope.org) || empty(&scope.provider) {
+                return bad("scope.sub is required; scope.org and scope.provider, when given, must be non-empty");
+            }
+            Ok(Named::Scope(scope))
+        }
+        _ => bad("give exactly one of token, fingerprint or scope"),
+    }
+}
+
+async fn read_body(body: Incoming) -> Result<Bytes, (StatusCode, Refusal)> {
+    match http_body_util::Limited::new(body, MAX_BODY).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => {
+            Err((StatusCode::PAYLOAD_TOO_LARGE, "body over 64 KiB"))
+        }
+        Err(_) => Err((StatusCode::BAD_REQUEST, "the body could not be read")),
+    }
+}
+
+/// Reads and parses a body naming a revocation target.
+async fn target(body: Incoming) -> Result<Named, Box<Response<Body>>> {
+    let bytes = read_body(body)
+        .await
+        .map_err(|(status, d)| Box::new(error(status, "invalid_request", d)))?;
+    parse_target(&bytes).map_err(|d| Box::new(error(StatusCode::BAD_REQUEST, "invalid_request", d)))
+}
+
+fn authorized(gw: &Gateway, req: &Request<Incoming>) -> bool {
+    let rt = gw.runtime();
+    let Some(expected) = rt.settings().raw.admin.token.as_deref() else {
+        return true;
+    };
+    let given = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| {
+            v.strip_prefix("Bearer ")
+                .or_else(|| v.strip_prefix("bearer "))
+        })
+        .unwrap_or("");
+    use subtle::ConstantTimeEq as _;
+    given.len() == expected.len() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
+}
+
+async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Body> {
+    let path = req.uri().path().to_string();
+    let method = req.method().clone();
+    match (&method, path.as_str()) {
+        (&Method::GET, "/healthz") => return ok(serde_json::json!({"status": "ok"})),
+        (&Method::GET, "/readyz") => {
+            let s = gw.store().status();
+            return if s.ready {
+                ok(serde_json::json!({"status": "ready"}))
+            } else {
+                let body = serde_json::json!({"status": "not_ready"});
+                json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Bytes::from(body.to_string()),
+                )
+                .map(full)
+            };
+        }
+        _ => {}
+    }
+    if !authorized(gw, &req) {
+        let mut r = error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_token",
+            "admin token required",
+        );
+        r.headers_mut().insert(
+            http::header::WWW_AUTHENTICATE,
+            http::HeaderValue::from_static(r#"Bearer realm="revgate-admin""#),
+        );
+        return r;
+    }
+    let rt = gw.runtime();
+    match (&method, path.as_str()) {
+        (&Method::GET, "/metrics") => {
+            crate::metrics::store_gauges(gw.store().as_ref());
+            let mut r = Response::new(full(crate::metrics::render()));
+            r.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("text/plain; version=0.0.4"),
+            );
+            r
+        }
+        (&Method::GET, "/admin/v1/scopes") => {
+            ok(serde_json::json!({"scopes": gw.store().cache().scope_rules()}))
+        }
+        (&Method::POST, "/admin/v1/revocations") => {
+            let cmd = match target(req.into_body()).await {
+                Err(r) => return *r,
+                Ok(Named::Token(t)) => match rt.command(RevokeIntent::Token(t), &Default::default(), None) {
+                    Some(c) => c,
+                    None => return error(StatusCode::BAD_REQUEST, "invalid_request", "cannot revoke this token"),
+                },
+                Ok(Named::Fingerprint(_)) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "revoke by token or scope; a fingerprint alone does not say when the token expires",
+                    )
+                }
+                Ok(Named::Scope(key)) => RevocationCommand::Scope(rt.scope_rule(key)),
+            };
+            match gw.store().apply(cmd.clone()).await {
+                Ok(applied) => {
+                    crate::metrics::revocation_applied("admin", "terminate");
+                    ok(serde_json::json!({"recorded": cmd, "changed": applied == Applied::Changed}))
+                }
+                Err(e) => {
+                    crate::metrics::revocation_apply_failed("admin");
+                    tracing::error!(error = %e, "admin revocation not recorded");
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "temporarily_unavailable",
+                        "the revocation could not be recorded; retry",
+                    )
+                }
+            }
+        }
+        (&Method::POST, "/admin/v1/revocations/lookup") => {
+            let fp =
+                match target(req.into_body()).await {
+                    Err(r) => return *r,
+                    Ok(Named::Token(t)) => rt.key().fingerprint(t.as_bytes()),
+                    Ok(Named::Fingerprint(fp)) => fp,
+                    Ok(Named::Scope(_)) => return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "look up a token or fingerprint; GET /admin/v1/scopes lists scope rules",
+                    ),
+                };
+            match gw.store().is_token_revoked(&fp).await {
+                Ok(revoked) => ok(serde_json::json!({"fingerprint": fp, "revoked": revoked})),
+                Err(e) => {
+                    tracing::warn!(error = %e, "admin lookup failed");
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "temporarily_unavailable",
+                        "the store could not be reached",
+                    )
+                }
+            }
+        }
+        (&Method::DELETE, "/admin/v1/revocations") => {
+            let target = match target(req.into_body()).await {
+                Err(r) => return *r,
+                Ok(Named::Token(t)) => RevocationTarget::Token(rt.key().fingerprint(t.as_bytes())),
+                Ok(Named::Fingerprint(fp)) => RevocationTarget::Token(fp),
+                Ok(Named::Scope(key)) => RevocationTarget::Scope(key),
+            };
+            match gw
+                .store()
+                .apply(RevocationCommand::Remove(target.clone()))
+                .await
+            {
+                Ok(applied) => {
+                    let removed = applied == Applied::Changed;
+                    tracing::warn!(target: "revgate::audit", action = "unrevoke", what = ?target, removed, "revocation removed through the admin API");
+                    ok(serde_json::json!({"removed": removed}))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "admin removal not recorded");
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "temporarily_unavailable",
+                        "the removal could not be recorded; retry",
+                    )
+                }
+            }
+        }
+        (
+            _,
+            "/healthz"
+            | "/readyz"
+            | "/metrics"
+            | "/admin/v1/scopes"
+            | "/admin/v1/revocations"
+            | "/admin/v1/revocations/lookup",
+        ) => error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "invalid_request",
+            "method not allowed",
+        ),
+        _ => error(StatusCode::NOT_FOUND, "not_found", "no such admin endpoint"),
+    }
+}

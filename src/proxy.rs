@@ -1,0 +1,940 @@
+//! The request's path, stage by stage, and the forwarding to upstreams.
+//!
+//! ```text
+//! Gateway::handle            logs, maps ProxyError -> response (the one "rescue")
+//!   handle_inner             early returns, in order:
+//!     1. route               host / longest path prefix -> upstream (404 if none)
+//!     2. revoke endpoint?    a dialect's path -> revoke() (forward or terminate)
+//!     3. verdict             credential -> fingerprint -> bloom -> store (401/400/503)
+//!     4. forward             header hygiene, pooled upstream client, streaming both ways
+//! ```
+//!
+//! Bodies stream: the client's `Incoming` is handed to the upstream client as
+//! it arrives and the upstream's response body likewise, so memory stays flat
+//! whatever the size. Only a revoke endpoint whose dialect needs the body
+//! (OneLogin, RFC 7009) reads it, under `revoke.max_body_bytes` (413 past it),
+//! and then forwards exactly those bytes.
+//!
+//! Header hygiene (RFC 9110 §7.6.1): hop-by-hop headers and those named in
+//! `Connection` are removed both ways; `X-Forwarded-For` is appended to,
+//! `X-Forwarded-Proto` and `X-Forwarded-Host` are set to what this hop saw,
+//! `Via` is appended to. The upstream sees its own authority as `Host`.
+//! `Upgrade` (WebSocket) requests keep their upgrade headers and, on a 101,
+//! the two upgraded connections are spliced together.
+//!
+//! The query string is never logged: it may carry `access_token` or Nylas's
+//! `token`.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Route, Settings};
+use crate::credentials::{self, FingerprintKey};
+use crate::dialect::{self, Dialect, DialectResponse, RevokeCall, RevokeIntent, RevokeMode};
+use crate::store::{now_unix, RevocationCommand, RevocationStore, ScopeKey, ScopeRule, TokenRule};
+use crate::verdict::{self, Checker, Verdict};
+
+/// Errors boxed into response bodies.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+/// The body type of every request forwarded and every response answered.
+pub type Body = http_body_util::combinators::BoxBody<Bytes, BoxError>;
+
+/// A body from bytes.
+pub fn full(bytes: impl Into<Bytes>) -> Body {
+    Full::new(bytes.into())
+        .map_err(|never| match never {})
+        .boxed()
+}
+
+fn incoming(body: Incoming) -> Body {
+    body.map_err(|e| Box::new(e) as BoxError).boxed()
+}
+
+type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
+
+// === ProxyError: the one mapping from cause to response ===
+
+/// Why a request was answered by the gateway instead of the upstream.
+#[derive(Debug, thiserror::Error)]
+pub enum ProxyError {
+    /// No route matches the host and path: 404 `no_route`.
+    #[error("no route")]
+    NoRoute,
+    /// The upstream refused or reset the connection, or answered garbage: 502.
+    #[error("upstream unavailable: {0}")]
+    UpstreamUnavailable(String),
+    /// Connecting, or waiting for the response head, took too long: 504.
+    #[error("upstream timed out")]
+    UpstreamTimeout,
+    /// The client's body failed while being read: 400.
+    #[error("client body: {0}")]
+    ClientBody(String),
+}
+
+impl ProxyError {
+    /// The status this error answers with.
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ProxyError::NoRoute => StatusCode::NOT_FOUND,
+            ProxyError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
+            ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
+            ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+        }
+    }
+
+    /// The response: a generic JSON message (the cause goes to the log only).
+    pub fn into_response(self) -> Response<Body> {
+        let (error, description) = match &self {
+            ProxyError::NoRoute => ("no_route", "No route for this host and path"),
+            ProxyError::UpstreamUnavailable(_) => {
+                ("bad_gateway", "The upstream service is unavailable")
+            }
+            ProxyError::UpstreamTimeout => (
+                "gateway_timeout",
+                "The upstream service did not answer in time",
+            ),
+            ProxyError::ClientBody(_) => ("invalid_request", "The request body could not be read"),
+        };
+        let body = serde_json::json!({"error": error, "error_description": description});
+        verdict::json_response(self.status(), Bytes::from(body.to_string())).map(full)
+    }
+}
+
+// === Runtime: what SIGHUP can replace ===
+
+struct DialectEntry {
+    path: String,
+    mode: RevokeMode,
+    dialect: Box<dyn Dialect>,
+}
+
+/// The reloadable part of the gateway: routes, dialects, credential settings,
+/// the upstream client.
+pub struct Runtime {
+    settings: Settings,
+    checker: Checker,
+    dialects: Vec<DialectEntry>,
+    client: UpstreamClient,
+    /// Per-route metric handles, parallel to `settings.routes`, resolved once
+    /// so the hot path allocates no labels.
+    route_metrics: Vec<crate::metrics::RouteMetrics>,
+    no_route_metrics: crate::metrics::RouteMetrics,
+}
+
+/// Why a runtime could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// Upstream TLS settings could not be loaded.
+    #[error("upstream TLS: {0}")]
+    Tls(String),
+}
+
+impl Runtime {
+    /// Builds the runtime for checked settings.
+    pub fn new(settings: Settings, key: Arc<FingerprintKey>) -> Result<Self, RuntimeError> {
+        let up = &settings.raw.upstream;
+        let mut http = HttpConnector::new();
+        http.set_connect_timeout(Some(up.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        http.set_keepalive(Some(Duration::from_secs(60)));
+        let tls = crate::tls::upstream_client_config(
+            up.ca_file.as_deref(),
+            up.client_cert.as_deref(),
+            up.client_key.as_deref(),
+        )
+        .map_err(|e| RuntimeError::Tls(e.to_string()))?;
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(up.pool_idle_timeout)
+            .pool_max_idle_per_host(up.pool_max_idle_per_host)
+            .build(connector);
+        let dialects = settings
+            .dialects
+            .iter()
+            .map(|d| DialectEntry {
+                path: d.path.clone(),
+                mode: d.mode,
+                dialect: dialect::build(d.kind, &settings.dialect_secrets),
+            })
+            .collect();
+        let route_metrics = settings
+            .routes
+            .iter()
+            .map(|r| crate::metrics::RouteMetrics::new(&r.name))
+            .collect();
+        Ok(Runtime {
+            route_metrics,
+            no_route_metrics: crate::metrics::RouteMetrics::new("-"),
+            checker: Checker {
+                key,
+                sources: settings.credential_sources.clone(),
+                attributes: settings.attribute_sources.clone(),
+            },
+            dialects,
+            client,
+            settings,
+        })
+    }
+
+    /// The settings this runtime was built from.
+    pub fn settings(&self) -> &Settings {
+        &self.settings
+    }
+
+    /// Turns a dialect's intent into a store command; `None` when a scope
+    /// revocation's current user cannot be identified.
+    pub fn command(
+        &self,
+        intent: RevokeIntent,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Option<RevocationCommand> {
+        let tokens = &self.settings.raw.tokens;
+        let now = now_unix();
+        match intent {
+            RevokeIntent::Token(raw) => {
+                let fingerprint = self.checker.key.fingerprint(raw.as_bytes());
+                let expires_at =
+                    credentials::peek_jwt(&raw, &self.settings.attribute_sources.claims)
+                        .and_then(|a| a.exp)
+                        .map(|exp| exp.saturating_add(tokens.clock_skew.as_secs()))
+                        .unwrap_or_else(|| now.saturating_add(tokens.max_lifetime.as_secs()));
+                Some(RevocationCommand::Token(TokenRule {
+                    fingerprint,
+                    expires_at,
+                }))
+            }
+            RevokeIntent::Scope { org, provider } => {
+                let mut attrs = match self.checker.credential(headers, query) {
+                    Ok(Some(c)) => credentials::attributes(
+                        c.token(),
+                        headers,
+                        &self.settings.attribute_sources,
+                    ),
+                    _ => Default::default(),
+                };
+                credentials::identity_fill(
+                    &mut attrs,
+                    headers,
+                    &self.settings.attribute_sources.identity_headers,
+                );
+                let sub = attrs.sub?;
+                Some(RevocationCommand::Scope(self.scope_rule(ScopeKey {
+                    sub,
+                    org,
+                    provider: Some(provider),
+                })))
+            }
+        }
+    }
+
+    /// A scope rule revoking every token of `key` issued up to now, kept
+    /// until every such token has expired.
+    pub fn scope_rule(&self, key: ScopeKey) -> ScopeRule {
+        let tokens = &self.settings.raw.tokens;
+        let now = now_unix();
+        ScopeRule {
+            key,
+            revoked_at: now,
+            expires_at: now
+                .saturating_add(tokens.max_lifetime.as_secs())
+                .saturating_add(tokens.clock_skew.as_secs()),
+        }
+    }
+
+    /// The fingerprint key.
+    pub fn key(&self) -> &FingerprintKey {
+        &self.checker.key
+    }
+
+    fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        self.settings.routes.iter().position(|r| {
+            r.host.as_deref().is_none_or(|h| host == Some(h))
+                && prefix_matches(&r.path_prefix, path)
+        })
+    }
+
+    fn dialect(&self, path: &str) -> Option<&DialectEntry> {
+        self.dialects.iter().find(|d| d.path == path)
+    }
+}
+
+/// `/api` matches `/api`, `/api/` and `/api/x`, not `/apix`.
+fn prefix_matches(prefix: &str, path: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// Who is on the other end of a client connection.
+#[derive(Clone, Copy, Debug)]
+pub struct ClientConn {
+    /// Peer address.
+    pub addr: SocketAddr,
+    /// Whether the connection is TLS.
+    pub tls: bool,
+}
+
+// === Gateway ===
+
+/// The gateway: the reloadable runtime, the store, the fingerprint key.
+pub struct Gateway {
+    runtime: ArcSwap<Runtime>,
+    store: Arc<dyn RevocationStore>,
+    shutdown: CancellationToken,
+}
+
+pub use crate::metrics::Outcome;
+
+struct Handled {
+    response: Response<Body>,
+    outcome: Outcome,
+    /// Index of the matched route in `settings.routes`.
+    route: Option<usize>,
+    fingerprint: Option<crate::credentials::Fingerprint>,
+    upstream_time: Option<Duration>,
+}
+
+impl Gateway {
+    /// A gateway over a runtime and a store.
+    pub fn new(
+        runtime: Runtime,
+        store: Arc<dyn RevocationStore>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Gateway {
+            runtime: ArcSwap::from_pointee(runtime),
+            store,
+            shutdown,
+        }
+    }
+
+    /// Replaces the runtime (config reload); in-flight requests finish on the old one.
+    pub fn reload(&self, runtime: Runtime) {
+        self.runtime.store(Arc::new(runtime));
+    }
+
+    /// The current runtime.
+    pub fn runtime(&self) -> Arc<Runtime> {
+        self.runtime.load_full()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<dyn RevocationStore> {
+        &self.store
+    }
+
+    /// Handles one request; never fails (errors become responses).
+    pub async fn handle(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        conn: ClientConn,
+    ) -> Result<Response<Body>, std::convert::Infallible> {
+        let start = Instant::now();
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let rt = self.runtime.load_full();
+        let version = req.version();
+        let h = self.handle_inner(&rt, req, conn).await;
+        let elapsed = start.elapsed();
+        let metrics = h
+            .route
+            .map_or(&rt.no_route_metrics, |i| &rt.route_metrics[i]);
+        metrics.request(h.outcome);
+        crate::metrics::overhead(
+            elapsed
+                .saturating_sub(h.upstream_time.unwrap_or_default())
+                .as_secs_f64(),
+        );
+        if let Some(t) = h.upstream_time {
+            metrics.upstream_time(t.as_secs_f64());
+        }
+        if rt.settings.raw.log.access_log {
+            crate::telemetry::access(&crate::telemetry::AccessLog {
+                method: &method,
+                path: &path,
+                version,
+                status: h.response.status().as_u16(),
+                route: h.route.map_or("-", |i| rt.settings.routes[i].name.as_str()),
+                outcome: h.outcome,
+                duration: elapsed,
+                upstream: h.upstream_time,
+                fingerprint: h.fingerprint.as_ref(),
+                peer: Some(conn.addr),
+            });
+        }
+        Ok(h.response)
+    }
+
+    async fn handle_inner(
+        &self,
+        rt: &Runtime,
+        req: Request<Incoming>,
+        conn: ClientConn,
+    ) -> Handled {
+        let mut h = Handled {
+            response: Response::new(full(Bytes::new())),
+            outcome: Outcome::Forwarded,
+            route: None,
+            fingerprint: None,
+            upstream_time: None,
+        };
+        // 1. route
+        let host = request_host(&req);
+        let Some(index) = rt.route(host.as_deref(), req.uri().path()) else {
+            h.outcome = Outcome::NoRoute;
+            h.response = ProxyError::NoRoute.into_response();
+            return h;
+        };
+        h.route = Some(index);
+        let route = &rt.settings.routes[index];
+
+        // 2. revoke endpoint?
+        if let Some(d) = rt.dialect(req.uri().path()) {
+            h.outcome = Outcome::RevokeCall;
+            let started = Instant::now();
+            h.response = match self.revoke(rt, d, route, req, conn).await {
+                Ok(r) => r,
+                Err(e) => {
+                    tracing::warn!(error = %e, dialect = d.dialect.kind().name(), "revoke call failed");
+                    e.into_response()
+                }
+            };
+            h.upstream_time = (d.mode == RevokeMode::Forward).then(|| started.elapsed());
+            return h;
+        }
+
+        // 3. verdict
+        match rt
+            .checker
+            .judge(req.headers(), req.uri().query(), &*self.store)
+            .await
+        {
+            Verdict::Revoked(fp) => {
+                h.outcome = Outcome::Revoked;
+                h.fingerprint = Some(fp);
+                h.response = verdict::revoked().map(full);
+                return h;
+            }
+            Verdict::BadRequest(e) => {
+                h.outcome = Outcome::BadRequest;
+                h.response = verdict::bad_request(e).map(full);
+                return h;
+            }
+            Verdict::Unavailable => {
+                h.outcome = Outcome::Unavailable;
+                let body = r#"{"error":"temporarily_unavailable","error_description":"The revocation state is too stale to judge this request"}"#;
+                h.response = verdict::json_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    Bytes::from_static(body.as_bytes()),
+                )
+                .map(full);
+                return h;
+            }
+            Verdict::Pass(fp) => h.fingerprint = Some(fp),
+            Verdict::NoCredential => {}
+        }
+
+        // 4. forward
+        let started = Instant::now();
+        let (parts, body) = req.into_parts();
+        let result = forward(rt, route, parts, incoming(body), conn).await;
+        h.upstream_time = Some(started.elapsed());
+        h.response = match result {
+            Ok(r) => r,
+            Err(e) => {
+                h.outcome = Outcome::UpstreamError;
+                tracing::warn!(error = %e, route = %route.name, "upstream error");
+                e.into_response()
+            }
+        };
+        h
+    }
+
+    // === revoke endpoints ===
+
+    async fn revoke(
+        &self,
+        rt: &Runtime,
+        d: &DialectEntry,
+        route: &Route,
+        req: Request<Incoming>,
+        conn: ClientConn,
+    ) -> Result<Response<Body>, ProxyError> {
+        let (parts, body) = req.into_parts();
+        let limit = rt.settings.raw.revoke.max_body_bytes;
+        let (buffered, stream) = if d.dialect.needs_body() {
+            match read_limited(&parts.headers, body, limit).await {
+                Ok(bytes) => (Some(bytes), None),
+                Err(BodyError::TooLarge) => return Ok(render(d.dialect.payload_too_large())),
+                Err(BodyError::Read(e)) => return Err(ProxyError::ClientBody(e)),
+            }
+        } else {
+            (None, Some(body))
+        };
+        let call = RevokeCall {
+            method: &parts.method,
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            body: buffered.as_deref().unwrap_or_default(),
+        };
+        let parsed = d.dialect.parse(&call);
+        let source = d.dialect.kind().name();
+        match d.mode {
+            RevokeMode::Terminate => {
+                let intent = match parsed {
+                    Ok(i) => i,
+                    Err(vendor_error) => return Ok(render(vendor_error)),
+                };
+                let Some(cmd) = rt.command(intent, &parts.headers, parts.uri.query()) else {
+                    return Ok(render(d.dialect.unauthenticated()));
+                };
+                match self.store.apply(cmd).await {
+                    Ok(_) => {
+                        crate::metrics::revocation_applied(source, "terminate");
+                        Ok(render(d.dialect.success()))
+                    }
+                    Err(e) => {
+                        crate::metrics::revocation_apply_failed(source);
+                        tracing::error!(error = %e, dialect = source, "revocation not recorded");
+                        Ok(render(d.dialect.unavailable()))
+                    }
+                }
+            }
+            RevokeMode::Forward => {
+                // Decide what would be applied before the request is handed on.
+                let cmd = parsed
+                    .ok()
+                    .map(|intent| rt.command(intent, &parts.headers, parts.uri.query()));
+                let body = match (buffered, stream) {
+                    (Some(bytes), _) => full(bytes),
+                    (None, Some(s)) => incoming(s),
+                    (None, None) => full(Bytes::new()),
+                };
+                let resp = forward(rt, route, parts, body, conn).await?;
+                if resp.status().is_success() {
+                    match cmd {
+                        Some(Some(cmd)) => self.apply_or_retry(cmd, source).await,
+                        Some(None) => {
+                            crate::metrics::unidentified_revoke(source);
+                            tracing::warn!(
+                                dialect = source,
+                                "revoke call forwarded, but its current user could not be identified: nothing applied"
+                            );
+                        }
+                        None => {}
+                    }
+                }
+                Ok(resp)
+            }
+        }
+    }
+
+    /// Applies a forwarded revocation; on failure keeps retrying in the
+    /// background (with backoff) until it is recorded or the gateway stops.
+    async fn apply_or_retry(&self, cmd: RevocationCommand, source: &'static str) {
+        match self.store.apply(cmd.clone()).await {
+            Ok(_) => crate::metrics::revocation_applied(source, "forward"),
+            Err(e) => {
+                crate::metrics::revocation_apply_failed(source);
+                tracing::error!(error = %e, dialect = source, "revocation not recorded; retrying in the background");
+                let store = self.store.clone();
+                let shutdown = self.shutdown.clone();
+                tokio::spawn(async move {
+                    let mut delay = Duration::from_millis(100);
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {
+                                tracing::error!(dialect = source, "gateway stopping with a revocation still unrecorded");
+                                return;
+                            }
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        match store.apply(cmd.clone()).await {
+                            Ok(_) => {
+                                crate::metrics::revocation_applied(source, "forward");
+                                tracing::info!(dialect = source, "revocation recorded after retry");
+                                return;
+                            }
+                            Err(e) => {
+                                crate::metrics::revocation_apply_failed(source);
+                                tracing::warn!(error = %e, dialect = source, "revocation retry failed");
+                                delay = (delay * 2).min(Duration::from_secs(30));
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+fn render(r: DialectResponse) -> Response<Body> {
+    let mut resp = Response::new(full(r.body));
+    *resp.status_mut() = r.status;
+    if let Some(ct) = r.content_type {
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    resp
+}
+
+enum BodyError {
+    TooLarge,
+    Read(String),
+}
+
+async fn read_limited(
+    headers: &HeaderMap,
+    body: Incoming,
+    limit: usize,
+) -> Result<Bytes, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge);
+    }
+    match http_body_util::Limited::new(body, limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(e) => Err(BodyError::Read(e.to_string())),
+    }
+}
+
+// === forwarding ===
+
+fn request_host<B>(req: &Request<B>) -> Option<String> {
+    let raw = match req.uri().authority() {
+        Some(a) => a.host().to_string(),
+        None => {
+            let h = req.headers().get(header::HOST)?.to_str().ok()?;
+            // Strip a port; keep IPv6 brackets intact.
+            match h.rsplit_once(':') {
+                Some((host, port))
+                    if !host.is_empty()
+                        && port.bytes().all(|b| b.is_ascii_digit())
+                        && !h.ends_with(']') =>
+                {
+                    host.to_string()
+                }
+                _ => h.to_string(),
+            }
+        }
+    };
+    Some(raw.to_ascii_lowercase())
+}
+
+static HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
+];
+
+fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes hop-by-hop headers and those named in `Connection`; keeps
+/// `Upgrade` + `Connection: upgrade` when `upgrade` is set.
+fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .collect();
+    for name in named {
+        if !(upgrade && name == header::UPGRADE) {
+            headers.remove(&name);
+        }
+    }
+    for name in &HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+fn append_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
+    let combined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => format!("{prev}, {value}"),
+        _ => value.to_string(),
+    };
+    if let Ok(v) = HeaderValue::from_str(&combined) {
+        headers.insert(name, v);
+    }
+}
+
+fn via_value(version: http::Version) -> &'static str {
+    match version {
+        http::Version::HTTP_2 => "2 revgate",
+        http::Version::HTTP_10 => "1.0 revgate",
+        _ => "1.1 revgate",
+    }
+}
+
+fn upstream_uri(route: &Route, uri: &Uri) -> Result<Uri, ProxyError> {
+    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let joined = format!("{}{}", route.upstream.base_path, pq);
+    Uri::builder()
+        .scheme(route.upstream.scheme.clone())
+        .authority(route.upstream.authority.clone())
+        .path_and_query(joined)
+        .build()
+        .map_err(|e| ProxyError::UpstreamUnavailable(format!("bad upstream URI: {e}")))
+}
+
+fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>() {
+            if io.kind() == std::io::ErrorKind::TimedOut {
+                return true;
+            }
+        }
+        if err.to_string().contains("timed out") || err.to_string().contains("deadline has elapsed")
+        {
+            return true;
+        }
+        cur = err.source();
+    }
+    false
+}
+
+/// Sends a request to the route's upstream and returns its response, with
+/// hygiene applied both ways; splices upgraded connections on a 101.
+async fn forward(
+    rt: &Runtime,
+    route: &Route,
+    mut parts: http::request::Parts,
+    body: Body,
+    conn: ClientConn,
+) -> Result<Response<Body>, ProxyError> {
+    let upgrade = is_upgrade(&parts.headers);
+    let client_upgrade = if upgrade {
+        parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
+    } else {
+        None
+    };
+    let original_host = match parts.uri.authority() {
+        Some(a) => Some(a.to_string()),
+        None => parts
+            .headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string),
+    };
+    let uri = upstream_uri(route, &parts.uri)?;
+    let version = parts.version;
+    let headers = &mut parts.headers;
+    strip_hop_by_hop(headers, upgrade);
+    headers.remove(header::HOST);
+    append_header(
+        headers,
+        HeaderName::from_static("x-forwarded-for"),
+        &conn.addr.ip().to_string(),
+    );
+    headers.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
+    );
+    if let Some(h) = original_host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), h);
+    }
+    append_header(headers, header::VIA, via_value(version));
+
+    let mut up_req = Request::new(body);
+    *up_req.method_mut() = parts.method;
+    *up_req.uri_mut() = uri;
+    *up_req.headers_mut() = parts.headers;
+    *up_req.version_mut() = http::Version::HTTP_11;
+
+    // The response-header timeout runs from the moment the request body has
+    // been sent in full, so a long upload is not cut short by it.
+    let timeout = rt.settings.raw.upstream.response_header_timeout;
+    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+    let up_req = up_req.map(|b| SignalOnEnd::new(b, sent_tx).boxed());
+    let request = rt.client.request(up_req);
+    let deadline = async move {
+        let _ = sent_rx.await;
+        tokio::time::sleep(timeout).await;
+    };
+    let result = tokio::select! {
+        r = request => Ok(r),
+        _ = deadline => Err(()),
+    };
+    let mut resp = match result {
+        Err(()) => return Err(ProxyError::UpstreamTimeout),
+        Ok(Err(e)) if is_timeout(&e) => return Err(ProxyError::UpstreamTimeout),
+        Ok(Err(e)) => {
+            let mut msg = e.to_string();
+            let mut src = std::error::Error::source(&e);
+            while let Some(s) = src {
+                msg.push_str(": ");
+                msg.push_str(&s.to_string());
+                src = s.source();
+            }
+            return Err(ProxyError::UpstreamUnavailable(msg));
+        }
+        Ok(Ok(r)) => r,
+    };
+
+    let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    if switching {
+        if let (Some(client_side), Ok(upstream_side)) =
+            (client_upgrade, hyper::upgrade::on(&mut resp).await)
+        {
+            tokio::spawn(async move {
+                match client_side.await {
+                    Ok(client_io) => {
+                        let mut client_io = TokioIo::new(client_io);
+                        let mut upstream_io = TokioIo::new(upstream_side);
+                        let _ =
+                            tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await;
+                    }
+                    Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
+                }
+            });
+        }
+    }
+    let (mut rparts, rbody) = resp.into_parts();
+    strip_hop_by_hop(&mut rparts.headers, switching);
+    append_header(&mut rparts.headers, header::VIA, "1.1 revgate");
+    Ok(Response::from_parts(rparts, incoming(rbody)))
+}
+
+/// A body that reports when it has been read to its end (or dropped).
+struct SignalOnEnd {
+    inner: Body,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl SignalOnEnd {
+    fn new(inner: Body, done: tokio::sync::oneshot::Sender<()>) -> Self {
+        let mut me = SignalOnEnd {
+            inner,
+            done: Some(done),
+        };
+        if http_body::Body::is_end_stream(&me.inner) {
+            me.fire();
+        }
+        me
+    }
+
+    fn fire(&mut self) {
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl http_body::Body for SignalOnEnd {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_))) => self.fire(),
+            _ if self.inner.is_end_stream() => self.fire(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn prefixes_match_on_segment_boundaries() {
+        assert!(prefix_matches("/", "/anything"));
+        assert!(prefix_matches("/api", "/api"));
+        assert!(prefix_matches("/api", "/api/x"));
+        assert!(!prefix_matches("/api", "/apix"));
+        assert!(prefix_matches("/api/", "/api/x"));
+    }
+
+    #[test]
+    fn hop_by_hop_headers_are_removed() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-secret-hop"),
+        );
+        h.insert("x-secret-hop", HeaderValue::from_static("1"));
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("te", HeaderValue::from_static("trailers"));
+        h.insert("upgrade", HeaderValue::from_static("h2c"));
+        h.insert("x-keep", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h, false);
+        let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-keep"]);
+
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h, true);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn hosts_lose_their_port() {
+        let r = Request::builder()
+            .header("host", "API.example.com:8080")
+            .body(())
+            .unwrap();
+        assert_eq!(request_host(&r).as_deref(), Some("api.example.com"));
+        let r = Request::builder().header("host", "[::1]").body(()).unwrap();
+        assert_eq!(request_host(&r).as_deref(), Some("[::1]"));
+    }
+}

@@ -1,0 +1,236 @@
+//! The per-request revocation check and the answers it gives.
+//!
+//! Order, cheapest first: extract the credential (borrowed, no allocation) →
+//! fingerprint it → ask the bloom filter. A bloom miss is the common case and
+//! ends here with no lock, I/O or allocation. A bloom hit asks the store for
+//! the exact answer; if the store cannot answer, a bloom hit counts as revoked
+//! (fail closed). Scope rules are checked only when any exist, since only
+//! then are the credential's attributes (a JWT peek) worth reading.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{HeaderMap, HeaderValue, Response, StatusCode};
+
+use crate::credentials::{
+    self, AttributeSources, Credential, CredentialError, CredentialSources, Fingerprint,
+    FingerprintKey,
+};
+use crate::store::{now_unix, CheckMode, RevocationStore};
+
+/// The outcome of the check.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Verdict {
+    /// No credential: nothing to judge, the request passes.
+    NoCredential,
+    /// A credential that is not revoked.
+    Pass(Fingerprint),
+    /// Revoked: 401 `invalid_token`.
+    Revoked(Fingerprint),
+    /// Malformed credentials: 400 `invalid_request`.
+    BadRequest(CredentialError),
+    /// The store is too stale to judge and is configured to refuse: 503.
+    Unavailable,
+}
+
+/// Everything the check needs besides the store.
+#[derive(Clone, Debug)]
+pub struct Checker {
+    /// The fingerprint key.
+    pub key: Arc<FingerprintKey>,
+    /// Where credentials are read.
+    pub sources: CredentialSources,
+    /// Where attributes are read.
+    pub attributes: AttributeSources,
+}
+
+impl Checker {
+    /// Finds the credential in a request.
+    pub fn credential<'a>(
+        &self,
+        headers: &'a HeaderMap,
+        query: Option<&'a str>,
+    ) -> Result<Option<Credential<'a>>, CredentialError> {
+        credentials::extract(headers, query, &self.sources)
+    }
+
+    /// Judges a request by its headers and query.
+    pub async fn judge(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        store: &dyn RevocationStore,
+    ) -> Verdict {
+        let cred = match self.credential(headers, query) {
+            Ok(Some(c)) => c,
+            Ok(None) => return Verdict::NoCredential,
+            Err(e) => return Verdict::BadRequest(e),
+        };
+        let fp = self.key.fingerprint(cred.token().as_bytes());
+        let cache = store.cache();
+        let mode = store.check_mode();
+        if mode == CheckMode::Reject {
+            return Verdict::Unavailable;
+        }
+        let bloom_hit = cache.may_contain(&fp);
+        if bloom_hit || mode == CheckMode::AlwaysLookup {
+            match store.is_token_revoked(&fp).await {
+                Ok(true) => return Verdict::Revoked(fp),
+                Ok(false) => {
+                    if bloom_hit {
+                        cache.note_false_positive();
+                    }
+                }
+                // Fail closed: the bloom filter says it may be revoked and no
+                // one can say otherwise.
+                Err(_) if bloom_hit => return Verdict::Revoked(fp),
+                Err(_) => {}
+            }
+        }
+        if cache.has_scope_rules() {
+            let attrs = credentials::attributes(cred.token(), headers, &self.attributes);
+            if cache.scope_matches(&attrs, now_unix()) {
+                return Verdict::Revoked(fp);
+            }
+        }
+        Verdict::Pass(fp)
+    }
+}
+
+/// The body and `WWW-Authenticate` of a revoked token's 401.
+pub const REVOKED_BODY: &str =
+    r#"{"error":"invalid_token","error_description":"The access token has been revoked"}"#;
+/// The `WWW-Authenticate` header of a revoked token's 401.
+pub const REVOKED_CHALLENGE: &str =
+    r#"Bearer error="invalid_token", error_description="The access token has been revoked""#;
+
+/// A JSON response with a fixed body.
+pub fn json_response(status: StatusCode, body: Bytes) -> Response<Bytes> {
+    let mut resp = Response::new(body);
+    *resp.status_mut() = status;
+    resp.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp.headers_mut().insert(
+        http::header::CACHE_CONTROL,
+        HeaderValue::from_static("no-store"),
+    );
+    resp
+}
+
+/// 401 for a revoked token (RFC 6750 §3).
+pub fn revoked() -> Response<Bytes> {
+    let mut resp = json_response(
+        StatusCode::UNAUTHORIZED,
+        Bytes::from_static(REVOKED_BODY.as_bytes()),
+    );
+    resp.headers_mut().insert(
+        http::header::WWW_AUTHENTICATE,
+        HeaderValue::from_static(REVOKED_CHALLENGE),
+    );
+    resp
+}
+
+/// 400 `invalid_request` for malformed credentials (RFC 6750 §3.1).
+pub fn bad_request(err: CredentialError) -> Response<Bytes> {
+    let description = err.to_string();
+    let body = serde_json::json!({"error": "invalid_request", "error_description": description});
+    let mut resp = json_response(StatusCode::BAD_REQUEST, Bytes::from(body.to_string()));
+    let challenge = format!(r#"Bearer error="invalid_request", error_description="{description}""#);
+    if let Ok(v) = HeaderValue::from_str(&challenge) {
+        resp.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+    }
+    resp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::memory::MemoryStore;
+    use crate::store::{RevocationCommand, ScopeKey, ScopeRule, TokenRule};
+
+    fn checker() -> Checker {
+        Checker {
+            key: Arc::new(FingerprintKey::from_bytes([3; 32])),
+            sources: CredentialSources::default(),
+            attributes: AttributeSources::default(),
+        }
+    }
+
+    fn bearer(t: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {t}")).unwrap(),
+        );
+        h
+    }
+
+    #[tokio::test]
+    async fn verdicts() {
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = MemoryStore::open(&dir.path().join("j"), 1000, 0.01).unwrap();
+        let c = checker();
+        let fp = c.key.fingerprint(b"bad");
+        store
+            .apply(RevocationCommand::Token(TokenRule {
+                fingerprint: fp,
+                expires_at: now_unix() + 60,
+            }))
+            .await
+            .unwrap();
+        assert_eq!(
+            c.judge(&bearer("bad"), None, &store).await,
+            Verdict::Revoked(fp)
+        );
+        assert_eq!(
+            c.judge(&HeaderMap::new(), Some("access_token=bad"), &store)
+                .await,
+            Verdict::Revoked(fp)
+        );
+        assert!(matches!(
+            c.judge(&bearer("good"), None, &store).await,
+            Verdict::Pass(_)
+        ));
+        assert_eq!(
+            c.judge(&HeaderMap::new(), None, &store).await,
+            Verdict::NoCredential
+        );
+        assert_eq!(
+            c.judge(&bearer("a"), Some("access_token=b"), &store).await,
+            Verdict::BadRequest(CredentialError::MultipleMethods)
+        );
+        // A scope rule: the user's opaque token passes (no subject known)...
+        store
+            .apply(RevocationCommand::Scope(ScopeRule {
+                key: ScopeKey {
+                    sub: "u1".into(),
+                    org: None,
+                    provider: None,
+                },
+                revoked_at: now_unix(),
+                expires_at: now_unix() + 60,
+            }))
+            .await
+            .unwrap();
+        assert!(matches!(
+            c.judge(&bearer("opaque"), None, &store).await,
+            Verdict::Pass(_)
+        ));
+    }
+
+    #[test]
+    fn responses_are_exact() {
+        let r: Response<Bytes> = revoked();
+        assert_eq!(r.status(), 401);
+        assert_eq!(r.headers()["www-authenticate"], REVOKED_CHALLENGE);
+        assert_eq!(r.body().as_ref(), REVOKED_BODY.as_bytes());
+        let r: Response<Bytes> = bad_request(CredentialError::DuplicateAuthorization);
+        assert_eq!(r.status(), 400);
+        assert!(r.headers()["www-authenticate"]
+            .to_str()
+            .unwrap()
+            .starts_with(r#"Bearer error="invalid_request""#));
+    }
+}

@@ -602,3 +602,30 @@ fn dockerfile_is_multi_stage_non_root_and_matches_the_docs() {
         }
     }
 }
+
+#[test]
+fn the_load_test_config_is_what_the_docs_say() {
+    let text = std::fs::read_to_string(root().join("config/loadtest.toml")).unwrap();
+    let config = Config::from_toml(&text).unwrap();
+    let settings = config.validate().unwrap();
+    assert_eq!(config.store.url, "memory", "embedded store");
+    assert!(
+        settings
+            .dialects
+            .iter()
+            .all(|d| d.mode == revgate::dialect::RevokeMode::Terminate),
+        "terminate mode"
+    );
+    assert!(
+        settings.admin_listen.ip().is_loopback(),
+        "admin on loopback"
+    );
+    assert!(
+        config.store.bloom_capacity >= 1_000_000,
+        "a large bloom filter"
+    );
+    assert!(
+        config.store.journal.starts_with("target"),
+        "a run leaves nothing in the tree"
+    );
+}

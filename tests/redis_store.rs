@@ -408,7 +408,11 @@ async fn an_instance_started_after_ten_thousand_revocations_loads_them_before_re
     let dbsize: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
     assert_eq!(dbsize, N + 1, "one key per rule plus the stream");
 
-    let c = start(&redis.url(), &cfg(dir.path(), "c"), &shutdown).await;
+    // Sized for far fewer: the load is still complete, and a right-sized
+    // filter follows in the background.
+    let mut c_cfg = cfg(dir.path(), "c");
+    c_cfg.bloom_capacity = 1_000;
+    let c = start(&redis.url(), &c_cfg, &shutdown).await;
     ready(&c).await;
     // Checked the moment it is ready: everything came from the load.
     assert_eq!(c.status().token_rules, N);
@@ -433,6 +437,21 @@ async fn an_instance_started_after_ten_thousand_revocations_loads_them_before_re
     }
     assert_eq!(wrong, 0, "revocations not confirmed by the exact lookup");
     assert!(!is_revoked(&c, N + 1).await);
+    eventually(
+        "a right-sized bloom filter",
+        Duration::from_secs(10),
+        || async { c.cache().bloom().capacity() >= N as usize },
+    )
+    .await;
+    let misses = (0..N).filter(|i| !c.cache().may_contain(&fp(*i))).count();
+    assert_eq!(misses, 0, "bloom misses after the resize");
+    let false_hits = (N..2 * N)
+        .filter(|i| c.cache().may_contain(&fp(*i)))
+        .count();
+    assert!(
+        false_hits < 500,
+        "false positives after the resize: {false_hits} of {N}"
+    );
     a.flush().await.unwrap();
     c.flush().await.unwrap();
 }

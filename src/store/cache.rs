@@ -132,6 +132,11 @@ impl BloomRebuild {
     pub fn insert(&self, fp: &Fingerprint) {
         self.next.insert(fp);
     }
+
+    /// The item count the new filter is sized for.
+    pub fn capacity(&self) -> usize {
+        self.next.capacity()
+    }
 }
 
 // === impl LocalCache ===

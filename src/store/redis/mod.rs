@@ -116,6 +116,9 @@ struct Inner {
     token_rules: AtomicU64,
     /// One bloom rebuild at a time (start-up load, resync, maintenance).
     rebuild_gate: tokio::sync::Mutex<()>,
+    /// Asks the maintenance task for a rebuild now (a load found the filter
+    /// undersized).
+    rebuild_now: tokio::sync::Notify,
 }
 
 impl RedisStore {
@@ -158,6 +161,7 @@ impl RedisStore {
             last_sync_ms: AtomicU64::new(0),
             token_rules: AtomicU64::new(0),
             rebuild_gate: tokio::sync::Mutex::new(()),
+            rebuild_now: tokio::sync::Notify::new(),
         });
         if !replayed.is_empty() {
             tracing::info!(

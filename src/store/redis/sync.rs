@@ -455,6 +455,7 @@ async fn full_load(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result<Eve
     let at = last_event_id(inner, cmd).await?;
     let estimate = inner.token_rules.load(Ordering::Relaxed) as usize;
     let rebuild = inner.cache.begin_rebuild(estimate);
+    let sized_for = rebuild.capacity();
     let scanned = match scan(inner, cmd, &rebuild, true).await {
         Ok(s) => s,
         Err(e) => {
@@ -467,6 +468,17 @@ async fn full_load(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result<Eve
     reapply_outbox(inner).await;
     inner.confirmed.clear();
     inner.token_rules.store(scanned.tokens, Ordering::Relaxed);
+    if scanned.tokens as usize > sized_for {
+        // Complete (no false negatives) but over-full: a high false-positive
+        // rate sends many requests to Redis. A right-sized generation is
+        // built in the background, while tailing goes on.
+        tracing::info!(
+            token_rules = scanned.tokens,
+            sized_for,
+            "bloom filter undersized (raise store.bloom_capacity); rebuilding it now"
+        );
+        inner.rebuild_now.notify_one();
+    }
     tracing::info!(
         token_rules = scanned.tokens,
         scope_rules = inner.cache.scope_rule_count(),
@@ -495,6 +507,7 @@ pub(super) async fn maintain(inner: Arc<Inner>, stop: CancellationToken) {
         tokio::select! {
             _ = stop.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
+            _ = inner.rebuild_now.notified() => {}
         }
         inner.cache.expire_scopes(now_unix());
         inner.confirmed.sweep();

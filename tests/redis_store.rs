@@ -855,3 +855,47 @@ async fn a_gateway_revocation_during_a_redis_outage_reaches_the_others_when_redi
         "the token reached the upstream after its revocation"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_share_revocations_over_rediss() {
+    init_logs();
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = support::certs::write_pki(pki_dir.path(), &["127.0.0.1"]);
+    let redis = RedisServer::builder()
+        .tls(&pki.server_cert, &pki.server_key)
+        .spawn();
+    assert!(redis.url().starts_with("rediss://"));
+    let up = support::Upstream::new().spawn().await;
+    // The gateways trust the test CA the way an operator would point them
+    // at a private CA: SSL_CERT_FILE (read by the system-roots loader).
+    let ca = pki.ca_cert.display().to_string();
+    let tls_gateway = || {
+        support::Gateway::new()
+            .upstream(&up.url)
+            .arg("--store")
+            .arg(&redis.url())
+            .env("SSL_CERT_FILE", &ca)
+            .toml(&format!(
+                "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"gw\""
+            ))
+            .spawn()
+    };
+    let a = tls_gateway();
+    let b = tls_gateway();
+    gateway_ready(&a).await;
+    gateway_ready(&b).await;
+    let t = "gw-tls-token";
+    assert_eq!(
+        support::get_bearer(&format!("{}/x", b.url), t).await.status,
+        200
+    );
+    support::admin_revoke(&a, t).await;
+    let before = reached(&up, t);
+    support::admin_revoke(&a, "gw-tls-marker").await;
+    propagated_to(&b, "gw-tls-marker").await;
+    assert_eq!(
+        support::get_bearer(&format!("{}/x", b.url), t).await.status,
+        401
+    );
+    assert_eq!(reached(&up, t), before);
+}

@@ -43,6 +43,7 @@ pub fn free_port() -> u16 {
 #[derive(Clone, Debug, Default)]
 pub struct RedisBuilder {
     aof: bool,
+    tls: Option<(PathBuf, PathBuf)>,
     replica_of: Option<u16>,
     sentinel: Option<(String, u16)>,
 }
@@ -56,6 +57,14 @@ impl RedisBuilder {
     /// Append-only file on, fsync'd on every write.
     pub fn aof(mut self) -> Self {
         self.aof = true;
+        self
+    }
+
+    /// TLS only (no plain port), with this certificate and key (PEM);
+    /// clients are not asked for certificates. [`RedisServer::url`] is then
+    /// `rediss://`.
+    pub fn tls(mut self, cert: &std::path::Path, key: &std::path::Path) -> Self {
+        self.tls = Some((cert.to_path_buf(), key.to_path_buf()));
         self
     }
 
@@ -122,9 +131,14 @@ impl RedisServer {
         self.port
     }
 
-    /// `redis://127.0.0.1:<port>`.
+    /// `redis://127.0.0.1:<port>` (`rediss://` with TLS).
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        let scheme = if self.spec.tls.is_some() {
+            "rediss"
+        } else {
+            "redis"
+        };
+        format!("{scheme}://127.0.0.1:{}", self.port)
     }
 
     /// Its data directory.
@@ -166,8 +180,22 @@ impl RedisServer {
             a.push("--sentinel".into());
             return a;
         }
+        if let Some((cert, key)) = &self.spec.tls {
+            for (k, v) in [
+                ("--port", "0".to_string()),
+                ("--tls-port", self.port.to_string()),
+                ("--tls-cert-file", cert.display().to_string()),
+                ("--tls-key-file", key.display().to_string()),
+                ("--tls-auth-clients", "no".into()),
+            ] {
+                a.push(k.into());
+                a.push(v);
+            }
+        } else {
+            a.push("--port".into());
+            a.push(self.port.to_string());
+        }
         for (k, v) in [
-            ("--port", self.port.to_string()),
             ("--bind", "127.0.0.1".into()),
             ("--dir", self.dir.display().to_string()),
             (
@@ -213,7 +241,15 @@ impl RedisServer {
                     ));
                 }
             }
-            if let Ok(mut conn) = client.get_connection_with_timeout(Duration::from_millis(200)) {
+            if self.spec.tls.is_some() {
+                // The test process does not trust the test CA: a listening
+                // TLS port is as far as it checks.
+                if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                    return Ok(());
+                }
+            } else if let Ok(mut conn) =
+                client.get_connection_with_timeout(Duration::from_millis(200))
+            {
                 let pong: redis::RedisResult<String> = redis::cmd("PING").query(&mut conn);
                 if pong.is_ok() {
                     return Ok(());

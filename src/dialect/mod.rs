@@ -827,8 +827,8 @@ mod tests {
                 self.0 ^= self.0 >> 27;
                 self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
             }
-            fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
-                &items[(self.next() % items.len() as u64) as usize]
+            fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+                items[(self.next() % items.len() as u64) as usize].clone()
             }
         }
         const MARK: &str = "Zq9Mark";
@@ -886,7 +886,7 @@ mod tests {
                     pair.push('=');
                 }
                 for _ in 0..1 + rng.next() % 3 {
-                    pair.push_str(*rng.pick(values));
+                    pair.push_str(rng.pick(values));
                 }
                 pairs.push(pair);
             }
@@ -908,16 +908,16 @@ mod tests {
             for _ in 0..[0, 1, 1, 1, 2][(rng.next() % 5) as usize] {
                 headers.append(
                     CONTENT_TYPE,
-                    HeaderValue::from_bytes(*rng.pick(content_types)).unwrap(),
+                    HeaderValue::from_bytes(rng.pick(content_types)).unwrap(),
                 );
             }
             for _ in 0..[0, 1, 1, 1, 2][(rng.next() % 5) as usize] {
                 headers.append(
                     AUTHORIZATION,
-                    HeaderValue::from_bytes(*rng.pick(auths)).unwrap(),
+                    HeaderValue::from_bytes(rng.pick(auths)).unwrap(),
                 );
             }
-            let method = rng.pick(&methods).clone();
+            let method = rng.pick(&methods);
             let call = RevokeCall {
                 method: &method,
                 query: (rng.next() % 5 != 0).then_some(text.as_str()),

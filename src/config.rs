@@ -335,7 +335,8 @@ pub struct AdminConfig {
     /// Admin listener address (loopback by default).
     pub listen: String,
     /// When set, the admin API (not `/healthz`, `/readyz`) requires
-    /// `Authorization: Bearer <token>`.
+    /// `Authorization: Bearer <token>` (or `REVGATE_ADMIN_TOKEN`, e.g. from a
+    /// Kubernetes Secret).
     pub token: Option<String>,
 }
 
@@ -469,6 +470,11 @@ impl Overrides {
         if c.tokens.fingerprint_key.is_none() {
             if let Ok(k) = std::env::var("REVGATE_FINGERPRINT_KEY") {
                 c.tokens.fingerprint_key = Some(k);
+            }
+        }
+        if c.admin.token.is_none() {
+            if let Ok(t) = std::env::var("REVGATE_ADMIN_TOKEN") {
+                c.admin.token = Some(t);
             }
         }
     }
@@ -722,6 +728,12 @@ impl Config {
             return Err(ConfigError::new(
                 "store.url",
                 format!("expected memory, redis://host:port/db, rediss://... or redis+sentinel://host:port,.../master; got {:?}", s.url),
+            ));
+        }
+        if s.url != "memory" && self.tokens.fingerprint_key.is_none() {
+            return Err(ConfigError::new(
+                "tokens.fingerprint_key",
+                "required with a shared store: every instance must fingerprint tokens alike (or set REVGATE_FINGERPRINT_KEY)",
             ));
         }
         if s.journal.as_os_str().is_empty() {
@@ -993,6 +1005,38 @@ mod tests {
             .collect();
         assert_eq!(order, ["h", "ab", "a", "d"]);
         assert_eq!(s.routes[0].host.as_deref(), Some("api.example"));
+    }
+
+    #[test]
+    fn shipped_configs_are_valid() {
+        let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "toml") {
+                continue;
+            }
+            let mut c = Config::from_toml(&std::fs::read_to_string(&path).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            if c.upstream.url.is_none() && c.routes.is_empty() {
+                c.upstream.url = Some("http://127.0.0.1:3000".into());
+            }
+            if c.store.url != "memory" {
+                c.tokens.fingerprint_key = Some("ab".repeat(32));
+            }
+            c.validate()
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            seen += 1;
+        }
+        assert!(seen >= 3);
+    }
+
+    #[test]
+    fn a_shared_store_needs_a_fingerprint_key() {
+        let err =
+            check("[upstream]\nurl = \"http://u\"\n[store]\nurl = \"redis://127.0.0.1:6379\"")
+                .unwrap_err();
+        assert_eq!(err.key, "tokens.fingerprint_key");
     }
 
     #[test]

@@ -92,12 +92,6 @@ pub fn fingerprint_key(settings: &Settings) -> Result<FingerprintKey, StartError
             })
         });
     }
-    if settings.raw.store.url != "memory" {
-        return Err(StartError::Config(config::ConfigError {
-            key: "tokens.fingerprint_key".into(),
-            message: "required with a shared store: every instance must fingerprint tokens alike (or set REVGATE_FINGERPRINT_KEY)".into(),
-        }));
-    }
     let mut path = settings.raw.store.journal.clone().into_os_string();
     path.push(".key");
     FingerprintKey::load_or_create(std::path::Path::new(&path))
@@ -209,6 +203,12 @@ pub async fn run(
     on_start: impl FnOnce(&Running),
 ) -> Result<(), StartError> {
     let key = fingerprint_key(&settings)?;
+    match metrics::install() {
+        Ok(handle) => {
+            tokio::spawn(metrics::upkeep(handle, shutdown.clone()));
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics disabled"),
+    }
     let store = open_store(&settings, shutdown.clone()).await?;
     let drain = settings.raw.server.drain_timeout;
     let max_header = settings.raw.server.max_header_bytes;

@@ -68,29 +68,49 @@ fn encode_into(buf: &mut Vec<u8>, cmd: &RevocationCommand) -> io::Result<()> {
     Ok(())
 }
 
-/// Decodes the good prefix of a journal's bytes: the commands, and the length
-/// of that prefix.
-fn decode(bytes: &[u8]) -> (Vec<RevocationCommand>, usize) {
-    let mut out = Vec::new();
-    let mut at = 0;
-    while bytes.len() - at >= 8 {
-        let len =
-            u32::from_le_bytes([bytes[at], bytes[at + 1], bytes[at + 2], bytes[at + 3]]) as usize;
-        let crc = u32::from_le_bytes([bytes[at + 4], bytes[at + 5], bytes[at + 6], bytes[at + 7]]);
-        if len > MAX_RECORD || bytes.len() - at - 8 < len {
+/// Decodes the good prefix of a journal, streaming (memory stays flat
+/// whatever the journal's size): the commands, and the length of that prefix.
+fn decode(reader: impl Read, mut each: impl FnMut(RevocationCommand)) -> io::Result<(u64, u64)> {
+    let mut reader = io::BufReader::with_capacity(256 * 1024, reader);
+    let mut records = 0u64;
+    let mut good: u64 = 0;
+    let mut head = [0u8; 8];
+    let mut payload = Vec::with_capacity(256);
+    loop {
+        if !read_full(&mut reader, &mut head)? {
             break;
         }
-        let payload = &bytes[at + 8..at + 8 + len];
-        if crc32fast::hash(payload) != crc {
+        let len = u32::from_le_bytes([head[0], head[1], head[2], head[3]]) as usize;
+        let crc = u32::from_le_bytes([head[4], head[5], head[6], head[7]]);
+        if len > MAX_RECORD {
             break;
         }
-        match serde_json::from_slice::<RevocationCommand>(payload) {
-            Ok(cmd) => out.push(cmd),
+        payload.resize(len, 0);
+        if !read_full(&mut reader, &mut payload)? || crc32fast::hash(&payload) != crc {
+            break;
+        }
+        match serde_json::from_slice::<RevocationCommand>(&payload) {
+            Ok(cmd) => each(cmd),
             Err(_) => break,
         }
-        at += 8 + len;
+        records += 1;
+        good += 8 + len as u64;
     }
-    (out, at)
+    Ok((records, good))
+}
+
+/// Fills `buf`; false at a clean or torn end of file.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> io::Result<bool> {
+    let mut at = 0;
+    while at < buf.len() {
+        match r.read(&mut buf[at..]) {
+            Ok(0) => return Ok(false),
+            Ok(n) => at += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(true)
 }
 
 fn sync_dir(path: &Path) -> io::Result<()> {
@@ -105,6 +125,17 @@ impl Journal {
     /// truncates a torn tail. Returns the journal, the replayed commands in
     /// order, and what replay found.
     pub fn open(path: &Path) -> io::Result<(Journal, Vec<RevocationCommand>, ReplayReport)> {
+        let mut commands = Vec::new();
+        let (journal, report) = Self::open_with(path, |c| commands.push(c))?;
+        Ok((journal, commands, report))
+    }
+
+    /// Like [`Journal::open`], handing each replayed command to `each` as it
+    /// is decoded instead of collecting them (flat memory for large journals).
+    pub fn open_with(
+        path: &Path,
+        each: impl FnMut(RevocationCommand),
+    ) -> io::Result<(Journal, ReplayReport)> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir)?;
         }
@@ -114,15 +145,14 @@ impl Journal {
             .create(true)
             .truncate(false)
             .open(path)?;
-        let mut bytes = Vec::new();
-        file.read_to_end(&mut bytes)?;
-        let (commands, good) = decode(&bytes);
+        let size = file.metadata()?.len();
+        let (records, good) = decode(&mut file, each)?;
         let report = ReplayReport {
-            records: commands.len() as u64,
-            torn_bytes: (bytes.len() - good) as u64,
+            records,
+            torn_bytes: size - good,
         };
         if report.torn_bytes > 0 {
-            file.set_len(good as u64)?;
+            file.set_len(good)?;
             file.sync_all()?;
         }
         drop(file);
@@ -143,7 +173,6 @@ impl Journal {
                 appended,
                 writer: std::sync::Mutex::new(Some(writer)),
             },
-            commands,
             report,
         ))
     }

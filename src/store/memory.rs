@@ -45,50 +45,24 @@ impl MemoryStore {
         capacity: usize,
         fp_rate: f64,
     ) -> std::io::Result<(Self, ReplayReport)> {
-        let (journal, commands, report) = Journal::open(path)?;
+        let tokens = DashMap::new();
+        let cache = LocalCache::new(capacity, fp_rate);
+        let now = now_unix();
+        let (journal, report) = Journal::open_with(path, |cmd| {
+            apply_to(&tokens, &cache, &cmd, now);
+        })?;
         let store = MemoryStore {
-            tokens: DashMap::new(),
-            cache: LocalCache::new(capacity, fp_rate),
+            tokens,
+            cache,
             journal,
         };
-        let now = now_unix();
-        for cmd in commands {
-            store.apply_local(&cmd, now);
-        }
         store.rebuild_bloom();
         Ok((store, report))
     }
 
     /// Applies a command to memory only; true when it changed anything.
     fn apply_local(&self, cmd: &RevocationCommand, now: u64) -> bool {
-        match cmd {
-            RevocationCommand::Token(rule) => {
-                if rule.expires_at <= now {
-                    return false;
-                }
-                let mut changed = false;
-                self.tokens
-                    .entry(rule.fingerprint)
-                    .and_modify(|exp| {
-                        if rule.expires_at > *exp {
-                            *exp = rule.expires_at;
-                        }
-                    })
-                    .or_insert_with(|| {
-                        changed = true;
-                        rule.expires_at
-                    });
-                self.cache.insert_token(&rule.fingerprint);
-                changed
-            }
-            RevocationCommand::Scope(rule) => {
-                rule.expires_at > now && self.cache.upsert_scope(rule)
-            }
-            RevocationCommand::Remove(RevocationTarget::Token(fp)) => {
-                self.tokens.remove(fp).is_some()
-            }
-            RevocationCommand::Remove(RevocationTarget::Scope(key)) => self.cache.remove_scope(key),
-        }
+        apply_to(&self.tokens, &self.cache, cmd, now)
     }
 
     /// Would this command change anything? (Idempotent revokes skip the journal.)
@@ -160,6 +134,39 @@ impl MemoryStore {
     /// Token rules held.
     pub fn token_count(&self) -> usize {
         self.tokens.len()
+    }
+}
+
+/// Applies a command to the in-memory state; true when it changed anything.
+fn apply_to(
+    tokens: &DashMap<Fingerprint, u64>,
+    cache: &LocalCache,
+    cmd: &RevocationCommand,
+    now: u64,
+) -> bool {
+    match cmd {
+        RevocationCommand::Token(rule) => {
+            if rule.expires_at <= now {
+                return false;
+            }
+            let mut changed = false;
+            tokens
+                .entry(rule.fingerprint)
+                .and_modify(|exp| {
+                    if rule.expires_at > *exp {
+                        *exp = rule.expires_at;
+                    }
+                })
+                .or_insert_with(|| {
+                    changed = true;
+                    rule.expires_at
+                });
+            cache.insert_token(&rule.fingerprint);
+            changed
+        }
+        RevocationCommand::Scope(rule) => rule.expires_at > now && cache.upsert_scope(rule),
+        RevocationCommand::Remove(RevocationTarget::Token(fp)) => tokens.remove(fp).is_some(),
+        RevocationCommand::Remove(RevocationTarget::Scope(key)) => cache.remove_scope(key),
     }
 }
 

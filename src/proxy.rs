@@ -407,8 +407,10 @@ impl Gateway {
         h.route = Some(index);
         let route = &rt.settings.routes[index];
 
-        // 2. revoke endpoint?
-        if let Some(d) = rt.dialect(req.uri().path()) {
+        // 2. revoke endpoint? Only with the vendor's method: anything else on
+        // that path is an ordinary request and is judged like any other.
+        let revoke_path = rt.dialect(req.uri().path());
+        if let Some(d) = revoke_path.filter(|d| req.method() == d.dialect.method()) {
             h.outcome = Outcome::RevokeCall;
             let started = Instant::now();
             h.response = match self.revoke(rt, d, route, req, conn).await {
@@ -453,6 +455,23 @@ impl Gateway {
             Verdict::NoCredential => {}
         }
 
+        // A terminating revoke path answers a wrong method itself, in the
+        // vendor's format (OneLogin's 404, the others' 405).
+        if let Some(d) = revoke_path.filter(|d| d.mode == RevokeMode::Terminate) {
+            h.outcome = Outcome::RevokeCall;
+            let call = RevokeCall {
+                method: req.method(),
+                query: req.uri().query(),
+                headers: req.headers(),
+                body: &[],
+            };
+            h.response = match d.dialect.parse(&call) {
+                Err(vendor_error) => render(d, vendor_error),
+                Ok(_) => ProxyError::NoRoute.into_response(),
+            };
+            return h;
+        }
+
         // 4. forward
         let started = Instant::now();
         let (parts, body) = req.into_parts();
@@ -484,7 +503,7 @@ impl Gateway {
         let (buffered, stream) = if d.dialect.needs_body() {
             match read_limited(&parts.headers, body, limit).await {
                 Ok(bytes) => (Some(bytes), None),
-                Err(BodyError::TooLarge) => return Ok(render(d.dialect.payload_too_large())),
+                Err(BodyError::TooLarge) => return Ok(render(d, d.dialect.payload_too_large())),
                 Err(BodyError::Read(e)) => return Err(ProxyError::ClientBody(e)),
             }
         } else {
@@ -502,20 +521,20 @@ impl Gateway {
             RevokeMode::Terminate => {
                 let intent = match parsed {
                     Ok(i) => i,
-                    Err(vendor_error) => return Ok(render(vendor_error)),
+                    Err(vendor_error) => return Ok(render(d, vendor_error)),
                 };
                 let Some(cmd) = rt.command(intent, &parts.headers, parts.uri.query()) else {
-                    return Ok(render(d.dialect.unauthenticated()));
+                    return Ok(render(d, d.dialect.unauthenticated()));
                 };
                 match self.store.apply(cmd).await {
                     Ok(_) => {
                         crate::metrics::revocation_applied(source, "terminate");
-                        Ok(render(d.dialect.success()))
+                        Ok(render(d, d.dialect.success()))
                     }
                     Err(e) => {
                         crate::metrics::revocation_apply_failed(source);
                         tracing::error!(error = %e, dialect = source, "revocation not recorded");
-                        Ok(render(d.dialect.unavailable()))
+                        Ok(render(d, d.dialect.unavailable()))
                     }
                 }
             }
@@ -587,12 +606,17 @@ impl Gateway {
     }
 }
 
-fn render(r: DialectResponse) -> Response<Body> {
+fn render(d: &DialectEntry, r: DialectResponse) -> Response<Body> {
     let mut resp = Response::new(full(r.body));
     *resp.status_mut() = r.status;
     if let Some(ct) = r.content_type {
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    if r.status == StatusCode::METHOD_NOT_ALLOWED {
+        if let Ok(allow) = HeaderValue::from_str(d.dialect.method().as_str()) {
+            resp.headers_mut().insert(header::ALLOW, allow);
+        }
     }
     resp
 }

@@ -567,3 +567,53 @@ async fn dialects_can_be_moved_disabled_and_moded_separately() {
     .await;
     assert_passes(&gw, &up, "ny").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn other_methods_on_a_revoke_path_are_judged_like_any_request() {
+    // Forward mode: a GET on a revoke path is an ordinary request.
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new().upstream(&up.url).spawn();
+    admin_revoke(&gw, "r1").await;
+    for path in [
+        "/v2/auth/tokens",
+        "/oauth/revoke?x=1",
+        "/v3/connect/revoke?token=zzz",
+        "/auth/oauth2/revoke",
+    ] {
+        let hits = up.hits();
+        let r = get_bearer(&format!("{}{path}", gw.url), "r1").await;
+        assert_eq!((r.status, r.text().as_str()), (401, REVOKED_BODY), "{path}");
+        assert_eq!(
+            up.hits(),
+            hits,
+            "{path}: a revoked token reached the upstream"
+        );
+        // A valid token's GET is forwarded and revokes nothing.
+        assert_eq!(
+            get_bearer(&format!("{}{path}", gw.url), "fine")
+                .await
+                .status,
+            200,
+            "{path}"
+        );
+    }
+    assert_passes(&gw, &up, "zzz").await;
+
+    // Terminate mode: judged first, then the vendor's wrong-method answer.
+    let up = Upstream::new().spawn().await;
+    let gw = terminate(&up);
+    admin_revoke(&gw, "r2").await;
+    let r = get_bearer(&format!("{}/oauth/revoke", gw.url), "r2").await;
+    assert_eq!(r.status, 401);
+    let r = get_bearer(&format!("{}/oauth/revoke", gw.url), "fine").await;
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("allow"), Some("POST"));
+    assert_eq!(r.json()["error"], "invalid_request");
+    let r = get_bearer(&format!("{}/v2/auth/tokens?provider_id=x", gw.url), "fine").await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (405, r#"{"detail":"Method Not Allowed"}"#)
+    );
+    assert_eq!(r.header("allow"), Some("DELETE"));
+    assert_eq!(up.hits(), 0);
+}

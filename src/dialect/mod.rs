@@ -812,6 +812,137 @@ mod tests {
         assert!(!content_type_is(&h, "application/json"));
     }
 
+    /// Every dialect, on generated hostile calls: never a panic, every error
+    /// a JSON 4xx/5xx that echoes nothing of the input, every intent
+    /// non-empty.
+    #[test]
+    fn no_dialect_panics_or_echoes_on_generated_input() {
+        use http::header::{HeaderValue, AUTHORIZATION, CONTENT_TYPE};
+        struct Rng(u64);
+        impl Rng {
+            fn next(&mut self) -> u64 {
+                // xorshift64*: deterministic, no dependency.
+                self.0 ^= self.0 >> 12;
+                self.0 ^= self.0 << 25;
+                self.0 ^= self.0 >> 27;
+                self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+            }
+            fn pick<T: Clone>(&mut self, items: &[T]) -> T {
+                items[(self.next() % items.len() as u64) as usize].clone()
+            }
+        }
+        const MARK: &str = "Zq9Mark";
+        let names: &[&str] = &[
+            "token",
+            "token_type_hint",
+            "provider_id",
+            "provider",
+            "org_id",
+            "%74oken",
+            "tok+en",
+            "",
+        ];
+        let values: &[&str] = &[
+            "", "%", "%2", "%ff", "%C3%BC", "%00", "+", "%2B", " ", "\"", "{", "[", ":", ",", "=",
+            "null", "1", "-0", "4_2", "42.0", "1e3", "abc", MARK,
+        ];
+        let secrets = DialectSecrets {
+            nylas_api_keys: vec!["k1".into()],
+            onelogin_clients: vec![("cid".into(), "sec".into())],
+        };
+        let dialects: Vec<Box<dyn Dialect>> = DialectKind::ALL
+            .iter()
+            .flat_map(|&k| [build(k, &secrets), build(k, &DialectSecrets::default())])
+            .collect();
+        let methods = [
+            Method::POST,
+            Method::POST,
+            Method::DELETE,
+            Method::DELETE,
+            Method::GET,
+        ];
+        let content_types: &[&[u8]] = &[
+            b"application/json",
+            b"application/x-www-form-urlencoded",
+            b"text/plain",
+            b"application/json; charset=utf-8",
+            b"\xff\xfe",
+        ];
+        let auths: &[&[u8]] = &[
+            b"Bearer k1",
+            b"Bearer Zq9Mark",
+            b"client_id:cid, client_secret:sec",
+            b"client_id:Zq9Mark, client_secret:x",
+            b"Basic Y2lkOnNlYw==",
+            b"\x80\x81",
+            b"",
+        ];
+        let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..20_000 {
+            let mut pairs = Vec::new();
+            for _ in 0..rng.next() % 4 {
+                let mut pair = rng.pick(names).to_string();
+                if rng.next() % 5 != 0 {
+                    pair.push('=');
+                }
+                for _ in 0..1 + rng.next() % 3 {
+                    pair.push_str(rng.pick(values));
+                }
+                pairs.push(pair);
+            }
+            let text = pairs.join("&");
+            let mut body = match rng.next() % 3 {
+                0 => text.clone().into_bytes(),
+                1 => format!(
+                    r#"{{"access_token":"{}{}"}}"#,
+                    rng.pick(values),
+                    rng.pick(values)
+                )
+                .into_bytes(),
+                _ => format!(r#"{{"access_token":{}}}"#, rng.pick(values)).into_bytes(),
+            };
+            if rng.next() % 8 == 0 {
+                body.push((rng.next() & 0xff) as u8);
+            }
+            let mut headers = HeaderMap::new();
+            for _ in 0..[0, 1, 1, 1, 2][(rng.next() % 5) as usize] {
+                headers.append(
+                    CONTENT_TYPE,
+                    HeaderValue::from_bytes(rng.pick(content_types)).unwrap(),
+                );
+            }
+            for _ in 0..[0, 1, 1, 1, 2][(rng.next() % 5) as usize] {
+                headers.append(
+                    AUTHORIZATION,
+                    HeaderValue::from_bytes(rng.pick(auths)).unwrap(),
+                );
+            }
+            let method = rng.pick(&methods);
+            let call = RevokeCall {
+                method: &method,
+                query: (rng.next() % 5 != 0).then_some(text.as_str()),
+                headers: &headers,
+                body: &body,
+            };
+            for d in &dialects {
+                match d.parse(&call) {
+                    Ok(RevokeIntent::Token(t)) => assert!(!t.is_empty()),
+                    Ok(RevokeIntent::Scope { org, provider }) => {
+                        assert!(!provider.is_empty());
+                        assert!(org.is_none_or(|o| !o.is_empty()));
+                    }
+                    Err(e) => {
+                        assert!(e.status.is_client_error() || e.status.is_server_error());
+                        assert_eq!(e.content_type, Some("application/json"));
+                        assert!(serde_json::from_slice::<serde_json::Value>(&e.body).is_ok());
+                        let body = String::from_utf8_lossy(&e.body);
+                        assert!(!body.contains(MARK), "{:?} echoed input: {body}", d.kind());
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn secret_set() {
         let set = SecretSet::new([

@@ -37,8 +37,11 @@
 //! `response.json()` on **every** response, 200 included: an empty 200 body
 //! raises `JSONDecodeError`, hence the `{}` body. For status >= 400 on a
 //! `connect/revoke` path it builds a `NylasOAuthError` from `error`,
-//! `error_description`, `error_uri`, `error_code` (a string code is
-//! accepted), so every error here, 401/405/413/503 included, has that shape.
+//! `error_description`, `error_uri`, `error_code`, so every error here,
+//! 401/405/413/503 included, has that shape. Its model types `error_code` as
+//! an `int` and converts with `int(value)`: `"400"` becomes 400, but a
+//! non-numeric code such as `"E400"` raises an uncaught `ValueError` in the
+//! SDK. Every `error_code` here is therefore a string of digits.
 //!
 //! A client that sends a raw `+` in a token (unencoded) has it read as a
 //! space, as Nylas's own form decoding would: the revocation then names a
@@ -267,6 +270,12 @@ mod tests {
                 assert!(obj[k].is_string(), "{k} in {body}");
             }
             assert_eq!(obj["error_code"], status.as_u16().to_string());
+            // The SDK does int(error_code): it must be digits only.
+            assert!(obj["error_code"]
+                .as_str()
+                .unwrap()
+                .bytes()
+                .all(|b| b.is_ascii_digit()));
         }
         assert_eq!(d.payload_too_large().status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(d.unavailable().status, StatusCode::SERVICE_UNAVAILABLE);

@@ -800,12 +800,54 @@ async fn three_gateways_on_one_redis_reject_what_any_of_them_revoked() {
         "t2 reached the upstream after its revocation"
     );
 
+    // A scope rule through B's LangSmith endpoint: every github token of u1
+    // issued until now is rejected by A and C.
+    let t0 = support::now();
+    let u1 = support::jwt(&serde_json::json!({"sub": "u1", "provider": "github", "iat": t0 - 60}));
+    let u2 = support::jwt(&serde_json::json!({"sub": "u2", "provider": "github", "iat": t0 - 60}));
+    let caller = support::jwt(&serde_json::json!({"sub": "u1", "iat": t0 - 5}));
+    let r = support::send(
+        http::Request::builder()
+            .method("DELETE")
+            .uri(format!("{}/v2/auth/tokens?provider_id=github", b.url))
+            .header("authorization", format!("Bearer {caller}"))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let u1_before = reached(&up, &u1);
+    support::admin_revoke(b, "gw-marker-2").await;
+    for g in [a, c] {
+        propagated_to(g, "gw-marker-2").await;
+    }
+    for g in [a, b, c] {
+        assert_eq!(
+            support::get_bearer(&format!("{}/x", g.url), &u1)
+                .await
+                .status,
+            401
+        );
+        assert_eq!(
+            support::get_bearer(&format!("{}/x", g.url), &u2)
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(reached(&up, &u1), u1_before);
+
     // Redis holds fingerprints only.
     let mut conn = redis.conn();
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
     assert_eq!(
         keys.iter().filter(|k| k.starts_with("{gw}:tok:")).count(),
-        3,
+        4,
+        "{keys:?}"
+    );
+    assert_eq!(
+        keys.iter().filter(|k| k.starts_with("{gw}:scope:")).count(),
+        1,
         "{keys:?}"
     );
     let dump = format!(
@@ -898,4 +940,33 @@ async fn gateways_share_revocations_over_rediss() {
         401
     );
     assert_eq!(reached(&up, t), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_stale_past_max_staleness_refuses_until_redis_returns() {
+    init_logs();
+    let mut redis = RedisServer::spawn();
+    let up = support::Upstream::new().spawn().await;
+    let g = support::Gateway::new()
+        .upstream(&up.url)
+        .arg("--store")
+        .arg(&redis.url())
+        .toml(&format!(
+            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n\
+             [store]\nkey_prefix = \"gw\"\nmax_staleness = \"1s\"\nstale_action = \"reject\""
+        ))
+        .spawn();
+    gateway_ready(&g).await;
+    let url = format!("{}/x", g.url);
+    assert_eq!(support::get_bearer(&url, "gw-stale").await.status, 200);
+    redis.stop();
+    eventually("stale: 503", Duration::from_secs(15), || async {
+        support::get_bearer(&url, "gw-stale").await.status == 503
+    })
+    .await;
+    redis.start();
+    eventually("fresh again: 200", Duration::from_secs(15), || async {
+        support::get_bearer(&url, "gw-stale").await.status == 200
+    })
+    .await;
 }

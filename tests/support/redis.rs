@@ -87,6 +87,8 @@ impl RedisBuilder {
         let dir = tempfile::tempdir().expect("temp dir");
         let mut last_err = String::new();
         for _ in 0..5 {
+            // A retry takes a new port: a sentinel config names the old one.
+            let _ = std::fs::remove_file(dir.path().join("sentinel.conf"));
             let mut server = RedisServer {
                 child: None,
                 port: free_port(),

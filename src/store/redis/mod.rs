@@ -50,6 +50,11 @@
 //! Redis should run with `maxmemory-policy noeviction`: an evicted rule key
 //! is a forgotten revocation, while a refused write only goes to the outbox.
 //!
+//! Redis Cluster: every key of a deployment shares one hash tag, so the
+//! scripts and `SCAN` work within one slot; a cluster client is not wired
+//! in (a deployment's keys would live on one shard anyway; separate
+//! deployments spread by prefix).
+//!
 //! Known limit: Redis replication is asynchronous, so a fail-over can lose
 //! writes Redis had acknowledged. The store notices (the stream went
 //! backwards) and resyncs, but what Redis lost stays lost; `WAIT` would close

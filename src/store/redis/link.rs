@@ -183,12 +183,6 @@ pub fn is_fatal(e: &RedisError) -> bool {
         )
 }
 
-/// A Redis error as a store error (the message names no secret: redis-rs
-/// redacts passwords, and no command carries a token).
-pub fn store_error(e: &RedisError) -> StoreError {
-    StoreError::Redis(e.to_string())
-}
-
 fn bad_url(why: impl Into<String>) -> StoreError {
     StoreError::Redis(format!("store.url: {}", why.into()))
 }

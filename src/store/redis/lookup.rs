@@ -72,14 +72,9 @@ impl Confirmed {
         self.answers.retain(|_, (_, at)| at.elapsed() < ttl);
     }
 
-    /// Answers entries held (for tests and metrics).
+    /// Answers held (for tests and metrics).
     pub fn len(&self) -> usize {
         self.answers.len()
-    }
-
-    /// True when nothing is cached.
-    pub fn is_empty(&self) -> bool {
-        self.answers.is_empty()
     }
 
     fn remember(&self, fp: Fingerprint, revoked: bool) {

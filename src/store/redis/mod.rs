@@ -60,9 +60,9 @@
 //! backwards) and resyncs, but what Redis lost stays lost; `WAIT` would close
 //! that gap at a latency cost and is not done here.
 
-pub mod keys;
-pub mod link;
-pub mod lookup;
+mod keys;
+mod link;
+mod lookup;
 mod sync;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -11,12 +11,19 @@
 //!           bloom hit  ──► confirmed-answer cache ──► one GET per fingerprint in flight
 //! ```
 //!
-//! * **Source of truth**: one Redis key per rule, expiring with the rule
-//!   (layout in [`keys`]). Fingerprints only: a raw token never leaves the
-//!   process.
+//! * **Source of truth**: one Redis key per rule, expiring with the rule.
+//!   Fingerprints only: a raw token never leaves the process. Layout (`P` =
+//!   `store.key_prefix`, braces = one Cluster hash tag; details in `keys.rs`):
+//!
+//!   ```text
+//!   {P}:tok:<fingerprint hex>   STRING "<expires_at>"        EXPIREAT expires_at
+//!   {P}:scope:<blake3(key)>     STRING ScopeRule JSON        EXPIREAT expires_at
+//!   {P}:events                  STREAM c=<RevocationCommand JSON>, MAXLEN ~ stream_maxlen
+//!   ```
 //! * **Propagation**: each write also appends an event to a stream, in the
-//!   same Lua script (atomic, and it merges with what is there, see
-//!   [`keys`]). Each instance tails the stream from its last id and updates
+//!   same Lua script (atomic, and it merges with what is there: the later
+//!   expiry and scope time win, so a late outbox replay never moves a rule
+//!   backwards). Each instance tails the stream from its last id and updates
 //!   its [`LocalCache`]. After a reconnect it resumes from that id, unless the
 //!   stream was trimmed past it (or went backwards: a fail-over that lost
 //!   writes, a Redis that restarted empty), in which case it resyncs fully.

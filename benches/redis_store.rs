@@ -1,0 +1,694 @@
+//! Benchmarks of the Redis store (issue 4), against the release `revgate`
+//! binary and real `redis-server` processes on free loopback ports:
+//!
+//! * `propagation`: two instances A and B on one Redis; N revocations through
+//!   A's admin API; for each, the time from A's 200 to B's first 401 for that
+//!   token (B polled in a tight loop on a kept-alive connection).
+//! * `coldstart`: Redis seeded with N token rules in the store's key layout
+//!   (fingerprints made with the same key, through
+//!   [`revgate::credentials::FingerprintKey`]); time from spawning an instance
+//!   to `/readyz` 200, repeated; then a sample of the seeded tokens must be
+//!   401 through it (the layout is the store's, not a guess).
+//! * `memory`: VmRSS of an instance on an empty Redis, then of one with N
+//!   token rules in Redis (after its bloom filter settled), with the default
+//!   `store.bloom_capacity` and with one sized for N.
+//!
+//! ```text
+//! cargo bench --bench redis_store -- [propagation] [coldstart] [memory]
+//! REVGATE_BENCH_N_PROP=1000 REVGATE_BENCH_N_COLD=1000000 REVGATE_BENCH_N_MEM=10000000
+//! ```
+//!
+//! No argument runs all three. Every loop is bounded in count and time; every
+//! child process gets `PR_SET_PDEATHSIG` (it dies with the bench) and is
+//! killed on drop. Results are printed as text and one JSON line per figure
+//! (`{"bench":...}`) for BENCHMARKS.md.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1::SendRequest;
+use hyper_util::rt::TokioIo;
+use revgate::credentials::FingerprintKey;
+use tokio_util::sync::CancellationToken;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+type Res<T> = Result<T, BoxError>;
+
+const PREFIX_TAG: &str = "{revgate}";
+
+fn env_usize(name: &str, default: usize) -> usize {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.replace('_', "").parse().ok())
+        .unwrap_or(default)
+}
+
+fn revgate_bin() -> PathBuf {
+    std::env::var_os("REVGATE_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_revgate")))
+}
+
+/// Children die with this process, even on SIGKILL of the bench.
+fn die_with_parent(cmd: &mut Command) {
+    // SAFETY: prctl is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            Ok(())
+        });
+    }
+}
+
+fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
+
+fn stop_child(child: &mut Child) {
+    if let Ok(Some(_)) = child.try_wait() {
+        return;
+    }
+    // SAFETY: plain kill(2) on our own child's pid.
+    unsafe {
+        libc::kill(child.id() as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// A redis-server on a free port, in its own temp dir; killed on drop.
+struct Redis {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Redis {
+    fn spawn() -> Res<Redis> {
+        let dir = tempfile::tempdir()?;
+        let mut last = String::new();
+        for _ in 0..5 {
+            let port = free_port();
+            let mut cmd = Command::new("redis-server");
+            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+                .args(["--save", "", "--appendonly", "no"])
+                .args(["--maxmemory-policy", "noeviction"])
+                .arg("--dir")
+                .arg(dir.path())
+                .args(["--logfile", "redis.log"])
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null());
+            die_with_parent(&mut cmd);
+            let mut child = cmd.spawn()?;
+            let client = redis::Client::open(format!("redis://127.0.0.1:{port}/0"))?;
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < deadline {
+                if let Ok(Some(_)) = child.try_wait() {
+                    break;
+                }
+                if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200)) {
+                    if redis::cmd("PING").query::<String>(&mut c).is_ok() {
+                        return Ok(Redis {
+                            child,
+                            port,
+                            _dir: dir,
+                        });
+                    }
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            stop_child(&mut child);
+            last = format!("redis-server on port {port} did not answer PING");
+        }
+        Err(last.into())
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    async fn conn(&self) -> Res<redis::aio::MultiplexedConnection> {
+        Ok(redis::Client::open(self.url())?
+            .get_multiplexed_async_connection()
+            .await?)
+    }
+
+    async fn info_memory(&self) -> Res<(u64, u64)> {
+        let mut c = self.conn().await?;
+        let info: String = redis::cmd("INFO").arg("memory").query_async(&mut c).await?;
+        let field = |name: &str| {
+            info.lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        Ok((field("used_memory:"), field("used_memory_rss:")))
+    }
+
+    async fn dbsize(&self) -> Res<u64> {
+        let mut c = self.conn().await?;
+        Ok(redis::cmd("DBSIZE").query_async(&mut c).await?)
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+/// A release revgate instance; killed on drop.
+struct Gateway {
+    child: Child,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    dir: tempfile::TempDir,
+    /// When the process was spawned.
+    spawned: Instant,
+    /// When its "listening" line arrived.
+    listening: Instant,
+}
+
+impl Gateway {
+    fn spawn(redis_url: &str, upstream: SocketAddr, fp_key: &str, toml: Option<&str>) -> Res<Gateway> {
+        let dir = tempfile::tempdir()?;
+        let mut cmd = Command::new(revgate_bin());
+        cmd.arg("run")
+            .args(["--upstream", &format!("http://{upstream}")])
+            .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+            .arg("--journal")
+            .arg(dir.path().join("outbox.journal"))
+            .args(["--store", redis_url]);
+        if let Some(t) = toml {
+            let path = dir.path().join("revgate.toml");
+            std::fs::write(&path, t)?;
+            cmd.arg("--config").arg(path);
+        }
+        // Access lines off: the figures are the gateway's, not its logger's.
+        cmd.env("REVGATE_FINGERPRINT_KEY", fp_key)
+            .env("RUST_LOG", "info,revgate::access=off")
+            .env("REVGATE_LOG_FORMAT", "json")
+            .env_remove("REVGATE_STORE")
+            .env_remove("REVGATE_CONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("stderr.log"))?);
+        die_with_parent(&mut cmd);
+        let spawned = Instant::now();
+        let mut child = cmd.spawn()?;
+        let stdout = child.stdout.take().ok_or("no stdout")?;
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut line = String::new();
+            let _ = BufReader::new(stdout).read_line(&mut line);
+            let _ = tx.send((line, Instant::now()));
+            // Keep the pipe open (and drained) for the child's lifetime.
+        });
+        let (line, listening) = match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(v) => v,
+            Err(_) => {
+                stop_child(&mut child);
+                return Err("revgate printed no listening line within 30 s".into());
+            }
+        };
+        let v: serde_json::Value = match serde_json::from_str(line.trim()) {
+            Ok(v) => v,
+            Err(e) => {
+                stop_child(&mut child);
+                let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+                return Err(format!("bad listening line {line:?}: {e}; stderr: {log}").into());
+            }
+        };
+        let addr = |k: &str| -> Res<SocketAddr> {
+            Ok(v[k].as_str().ok_or("missing address")?.parse()?)
+        };
+        let (listen, admin) = match (addr("listen"), addr("admin")) {
+            (Ok(l), Ok(a)) => (l, a),
+            _ => {
+                stop_child(&mut child);
+                return Err(format!("bad listening line {line:?}").into());
+            }
+        };
+        Ok(Gateway {
+            child,
+            listen,
+            admin,
+            dir,
+            spawned,
+            listening,
+        })
+    }
+
+    /// Polls `/readyz` until 200; returns when it first answered 200.
+    async fn wait_ready(&self, limit: Duration) -> Res<Instant> {
+        let deadline = Instant::now() + limit;
+        let mut c = Conn::open(self.admin).await?;
+        while Instant::now() < deadline {
+            let (status, _) = c.send("GET", "/readyz", None, None).await?;
+            if status == 200 {
+                return Ok(Instant::now());
+            }
+            tokio::time::sleep(Duration::from_micros(500)).await;
+        }
+        Err(format!("not ready within {limit:?}; log: {}", self.log_tail()).into())
+    }
+
+    fn status_kib(&self, field: &str) -> u64 {
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        s.lines()
+            .find_map(|l| l.strip_prefix(field))
+            .and_then(|v| v.split_whitespace().next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
+    fn rss_kib(&self) -> u64 {
+        self.status_kib("VmRSS:")
+    }
+
+    fn hwm_kib(&self) -> u64 {
+        self.status_kib("VmHWM:")
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("stderr.log")).unwrap_or_default()
+    }
+
+    fn log_tail(&self) -> String {
+        let l = self.log();
+        l[l.len().saturating_sub(2000)..].to_string()
+    }
+
+    /// `took_ms` of the last "revocations loaded from redis" log line.
+    fn load_took_ms(&self) -> Option<u64> {
+        self.log()
+            .lines()
+            .filter(|l| l.contains("revocations loaded from redis"))
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .filter_map(|v| v["fields"]["took_ms"].as_u64().or(v["took_ms"].as_u64()))
+            .last()
+    }
+
+    /// A gauge from `/metrics` (no labels).
+    async fn gauge(&self, name: &str) -> Res<Option<f64>> {
+        let mut c = Conn::open(self.admin).await?;
+        let (_, body) = c.send("GET", "/metrics", None, None).await?;
+        let text = String::from_utf8_lossy(&body);
+        Ok(text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .find_map(|l| l.strip_prefix(name).and_then(|r| r.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok()))
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+/// One kept-alive HTTP/1.1 connection.
+struct Conn {
+    addr: SocketAddr,
+    tx: SendRequest<Full<Bytes>>,
+}
+
+impl Conn {
+    async fn open(addr: SocketAddr) -> Res<Conn> {
+        let s = tokio::net::TcpStream::connect(addr).await?;
+        s.set_nodelay(true)?;
+        let (tx, conn) = hyper::client::conn::http1::handshake(TokioIo::new(s)).await?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(Conn { addr, tx })
+    }
+
+    async fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        bearer: Option<&str>,
+        body: Option<String>,
+    ) -> Res<(u16, Bytes)> {
+        if self.tx.ready().await.is_err() {
+            *self = Conn::open(self.addr).await?;
+        }
+        let mut b = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", self.addr.to_string());
+        if let Some(t) = bearer {
+            b = b.header("authorization", format!("Bearer {t}"));
+        }
+        if body.is_some() {
+            b = b.header("content-type", "application/json");
+        }
+        let req = b.body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        let resp = self.tx.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((status, bytes))
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    // Nearest rank.
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+fn report(bench: &str, v: serde_json::Value) {
+    let mut v = v;
+    v["bench"] = serde_json::Value::from(bench);
+    println!("{v}");
+}
+
+fn new_key_hex() -> Res<String> {
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| format!("getrandom: {e}"))?;
+    Ok(hex::encode(b))
+}
+
+async fn propagation(upstream: SocketAddr) -> Res<()> {
+    let n = env_usize("REVGATE_BENCH_N_PROP", 1000);
+    let warmup = 50;
+    let redis = Redis::spawn()?;
+    let key = new_key_hex()?;
+    let a = Gateway::spawn(&redis.url(), upstream, &key, None)?;
+    let b = Gateway::spawn(&redis.url(), upstream, &key, None)?;
+    a.wait_ready(Duration::from_secs(30)).await?;
+    b.wait_ready(Duration::from_secs(30)).await?;
+    let mut admin = Conn::open(a.admin).await?;
+    let mut poll = Conn::open(b.listen).await?;
+    let run = &key[..8];
+    let mut lat = Vec::with_capacity(n);
+    let mut acks = Vec::with_capacity(n);
+    let mut polls_total = 0u64;
+    let mut poll_time = Duration::ZERO;
+    let mut misses = 0usize;
+    let started = Instant::now();
+    for i in 0..(warmup + n) {
+        if started.elapsed() > Duration::from_secs(300) {
+            return Err(format!("propagation: over 300 s after {i} revocations").into());
+        }
+        let token = format!("rbench-prop-{run}-{i}");
+        // B passes it before the revocation (and the upstream answers).
+        let (s, _) = poll.send("GET", "/p", Some(&token), None).await?;
+        if s != 200 {
+            return Err(format!("B answered {s} before the revocation of #{i}").into());
+        }
+        let body = serde_json::json!({ "token": token }).to_string();
+        let sent = Instant::now();
+        let (s, resp) = admin.send("POST", "/admin/v1/revocations", None, Some(body)).await?;
+        let acked = Instant::now();
+        if s != 200 {
+            return Err(format!("A answered {s} to revocation #{i}: {}", String::from_utf8_lossy(&resp)).into());
+        }
+        let mut got = None;
+        let mut k = 0u64;
+        while k < 1_000_000 && acked.elapsed() < Duration::from_secs(5) {
+            let t = Instant::now();
+            let (s, _) = poll.send("GET", "/p", Some(&token), None).await?;
+            let now = Instant::now();
+            k += 1;
+            if i >= warmup {
+                poll_time += now - t;
+                polls_total += 1;
+            }
+            if s == 401 {
+                got = Some(now);
+                break;
+            }
+        }
+        let Some(seen) = got else {
+            misses += 1;
+            continue;
+        };
+        if i >= warmup {
+            lat.push((seen - acked).as_secs_f64() * 1e3);
+            acks.push((acked - sent).as_secs_f64() * 1e3);
+        }
+    }
+    lat.sort_by(|x, y| x.total_cmp(y));
+    acks.sort_by(|x, y| x.total_cmp(y));
+    let mean_poll_us = poll_time.as_secs_f64() * 1e6 / polls_total.max(1) as f64;
+    let p50 = percentile(&lat, 50.0);
+    let p99 = percentile(&lat, 99.0);
+    println!(
+        "propagation: n={} (after {warmup} warm-up), missed={misses}, p50={p50:.3} ms, p90={:.3} ms, p99={p99:.3} ms, max={:.3} ms; \
+         A's ack p50={:.3} ms p99={:.3} ms; B poll round trip mean={mean_poll_us:.0} us ({:.1} polls per revocation)",
+        lat.len(),
+        percentile(&lat, 90.0),
+        lat.last().copied().unwrap_or(f64::NAN),
+        percentile(&acks, 50.0),
+        percentile(&acks, 99.0),
+        polls_total as f64 / lat.len().max(1) as f64,
+    );
+    report(
+        "propagation",
+        serde_json::json!({
+            "n": lat.len(), "missed": misses, "p50_ms": p50, "p90_ms": percentile(&lat, 90.0), "p99_ms": p99,
+            "max_ms": lat.last(), "ack_p50_ms": percentile(&acks, 50.0), "ack_p99_ms": percentile(&acks, 99.0),
+            "poll_rtt_mean_us": mean_poll_us, "target_p99_ms": 5.0, "met": misses == 0 && p99 <= 5.0,
+        }),
+    );
+    Ok(())
+}
+
+/// Writes `n` token rules named `{label}-{i}` in the store's layout, with
+/// their TTL, pipelined (several batches in flight).
+async fn seed(redis: &Redis, key_hex: &str, label: &str, n: usize, expires_at: u64) -> Res<Duration> {
+    let key = FingerprintKey::from_hex(key_hex).map_err(|e| format!("key: {e}"))?;
+    let conn = redis.conn().await?;
+    let started = Instant::now();
+    const BATCH: usize = 10_000;
+    const IN_FLIGHT: usize = 4;
+    let value = expires_at.to_string();
+    let mut pending = tokio::task::JoinSet::new();
+    let mut start = 0;
+    while start < n {
+        if started.elapsed() > Duration::from_secs(600) {
+            return Err("seeding took over 600 s".into());
+        }
+        let end = (start + BATCH).min(n);
+        let mut p = redis::pipe();
+        for i in start..end {
+            let fp = key.fingerprint(format!("{label}-{i}").as_bytes());
+            p.cmd("SET")
+                .arg(format!("{PREFIX_TAG}:tok:{}", fp.to_hex()))
+                .arg(&value)
+                .arg("EXAT")
+                .arg(expires_at)
+                .ignore();
+        }
+        let mut c = conn.clone();
+        pending.spawn(async move { p.query_async::<()>(&mut c).await });
+        while pending.len() >= IN_FLIGHT {
+            if let Some(r) = pending.join_next().await {
+                r??;
+            }
+        }
+        start = end;
+    }
+    while let Some(r) = pending.join_next().await {
+        r??;
+    }
+    Ok(started.elapsed())
+}
+
+fn now_unix() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// A sample of seeded tokens must be 401 through `gw`, an unseeded one 200.
+async fn verify_sample(gw: &Gateway, label: &str, n: usize) -> Res<()> {
+    let mut c = Conn::open(gw.listen).await?;
+    let step = (n / 200).max(1);
+    let mut i = 0;
+    while i < n {
+        let (s, _) = c.send("GET", "/v", Some(&format!("{label}-{i}")), None).await?;
+        if s != 401 {
+            return Err(format!("seeded token {label}-{i} answered {s}, not 401").into());
+        }
+        i += step;
+    }
+    let (s, _) = c.send("GET", "/v", Some(&format!("{label}-not-seeded")), None).await?;
+    if s != 200 {
+        return Err(format!("an unseeded token answered {s}, not 200").into());
+    }
+    Ok(())
+}
+
+async fn coldstart(upstream: SocketAddr) -> Res<()> {
+    let n = env_usize("REVGATE_BENCH_N_COLD", 1_000_000);
+    let runs = env_usize("REVGATE_BENCH_COLD_RUNS", 3);
+    let redis = Redis::spawn()?;
+    let key = new_key_hex()?;
+    let seeded = seed(&redis, &key, "rbench-cold", n, now_unix() + 6 * 3600).await?;
+    let dbsize = redis.dbsize().await?;
+    println!("coldstart: seeded {n} token rules in {:.1} s (DBSIZE {dbsize})", seeded.as_secs_f64());
+    let mut ready = Vec::new();
+    for r in 0..runs {
+        let gw = Gateway::spawn(&redis.url(), upstream, &key, None)?;
+        let at = gw.wait_ready(Duration::from_secs(120)).await?;
+        let total = (at - gw.spawned).as_secs_f64();
+        let to_listen = (gw.listening - gw.spawned).as_secs_f64();
+        let took = gw.load_took_ms();
+        verify_sample(&gw, "rbench-cold", n).await?;
+        println!(
+            "coldstart run {}: /readyz 200 after {total:.3} s (listening after {to_listen:.3} s; store's own load log: {took:?} ms)",
+            r + 1
+        );
+        ready.push((total, to_listen, took));
+        drop(gw);
+    }
+    let mut totals: Vec<f64> = ready.iter().map(|r| r.0).collect();
+    totals.sort_by(|x, y| x.total_cmp(y));
+    let median = totals[totals.len() / 2];
+    report(
+        "coldstart",
+        serde_json::json!({
+            "n": n, "runs": ready.iter().map(|r| serde_json::json!({"ready_s": r.0, "listening_s": r.1, "load_took_ms": r.2})).collect::<Vec<_>>(),
+            "median_ready_s": median, "seed_s": seeded.as_secs_f64(), "target_s": 2.0, "met": median <= 2.0,
+        }),
+    );
+    Ok(())
+}
+
+/// Waits until the instance's bloom filter holds `n` at its capacity and its
+/// RSS stopped moving; returns (VmRSS, VmHWM) in KiB.
+async fn settle(gw: &Gateway, n: usize) -> Res<(u64, u64)> {
+    let deadline = Instant::now() + Duration::from_secs(180);
+    while Instant::now() < deadline {
+        let cap = gw.gauge("revgate_bloom_capacity").await?.unwrap_or(0.0);
+        if cap >= n as f64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let mut last = 0u64;
+    let mut stable = 0;
+    while Instant::now() < deadline && stable < 4 {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let rss = gw.rss_kib();
+        if rss.abs_diff(last) <= 64 {
+            stable += 1;
+        } else {
+            stable = 0;
+        }
+        last = rss;
+    }
+    Ok((gw.rss_kib(), gw.hwm_kib()))
+}
+
+async fn memory(upstream: SocketAddr) -> Res<()> {
+    let n = env_usize("REVGATE_BENCH_N_MEM", 10_000_000);
+    let redis = Redis::spawn()?;
+    let key = new_key_hex()?;
+    let sized = format!("[store]\nbloom_capacity = {n}\n");
+    let configs: [(&str, Option<&str>); 2] = [("default bloom_capacity (1,000,000)", None), ("bloom_capacity = N", Some(&sized))];
+    let mut empty = Vec::new();
+    for (name, toml) in configs {
+        let gw = Gateway::spawn(&redis.url(), upstream, &key, toml)?;
+        gw.wait_ready(Duration::from_secs(30)).await?;
+        verify_sample(&gw, "rbench-mem-none", 1).await.ok();
+        let (rss, hwm) = settle(&gw, 0).await?;
+        println!("memory: empty Redis, {name}: VmRSS {rss} KiB, VmHWM {hwm} KiB");
+        empty.push((rss, hwm));
+    }
+    let seeded = seed(&redis, &key, "rbench-mem", n, now_unix() + 6 * 3600).await?;
+    let (used, rss_redis) = redis.info_memory().await?;
+    println!(
+        "memory: seeded {n} token rules in {:.1} s; redis used_memory {:.0} MiB, rss {:.0} MiB",
+        seeded.as_secs_f64(),
+        used as f64 / 1048576.0,
+        rss_redis as f64 / 1048576.0
+    );
+    let mut rows = Vec::new();
+    for (idx, (name, toml)) in configs.iter().enumerate() {
+        let gw = Gateway::spawn(&redis.url(), upstream, &key, *toml)?;
+        let at = gw.wait_ready(Duration::from_secs(300)).await?;
+        let ready_s = (at - gw.spawned).as_secs_f64();
+        let (rss, hwm) = settle(&gw, n).await?;
+        verify_sample(&gw, "rbench-mem", n).await?;
+        let cap = gw.gauge("revgate_bloom_capacity").await?.unwrap_or(0.0);
+        let bits = gw.gauge("revgate_bloom_bits").await?.unwrap_or(0.0);
+        let (e_rss, e_hwm) = empty[idx];
+        let delta_mib = (rss as f64 - e_rss as f64) / 1024.0;
+        let delta_hwm_mib = (hwm as f64 - e_hwm as f64) / 1024.0;
+        println!(
+            "memory: {n} in Redis, {name}: ready after {ready_s:.2} s; VmRSS {rss} KiB (+{delta_mib:.1} MiB over empty), \
+             VmHWM {hwm} KiB (+{delta_hwm_mib:.1} MiB); bloom capacity {cap:.0}, {:.1} MiB of bits",
+            bits / 8.0 / 1048576.0
+        );
+        rows.push(serde_json::json!({
+            "config": name, "ready_s": ready_s, "empty_rss_kib": e_rss, "rss_kib": rss, "delta_rss_mib": delta_mib,
+            "empty_hwm_kib": e_hwm, "hwm_kib": hwm, "delta_hwm_mib": delta_hwm_mib,
+            "bloom_capacity": cap, "bloom_mib": bits / 8.0 / 1048576.0, "target_mib": 32.0, "met": delta_mib <= 32.0,
+        }));
+    }
+    report(
+        "memory",
+        serde_json::json!({"n": n, "redis_used_memory_mib": used as f64 / 1048576.0, "rows": rows}),
+    );
+    Ok(())
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let all = args.is_empty();
+    let want = |name: &str| all || args.iter().any(|a| a == name);
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let result: Res<()> = rt.block_on(async {
+        let stop = CancellationToken::new();
+        let upstream = revgate::demo::spawn_echo_upstream(stop.clone()).await?;
+        println!(
+            "redis_store bench: revgate {}, {}, {} cores",
+            revgate_bin().display(),
+            String::from_utf8_lossy(&Command::new("redis-server").arg("--version").output()?.stdout).trim(),
+            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+        );
+        if want("propagation") {
+            propagation(upstream).await?;
+        }
+        if want("coldstart") {
+            coldstart(upstream).await?;
+        }
+        if want("memory") {
+            memory(upstream).await?;
+        }
+        stop.cancel();
+        Ok(())
+    });
+    if let Err(e) = result {
+        eprintln!("redis_store bench failed: {e}");
+        std::process::exit(1);
+    }
+}

@@ -188,7 +188,12 @@ struct Gateway {
 }
 
 impl Gateway {
-    fn spawn(redis_url: &str, upstream: SocketAddr, fp_key: &str, toml: Option<&str>) -> Res<Gateway> {
+    fn spawn(
+        redis_url: &str,
+        upstream: SocketAddr,
+        fp_key: &str,
+        toml: Option<&str>,
+    ) -> Res<Gateway> {
         let dir = tempfile::tempdir()?;
         let mut cmd = Command::new(revgate_bin());
         cmd.arg("run")
@@ -233,13 +238,13 @@ impl Gateway {
             Ok(v) => v,
             Err(e) => {
                 stop_child(&mut child);
-                let log = std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(dir.path().join("stderr.log")).unwrap_or_default();
                 return Err(format!("bad listening line {line:?}: {e}; stderr: {log}").into());
             }
         };
-        let addr = |k: &str| -> Res<SocketAddr> {
-            Ok(v[k].as_str().ok_or("missing address")?.parse()?)
-        };
+        let addr =
+            |k: &str| -> Res<SocketAddr> { Ok(v[k].as_str().ok_or("missing address")?.parse()?) };
         let (listen, admin) = match (addr("listen"), addr("admin")) {
             (Ok(l), Ok(a)) => (l, a),
             _ => {
@@ -272,7 +277,8 @@ impl Gateway {
     }
 
     fn status_kib(&self, field: &str) -> u64 {
-        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap_or_default();
+        let s = std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
+            .unwrap_or_default();
         s.lines()
             .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.split_whitespace().next())
@@ -294,17 +300,21 @@ impl Gateway {
 
     fn log_tail(&self) -> String {
         let l = self.log();
-        l[l.len().saturating_sub(2000)..].to_string()
+        let mut from = l.len().saturating_sub(2000);
+        while !l.is_char_boundary(from) {
+            from += 1;
+        }
+        l[from..].to_string()
     }
 
     /// `took_ms` of the last "revocations loaded from redis" log line.
     fn load_took_ms(&self) -> Option<u64> {
         self.log()
             .lines()
+            .rev()
             .filter(|l| l.contains("revocations loaded from redis"))
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .filter_map(|v| v["fields"]["took_ms"].as_u64().or(v["took_ms"].as_u64()))
-            .last()
+            .find_map(|v| v["fields"]["took_ms"].as_u64().or(v["took_ms"].as_u64()))
     }
 
     /// A gauge from `/metrics` (no labels).
@@ -424,10 +434,16 @@ async fn propagation(upstream: SocketAddr) -> Res<()> {
         }
         let body = serde_json::json!({ "token": token }).to_string();
         let sent = Instant::now();
-        let (s, resp) = admin.send("POST", "/admin/v1/revocations", None, Some(body)).await?;
+        let (s, resp) = admin
+            .send("POST", "/admin/v1/revocations", None, Some(body))
+            .await?;
         let acked = Instant::now();
         if s != 200 {
-            return Err(format!("A answered {s} to revocation #{i}: {}", String::from_utf8_lossy(&resp)).into());
+            return Err(format!(
+                "A answered {s} to revocation #{i}: {}",
+                String::from_utf8_lossy(&resp)
+            )
+            .into());
         }
         let mut got = None;
         let mut k = 0u64;
@@ -485,7 +501,13 @@ async fn propagation(upstream: SocketAddr) -> Res<()> {
 
 /// Writes `n` token rules named `{label}-{i}` in the store's layout, with
 /// their TTL, pipelined (several batches in flight).
-async fn seed(redis: &Redis, key_hex: &str, label: &str, n: usize, expires_at: u64) -> Res<Duration> {
+async fn seed(
+    redis: &Redis,
+    key_hex: &str,
+    label: &str,
+    n: usize,
+    expires_at: u64,
+) -> Res<Duration> {
     let key = FingerprintKey::from_hex(key_hex).map_err(|e| format!("key: {e}"))?;
     let conn = redis.conn().await?;
     let started = Instant::now();
@@ -537,13 +559,17 @@ async fn verify_sample(gw: &Gateway, label: &str, n: usize) -> Res<()> {
     let step = (n / 200).max(1);
     let mut i = 0;
     while i < n {
-        let (s, _) = c.send("GET", "/v", Some(&format!("{label}-{i}")), None).await?;
+        let (s, _) = c
+            .send("GET", "/v", Some(&format!("{label}-{i}")), None)
+            .await?;
         if s != 401 {
             return Err(format!("seeded token {label}-{i} answered {s}, not 401").into());
         }
         i += step;
     }
-    let (s, _) = c.send("GET", "/v", Some(&format!("{label}-not-seeded")), None).await?;
+    let (s, _) = c
+        .send("GET", "/v", Some(&format!("{label}-not-seeded")), None)
+        .await?;
     if s != 200 {
         return Err(format!("an unseeded token answered {s}, not 200").into());
     }
@@ -557,7 +583,10 @@ async fn coldstart(upstream: SocketAddr) -> Res<()> {
     let key = new_key_hex()?;
     let seeded = seed(&redis, &key, "rbench-cold", n, now_unix() + 6 * 3600).await?;
     let dbsize = redis.dbsize().await?;
-    println!("coldstart: seeded {n} token rules in {:.1} s (DBSIZE {dbsize})", seeded.as_secs_f64());
+    println!(
+        "coldstart: seeded {n} token rules in {:.1} s (DBSIZE {dbsize})",
+        seeded.as_secs_f64()
+    );
     let mut ready = Vec::new();
     for r in 0..runs {
         let gw = Gateway::spawn(&redis.url(), upstream, &key, None)?;
@@ -595,8 +624,16 @@ async fn scan_costs(redis: &Redis) -> Res<serde_json::Value> {
     let mut c = redis.conn().await?;
     let pattern = format!("{PREFIX_TAG}:*");
     let mut out = Vec::new();
-    for (count, with_match) in [(10_000usize, true), (10_000, false), (100_000, true), (100_000, false)] {
-        let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(&mut c).await?;
+    for (count, with_match) in [
+        (10_000usize, true),
+        (10_000, false),
+        (100_000, true),
+        (100_000, false),
+    ] {
+        let _: () = redis::cmd("CONFIG")
+            .arg("RESETSTAT")
+            .query_async(&mut c)
+            .await?;
         let started = Instant::now();
         let mut cursor: u64 = 0;
         let mut keys_seen = 0usize;
@@ -617,7 +654,10 @@ async fn scan_costs(redis: &Redis) -> Res<serde_json::Value> {
             }
         }
         let wall = started.elapsed().as_secs_f64();
-        let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut c).await?;
+        let stats: String = redis::cmd("INFO")
+            .arg("commandstats")
+            .query_async(&mut c)
+            .await?;
         let server_us = stats
             .lines()
             .find(|l| l.starts_with("cmdstat_scan:"))
@@ -666,7 +706,10 @@ async fn memory(upstream: SocketAddr) -> Res<()> {
     let redis = Redis::spawn()?;
     let key = new_key_hex()?;
     let sized = format!("[store]\nbloom_capacity = {n}\n");
-    let configs: [(&str, Option<&str>); 2] = [("default bloom_capacity (1,000,000)", None), ("bloom_capacity = N", Some(&sized))];
+    let configs: [(&str, Option<&str>); 2] = [
+        ("default bloom_capacity (1,000,000)", None),
+        ("bloom_capacity = N", Some(&sized)),
+    ];
     let mut empty = Vec::new();
     for (name, toml) in configs {
         let gw = Gateway::spawn(&redis.url(), upstream, &key, toml)?;
@@ -715,7 +758,10 @@ async fn memory(upstream: SocketAddr) -> Res<()> {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().skip(1).filter(|a| !a.starts_with('-')).collect();
+    let args: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|a| !a.starts_with('-'))
+        .collect();
     let all = args.is_empty();
     let want = |name: &str| all || args.iter().any(|a| a == name);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -729,8 +775,16 @@ fn main() {
         println!(
             "redis_store bench: revgate {}, {}, {} cores",
             revgate_bin().display(),
-            String::from_utf8_lossy(&Command::new("redis-server").arg("--version").output()?.stdout).trim(),
-            std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0)
+            String::from_utf8_lossy(
+                &Command::new("redis-server")
+                    .arg("--version")
+                    .output()?
+                    .stdout
+            )
+            .trim(),
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0)
         );
         if want("propagation") {
             propagation(upstream).await?;

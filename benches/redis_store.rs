@@ -676,12 +676,16 @@ async fn scan_costs(redis: &Redis) -> Res<serde_json::Value> {
 }
 
 /// Waits until the instance's bloom filter holds `n` at its capacity and its
-/// RSS stopped moving; returns (VmRSS, VmHWM) in KiB.
-async fn settle(gw: &Gateway, n: usize) -> Res<(u64, u64)> {
-    let deadline = Instant::now() + Duration::from_secs(180);
+/// RSS stopped moving; returns (VmRSS, VmHWM) in KiB and how long after the
+/// call the filter reached that capacity.
+async fn settle(gw: &Gateway, n: usize) -> Res<(u64, u64, f64)> {
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(180);
+    let mut sized_after = f64::NAN;
     while Instant::now() < deadline {
         let cap = gw.gauge("revgate_bloom_capacity").await?.unwrap_or(0.0);
         if cap >= n as f64 {
+            sized_after = started.elapsed().as_secs_f64();
             break;
         }
         tokio::time::sleep(Duration::from_millis(250)).await;
@@ -698,7 +702,7 @@ async fn settle(gw: &Gateway, n: usize) -> Res<(u64, u64)> {
         }
         last = rss;
     }
-    Ok((gw.rss_kib(), gw.hwm_kib()))
+    Ok((gw.rss_kib(), gw.hwm_kib(), sized_after))
 }
 
 async fn memory(upstream: SocketAddr) -> Res<()> {
@@ -715,7 +719,7 @@ async fn memory(upstream: SocketAddr) -> Res<()> {
         let gw = Gateway::spawn(&redis.url(), upstream, &key, toml)?;
         gw.wait_ready(Duration::from_secs(30)).await?;
         verify_sample(&gw, "rbench-mem-none", 1).await.ok();
-        let (rss, hwm) = settle(&gw, 0).await?;
+        let (rss, hwm, _) = settle(&gw, 0).await?;
         println!("memory: empty Redis, {name}: VmRSS {rss} KiB, VmHWM {hwm} KiB");
         empty.push((rss, hwm));
     }
@@ -732,7 +736,7 @@ async fn memory(upstream: SocketAddr) -> Res<()> {
         let gw = Gateway::spawn(&redis.url(), upstream, &key, *toml)?;
         let at = gw.wait_ready(Duration::from_secs(300)).await?;
         let ready_s = (at - gw.spawned).as_secs_f64();
-        let (rss, hwm) = settle(&gw, n).await?;
+        let (rss, hwm, sized_after) = settle(&gw, n).await?;
         verify_sample(&gw, "rbench-mem", n).await?;
         let cap = gw.gauge("revgate_bloom_capacity").await?.unwrap_or(0.0);
         let bits = gw.gauge("revgate_bloom_bits").await?.unwrap_or(0.0);
@@ -740,12 +744,12 @@ async fn memory(upstream: SocketAddr) -> Res<()> {
         let delta_mib = (rss as f64 - e_rss as f64) / 1024.0;
         let delta_hwm_mib = (hwm as f64 - e_hwm as f64) / 1024.0;
         println!(
-            "memory: {n} in Redis, {name}: ready after {ready_s:.2} s; VmRSS {rss} KiB (+{delta_mib:.1} MiB over empty), \
+            "memory: {n} in Redis, {name}: ready after {ready_s:.2} s, filter sized for N {sized_after:.1} s after that; VmRSS {rss} KiB (+{delta_mib:.1} MiB over empty), \
              VmHWM {hwm} KiB (+{delta_hwm_mib:.1} MiB); bloom capacity {cap:.0}, {:.1} MiB of bits",
             bits / 8.0 / 1048576.0
         );
         rows.push(serde_json::json!({
-            "config": name, "ready_s": ready_s, "empty_rss_kib": e_rss, "rss_kib": rss, "delta_rss_mib": delta_mib,
+            "config": name, "ready_s": ready_s, "filter_sized_after_ready_s": sized_after, "empty_rss_kib": e_rss, "rss_kib": rss, "delta_rss_mib": delta_mib,
             "empty_hwm_kib": e_hwm, "hwm_kib": hwm, "delta_hwm_mib": delta_hwm_mib,
             "bloom_capacity": cap, "bloom_mib": bits / 8.0 / 1048576.0, "target_mib": 32.0, "met": delta_mib <= 32.0,
         }));

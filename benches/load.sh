@@ -10,7 +10,9 @@
 #   revgate  : target/release/revgate on the embedded store, access log off
 #              (nginx logs nothing either), tokio's default worker count
 #              (= cores); `revgate1` is the same with TOKIO_WORKER_THREADS=1,
-#              so that one target matches nginx's single worker
+#              so that one target matches nginx's single worker; `revgatejm`
+#              is the same binary as `revgate` with jemalloc LD_PRELOADed
+#              (Debian's libjemalloc2), to measure the allocator's share
 #   direct   : wrk straight to the upstream (the ceiling)
 # Every request carries `Authorization: Bearer <token>`: a wrk Lua script
 # cycles through $TOKENS tokens, 1% of which are revoked through revgate's
@@ -19,8 +21,13 @@
 #
 # Each round runs every target once (order rotated per round) for $DURATION s
 # with `wrk -t1 -c$CONNS --latency`; the table gives the median over rounds of
-# req/s and p99, and the ratio revgate/nginx. Default: 3 rounds x 4 targets x
-# 10 s + warm-up, about 2.5 minutes once revgate is built.
+# req/s and p99, and the ratio revgate/nginx. It also gives, per target, the
+# CPU time (user+sys, from /proc/PID/stat) and context switches (from
+# /proc/PID/task/*/status) the proxy process spent per request: on a small
+# shared machine where wrk, the upstream and the proxy compete for the same
+# cores, throughput follows the CPU each request costs, and that figure is
+# far less noisy than req/s. Default: 3 rounds x 5 targets x 10 s + warm-up,
+# about 3 minutes once revgate is built.
 #
 # Usage: benches/load.sh            (env: ROUNDS DURATION CONNS TOKENS TARGETS
 #                                    SKIP_BUILD=1 KEEP=1 to keep the work dir)
@@ -34,7 +41,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 TOKENS=${TOKENS:-10000}
-TARGETS=${TARGETS:-"direct nginx revgate revgate1"}
+TARGETS=${TARGETS:-"direct nginx revgate revgate1 revgatejm"}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -47,6 +54,9 @@ command -v wrk >/dev/null || need_apt+=(wrk)
 command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 command -v curl >/dev/null || need_apt+=(curl)
 command -v python3 >/dev/null || need_apt+=(python3)
+if [[ " $TARGETS " == *" revgatejm "* ]] && ! ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1; then
+    need_apt+=(libjemalloc2)
+fi
 if [ ${#need_apt[@]} -gt 0 ]; then
     log "installing ${need_apt[*]}"
     SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
@@ -121,6 +131,7 @@ http {
 EOF
     "$NGINX" -p "$d" -c "$d/nginx.conf" -e "$d/error.log" &
     PIDS+=($!)
+    printf -v "${name}_MASTER" '%s' "$!"
     wait_http "http://127.0.0.1:$port/" 10
 }
 
@@ -147,6 +158,7 @@ start_revgate() {
         --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --journal "$WORK/$name.journal" \
         >"$out" 2>"$WORK/$name.err" &
     PIDS+=($!)
+    printf -v "${name}_PID" '%s' "$!"
     local deadline=$((SECONDS + 30))
     until grep -q '"listening"' "$out" 2>/dev/null; do
         [ $SECONDS -lt $deadline ] || { log "$name did not start"; cat "$WORK/$name.err" >&2; return 1; }
@@ -162,6 +174,13 @@ start_revgate() {
 
 start_revgate revgate
 start_revgate revgate1 TOKIO_WORKER_THREADS=1
+# Optional target `revgatejm`: the same binary with jemalloc preloaded (no
+# rebuild), to measure what the allocator costs. Debian: libjemalloc2.
+JEMALLOC=$(ls /usr/lib/*/libjemalloc.so.2 2>/dev/null | head -1 || true)
+if [[ " $TARGETS " == *" revgatejm "* ]]; then
+    [ -n "$JEMALLOC" ] || { log "revgatejm needs libjemalloc2 (apt-get install libjemalloc2)"; exit 1; }
+    start_revgate revgatejm LD_PRELOAD="$JEMALLOC"
+fi
 
 # --- tokens: 1% revoked ------------------------------------------------------
 python3 - "$TOKENS" "$WORK/tokens.txt" "$WORK/revoked.txt" <<'EOF'
@@ -173,7 +192,10 @@ open(revoked, "w").write("\n".join(t for i, t in enumerate(toks) if i % 100 == 0
 EOF
 REVOKED_COUNT=$(wc -l <"$WORK/revoked.txt")
 log "revoking $REVOKED_COUNT of $TOKENS tokens through the admin API of both revgate instances"
-for admin in "$revgate_ADMIN" "$revgate1_ADMIN"; do
+ADMINS=("$revgate_ADMIN" "$revgate1_ADMIN")
+URLS=("$revgate_URL" "$revgate1_URL")
+if [ -n "${revgatejm_ADMIN:-}" ]; then ADMINS+=("$revgatejm_ADMIN"); URLS+=("$revgatejm_URL"); fi
+for admin in "${ADMINS[@]}"; do
     while read -r tok; do
         code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST \
             -H 'content-type: application/json' --data "{\"token\":\"$tok\"}" \
@@ -184,7 +206,7 @@ done
 # Check: a revoked token is refused, an unrevoked one passes, through both.
 first_revoked=$(head -1 "$WORK/revoked.txt")
 first_live=$(sed -n 2p "$WORK/tokens.txt")
-for url in "$revgate_URL" "$revgate1_URL"; do
+for url in "${URLS[@]}"; do
     r=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $first_revoked" "$url/")
     l=$(curl -s -o /dev/null -w '%{http_code}' -H "Authorization: Bearer $first_live" "$url/")
     [ "$r" = 401 ] && [ "$l" = 200 ] || { log "sanity check failed at $url: revoked=$r live=$l"; exit 1; }
@@ -216,21 +238,54 @@ url_of() {
         nginx) echo "http://127.0.0.1:$NGX_PORT/" ;;
         revgate) echo "$revgate_URL/" ;;
         revgate1) echo "$revgate1_URL/" ;;
+        revgatejm) echo "$revgatejm_URL/" ;;
         *) log "unknown target $1"; return 1 ;;
     esac
 }
+
+# The processes doing a target's work, for CPU and context-switch accounting:
+# the proxy (revgate, or nginx's worker), or for `direct` the upstream's worker.
+pids_of() {
+    case $1 in
+        direct) pgrep -P "$upstream_MASTER" ;;
+        nginx) pgrep -P "$proxy_MASTER" ;;
+        revgate) echo "$revgate_PID" ;;
+        revgate1) echo "$revgate1_PID" ;;
+        revgatejm) echo "$revgatejm_PID" ;;
+    esac
+}
+# "cpu_ticks ctx_switches" summed over processes (all their threads).
+usage_of() {
+    local ticks=0 ctx=0 pid t v n
+    for pid in "$@"; do
+        read -r -a t <"/proc/$pid/stat" || continue
+        ticks=$((ticks + t[13] + t[14]))
+        for f in /proc/"$pid"/task/*/status; do
+            while read -r n v; do
+                case $n in voluntary_ctxt_switches:|nonvoluntary_ctxt_switches:) ctx=$((ctx + v)) ;; esac
+            done <"$f"
+        done
+    done
+    echo "$ticks $ctx"
+}
+HZ=$(getconf CLK_TCK)
 
 RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 run_wrk() { # target seconds round
     local out="$WORK/wrk-$1-$3.txt"
+    local pids before after
+    mapfile -t pids < <(pids_of "$1")
+    before=$(usage_of "${pids[@]}")
     timeout $(($2 + 30)) wrk -t1 -c"$CONNS" -d"$2"s --timeout 5s --latency \
         -s "$WORK/tokens.lua" "$(url_of "$1")" -- "$WORK/tokens.txt" >"$out" 2>&1 || {
         log "wrk failed against $1"; cat "$out" >&2; return 1; }
+    after=$(usage_of "${pids[@]}")
     [ "$3" = warm ] && return 0
-    python3 - "$1" "$3" "$out" >>"$RESULTS" <<'EOF'
+    python3 - "$1" "$3" "$out" "$before" "$after" "$HZ" >>"$RESULTS" <<'EOF'
 import re, sys
-target, rnd, path = sys.argv[1:4]
+target, rnd, path, before, after, hz = sys.argv[1:7]
+(t0, c0), (t1, c1) = map(int, before.split()), map(int, after.split())
 text = open(path).read()
 unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
@@ -243,9 +298,11 @@ m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", text)
 non2xx = int(m.group(1)) if m else 0
 m = re.search(r"Socket errors:.*", text)
 errors = m.group(0) if m else ""
-print(f"{target}\t{rnd}\t{rps}\t{p50}\t{p99}\t{total}\t{non2xx}\t{errors}")
+cpu_us = (t1 - t0) / int(hz) * 1e6 / max(1, total)
+ctx = (c1 - c0) / max(1, total)
+print(f"{target}\t{rnd}\t{rps}\t{p50}\t{p99}\t{total}\t{non2xx}\t{cpu_us:.2f}\t{ctx:.3f}\t{errors}")
 EOF
-    log "$(tail -1 "$RESULTS" | cut -f1-7 | tr '\t' ' ')"
+    log "$(tail -1 "$RESULTS" | cut -f1-9 | tr '\t' ' ')"
 }
 
 read -r -a T <<<"$TARGETS"
@@ -266,24 +323,30 @@ import statistics, sys
 path, conns, dur, rounds = sys.argv[1:5]
 rows = [l.rstrip("\n").split("\t") for l in open(path) if l.strip()]
 by = {}
-for t, r, rps, p50, p99, total, non2xx, *_ in rows:
-    by.setdefault(t, []).append((float(rps), float(p50), float(p99), int(total), int(non2xx)))
+for t, r, rps, p50, p99, total, non2xx, cpu, ctx, *_ in rows:
+    by.setdefault(t, []).append((float(rps), float(p50), float(p99), int(total), int(non2xx),
+                                 float(cpu), float(ctx)))
 med = {t: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v),
-           statistics.median(x[2] for x in v), sum(x[4] for x in v) / max(1, sum(x[3] for x in v)))
+           statistics.median(x[2] for x in v), sum(x[4] for x in v) / max(1, sum(x[3] for x in v)),
+           statistics.median(x[5] for x in v), statistics.median(x[6] for x in v))
        for t, v in by.items()}
 print()
 print(f"wrk -t1 -c{conns} -d{dur}s --latency, {rounds} rounds interleaved; medians over rounds")
 print()
-print("| target | req/s (median) | p50 ms | p99 ms (median) | non-2xx | req/s per round |")
-print("|---|---:|---:|---:|---:|---|")
-for t in ["direct", "nginx", "revgate", "revgate1"]:
+print("| target | req/s (median) | p50 ms | p99 ms (median) | non-2xx | CPU µs/req | ctx sw/req | req/s per round |")
+print("|---|---:|---:|---:|---:|---:|---:|---|")
+targets = ["direct", "nginx", "revgate", "revgate1", "revgatejm"]
+for t in targets:
     if t in med:
-        rps, p50, p99, bad = med[t]
+        rps, p50, p99, bad, cpu, ctx = med[t]
         each = ", ".join(f"{x[0]:.0f}" for x in by[t])
-        print(f"| {t} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {bad:.2%} | {each} |")
+        print(f"| {t} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {bad:.2%} | {cpu:.1f} | {ctx:.2f} | {each} |")
+print()
+print("CPU µs/req and ctx sw/req: CPU time (user+sys) and context switches of the proxy process")
+print("(revgate, or nginx's worker; for direct, the upstream's worker) per request, median over rounds.")
 print()
 if "nginx" in med:
-    for t in ["revgate", "revgate1"]:
+    for t in targets[2:]:
         if t in med:
             r = med[t][0] / med["nginx"][0]
             p = med[t][2] / med["nginx"][2]

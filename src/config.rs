@@ -335,7 +335,8 @@ pub struct AdminConfig {
     /// Admin listener address (loopback by default).
     pub listen: String,
     /// When set, the admin API (not `/healthz`, `/readyz`) requires
-    /// `Authorization: Bearer <token>`.
+    /// `Authorization: Bearer <token>` (or `REVGATE_ADMIN_TOKEN`, e.g. from a
+    /// Kubernetes Secret).
     pub token: Option<String>,
 }
 
@@ -469,6 +470,11 @@ impl Overrides {
         if c.tokens.fingerprint_key.is_none() {
             if let Ok(k) = std::env::var("REVGATE_FINGERPRINT_KEY") {
                 c.tokens.fingerprint_key = Some(k);
+            }
+        }
+        if c.admin.token.is_none() {
+            if let Ok(t) = std::env::var("REVGATE_ADMIN_TOKEN") {
+                c.admin.token = Some(t);
             }
         }
     }

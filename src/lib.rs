@@ -142,12 +142,13 @@ pub async fn open_store(
 
 async fn open_shared_store(
     url: &str,
-    _cfg: &config::StoreConfig,
-    _shutdown: CancellationToken,
+    cfg: &config::StoreConfig,
+    shutdown: CancellationToken,
 ) -> Result<Arc<dyn RevocationStore>, StartError> {
-    Err(StartError::Store(format!(
-        "{url}: the Redis store is not built into this version"
-    )))
+    let store = crate::store::redis::RedisStore::start(url, cfg, shutdown)
+        .await
+        .map_err(|e| StartError::Store(e.to_string()))?;
+    Ok(store)
 }
 
 /// The bound listeners.
@@ -203,6 +204,12 @@ pub async fn run(
     on_start: impl FnOnce(&Running),
 ) -> Result<(), StartError> {
     let key = fingerprint_key(&settings)?;
+    match metrics::install() {
+        Ok(handle) => {
+            tokio::spawn(metrics::upkeep(handle, shutdown.clone()));
+        }
+        Err(e) => tracing::warn!(error = %e, "metrics disabled"),
+    }
     let store = open_store(&settings, shutdown.clone()).await?;
     let drain = settings.raw.server.drain_timeout;
     let max_header = settings.raw.server.max_header_bytes;

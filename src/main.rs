@@ -185,6 +185,7 @@ fn reload(overrides: &Overrides) {
     let settings = match overrides.load().and_then(|c| c.validate()) {
         Ok(s) => s,
         Err(e) => {
+            revgate::metrics::reload("config", false);
             tracing::error!(error = %e, "SIGHUP: new configuration rejected; keeping the old one");
             return;
         }

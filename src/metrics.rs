@@ -1,22 +1,501 @@
-//! Metrics (placeholder until the production work lands).
+//! Metrics: the Prometheus recorder and one typed function per thing
+//! revgate counts, so metric names and labels live in this file only.
+//!
+//! # API (what `server.rs`, `proxy.rs`, `admin.rs` and the stores call)
+//!
+//! ```text
+//! let handle = metrics::install()?;            // at start-up, before anything records
+//! tokio::spawn(metrics::upkeep(handle.clone(), cancel.child_token()));
+//! GET /metrics  ->  200, CONTENT_TYPE, handle.render()
+//!
+//! metrics::request(&route.name, Outcome::Forwarded);   // one per request
+//! metrics::overhead(secs);  metrics::upstream_time(&route.name, secs);
+//! let m = RouteMetrics::new(&route.name);              // same, pre-resolved (hot path)
+//! metrics::revocation_applied("nylas" | "admin", "forward" | "terminate" | "api");
+//! metrics::revocation_apply_failed(source);  metrics::unidentified_revoke(dialect);
+//! metrics::bloom(fill_ratio, bits, capacity);  metrics::bloom_false_positive();
+//! metrics::store(connected, staleness_secs, journal_backlog, token_rules, scope_rules);
+//! metrics::store_gauges(store.as_ref());   // both of the above, from a RevocationStore
+//! metrics::reload("config" | "tls", ok);
+//! let text = metrics::render();            // the handle's render, installing if needed
+//! ```
+//!
+//! | metric | type | labels |
+//! |---|---|---|
+//! | `revgate_requests_total` | counter | `route`, `outcome` |
+//! | `revgate_overhead_seconds` | histogram | |
+//! | `revgate_upstream_seconds` | histogram | `route` |
+//! | `revgate_revocations_applied_total` | counter | `source`, `mode` |
+//! | `revgate_revocation_apply_failures_total` | counter | `source` |
+//! | `revgate_unidentified_revokes_total` | counter | `dialect` |
+//! | `revgate_bloom_fill_ratio`, `revgate_bloom_bits`, `revgate_bloom_capacity` | gauge | |
+//! | `revgate_bloom_false_positives_total` | counter | |
+//! | `revgate_store_connected`, `revgate_store_staleness_seconds`, `revgate_store_journal_backlog`, `revgate_store_token_rules`, `revgate_store_scope_rules` | gauge | |
+//! | `revgate_reloads_total` | counter | `what`, `result` |
+//!
+//! # Decisions
+//!
+//! - The `metrics` facade is process-global by design, so [`install`] keeps
+//!   its handle in a `OnceLock`: a second call (a test starting several
+//!   gateways in one process) returns the same handle instead of failing.
+//!   The flip side: gateways in one process share their counters, so tests
+//!   compare before/after values rather than absolute ones.
+//! - Before [`install`] every function here is a no-op (the facade's
+//!   default); [`RouteMetrics`] made before it stay no-ops, so build them
+//!   after.
+//! - Histograms are true Prometheus histograms (explicit buckets), not
+//!   summaries: they aggregate across instances. `overhead` buckets run from
+//!   10 µs to 1 s (the gateway's own work), `upstream` from 100 µs to 60 s.
+//! - Labels are bounded: routes come from the config, dialects, modes and
+//!   outcomes are fixed sets. Nothing derived from a request (path, token,
+//!   subject) is ever a label.
+//! - With no HTTP listener from the exporter crate, nothing drains the
+//!   histograms between scrapes; [`upkeep`] does, so memory stays bounded
+//!   when nobody scrapes.
 
-use crate::proxy::Outcome;
+use std::sync::OnceLock;
+use std::time::Duration;
 
-/// Counts a request by route and outcome.
-pub fn request(_route: &str, _outcome: Outcome) {}
-/// Gateway overhead, seconds.
-pub fn overhead(_seconds: f64) {}
-/// Upstream time, seconds.
-pub fn upstream_time(_route: &str, _seconds: f64) {}
-/// A revocation applied.
-pub fn revocation_applied(_source: &str, _mode: &str) {}
-/// A revocation that failed to apply.
-pub fn revocation_apply_failed(_source: &str) {}
-/// A forwarded scope revoke whose user was unknown.
-pub fn unidentified_revoke(_dialect: &str) {}
-/// Sets the store's gauges (called before rendering).
-pub fn store_gauges(_store: &dyn crate::store::RevocationStore) {}
-/// The Prometheus text.
+use metrics::{Counter, Histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use tokio_util::sync::CancellationToken;
+
+/// `Content-Type` of [`PrometheusHandle::render`]'s output.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+const REQUESTS: &str = "revgate_requests_total";
+const OVERHEAD: &str = "revgate_overhead_seconds";
+const UPSTREAM: &str = "revgate_upstream_seconds";
+const APPLIED: &str = "revgate_revocations_applied_total";
+const APPLY_FAILED: &str = "revgate_revocation_apply_failures_total";
+const UNIDENTIFIED: &str = "revgate_unidentified_revokes_total";
+const BLOOM_FILL: &str = "revgate_bloom_fill_ratio";
+const BLOOM_BITS: &str = "revgate_bloom_bits";
+const BLOOM_CAPACITY: &str = "revgate_bloom_capacity";
+const BLOOM_FP: &str = "revgate_bloom_false_positives_total";
+const STORE_CONNECTED: &str = "revgate_store_connected";
+const STORE_STALENESS: &str = "revgate_store_staleness_seconds";
+const STORE_BACKLOG: &str = "revgate_store_journal_backlog";
+const STORE_TOKEN_RULES: &str = "revgate_store_token_rules";
+const STORE_SCOPE_RULES: &str = "revgate_store_scope_rules";
+const RELOADS: &str = "revgate_reloads_total";
+
+/// Buckets for the gateway's own time per request: 10 µs .. 1 s.
+pub const OVERHEAD_BUCKETS: &[f64] = &[
+    0.000_01, 0.000_025, 0.000_05, 0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025,
+    0.05, 0.1, 0.25, 0.5, 1.0,
+];
+
+/// Buckets for upstream response time (to response headers): 100 µs .. 60 s.
+pub const UPSTREAM_BUCKETS: &[f64] = &[
+    0.000_1, 0.000_25, 0.000_5, 0.001, 0.002_5, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    5.0, 10.0, 30.0, 60.0,
+];
+
+/// The recorder could not be installed (another recorder owns the process).
+#[derive(Clone, Debug, thiserror::Error)]
+#[error("cannot install the Prometheus recorder: {0}")]
+pub struct MetricsError(String);
+
+static HANDLE: OnceLock<Result<PrometheusHandle, MetricsError>> = OnceLock::new();
+
+/// Installs the Prometheus recorder as the process's `metrics` recorder and
+/// returns the handle `/metrics` renders. Idempotent: later calls return
+/// the first call's handle (or its error).
+pub fn install() -> Result<PrometheusHandle, MetricsError> {
+    HANDLE.get_or_init(build_and_install).clone()
+}
+
+fn build_and_install() -> Result<PrometheusHandle, MetricsError> {
+    let err = |e: metrics_exporter_prometheus::BuildError| MetricsError(e.to_string());
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Full(OVERHEAD.into()), OVERHEAD_BUCKETS)
+        .map_err(err)?
+        .set_buckets_for_metric(Matcher::Full(UPSTREAM.into()), UPSTREAM_BUCKETS)
+        .map_err(err)?
+        .install_recorder()
+        .map_err(err)?;
+    describe();
+    Ok(handle)
+}
+
+fn describe() {
+    use metrics::{describe_counter, describe_gauge, describe_histogram, Unit};
+    describe_counter!(REQUESTS, "Requests handled, by route and outcome.");
+    describe_histogram!(
+        OVERHEAD,
+        Unit::Seconds,
+        "Time spent in the gateway per request, upstream time excluded."
+    );
+    describe_histogram!(
+        UPSTREAM,
+        Unit::Seconds,
+        "Time from sending a request upstream to its response headers."
+    );
+    describe_counter!(
+        APPLIED,
+        "Revocations applied, by source (dialect or admin) and mode."
+    );
+    describe_counter!(APPLY_FAILED, "Revocations the store failed to apply.");
+    describe_counter!(
+        UNIDENTIFIED,
+        "Revoke calls whose caller or token could not be identified."
+    );
+    describe_gauge!(BLOOM_FILL, "Fraction of the bloom filter's bits set.");
+    describe_gauge!(BLOOM_BITS, "Size of the bloom filter in bits.");
+    describe_gauge!(
+        BLOOM_CAPACITY,
+        "Revoked tokens the bloom filter is sized for."
+    );
+    describe_counter!(
+        BLOOM_FP,
+        "Bloom hits that the exact set answered as not revoked."
+    );
+    describe_gauge!(STORE_CONNECTED, "1 when the store is reachable, else 0.");
+    describe_gauge!(
+        STORE_STALENESS,
+        Unit::Seconds,
+        "Time since the last successful sync with the store."
+    );
+    describe_gauge!(
+        STORE_BACKLOG,
+        "Revocations journaled locally and not yet in the shared store."
+    );
+    describe_gauge!(STORE_TOKEN_RULES, "Live token revocations.");
+    describe_gauge!(STORE_SCOPE_RULES, "Live scope revocations.");
+    describe_counter!(RELOADS, "Reloads (config, tls) by result.");
+}
+
+/// Drains histogram samples every 5 s until `cancel` fires, so memory stays
+/// bounded between scrapes. Spawn it once, next to [`install`].
+pub async fn upkeep(handle: PrometheusHandle, cancel: CancellationToken) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = cancel.cancelled() => return,
+            _ = tick.tick() => handle.run_upkeep(),
+        }
+    }
+}
+
+/// How a request ended, as counted in `revgate_requests_total{outcome}`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Passed the check and was forwarded (whatever the upstream answered).
+    Forwarded,
+    /// Carried a revoked credential: 401.
+    Revoked,
+    /// Refused before forwarding as malformed: 400, 413, 431.
+    BadRequest,
+    /// The upstream could not be reached or timed out: 502, 504.
+    UpstreamError,
+    /// No route matched: 404.
+    NoRoute,
+    /// A call to a revoke endpoint (either mode, any answer).
+    RevokeCall,
+    /// Refused because the store is too stale to decide: 503.
+    Unavailable,
+}
+
+impl Outcome {
+    /// Every outcome, in a stable order.
+    pub const ALL: [Outcome; 7] = [
+        Outcome::Forwarded,
+        Outcome::Revoked,
+        Outcome::BadRequest,
+        Outcome::UpstreamError,
+        Outcome::NoRoute,
+        Outcome::RevokeCall,
+        Outcome::Unavailable,
+    ];
+
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Forwarded => "forwarded",
+            Outcome::Revoked => "revoked",
+            Outcome::BadRequest => "bad_request",
+            Outcome::UpstreamError => "upstream_error",
+            Outcome::NoRoute => "no_route",
+            Outcome::RevokeCall => "revoke_call",
+            Outcome::Unavailable => "unavailable",
+        }
+    }
+}
+
+/// Counts one request on `route` (use `"-"` when no route matched).
+pub fn request(route: &str, outcome: Outcome) {
+    metrics::counter!(REQUESTS, "route" => route.to_owned(), "outcome" => outcome.as_str())
+        .increment(1);
+}
+
+/// Records the gateway's own time for one request, in seconds.
+pub fn overhead(seconds: f64) {
+    metrics::histogram!(OVERHEAD).record(seconds);
+}
+
+/// Records the upstream's time to response headers on `route`, in seconds.
+pub fn upstream_time(route: &str, seconds: f64) {
+    metrics::histogram!(UPSTREAM, "route" => route.to_owned()).record(seconds);
+}
+
+// === impl RouteMetrics ===
+
+/// The per-route metrics, resolved once (at config load) so the hot path
+/// does no label allocation or registry lookup. Cheap to clone.
+#[derive(Clone, Debug)]
+pub struct RouteMetrics {
+    requests: [Counter; Outcome::ALL.len()],
+    upstream: Histogram,
+}
+
+impl RouteMetrics {
+    /// Handles for `route`. Call after [`install`].
+    pub fn new(route: &str) -> RouteMetrics {
+        let counter = |o: Outcome| metrics::counter!(REQUESTS, "route" => route.to_owned(), "outcome" => o.as_str());
+        RouteMetrics {
+            requests: Outcome::ALL.map(counter),
+            upstream: metrics::histogram!(UPSTREAM, "route" => route.to_owned()),
+        }
+    }
+
+    /// Same as [`request`] for this route.
+    pub fn request(&self, outcome: Outcome) {
+        // ALL lists every variant in declaration order, so the index is in range.
+        if let Some(c) = self.requests.get(outcome as usize) {
+            c.increment(1);
+        }
+    }
+
+    /// Same as [`upstream_time`] for this route.
+    pub fn upstream_time(&self, seconds: f64) {
+        self.upstream.record(seconds);
+    }
+}
+
+/// Counts one revocation applied. `source` is the dialect's name
+/// (`nylas`, `onelogin`, `langsmith`, `codegen`, `rfc7009`) or `admin`;
+/// `mode` is `forward`, `terminate`, or `api` for the admin API.
+pub fn revocation_applied(source: &str, mode: &str) {
+    metrics::counter!(APPLIED, "source" => source.to_owned(), "mode" => mode.to_owned())
+        .increment(1);
+}
+
+/// Counts a revocation the store failed to apply (`source` as above).
+pub fn revocation_apply_failed(source: &str) {
+    metrics::counter!(APPLY_FAILED, "source" => source.to_owned()).increment(1);
+}
+
+/// Counts a revoke call that named no identifiable token or subject (e.g. a
+/// LangSmith call whose credential carries no `sub`).
+pub fn unidentified_revoke(dialect: &str) {
+    metrics::counter!(UNIDENTIFIED, "dialect" => dialect.to_owned()).increment(1);
+}
+
+/// Sets the bloom filter gauges (after each rebuild or periodically).
+pub fn bloom(fill_ratio: f64, bits: u64, capacity: u64) {
+    metrics::gauge!(BLOOM_FILL).set(fill_ratio);
+    metrics::gauge!(BLOOM_BITS).set(bits as f64);
+    metrics::gauge!(BLOOM_CAPACITY).set(capacity as f64);
+}
+
+/// Counts one bloom hit that the exact set answered "not revoked".
+pub fn bloom_false_positive() {
+    metrics::counter!(BLOOM_FP).increment(1);
+}
+
+/// Sets the store gauges (from `RevocationStore::status()`, periodically).
+pub fn store(
+    connected: bool,
+    staleness_secs: f64,
+    journal_backlog: u64,
+    token_rules: u64,
+    scope_rules: u64,
+) {
+    metrics::gauge!(STORE_CONNECTED).set(if connected { 1.0 } else { 0.0 });
+    metrics::gauge!(STORE_STALENESS).set(staleness_secs);
+    metrics::gauge!(STORE_BACKLOG).set(journal_backlog as f64);
+    metrics::gauge!(STORE_TOKEN_RULES).set(token_rules as f64);
+    metrics::gauge!(STORE_SCOPE_RULES).set(scope_rules as f64);
+}
+
+/// Sets the bloom and store gauges from `store` (its [`StoreStatus`] and
+/// its [`LocalCache`](crate::store::LocalCache)'s filter): call before each
+/// render. The false-positive counter is raised to the cache's own count,
+/// so use this or [`bloom_false_positive`], not both.
+///
+/// [`StoreStatus`]: crate::store::StoreStatus
+pub fn store_gauges(store: &dyn crate::store::RevocationStore) {
+    let status = store.status();
+    self::store(
+        status.connected,
+        status.staleness.map_or(0.0, |d| d.as_secs_f64()),
+        status.journal_backlog,
+        status.token_rules,
+        status.scope_rules,
+    );
+    let cache = store.cache();
+    let filter = cache.bloom();
+    bloom(filter.fill_ratio(), filter.bits(), filter.capacity() as u64);
+    metrics::counter!(BLOOM_FP).absolute(cache.false_positives());
+}
+
+/// The Prometheus text of everything recorded, installing the recorder if
+/// [`install`] was not called (then only what is recorded from now on
+/// shows). Empty if another recorder owns the process.
 pub fn render() -> String {
-    String::new()
+    install().map(|h| h.render()).unwrap_or_default()
+}
+
+/// Counts one reload of `what` (`config` or `tls`) and whether it took.
+pub fn reload(what: &'static str, ok: bool) {
+    let result = if ok { "ok" } else { "error" };
+    metrics::counter!(RELOADS, "what" => what, "result" => result).increment(1);
+}
+
+#[cfg(test)]
+#[path = "../tests/support/prometheus.rs"]
+mod prometheus_text;
+
+#[cfg(test)]
+mod tests {
+    use super::prometheus_text::{parse, Exposition};
+    use super::*;
+
+    fn scrape(h: &PrometheusHandle) -> Exposition {
+        let text = h.render();
+        parse(&text).unwrap_or_else(|e| panic!("{e}\n---\n{text}"))
+    }
+
+    #[test]
+    fn install_is_idempotent() {
+        let a = install().unwrap();
+        let b = install().unwrap();
+        request("idem", Outcome::Forwarded);
+        let labels = [("route", "idem"), ("outcome", "forwarded")];
+        let va = scrape(&a).value(REQUESTS, &labels);
+        assert!(va.is_some_and(|v| v >= 1.0));
+        assert_eq!(va, scrape(&b).value(REQUESTS, &labels), "one recorder");
+    }
+
+    #[test]
+    fn rendered_output_parses_and_counters_move() {
+        let h = install().unwrap();
+        let route = "metrics-test";
+        let fwd = [("route", route), ("outcome", "forwarded")];
+        let rev = [("route", route), ("outcome", "revoked")];
+
+        request(route, Outcome::Forwarded);
+        let before = scrape(&h);
+        let f0 = before.value(REQUESTS, &fwd).unwrap();
+        let r0 = before.value(REQUESTS, &rev).unwrap_or(0.0);
+
+        let m = RouteMetrics::new(route);
+        request(route, Outcome::Forwarded);
+        m.request(Outcome::Forwarded);
+        m.request(Outcome::Revoked);
+        for o in Outcome::ALL {
+            m.request(o);
+        }
+        overhead(0.000_3);
+        upstream_time(route, 0.02);
+        m.upstream_time(120.0);
+        revocation_applied("nylas", "terminate");
+        revocation_apply_failed("admin");
+        unidentified_revoke("langsmith");
+        bloom(0.25, 1 << 20, 100_000);
+        bloom_false_positive();
+        store(true, 1.5, 3, 10, 2);
+        reload("tls", false);
+
+        let after = scrape(&h);
+        assert_eq!(after.value(REQUESTS, &fwd).unwrap(), f0 + 3.0);
+        assert_eq!(after.value(REQUESTS, &rev).unwrap(), r0 + 2.0);
+        assert_eq!(after.family_type(REQUESTS), Some("counter"));
+        assert_eq!(after.family_type(OVERHEAD), Some("histogram"));
+        assert_eq!(after.family_type(STORE_CONNECTED), Some("gauge"));
+
+        // Histogram: cumulative buckets, +Inf equal to _count, per-route label.
+        let up = [("route", route)];
+        let count = after.value("revgate_upstream_seconds_count", &up).unwrap();
+        assert!(count >= 2.0);
+        let inf = [("route", route), ("le", "+Inf")];
+        assert_eq!(
+            after.value("revgate_upstream_seconds_bucket", &inf),
+            Some(count)
+        );
+        let le_60 = [("route", route), ("le", "60")];
+        assert_eq!(
+            after.value("revgate_upstream_seconds_bucket", &le_60),
+            Some(count - 1.0),
+            "the 120 s sample is only in +Inf"
+        );
+        assert!(
+            after
+                .value("revgate_overhead_seconds_bucket", &[("le", "0.0005")])
+                .unwrap()
+                >= 1.0
+        );
+
+        for (name, labels, at_least) in [
+            (
+                APPLIED,
+                vec![("source", "nylas"), ("mode", "terminate")],
+                1.0,
+            ),
+            (APPLY_FAILED, vec![("source", "admin")], 1.0),
+            (UNIDENTIFIED, vec![("dialect", "langsmith")], 1.0),
+            (BLOOM_FP, vec![], 1.0),
+            (RELOADS, vec![("what", "tls"), ("result", "error")], 1.0),
+        ] {
+            let v = after.value(name, &labels).unwrap_or(0.0);
+            assert!(v >= at_least, "{name}{labels:?} = {v}");
+        }
+        assert_eq!(after.value(BLOOM_FILL, &[]), Some(0.25));
+        assert_eq!(after.value(STORE_BACKLOG, &[]), Some(3.0));
+        assert_eq!(after.value(STORE_STALENESS, &[]), Some(1.5));
+    }
+
+    #[tokio::test]
+    async fn store_gauges_read_a_real_store() {
+        use crate::credentials::Fingerprint;
+        use crate::store::memory::MemoryStore;
+        use crate::store::{now_unix, RevocationCommand, RevocationStore, TokenRule};
+
+        install().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = MemoryStore::open(&dir.path().join("j"), 1000, 0.01).unwrap();
+        for i in 0..3u8 {
+            let rule = TokenRule {
+                fingerprint: Fingerprint::from_bytes([i; 16]),
+                expires_at: now_unix() + 3600,
+            };
+            store.apply(RevocationCommand::Token(rule)).await.unwrap();
+        }
+        store_gauges(&store);
+        let m = parse(&render()).unwrap();
+        // Other tests set these gauges too; the store's values are at least
+        // plausible and the families are all there.
+        assert_eq!(m.family_type(STORE_TOKEN_RULES), Some("gauge"));
+        assert!(m.value(BLOOM_BITS, &[]).unwrap() > 0.0);
+        assert!(m.value(BLOOM_FP, &[]).is_some());
+    }
+
+    #[test]
+    fn the_parser_rejects_malformed_text() {
+        for bad in [
+            "revgate_x{route=\"a} 1\n",
+            "revgate x 1\n",
+            "revgate_x{route=\"a\"} one\n",
+            "# TYPE revgate_x counter\n# TYPE revgate_x counter\n",
+            "# TYPE revgate_x sideways\n",
+            "9bad 1\n",
+        ] {
+            assert!(parse(bad).is_err(), "{bad:?} should not parse");
+        }
+        let ok = parse("# HELP a_b Some help.\n# TYPE a_b counter\na_b{x=\"q\\\"\\n\"} 2 1700000000000\n\nc NaN\n").unwrap();
+        assert_eq!(ok.value("a_b", &[("x", "q\"\n")]), Some(2.0));
+        assert!(ok.value("c", &[]).unwrap().is_nan());
+    }
 }

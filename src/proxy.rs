@@ -127,6 +127,10 @@ pub struct Runtime {
     checker: Checker,
     dialects: Vec<DialectEntry>,
     client: UpstreamClient,
+    /// Per-route metric handles, parallel to `settings.routes`, resolved once
+    /// so the hot path allocates no labels.
+    route_metrics: Vec<crate::metrics::RouteMetrics>,
+    no_route_metrics: crate::metrics::RouteMetrics,
 }
 
 /// Why a runtime could not be built.
@@ -170,7 +174,14 @@ impl Runtime {
                 dialect: dialect::build(d.kind, &settings.dialect_secrets),
             })
             .collect();
+        let route_metrics = settings
+            .routes
+            .iter()
+            .map(|r| crate::metrics::RouteMetrics::new(&r.name))
+            .collect();
         Ok(Runtime {
+            route_metrics,
+            no_route_metrics: crate::metrics::RouteMetrics::new("-"),
             checker: Checker {
                 key,
                 sources: settings.credential_sources.clone(),
@@ -253,8 +264,8 @@ impl Runtime {
         &self.checker.key
     }
 
-    fn route(&self, host: Option<&str>, path: &str) -> Option<&Route> {
-        self.settings.routes.iter().find(|r| {
+    fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
+        self.settings.routes.iter().position(|r| {
             r.host.as_deref().is_none_or(|h| host == Some(h))
                 && prefix_matches(&r.path_prefix, path)
         })
@@ -291,45 +302,14 @@ pub struct Gateway {
     shutdown: CancellationToken,
 }
 
-/// How a request ended, for the access log and metrics.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Outcome {
-    /// Forwarded to the upstream.
-    Forwarded,
-    /// Rejected: revoked credential.
-    Revoked,
-    /// Rejected: malformed credentials.
-    BadRequest,
-    /// 502/504.
-    UpstreamError,
-    /// No route matched.
-    NoRoute,
-    /// A revoke-endpoint call.
-    RevokeCall,
-    /// The store was too stale to judge.
-    Unavailable,
-}
-
-impl Outcome {
-    /// Its name in logs and metrics.
-    pub fn name(self) -> &'static str {
-        match self {
-            Outcome::Forwarded => "forwarded",
-            Outcome::Revoked => "revoked",
-            Outcome::BadRequest => "bad_request",
-            Outcome::UpstreamError => "upstream_error",
-            Outcome::NoRoute => "no_route",
-            Outcome::RevokeCall => "revoke_call",
-            Outcome::Unavailable => "unavailable",
-        }
-    }
-}
+pub use crate::metrics::Outcome;
 
 struct Handled {
     response: Response<Body>,
     outcome: Outcome,
-    route: Option<String>,
-    fingerprint: Option<String>,
+    /// Index of the matched route in `settings.routes`.
+    route: Option<usize>,
+    fingerprint: Option<crate::credentials::Fingerprint>,
     upstream_time: Option<Duration>,
 }
 
@@ -370,30 +350,36 @@ impl Gateway {
     ) -> Result<Response<Body>, std::convert::Infallible> {
         let start = Instant::now();
         let method = req.method().clone();
-        let path = req.uri().path().to_string();
+        let path = req.uri().path().to_owned();
         let rt = self.runtime.load_full();
+        let version = req.version();
         let h = self.handle_inner(&rt, req, conn).await;
         let elapsed = start.elapsed();
-        let status = h.response.status().as_u16();
-        let route = h.route.as_deref().unwrap_or("-");
-        crate::metrics::request(route, h.outcome);
-        let overhead = elapsed.saturating_sub(h.upstream_time.unwrap_or_default());
-        crate::metrics::overhead(overhead.as_secs_f64());
+        let metrics = h
+            .route
+            .map_or(&rt.no_route_metrics, |i| &rt.route_metrics[i]);
+        metrics.request(h.outcome);
+        crate::metrics::overhead(
+            elapsed
+                .saturating_sub(h.upstream_time.unwrap_or_default())
+                .as_secs_f64(),
+        );
         if let Some(t) = h.upstream_time {
-            crate::metrics::upstream_time(route, t.as_secs_f64());
+            metrics.upstream_time(t.as_secs_f64());
         }
         if rt.settings.raw.log.access_log {
-            tracing::info!(
-                target: "revgate::access",
-                client = %conn.addr.ip(),
-                method = %method,
-                path = %path,
-                status,
-                route,
-                outcome = h.outcome.name(),
-                fp = h.fingerprint.as_deref().unwrap_or("-"),
-                us = elapsed.as_micros() as u64,
-            );
+            crate::telemetry::access(&crate::telemetry::AccessLog {
+                method: &method,
+                path: &path,
+                version,
+                status: h.response.status().as_u16(),
+                route: h.route.map_or("-", |i| rt.settings.routes[i].name.as_str()),
+                outcome: h.outcome,
+                duration: elapsed,
+                upstream: h.upstream_time,
+                fingerprint: h.fingerprint.as_ref(),
+                peer: Some(conn.addr),
+            });
         }
         Ok(h.response)
     }
@@ -413,15 +399,18 @@ impl Gateway {
         };
         // 1. route
         let host = request_host(&req);
-        let Some(route) = rt.route(host.as_deref(), req.uri().path()) else {
+        let Some(index) = rt.route(host.as_deref(), req.uri().path()) else {
             h.outcome = Outcome::NoRoute;
             h.response = ProxyError::NoRoute.into_response();
             return h;
         };
-        h.route = Some(route.name.clone());
+        h.route = Some(index);
+        let route = &rt.settings.routes[index];
 
-        // 2. revoke endpoint?
-        if let Some(d) = rt.dialect(req.uri().path()) {
+        // 2. revoke endpoint? Only with the vendor's method: anything else on
+        // that path is an ordinary request and is judged like any other.
+        let revoke_path = rt.dialect(req.uri().path());
+        if let Some(d) = revoke_path.filter(|d| req.method() == d.dialect.method()) {
             h.outcome = Outcome::RevokeCall;
             let started = Instant::now();
             h.response = match self.revoke(rt, d, route, req, conn).await {
@@ -443,7 +432,7 @@ impl Gateway {
         {
             Verdict::Revoked(fp) => {
                 h.outcome = Outcome::Revoked;
-                h.fingerprint = Some(fp.short());
+                h.fingerprint = Some(fp);
                 h.response = verdict::revoked().map(full);
                 return h;
             }
@@ -462,8 +451,25 @@ impl Gateway {
                 .map(full);
                 return h;
             }
-            Verdict::Pass(fp) => h.fingerprint = Some(fp.short()),
+            Verdict::Pass(fp) => h.fingerprint = Some(fp),
             Verdict::NoCredential => {}
+        }
+
+        // A terminating revoke path answers a wrong method itself, in the
+        // vendor's format (OneLogin's 404, the others' 405).
+        if let Some(d) = revoke_path.filter(|d| d.mode == RevokeMode::Terminate) {
+            h.outcome = Outcome::RevokeCall;
+            let call = RevokeCall {
+                method: req.method(),
+                query: req.uri().query(),
+                headers: req.headers(),
+                body: &[],
+            };
+            h.response = match d.dialect.parse(&call) {
+                Err(vendor_error) => render(d, vendor_error),
+                Ok(_) => ProxyError::NoRoute.into_response(),
+            };
+            return h;
         }
 
         // 4. forward
@@ -497,7 +503,7 @@ impl Gateway {
         let (buffered, stream) = if d.dialect.needs_body() {
             match read_limited(&parts.headers, body, limit).await {
                 Ok(bytes) => (Some(bytes), None),
-                Err(BodyError::TooLarge) => return Ok(render(d.dialect.payload_too_large())),
+                Err(BodyError::TooLarge) => return Ok(render(d, d.dialect.payload_too_large())),
                 Err(BodyError::Read(e)) => return Err(ProxyError::ClientBody(e)),
             }
         } else {
@@ -515,20 +521,20 @@ impl Gateway {
             RevokeMode::Terminate => {
                 let intent = match parsed {
                     Ok(i) => i,
-                    Err(vendor_error) => return Ok(render(vendor_error)),
+                    Err(vendor_error) => return Ok(render(d, vendor_error)),
                 };
                 let Some(cmd) = rt.command(intent, &parts.headers, parts.uri.query()) else {
-                    return Ok(render(d.dialect.unauthenticated()));
+                    return Ok(render(d, d.dialect.unauthenticated()));
                 };
                 match self.store.apply(cmd).await {
                     Ok(_) => {
                         crate::metrics::revocation_applied(source, "terminate");
-                        Ok(render(d.dialect.success()))
+                        Ok(render(d, d.dialect.success()))
                     }
                     Err(e) => {
                         crate::metrics::revocation_apply_failed(source);
                         tracing::error!(error = %e, dialect = source, "revocation not recorded");
-                        Ok(render(d.dialect.unavailable()))
+                        Ok(render(d, d.dialect.unavailable()))
                     }
                 }
             }
@@ -600,12 +606,17 @@ impl Gateway {
     }
 }
 
-fn render(r: DialectResponse) -> Response<Body> {
+fn render(d: &DialectEntry, r: DialectResponse) -> Response<Body> {
     let mut resp = Response::new(full(r.body));
     *resp.status_mut() = r.status;
     if let Some(ct) = r.content_type {
         resp.headers_mut()
             .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    if r.status == StatusCode::METHOD_NOT_ALLOWED {
+        if let Ok(allow) = HeaderValue::from_str(d.dialect.method().as_str()) {
+            resp.headers_mut().insert(header::ALLOW, allow);
+        }
     }
     resp
 }
@@ -797,9 +808,22 @@ async fn forward(
     *up_req.headers_mut() = parts.headers;
     *up_req.version_mut() = http::Version::HTTP_11;
 
+    // The response-header timeout runs from the moment the request body has
+    // been sent in full, so a long upload is not cut short by it.
     let timeout = rt.settings.raw.upstream.response_header_timeout;
-    let mut resp = match tokio::time::timeout(timeout, rt.client.request(up_req)).await {
-        Err(_) => return Err(ProxyError::UpstreamTimeout),
+    let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
+    let up_req = up_req.map(|b| SignalOnEnd::new(b, sent_tx).boxed());
+    let request = rt.client.request(up_req);
+    let deadline = async move {
+        let _ = sent_rx.await;
+        tokio::time::sleep(timeout).await;
+    };
+    let result = tokio::select! {
+        r = request => Ok(r),
+        _ = deadline => Err(()),
+    };
+    let mut resp = match result {
+        Err(()) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(e)) if is_timeout(&e) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(e)) => {
             let mut msg = e.to_string();
@@ -836,6 +860,57 @@ async fn forward(
     strip_hop_by_hop(&mut rparts.headers, switching);
     append_header(&mut rparts.headers, header::VIA, "1.1 revgate");
     Ok(Response::from_parts(rparts, incoming(rbody)))
+}
+
+/// A body that reports when it has been read to its end (or dropped).
+struct SignalOnEnd {
+    inner: Body,
+    done: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl SignalOnEnd {
+    fn new(inner: Body, done: tokio::sync::oneshot::Sender<()>) -> Self {
+        let mut me = SignalOnEnd {
+            inner,
+            done: Some(done),
+        };
+        if http_body::Body::is_end_stream(&me.inner) {
+            me.fire();
+        }
+        me
+    }
+
+    fn fire(&mut self) {
+        if let Some(tx) = self.done.take() {
+            let _ = tx.send(());
+        }
+    }
+}
+
+impl http_body::Body for SignalOnEnd {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        let polled = std::pin::Pin::new(&mut self.inner).poll_frame(cx);
+        match &polled {
+            std::task::Poll::Ready(None) | std::task::Poll::Ready(Some(Err(_))) => self.fire(),
+            _ if self.inner.is_end_stream() => self.fire(),
+            _ => {}
+        }
+        polled
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 #[cfg(test)]

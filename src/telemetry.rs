@@ -1,16 +1,332 @@
-//! Logging (placeholder until the production work lands).
+//! Logs: the tracing subscriber (human-readable or JSON, `RUST_LOG`-style
+//! filters) and the access-log line, the one place that decides what a
+//! request's log line may contain.
+//!
+//! # API (what `main.rs` and `proxy.rs` call)
+//!
+//! ```text
+//! telemetry::init(settings.raw.log.format, &settings.raw.log.filter);   // first thing in main
+//! telemetry::access(&AccessLog { method, path, status, route, outcome, .. });  // once per request
+//!
+//! // tests: capture every log line of the process
+//! let logs = telemetry::LogCapture::new();
+//! telemetry::init_with_writer(LogFormat::Json, "debug", logs.clone());
+//! assert!(!logs.contents().contains(raw_token));
+//! ```
+//!
+//! # Decisions
+//!
+//! - Output goes to stderr (stdout stays free for `check-config`'s
+//!   answer); ANSI colours only when stderr is a terminal, so container logs
+//!   carry no escape codes.
+//! - Filter: `RUST_LOG`, when set and valid, wins over `log.filter` (an
+//!   invalid `RUST_LOG` is reported and ignored, never fatal). Access lines
+//!   are at `info` on target `revgate::access`, so
+//!   `log.filter = "info,revgate::access=off"` silences them.
+//! - JSON: one object per line, event fields flattened to the top level
+//!   (`{"timestamp","level","target","message",...fields}`), which is what
+//!   log pipelines (Loki, Elasticsearch, Cloud Logging) index directly.
+//! - `log` records (rustls, redis) are bridged into tracing, so they obey
+//!   the same filter and format.
+//! - Secrets: [`access`] logs the path without its query (RFC 6750 and
+//!   Nylas put tokens there) and at most [`Fingerprint::short`] of the
+//!   credential. Nothing else in revgate logs a request's headers or query.
+//! - Installing is process-global and first-wins: a second `init*` is a
+//!   no-op that returns `false`, so tests that start several gateways can
+//!   call it freely.
+
+use std::io::{self, IsTerminal};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tracing::Dispatch;
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
+use crate::credentials::Fingerprint;
+use crate::metrics::Outcome;
 
-/// Installs the global subscriber.
-pub fn init(format: LogFormat, filter: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => b.json().try_init(),
-        LogFormat::Text => b.try_init(),
+/// Target of the per-request access-log lines.
+pub const ACCESS_TARGET: &str = "revgate::access";
+
+/// Installs the process's subscriber, writing to stderr: `format`, and
+/// `RUST_LOG` if set and valid, else `filter` (else `info`). Returns `true`
+/// if this call installed it, `false` if one was installed already.
+pub fn init(format: LogFormat, filter: &str) -> bool {
+    let rust_log = std::env::var("RUST_LOG").ok();
+    let (filter, warning) = choose_filter(rust_log.as_deref(), filter);
+    let ansi = io::stderr().is_terminal();
+    let installed = dispatch(format, filter, io::stderr, ansi)
+        .try_init()
+        .is_ok();
+    if let (true, Some(w)) = (installed, warning) {
+        tracing::warn!("{w}");
+    }
+    installed
+}
+
+/// Like [`init`], writing to `writer` (e.g. a [`LogCapture`]) without
+/// colours, and with `filter` used as given (`RUST_LOG` is not read, so a
+/// test's capture does not depend on the environment; an invalid filter
+/// falls back to `info`).
+pub fn init_with_writer<W>(format: LogFormat, filter: &str, writer: W) -> bool
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let (filter, _) = choose_filter(None, filter);
+    dispatch(format, filter, writer, false).try_init().is_ok()
+}
+
+/// The filter to use, and a warning to log once logging is up.
+fn choose_filter(rust_log: Option<&str>, configured: &str) -> (EnvFilter, Option<String>) {
+    let mut warning = None;
+    if let Some(env) = rust_log.filter(|v| !v.trim().is_empty()) {
+        match EnvFilter::try_new(env) {
+            Ok(f) => return (f, None),
+            Err(e) => warning = Some(format!("ignoring RUST_LOG={env:?}: {e}")),
+        }
+    }
+    let configured = if configured.trim().is_empty() {
+        "info"
+    } else {
+        configured
     };
+    match EnvFilter::try_new(configured) {
+        Ok(f) => (f, warning),
+        Err(e) => (
+            EnvFilter::new("info"),
+            Some(format!("ignoring log.filter={configured:?}: {e}")),
+        ),
+    }
+}
+
+fn dispatch<W>(format: LogFormat, filter: EnvFilter, writer: W, ansi: bool) -> Dispatch
+where
+    W: for<'a> MakeWriter<'a> + Send + Sync + 'static,
+{
+    let registry = tracing_subscriber::registry().with(filter);
+    match format {
+        LogFormat::Text => Dispatch::new(
+            registry.with(
+                tracing_subscriber::fmt::layer()
+                    .with_writer(writer)
+                    .with_ansi(ansi)
+                    .with_target(true),
+            ),
+        ),
+        LogFormat::Json => Dispatch::new(
+            registry.with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(true)
+                    .with_span_list(false)
+                    .with_writer(writer),
+            ),
+        ),
+    }
+}
+
+// === impl AccessLog ===
+
+/// One request's access-log line. Borrowed, so building it costs nothing
+/// when access logs are filtered out.
+#[derive(Clone, Copy, Debug)]
+pub struct AccessLog<'a> {
+    /// Request method.
+    pub method: &'a http::Method,
+    /// Request path; anything from `?` on is dropped before logging.
+    pub path: &'a str,
+    /// HTTP version of the client's request.
+    pub version: http::Version,
+    /// Status sent to the client.
+    pub status: u16,
+    /// Route name (`-` when none matched).
+    pub route: &'a str,
+    /// How the request ended.
+    pub outcome: Outcome,
+    /// Total time in the gateway, upstream included.
+    pub duration: Duration,
+    /// Upstream time to response headers, when the request was forwarded.
+    pub upstream: Option<Duration>,
+    /// The credential's fingerprint, if the request carried one; only its
+    /// first 8 hex characters are logged.
+    pub fingerprint: Option<&'a Fingerprint>,
+    /// Client address.
+    pub peer: Option<SocketAddr>,
+}
+
+/// Emits `entry` at `info` on target [`ACCESS_TARGET`]: fields `method`,
+/// `path`, `version`, `status`, `route`, `outcome`, `duration_us`,
+/// `upstream_us`, `fp`, `peer`.
+pub fn access(entry: &AccessLog<'_>) {
+    if !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
+        return;
+    }
+    let path = entry.path.split('?').next().unwrap_or("");
+    let fp = entry.fingerprint.map(Fingerprint::short);
+    tracing::info!(
+        target: ACCESS_TARGET,
+        method = %entry.method,
+        path,
+        version = ?entry.version,
+        status = entry.status,
+        route = entry.route,
+        outcome = entry.outcome.as_str(),
+        duration_us = entry.duration.as_micros() as u64,
+        upstream_us = entry.upstream.map(|d| d.as_micros() as u64),
+        fp = fp.as_deref(),
+        peer = entry.peer.map(tracing::field::display),
+        "access"
+    );
+}
+
+// === impl LogCapture ===
+
+/// An in-memory log sink for tests: clone it into [`init_with_writer`],
+/// read it with [`contents`](LogCapture::contents).
+#[derive(Clone, Debug, Default)]
+pub struct LogCapture(Arc<Mutex<Vec<u8>>>);
+
+impl LogCapture {
+    /// An empty capture.
+    pub fn new() -> LogCapture {
+        LogCapture::default()
+    }
+
+    /// Everything written so far.
+    pub fn contents(&self) -> String {
+        let buf = self.0.lock().unwrap_or_else(|e| e.into_inner());
+        String::from_utf8_lossy(&buf).into_owned()
+    }
+
+    /// Forgets what was written so far.
+    pub fn clear(&self) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
+}
+
+/// The writer a [`LogCapture`] hands out per event.
+#[derive(Debug)]
+pub struct CaptureWriter(Arc<Mutex<Vec<u8>>>);
+
+impl io::Write for CaptureWriter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogCapture {
+    type Writer = CaptureWriter;
+
+    fn make_writer(&'a self) -> CaptureWriter {
+        CaptureWriter(self.0.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample_access(fp: &Fingerprint) -> AccessLog<'_> {
+        AccessLog {
+            method: &http::Method::GET,
+            path: "/v1/things?access_token=SECRET-raw-token&x=1",
+            version: http::Version::HTTP_11,
+            status: 401,
+            route: "default",
+            outcome: Outcome::Revoked,
+            duration: Duration::from_micros(1234),
+            upstream: None,
+            fingerprint: Some(fp),
+            peer: Some("127.0.0.1:5555".parse().unwrap()),
+        }
+    }
+
+    /// The one test that installs the process-wide subscriber.
+    #[test]
+    fn json_capture_global_and_idempotent() {
+        let logs = LogCapture::new();
+        assert!(init_with_writer(LogFormat::Json, "info", logs.clone()));
+        assert!(!init_with_writer(
+            LogFormat::Text,
+            "trace",
+            LogCapture::new()
+        ));
+        assert!(!init(LogFormat::Text, "debug"));
+
+        let fp = Fingerprint::from_bytes([0xab; 16]);
+        access(&sample_access(&fp));
+        tracing::debug!(target: "revgate::telemetry_test", "filtered out at info");
+
+        let text = logs.contents();
+        assert!(!text.contains("SECRET-raw-token"), "{text}");
+        assert!(
+            !text.contains(&fp.to_hex()),
+            "only a prefix of the fingerprint"
+        );
+        assert!(!text.contains("filtered out at info"), "{text}");
+
+        let access_line = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| v["target"] == ACCESS_TARGET)
+            .unwrap_or_else(|| panic!("no access line in {text}"));
+        assert_eq!(access_line["path"], "/v1/things");
+        assert_eq!(access_line["status"], 401);
+        assert_eq!(access_line["outcome"], "revoked");
+        assert_eq!(access_line["fp"], "abababab");
+        assert_eq!(access_line["duration_us"], 1234);
+        assert_eq!(access_line["level"], "INFO");
+        assert!(access_line.get("upstream_us").is_none());
+    }
+
+    #[test]
+    fn text_format_and_filters_without_touching_the_global() {
+        let logs = LogCapture::new();
+        let (filter, warning) = choose_filter(None, "warn,revgate::access=info");
+        assert!(warning.is_none());
+        let d = dispatch(LogFormat::Text, filter, logs.clone(), false);
+        tracing::dispatcher::with_default(&d, || {
+            let fp = Fingerprint::from_bytes([7; 16]);
+            access(&sample_access(&fp));
+            tracing::info!(target: "revgate::other", "not shown");
+        });
+        let text = logs.contents();
+        assert!(text.contains("revgate::access"), "{text}");
+        assert!(text.contains("status=401"), "{text}");
+        assert!(text.contains("path=\"/v1/things\" "), "{text}");
+        assert!(!text.contains("SECRET"), "{text}");
+        assert!(!text.contains("not shown"), "{text}");
+        assert!(!text.contains('\u{1b}'), "no ANSI codes: {text:?}");
+    }
+
+    #[test]
+    fn rust_log_wins_and_bad_filters_fall_back() {
+        let (f, w) = choose_filter(Some("debug"), "warn");
+        assert_eq!(f.to_string(), "debug");
+        assert!(w.is_none());
+        let (f, w) = choose_filter(Some("=[bad"), "warn");
+        assert_eq!(f.to_string(), "warn");
+        assert!(w.unwrap().contains("RUST_LOG"));
+        let (f, _) = choose_filter(Some("  "), "revgate=debug");
+        assert_eq!(f.to_string(), "revgate=debug");
+        let (f, w) = choose_filter(None, "=[bad");
+        assert_eq!(f.to_string(), "info");
+        assert!(w.unwrap().contains("log.filter"));
+        let (f, _) = choose_filter(None, "");
+        assert_eq!(f.to_string(), "info");
+    }
 }

@@ -666,3 +666,50 @@ async fn gigabyte_streams_both_ways_with_flat_memory() {
         "gateway peak RSS {peak} KiB while streaming 1 GiB each way"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn response_header_timeout_starts_after_the_upload() {
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new()
+        .upstream(&up.url)
+        .toml("[upstream]\nresponse_header_timeout = \"1s\"")
+        .spawn();
+    // An upload that takes ~2.4 s, longer than the 1 s timeout.
+    let (tx, rx) = tokio::sync::mpsc::channel::<
+        Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
+    >(1);
+    tokio::spawn(async move {
+        for _ in 0..6 {
+            tokio::time::sleep(Duration::from_millis(400)).await;
+            if tx
+                .send(Ok(hyper::body::Frame::data(Bytes::from_static(
+                    b"0123456789",
+                ))))
+                .await
+                .is_err()
+            {
+                return;
+            }
+        }
+    });
+    let stream = http_body_util::StreamBody::new(futures_util::stream::poll_fn({
+        let mut rx = rx;
+        move |cx| rx.poll_recv(cx)
+    }));
+    let c: hyper_util::client::legacy::Client<_, http_body_util::StreamBody<_>> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build(hyper_util::client::legacy::connect::HttpConnector::new());
+    let resp = c
+        .request(
+            Request::builder()
+                .method("POST")
+                .uri(format!("{}/upload", gw.url))
+                .body(stream)
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    use http_body_util::BodyExt;
+    assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "60");
+}

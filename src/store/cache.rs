@@ -121,6 +121,24 @@ impl AtomicBloom {
     }
 }
 
+/// A bloom filter being filled by [`LocalCache::begin_rebuild`].
+pub struct BloomRebuild {
+    next: Arc<AtomicBloom>,
+}
+
+impl BloomRebuild {
+    /// Adds a live fingerprint to the filter being built.
+    #[inline]
+    pub fn insert(&self, fp: &Fingerprint) {
+        self.next.insert(fp);
+    }
+
+    /// The item count the new filter is sized for.
+    pub fn capacity(&self) -> usize {
+        self.next.capacity()
+    }
+}
+
 // === impl LocalCache ===
 
 /// Bloom filter of revoked fingerprints plus every live scope rule.
@@ -201,6 +219,31 @@ impl LocalCache {
         self.next.store(Some(next.clone()));
         fill(&mut |fp| next.insert(fp));
         self.bloom.store(next);
+        self.next.store(None);
+    }
+
+    /// Starts a rebuild whose filling spans awaits (a store that scans a
+    /// remote exact set, like Redis): from now until
+    /// [`LocalCache::finish_rebuild`], every [`LocalCache::insert_token`]
+    /// reaches the new filter too. `live` sizes it as in [`LocalCache::rebuild`].
+    /// The caller runs one such rebuild at a time and does not mix it with
+    /// [`LocalCache::rebuild`].
+    pub fn begin_rebuild(&self, live: usize) -> BloomRebuild {
+        let size = self.capacity.max(live.saturating_add(live / 2));
+        let next = Arc::new(AtomicBloom::new(size, self.fp_rate));
+        self.next.store(Some(next.clone()));
+        BloomRebuild { next }
+    }
+
+    /// Swaps in the filter of a rebuild begun by [`LocalCache::begin_rebuild`].
+    pub fn finish_rebuild(&self, rebuild: BloomRebuild) {
+        self.bloom.store(rebuild.next);
+        self.next.store(None);
+    }
+
+    /// Drops a rebuild that could not be filled; the current filter stays.
+    pub fn abandon_rebuild(&self, rebuild: BloomRebuild) {
+        drop(rebuild);
         self.next.store(None);
     }
 

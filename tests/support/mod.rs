@@ -12,6 +12,9 @@
 //! ports from its first stdout line; it is killed on drop.
 #![allow(dead_code)]
 
+pub mod certs;
+pub mod prometheus;
+
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -1,1 +1,0 @@
-//! The shared store on Redis (see issue 4): not built yet.

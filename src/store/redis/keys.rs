@@ -1,0 +1,261 @@
+//! The Redis data layout: key names, stream event ids, and the Lua scripts
+//! that write a rule and its stream event in one atomic step.
+//!
+//! ```text
+//!   {P}:tok:<fingerprint hex>   STRING  "<expires_at>"            EXPIREAT expires_at
+//!   {P}:scope:<blake3(key)>     STRING  ScopeRule JSON            EXPIREAT expires_at
+//!   {P}:events                  STREAM  field "c" = RevocationCommand JSON, MAXLEN ~ N
+//! ```
+//!
+//! `P` is `store.key_prefix`. The braces make it a Cluster hash tag, so every
+//! key of one deployment lives in one slot and a script may touch a rule and
+//! the stream together. A scope key is named by a hash of the [`ScopeKey`]'s
+//! JSON so arbitrary subject strings never end up in a key name's syntax; the
+//! value carries the rule whole. Only fingerprints are written, never tokens.
+//!
+//! Why Lua rather than a bare `MULTI`: a script is just as atomic (the rule
+//! and its event land together or not at all), and it can also *merge* with
+//! what is there: the later expiry and the later scope time `T` win. That
+//! matters when an outbox written during an outage is replayed after other
+//! instances have written newer rules: a plain `SET` would move a scope's `T`
+//! backwards and un-revoke tokens. It also lets an idempotent revoke skip the
+//! stream, and answer [`Applied::Unchanged`](crate::store::Applied).
+
+use std::fmt;
+
+use ::redis::Script;
+
+use crate::credentials::Fingerprint;
+use crate::store::ScopeKey;
+
+/// The names of one deployment's keys.
+#[derive(Clone, Debug)]
+pub struct Keys {
+    token_prefix: String,
+    scope_prefix: String,
+    stream: String,
+    scan_pattern: String,
+}
+
+impl Keys {
+    /// The layout under `prefix` (validated by config: no braces or spaces).
+    pub fn new(prefix: &str) -> Keys {
+        let tag = format!("{{{prefix}}}");
+        Keys {
+            token_prefix: format!("{tag}:tok:"),
+            scope_prefix: format!("{tag}:scope:"),
+            stream: format!("{tag}:events"),
+            scan_pattern: format!("{}:*", glob_escape(&tag)),
+        }
+    }
+
+    /// The key of a token rule.
+    pub fn token(&self, fp: &Fingerprint) -> String {
+        let mut k = String::with_capacity(self.token_prefix.len() + 32);
+        k.push_str(&self.token_prefix);
+        k.push_str(&fp.to_hex());
+        k
+    }
+
+    /// The key of a scope rule.
+    pub fn scope(&self, key: &ScopeKey) -> String {
+        // Serializing a ScopeKey cannot fail (strings and options only); the
+        // fallback keeps the name deterministic anyway.
+        let json = serde_json::to_vec(key).unwrap_or_else(|_| key.sub.as_bytes().to_vec());
+        let hash = blake3::hash(&json);
+        format!(
+            "{}{}",
+            self.scope_prefix,
+            hex::encode(&hash.as_bytes()[..16])
+        )
+    }
+
+    /// The event stream.
+    pub fn stream(&self) -> &str {
+        &self.stream
+    }
+
+    /// `SCAN MATCH` pattern covering every key of this deployment.
+    pub fn scan_pattern(&self) -> &str {
+        &self.scan_pattern
+    }
+
+    /// What a scanned key is.
+    pub fn classify(&self, key: &[u8]) -> KeyKind {
+        if let Some(hex) = key.strip_prefix(self.token_prefix.as_bytes()) {
+            return std::str::from_utf8(hex)
+                .ok()
+                .and_then(Fingerprint::from_hex)
+                .map_or(KeyKind::Other, KeyKind::Token);
+        }
+        if key.starts_with(self.scope_prefix.as_bytes()) {
+            return KeyKind::Scope;
+        }
+        KeyKind::Other
+    }
+}
+
+/// What a key under the prefix holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum KeyKind {
+    /// A token rule, for this fingerprint.
+    Token(Fingerprint),
+    /// A scope rule (its value is the rule).
+    Scope,
+    /// The stream, or something this version does not know.
+    Other,
+}
+
+/// Escapes Redis glob metacharacters.
+fn glob_escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if matches!(c, '*' | '?' | '[' | ']' | '\\' | '^') {
+            out.push('\\');
+        }
+        out.push(c);
+    }
+    out
+}
+
+// === impl EventId ===
+
+/// A stream entry id, `<ms>-<seq>`, ordered as Redis orders them.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EventId {
+    /// Milliseconds part.
+    pub ms: u64,
+    /// Sequence part.
+    pub seq: u64,
+}
+
+impl EventId {
+    /// `0-0`: before every entry.
+    pub const ZERO: EventId = EventId { ms: 0, seq: 0 };
+
+    /// Parses `<ms>-<seq>` (or a bare `<ms>`).
+    pub fn parse(s: &str) -> Option<EventId> {
+        let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
+        Some(EventId {
+            ms: ms.parse().ok()?,
+            seq: seq.parse().ok()?,
+        })
+    }
+}
+
+impl fmt::Display for EventId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}-{}", self.ms, self.seq)
+    }
+}
+
+// === scripts ===
+
+/// KEYS: token key, stream. ARGV: expires_at, now, maxlen, event.
+/// Returns 1 when written (new rule or later expiry), 0 when not needed.
+const TOKEN_LUA: &str = r#"
+local exp = tonumber(ARGV[1])
+if exp <= tonumber(ARGV[2]) then return 0 end
+local cur = tonumber(redis.call('GET', KEYS[1]) or '0') or 0
+if cur >= exp then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EXAT', ARGV[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'c', ARGV[4])
+return 1
+"#;
+
+/// KEYS: scope key, stream. ARGV: rule JSON, now, maxlen.
+/// Merges with the stored rule (latest `revoked_at` and `expires_at` win);
+/// the event carries the merged rule. Returns 1 when anything changed.
+const SCOPE_LUA: &str = r#"
+local rule = cjson.decode(ARGV[1])
+local r = tonumber(rule.revoked_at)
+local x = tonumber(rule.expires_at)
+if x <= tonumber(ARGV[2]) then return 0 end
+local old = redis.call('GET', KEYS[1])
+if old then
+  local ok, cur = pcall(cjson.decode, old)
+  if ok and type(cur) == 'table' then
+    local cr = tonumber(cur.revoked_at) or 0
+    local cx = tonumber(cur.expires_at) or 0
+    if cr >= r and cx >= x then return 0 end
+    if cr > r then r = cr end
+    if cx > x then x = cx end
+  end
+end
+rule.revoked_at = r
+rule.expires_at = x
+redis.call('SET', KEYS[1], cjson.encode(rule), 'EXAT', x)
+rule.kind = 'scope'
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'c', cjson.encode(rule))
+return 1
+"#;
+
+/// KEYS: rule key, stream. ARGV: maxlen, event. Deletes the rule and always
+/// publishes the removal (an instance may hold the rule locally even when
+/// Redis no longer does). Returns how many keys were deleted.
+const REMOVE_LUA: &str = r#"
+local n = redis.call('DEL', KEYS[1])
+redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'c', ARGV[2])
+return n
+"#;
+
+/// The write scripts (loaded lazily: `EVALSHA`, falling back to `EVAL`).
+pub struct Scripts {
+    /// Token rule + event.
+    pub token: Script,
+    /// Scope rule (merged) + event.
+    pub scope: Script,
+    /// Removal + event.
+    pub remove: Script,
+}
+
+impl Scripts {
+    /// The three scripts.
+    pub fn new() -> Scripts {
+        Scripts {
+            token: Script::new(TOKEN_LUA),
+            scope: Script::new(SCOPE_LUA),
+            remove: Script::new(REMOVE_LUA),
+        }
+    }
+}
+
+impl Default for Scripts {
+    fn default() -> Self {
+        Scripts::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_share_one_hash_tag_and_never_hold_raw_input() {
+        let k = Keys::new("prod");
+        let fp = Fingerprint::from_bytes([0xab; 16]);
+        assert_eq!(k.token(&fp), format!("{{prod}}:tok:{}", "ab".repeat(16)));
+        assert_eq!(k.stream(), "{prod}:events");
+        let scope = k.scope(&ScopeKey {
+            sub: "alice {evil}*".into(),
+            org: None,
+            provider: Some("github".into()),
+        });
+        assert!(scope.starts_with("{prod}:scope:"));
+        assert!(!scope.contains("alice"));
+        assert_eq!(k.classify(k.token(&fp).as_bytes()), KeyKind::Token(fp));
+        assert_eq!(k.classify(scope.as_bytes()), KeyKind::Scope);
+        assert_eq!(k.classify(b"{prod}:events"), KeyKind::Other);
+        assert_eq!(Keys::new("a*b").scan_pattern(), "{a\\*b}:*");
+    }
+
+    #[test]
+    fn event_ids_order_like_redis() {
+        let a = EventId::parse("1700000000000-5").unwrap();
+        let b = EventId::parse("1700000000000-12").unwrap();
+        let c = EventId::parse("1700000000001").unwrap();
+        assert!(EventId::ZERO < a && a < b && b < c);
+        assert_eq!(b.to_string(), "1700000000000-12");
+        assert_eq!(EventId::parse("x-1"), None);
+    }
+}

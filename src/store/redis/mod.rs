@@ -1,0 +1,480 @@
+//! The shared store on Redis: many gateway instances agree on what is
+//! revoked, within milliseconds, through Redis restarts, fail-overs and
+//! network drops.
+//!
+//! ```text
+//!  apply(cmd) ──► Lua: rule key (TTL) + XADD event ──► Redis ──► XREAD BLOCK (every instance)
+//!      │ Redis away?                                               │
+//!      └──► outbox journal (fsync) ──► replayed in order ──►───────┘   ──► LocalCache
+//!                                                                         (bloom + scopes)
+//!  request: bloom miss ──► pass (no I/O)
+//!           bloom hit  ──► confirmed-answer cache ──► one GET per fingerprint in flight
+//! ```
+//!
+//! * **Source of truth**: one Redis key per rule, expiring with the rule.
+//!   Fingerprints only: a raw token never leaves the process. Layout (`P` =
+//!   `store.key_prefix`, braces = one Cluster hash tag; details in `keys.rs`):
+//!
+//!   ```text
+//!   {P}:tok:<fingerprint hex>   STRING "<expires_at>"        EXPIREAT expires_at
+//!   {P}:scope:<blake3(key)>     STRING ScopeRule JSON        EXPIREAT expires_at
+//!   {P}:events                  STREAM c=<RevocationCommand JSON>, MAXLEN ~ stream_maxlen
+//!   ```
+//! * **Propagation**: each write also appends an event to a stream, in the
+//!   same Lua script (atomic, and it merges with what is there: the later
+//!   expiry and scope time win, so a late outbox replay never moves a rule
+//!   backwards). Each instance tails the stream from its last id and updates
+//!   its [`LocalCache`]. After a reconnect it resumes from that id, unless the
+//!   stream was trimmed past it (or went backwards: a fail-over that lost
+//!   writes, a Redis that restarted empty), in which case it resyncs fully.
+//! * **Start-up**: note the stream's last id, load everything with `SCAN`
+//!   (scope values fetched with `MGET`), then tail from that id: nothing falls
+//!   in between. [`StoreStatus::ready`] is false until then.
+//! * **Bloom generations**: every `store.maintenance_interval` the filter is
+//!   rebuilt from a `SCAN` and swapped in, shedding expired fingerprints.
+//!   Inserts made meanwhile reach both filters ([`LocalCache::begin_rebuild`]),
+//!   and requests never wait.
+//! * **Redis away**: bloom hits fail closed (the lookup returns `Err`), bloom
+//!   misses pass; revocations go to a local outbox ([`Journal`], fsync'd
+//!   before the acknowledgement) and to this instance's cache, and are
+//!   replayed to Redis in order when it is back; until then new revocations
+//!   queue behind them, so order is kept. A non-empty outbox left by a
+//!   previous run is replayed too. Past `store.max_staleness` without a sync,
+//!   [`RevocationStore::check_mode`] turns to `Reject` or `AlwaysLookup`.
+//!
+//! URLs: `redis://[user:pass@]host:port[/db]`, `rediss://...` (TLS, rustls
+//! with the system roots; `#insecure` skips verification), and
+//! `redis+sentinel://[user:pass@]host:port[,host:port...]/master-name[/db]`
+//! (or `rediss+sentinel://`): the sentinels are asked for the master on every
+//! reconnect, so the store follows a fail-over. Credentials in a sentinel URL
+//! are the master's; the sentinels themselves are reached without.
+//!
+//! Metrics (counters; gauges come from [`RevocationStore::status`]):
+//! `revgate_redis_lookups_total{outcome}`, `revgate_redis_events_total`,
+//! `revgate_redis_resyncs_total`, `revgate_redis_connects_total`,
+//! `revgate_redis_outbox_appends_total`, `revgate_redis_outbox_replayed_total`.
+//!
+//! Redis should run with `maxmemory-policy noeviction`: an evicted rule key
+//! is a forgotten revocation, while a refused write only goes to the outbox.
+//!
+//! Redis Cluster: every key of a deployment shares one hash tag, so the
+//! scripts and `SCAN` work within one slot; a cluster client is not wired
+//! in (a deployment's keys would live on one shard anyway; separate
+//! deployments spread by prefix).
+//!
+//! Known limit: Redis replication is asynchronous, so a fail-over can lose
+//! writes Redis had acknowledged. The store notices (the stream went
+//! backwards) and resyncs, but what Redis lost stays lost; `WAIT` would close
+//! that gap at a latency cost and is not done here.
+
+mod keys;
+mod link;
+mod lookup;
+mod sync;
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use ::redis::aio::MultiplexedConnection;
+use ::redis::{ErrorKind, RedisError};
+use dashmap::DashMap;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use self::keys::{Keys, Scripts};
+use self::link::{is_fatal, Link};
+use self::lookup::{Confirmed, MAX_CONFIRMED};
+use super::journal::Journal;
+use super::{
+    now_unix, Applied, CheckMode, LocalCache, RevocationCommand, RevocationStore, RevocationTarget,
+    StoreError, StoreStatus,
+};
+use crate::config::{StaleAction, StoreConfig};
+use crate::credentials::Fingerprint;
+
+/// The Redis-backed revocation store; see the module docs.
+pub struct RedisStore {
+    inner: Arc<Inner>,
+    stop: CancellationToken,
+    tasks: std::sync::Mutex<Vec<JoinHandle<()>>>,
+}
+
+/// Revocations acknowledged while Redis was away, in order.
+struct Outbox {
+    journal: Journal,
+    pending: Vec<RevocationCommand>,
+}
+
+/// What the store and its background tasks share.
+struct Inner {
+    cfg: StoreConfig,
+    keys: Keys,
+    scripts: Scripts,
+    link: Link,
+    cache: LocalCache,
+    confirmed: Confirmed,
+    outbox: tokio::sync::Mutex<Outbox>,
+    /// Token rules in the outbox: exact answers while Redis does not have them.
+    outbox_tokens: DashMap<Fingerprint, u64>,
+    backlog: AtomicU64,
+    /// Writes may go straight to Redis (the outbox is empty and Redis is up).
+    direct: AtomicBool,
+    ready: AtomicBool,
+    closed: AtomicBool,
+    origin: Instant,
+    /// Milliseconds after `origin` of the last successful sync.
+    last_sync_ms: AtomicU64,
+    token_rules: AtomicU64,
+    /// One bloom rebuild at a time (start-up load, resync, maintenance).
+    rebuild_gate: tokio::sync::Mutex<()>,
+    /// Asks the maintenance task for a rebuild now (a load found the filter
+    /// undersized).
+    rebuild_now: tokio::sync::Notify,
+}
+
+impl RedisStore {
+    /// Parses `url`, opens the outbox at `cfg.journal` (applying what a
+    /// previous run left there to the local cache at once) and starts the
+    /// background tasks; returns without waiting for Redis, which may be
+    /// down: [`StoreStatus::ready`] turns true once the start-up load is done.
+    /// The tasks stop when `shutdown` is cancelled or the store is dropped.
+    pub async fn start(
+        url: &str,
+        cfg: &StoreConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<RedisStore>, StoreError> {
+        let link = Link::new(url)?;
+        let (journal, replayed, report) = Journal::open(&cfg.journal)?;
+        if report.torn_bytes > 0 {
+            tracing::warn!(
+                path = %cfg.journal.display(),
+                torn_bytes = report.torn_bytes,
+                "redis outbox had a torn tail; kept the good prefix"
+            );
+        }
+        let inner = Arc::new(Inner {
+            cfg: cfg.clone(),
+            keys: Keys::new(&cfg.key_prefix),
+            scripts: Scripts::new(),
+            link,
+            cache: LocalCache::new(cfg.bloom_capacity, cfg.bloom_fp_rate),
+            confirmed: Confirmed::new(cfg.confirm_ttl, MAX_CONFIRMED),
+            outbox: tokio::sync::Mutex::new(Outbox {
+                journal,
+                pending: Vec::new(),
+            }),
+            outbox_tokens: DashMap::new(),
+            backlog: AtomicU64::new(0),
+            direct: AtomicBool::new(false),
+            ready: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            origin: Instant::now(),
+            last_sync_ms: AtomicU64::new(0),
+            token_rules: AtomicU64::new(0),
+            rebuild_gate: tokio::sync::Mutex::new(()),
+            rebuild_now: tokio::sync::Notify::new(),
+        });
+        if !replayed.is_empty() {
+            tracing::info!(
+                pending = replayed.len(),
+                "redis outbox from a previous run: enforcing now, replaying once redis is reachable"
+            );
+            let mut ob = inner.outbox.lock().await;
+            for cmd in &replayed {
+                inner.apply_local(cmd);
+            }
+            ob.pending = replayed;
+            inner.index_outbox(&ob.pending);
+        }
+        tracing::info!(endpoint = %inner.link.endpoint.display, prefix = %cfg.key_prefix, "redis store starting");
+        let stop = shutdown.child_token();
+        let tasks = vec![
+            tokio::spawn(sync::run(inner.clone(), stop.clone())),
+            tokio::spawn(sync::maintain(inner.clone(), stop.clone())),
+        ];
+        Ok(Arc::new(RedisStore {
+            inner,
+            stop,
+            tasks: std::sync::Mutex::new(tasks),
+        }))
+    }
+
+    /// Confirmed answers currently cached (for metrics).
+    pub fn confirmed_answers(&self) -> usize {
+        self.inner.confirmed.len()
+    }
+}
+
+impl Drop for RedisStore {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+// === impl Inner ===
+
+impl Inner {
+    /// The command's effect on this instance's cache; true when it changed
+    /// anything there (always for tokens: the bloom filter cannot tell).
+    fn apply_local(&self, cmd: &RevocationCommand) -> bool {
+        match cmd {
+            RevocationCommand::Token(rule) => {
+                self.cache.insert_token(&rule.fingerprint);
+                self.confirmed.invalidate(&rule.fingerprint);
+                true
+            }
+            RevocationCommand::Scope(rule) => self.cache.upsert_scope(rule),
+            RevocationCommand::Remove(RevocationTarget::Token(fp)) => {
+                // A bloom filter cannot forget; the exact lookup will.
+                self.confirmed.invalidate(fp);
+                true
+            }
+            RevocationCommand::Remove(RevocationTarget::Scope(key)) => self.cache.remove_scope(key),
+        }
+    }
+
+    /// Rebuilds the exact index of the outbox's token rules.
+    fn index_outbox(&self, pending: &[RevocationCommand]) {
+        self.outbox_tokens.clear();
+        for cmd in pending {
+            self.index_outbox_one(cmd);
+        }
+        self.backlog.store(pending.len() as u64, Ordering::Release);
+    }
+
+    fn index_outbox_one(&self, cmd: &RevocationCommand) {
+        match cmd {
+            RevocationCommand::Token(rule) => {
+                let mut e = self.outbox_tokens.entry(rule.fingerprint).or_insert(0);
+                *e = (*e).max(rule.expires_at);
+            }
+            RevocationCommand::Remove(RevocationTarget::Token(fp)) => {
+                self.outbox_tokens.remove(fp);
+            }
+            _ => {}
+        }
+    }
+
+    /// Writes one command to Redis (rule + event, atomically); true when
+    /// Redis changed.
+    async fn write(
+        &self,
+        conn: &mut MultiplexedConnection,
+        cmd: &RevocationCommand,
+        now: u64,
+    ) -> Result<bool, RedisError> {
+        let maxlen = self.cfg.stream_maxlen;
+        let n: i64 = match cmd {
+            RevocationCommand::Token(rule) => {
+                let event = to_json(cmd)?;
+                let mut inv = self.scripts.token.prepare_invoke();
+                inv.key(self.keys.token(&rule.fingerprint))
+                    .key(self.keys.stream())
+                    .arg(rule.expires_at)
+                    .arg(now)
+                    .arg(maxlen)
+                    .arg(event);
+                inv.invoke_async(conn).await?
+            }
+            RevocationCommand::Scope(rule) => {
+                let body = to_json(rule)?;
+                let mut inv = self.scripts.scope.prepare_invoke();
+                inv.key(self.keys.scope(&rule.key))
+                    .key(self.keys.stream())
+                    .arg(body)
+                    .arg(now)
+                    .arg(maxlen);
+                inv.invoke_async(conn).await?
+            }
+            RevocationCommand::Remove(target) => {
+                let key = match target {
+                    RevocationTarget::Token(fp) => self.keys.token(fp),
+                    RevocationTarget::Scope(k) => self.keys.scope(k),
+                };
+                let event = to_json(cmd)?;
+                let mut inv = self.scripts.remove.prepare_invoke();
+                inv.key(key).key(self.keys.stream()).arg(maxlen).arg(event);
+                inv.invoke_async(conn).await?
+            }
+        };
+        Ok(n > 0)
+    }
+
+    /// Records that the connection is unusable; logs on the change of state only.
+    fn note_lost(&self, e: &RedisError) {
+        if self.link.lost() {
+            tracing::warn!(
+                endpoint = %self.link.endpoint.display,
+                error = %e,
+                "redis connection lost: bloom hits fail closed, revocations go to the outbox"
+            );
+        }
+    }
+
+    /// Queues a command in the outbox (fsync'd) and applies it locally.
+    async fn append_outbox(&self, cmd: RevocationCommand) -> Result<Applied, StoreError> {
+        let changed = {
+            let mut ob = self.outbox.lock().await;
+            ob.journal.append(&cmd).await?;
+            // Later writes queue behind this one until the outbox is replayed.
+            self.direct.store(false, Ordering::Release);
+            self.index_outbox_one(&cmd);
+            ob.pending.push(cmd.clone());
+            self.backlog
+                .store(ob.pending.len() as u64, Ordering::Release);
+            self.apply_local(&cmd)
+        };
+        self.link.wake.notify_one();
+        metrics::counter!("revgate_redis_outbox_appends_total").increment(1);
+        Ok(if changed {
+            Applied::Changed
+        } else {
+            Applied::Unchanged
+        })
+    }
+
+    fn touch_sync(&self) {
+        let ms = self.origin.elapsed().as_millis() as u64;
+        self.last_sync_ms.store(ms, Ordering::Release);
+    }
+
+    fn staleness(&self) -> Duration {
+        let now = self.origin.elapsed().as_millis() as u64;
+        Duration::from_millis(now.saturating_sub(self.last_sync_ms.load(Ordering::Acquire)))
+    }
+}
+
+/// JSON for a script argument (cannot fail for these types; mapped anyway).
+fn to_json<T: serde::Serialize>(v: &T) -> Result<String, RedisError> {
+    serde_json::to_string(v)
+        .map_err(|e| RedisError::from((ErrorKind::Client, "serialize", e.to_string())))
+}
+
+#[async_trait::async_trait]
+impl RevocationStore for RedisStore {
+    async fn apply(&self, cmd: RevocationCommand) -> Result<Applied, StoreError> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let now = now_unix();
+        if cmd.expires_at().is_some_and(|exp| exp <= now) {
+            return Ok(Applied::Unchanged);
+        }
+        if inner.direct.load(Ordering::Acquire) {
+            if let Some(mut conn) = inner.link.conn() {
+                match inner.write(&mut conn, &cmd, now).await {
+                    Ok(changed) => {
+                        inner.apply_local(&cmd);
+                        return Ok(if changed {
+                            Applied::Changed
+                        } else {
+                            Applied::Unchanged
+                        });
+                    }
+                    Err(e) if is_fatal(&e) => inner.note_lost(&e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "redis refused a revocation; it goes to the outbox");
+                    }
+                }
+            }
+        }
+        inner.append_outbox(cmd).await
+    }
+
+    async fn is_token_revoked(&self, fp: &Fingerprint) -> Result<bool, StoreError> {
+        let inner = &self.inner;
+        let now = now_unix();
+        if inner.outbox_tokens.get(fp).is_some_and(|exp| *exp > now) {
+            return Ok(true);
+        }
+        let answer = inner
+            .confirmed
+            .get_or_lookup(fp, || async {
+                let Some(mut conn) = inner.link.conn() else {
+                    return Err("redis is not connected".to_string());
+                };
+                let value: Result<Option<String>, RedisError> = ::redis::cmd("GET")
+                    .arg(inner.keys.token(fp))
+                    .query_async(&mut conn)
+                    .await;
+                match value {
+                    Ok(None) => Ok(false),
+                    // Unreadable value: the key exists, so revoked (fail closed).
+                    Ok(Some(v)) => Ok(v.parse::<u64>().map_or(true, |exp| exp > now)),
+                    Err(e) => {
+                        if is_fatal(&e) {
+                            inner.note_lost(&e);
+                        }
+                        Err(e.to_string())
+                    }
+                }
+            })
+            .await;
+        let outcome = match answer {
+            Ok(true) => "revoked",
+            Ok(false) => "not_revoked",
+            Err(_) => "error",
+        };
+        metrics::counter!("revgate_redis_lookups_total", "outcome" => outcome).increment(1);
+        answer.map_err(StoreError::Redis)
+    }
+
+    fn cache(&self) -> &LocalCache {
+        &self.inner.cache
+    }
+
+    fn check_mode(&self) -> CheckMode {
+        let inner = &self.inner;
+        match inner.cfg.max_staleness {
+            Some(max) if inner.staleness() > max => match inner.cfg.stale_action {
+                StaleAction::Reject => CheckMode::Reject,
+                StaleAction::Lookup => CheckMode::AlwaysLookup,
+            },
+            _ => CheckMode::Local,
+        }
+    }
+
+    fn status(&self) -> StoreStatus {
+        let inner = &self.inner;
+        StoreStatus {
+            ready: inner.ready.load(Ordering::Acquire),
+            connected: inner.link.is_connected(),
+            staleness: Some(inner.staleness()),
+            journal_backlog: inner.backlog.load(Ordering::Acquire),
+            token_rules: inner.token_rules.load(Ordering::Relaxed),
+            scope_rules: inner.cache.scope_rule_count() as u64,
+        }
+    }
+
+    async fn flush(&self) -> Result<(), StoreError> {
+        let inner = &self.inner;
+        inner.closed.store(true, Ordering::Release);
+        self.stop.cancel();
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        for t in tasks {
+            // The tasks stop at their next await; a rebuild's SCAN page is the longest.
+            if tokio::time::timeout(Duration::from_secs(5), t)
+                .await
+                .is_err()
+            {
+                tracing::warn!("redis store task did not stop in time");
+            }
+        }
+        // Every outbox append was fsync'd before it was acknowledged; closing
+        // waits for anything still queued.
+        let ob = inner.outbox.lock().await;
+        let backlog = ob.pending.len();
+        ob.journal.close();
+        if backlog > 0 {
+            tracing::warn!(
+                backlog,
+                path = %ob.journal.path().display(),
+                "redis store closed with revocations still in the outbox; the next start replays them"
+            );
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,550 @@
+//! The background work of a [`RedisStore`](super::RedisStore): keeping the
+//! connection, replaying the outbox, the start-up load, tailing the stream,
+//! resyncing when the stream no longer reaches back far enough, and the
+//! periodic bloom rebuild.
+//!
+//! One task ([`run`]) owns the order of things on each (re)connect:
+//!
+//! ```text
+//! connect (Sentinel: ask for the master) ─► replay outbox ─► first time: load
+//!   │                                                        later: trimmed past us? ─► load
+//!   └◄── error: drop connections, back off (100 ms .. 5 s) ◄── tail: XREAD BLOCK from last id
+//! ```
+//!
+//! A load notes the stream's last id *before* scanning, and tailing resumes
+//! from that id, so an event written during the scan is applied afterwards
+//! (applying twice is harmless: every event is idempotent on the cache).
+//! The bloom filter being built receives every insert made during the scan
+//! ([`LocalCache::begin_rebuild`](crate::store::LocalCache::begin_rebuild)),
+//! and the outbox's rules (not in Redis yet) are applied again afterwards.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use ::redis::aio::MultiplexedConnection;
+use ::redis::streams::StreamReadReply;
+use ::redis::{RedisError, Value};
+use tokio_util::sync::CancellationToken;
+
+use super::keys::{EventId, KeyKind};
+use super::link::{is_fatal, tail_block};
+use super::Inner;
+use crate::store::{now_unix, RevocationCommand, RevocationTarget, ScopeRule};
+
+/// Keys asked for per `SCAN` page.
+const SCAN_COUNT: usize = 10_000;
+/// Scope values fetched per `MGET`.
+const MGET_BATCH: usize = 512;
+/// Events read per `XREAD`.
+const XREAD_COUNT: usize = 1_000;
+/// Reconnect backoff bounds.
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// Why a session with Redis ended.
+enum Ended {
+    /// Shutdown.
+    Stopped,
+    /// Redis failed; reconnect.
+    Failed(RedisError),
+    /// A request found the command connection unusable; reconnect.
+    Lost,
+}
+
+impl From<RedisError> for Ended {
+    fn from(e: RedisError) -> Self {
+        Ended::Failed(e)
+    }
+}
+
+/// Keeps this instance in sync with Redis until `stop`.
+pub(super) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
+    let mut backoff = BACKOFF_MIN;
+    // The stream position this instance has applied up to; None until the
+    // start-up load is done.
+    let mut pos: Option<EventId> = None;
+    // Whether "unreachable" has been logged for the current outage.
+    let mut told_down = false;
+    loop {
+        if stop.is_cancelled() {
+            return;
+        }
+        let connected = tokio::select! {
+            _ = stop.cancelled() => return,
+            c = inner.link.connect() => c,
+        };
+        let ended = match connected {
+            Ok((cmd, tail)) => {
+                metrics::counter!("revgate_redis_connects_total").increment(1);
+                if inner.link.set_connected(cmd.clone()) || told_down {
+                    tracing::info!(endpoint = %inner.link.endpoint.display, "redis connected");
+                }
+                told_down = false;
+                backoff = BACKOFF_MIN;
+                session(&inner, &stop, cmd, tail, &mut pos).await
+            }
+            Err(e) => Ended::Failed(e),
+        };
+        match ended {
+            Ended::Stopped => return,
+            Ended::Failed(e) => {
+                let was_up = inner.link.lost();
+                if was_up || !told_down {
+                    tracing::warn!(
+                        endpoint = %inner.link.endpoint.display,
+                        error = %e,
+                        "redis unreachable: bloom hits fail closed, revocations go to the outbox; reconnecting"
+                    );
+                    told_down = true;
+                } else {
+                    tracing::debug!(error = %e, "redis reconnect failed");
+                }
+            }
+            Ended::Lost => {
+                // note_lost() has logged it already.
+                inner.link.lost();
+                told_down = true;
+            }
+        }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(backoff) => {}
+        }
+        backoff = (backoff * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// One connected period: replay, load or resume, tail.
+async fn session(
+    inner: &Inner,
+    stop: &CancellationToken,
+    mut cmd: MultiplexedConnection,
+    mut tail: MultiplexedConnection,
+    pos: &mut Option<EventId>,
+) -> Ended {
+    match session_inner(inner, stop, &mut cmd, &mut tail, pos).await {
+        Ok(()) => Ended::Stopped,
+        Err(e) => e,
+    }
+}
+
+async fn session_inner(
+    inner: &Inner,
+    stop: &CancellationToken,
+    cmd: &mut MultiplexedConnection,
+    tail: &mut MultiplexedConnection,
+    pos: &mut Option<EventId>,
+) -> Result<(), Ended> {
+    replay_outbox(inner, cmd).await?;
+    let mut at = match *pos {
+        None => {
+            let at = full_load(inner, cmd).await?;
+            inner.ready.store(true, Ordering::Release);
+            at
+        }
+        Some(p) => {
+            if needs_resync(inner, cmd, p).await? {
+                full_load(inner, cmd).await?
+            } else {
+                p
+            }
+        }
+    };
+    *pos = Some(at);
+    inner.touch_sync();
+    loop {
+        if !inner.link.is_connected() {
+            return Err(Ended::Lost);
+        }
+        if inner.backlog.load(Ordering::Acquire) > 0 {
+            replay_outbox(inner, cmd).await?;
+        }
+        let read = tokio::select! {
+            // Biased: a pending wake-up is taken before an XREAD is even sent.
+            biased;
+            _ = stop.cancelled() => return Ok(()),
+            // Woken: a request lost the connection, or the outbox has work.
+            // Dropping the XREAD is safe: `at` only moves on what was applied.
+            _ = inner.link.wake.notified() => continue,
+            r = xread(inner, tail, at) => r?,
+        };
+        inner.touch_sync();
+        let Some(reply) = read else { continue };
+        let mut n = 0;
+        for key in reply.keys {
+            for entry in key.ids {
+                n += 1;
+                apply_event(inner, &entry.map);
+                match EventId::parse(&entry.id) {
+                    Some(id) => at = id,
+                    None => tracing::warn!(id = %entry.id, "unreadable stream id"),
+                }
+            }
+        }
+        *pos = Some(at);
+        // A full page: this instance is behind; make sure it is not behind
+        // the trimming too.
+        if n >= XREAD_COUNT && needs_resync(inner, cmd, at).await? {
+            at = full_load(inner, cmd).await?;
+            *pos = Some(at);
+        }
+    }
+}
+
+async fn xread(
+    inner: &Inner,
+    tail: &mut MultiplexedConnection,
+    at: EventId,
+) -> Result<Option<StreamReadReply>, RedisError> {
+    ::redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(XREAD_COUNT)
+        .arg("BLOCK")
+        .arg(tail_block(inner.cfg.max_staleness).as_millis() as u64)
+        .arg("STREAMS")
+        .arg(inner.keys.stream())
+        .arg(at.to_string())
+        .query_async(tail)
+        .await
+}
+
+/// Applies one stream event to the local cache.
+fn apply_event(inner: &Inner, fields: &std::collections::HashMap<String, Value>) {
+    let cmd = match fields.get("c") {
+        Some(Value::BulkString(b)) => serde_json::from_slice::<RevocationCommand>(b).ok(),
+        Some(Value::SimpleString(s)) => serde_json::from_str::<RevocationCommand>(s).ok(),
+        _ => None,
+    };
+    let Some(cmd) = cmd else {
+        tracing::warn!("unreadable revocation event in the stream; skipped");
+        return;
+    };
+    match &cmd {
+        RevocationCommand::Token(rule) if rule.expires_at <= now_unix() => return,
+        RevocationCommand::Token(_) => {
+            inner.token_rules.fetch_add(1, Ordering::Relaxed);
+        }
+        RevocationCommand::Remove(RevocationTarget::Token(_)) => {
+            let _ = inner
+                .token_rules
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
+        }
+        _ => {}
+    }
+    metrics::counter!("revgate_redis_events_total").increment(1);
+    inner.apply_local(&cmd);
+}
+
+/// Writes the outbox to Redis in order, then empties it. On failure, what
+/// was written is dropped from the outbox and the rest stays.
+async fn replay_outbox(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result<(), RedisError> {
+    let mut ob = inner.outbox.lock().await;
+    if ob.pending.is_empty() {
+        inner.direct.store(true, Ordering::Release);
+        return Ok(());
+    }
+    let total = ob.pending.len();
+    let now = now_unix();
+    let mut done = 0;
+    let mut failed = None;
+    for c in &ob.pending {
+        match inner.write(cmd, c, now).await {
+            Ok(_) => done += 1,
+            Err(e) => {
+                failed = Some(e);
+                break;
+            }
+        }
+    }
+    if done > 0 {
+        let rest: Vec<RevocationCommand> = ob.pending.split_off(done);
+        ob.pending = rest;
+        // Already in Redis: replaying them again after a crash here would be
+        // harmless (the scripts merge), so a failed rewrite only costs that.
+        if let Err(e) = ob.journal.rewrite(ob.pending.clone()).await {
+            tracing::error!(error = %e, "could not rewrite the redis outbox after replay");
+        }
+        inner.index_outbox(&ob.pending);
+    }
+    if let Some(e) = failed {
+        tracing::warn!(replayed = done, left = total - done, error = %e, "redis outbox replay interrupted");
+        return Err(e);
+    }
+    metrics::counter!("revgate_redis_outbox_replayed_total").increment(total as u64);
+    tracing::info!(replayed = total, "redis outbox replayed");
+    inner.direct.store(true, Ordering::Release);
+    Ok(())
+}
+
+/// Whether the stream no longer holds every event after `pos`: trimmed past
+/// it (its oldest entry is newer than `pos`), gone, or moved backwards (fail-over that lost writes, restart without
+/// persistence).
+async fn needs_resync(
+    inner: &Inner,
+    cmd: &mut MultiplexedConnection,
+    pos: EventId,
+) -> Result<bool, RedisError> {
+    let info: Result<Value, RedisError> = ::redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(inner.keys.stream())
+        .query_async(cmd)
+        .await;
+    let info = match info {
+        Ok(v) => v,
+        Err(e) if !is_fatal(&e) && e.to_string().contains("no such key") => {
+            if pos > EventId::ZERO {
+                tracing::warn!("the revocation stream is gone from redis; resyncing fully");
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    let last = field(&info, "last-generated-id").and_then(value_id);
+    if last.is_some_and(|l| l < pos) {
+        tracing::warn!(
+            at = %pos,
+            "the revocation stream went backwards (fail-over lost writes, or redis restarted empty); resyncing fully"
+        );
+        return Ok(true);
+    }
+    // Trimming leaves no record of what it dropped (`max-deleted-entry-id`
+    // only counts XDEL), so: the oldest entry is newer than our position, or
+    // the stream is empty yet has had entries past it. A spurious resync
+    // (our own entry was the last one trimmed) costs a scan, nothing more.
+    let first = match field(&info, "first-entry") {
+        Some(Value::Array(entry)) => entry.first().and_then(value_id),
+        _ => None,
+    };
+    let trimmed = match first {
+        Some(first) => first > pos,
+        None => last.is_some_and(|l| l > pos),
+    };
+    if trimmed {
+        tracing::info!(at = %pos, "the revocation stream was trimmed past this instance; resyncing fully");
+    }
+    Ok(trimmed)
+}
+
+/// A field of an `XINFO` reply (RESP2 flat array or RESP3 map).
+fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    let is = |k: &Value| match k {
+        Value::BulkString(b) => b == name.as_bytes(),
+        Value::SimpleString(s) => s == name,
+        _ => false,
+    };
+    match v {
+        Value::Array(items) => items.chunks_exact(2).find(|kv| is(&kv[0])).map(|kv| &kv[1]),
+        Value::Map(pairs) => pairs.iter().find(|(k, _)| is(k)).map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+fn value_id(v: &Value) -> Option<EventId> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(EventId::parse),
+        Value::SimpleString(s) => EventId::parse(s),
+        _ => None,
+    }
+}
+
+/// The id of the stream's newest entry, or `0-0`.
+async fn last_event_id(
+    inner: &Inner,
+    cmd: &mut MultiplexedConnection,
+) -> Result<EventId, RedisError> {
+    let v: Value = ::redis::cmd("XREVRANGE")
+        .arg(inner.keys.stream())
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(cmd)
+        .await?;
+    Ok(match v {
+        Value::Array(entries) => entries
+            .first()
+            .and_then(|e| match e {
+                Value::Array(parts) => parts.first().and_then(value_id),
+                _ => None,
+            })
+            .unwrap_or(EventId::ZERO),
+        _ => EventId::ZERO,
+    })
+}
+
+/// What a scan found.
+struct Scanned {
+    tokens: u64,
+    scopes: Vec<ScopeRule>,
+}
+
+/// Scans every key of the deployment: token fingerprints go into `rebuild`,
+/// scope rules are fetched (`MGET`) when `with_scopes`.
+async fn scan(
+    inner: &Inner,
+    cmd: &mut MultiplexedConnection,
+    rebuild: &crate::store::cache::BloomRebuild,
+    with_scopes: bool,
+) -> Result<Scanned, RedisError> {
+    let mut out = Scanned {
+        tokens: 0,
+        scopes: Vec::new(),
+    };
+    let mut scope_keys: Vec<Vec<u8>> = Vec::new();
+    let mut cursor: u64 = 0;
+    loop {
+        let (next, keys): (u64, Vec<Vec<u8>>) = ::redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(inner.keys.scan_pattern())
+            .arg("COUNT")
+            .arg(SCAN_COUNT)
+            .query_async(cmd)
+            .await?;
+        for k in keys {
+            match inner.keys.classify(&k) {
+                KeyKind::Token(fp) => {
+                    rebuild.insert(&fp);
+                    out.tokens += 1;
+                }
+                KeyKind::Scope if with_scopes => scope_keys.push(k),
+                _ => {}
+            }
+        }
+        if scope_keys.len() >= MGET_BATCH {
+            fetch_scopes(cmd, &mut scope_keys, &mut out.scopes).await?;
+        }
+        cursor = next;
+        if cursor == 0 {
+            break;
+        }
+    }
+    if !scope_keys.is_empty() {
+        fetch_scopes(cmd, &mut scope_keys, &mut out.scopes).await?;
+    }
+    Ok(out)
+}
+
+async fn fetch_scopes(
+    cmd: &mut MultiplexedConnection,
+    keys: &mut Vec<Vec<u8>>,
+    into: &mut Vec<ScopeRule>,
+) -> Result<(), RedisError> {
+    let values: Vec<Option<Vec<u8>>> = ::redis::cmd("MGET").arg(&keys[..]).query_async(cmd).await?;
+    keys.clear();
+    let now = now_unix();
+    for v in values.into_iter().flatten() {
+        match serde_json::from_slice::<ScopeRule>(&v) {
+            Ok(rule) if rule.expires_at > now => into.push(rule),
+            Ok(_) => {}
+            Err(e) => tracing::warn!(error = %e, "unreadable scope rule in redis; skipped"),
+        }
+    }
+    Ok(())
+}
+
+/// The start-up load (and full resync): returns the stream id to tail from.
+async fn full_load(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result<EventId, RedisError> {
+    let _one = inner.rebuild_gate.lock().await;
+    metrics::counter!("revgate_redis_resyncs_total").increment(1);
+    let started = std::time::Instant::now();
+    let at = last_event_id(inner, cmd).await?;
+    let estimate = inner.token_rules.load(Ordering::Relaxed) as usize;
+    let rebuild = inner.cache.begin_rebuild(estimate);
+    let sized_for = rebuild.capacity();
+    let scanned = match scan(inner, cmd, &rebuild, true).await {
+        Ok(s) => s,
+        Err(e) => {
+            inner.cache.abandon_rebuild(rebuild);
+            return Err(e);
+        }
+    };
+    inner.cache.finish_rebuild(rebuild);
+    inner.cache.replace_scopes(scanned.scopes);
+    reapply_outbox(inner).await;
+    inner.confirmed.clear();
+    inner.token_rules.store(scanned.tokens, Ordering::Relaxed);
+    if scanned.tokens as usize > sized_for {
+        // Complete (no false negatives) but over-full: a high false-positive
+        // rate sends many requests to Redis. A right-sized generation is
+        // built in the background, while tailing goes on.
+        tracing::info!(
+            token_rules = scanned.tokens,
+            sized_for,
+            "bloom filter undersized (raise store.bloom_capacity); rebuilding it now"
+        );
+        inner.rebuild_now.notify_one();
+    }
+    tracing::info!(
+        token_rules = scanned.tokens,
+        scope_rules = inner.cache.scope_rule_count(),
+        from = %at,
+        took_ms = started.elapsed().as_millis() as u64,
+        "revocations loaded from redis"
+    );
+    Ok(at)
+}
+
+/// The outbox's rules are not in Redis yet: a rebuild from Redis must not
+/// drop them from the cache.
+async fn reapply_outbox(inner: &Inner) {
+    let ob = inner.outbox.lock().await;
+    for c in &ob.pending {
+        inner.apply_local(c);
+    }
+}
+
+/// Rebuilds the bloom filter from Redis every `store.maintenance_interval`
+/// (shedding expired fingerprints), and drops expired scope rules and
+/// confirmed answers.
+pub(super) async fn maintain(inner: Arc<Inner>, stop: CancellationToken) {
+    let every = inner.cfg.maintenance_interval;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+            _ = inner.rebuild_now.notified() => {}
+        }
+        inner.cache.expire_scopes(now_unix());
+        inner.confirmed.sweep();
+        if !inner.ready.load(Ordering::Acquire) {
+            continue;
+        }
+        let Some(mut cmd) = inner.link.conn() else {
+            continue;
+        };
+        let r = tokio::select! {
+            _ = stop.cancelled() => return,
+            r = rebuild_bloom(&inner, &mut cmd) => r,
+        };
+        match r {
+            Ok(tokens) => tracing::debug!(token_rules = tokens, "bloom filter rebuilt from redis"),
+            Err(e) if is_fatal(&e) => inner.note_lost(&e),
+            Err(e) => {
+                tracing::warn!(error = %e, "bloom rebuild from redis failed; keeping the current filter")
+            }
+        }
+    }
+}
+
+async fn rebuild_bloom(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result<u64, RedisError> {
+    let _one = inner.rebuild_gate.lock().await;
+    let estimate = inner.token_rules.load(Ordering::Relaxed) as usize;
+    let rebuild = inner.cache.begin_rebuild(estimate);
+    match scan(inner, cmd, &rebuild, false).await {
+        Ok(s) => {
+            inner.cache.finish_rebuild(rebuild);
+            reapply_outbox(inner).await;
+            inner.token_rules.store(s.tokens, Ordering::Relaxed);
+            Ok(s.tokens)
+        }
+        Err(e) => {
+            inner.cache.abandon_rebuild(rebuild);
+            Err(e)
+        }
+    }
+}

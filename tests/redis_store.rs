@@ -1,0 +1,972 @@
+//! The Redis store against real redis-server processes: several `RedisStore`
+//! instances on one Redis stand for several gateway instances.
+//!
+//! Covered: propagation between instances and what Redis holds (keys, TTLs,
+//! no raw token); a Redis restart with AOF while instances run, and the
+//! outbox replayed after an outage; 10,000 revocations loaded before ready;
+//! a stream trimmed past an instance's position (behind a cut network link)
+//! forcing a full resync, with staleness turning the check mode to Reject;
+//! a Sentinel fail-over followed by every instance.
+//!
+//! Then the real binary: three revgate gateways on one Redis, revocations
+//! through A's admin API and through A's RFC 7009 endpoint, B and C answering
+//! 401, and the upstream's record proving the token never reached it after
+//! the revocation was acknowledged; and the same through a Redis outage.
+//!
+//! "Revoked" below is the verdict's rule: a bloom hit whose exact lookup says
+//! revoked, or fails (fail closed).
+
+#[path = "support/redis.rs"]
+mod redis_support;
+mod support;
+
+use std::future::Future;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis_support::{RedisServer, TcpRelay};
+use revgate::config::{StaleAction, StoreConfig};
+use revgate::credentials::{Fingerprint, FingerprintKey};
+use revgate::store::redis::RedisStore;
+use revgate::store::{
+    now_unix, Applied, CheckMode, RevocationCommand, RevocationStore, RevocationTarget, ScopeKey,
+    ScopeRule, TokenRule,
+};
+use tokio_util::sync::CancellationToken;
+
+const PREFIX: &str = "rgtest";
+
+fn init_logs() {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| "revgate=info".into()),
+        )
+        .with_test_writer()
+        .try_init();
+}
+
+fn cfg(dir: &Path, name: &str) -> StoreConfig {
+    StoreConfig {
+        journal: dir.join(format!("{name}.outbox")),
+        bloom_capacity: 50_000,
+        key_prefix: PREFIX.into(),
+        maintenance_interval: Duration::from_secs(3600),
+        confirm_ttl: Duration::from_millis(200),
+        ..StoreConfig::default()
+    }
+}
+
+fn raw_token(i: u64) -> String {
+    format!("secret-token-{i}")
+}
+
+fn fp(i: u64) -> Fingerprint {
+    FingerprintKey::from_bytes([42; 32]).fingerprint(raw_token(i).as_bytes())
+}
+
+fn revoke(i: u64) -> RevocationCommand {
+    RevocationCommand::Token(TokenRule {
+        fingerprint: fp(i),
+        expires_at: now_unix() + 3600,
+    })
+}
+
+fn scope(sub: &str) -> ScopeRule {
+    ScopeRule {
+        key: ScopeKey {
+            sub: sub.into(),
+            org: Some("acme".into()),
+            provider: Some("github".into()),
+        },
+        revoked_at: now_unix(),
+        expires_at: now_unix() + 3600,
+    }
+}
+
+fn token_key(i: u64) -> String {
+    format!("{{{PREFIX}}}:tok:{}", fp(i).to_hex())
+}
+
+fn stream_key() -> String {
+    format!("{{{PREFIX}}}:events")
+}
+
+async fn start(url: &str, cfg: &StoreConfig, shutdown: &CancellationToken) -> Arc<RedisStore> {
+    RedisStore::start(url, cfg, shutdown.clone())
+        .await
+        .expect("start redis store")
+}
+
+/// Revoked as the verdict sees it: bloom hit, then exact lookup (Err = revoked).
+async fn is_revoked(s: &RedisStore, i: u64) -> bool {
+    let f = fp(i);
+    s.cache().may_contain(&f) && s.is_token_revoked(&f).await.unwrap_or(true)
+}
+
+/// Revoked, and known for certain (the exact lookup answered, no fail-closed guess).
+async fn is_revoked_exactly(s: &RedisStore, i: u64) -> bool {
+    let f = fp(i);
+    s.cache().may_contain(&f) && matches!(s.is_token_revoked(&f).await, Ok(true))
+}
+
+async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let deadline = Instant::now() + within;
+    loop {
+        if check().await {
+            return;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+async fn ready(s: &RedisStore) {
+    eventually("store ready", Duration::from_secs(20), || async {
+        s.status().ready
+    })
+    .await;
+}
+
+fn all_keys(conn: &mut redis::Connection) -> Vec<String> {
+    let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(conn).unwrap();
+    keys.sort();
+    keys
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_through_one_instance_reaches_the_others_and_redis_holds_only_fingerprints() {
+    init_logs();
+    let redis = RedisServer::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let a = start(&redis.url(), &cfg(dir.path(), "a"), &shutdown).await;
+    let b = start(&redis.url(), &cfg(dir.path(), "b"), &shutdown).await;
+    let c = start(&redis.url(), &cfg(dir.path(), "c"), &shutdown).await;
+    for s in [&a, &b, &c] {
+        ready(s).await;
+        assert!(s.status().connected);
+    }
+
+    // A token revoked through A: B and C reject it.
+    assert!(!is_revoked(&b, 1).await);
+    assert_eq!(a.apply(revoke(1)).await.unwrap(), Applied::Changed);
+    assert!(is_revoked(&a, 1).await, "A judges by it at once");
+    for s in [&b, &c] {
+        eventually("B and C see A's revocation", Duration::from_secs(5), || {
+            is_revoked_exactly(s, 1)
+        })
+        .await;
+    }
+    assert!(!is_revoked(&c, 2).await, "an unrevoked token passes");
+
+    // Idempotent: no new rule, no new event.
+    let mut conn = redis.conn();
+    let events: u64 = redis::cmd("XLEN")
+        .arg(stream_key())
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(a.apply(revoke(1)).await.unwrap(), Applied::Unchanged);
+    let again: u64 = redis::cmd("XLEN")
+        .arg(stream_key())
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(events, again);
+
+    // A scope rule through B reaches A and C; a later, older replay of it
+    // does not move its T backwards.
+    let rule = scope("alice");
+    assert_eq!(
+        b.apply(RevocationCommand::Scope(rule.clone()))
+            .await
+            .unwrap(),
+        Applied::Changed
+    );
+    let mut older = rule.clone();
+    older.revoked_at -= 100;
+    older.expires_at -= 100;
+    assert_eq!(
+        c.apply(RevocationCommand::Scope(older)).await.unwrap(),
+        Applied::Unchanged
+    );
+    for s in [&a, &c] {
+        eventually(
+            "the scope rule propagates",
+            Duration::from_secs(5),
+            || async { s.cache().scope_rule(&rule.key) == Some(rule.clone()) },
+        )
+        .await;
+    }
+
+    // What Redis holds: one key per rule with the rule's TTL, the stream,
+    // and nothing that contains a raw token.
+    let keys = all_keys(&mut conn);
+    assert!(keys.contains(&token_key(1)), "{keys:?}");
+    assert!(keys.contains(&stream_key()), "{keys:?}");
+    assert_eq!(keys.len(), 3, "token, scope, stream: {keys:?}");
+    assert!(keys
+        .iter()
+        .all(|k| k.starts_with(&format!("{{{PREFIX}}}:"))));
+    let ttl: i64 = redis::cmd("TTL")
+        .arg(token_key(1))
+        .query(&mut conn)
+        .unwrap();
+    assert!(ttl > 3500 && ttl <= 3600, "token TTL {ttl}");
+    let scope_key = keys.iter().find(|k| k.contains(":scope:")).unwrap();
+    let ttl: i64 = redis::cmd("TTL").arg(scope_key).query(&mut conn).unwrap();
+    assert!(ttl > 3500 && ttl <= 3600, "scope TTL {ttl}");
+    let stored: ScopeRule = serde_json::from_str(
+        &redis::cmd("GET")
+            .arg(scope_key)
+            .query::<String>(&mut conn)
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(stored, rule);
+    let mut everything = String::new();
+    for k in &keys {
+        everything.push_str(k);
+        let t: String = redis::cmd("TYPE").arg(k).query(&mut conn).unwrap();
+        let v: redis::Value = if t == "stream" {
+            redis::cmd("XRANGE")
+                .arg(k)
+                .arg("-")
+                .arg("+")
+                .query(&mut conn)
+                .unwrap()
+        } else {
+            redis::cmd("GET").arg(k).query(&mut conn).unwrap()
+        };
+        everything.push_str(&format!("{v:?}"));
+    }
+    assert!(everything.contains(&fp(1).to_hex()));
+    assert!(
+        !everything.contains("secret-token"),
+        "a raw token reached Redis"
+    );
+
+    // Un-revoke through C: A and B let the token through again.
+    assert_eq!(
+        c.apply(RevocationCommand::Remove(RevocationTarget::Token(fp(1))))
+            .await
+            .unwrap(),
+        Applied::Changed
+    );
+    for s in [&a, &b] {
+        eventually("the removal propagates", Duration::from_secs(5), || async {
+            matches!(s.is_token_revoked(&fp(1)).await, Ok(false))
+        })
+        .await;
+    }
+    c.apply(RevocationCommand::Remove(RevocationTarget::Scope(
+        rule.key.clone(),
+    )))
+    .await
+    .unwrap();
+    eventually(
+        "the scope removal propagates",
+        Duration::from_secs(5),
+        || async {
+            a.cache().scope_rule(&rule.key).is_none() && b.cache().scope_rule(&rule.key).is_none()
+        },
+    )
+    .await;
+    assert_eq!(all_keys(&mut conn), vec![stream_key()]);
+
+    for s in [&a, &b, &c] {
+        s.flush().await.unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn instances_ride_out_a_redis_restart_and_replay_what_they_acknowledged_meanwhile() {
+    init_logs();
+    let mut redis = RedisServer::builder().aof().spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let a_cfg = cfg(dir.path(), "a");
+    let a = start(&redis.url(), &a_cfg, &shutdown).await;
+    let b = start(&redis.url(), &cfg(dir.path(), "b"), &shutdown).await;
+    ready(&a).await;
+    ready(&b).await;
+    a.apply(revoke(1)).await.unwrap();
+    eventually("B sees t1", Duration::from_secs(5), || {
+        is_revoked_exactly(&b, 1)
+    })
+    .await;
+
+    // Restart (AOF on) while both run: they reconnect and keep enforcing.
+    redis.stop();
+    redis.start();
+    for s in [&a, &b] {
+        eventually(
+            "reconnected after restart",
+            Duration::from_secs(15),
+            || async { is_revoked_exactly(s, 1).await && s.status().connected },
+        )
+        .await;
+    }
+    b.apply(revoke(5)).await.unwrap();
+    eventually(
+        "A sees t5 after the restart",
+        Duration::from_secs(5),
+        || is_revoked_exactly(&a, 5),
+    )
+    .await;
+
+    // Stop Redis; revoke through A: acknowledged, journaled, enforced by A.
+    redis.stop();
+    eventually("A notices", Duration::from_secs(10), || async {
+        !a.status().connected
+    })
+    .await;
+    assert!(is_revoked(&a, 1).await, "bloom hit + Redis away = revoked");
+    // Past the confirmed-answer TTL (200 ms), the lookup needs Redis: it fails.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(a.is_token_revoked(&fp(1)).await.is_err(), "fail closed");
+    assert_eq!(a.apply(revoke(2)).await.unwrap(), Applied::Changed);
+    assert_eq!(a.status().journal_backlog, 1);
+    assert!(std::fs::metadata(&a_cfg.journal).unwrap().len() > 0);
+    assert!(
+        is_revoked_exactly(&a, 2).await,
+        "A knows its outbox exactly"
+    );
+    assert!(!is_revoked(&b, 2).await || b.is_token_revoked(&fp(2)).await.is_err());
+
+    // Redis back: the outbox reaches Redis and B; the outbox is emptied.
+    redis.start();
+    eventually("t2 reaches B", Duration::from_secs(15), || {
+        is_revoked_exactly(&b, 2)
+    })
+    .await;
+    eventually("A's outbox drains", Duration::from_secs(5), || async {
+        a.status().journal_backlog == 0
+    })
+    .await;
+    assert_eq!(std::fs::metadata(&a_cfg.journal).unwrap().len(), 0);
+    let mut conn = redis.conn();
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(token_key(1))
+        .arg(token_key(2))
+        .arg(token_key(5))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(exists, 3, "AOF kept t1 and t5, the outbox brought t2");
+    for i in [1, 2, 5] {
+        assert!(is_revoked_exactly(&a, i).await && is_revoked_exactly(&b, i).await);
+    }
+
+    // An outbox left by a previous run is enforced at once and replayed.
+    a.flush().await.unwrap();
+    drop(a);
+    redis.stop();
+    let a2 = start(&redis.url(), &a_cfg, &shutdown).await;
+    assert!(!a2.status().ready);
+    assert_eq!(a2.apply(revoke(3)).await.unwrap(), Applied::Changed);
+    a2.flush().await.unwrap();
+    drop(a2);
+    let a3 = start(&redis.url(), &a_cfg, &shutdown).await;
+    assert_eq!(a3.status().journal_backlog, 1);
+    assert!(is_revoked(&a3, 3).await);
+    redis.start();
+    ready(&a3).await;
+    eventually("the old outbox reaches B", Duration::from_secs(15), || {
+        is_revoked_exactly(&b, 3)
+    })
+    .await;
+    a3.flush().await.unwrap();
+    b.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_started_after_ten_thousand_revocations_loads_them_before_ready() {
+    init_logs();
+    const N: u64 = 10_000;
+    let redis = RedisServer::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let a = start(&redis.url(), &cfg(dir.path(), "a"), &shutdown).await;
+    ready(&a).await;
+    let mut set = tokio::task::JoinSet::new();
+    for chunk in 0..20u64 {
+        let a = a.clone();
+        set.spawn(async move {
+            for i in chunk * (N / 20)..(chunk + 1) * (N / 20) {
+                assert_eq!(a.apply(revoke(i)).await.unwrap(), Applied::Changed);
+            }
+        });
+    }
+    while let Some(r) = set.join_next().await {
+        r.unwrap();
+    }
+    let mut conn = redis.conn();
+    let dbsize: u64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+    assert_eq!(dbsize, N + 1, "one key per rule plus the stream");
+
+    // Sized for far fewer: the load is still complete, and a right-sized
+    // filter follows in the background.
+    let mut c_cfg = cfg(dir.path(), "c");
+    c_cfg.bloom_capacity = 1_000;
+    let c = start(&redis.url(), &c_cfg, &shutdown).await;
+    ready(&c).await;
+    // Checked the moment it is ready: everything came from the load.
+    assert_eq!(c.status().token_rules, N);
+    let misses = (0..N).filter(|i| !c.cache().may_contain(&fp(*i))).count();
+    assert_eq!(misses, 0, "bloom misses after the load");
+    let mut set = tokio::task::JoinSet::new();
+    for chunk in 0..10u64 {
+        let c = c.clone();
+        set.spawn(async move {
+            let mut wrong = 0;
+            for i in chunk * (N / 10)..(chunk + 1) * (N / 10) {
+                if !matches!(c.is_token_revoked(&fp(i)).await, Ok(true)) {
+                    wrong += 1;
+                }
+            }
+            wrong
+        });
+    }
+    let mut wrong = 0;
+    while let Some(r) = set.join_next().await {
+        wrong += r.unwrap();
+    }
+    assert_eq!(wrong, 0, "revocations not confirmed by the exact lookup");
+    assert!(!is_revoked(&c, N + 1).await);
+    eventually(
+        "a right-sized bloom filter",
+        Duration::from_secs(10),
+        || async { c.cache().bloom().capacity() >= N as usize },
+    )
+    .await;
+    let misses = (0..N).filter(|i| !c.cache().may_contain(&fp(*i))).count();
+    assert_eq!(misses, 0, "bloom misses after the resize");
+    let false_hits = (N..2 * N)
+        .filter(|i| c.cache().may_contain(&fp(*i)))
+        .count();
+    assert!(
+        false_hits < 500,
+        "false positives after the resize: {false_hits} of {N}"
+    );
+    a.flush().await.unwrap();
+    c.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_trimmed_past_an_instance_forces_a_full_resync() {
+    init_logs();
+    let redis = RedisServer::spawn();
+    let relay = TcpRelay::spawn(redis.port()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let a = start(&redis.url(), &cfg(dir.path(), "a"), &shutdown).await;
+    let mut b_cfg = cfg(dir.path(), "b");
+    b_cfg.max_staleness = Some(Duration::from_secs(1));
+    b_cfg.stale_action = StaleAction::Reject;
+    let b = start(&relay.url(), &b_cfg, &shutdown).await;
+    ready(&a).await;
+    ready(&b).await;
+    a.apply(revoke(1000)).await.unwrap();
+    eventually("B tails", Duration::from_secs(5), || {
+        is_revoked_exactly(&b, 1000)
+    })
+    .await;
+    assert_eq!(b.check_mode(), CheckMode::Local);
+
+    // Cut B off; it goes stale, then refuses (as configured).
+    relay.cut();
+    eventually("B notices the cut", Duration::from_secs(10), || async {
+        !b.status().connected
+    })
+    .await;
+    eventually("B turns stale", Duration::from_secs(10), || async {
+        b.check_mode() == CheckMode::Reject
+    })
+    .await;
+    // A revocation through B while cut goes to its outbox.
+    b.apply(revoke(2000)).await.unwrap();
+
+    // Meanwhile 50 revocations and a scope rule through A, then the stream is
+    // trimmed to nothing: B's position is gone.
+    for i in 0..50 {
+        a.apply(revoke(i)).await.unwrap();
+    }
+    let rule = scope("bob");
+    a.apply(RevocationCommand::Scope(rule.clone()))
+        .await
+        .unwrap();
+    let mut conn = redis.conn();
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(stream_key())
+        .arg("MAXLEN")
+        .arg(0)
+        .query(&mut conn)
+        .unwrap();
+    a.apply(revoke(50)).await.unwrap();
+
+    relay.restore();
+    eventually("B resyncs everything", Duration::from_secs(15), || async {
+        b.status().connected && b.cache().scope_rule(&rule.key).is_some()
+    })
+    .await;
+    for i in 0..=50 {
+        eventually(
+            "B has every trimmed revocation",
+            Duration::from_secs(5),
+            || is_revoked_exactly(&b, i),
+        )
+        .await;
+    }
+    eventually("B is fresh again", Duration::from_secs(5), || async {
+        b.check_mode() == CheckMode::Local
+    })
+    .await;
+    eventually("B's outbox reaches A", Duration::from_secs(5), || {
+        is_revoked_exactly(&a, 2000)
+    })
+    .await;
+    assert_eq!(b.status().journal_backlog, 0);
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sentinel_fail_over_is_followed_by_every_instance() {
+    init_logs();
+    const MASTER: &str = "revgate-test";
+    let mut master = RedisServer::spawn();
+    let replica = RedisServer::builder().replica_of(master.port()).spawn();
+    let sentinels: Vec<RedisServer> = (0..3)
+        .map(|_| {
+            RedisServer::builder()
+                .sentinel(MASTER, master.port())
+                .spawn()
+        })
+        .collect();
+
+    // Wait for the topology: replica in sync, sentinels know each other and it.
+    let mut rconn = replica.conn();
+    let mut sconn = sentinels[0].conn();
+    eventually("topology settles", Duration::from_secs(30), || {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut rconn)
+            .unwrap();
+        let others: Vec<redis::Value> = redis::cmd("SENTINEL")
+            .arg("sentinels")
+            .arg(MASTER)
+            .query(&mut sconn)
+            .unwrap();
+        let replicas: Vec<redis::Value> = redis::cmd("SENTINEL")
+            .arg("replicas")
+            .arg(MASTER)
+            .query(&mut sconn)
+            .unwrap();
+        let ok = info.contains("master_link_status:up") && others.len() == 2 && replicas.len() == 1;
+        async move { ok }
+    })
+    .await;
+
+    let url = format!(
+        "redis+sentinel://{}/{MASTER}",
+        sentinels
+            .iter()
+            .map(|s| format!("127.0.0.1:{}", s.port()))
+            .collect::<Vec<_>>()
+            .join(",")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let a = start(&url, &cfg(dir.path(), "a"), &shutdown).await;
+    let b = start(&url, &cfg(dir.path(), "b"), &shutdown).await;
+    ready(&a).await;
+    ready(&b).await;
+    a.apply(revoke(1)).await.unwrap();
+    eventually("B sees t1 via the master", Duration::from_secs(5), || {
+        is_revoked_exactly(&b, 1)
+    })
+    .await;
+    eventually("t1 is replicated", Duration::from_secs(5), || {
+        let n: i64 = redis::cmd("EXISTS")
+            .arg(token_key(1))
+            .query(&mut rconn)
+            .unwrap();
+        async move { n == 1 }
+    })
+    .await;
+
+    // Kill the master; wait for the sentinels to promote the replica.
+    master.kill();
+    eventually("fail-over", Duration::from_secs(40), || {
+        let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
+            .arg("get-master-addr-by-name")
+            .arg(MASTER)
+            .query(&mut sconn)
+            .unwrap();
+        let done = addr.is_some_and(|(_, p)| p == replica.port());
+        async move { done }
+    })
+    .await;
+
+    // Revocations through either instance are enforced by both.
+    a.apply(revoke(2)).await.unwrap();
+    b.apply(revoke(3)).await.unwrap();
+    for s in [&a, &b] {
+        for i in [1, 2, 3] {
+            eventually(
+                "after fail-over, all see all",
+                Duration::from_secs(20),
+                || is_revoked_exactly(s, i),
+            )
+            .await;
+        }
+        assert!(s.status().connected);
+    }
+    // A promotion may close the old connection: ask on a fresh one.
+    let n: i64 = redis::cmd("EXISTS")
+        .arg(token_key(1))
+        .arg(token_key(2))
+        .arg(token_key(3))
+        .query(&mut replica.conn())
+        .unwrap();
+    assert_eq!(n, 3, "the new master holds every rule");
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn maintenance_sheds_expired_fingerprints_from_the_bloom_filter() {
+    init_logs();
+    let redis = RedisServer::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let mut c = cfg(dir.path(), "a");
+    c.maintenance_interval = Duration::from_millis(200);
+    let a = start(&redis.url(), &c, &shutdown).await;
+    let mut b_cfg = c.clone();
+    b_cfg.journal = dir.path().join("b.outbox");
+    let b = start(&redis.url(), &b_cfg, &shutdown).await;
+    ready(&a).await;
+    ready(&b).await;
+    // A short-lived rule and a long one.
+    a.apply(RevocationCommand::Token(TokenRule {
+        fingerprint: fp(1),
+        expires_at: now_unix() + 2,
+    }))
+    .await
+    .unwrap();
+    a.apply(revoke(2)).await.unwrap();
+    eventually("B has both", Duration::from_secs(5), || async {
+        b.cache().may_contain(&fp(1)) && is_revoked_exactly(&b, 2).await
+    })
+    .await;
+    // Once Redis has expired the first, the next generation drops it.
+    eventually(
+        "expired fingerprint shed",
+        Duration::from_secs(10),
+        || async { !a.cache().may_contain(&fp(1)) && !b.cache().may_contain(&fp(1)) },
+    )
+    .await;
+    for s in [&a, &b] {
+        assert!(
+            is_revoked_exactly(s, 2).await,
+            "live rules survive rebuilds"
+        );
+        assert_eq!(s.status().token_rules, 1);
+    }
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+}
+
+// === the real gateway ===
+
+const FP_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
+
+fn gateway(redis_url: &str, upstream: &str) -> support::RunningGateway {
+    support::Gateway::new()
+        .upstream(upstream)
+        .arg("--store")
+        .arg(redis_url)
+        .arg("--revoke-mode")
+        .arg("terminate")
+        .toml(&format!(
+            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"gw\""
+        ))
+        .spawn()
+}
+
+async fn gateway_ready(g: &support::RunningGateway) {
+    let url = format!("{}/readyz", g.admin_url);
+    eventually("gateway /readyz 200", Duration::from_secs(20), || async {
+        support::send(support::get(&url).body(Default::default()).unwrap())
+            .await
+            .status
+            == 200
+    })
+    .await;
+}
+
+/// Requests that reached the upstream carrying `token`.
+fn reached(up: &support::RunningUpstream, token: &str) -> usize {
+    let bearer = format!("Bearer {token}");
+    up.all()
+        .iter()
+        .filter(|r| {
+            r.headers
+                .get("authorization")
+                .is_some_and(|v| v.as_bytes() == bearer.as_bytes())
+        })
+        .count()
+}
+
+/// Waits until `g` rejects `marker`, revoked *after* what the caller wants
+/// propagated: the stream is ordered, so by then `g` has everything before it.
+async fn propagated_to(g: &support::RunningGateway, marker: &str) {
+    let url = format!("{}/anything", g.url);
+    eventually(
+        "the marker revocation reaches the gateway",
+        Duration::from_secs(10),
+        || async { support::get_bearer(&url, marker).await.status == 401 },
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_gateways_on_one_redis_reject_what_any_of_them_revoked() {
+    init_logs();
+    let redis = RedisServer::spawn();
+    let up = support::Upstream::new().spawn().await;
+    let gws: Vec<_> = (0..3).map(|_| gateway(&redis.url(), &up.url)).collect();
+    for g in &gws {
+        gateway_ready(g).await;
+    }
+    let (a, b, c) = (&gws[0], &gws[1], &gws[2]);
+    let t1 = "gw-token-one";
+    let t2 = "gw-token-two";
+    for g in [a, b, c] {
+        assert_eq!(
+            support::get_bearer(&format!("{}/x", g.url), t1)
+                .await
+                .status,
+            200
+        );
+        assert_eq!(
+            support::get_bearer(&format!("{}/x", g.url), t2)
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(reached(&up, t1), 3);
+
+    // t1 through A's admin API, t2 through A's RFC 7009 endpoint, then a
+    // marker; every revocation is acknowledged before the next is sent.
+    support::admin_revoke(a, t1).await;
+    let r = support::send(
+        http::Request::builder()
+            .method("POST")
+            .uri(format!("{}/oauth/revoke", a.url))
+            .header("content-type", "application/x-www-form-urlencoded")
+            .body(http_body_util::Full::new(bytes::Bytes::from(format!(
+                "token={t2}"
+            ))))
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let (t1_before, t2_before) = (reached(&up, t1), reached(&up, t2));
+    support::admin_revoke(a, "gw-marker").await;
+    for g in [b, c] {
+        propagated_to(g, "gw-marker").await;
+    }
+    for g in [a, b, c] {
+        for t in [t1, t2] {
+            let r = support::get_bearer(&format!("{}/x", g.url), t).await;
+            assert_eq!(r.status, 401, "{}", r.text());
+        }
+    }
+    assert_eq!(
+        reached(&up, t1),
+        t1_before,
+        "t1 reached the upstream after its revocation"
+    );
+    assert_eq!(
+        reached(&up, t2),
+        t2_before,
+        "t2 reached the upstream after its revocation"
+    );
+
+    // A scope rule through B's LangSmith endpoint: every github token of u1
+    // issued until now is rejected by A and C.
+    let t0 = support::now();
+    let u1 = support::jwt(&serde_json::json!({"sub": "u1", "provider": "github", "iat": t0 - 60}));
+    let u2 = support::jwt(&serde_json::json!({"sub": "u2", "provider": "github", "iat": t0 - 60}));
+    let caller = support::jwt(&serde_json::json!({"sub": "u1", "iat": t0 - 5}));
+    let r = support::send(
+        http::Request::builder()
+            .method("DELETE")
+            .uri(format!("{}/v2/auth/tokens?provider_id=github", b.url))
+            .header("authorization", format!("Bearer {caller}"))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let u1_before = reached(&up, &u1);
+    support::admin_revoke(b, "gw-marker-2").await;
+    for g in [a, c] {
+        propagated_to(g, "gw-marker-2").await;
+    }
+    for g in [a, b, c] {
+        assert_eq!(
+            support::get_bearer(&format!("{}/x", g.url), &u1)
+                .await
+                .status,
+            401
+        );
+        assert_eq!(
+            support::get_bearer(&format!("{}/x", g.url), &u2)
+                .await
+                .status,
+            200
+        );
+    }
+    assert_eq!(reached(&up, &u1), u1_before);
+
+    // Redis holds fingerprints only.
+    let mut conn = redis.conn();
+    let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
+    assert_eq!(
+        keys.iter().filter(|k| k.starts_with("{gw}:tok:")).count(),
+        4,
+        "{keys:?}"
+    );
+    assert_eq!(
+        keys.iter().filter(|k| k.starts_with("{gw}:scope:")).count(),
+        1,
+        "{keys:?}"
+    );
+    let dump = format!(
+        "{:?}",
+        redis::cmd("XRANGE")
+            .arg("{gw}:events")
+            .arg("-")
+            .arg("+")
+            .query::<redis::Value>(&mut conn)
+            .unwrap()
+    );
+    assert!(!dump.contains("gw-token") && !keys.iter().any(|k| k.contains("gw-token")));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_revocation_during_a_redis_outage_reaches_the_others_when_redis_returns() {
+    init_logs();
+    let mut redis = RedisServer::builder().aof().spawn();
+    let up = support::Upstream::new().spawn().await;
+    let a = gateway(&redis.url(), &up.url);
+    let b = gateway(&redis.url(), &up.url);
+    gateway_ready(&a).await;
+    gateway_ready(&b).await;
+    let t = "gw-outage-token";
+    assert_eq!(
+        support::get_bearer(&format!("{}/x", b.url), t).await.status,
+        200
+    );
+
+    redis.stop();
+    // Acknowledged while Redis is down (journaled), and enforced by A at once.
+    support::admin_revoke(&a, t).await;
+    let r = support::get_bearer(&format!("{}/x", a.url), t).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let before = reached(&up, t);
+
+    redis.start();
+    support::admin_revoke(&a, "gw-outage-marker").await;
+    propagated_to(&b, "gw-outage-marker").await;
+    assert_eq!(
+        support::get_bearer(&format!("{}/x", b.url), t).await.status,
+        401
+    );
+    assert_eq!(
+        reached(&up, t),
+        before,
+        "the token reached the upstream after its revocation"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gateways_share_revocations_over_rediss() {
+    init_logs();
+    let pki_dir = tempfile::tempdir().unwrap();
+    let pki = support::certs::write_pki(pki_dir.path(), &["127.0.0.1"]);
+    let redis = RedisServer::builder()
+        .tls(&pki.server_cert, &pki.server_key)
+        .spawn();
+    assert!(redis.url().starts_with("rediss://"));
+    let up = support::Upstream::new().spawn().await;
+    // The gateways trust the test CA the way an operator would point them
+    // at a private CA: SSL_CERT_FILE (read by the system-roots loader).
+    let ca = pki.ca_cert.display().to_string();
+    let tls_gateway = || {
+        support::Gateway::new()
+            .upstream(&up.url)
+            .arg("--store")
+            .arg(&redis.url())
+            .env("SSL_CERT_FILE", &ca)
+            .toml(&format!(
+                "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"gw\""
+            ))
+            .spawn()
+    };
+    let a = tls_gateway();
+    let b = tls_gateway();
+    gateway_ready(&a).await;
+    gateway_ready(&b).await;
+    let t = "gw-tls-token";
+    assert_eq!(
+        support::get_bearer(&format!("{}/x", b.url), t).await.status,
+        200
+    );
+    support::admin_revoke(&a, t).await;
+    let before = reached(&up, t);
+    support::admin_revoke(&a, "gw-tls-marker").await;
+    propagated_to(&b, "gw-tls-marker").await;
+    assert_eq!(
+        support::get_bearer(&format!("{}/x", b.url), t).await.status,
+        401
+    );
+    assert_eq!(reached(&up, t), before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_stale_past_max_staleness_refuses_until_redis_returns() {
+    init_logs();
+    let mut redis = RedisServer::spawn();
+    let up = support::Upstream::new().spawn().await;
+    let g = support::Gateway::new()
+        .upstream(&up.url)
+        .arg("--store")
+        .arg(&redis.url())
+        .toml(&format!(
+            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n\
+             [store]\nkey_prefix = \"gw\"\nmax_staleness = \"1s\"\nstale_action = \"reject\""
+        ))
+        .spawn();
+    gateway_ready(&g).await;
+    let url = format!("{}/x", g.url);
+    assert_eq!(support::get_bearer(&url, "gw-stale").await.status, 200);
+    redis.stop();
+    eventually("stale: 503", Duration::from_secs(15), || async {
+        support::get_bearer(&url, "gw-stale").await.status == 503
+    })
+    .await;
+    redis.start();
+    eventually("fresh again: 200", Duration::from_secs(15), || async {
+        support::get_bearer(&url, "gw-stale").await.status == 200
+    })
+    .await;
+}

@@ -8,7 +8,9 @@
 # grows with the number of revocations in flight. wrk drives it with many
 # connections, each request a new unique token (a Lua script: per-thread
 # random prefix + counter), and counts the 200s itself (the figure counts
-# only acknowledged revocations, not requests).
+# only acknowledged revocations, not requests). At the end it walks the
+# journal's records and checks there are at least as many as revocations
+# were acknowledged (a 200 that is not on disk would be a lie).
 #
 # Endpoint: `POST /oauth/revoke` (RFC 7009, form body `token=...`) on the
 # gateway's listener, started with `--revoke-mode terminate`. If that
@@ -19,7 +21,7 @@
 # Force one with ENDPOINT=rfc7009|admin.
 #
 # Runs one wrk per concurrency level in $CONNS_LIST (default 1 16 64 256,
-# 10 s each, plus a 2 s warm-up): about a minute once revgate is built.
+# 10 s each, plus a 2 s warm-up): under a minute once revgate is built.
 # The journal lives in a fresh directory under $JOURNAL_DIR (default: a
 # mktemp dir on /tmp, which here is the root disk, not tmpfs: fsync is real).
 #
@@ -101,6 +103,7 @@ if [ "$ENDPOINT" = auto ]; then
     code=$(probe rfc7009 || true)
     if [ "$code" = 200 ]; then
         ENDPOINT=rfc7009
+        AUTO_PROBED=1
     else
         log "POST /oauth/revoke answered $code (the RFC 7009 dialect is not in this build):"
         log "measuring POST /admin/v1/revocations instead (same store path)"
@@ -109,6 +112,9 @@ if [ "$ENDPOINT" = auto ]; then
 fi
 code=$(probe "$ENDPOINT" || true)
 [ "$code" = 200 ] || { log "$ENDPOINT revocation answered $code"; exit 1; }
+# Revocations acknowledged outside wrk: the probes (one or two).
+PROBES=1
+[ "${AUTO_PROBED:-0}" = 1 ] && PROBES=2
 case $ENDPOINT in
     rfc7009) URL="$LISTEN/oauth/revoke" ;;
     admin) URL="$ADMIN/admin/v1/revocations" ;;
@@ -164,10 +170,11 @@ run() { # conns seconds label
     timeout $(($2 + 30)) wrk -t1 -c"$1" -d"$2"s --timeout 10s --latency \
         -s "$WORK/revoke.lua" "$URL" -- "$ENDPOINT" >"$out" 2>&1 || {
         log "wrk failed"; cat "$out" >&2; return 1; }
-    [ "$3" = warm ] && return 0
-    python3 - "$1" "$out" >>"$RESULTS" <<'EOF'
+    python3 - "$1" "$out" "$3" >>"$RESULTS" <<'EOF'
 import re, sys
-conns, path = sys.argv[1:3]
+conns, path, label = sys.argv[1:4]
+if label == "warm":
+    conns = "warm-up"
 m = re.search(r"ACKED (\d+) OTHER (\d+) SECONDS ([\d.]+) P50_US (\d+) P99_US (\d+)", open(path).read())
 acked, other, secs, p50, p99 = int(m[1]), int(m[2]), float(m[3]), int(m[4]), int(m[5])
 print(f"{conns}\t{acked}\t{other}\t{secs}\t{acked / secs:.0f}\t{p50 / 1000:.2f}\t{p99 / 1000:.2f}")
@@ -181,10 +188,26 @@ run 64 2 warm
 for c in $CONNS_LIST; do run "$c" "$DURATION" "$c"; done
 journal_bytes=$(stat -c %s "$WORK/revocations.journal")
 
-python3 - "$RESULTS" "$ENDPOINT" "$DURATION" "$TARGET_RATE" "$journal_bytes" <<'EOF'
-import sys
-path, endpoint, dur, target, jbytes = sys.argv[1:6]
+python3 - "$RESULTS" "$ENDPOINT" "$DURATION" "$TARGET_RATE" "$journal_bytes" \
+    "$WORK/revocations.journal" "$PROBES" <<'EOF'
+import struct, sys
+path, endpoint, dur, target, jbytes, journal, probes = sys.argv[1:8]
 rows = [l.split("\t") for l in open(path) if l.strip()]
+# Every acknowledged revocation must be in the journal: count its records
+# (framing: u32 length, u32 crc32, payload).
+records = 0
+with open(journal, "rb") as f:
+    data = f.read()
+at = 0
+while at + 8 <= len(data):
+    (n,) = struct.unpack_from("<I", data, at)
+    if at + 8 + n > len(data):
+        break
+    at += 8 + n
+    records += 1
+acked_all = sum(int(r[1]) for r in rows) + int(probes)
+warm = [r for r in rows if r[0] == "warm-up"]
+rows = [r for r in rows if r[0] != "warm-up"]
 print()
 print(f"endpoint {endpoint}, wrk -t1 -d{dur}s per level, unique token per request, journal {int(jbytes) / 2**20:.1f} MiB at the end")
 print()
@@ -195,5 +218,7 @@ for conns, acked, other, secs, rate, p50, p99 in rows:
     best = max(best, int(rate))
     print(f"| {conns} | {acked} | {other} | {rate} | {p50} | {p99.strip()} |")
 print()
+print(f"journal: {records} records; acknowledged in this run (levels, warm-up, probes): {acked_all}: "
+      f"{'every acknowledged revocation is in the journal' if records >= acked_all else 'MISSING RECORDS'}")
 print(f"RESULT revocations_per_second: {best} (best level), target >= {target}: {'MET' if best >= int(target) else 'MISSED'}")
 EOF

@@ -18,7 +18,8 @@
 # served from its thread caches. Allocations per request =
 # (nrequests with traffic - baseline) / requests wrk completed.
 #
-# Usage: benches/allocs_per_request.sh   (env: DURATION=5 SKIP_BUILD=1)
+# Usage: benches/allocs_per_request.sh   (env: DURATION=5 SKIP_BUILD=1
+#                                         REVGATE_BIN=/path/to/revgate)
 # Installs wrk, nginx and libjemalloc2 when absent; about 15 s; stops by
 # itself and kills what it started.
 
@@ -47,11 +48,12 @@ fi
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 JEMALLOC=$(ls /usr/lib/*/libjemalloc.so.2 | head -1)
 
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
+if [ "${SKIP_BUILD:-0}" != 1 ] && [ -z "${REVGATE_BIN:-}" ]; then
     log "cargo build --release"
     cargo build --release --quiet
 fi
-REVGATE="$ROOT/target/release/revgate"
+# REVGATE_BIN measures another build (e.g. a patched copy) instead.
+REVGATE=${REVGATE_BIN:-$ROOT/target/release/revgate}
 
 WORK=$(mktemp -d /tmp/revgate-allocs.XXXXXX)
 PIDS=()

@@ -12,7 +12,10 @@
 #              (= cores); `revgate1` is the same with TOKIO_WORKER_THREADS=1,
 #              so that one target matches nginx's single worker; `revgatejm`
 #              is the same binary as `revgate` with jemalloc LD_PRELOADed
-#              (Debian's libjemalloc2), to measure the allocator's share
+#              (Debian's libjemalloc2), to measure the allocator's share;
+#              `revgateb` (only when listed in TARGETS) runs the binary at
+#              $REVGATE_B, to compare a change against target/release in
+#              one interleaved run
 #   direct   : wrk straight to the upstream (the ceiling)
 # Every request carries `Authorization: Bearer <token>`: a wrk Lua script
 # cycles through $TOKENS tokens, 1% of which are revoked through revgate's
@@ -30,7 +33,8 @@
 # about 3 minutes once revgate is built.
 #
 # Usage: benches/load.sh            (env: ROUNDS DURATION CONNS TOKENS TARGETS
-#                                    SKIP_BUILD=1 KEEP=1 to keep the work dir)
+#                                    REVGATE_B SKIP_BUILD=1 KEEP=1 to keep the
+#                                    work dir)
 # Installs wrk and nginx from Debian's packages when absent. Stops by itself:
 # every wrk run is bounded by -d, every wait by a deadline, and every process
 # it started is killed on exit (trap).
@@ -150,11 +154,11 @@ cat >"$WORK/revgate.toml" <<EOF
 access_log = false
 EOF
 
-# start_revgate NAME [ENV...]: sets ${NAME}_URL and ${NAME}_ADMIN
+# start_revgate NAME BINARY [ENV...]: sets ${NAME}_URL, ${NAME}_ADMIN, ${NAME}_PID
 start_revgate() {
-    local name=$1; shift
+    local name=$1 bin=$2; shift 2
     local out="$WORK/$name.out"
-    env "$@" "$REVGATE" run --config "$WORK/revgate.toml" --upstream "$UPSTREAM" \
+    env "$@" "$bin" run --config "$WORK/revgate.toml" --upstream "$UPSTREAM" \
         --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --journal "$WORK/$name.journal" \
         >"$out" 2>"$WORK/$name.err" &
     PIDS+=($!)
@@ -172,14 +176,20 @@ start_revgate() {
     printf -v "${name}_ADMIN" 'http://%s' "$admin"
 }
 
-start_revgate revgate
-start_revgate revgate1 TOKIO_WORKER_THREADS=1
+start_revgate revgate "$REVGATE"
+start_revgate revgate1 "$REVGATE" TOKIO_WORKER_THREADS=1
 # Optional target `revgatejm`: the same binary with jemalloc preloaded (no
 # rebuild), to measure what the allocator costs. Debian: libjemalloc2.
 JEMALLOC=$(ls /usr/lib/*/libjemalloc.so.2 2>/dev/null | head -1 || true)
 if [[ " $TARGETS " == *" revgatejm "* ]]; then
     [ -n "$JEMALLOC" ] || { log "revgatejm needs libjemalloc2 (apt-get install libjemalloc2)"; exit 1; }
-    start_revgate revgatejm LD_PRELOAD="$JEMALLOC"
+    start_revgate revgatejm "$REVGATE" LD_PRELOAD="$JEMALLOC"
+fi
+# Optional target `revgateb`: another revgate binary (REVGATE_B=path), for an
+# A/B comparison of a change in one interleaved run.
+if [[ " $TARGETS " == *" revgateb "* ]]; then
+    [ -x "${REVGATE_B:-}" ] || { log "revgateb needs REVGATE_B=/path/to/other/revgate"; exit 1; }
+    start_revgate revgateb "$REVGATE_B"
 fi
 
 # --- tokens: 1% revoked ------------------------------------------------------
@@ -195,6 +205,7 @@ log "revoking $REVOKED_COUNT of $TOKENS tokens through the admin API of both rev
 ADMINS=("$revgate_ADMIN" "$revgate1_ADMIN")
 URLS=("$revgate_URL" "$revgate1_URL")
 if [ -n "${revgatejm_ADMIN:-}" ]; then ADMINS+=("$revgatejm_ADMIN"); URLS+=("$revgatejm_URL"); fi
+if [ -n "${revgateb_ADMIN:-}" ]; then ADMINS+=("$revgateb_ADMIN"); URLS+=("$revgateb_URL"); fi
 for admin in "${ADMINS[@]}"; do
     while read -r tok; do
         code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST \
@@ -239,6 +250,7 @@ url_of() {
         revgate) echo "$revgate_URL/" ;;
         revgate1) echo "$revgate1_URL/" ;;
         revgatejm) echo "$revgatejm_URL/" ;;
+        revgateb) echo "$revgateb_URL/" ;;
         *) log "unknown target $1"; return 1 ;;
     esac
 }
@@ -252,6 +264,7 @@ pids_of() {
         revgate) echo "$revgate_PID" ;;
         revgate1) echo "$revgate1_PID" ;;
         revgatejm) echo "$revgatejm_PID" ;;
+        revgateb) echo "$revgateb_PID" ;;
     esac
 }
 # "cpu_ticks ctx_switches" summed over processes (all their threads).
@@ -335,7 +348,7 @@ print(f"wrk -t1 -c{conns} -d{dur}s --latency, {rounds} rounds interleaved; media
 print()
 print("| target | req/s (median) | p50 ms | p99 ms (median) | non-2xx | CPU µs/req | ctx sw/req | req/s per round |")
 print("|---|---:|---:|---:|---:|---:|---:|---|")
-targets = ["direct", "nginx", "revgate", "revgate1", "revgatejm"]
+targets = ["direct", "nginx", "revgate", "revgate1", "revgatejm", "revgateb"]
 for t in targets:
     if t in med:
         rps, p50, p99, bad, cpu, ctx = med[t]

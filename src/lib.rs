@@ -24,7 +24,8 @@
 //! credentials.rs   token extraction, fingerprint, claim peek
 //! verdict.rs       the per-request revocation check and the 401 it answers
 //! dialect/         the vendors' revoke endpoints (pure parse/render pairs)
-//! store/           RevocationStore trait, MemoryStore, RedisStore, LocalCache, journal
+//! store/           RevocationStore trait, LocalCache (bloom + scopes), journal,
+//!                  MemoryStore (embedded), redis/ (RedisStore: keys, link, sync, lookup)
 //! admin.rs         /healthz /readyz /metrics and the admin revocation API
 //! tls.rs           rustls configs, certificate reload
 //! metrics.rs       Prometheus metrics

@@ -131,6 +131,8 @@ pub struct Runtime {
     /// so the hot path allocates no labels.
     route_metrics: Vec<crate::metrics::RouteMetrics>,
     no_route_metrics: crate::metrics::RouteMetrics,
+    /// Whether any route matches on host (else the host is not read).
+    host_routes: bool,
 }
 
 /// Why a runtime could not be built.
@@ -180,6 +182,7 @@ impl Runtime {
             .map(|r| crate::metrics::RouteMetrics::new(&r.name))
             .collect();
         Ok(Runtime {
+            host_routes: settings.routes.iter().any(|r| r.host.is_some()),
             route_metrics,
             no_route_metrics: crate::metrics::RouteMetrics::new("-"),
             checker: Checker {
@@ -398,7 +401,11 @@ impl Gateway {
             upstream_time: None,
         };
         // 1. route
-        let host = request_host(&req);
+        let host = if rt.host_routes {
+            request_host(&req)
+        } else {
+            None
+        };
         let Some(index) = rt.route(host.as_deref(), req.uri().path()) else {
             h.outcome = Outcome::NoRoute;
             h.response = ProxyError::NoRoute.into_response();
@@ -665,7 +672,9 @@ fn request_host<B>(req: &Request<B>) -> Option<String> {
             }
         }
     };
-    Some(raw.to_ascii_lowercase())
+    let mut raw = raw;
+    raw.make_ascii_lowercase();
+    Some(raw)
 }
 
 static HOP_BY_HOP: [HeaderName; 8] = [
@@ -692,6 +701,15 @@ fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers and those named in `Connection`; keeps
 /// `Upgrade` + `Connection: upgrade` when `upgrade` is set.
 fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
+    if !headers.contains_key(header::CONNECTION) {
+        for name in &HOP_BY_HOP {
+            headers.remove(name);
+        }
+        if !upgrade {
+            headers.remove(header::UPGRADE);
+        }
+        return;
+    }
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
         .iter()
@@ -715,12 +733,29 @@ fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
 }
 
 fn append_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
-    let combined = match headers.get(&name).and_then(|v| v.to_str().ok()) {
-        Some(prev) if !prev.is_empty() => format!("{prev}, {value}"),
-        _ => value.to_string(),
+    let v = match headers.get(&name).and_then(|v| v.to_str().ok()) {
+        Some(prev) if !prev.is_empty() => HeaderValue::from_str(&format!("{prev}, {value}")),
+        _ => HeaderValue::from_str(value),
     };
-    if let Ok(v) = HeaderValue::from_str(&combined) {
+    if let Ok(v) = v {
         headers.insert(name, v);
+    }
+}
+
+/// An IP address as text, formatted into a stack buffer (no allocation).
+fn ip_text(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &str {
+    use std::io::Write as _;
+    let mut cur = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(cur, "{ip}");
+    let n = cur.position() as usize;
+    std::str::from_utf8(&buf[..n]).unwrap_or("")
+}
+
+fn append_static(headers: &mut HeaderMap, name: HeaderName, value: &'static str) {
+    if headers.contains_key(&name) {
+        append_header(headers, name, value);
+    } else {
+        headers.insert(name, HeaderValue::from_static(value));
     }
 }
 
@@ -733,12 +768,19 @@ fn via_value(version: http::Version) -> &'static str {
 }
 
 fn upstream_uri(route: &Route, uri: &Uri) -> Result<Uri, ProxyError> {
-    let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
-    let joined = format!("{}{}", route.upstream.base_path, pq);
+    let pq = if route.upstream.base_path.is_empty() {
+        uri.path_and_query()
+            .cloned()
+            .unwrap_or_else(|| http::uri::PathAndQuery::from_static("/"))
+    } else {
+        let pq = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+        http::uri::PathAndQuery::try_from(format!("{}{}", route.upstream.base_path, pq))
+            .map_err(|e| ProxyError::UpstreamUnavailable(format!("bad upstream URI: {e}")))?
+    };
     Uri::builder()
         .scheme(route.upstream.scheme.clone())
         .authority(route.upstream.authority.clone())
-        .path_and_query(joined)
+        .path_and_query(pq)
         .build()
         .map_err(|e| ProxyError::UpstreamUnavailable(format!("bad upstream URI: {e}")))
 }
@@ -776,31 +818,28 @@ async fn forward(
         None
     };
     let original_host = match parts.uri.authority() {
-        Some(a) => Some(a.to_string()),
-        None => parts
-            .headers
-            .get(header::HOST)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string),
+        Some(a) => HeaderValue::from_str(a.as_str()).ok(),
+        None => parts.headers.get(header::HOST).cloned(),
     };
     let uri = upstream_uri(route, &parts.uri)?;
     let version = parts.version;
     let headers = &mut parts.headers;
     strip_hop_by_hop(headers, upgrade);
     headers.remove(header::HOST);
+    let mut ip_buf = [0u8; 64];
     append_header(
         headers,
         HeaderName::from_static("x-forwarded-for"),
-        &conn.addr.ip().to_string(),
+        ip_text(conn.addr.ip(), &mut ip_buf),
     );
     headers.insert(
         HeaderName::from_static("x-forwarded-proto"),
         HeaderValue::from_static(if conn.tls { "https" } else { "http" }),
     );
-    if let Some(h) = original_host.and_then(|h| HeaderValue::from_str(&h).ok()) {
+    if let Some(h) = original_host {
         headers.insert(HeaderName::from_static("x-forwarded-host"), h);
     }
-    append_header(headers, header::VIA, via_value(version));
+    append_static(headers, header::VIA, via_value(version));
 
     let mut up_req = Request::new(body);
     *up_req.method_mut() = parts.method;
@@ -858,7 +897,7 @@ async fn forward(
     }
     let (mut rparts, rbody) = resp.into_parts();
     strip_hop_by_hop(&mut rparts.headers, switching);
-    append_header(&mut rparts.headers, header::VIA, "1.1 revgate");
+    append_static(&mut rparts.headers, header::VIA, "1.1 revgate");
     Ok(Response::from_parts(rparts, incoming(rbody)))
 }
 

@@ -713,3 +713,30 @@ async fn response_header_timeout_starts_after_the_upload() {
     use http_body_util::BodyExt;
     assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "60");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_routes_match_the_host_without_its_port() {
+    let api = Upstream::new().spawn().await;
+    let d = Upstream::new().spawn().await;
+    let gw = Gateway::new()
+        .upstream(&d.url)
+        .toml(&format!(
+            "[[routes]]\nhost = \"api.example\"\nupstream = \"{}\"\n",
+            api.url
+        ))
+        .spawn();
+    let with_host = |h: &str| {
+        get(&format!("{}/v1/x", gw.url))
+            .header("host", h)
+            .body(Full::default())
+            .unwrap()
+    };
+    assert_eq!(send(with_host("API.example:8443")).await.status, 200);
+    assert_eq!((api.hits(), d.hits()), (1, 0));
+    assert_eq!(
+        api.last().unwrap().headers["x-forwarded-host"],
+        "API.example:8443"
+    );
+    assert_eq!(send(with_host("other.example")).await.status, 200);
+    assert_eq!((api.hits(), d.hits()), (1, 1));
+}

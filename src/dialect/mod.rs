@@ -10,7 +10,7 @@
 //!
 //! # Shared rules (each dialect's module documents its own details)
 //!
-//! - **Query and form decoding** ([`form_values`]): `&`-separated pairs, the
+//! - **Query and form decoding** (`form_values`): `&`-separated pairs, the
 //!   name and value split at the first `=` (a pair without `=` has an empty
 //!   value), `+` decodes to a space and `%XX` to a byte, both in names and
 //!   values, as `application/x-www-form-urlencoded` (and Go's and Python's
@@ -24,7 +24,7 @@
 //!   what the upstream acted on.
 //! - **Non-UTF-8** after decoding is the vendor's validation error.
 //! - **Secrets** (API keys, client secrets) are compared in constant time over
-//!   fixed-length BLAKE3 digests ([`SecretSet`]); only the digests are kept.
+//!   fixed-length BLAKE3 digests (`SecretSet`); only the digests are kept.
 //! - No error body ever contains a token or any other request input: every
 //!   error body is a constant or built from parameter names only.
 //! - **Wrong method**: `parse` answers the vendor's wrong-method error (405,

@@ -395,16 +395,31 @@ async fn scan(
         scopes: Vec::new(),
     };
     let mut scope_keys: Vec<Vec<u8>> = Vec::new();
-    let mut cursor: u64 = 0;
-    loop {
-        let (next, keys): (u64, Vec<Vec<u8>>) = ::redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(inner.keys.scan_pattern())
-            .arg("COUNT")
-            .arg(SCAN_COUNT)
-            .query_async(cmd)
-            .await?;
+    let pattern = inner.keys.scan_pattern().to_string();
+    // The next page is always in flight while this one is processed: Redis
+    // scans while this side parses and fills the filter.
+    let page = |conn: MultiplexedConnection, cursor: u64| {
+        let pattern = pattern.clone();
+        tokio::spawn(async move {
+            let mut conn = conn;
+            ::redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(pattern)
+                .arg("COUNT")
+                .arg(SCAN_COUNT)
+                .query_async::<(u64, Vec<Vec<u8>>)>(&mut conn)
+                .await
+        })
+    };
+    let mut in_flight = Some(page(cmd.clone(), 0));
+    while let Some(task) = in_flight.take() {
+        let (next, keys) = task
+            .await
+            .map_err(|e| RedisError::from(std::io::Error::other(format!("scan task: {e}"))))??;
+        if next != 0 {
+            in_flight = Some(page(cmd.clone(), next));
+        }
         for k in keys {
             match inner.keys.classify(&k) {
                 KeyKind::Token(fp) => {
@@ -417,10 +432,6 @@ async fn scan(
         }
         if scope_keys.len() >= MGET_BATCH {
             fetch_scopes(cmd, &mut scope_keys, &mut out.scopes).await?;
-        }
-        cursor = next;
-        if cursor == 0 {
-            break;
         }
     }
     if !scope_keys.is_empty() {
@@ -453,7 +464,14 @@ async fn full_load(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result<Eve
     metrics::counter!("revgate_redis_resyncs_total").increment(1);
     let started = std::time::Instant::now();
     let at = last_event_id(inner, cmd).await?;
-    let estimate = inner.token_rules.load(Ordering::Relaxed) as usize;
+    // Size the filter for what is there before filling it: at start-up the
+    // count of known rules is 0, and a filter sized only by
+    // `store.bloom_capacity` would be over-full with more rules than that
+    // (most requests would then look revoked and go to Redis until a
+    // right-sized rebuild). DBSIZE counts every key of the database: an
+    // upper bound, and O(1).
+    let keys_in_db: u64 = ::redis::cmd("DBSIZE").query_async(cmd).await.unwrap_or(0);
+    let estimate = (inner.token_rules.load(Ordering::Relaxed)).max(keys_in_db) as usize;
     let rebuild = inner.cache.begin_rebuild(estimate);
     let sized_for = rebuild.capacity();
     let scanned = match scan(inner, cmd, &rebuild, true).await {

@@ -622,9 +622,7 @@ async fn gigabyte_streams_both_ways_with_flat_memory() {
     assert_eq!(n, GIB);
 
     // Upload 1 GiB, streamed from a generator.
-    let (tx, rx) = tokio::sync::mpsc::channel::<
-        Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
-    >(4);
+    let (tx, body) = channel_body(4);
     tokio::spawn(async move {
         let chunk = Bytes::from(vec![b'u'; 256 * 1024]);
         for _ in 0..(GIB / chunk.len() as u64) {
@@ -637,24 +635,7 @@ async fn gigabyte_streams_both_ways_with_flat_memory() {
             }
         }
     });
-    let stream = http_body_util::StreamBody::new(futures_util::stream::poll_fn({
-        let mut rx = rx;
-        move |cx| rx.poll_recv(cx)
-    }));
-    let c: hyper_util::client::legacy::Client<_, http_body_util::StreamBody<_>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let resp = c
-        .request(
-            Request::builder()
-                .method("POST")
-                .uri(format!("{}/upload", gw.url))
-                .header("authorization", "Bearer big")
-                .body(stream)
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = post_streaming(&format!("{}/upload", gw.url), Some("big"), body).await;
     assert_eq!(resp.status(), 200);
     let got = resp.into_body().collect().await.unwrap().to_bytes();
     assert_eq!(String::from_utf8_lossy(&got), GIB.to_string());
@@ -675,40 +656,17 @@ async fn response_header_timeout_starts_after_the_upload() {
         .toml("[upstream]\nresponse_header_timeout = \"1s\"")
         .spawn();
     // An upload that takes ~2.4 s, longer than the 1 s timeout.
-    let (tx, rx) = tokio::sync::mpsc::channel::<
-        Result<hyper::body::Frame<Bytes>, std::convert::Infallible>,
-    >(1);
+    let (tx, body) = channel_body(1);
     tokio::spawn(async move {
         for _ in 0..6 {
             tokio::time::sleep(Duration::from_millis(400)).await;
-            if tx
-                .send(Ok(hyper::body::Frame::data(Bytes::from_static(
-                    b"0123456789",
-                ))))
-                .await
-                .is_err()
-            {
+            let frame = hyper::body::Frame::data(Bytes::from_static(b"0123456789"));
+            if tx.send(Ok(frame)).await.is_err() {
                 return;
             }
         }
     });
-    let stream = http_body_util::StreamBody::new(futures_util::stream::poll_fn({
-        let mut rx = rx;
-        move |cx| rx.poll_recv(cx)
-    }));
-    let c: hyper_util::client::legacy::Client<_, http_body_util::StreamBody<_>> =
-        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
-            .build(hyper_util::client::legacy::connect::HttpConnector::new());
-    let resp = c
-        .request(
-            Request::builder()
-                .method("POST")
-                .uri(format!("{}/upload", gw.url))
-                .body(stream)
-                .unwrap(),
-        )
-        .await
-        .unwrap();
+    let resp = post_streaming(&format!("{}/upload", gw.url), None, body).await;
     assert_eq!(resp.status(), 200);
     use http_body_util::BodyExt;
     assert_eq!(resp.into_body().collect().await.unwrap().to_bytes(), "60");

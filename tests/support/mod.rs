@@ -460,6 +460,46 @@ pub fn h2c_client() -> TestClient {
         .build(HttpConnector::new())
 }
 
+/// The sending end of a request body fed frame by frame.
+pub type FrameTx = tokio::sync::mpsc::Sender<Result<Frame<Bytes>, std::convert::Infallible>>;
+
+/// A request body fed through a channel (bounded to `buffer` frames), for
+/// uploads generated on the fly or paced in time.
+pub fn channel_body(
+    buffer: usize,
+) -> (
+    FrameTx,
+    StreamBody<
+        impl futures_core::Stream<Item = Result<Frame<Bytes>, std::convert::Infallible>>
+            + Send
+            + 'static,
+    >,
+) {
+    let (tx, rx) = tokio::sync::mpsc::channel(buffer);
+    (tx, StreamBody::new(tokio_stream_from(rx)))
+}
+
+/// POSTs a streamed body; returns the response with its body unread.
+pub async fn post_streaming<S>(
+    url: &str,
+    bearer: Option<&str>,
+    body: StreamBody<S>,
+) -> Response<Incoming>
+where
+    S: futures_core::Stream<Item = Result<Frame<Bytes>, std::convert::Infallible>>
+        + Send
+        + Unpin
+        + 'static,
+{
+    let c: Client<HttpConnector, StreamBody<S>> =
+        Client::builder(TokioExecutor::new()).build(HttpConnector::new());
+    let mut req = Request::builder().method("POST").uri(url);
+    if let Some(t) = bearer {
+        req = req.header("authorization", format!("Bearer {t}"));
+    }
+    c.request(req.body(body).unwrap()).await.unwrap()
+}
+
 /// A response, fully read.
 #[derive(Debug)]
 pub struct Got {

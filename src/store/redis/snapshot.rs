@@ -104,6 +104,11 @@ impl Header {
     fn body_len(&self) -> usize {
         (self.words * 8 + self.scopes_len) as usize
     }
+
+    /// Bytes of the whole value this header describes.
+    pub fn total_len(&self) -> u64 {
+        HEADER_LEN as u64 + self.words * 8 + self.scopes_len
+    }
 }
 
 /// Encodes a snapshot of `bloom` and `scopes`, taken from a scan that began
@@ -189,6 +194,7 @@ mod tests {
         assert_eq!(s.header.capacity, 1000);
         assert_eq!(s.words, b.to_words());
         assert_eq!(s.scopes, vec![rule]);
+        assert_eq!(s.header.total_len(), v.len() as u64);
         assert_eq!(Header::parse(&v[..HEADER_LEN]), Some(s.header));
 
         let mut flipped = v.clone();

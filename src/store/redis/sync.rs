@@ -542,16 +542,21 @@ async fn load_snapshot(
     started: std::time::Instant,
 ) -> Result<Option<EventId>, RedisError> {
     let key = inner.keys.snapshot();
-    let head: Vec<u8> = ::redis::cmd("GETRANGE")
+    let (head, len): (Vec<u8>, u64) = ::redis::pipe()
+        .cmd("GETRANGE")
         .arg(key)
         .arg(0)
         .arg(snapshot::HEADER_LEN - 1)
+        .cmd("STRLEN")
+        .arg(key)
         .query_async(cmd)
         .await?;
     if head.is_empty() {
         return Ok(None);
     }
-    let Some(h) = snapshot::Header::parse(&head) else {
+    // The length must match the header's before anything is allocated for it.
+    let header = snapshot::Header::parse(&head).filter(|h| h.total_len() == len);
+    let Some(h) = header else {
         tracing::warn!(
             "the redis snapshot is unreadable (corrupt or another version); loading with SCAN"
         );

@@ -124,11 +124,22 @@ impl AtomicBloom {
     /// [`AtomicBloom::to_words`], e.g. in a snapshot); `None` when they do
     /// not fit together (`bits` must be `64 * words.len()`, `hashes` 1..=30).
     pub fn from_words(bits: u64, hashes: u32, words: &[u64], capacity: usize) -> Option<Self> {
-        if words.is_empty() || bits != words.len() as u64 * 64 || !(1..=30).contains(&hashes) {
+        if bits != words.len() as u64 * 64 {
+            return None;
+        }
+        let b = AtomicBloom::with_shape(bits, hashes, capacity)?;
+        b.merge_words(words);
+        Some(b)
+    }
+
+    /// An empty filter of exactly these dimensions (`bits` a positive
+    /// multiple of 64, `hashes` 1..=30), e.g. to receive a snapshot's words.
+    pub fn with_shape(bits: u64, hashes: u32, capacity: usize) -> Option<Self> {
+        if bits == 0 || bits % 64 != 0 || !(1..=30).contains(&hashes) {
             return None;
         }
         Some(AtomicBloom {
-            words: words.iter().map(|w| AtomicU64::new(*w)).collect(),
+            words: (0..bits / 64).map(|_| AtomicU64::new(0)).collect(),
             bits,
             hashes,
             inserted: AtomicUsize::new(0),
@@ -142,6 +153,31 @@ impl AtomicBloom {
             .iter()
             .map(|w| w.load(Ordering::Relaxed))
             .collect()
+    }
+
+    /// Appends the bit array's words to `out` as little-endian bytes (what
+    /// [`AtomicBloom::merge_words_le`] reads), without an intermediate copy.
+    pub fn write_words_le(&self, out: &mut Vec<u8>) {
+        out.reserve(self.words.len() * 8);
+        for w in self.words.iter() {
+            out.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+    }
+
+    /// [`AtomicBloom::merge_words`] from little-endian bytes (8 per word).
+    pub fn merge_words_le(&self, bytes: &[u8]) -> bool {
+        if bytes.len() != self.words.len() * 8 {
+            return false;
+        }
+        for (mine, c) in self.words.iter().zip(bytes.chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            let w = u64::from_le_bytes(b);
+            if w != 0 {
+                mine.fetch_or(w, Ordering::Relaxed);
+            }
+        }
+        true
     }
 
     /// Sets every bit set in `words` (same length as this filter's); false,
@@ -179,6 +215,11 @@ impl BloomRebuild {
     /// Adds a prepared filter's bits (see [`AtomicBloom::merge_words`]).
     pub fn merge_words(&self, words: &[u64]) -> bool {
         self.next.merge_words(words)
+    }
+
+    /// Adds a prepared filter's bits (see [`AtomicBloom::merge_words_le`]).
+    pub fn merge_words_le(&self, bytes: &[u8]) -> bool {
+        self.next.merge_words_le(bytes)
     }
 }
 
@@ -432,6 +473,13 @@ mod tests {
         assert!((0..1000).all(|i| copy.may_contain(&fp(i))));
         assert!(AtomicBloom::from_words(b.bits() + 64, b.hashes(), &b.to_words(), 1).is_none());
         assert!(AtomicBloom::from_words(b.bits(), 0, &b.to_words(), 1).is_none());
+        let mut le = Vec::new();
+        b.write_words_le(&mut le);
+        let again = AtomicBloom::with_shape(b.bits(), b.hashes(), 1000).unwrap();
+        assert!(AtomicBloom::with_shape(100, 3, 1).is_none());
+        assert!(again.merge_words_le(&le));
+        assert!(!again.merge_words_le(&le[8..]));
+        assert_eq!(again.to_words(), b.to_words());
 
         let c = LocalCache::new(10, 0.01);
         c.insert_token(&fp(5000));

@@ -54,12 +54,12 @@ pub struct Header {
     pub checksum: [u8; 16],
 }
 
-/// A decoded snapshot.
-pub struct Snapshot {
+/// A decoded snapshot, borrowing the value's bytes.
+pub struct Snapshot<'a> {
     /// Its header.
     pub header: Header,
-    /// The bloom filter's words.
-    pub words: Vec<u64>,
+    /// The bloom filter's words, little-endian (8 bytes each).
+    pub words_le: &'a [u8],
     /// The live scope rules at the scan.
     pub scopes: Vec<ScopeRule>,
 }
@@ -114,11 +114,11 @@ impl Header {
 /// Encodes a snapshot of `bloom` and `scopes`, taken from a scan that began
 /// after the stream's last id was `at`.
 pub fn encode(at: EventId, bloom: &AtomicBloom, token_rules: u64, scopes: &[ScopeRule]) -> Vec<u8> {
-    let words = bloom.to_words();
     // Serializing rules (strings and integers) cannot fail; an empty list
     // instead would only lose scope rules, so it is not silently done.
     let json = serde_json::to_vec(scopes).unwrap_or_else(|_| b"null".to_vec());
-    let mut out = Vec::with_capacity(HEADER_LEN + words.len() * 8 + json.len());
+    let words = bloom.memory_bytes() / 8;
+    let mut out = Vec::with_capacity(HEADER_LEN + words * 8 + json.len());
     out.extend_from_slice(MAGIC);
     out.extend_from_slice(&VERSION.to_le_bytes());
     out.extend_from_slice(&at.ms.to_le_bytes());
@@ -127,13 +127,12 @@ pub fn encode(at: EventId, bloom: &AtomicBloom, token_rules: u64, scopes: &[Scop
     out.extend_from_slice(&bloom.hashes().to_le_bytes());
     out.extend_from_slice(&(bloom.capacity() as u64).to_le_bytes());
     out.extend_from_slice(&token_rules.to_le_bytes());
-    out.extend_from_slice(&(words.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(words as u64).to_le_bytes());
     out.extend_from_slice(&(json.len() as u64).to_le_bytes());
     out.extend_from_slice(&[0u8; 16]);
     debug_assert_eq!(out.len(), HEADER_LEN);
-    for w in &words {
-        out.extend_from_slice(&w.to_le_bytes());
-    }
+    // Straight from the filter: no second copy of a filter that may be tens of MB.
+    bloom.write_words_le(&mut out);
     out.extend_from_slice(&json);
     let sum = blake3::hash(&out[HEADER_LEN..]);
     out[68..84].copy_from_slice(&sum.as_bytes()[..16]);
@@ -141,7 +140,7 @@ pub fn encode(at: EventId, bloom: &AtomicBloom, token_rules: u64, scopes: &[Scop
 }
 
 /// Decodes a whole snapshot value; `None` when it fails any check.
-pub fn decode(b: &[u8]) -> Option<Snapshot> {
+pub fn decode(b: &[u8]) -> Option<Snapshot<'_>> {
     let header = Header::parse(b)?;
     if b.len() != HEADER_LEN + header.body_len() {
         return None;
@@ -150,15 +149,11 @@ pub fn decode(b: &[u8]) -> Option<Snapshot> {
     if blake3::hash(body).as_bytes()[..16] != header.checksum {
         return None;
     }
-    let (words, json) = body.split_at((header.words * 8) as usize);
-    let words = words
-        .chunks_exact(8)
-        .map(|c| u64_at(c, 0))
-        .collect::<Vec<u64>>();
+    let (words_le, json) = body.split_at((header.words * 8) as usize);
     let scopes: Vec<ScopeRule> = serde_json::from_slice(json).ok()?;
     Some(Snapshot {
         header,
-        words,
+        words_le,
         scopes,
     })
 }
@@ -192,7 +187,9 @@ mod tests {
         assert_eq!((s.header.bits, s.header.hashes), (b.bits(), b.hashes()));
         assert_eq!(s.header.token_rules, 500);
         assert_eq!(s.header.capacity, 1000);
-        assert_eq!(s.words, b.to_words());
+        let mut le = Vec::new();
+        b.write_words_le(&mut le);
+        assert_eq!(s.words_le, &le[..]);
         assert_eq!(s.scopes, vec![rule]);
         assert_eq!(s.header.total_len(), v.len() as u64);
         assert_eq!(Header::parse(&v[..HEADER_LEN]), Some(s.header));

@@ -566,12 +566,7 @@ async fn load_snapshot(
         tracing::info!(snapshot_at = %h.at, "the redis snapshot is older than the stream reaches back; loading with SCAN");
         return Ok(None);
     }
-    let shell = AtomicBloom::from_words(
-        h.bits,
-        h.hashes,
-        &vec![0; h.words as usize],
-        h.capacity as usize,
-    );
+    let shell = AtomicBloom::with_shape(h.bits, h.hashes, h.capacity as usize);
     let Some(shell) = shell else {
         return Ok(None);
     };
@@ -587,7 +582,7 @@ async fn load_snapshot(
         .as_deref()
         .and_then(snapshot::decode)
         .filter(|s| s.header == h);
-    let Some(snap) = snap.filter(|s| install.merge_words(&s.words)) else {
+    let Some(snap) = snap.filter(|s| install.merge_words_le(s.words_le)) else {
         inner.cache.abandon_rebuild(install);
         tracing::warn!(
             "the redis snapshot is corrupt, or was replaced while read; loading with SCAN"

@@ -682,6 +682,178 @@ async fn maintenance_sheds_expired_fingerprints_from_the_bloom_filter() {
     b.flush().await.unwrap();
 }
 
+fn snapshot_key() -> String {
+    format!("{{{PREFIX}}}:snapshot")
+}
+
+/// Revokes `range` and a scope rule through `a`, then starts an instance
+/// whose scan writes the snapshot; returns once the snapshot exists.
+async fn with_snapshot(
+    redis: &RedisServer,
+    dir: &Path,
+    shutdown: &CancellationToken,
+    range: std::ops::Range<u64>,
+    sub: &str,
+) -> (Arc<RedisStore>, ScopeRule) {
+    let a = start(&redis.url(), &cfg(dir, "a"), shutdown).await;
+    ready(&a).await;
+    for i in range {
+        a.apply(revoke(i)).await.unwrap();
+    }
+    let rule = scope(sub);
+    a.apply(RevocationCommand::Scope(rule.clone()))
+        .await
+        .unwrap();
+    let b = start(&redis.url(), &cfg(dir, "b"), shutdown).await;
+    ready(&b).await;
+    assert_eq!(b.snapshot_loads(), 0, "nothing to load a snapshot from yet");
+    let mut conn = redis.conn();
+    let mut exists = false;
+    for _ in 0..250 {
+        exists = redis::cmd("EXISTS")
+            .arg(snapshot_key())
+            .query::<i64>(&mut conn)
+            .unwrap()
+            == 1;
+        if exists {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(exists, "B's scan wrote no snapshot");
+    b.flush().await.unwrap();
+    (a, rule)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_starts_from_the_snapshot_and_tails_what_came_after_it() {
+    init_logs();
+    let redis = RedisServer::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let (a, rule) = with_snapshot(&redis, dir.path(), &shutdown, 0..200, "carol").await;
+    // After the snapshot: more tokens and a second scope rule, in the stream only.
+    for i in 200..230 {
+        a.apply(revoke(i)).await.unwrap();
+    }
+    let later = scope("dave");
+    a.apply(RevocationCommand::Scope(later.clone()))
+        .await
+        .unwrap();
+    // The snapshot holds fingerprints only.
+    let mut conn = redis.conn();
+    let snap: Vec<u8> = redis::cmd("GET")
+        .arg(snapshot_key())
+        .query(&mut conn)
+        .unwrap();
+    assert!(!snap.windows(12).any(|w| w == b"secret-token"));
+
+    let c = start(&redis.url(), &cfg(dir.path(), "c"), &shutdown).await;
+    ready(&c).await;
+    assert_eq!(c.snapshot_loads(), 1, "C loaded from the snapshot");
+    assert!(
+        c.cache().scope_rule(&rule.key).is_some(),
+        "scope rule from the snapshot"
+    );
+    eventually(
+        "C tails past the snapshot",
+        Duration::from_secs(5),
+        || async { c.cache().scope_rule(&later.key).is_some() },
+    )
+    .await;
+    for i in 0..230 {
+        assert!(is_revoked_exactly(&c, i).await, "token {i} not rejected");
+    }
+    assert!(!is_revoked(&c, 1_000).await, "an unrevoked token passes");
+    // A revocation made now reaches C too.
+    a.apply(revoke(231)).await.unwrap();
+    eventually("C tails", Duration::from_secs(5), || {
+        is_revoked_exactly(&c, 231)
+    })
+    .await;
+    a.flush().await.unwrap();
+    c.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_that_is_corrupt_or_trimmed_past_is_ignored_for_a_scan() {
+    init_logs();
+    let redis = RedisServer::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let (a, rule) = with_snapshot(&redis, dir.path(), &shutdown, 0..100, "erin").await;
+    let mut conn = redis.conn();
+    let good: Vec<u8> = redis::cmd("GET")
+        .arg(snapshot_key())
+        .query(&mut conn)
+        .unwrap();
+
+    // Corrupt: one bit flipped in the filter's words (the checksum catches it),
+    // then plain garbage.
+    for bad in [
+        {
+            let mut v = good.clone();
+            let at = v.len() / 2;
+            v[at] ^= 0x10;
+            v
+        },
+        b"not a snapshot".to_vec(),
+    ] {
+        let _: () = redis::cmd("SET")
+            .arg(snapshot_key())
+            .arg(bad)
+            .query(&mut conn)
+            .unwrap();
+        let c = start(&redis.url(), &cfg(dir.path(), "c"), &shutdown).await;
+        ready(&c).await;
+        assert_eq!(c.snapshot_loads(), 0, "a corrupt snapshot is not used");
+        for i in 0..100 {
+            assert!(
+                is_revoked_exactly(&c, i).await,
+                "token {i} missed after a corrupt snapshot"
+            );
+        }
+        assert!(c.cache().scope_rule(&rule.key).is_some());
+        c.flush().await.unwrap();
+    }
+
+    // Trimmed past: the good snapshot back, then events after it, then the
+    // stream trimmed to nothing and one more event.
+    let _: () = redis::cmd("SET")
+        .arg(snapshot_key())
+        .arg(&good)
+        .query(&mut conn)
+        .unwrap();
+    for i in 100..150 {
+        a.apply(revoke(i)).await.unwrap();
+    }
+    let later = scope("frank");
+    a.apply(RevocationCommand::Scope(later.clone()))
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(stream_key())
+        .arg("MAXLEN")
+        .arg(0)
+        .query(&mut conn)
+        .unwrap();
+    a.apply(revoke(150)).await.unwrap();
+    let d = start(&redis.url(), &cfg(dir.path(), "d"), &shutdown).await;
+    ready(&d).await;
+    assert_eq!(d.snapshot_loads(), 0, "a trimmed-past snapshot is not used");
+    for i in 0..=150 {
+        assert!(
+            is_revoked_exactly(&d, i).await,
+            "token {i} missed after a trimmed stream"
+        );
+    }
+    assert!(d.cache().scope_rule(&rule.key).is_some());
+    assert!(d.cache().scope_rule(&later.key).is_some());
+    assert!(!is_revoked(&d, 1_000).await);
+    a.flush().await.unwrap();
+    d.flush().await.unwrap();
+}
+
 // === the real gateway ===
 
 const FP_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";

@@ -119,6 +119,80 @@ impl AtomicBloom {
     pub fn memory_bytes(&self) -> usize {
         self.words.len() * 8
     }
+
+    /// A filter of exactly these dimensions holding `words` (as written by
+    /// [`AtomicBloom::to_words`], e.g. in a snapshot); `None` when they do
+    /// not fit together (`bits` must be `64 * words.len()`, `hashes` 1..=30).
+    pub fn from_words(bits: u64, hashes: u32, words: &[u64], capacity: usize) -> Option<Self> {
+        if bits != words.len() as u64 * 64 {
+            return None;
+        }
+        let b = AtomicBloom::with_shape(bits, hashes, capacity)?;
+        b.merge_words(words);
+        Some(b)
+    }
+
+    /// An empty filter of exactly these dimensions (`bits` a positive
+    /// multiple of 64, `hashes` 1..=30), e.g. to receive a snapshot's words.
+    pub fn with_shape(bits: u64, hashes: u32, capacity: usize) -> Option<Self> {
+        if bits == 0 || bits % 64 != 0 || !(1..=30).contains(&hashes) {
+            return None;
+        }
+        Some(AtomicBloom {
+            words: (0..bits / 64).map(|_| AtomicU64::new(0)).collect(),
+            bits,
+            hashes,
+            inserted: AtomicUsize::new(0),
+            capacity,
+        })
+    }
+
+    /// The bit array's words (a racing insert may or may not be in them).
+    pub fn to_words(&self) -> Vec<u64> {
+        self.words
+            .iter()
+            .map(|w| w.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Appends the bit array's words to `out` as little-endian bytes (what
+    /// [`AtomicBloom::merge_words_le`] reads), without an intermediate copy.
+    pub fn write_words_le(&self, out: &mut Vec<u8>) {
+        out.reserve(self.words.len() * 8);
+        for w in self.words.iter() {
+            out.extend_from_slice(&w.load(Ordering::Relaxed).to_le_bytes());
+        }
+    }
+
+    /// [`AtomicBloom::merge_words`] from little-endian bytes (8 per word).
+    pub fn merge_words_le(&self, bytes: &[u8]) -> bool {
+        if bytes.len() != self.words.len() * 8 {
+            return false;
+        }
+        for (mine, c) in self.words.iter().zip(bytes.chunks_exact(8)) {
+            let mut b = [0u8; 8];
+            b.copy_from_slice(c);
+            let w = u64::from_le_bytes(b);
+            if w != 0 {
+                mine.fetch_or(w, Ordering::Relaxed);
+            }
+        }
+        true
+    }
+
+    /// Sets every bit set in `words` (same length as this filter's); false,
+    /// changing nothing, when the lengths differ.
+    pub fn merge_words(&self, words: &[u64]) -> bool {
+        if words.len() != self.words.len() {
+            return false;
+        }
+        for (mine, w) in self.words.iter().zip(words) {
+            if *w != 0 {
+                mine.fetch_or(*w, Ordering::Relaxed);
+            }
+        }
+        true
+    }
 }
 
 /// A bloom filter being filled by [`LocalCache::begin_rebuild`].
@@ -136,6 +210,16 @@ impl BloomRebuild {
     /// The item count the new filter is sized for.
     pub fn capacity(&self) -> usize {
         self.next.capacity()
+    }
+
+    /// Adds a prepared filter's bits (see [`AtomicBloom::merge_words`]).
+    pub fn merge_words(&self, words: &[u64]) -> bool {
+        self.next.merge_words(words)
+    }
+
+    /// Adds a prepared filter's bits (see [`AtomicBloom::merge_words_le`]).
+    pub fn merge_words_le(&self, bytes: &[u8]) -> bool {
+        self.next.merge_words_le(bytes)
     }
 }
 
@@ -235,7 +319,18 @@ impl LocalCache {
         BloomRebuild { next }
     }
 
-    /// Swaps in the filter of a rebuild begun by [`LocalCache::begin_rebuild`].
+    /// Like [`LocalCache::begin_rebuild`], but the new filter is `filter`,
+    /// prepared by the caller (e.g. shaped like a snapshot's, whose bits
+    /// are then added with [`BloomRebuild::merge_words`]): inserts from now
+    /// on reach it, so none made while it is filled is lost.
+    pub fn begin_install(&self, filter: AtomicBloom) -> BloomRebuild {
+        let next = Arc::new(filter);
+        self.next.store(Some(next.clone()));
+        BloomRebuild { next }
+    }
+
+    /// Swaps in the filter of a rebuild begun by [`LocalCache::begin_rebuild`]
+    /// (or [`LocalCache::begin_install`]).
     pub fn finish_rebuild(&self, rebuild: BloomRebuild) {
         self.bloom.store(rebuild.next);
         self.next.store(None);
@@ -366,6 +461,37 @@ mod tests {
         assert!(c.may_contain(&fp(1)));
         assert!(c.may_contain(&fp(3)));
         assert!(!c.may_contain(&fp(2)));
+    }
+
+    #[test]
+    fn a_filter_survives_its_words_and_an_install_keeps_racing_inserts() {
+        let b = AtomicBloom::new(1000, 0.01);
+        for i in 0..1000 {
+            b.insert(&fp(i));
+        }
+        let copy = AtomicBloom::from_words(b.bits(), b.hashes(), &b.to_words(), 1000).unwrap();
+        assert!((0..1000).all(|i| copy.may_contain(&fp(i))));
+        assert!(AtomicBloom::from_words(b.bits() + 64, b.hashes(), &b.to_words(), 1).is_none());
+        assert!(AtomicBloom::from_words(b.bits(), 0, &b.to_words(), 1).is_none());
+        let mut le = Vec::new();
+        b.write_words_le(&mut le);
+        let again = AtomicBloom::with_shape(b.bits(), b.hashes(), 1000).unwrap();
+        assert!(AtomicBloom::with_shape(100, 3, 1).is_none());
+        assert!(again.merge_words_le(&le));
+        assert!(!again.merge_words_le(&le[8..]));
+        assert_eq!(again.to_words(), b.to_words());
+
+        let c = LocalCache::new(10, 0.01);
+        c.insert_token(&fp(5000));
+        let words = b.to_words();
+        let shell = AtomicBloom::from_words(b.bits(), b.hashes(), &vec![0; words.len()], 1000);
+        let install = c.begin_install(shell.unwrap());
+        c.insert_token(&fp(5001));
+        assert!(install.merge_words(&words));
+        assert!(!install.merge_words(&words[1..]));
+        c.finish_rebuild(install);
+        assert!((0..1000).all(|i| c.may_contain(&fp(i))));
+        assert!(c.may_contain(&fp(5001)), "an insert during the install");
     }
 
     fn rule(sub: &str, org: Option<&str>, provider: Option<&str>, t: u64) -> ScopeRule {

@@ -5,6 +5,7 @@
 //!   {P}:tok:<fingerprint hex>   STRING  "<expires_at>"            EXPIREAT expires_at
 //!   {P}:scope:<blake3(key)>     STRING  ScopeRule JSON            EXPIREAT expires_at
 //!   {P}:events                  STREAM  field "c" = RevocationCommand JSON, MAXLEN ~ N
+//!   {P}:snapshot                STRING  bloom snapshot (binary, see `snapshot.rs`), no TTL
 //! ```
 //!
 //! `P` is `store.key_prefix`. The braces make it a Cluster hash tag, so every
@@ -34,6 +35,7 @@ pub struct Keys {
     token_prefix: String,
     scope_prefix: String,
     stream: String,
+    snapshot: String,
     scan_pattern: String,
 }
 
@@ -45,6 +47,7 @@ impl Keys {
             token_prefix: format!("{tag}:tok:"),
             scope_prefix: format!("{tag}:scope:"),
             stream: format!("{tag}:events"),
+            snapshot: format!("{tag}:snapshot"),
             scan_pattern: format!("{}:*", glob_escape(&tag)),
         }
     }
@@ -75,6 +78,11 @@ impl Keys {
         &self.stream
     }
 
+    /// The bloom snapshot (see `snapshot.rs`).
+    pub fn snapshot(&self) -> &str {
+        &self.snapshot
+    }
+
     /// `SCAN MATCH` pattern covering every key of this deployment.
     pub fn scan_pattern(&self) -> &str {
         &self.scan_pattern
@@ -102,7 +110,7 @@ pub enum KeyKind {
     Token(Fingerprint),
     /// A scope rule (its value is the rule).
     Scope,
-    /// The stream, or something this version does not know.
+    /// The stream, the snapshot, or something this version does not know.
     Other,
 }
 
@@ -246,6 +254,8 @@ mod tests {
         assert_eq!(k.classify(k.token(&fp).as_bytes()), KeyKind::Token(fp));
         assert_eq!(k.classify(scope.as_bytes()), KeyKind::Scope);
         assert_eq!(k.classify(b"{prod}:events"), KeyKind::Other);
+        assert_eq!(k.snapshot(), "{prod}:snapshot");
+        assert_eq!(k.classify(k.snapshot().as_bytes()), KeyKind::Other);
         assert_eq!(Keys::new("a*b").scan_pattern(), "{a\\*b}:*");
     }
 

@@ -19,6 +19,8 @@
 //!   {P}:tok:<fingerprint hex>   STRING "<expires_at>"        EXPIREAT expires_at
 //!   {P}:scope:<blake3(key)>     STRING ScopeRule JSON        EXPIREAT expires_at
 //!   {P}:events                  STREAM c=<RevocationCommand JSON>, MAXLEN ~ stream_maxlen
+//!   {P}:snapshot                STRING bloom snapshot (binary: stream id, filter words,
+//!                                      token-rule count, scope rules JSON), no TTL
 //!   ```
 //! * **Propagation**: each write also appends an event to a stream, in the
 //!   same Lua script (atomic, and it merges with what is there: the later
@@ -27,11 +29,26 @@
 //!   its [`LocalCache`]. After a reconnect it resumes from that id, unless the
 //!   stream was trimmed past it (or went backwards: a fail-over that lost
 //!   writes, a Redis that restarted empty), in which case it resyncs fully.
-//! * **Start-up**: note the stream's last id, load everything with `SCAN`
-//!   (scope values fetched with `MGET`), then tail from that id: nothing falls
-//!   in between. [`StoreStatus::ready`] is false until then.
+//! * **Start-up**: from the snapshot when there is a usable one, else by
+//!   scanning; [`StoreStatus::ready`] is false until then, and tailing
+//!   starts from the id the load used, so nothing falls in between.
+//!   *Scan*: note the stream's last id, load everything with `SCAN` (scope
+//!   values fetched with `MGET`), then tail from that id.
+//!   *Snapshot* (`{P}:snapshot`, written after every successful scan: this
+//!   load's or a maintenance rebuild's, by any instance, last writer wins):
+//!   the bloom filter's words and the scope rules as of a scan, and the
+//!   stream id noted before that scan began. It is used only when the stream
+//!   still holds every event after that id (not trimmed past it, not gone
+//!   backwards); its filter is installed, its scope rules replace the local
+//!   ones, and tailing from its id applies everything since. One `GET` of a
+//!   few MB instead of a `SCAN` of every key: with 1M rules, start-up stops
+//!   being Redis's `SCAN` time. A corrupt or foreign value (checked: magic,
+//!   version, sizes, checksum) is ignored. Fingerprints that expired since
+//!   the snapshot stay in the filter: they only cause bloom false positives
+//!   (the exact `GET` answers "not revoked"), and the next rebuild sheds them.
 //! * **Bloom generations**: every `store.maintenance_interval` the filter is
-//!   rebuilt from a `SCAN` and swapped in, shedding expired fingerprints.
+//!   rebuilt from a `SCAN` and swapped in, shedding expired fingerprints
+//!   (and a new snapshot is written).
 //!   Inserts made meanwhile reach both filters ([`LocalCache::begin_rebuild`]),
 //!   and requests never wait.
 //! * **Redis away**: bloom hits fail closed (the lookup returns `Err`), bloom
@@ -52,7 +69,8 @@
 //! Metrics (counters; gauges come from [`RevocationStore::status`]):
 //! `revgate_redis_lookups_total{outcome}`, `revgate_redis_events_total`,
 //! `revgate_redis_resyncs_total`, `revgate_redis_connects_total`,
-//! `revgate_redis_outbox_appends_total`, `revgate_redis_outbox_replayed_total`.
+//! `revgate_redis_outbox_appends_total`, `revgate_redis_outbox_replayed_total`,
+//! `revgate_redis_snapshot_loads_total`, `revgate_redis_snapshot_writes_total`.
 //!
 //! Redis should run with `maxmemory-policy noeviction`: an evicted rule key
 //! is a forgotten revocation, while a refused write only goes to the outbox.
@@ -70,6 +88,7 @@
 mod keys;
 mod link;
 mod lookup;
+mod snapshot;
 mod sync;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -126,6 +145,8 @@ struct Inner {
     /// Milliseconds after `origin` of the last successful sync.
     last_sync_ms: AtomicU64,
     token_rules: AtomicU64,
+    /// Loads served from the snapshot.
+    snapshot_loads: AtomicU64,
     /// One bloom rebuild at a time (start-up load, resync, maintenance).
     rebuild_gate: tokio::sync::Mutex<()>,
     /// Asks the maintenance task for a rebuild now (a load found the filter
@@ -172,6 +193,7 @@ impl RedisStore {
             origin: Instant::now(),
             last_sync_ms: AtomicU64::new(0),
             token_rules: AtomicU64::new(0),
+            snapshot_loads: AtomicU64::new(0),
             rebuild_gate: tokio::sync::Mutex::new(()),
             rebuild_now: tokio::sync::Notify::new(),
         });
@@ -198,6 +220,12 @@ impl RedisStore {
             stop,
             tasks: std::sync::Mutex::new(tasks),
         }))
+    }
+
+    /// How many loads (start-up or resync) installed the Redis snapshot
+    /// rather than scanning.
+    pub fn snapshot_loads(&self) -> u64 {
+        self.inner.snapshot_loads.load(Ordering::Relaxed)
     }
 
     /// Confirmed answers currently cached (for metrics).

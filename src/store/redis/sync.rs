@@ -17,6 +17,13 @@
 //! The bloom filter being built receives every insert made during the scan
 //! ([`LocalCache::begin_rebuild`](crate::store::LocalCache::begin_rebuild)),
 //! and the outbox's rules (not in Redis yet) are applied again afterwards.
+//!
+//! A load first tries the bloom snapshot (`snapshot.rs`): when the stream
+//! still holds every event after the snapshot's id (the same check as a
+//! resume, [`needs_resync`]), its filter and scope rules are installed and
+//! tailing starts from its id; else (absent, corrupt, too old) it scans as
+//! above. Every successful scan (a load's or a maintenance rebuild's)
+//! writes a new snapshot, its id noted before the scan began.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -29,7 +36,8 @@ use tokio_util::sync::CancellationToken;
 
 use super::keys::{EventId, KeyKind};
 use super::link::{is_fatal, tail_block};
-use super::Inner;
+use super::{snapshot, Inner};
+use crate::store::cache::AtomicBloom;
 use crate::store::{now_unix, RevocationCommand, RevocationTarget, ScopeRule};
 
 /// Keys asked for per `SCAN` page.
@@ -459,10 +467,20 @@ async fn fetch_scopes(
 }
 
 /// The start-up load (and full resync): returns the stream id to tail from.
+/// From the snapshot when there is a usable one, else by `SCAN` (which then
+/// writes a new snapshot).
 async fn full_load(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result<EventId, RedisError> {
     let _one = inner.rebuild_gate.lock().await;
     metrics::counter!("revgate_redis_resyncs_total").increment(1);
     let started = std::time::Instant::now();
+    match load_snapshot(inner, cmd, started).await {
+        Ok(Some(at)) => return Ok(at),
+        Ok(None) => {}
+        Err(e) if is_fatal(&e) => return Err(e),
+        Err(e) => {
+            tracing::warn!(error = %e, "could not read the redis snapshot; loading with SCAN")
+        }
+    }
     let at = last_event_id(inner, cmd).await?;
     // Size the filter for what is there before filling it: at start-up the
     // count of known rules is 0, and a filter sized only by
@@ -482,6 +500,7 @@ async fn full_load(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result<Eve
         }
     };
     inner.cache.finish_rebuild(rebuild);
+    save_snapshot(inner, cmd, at, scanned.tokens, scanned.scopes.clone());
     inner.cache.replace_scopes(scanned.scopes);
     reapply_outbox(inner).await;
     inner.confirmed.clear();
@@ -501,10 +520,136 @@ async fn full_load(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result<Eve
         token_rules = scanned.tokens,
         scope_rules = inner.cache.scope_rule_count(),
         from = %at,
+        source = "scan",
         took_ms = started.elapsed().as_millis() as u64,
         "revocations loaded from redis"
     );
     Ok(at)
+}
+
+/// Installs the snapshot, if there is one the stream still reaches back
+/// to: `Some(id to tail from)`; `None` when there is none or it is unusable
+/// (the caller scans instead).
+///
+/// The header is read first (`GETRANGE`) so the new filter, shaped like the
+/// snapshot's, can receive inserts (through [`LocalCache::begin_install`])
+/// before the bits arrive: nothing inserted during the `GET` is lost.
+///
+/// [`LocalCache::begin_install`]: crate::store::LocalCache::begin_install
+async fn load_snapshot(
+    inner: &Inner,
+    cmd: &mut MultiplexedConnection,
+    started: std::time::Instant,
+) -> Result<Option<EventId>, RedisError> {
+    let key = inner.keys.snapshot();
+    let (head, len): (Vec<u8>, u64) = ::redis::pipe()
+        .cmd("GETRANGE")
+        .arg(key)
+        .arg(0)
+        .arg(snapshot::HEADER_LEN - 1)
+        .cmd("STRLEN")
+        .arg(key)
+        .query_async(cmd)
+        .await?;
+    if head.is_empty() {
+        return Ok(None);
+    }
+    // The length must match the header's before anything is allocated for it.
+    let header = snapshot::Header::parse(&head).filter(|h| h.total_len() == len);
+    let Some(h) = header else {
+        tracing::warn!(
+            "the redis snapshot is unreadable (corrupt or another version); loading with SCAN"
+        );
+        return Ok(None);
+    };
+    if needs_resync(inner, cmd, h.at).await? {
+        tracing::info!(snapshot_at = %h.at, "the redis snapshot is older than the stream reaches back; loading with SCAN");
+        return Ok(None);
+    }
+    let shell = AtomicBloom::with_shape(h.bits, h.hashes, h.capacity as usize);
+    let Some(shell) = shell else {
+        return Ok(None);
+    };
+    let install = inner.cache.begin_install(shell);
+    let blob: Option<Vec<u8>> = match ::redis::cmd("GET").arg(key).query_async(cmd).await {
+        Ok(b) => b,
+        Err(e) => {
+            inner.cache.abandon_rebuild(install);
+            return Err(e);
+        }
+    };
+    let snap = blob
+        .as_deref()
+        .and_then(snapshot::decode)
+        .filter(|s| s.header == h);
+    let Some(snap) = snap.filter(|s| install.merge_words_le(s.words_le)) else {
+        inner.cache.abandon_rebuild(install);
+        tracing::warn!(
+            "the redis snapshot is corrupt, or was replaced while read; loading with SCAN"
+        );
+        return Ok(None);
+    };
+    inner.cache.finish_rebuild(install);
+    let now = now_unix();
+    inner
+        .cache
+        .replace_scopes(snap.scopes.into_iter().filter(|r| r.expires_at > now));
+    reapply_outbox(inner).await;
+    inner.confirmed.clear();
+    inner.token_rules.store(h.token_rules, Ordering::Relaxed);
+    inner.snapshot_loads.fetch_add(1, Ordering::Relaxed);
+    metrics::counter!("revgate_redis_snapshot_loads_total").increment(1);
+    if h.token_rules > h.capacity {
+        // Sized by whoever wrote it, for fewer rules: complete but over-full.
+        inner.rebuild_now.notify_one();
+    }
+    tracing::info!(
+        token_rules = h.token_rules,
+        scope_rules = inner.cache.scope_rule_count(),
+        from = %h.at,
+        source = "snapshot",
+        took_ms = started.elapsed().as_millis() as u64,
+        "revocations loaded from redis"
+    );
+    Ok(Some(h.at))
+}
+
+/// Writes the snapshot of a finished scan that began after stream id `at`
+/// (the current filter, which holds at least what the scan found), in the
+/// background: one `SET`, last writer wins. A scan that found nothing
+/// deletes it instead (an empty snapshot saves no time; an older one would
+/// only carry stale bits).
+fn save_snapshot(
+    inner: &Inner,
+    cmd: &MultiplexedConnection,
+    at: EventId,
+    token_rules: u64,
+    scopes: Vec<ScopeRule>,
+) {
+    let key = inner.keys.snapshot().to_string();
+    let bloom = inner.cache.bloom();
+    let mut conn = cmd.clone();
+    tokio::spawn(async move {
+        let r: Result<(), RedisError> = if token_rules == 0 && scopes.is_empty() {
+            ::redis::cmd("DEL").arg(&key).query_async(&mut conn).await
+        } else {
+            let value = snapshot::encode(at, &bloom, token_rules, &scopes);
+            let bytes = value.len();
+            let r = ::redis::cmd("SET")
+                .arg(&key)
+                .arg(value)
+                .query_async(&mut conn)
+                .await;
+            if r.is_ok() {
+                metrics::counter!("revgate_redis_snapshot_writes_total").increment(1);
+                tracing::debug!(at = %at, bytes, token_rules, "redis snapshot written");
+            }
+            r
+        };
+        if let Err(e) = r {
+            tracing::warn!(error = %e, "could not write the redis snapshot");
+        }
+    });
 }
 
 /// The outbox's rules are not in Redis yet: a rebuild from Redis must not
@@ -551,11 +696,15 @@ pub(super) async fn maintain(inner: Arc<Inner>, stop: CancellationToken) {
 
 async fn rebuild_bloom(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result<u64, RedisError> {
     let _one = inner.rebuild_gate.lock().await;
+    // Noted before the scan, for the snapshot (as in `full_load`).
+    let at = last_event_id(inner, cmd).await?;
     let estimate = inner.token_rules.load(Ordering::Relaxed) as usize;
     let rebuild = inner.cache.begin_rebuild(estimate);
-    match scan(inner, cmd, &rebuild, false).await {
+    // Scope rules too (they are few): the snapshot carries them.
+    match scan(inner, cmd, &rebuild, true).await {
         Ok(s) => {
             inner.cache.finish_rebuild(rebuild);
+            save_snapshot(inner, cmd, at, s.tokens, s.scopes);
             reapply_outbox(inner).await;
             inner.token_rules.store(s.tokens, Ordering::Relaxed);
             Ok(s.tokens)

@@ -4,8 +4,11 @@
 //! fingerprint it → ask the bloom filter. A bloom miss is the common case and
 //! ends here with no lock, I/O or allocation. A bloom hit asks the store for
 //! the exact answer; if the store cannot answer, a bloom hit counts as revoked
-//! (fail closed). Scope rules are checked only when any exist, since only
-//! then are the credential's attributes (a JWT peek) worth reading.
+//! (fail closed). When the store asks for every credential to be looked up
+//! (it is still loading, or stale past `store.max_staleness` with
+//! `stale_action = "lookup"`) and cannot answer, the request is refused with
+//! 503 rather than passed. Scope rules are checked only when any exist, since
+//! only then are the credential's attributes (a JWT peek) worth reading.
 
 use std::sync::Arc;
 
@@ -84,7 +87,9 @@ impl Checker {
                 // Fail closed: the bloom filter says it may be revoked and no
                 // one can say otherwise.
                 Err(_) if bloom_hit => return Verdict::Revoked(fp),
-                Err(_) => {}
+                // Every credential must be asked about (the local state is
+                // incomplete or stale) and the store cannot answer: refuse.
+                Err(_) => return Verdict::Unavailable,
             }
         }
         if cache.has_scope_rules() {

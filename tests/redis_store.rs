@@ -1142,3 +1142,35 @@ async fn a_gateway_stale_past_max_staleness_refuses_until_redis_returns() {
     })
     .await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_gateway_that_has_not_loaded_refuses_credentials_instead_of_passing_them() {
+    // Redis is unreachable from the start: the instance never loads, so it
+    // cannot know what is revoked. Credentialed requests get 503, never the
+    // upstream; requests without a credential still pass.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let up = support::Upstream::new().spawn().await;
+    let g = gateway(&format!("redis://{dead}/0"), &up.url);
+    let ready = support::send(
+        support::get(&format!("{}/readyz", g.admin_url))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(ready.status, 503);
+    let r = support::get_bearer(&format!("{}/x", g.url), "maybe-revoked").await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.json()["error"], "temporarily_unavailable");
+    assert_eq!(reached(&up, "maybe-revoked"), 0);
+    let open = support::send(
+        support::get(&format!("{}/public", g.url))
+            .body(Default::default())
+            .unwrap(),
+    )
+    .await;
+    assert_eq!(open.status, 200);
+    assert_eq!(up.hits(), 1);
+}

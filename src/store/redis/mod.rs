@@ -455,6 +455,16 @@ impl RevocationStore for RedisStore {
 
     fn check_mode(&self) -> CheckMode {
         let inner = &self.inner;
+        if !inner.ready.load(Ordering::Acquire) {
+            // The start-up load is not done: the filter may not hold every
+            // revoked fingerprint yet. Ask Redis about every credential while
+            // it can answer; refuse while it cannot (fail closed).
+            return if inner.link.is_connected() {
+                CheckMode::AlwaysLookup
+            } else {
+                CheckMode::Reject
+            };
+        }
         match inner.cfg.max_staleness {
             Some(max) if inner.staleness() > max => match inner.cfg.stale_action {
                 StaleAction::Reject => CheckMode::Reject,

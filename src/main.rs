@@ -9,6 +9,9 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use revgate::config::{Config, Overrides};
 use revgate::dialect::RevokeMode;
+use revgate::proxy::Gateway;
+use revgate::tls::ReloadingCertResolver;
+use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -134,9 +137,14 @@ async fn serve(demo: bool, mut config: Config, overrides: Overrides) -> anyhow::
             "  curl -i -H 'Authorization: Bearer demo-token' http://{http}/hello   # now 401"
         );
     }
-    signals(shutdown.clone(), overrides);
-    let result = revgate::run(listeners, settings, shutdown.clone(), |running| {
-        let _ = RELOAD.set((running.gateway.clone(), running.tls.clone()));
+    let stop = shutdown.clone();
+    let result = revgate::run(listeners, settings, shutdown.clone(), move |running| {
+        signals(
+            stop,
+            overrides,
+            running.gateway.clone(),
+            running.tls.clone(),
+        );
     })
     .await;
     match result {
@@ -149,15 +157,14 @@ async fn serve(demo: bool, mut config: Config, overrides: Overrides) -> anyhow::
     }
 }
 
-type ReloadTargets = (
-    std::sync::Arc<revgate::proxy::Gateway>,
-    Option<std::sync::Arc<revgate::tls::ReloadingCertResolver>>,
-);
-static RELOAD: std::sync::OnceLock<ReloadTargets> = std::sync::OnceLock::new();
-
 /// SIGTERM/SIGINT: graceful shutdown. SIGHUP: reload the config file and
 /// certificates; a bad new config is logged and the old one keeps serving.
-fn signals(shutdown: CancellationToken, overrides: Overrides) {
+fn signals(
+    shutdown: CancellationToken,
+    overrides: Overrides,
+    gateway: Arc<Gateway>,
+    tls: Option<Arc<ReloadingCertResolver>>,
+) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
         let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
@@ -172,16 +179,13 @@ fn signals(shutdown: CancellationToken, overrides: Overrides) {
             tokio::select! {
                 _ = term.recv() => { tracing::info!("SIGTERM: draining"); shutdown.cancel(); return; }
                 _ = int.recv() => { tracing::info!("SIGINT: draining"); shutdown.cancel(); return; }
-                _ = hup.recv() => reload(&overrides),
+                _ = hup.recv() => reload(&overrides, &gateway, tls.as_deref()),
             }
         }
     });
 }
 
-fn reload(overrides: &Overrides) {
-    let Some((gateway, tls)) = RELOAD.get() else {
-        return;
-    };
+fn reload(overrides: &Overrides, gateway: &Gateway, tls: Option<&ReloadingCertResolver>) {
     let settings = match overrides.load().and_then(|c| c.validate()) {
         Ok(s) => s,
         Err(e) => {
@@ -190,7 +194,7 @@ fn reload(overrides: &Overrides) {
             return;
         }
     };
-    let key = std::sync::Arc::new(gateway.runtime().key().clone());
+    let key = Arc::new(gateway.runtime().key().clone());
     match revgate::proxy::Runtime::new(settings, key) {
         Ok(rt) => {
             gateway.reload(rt);

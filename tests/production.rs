@@ -353,12 +353,7 @@ async fn metrics_parse_and_move() {
     let up = Upstream::new().spawn().await;
     let gw = Gateway::new().upstream(&up.url).spawn();
     let scrape = async || {
-        let r = send(
-            get(&format!("{}/metrics", gw.admin_url))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await;
+        let r = fetch(&format!("{}/metrics", gw.admin_url), &[]).await;
         assert_eq!(r.status, 200);
         prometheus::parse(&r.text())
             .unwrap_or_else(|e| panic!("not Prometheus text: {e}\n{}", r.text()))
@@ -368,12 +363,9 @@ async fn metrics_parse_and_move() {
         get_bearer(&format!("{}/x", gw.url), "m-ok").await;
     }
     get_bearer(&format!("{}/x", gw.url), "m-revoked").await;
-    send(
-        get(&format!("{}/x", gw.url))
-            .header("authorization", "Bearer a")
-            .header("authorization", "Bearer b")
-            .body(Full::default())
-            .unwrap(),
+    fetch(
+        &format!("{}/x", gw.url),
+        &[("authorization", "Bearer a"), ("authorization", "Bearer b")],
     )
     .await;
     let m = scrape().await;
@@ -568,12 +560,7 @@ async fn raw_tokens_never_reach_any_log_line() {
         "SeCrEt-ol-6",
     ];
     get_bearer(&format!("{}/a", gw.url), secrets[0]).await;
-    send(
-        get(&format!("{}/a?access_token={}", gw.url, secrets[1]))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    fetch(&format!("{}/a?access_token={}", gw.url, secrets[1]), &[]).await;
     send(
         get(&format!("{}/a", gw.url))
             .header("x-api-key", secrets[2])

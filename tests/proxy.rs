@@ -49,30 +49,13 @@ async fn revoked_tokens_are_rejected_by_header_query_and_api_key_and_never_reach
 
     let before = up.hits();
     assert_revoked(&get_bearer(&format!("{}/a", gw.url), "tok-1").await);
-    assert_revoked(
-        &send(
-            get(&format!("{}/a?x=1&access_token=tok-1", gw.url))
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await,
-    );
-    assert_revoked(
-        &send(
-            get(&format!("{}/a", gw.url))
-                .header("x-api-key", "key-9")
-                .body(Full::default())
-                .unwrap(),
-        )
-        .await,
-    );
+    assert_revoked(&fetch(&format!("{}/a?x=1&access_token=tok-1", gw.url), &[]).await);
+    assert_revoked(&fetch(&format!("{}/a", gw.url), &[("x-api-key", "key-9")]).await);
     // Scheme is case-insensitive.
     assert_revoked(
-        &send(
-            get(&format!("{}/a", gw.url))
-                .header("authorization", "bEaReR tok-1")
-                .body(Full::default())
-                .unwrap(),
+        &fetch(
+            &format!("{}/a", gw.url),
+            &[("authorization", "bEaReR tok-1")],
         )
         .await,
     );
@@ -130,12 +113,7 @@ async fn requests_pass_untouched_except_hop_by_hop_headers() {
     assert_eq!(got.headers["host"], up.addr.to_string());
 
     // No credential at all: passes too.
-    let r = send(
-        get(&format!("{}/open", gw.url))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let r = fetch(&format!("{}/open", gw.url), &[]).await;
     assert_eq!(r.status, 200);
     assert_eq!(up.last().unwrap().uri, "/open");
     assert!(up.last().unwrap().headers.get("authorization").is_none());
@@ -202,12 +180,7 @@ async fn scope_rules_match_subject_provider_and_issue_time() {
     assert_eq!(get_bearer(&url, &other_user).await.status, 200);
     assert_eq!(up.hits(), hits + 3);
 
-    let scopes = send(
-        get(&format!("{}/admin/v1/scopes", gw.admin_url))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let scopes = fetch(&format!("{}/admin/v1/scopes", gw.admin_url), &[]).await;
     assert_eq!(scopes.json()["scopes"][0]["sub"], "u1");
 }
 
@@ -330,20 +303,15 @@ async fn malformed_credentials_are_400_invalid_request() {
             serde_json::json!({"error": "invalid_request", "error_description": desc})
         );
     };
-    let two = send(
-        get(&format!("{}/x", gw.url))
-            .header("authorization", "Bearer a")
-            .header("authorization", "Bearer b")
-            .body(Full::default())
-            .unwrap(),
+    let two = fetch(
+        &format!("{}/x", gw.url),
+        &[("authorization", "Bearer a"), ("authorization", "Bearer b")],
     )
     .await;
     check(two, "more than one Authorization header");
-    let both = send(
-        get(&format!("{}/x?access_token=b", gw.url))
-            .header("authorization", "Bearer a")
-            .body(Full::default())
-            .unwrap(),
+    let both = fetch(
+        &format!("{}/x?access_token=b", gw.url),
+        &[("authorization", "Bearer a")],
     )
     .await;
     check(both, "more than one method of passing the access token");
@@ -358,13 +326,7 @@ async fn malformed_credentials_are_400_invalid_request() {
     )
     .await;
     check(non_utf8, "malformed access token");
-    let empty = send(
-        get(&format!("{}/x", gw.url))
-            .header("authorization", "Bearer")
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let empty = fetch(&format!("{}/x", gw.url), &[("authorization", "Bearer")]).await;
     check(empty, "malformed access token");
     assert_eq!(
         up.hits(),

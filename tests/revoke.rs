@@ -5,21 +5,10 @@
 
 mod support;
 
-use bytes::Bytes;
-use http::Request;
-use http_body_util::Full;
 use support::*;
 
 const REVOKED_BODY: &str =
     r#"{"error":"invalid_token","error_description":"The access token has been revoked"}"#;
-
-fn call(method: &str, url: &str, headers: &[(&str, &str)], body: &[u8]) -> Request<Full<Bytes>> {
-    let mut b = Request::builder().method(method).uri(url);
-    for (k, v) in headers {
-        b = b.header(*k, *v);
-    }
-    b.body(Full::new(Bytes::copy_from_slice(body))).unwrap()
-}
 
 async fn assert_revoked(gw: &RunningGateway, up: &RunningUpstream, token: &str) {
     let hits = up.hits();
@@ -269,12 +258,7 @@ async fn langsmith_terminate_revokes_the_current_users_scope() {
         b"",
     ))
     .await;
-    let scopes = send(
-        get(&format!("{}/admin/v1/scopes", gw.admin_url))
-            .body(Full::default())
-            .unwrap(),
-    )
-    .await;
+    let scopes = fetch(&format!("{}/admin/v1/scopes", gw.admin_url), &[]).await;
     assert_eq!(scopes.json()["scopes"].as_array().unwrap().len(), 1);
 }
 
@@ -478,13 +462,9 @@ async fn forward_mode_passes_the_call_byte_identical_and_applies_on_2xx() {
     assert_eq!(r.status, 200);
     assert_eq!(up.hits(), hits + 1);
     assert_eq!(
-        send(
-            get(&format!("{}/admin/v1/scopes", gw.admin_url))
-                .body(Full::default())
-                .unwrap()
-        )
-        .await
-        .json()["scopes"]
+        fetch(&format!("{}/admin/v1/scopes", gw.admin_url), &[])
+            .await
+            .json()["scopes"]
             .as_array()
             .unwrap()
             .len(),

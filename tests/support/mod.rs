@@ -541,6 +541,25 @@ pub async fn send(req: Request<Full<Bytes>>) -> Got {
     send_with(&client(), req).await
 }
 
+/// A request with these headers and body.
+pub fn call(
+    method: &str,
+    url: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Request<Full<Bytes>> {
+    let mut b = Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        b = b.header(*k, *v);
+    }
+    b.body(Full::new(Bytes::copy_from_slice(body))).unwrap()
+}
+
+/// GETs `url` with these headers, through a fresh HTTP/1.1 client.
+pub async fn fetch(url: &str, headers: &[(&str, &str)]) -> Got {
+    send(call("GET", url, headers, b"")).await
+}
+
 pub fn get(url: &str) -> http::request::Builder {
     Request::builder().method("GET").uri(url)
 }

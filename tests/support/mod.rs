@@ -14,6 +14,7 @@
 
 pub mod certs;
 pub mod prometheus;
+pub mod raw;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::SocketAddr;

@@ -232,12 +232,31 @@ fn assert_400_and_closed(c: &mut RawClient) {
 
 #[test]
 fn content_length_with_transfer_encoding_is_not_smuggled() {
+    // Today: hyper lets Transfer-Encoding win (RFC 9112 §6.3 allows this),
+    // answers, and closes the connection, so the bytes after the empty
+    // chunked body are never read as a request.
     let req = format!(
         "POST /te-cl HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{SMUGGLED}"
     );
     let (up, mut c, _gw) = hostile(&req);
-    assert_400_and_closed(&mut c);
+    let r = c.response();
+    assert_eq!(r.start, "HTTP/1.1 200 OK");
+    assert_eq!(r.text(), "/te-cl");
+    assert_eq!(r.header("connection").as_deref(), Some("close"));
+    assert!(c.closed(), "connection left open: {:?}", c.text());
+    assert!(c.buf.is_empty(), "more after the response: {:?}", c.text());
     assert_not_smuggled(&up);
+    let seen = up.seen();
+    assert_eq!(seen.len(), 1);
+    let m = &seen[0].msg;
+    assert_eq!(m.start, "POST /te-cl HTTP/1.1");
+    assert!(m.body.is_empty());
+    assert!(
+        !m.has("content-length") || m.header("content-length").as_deref() == Some("0"),
+        "{:?}",
+        String::from_utf8_lossy(&m.head)
+    );
+    assert!(m.all("content-length").len() + m.all("transfer-encoding").len() <= 1);
 }
 
 #[test]
@@ -264,34 +283,61 @@ fn transfer_encoding_not_ending_in_chunked_is_rejected() {
 }
 
 #[test]
-fn gzip_then_chunked_transfer_encoding() {
+fn gzip_then_chunked_is_framed_the_same_on_both_hops() {
+    // Today: accepted as chunked; the bytes after the body are a second
+    // pipelined request that the gateway itself parsed and judged, and the
+    // upstream sees the same two boundaries (no desync).
     let req = format!(
         "POST /gz HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n{SMUGGLED}"
     );
     let (up, mut c, _gw) = hostile(&req);
-    let r = c.try_response(false);
-    eprintln!("gzip: {r:?} rest {:?} eof {}", c.text(), c.eof);
-    let r2 = c.try_response(false);
-    eprintln!("gzip2: {r2:?} rest {:?} eof {}", c.text(), c.eof);
+    let r1 = c.response();
+    assert_eq!(r1.start, "HTTP/1.1 200 OK");
+    assert_eq!(r1.text(), "/gz");
+    let r2 = c.response();
+    assert_eq!(r2.text(), "/smuggled");
+    let seen = up.wait_seen(2, WAIT);
+    assert_eq!(
+        targets(&up),
+        ["POST /gz HTTP/1.1", "GET /smuggled HTTP/1.1"]
+    );
+    assert_eq!(seen[0].msg.body, b"abc");
+    assert_eq!(seen[0].conn, seen[1].conn);
+    assert!(up.errors().is_empty(), "{:?}", up.errors());
+}
+
+#[test]
+#[ignore = "today the gzip transfer coding is dropped: hyper de-chunks, the gateway strips Transfer-Encoding as hop-by-hop and the upstream gets the gzip-coded bytes as if identity; RFC 9112 §6.1 says answer 501 to a transfer coding not understood"]
+fn unknown_transfer_coding_is_not_silently_dropped() {
+    let req = "POST /gz HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+    let (up, mut c, _gw) = hostile(req);
+    let r = c.response();
+    assert!(
+        r.start == "HTTP/1.1 501 Not Implemented" || r.start == "HTTP/1.1 400 Bad Request",
+        "{}",
+        r.start
+    );
     std::thread::sleep(Duration::from_millis(200));
-    eprintln!("up: {:?}", String::from_utf8_lossy(&up.all_bytes()));
-    panic!("explore");
+    assert!(up.seen().is_empty(), "{:?}", targets(&up));
 }
 
 #[test]
 fn invalid_chunk_size_does_not_leak_a_second_request() {
+    // Today: the body error surfaces through the upstream client, so the
+    // client gets the gateway's 502 (not a 400) and the connection closes.
     let req = format!(
         "POST /bad-chunk HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{SMUGGLED}"
     );
     let (up, mut c, _gw) = hostile(&req);
-    let r = c.try_response(false);
-    eprintln!("badchunk: {r:?} rest {:?} eof {}", c.text(), c.eof);
-    let closed = c.closed();
-    eprintln!("closed {closed} rest {:?}", c.text());
-    std::thread::sleep(Duration::from_millis(200));
-    eprintln!("up: {:?}", String::from_utf8_lossy(&up.all_bytes()));
+    assert_502(&c.response());
+    assert!(c.closed(), "connection left open: {:?}", c.text());
+    assert!(c.buf.is_empty(), "more after the 502: {:?}", c.text());
     assert_not_smuggled(&up);
-    panic!("explore");
+    assert!(
+        up.seen().iter().all(|s| s.msg.start == "POST /bad-chunk HTTP/1.1"),
+        "{:?}",
+        targets(&up)
+    );
 }
 
 #[test]
@@ -405,7 +451,6 @@ fn request_headers_at_the_upstream_byte_for_byte() {
     let r = c.response();
     assert_eq!(r.start, "HTTP/1.1 200 OK");
     let m = up.wait_seen(1, WAIT)[0].msg.clone();
-    eprintln!("{:?}", String::from_utf8_lossy(&m.head));
     assert_eq!(m.start, "GET /h?q=1 HTTP/1.1");
     assert_eq!(m.all("host"), [up.addr.to_string().as_bytes()]);
     assert_eq!(m.header("x-forwarded-for").as_deref(), Some("127.0.0.1"));
@@ -415,12 +460,26 @@ fn request_headers_at_the_upstream_byte_for_byte() {
     assert_eq!(m.all("x-multi"), [&b"a"[..], b"b"]);
     assert_eq!(m.all("x-second"), [&b"two  inner  spaces"[..]]);
     assert_eq!(m.all("x-obs"), [&b"caf\xe9 \xff\x80"[..]]);
+    assert!(!m.has("keep-alive"));
+    assert_eq!(m.all("x-first"), [&b"1"[..]]);
+    assert_eq!(m.all("x-third"), [&b"3"[..]]);
+}
+
+#[test]
+#[ignore = "today header order is not kept: strip_hop_by_hop removes through HeaderMap::remove (swap_remove), so removing Connection/X-Drop moves the last header into their slot (x-second arrives before x-first); RFC 9110 only requires same-name order, which is kept"]
+fn request_header_order_is_preserved() {
+    let up = echo_path();
+    let gw = gateway(&up);
+    let mut c = RawClient::connect(gw.addr);
+    c.send(b"GET /o HTTP/1.1\r\nHost: gw.test\r\nX-First: 1\r\nConnection: x-drop\r\nX-Drop: gone\r\nX-Second: 2\r\nX-Third: 3\r\n\r\n");
+    assert_eq!(c.response().start, "HTTP/1.1 200 OK");
+    let m = up.wait_seen(1, WAIT)[0].msg.clone();
     let order: Vec<String> = m
         .names()
         .into_iter()
-        .filter(|n| ["x-first", "x-second", "x-obs", "x-third"].contains(&n.as_str()))
+        .filter(|n| n.starts_with("x-") && !n.starts_with("x-forwarded"))
         .collect();
-    assert_eq!(order, ["x-first", "x-second", "x-obs", "x-third"]);
+    assert_eq!(order, ["x-first", "x-second", "x-third"]);
 }
 
 #[test]
@@ -445,12 +504,17 @@ fn http_1_0_without_host() {
     let mut c = RawClient::connect(gw.addr);
     c.send(b"GET /ten HTTP/1.0\r\n\r\n");
     let r = c.response();
-    eprintln!("{:?}", String::from_utf8_lossy(&r.raw));
+    // Today: an HTTP/1.0 status line, Content-Length framing, then close.
+    assert_eq!(r.start, "HTTP/1.0 200 OK");
+    assert_eq!(r.header("content-length").as_deref(), Some("4"));
     assert_eq!(r.text(), "/ten");
-    let closed = c.closed();
+    assert!(c.closed());
+    assert!(c.buf.is_empty());
     let m = up.wait_seen(1, WAIT)[0].msg.clone();
-    eprintln!("{closed} {:?}", String::from_utf8_lossy(&m.head));
-    panic!("explore");
+    assert_eq!(m.start, "GET /ten HTTP/1.1");
+    assert_eq!(m.all("host"), [up.addr.to_string().as_bytes()]);
+    assert_eq!(m.header("via").as_deref(), Some("1.0 revgate"));
+    assert!(!m.has("x-forwarded-host"));
 }
 
 #[test]
@@ -459,8 +523,6 @@ fn expect_100_continue() {
     let gw = gateway(&up);
     let mut c = RawClient::connect(gw.addr);
     c.send(b"POST /expect HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n");
-    let got_100 = c.read_until(Duration::from_secs(2), |b, _| contains(b, "\r\n\r\n"));
-    eprintln!("{got_100} {:?}", c.text());
     let interim = c.response();
     assert_eq!(interim.start, "HTTP/1.1 100 Continue");
     c.send(b"hello");
@@ -468,8 +530,8 @@ fn expect_100_continue() {
     assert_eq!(r.start, "HTTP/1.1 200 OK");
     assert_eq!(r.text(), "/expect");
     let m = up.wait_seen(1, WAIT)[0].msg.clone();
-    eprintln!("{:?}", String::from_utf8_lossy(&m.raw));
     assert_eq!(m.body, b"hello");
+    assert_eq!(m.header("expect").as_deref(), Some("100-continue"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -505,12 +567,12 @@ async fn revoked_request_does_not_break_the_next_one_on_the_connection() {
         );
         let r3 = c.response();
         assert_eq!(r3.start, "HTTP/1.1 401 Unauthorized");
-        let r4 = c.try_response(false);
-        eprintln!("r4 {r4:?}");
-        std::thread::sleep(Duration::from_millis(200));
-        eprintln!("{:?}", targets(&up));
+        assert_eq!(r3.text(), REVOKED_BODY);
+        let r4 = c.response();
+        assert_eq!(r4.start, "HTTP/1.1 200 OK");
+        assert_eq!(r4.text(), "/four");
         assert_not_smuggled(&up);
-        panic!("explore");
+        assert_eq!(targets(&up), ["GET /two HTTP/1.1", "GET /four HTTP/1.1"]);
     })
     .await
     .unwrap();
@@ -518,13 +580,17 @@ async fn revoked_request_does_not_break_the_next_one_on_the_connection() {
 
 #[test]
 fn absolute_form_request_target() {
+    // Today: routed by its path; the upstream gets origin form, its own
+    // authority as Host and the absolute URI's authority as X-Forwarded-Host.
     let up = echo_path();
     let gw = gateway(&up);
     let mut c = RawClient::connect(gw.addr);
     c.send(b"GET http://example.test/abs?x=1 HTTP/1.1\r\nHost: example.test\r\n\r\n");
-    let r = c.try_response(false);
-    eprintln!("{r:?}");
-    let m = up.wait_seen(1, WAIT);
-    eprintln!("{:?}", m.first().map(|m| String::from_utf8_lossy(&m.msg.head).into_owned()));
-    panic!("explore");
+    let r = c.response();
+    assert_eq!(r.start, "HTTP/1.1 200 OK");
+    assert_eq!(r.text(), "/abs?x=1");
+    let m = up.wait_seen(1, WAIT)[0].msg.clone();
+    assert_eq!(m.start, "GET /abs?x=1 HTTP/1.1");
+    assert_eq!(m.all("host"), [up.addr.to_string().as_bytes()]);
+    assert_eq!(m.header("x-forwarded-host").as_deref(), Some("example.test"));
 }

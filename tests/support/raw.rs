@@ -139,8 +139,8 @@ pub fn parse(buf: &[u8], response: bool, no_body: bool, eof: bool) -> Parse {
     };
     let body_start = head_end + 4;
     let status = msg.status();
-    let bodiless = no_body
-        || (response && ((100..200).contains(&status) || status == 204 || status == 304));
+    let bodiless =
+        no_body || (response && ((100..200).contains(&status) || status == 204 || status == 304));
     if bodiless {
         msg.raw = head.to_vec();
         return Parse::Done(msg, body_start);
@@ -162,7 +162,11 @@ pub fn parse(buf: &[u8], response: bool, no_body: bool, eof: bool) -> Parse {
                 return Parse::Partial;
             };
             let line = &buf[pos..eol];
-            let size = line.split(|b| *b == b';').next().map(trim).unwrap_or_default();
+            let size = line
+                .split(|b| *b == b';')
+                .next()
+                .map(trim)
+                .unwrap_or_default();
             let Ok(size) = usize::from_str_radix(&String::from_utf8_lossy(size), 16) else {
                 return Parse::Invalid(format!("bad chunk size {line:?}"));
             };
@@ -321,7 +325,12 @@ impl RawUpstream {
     /// Answers requests with these replies in order, then with `ok(b"ok")`.
     pub fn queue(replies: Vec<Reply>) -> Self {
         let q = Mutex::new(std::collections::VecDeque::from(replies));
-        Self::start(move |_| q.lock().unwrap().pop_front().unwrap_or(Reply::Send(ok(b"ok"))))
+        Self::start(move |_| {
+            q.lock()
+                .unwrap()
+                .pop_front()
+                .unwrap_or(Reply::Send(ok(b"ok")))
+        })
     }
 
     /// Exactly the bytes each connection received, in accept order.
@@ -520,9 +529,14 @@ impl RawClient {
                     self.buf.drain(..used);
                     return Ok(m);
                 }
-                Parse::Invalid(e) => return Err(format!("invalid response ({e}): {:?}", self.text())),
+                Parse::Invalid(e) => {
+                    return Err(format!("invalid response ({e}): {:?}", self.text()))
+                }
                 Parse::Partial if self.eof => {
-                    return Err(format!("closed mid-response or before one: {:?}", self.text()))
+                    return Err(format!(
+                        "closed mid-response or before one: {:?}",
+                        self.text()
+                    ))
                 }
                 Parse::Partial if Instant::now() >= deadline => {
                     return Err(format!("no whole response in time: {:?}", self.text()))

@@ -70,6 +70,9 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// TLS on the listener, when set.
     pub tls: Option<ServerTlsConfig>,
+    /// Relay plain HTTP/1.1 requests on the fast path (`src/h1`); `false`
+    /// sends every connection through hyper.
+    pub h1_fast_path: bool,
 }
 
 impl Default for ServerConfig {
@@ -79,6 +82,7 @@ impl Default for ServerConfig {
             max_header_bytes: 32 * 1024,
             drain_timeout: Duration::from_secs(30),
             tls: None,
+            h1_fast_path: true,
         }
     }
 }

@@ -258,23 +258,52 @@ fn valid_token(t: &[u8]) -> bool {
     !t.is_empty() && t.iter().all(|&b| (0x21..=0x7e).contains(&b))
 }
 
+/// Read access to a request's header fields, by lower-case name: a
+/// [`HeaderMap`] (requests through hyper) or the raw fields parsed by the
+/// HTTP/1.1 fast path ([`crate::h1`]), which never builds a `HeaderMap`.
+pub trait Headers {
+    /// The values of the field `name` (lower case), in the order received.
+    fn values<'a, 'n>(
+        &'a self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n, Self>;
+
+    /// The single value of `name`; `None` when absent.
+    fn first<'a>(&'a self, name: &str) -> Option<&'a [u8]> {
+        self.values(name).next()
+    }
+}
+
+impl Headers for HeaderMap {
+    fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
+        self.get_all(name).iter().map(|v| v.as_bytes())
+    }
+}
+
+impl<'h> Headers for [httparse::Header<'h>] {
+    fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n, 'h> {
+        self.iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .map(|h| h.value)
+    }
+}
+
 /// Finds the request's credential, if any.
 ///
 /// `Ok(None)`: no credential (the request passes untouched; a non-Bearer
 /// `Authorization` such as Basic is not ours to judge).
-pub fn extract<'a>(
-    headers: &'a HeaderMap,
+pub fn extract<'a, H: Headers + ?Sized>(
+    headers: &'a H,
     query: Option<&'a str>,
     sources: &CredentialSources,
 ) -> Result<Option<Credential<'a>>, CredentialError> {
     let mut found: Option<Credential<'a>> = None;
 
-    let mut auth = headers.get_all(http::header::AUTHORIZATION).iter();
-    if let Some(value) = auth.next() {
+    let mut auth = headers.values("authorization");
+    if let Some(bytes) = auth.next() {
         if auth.next().is_some() {
             return Err(CredentialError::DuplicateAuthorization);
         }
-        let bytes = value.as_bytes();
         if bytes.len() >= 6 && bytes[..6].eq_ignore_ascii_case(b"bearer") {
             let rest = &bytes[6..];
             // "Bearer" alone, or "Bearer" glued to something else ("Bearerx").
@@ -310,8 +339,8 @@ fn trim_spaces(mut b: &[u8]) -> &[u8] {
     b
 }
 
-fn extract_rest<'a>(
-    headers: &'a HeaderMap,
+fn extract_rest<'a, H: Headers + ?Sized>(
+    headers: &'a H,
     query: Option<&'a str>,
     sources: &CredentialSources,
     mut found: Option<Credential<'a>>,
@@ -330,7 +359,7 @@ fn extract_rest<'a>(
         }
     }
     for name in &sources.api_key_headers {
-        let mut values = headers.get_all(name).iter();
+        let mut values = headers.values(name.as_str());
         let Some(value) = values.next() else {
             continue;
         };
@@ -340,7 +369,7 @@ fn extract_rest<'a>(
         if found.is_some() {
             return Err(CredentialError::MultipleMethods);
         }
-        let bytes = trim_spaces(value.as_bytes());
+        let bytes = trim_spaces(value);
         if !valid_token(bytes) {
             return Err(CredentialError::Malformed);
         }
@@ -505,16 +534,29 @@ pub fn peek_jwt(token: &str, names: &ClaimNames) -> Option<Attributes> {
 
 /// A credential's attributes: JWT claims first, then trusted identity headers
 /// for whatever the claims did not give.
-pub fn attributes(token: &str, headers: &HeaderMap, sources: &AttributeSources) -> Attributes {
+pub fn attributes<H: Headers + ?Sized>(
+    token: &str,
+    headers: &H,
+    sources: &AttributeSources,
+) -> Attributes {
     let mut attrs = peek_jwt(token, &sources.claims).unwrap_or_default();
     identity_fill(&mut attrs, headers, &sources.identity_headers);
     attrs
 }
 
 /// Fills the attributes still unknown from trusted identity headers.
-pub fn identity_fill(attrs: &mut Attributes, headers: &HeaderMap, ids: &IdentityHeaders) {
+pub fn identity_fill<H: Headers + ?Sized>(
+    attrs: &mut Attributes,
+    headers: &H,
+    ids: &IdentityHeaders,
+) {
     let get = |name: &Option<http::HeaderName>| -> Option<String> {
-        let v = headers.get(name.as_ref()?)?.to_str().ok()?.trim();
+        let v = headers.first(name.as_ref()?.as_str())?;
+        // Visible ASCII and tabs only, as `HeaderValue::to_str` requires.
+        if !v.iter().all(|&b| b == b'\t' || (0x20..0x7f).contains(&b)) {
+            return None;
+        }
+        let v = std::str::from_utf8(v).ok()?.trim();
         (!v.is_empty()).then(|| v.to_string())
     };
     if attrs.sub.is_none() {

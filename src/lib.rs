@@ -40,6 +40,7 @@ pub mod config;
 pub mod credentials;
 pub mod demo;
 pub mod dialect;
+pub mod h1;
 pub mod metrics;
 pub mod proxy;
 pub mod server;
@@ -212,8 +213,11 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "metrics disabled"),
     }
     let store = open_store(&settings, shutdown.clone()).await?;
-    let drain = settings.raw.server.drain_timeout;
-    let max_header = settings.raw.server.max_header_bytes;
+    let options = server::Options {
+        max_header_bytes: settings.raw.server.max_header_bytes,
+        fast_path: settings.raw.server.h1_fast_path,
+        drain_timeout: settings.raw.server.drain_timeout,
+    };
     let (acceptor, resolver) = match &settings.raw.server.tls {
         Some(t) => {
             let resolver = Arc::new(
@@ -240,15 +244,7 @@ pub async fn run(
         gateway.clone(),
         shutdown.clone(),
     ));
-    server::serve(
-        listeners.http,
-        acceptor,
-        gateway,
-        max_header,
-        shutdown,
-        drain,
-    )
-    .await;
+    server::serve(listeners.http, acceptor, gateway, options, shutdown).await;
     let _ = admin.await;
     if let Err(e) = store.flush().await {
         tracing::error!(error = %e, "store flush at shutdown failed");

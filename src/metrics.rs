@@ -248,6 +248,7 @@ pub fn upstream_time(route: &str, seconds: f64) {
 pub struct RouteMetrics {
     requests: [Counter; Outcome::ALL.len()],
     upstream: Histogram,
+    overhead: Histogram,
 }
 
 impl RouteMetrics {
@@ -257,7 +258,13 @@ impl RouteMetrics {
         RouteMetrics {
             requests: Outcome::ALL.map(counter),
             upstream: metrics::histogram!(UPSTREAM, "route" => route.to_owned()),
+            overhead: metrics::histogram!(OVERHEAD),
         }
+    }
+
+    /// Same as [`overhead`], through a handle resolved once.
+    pub fn overhead(&self, seconds: f64) {
+        self.overhead.record(seconds);
     }
 
     /// Same as [`request`] for this route.

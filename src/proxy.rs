@@ -81,6 +81,10 @@ pub enum ProxyError {
     /// The client's body failed while being read: 400.
     #[error("client body: {0}")]
     ClientBody(String),
+    /// A request transfer coding other than `chunked` alone (RFC 9112 §6.1:
+    /// 501); relaying it would hand the upstream coded bytes as plain ones.
+    #[error("unsupported transfer coding")]
+    TransferCoding,
 }
 
 impl ProxyError {
@@ -91,11 +95,17 @@ impl ProxyError {
             ProxyError::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
+            ProxyError::TransferCoding => StatusCode::NOT_IMPLEMENTED,
         }
     }
 
     /// The response: a generic JSON message (the cause goes to the log only).
     pub fn into_response(self) -> Response<Body> {
+        self.response().map(full)
+    }
+
+    /// The response, with its body as bytes.
+    pub fn response(&self) -> Response<Bytes> {
         let (error, description) = match &self {
             ProxyError::NoRoute => ("no_route", "No route for this host and path"),
             ProxyError::UpstreamUnavailable(_) => {
@@ -106,9 +116,13 @@ impl ProxyError {
                 "The upstream service did not answer in time",
             ),
             ProxyError::ClientBody(_) => ("invalid_request", "The request body could not be read"),
+            ProxyError::TransferCoding => (
+                "not_implemented",
+                "The request's transfer coding is not supported",
+            ),
         };
         let body = serde_json::json!({"error": error, "error_description": description});
-        verdict::json_response(self.status(), Bytes::from(body.to_string())).map(full)
+        verdict::json_response(self.status(), Bytes::from(body.to_string()))
     }
 }
 
@@ -131,6 +145,9 @@ pub struct Runtime {
     /// so the hot path allocates no labels.
     route_metrics: Vec<crate::metrics::RouteMetrics>,
     no_route_metrics: crate::metrics::RouteMetrics,
+    /// The HTTP/1.1 fast path's upstream pools, parallel to `settings.routes`
+    /// (`None` for `https://` upstreams, which go through `client`).
+    pools: Vec<Option<Arc<crate::h1::pool::Pool>>>,
     /// Whether any route matches on host (else the host is not read).
     host_routes: bool,
 }
@@ -181,7 +198,22 @@ impl Runtime {
             .iter()
             .map(|r| crate::metrics::RouteMetrics::new(&r.name))
             .collect();
+        let pools = settings
+            .routes
+            .iter()
+            .map(|r| {
+                (r.upstream.scheme == http::uri::Scheme::HTTP).then(|| {
+                    Arc::new(crate::h1::pool::Pool::new(
+                        &r.upstream.authority,
+                        up.pool_max_idle_per_host,
+                        up.pool_idle_timeout,
+                        up.connect_timeout,
+                    ))
+                })
+            })
+            .collect();
         Ok(Runtime {
+            pools,
             host_routes: settings.routes.iter().any(|r| r.host.is_some()),
             route_metrics,
             no_route_metrics: crate::metrics::RouteMetrics::new("-"),
@@ -267,11 +299,66 @@ impl Runtime {
         &self.checker.key
     }
 
-    fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
+    /// Records one finished request: metrics, and the access log when on.
+    pub(crate) fn account(&self, f: &Finished<'_>) {
+        let elapsed = f.start.elapsed();
+        let metrics = f
+            .route
+            .and_then(|i| self.route_metrics.get(i))
+            .unwrap_or(&self.no_route_metrics);
+        metrics.request(f.outcome);
+        metrics.overhead(
+            elapsed
+                .saturating_sub(f.upstream_time.unwrap_or_default())
+                .as_secs_f64(),
+        );
+        if let Some(t) = f.upstream_time {
+            metrics.upstream_time(t.as_secs_f64());
+        }
+        if let Some((method, path)) = f.logged {
+            crate::telemetry::access(&crate::telemetry::AccessLog {
+                method,
+                path,
+                version: f.version,
+                status: f.status,
+                route: f
+                    .route
+                    .and_then(|i| self.settings.routes.get(i))
+                    .map_or("-", |r| r.name.as_str()),
+                outcome: f.outcome,
+                duration: elapsed,
+                upstream: f.upstream_time,
+                fingerprint: f.fingerprint,
+                peer: Some(f.peer),
+            });
+        }
+    }
+
+    pub(crate) fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {
         self.settings.routes.iter().position(|r| {
             r.host.as_deref().is_none_or(|h| host == Some(h))
                 && prefix_matches(&r.path_prefix, path)
         })
+    }
+
+    pub(crate) fn is_revoke_path(&self, path: &str) -> bool {
+        self.dialect(path).is_some()
+    }
+
+    /// The checker of credentials.
+    pub(crate) fn checker(&self) -> &Checker {
+        &self.checker
+    }
+
+    /// The fast path's connection pool for route `index`; `None` when that
+    /// route's upstream is not plain `http://`.
+    pub(crate) fn pool(&self, index: usize) -> Option<Arc<crate::h1::pool::Pool>> {
+        self.pools.get(index)?.clone()
+    }
+
+    /// Whether any route matches on host.
+    pub(crate) fn host_routes(&self) -> bool {
+        self.host_routes
     }
 
     fn dialect(&self, path: &str) -> Option<&DialectEntry> {
@@ -306,6 +393,28 @@ pub struct Gateway {
 }
 
 pub use crate::metrics::Outcome;
+
+/// One finished request, as [`Runtime::account`] records it.
+pub(crate) struct Finished<'a> {
+    /// When the request's head had been read.
+    pub start: Instant,
+    /// Method and path, when the access log is on.
+    pub logged: Option<(&'a str, &'a str)>,
+    /// The client's HTTP version.
+    pub version: http::Version,
+    /// Status sent to the client.
+    pub status: u16,
+    /// Index of the matched route.
+    pub route: Option<usize>,
+    /// How it ended.
+    pub outcome: Outcome,
+    /// Time to the upstream's response head, when forwarded.
+    pub upstream_time: Option<Duration>,
+    /// The credential's fingerprint.
+    pub fingerprint: Option<&'a crate::credentials::Fingerprint>,
+    /// Client address.
+    pub peer: SocketAddr,
+}
 
 struct Handled {
     response: Response<Body>,
@@ -352,38 +461,27 @@ impl Gateway {
         conn: ClientConn,
     ) -> Result<Response<Body>, std::convert::Infallible> {
         let start = Instant::now();
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
         let rt = self.runtime.load_full();
+        // Copied only when they will be logged.
+        let logged = rt
+            .settings
+            .raw
+            .log
+            .access_log
+            .then(|| (req.method().clone(), req.uri().path().to_owned()));
         let version = req.version();
         let h = self.handle_inner(&rt, req, conn).await;
-        let elapsed = start.elapsed();
-        let metrics = h
-            .route
-            .map_or(&rt.no_route_metrics, |i| &rt.route_metrics[i]);
-        metrics.request(h.outcome);
-        crate::metrics::overhead(
-            elapsed
-                .saturating_sub(h.upstream_time.unwrap_or_default())
-                .as_secs_f64(),
-        );
-        if let Some(t) = h.upstream_time {
-            metrics.upstream_time(t.as_secs_f64());
-        }
-        if rt.settings.raw.log.access_log {
-            crate::telemetry::access(&crate::telemetry::AccessLog {
-                method: &method,
-                path: &path,
-                version,
-                status: h.response.status().as_u16(),
-                route: h.route.map_or("-", |i| rt.settings.routes[i].name.as_str()),
-                outcome: h.outcome,
-                duration: elapsed,
-                upstream: h.upstream_time,
-                fingerprint: h.fingerprint.as_ref(),
-                peer: Some(conn.addr),
-            });
-        }
+        rt.account(&Finished {
+            start,
+            logged: logged.as_ref().map(|(m, p)| (m.as_str(), p.as_str())),
+            version,
+            status: h.response.status().as_u16(),
+            route: h.route,
+            outcome: h.outcome,
+            upstream_time: h.upstream_time,
+            fingerprint: h.fingerprint.as_ref(),
+            peer: conn.addr,
+        });
         Ok(h.response)
     }
 
@@ -400,6 +498,21 @@ impl Gateway {
             fingerprint: None,
             upstream_time: None,
         };
+        // 0. a transfer coding hyper removed the chunking of but that is not
+        // ours to undo (e.g. `gzip, chunked`): refuse, and close.
+        if req
+            .headers()
+            .get(header::TRANSFER_ENCODING)
+            .is_some_and(|te| !crate::h1::framing::is_chunked(te.as_bytes()))
+        {
+            h.outcome = Outcome::BadRequest;
+            h.response = ProxyError::TransferCoding.into_response();
+            h.response
+                .headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
+            return h;
+        }
+
         // 1. route
         let host = if rt.host_routes {
             request_host(&req)
@@ -450,12 +563,7 @@ impl Gateway {
             }
             Verdict::Unavailable => {
                 h.outcome = Outcome::Unavailable;
-                let body = r#"{"error":"temporarily_unavailable","error_description":"The revocation state is too stale to judge this request"}"#;
-                h.response = verdict::json_response(
-                    StatusCode::SERVICE_UNAVAILABLE,
-                    Bytes::from_static(body.as_bytes()),
-                )
-                .map(full);
+                h.response = verdict::unavailable().map(full);
                 return h;
             }
             Verdict::Pass(fp) => h.fingerprint = Some(fp),
@@ -655,26 +763,30 @@ async fn read_limited(
 // === forwarding ===
 
 fn request_host<B>(req: &Request<B>) -> Option<String> {
-    let raw = match req.uri().authority() {
-        Some(a) => a.host().to_string(),
-        None => {
-            let h = req.headers().get(header::HOST)?.to_str().ok()?;
-            // Strip a port; keep IPv6 brackets intact.
-            match h.rsplit_once(':') {
-                Some((host, port))
-                    if !host.is_empty()
-                        && port.bytes().all(|b| b.is_ascii_digit())
-                        && !h.ends_with(']') =>
-                {
-                    host.to_string()
-                }
-                _ => h.to_string(),
-            }
+    match req.uri().authority() {
+        Some(a) => Some(a.host().to_ascii_lowercase()),
+        None => host_of(req.headers().get(header::HOST)?.as_bytes()),
+    }
+}
+
+/// The host of a `Host` header value, lower-cased and without its port
+/// (IPv6 brackets kept); `None` when it is not visible ASCII.
+pub(crate) fn host_of(value: &[u8]) -> Option<String> {
+    let h = std::str::from_utf8(value).ok()?;
+    if !h.bytes().all(|b| (0x21..0x7f).contains(&b)) {
+        return None;
+    }
+    let host = match h.rsplit_once(':') {
+        Some((host, port))
+            if !host.is_empty()
+                && port.bytes().all(|b| b.is_ascii_digit())
+                && !h.ends_with(']') =>
+        {
+            host
         }
+        _ => h,
     };
-    let mut raw = raw;
-    raw.make_ascii_lowercase();
-    Some(raw)
+    Some(host.to_ascii_lowercase())
 }
 
 static HOP_BY_HOP: [HeaderName; 8] = [
@@ -743,7 +855,7 @@ fn append_header(headers: &mut HeaderMap, name: HeaderName, value: &str) {
 }
 
 /// An IP address as text, formatted into a stack buffer (no allocation).
-fn ip_text(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &str {
+pub(crate) fn ip_text(ip: std::net::IpAddr, buf: &mut [u8; 64]) -> &str {
     use std::io::Write as _;
     let mut cur = std::io::Cursor::new(&mut buf[..]);
     let _ = write!(cur, "{ip}");

@@ -1,10 +1,17 @@
-//! Listeners: the accept loop, optional TLS, HTTP/1.1 + h2 (and h2c with
-//! prior knowledge) through hyper-util's auto builder, and graceful shutdown.
+//! Listeners: the accept loop, optional TLS, the HTTP/1.1 fast path
+//! ([`crate::h1`]) with hyper-util's auto builder (HTTP/1.1 + h2, and h2c
+//! with prior knowledge) behind it, and graceful shutdown.
+//!
+//! Each connection starts on the fast path (unless `server.h1_fast_path` is
+//! off, or TLS negotiated h2); when a request arrives that the fast path does
+//! not take, the connection is handed to hyper together with the bytes
+//! already read, and hyper serves it from then on.
 //!
 //! Shutdown follows hyper-util's `server_graceful` example: when `shutdown`
-//! is cancelled the listener is dropped (new connections are refused), every
-//! open connection is told to finish its in-flight requests and close, and
-//! the server waits for them up to `drain_timeout`.
+//! is cancelled the listener is dropped (new connections are refused),
+//! every open connection finishes its in-flight request and closes (idle
+//! fast-path connections at once, hyper's through `GracefulShutdown`), and
+//! the server waits for all of them up to `drain_timeout`.
 //!
 //! Limits: a request head over `server.max_header_bytes` is answered 431 by
 //! hyper (HTTP/1.1) or refused by h2 (HTTP/2); a client that does not finish
@@ -13,14 +20,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::server::graceful::{GracefulShutdown, Watcher};
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
+use crate::h1::{self, rewind::Rewind};
 use crate::proxy::{ClientConn, Gateway};
 
 /// Time a client has to send its whole request head.
@@ -28,28 +39,57 @@ pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(30);
 /// Time a client has to complete a TLS handshake.
 pub const TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How the listener serves connections.
+#[derive(Clone, Copy, Debug)]
+pub struct Options {
+    /// Largest request head.
+    pub max_header_bytes: usize,
+    /// Whether connections start on the HTTP/1.1 fast path.
+    pub fast_path: bool,
+    /// How long in-flight requests may take to finish after shutdown.
+    pub drain_timeout: Duration,
+}
+
+/// What every connection task shares.
+struct Shared {
+    gateway: Arc<Gateway>,
+    builder: auto::Builder<TokioExecutor>,
+    limits: h1::Limits,
+    fast_path: bool,
+    drain: CancellationToken,
+}
+
 /// Serves the gateway on an already-bound listener until `shutdown`, then
-/// drains for at most `drain_timeout`.
+/// drains for at most `options.drain_timeout`.
 pub async fn serve(
     listener: TcpListener,
     tls: Option<TlsAcceptor>,
     gateway: Arc<Gateway>,
-    max_header_bytes: usize,
+    options: Options,
     shutdown: CancellationToken,
-    drain_timeout: Duration,
 ) {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     builder
         .http1()
-        .max_buf_size(max_header_bytes.max(8192))
+        .max_buf_size(options.max_header_bytes.max(8192))
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
     builder
         .http2()
-        .max_header_list_size(max_header_bytes as u32)
+        .max_header_list_size(options.max_header_bytes as u32)
         .timer(TokioTimer::new());
-    let builder = Arc::new(builder);
+    let shared = Arc::new(Shared {
+        gateway,
+        builder,
+        limits: h1::Limits {
+            max_header_bytes: options.max_header_bytes,
+            header_read_timeout: HEADER_READ_TIMEOUT,
+        },
+        fast_path: options.fast_path,
+        drain: CancellationToken::new(),
+    });
     let graceful = GracefulShutdown::new();
+    let tracker = TaskTracker::new();
 
     loop {
         let (stream, addr) = tokio::select! {
@@ -65,27 +105,16 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let conn = ClientConn {
-            addr,
-            tls: tls.is_some(),
-        };
-        let gw = gateway.clone();
-        let service = service_fn(move |req| gw.clone().handle(req, conn));
-        let builder = builder.clone();
+        let shared = shared.clone();
+        let watcher = graceful.watcher();
         match &tls {
             None => {
-                let c = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
-                let c = graceful.watch(c.into_owned());
-                tokio::spawn(async move {
-                    if let Err(e) = c.await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
-                });
+                let conn = ClientConn { addr, tls: false };
+                tracker.spawn(connection(shared, stream, conn, true, watcher));
             }
             Some(acceptor) => {
                 let acceptor = acceptor.clone();
-                let watcher = graceful.watcher();
-                tokio::spawn(async move {
+                tracker.spawn(async move {
                     let tls_stream =
                         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
                             .await
@@ -100,20 +129,54 @@ pub async fn serve(
                                 return;
                             }
                         };
-                    let c =
-                        builder.serve_connection_with_upgrades(TokioIo::new(tls_stream), service);
-                    if let Err(e) = watcher.watch(c.into_owned()).await {
-                        tracing::debug!(error = %e, "connection ended with an error");
-                    }
+                    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+                    let conn = ClientConn { addr, tls: true };
+                    connection(shared, tls_stream, conn, !h2, watcher).await;
                 });
             }
         }
     }
     drop(listener);
+    shared.drain.cancel();
+    tracker.close();
     tokio::select! {
-        _ = graceful.shutdown() => tracing::info!("all connections drained"),
-        _ = tokio::time::sleep(drain_timeout) => {
-            tracing::warn!(timeout = ?drain_timeout, "drain timeout: closing remaining connections");
+        _ = async { graceful.shutdown().await; tracker.wait().await } => {
+            tracing::info!("all connections drained");
         }
+        _ = tokio::time::sleep(options.drain_timeout) => {
+            tracing::warn!(timeout = ?options.drain_timeout, "drain timeout: closing remaining connections");
+        }
+    }
+}
+
+/// Serves one connection: on the fast path while it takes the requests
+/// (`h1` and the fast path enabled), then with hyper.
+async fn connection<IO>(shared: Arc<Shared>, io: IO, conn: ClientConn, h1: bool, watcher: Watcher)
+where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let (io, pre) = if h1 && shared.fast_path {
+        match h1::serve(
+            shared.gateway.clone(),
+            io,
+            conn,
+            shared.limits,
+            shared.drain.clone(),
+        )
+        .await
+        {
+            h1::End::Closed => return,
+            h1::End::Handover(io, pre) => (io, pre),
+        }
+    } else {
+        (io, Bytes::new())
+    };
+    let gw = shared.gateway.clone();
+    let service = service_fn(move |req| gw.clone().handle(req, conn));
+    let c = shared
+        .builder
+        .serve_connection_with_upgrades(TokioIo::new(Rewind::new(io, pre)), service);
+    if let Err(e) = watcher.watch(c.into_owned()).await {
+        tracing::debug!(error = %e, "connection ended with an error");
     }
 }

@@ -13,11 +13,11 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Response, StatusCode};
+use http::{HeaderValue, Response, StatusCode};
 
 use crate::credentials::{
     self, AttributeSources, Credential, CredentialError, CredentialSources, Fingerprint,
-    FingerprintKey,
+    FingerprintKey, Headers,
 };
 use crate::store::{now_unix, CheckMode, RevocationStore};
 
@@ -49,18 +49,18 @@ pub struct Checker {
 
 impl Checker {
     /// Finds the credential in a request.
-    pub fn credential<'a>(
+    pub fn credential<'a, H: Headers + ?Sized>(
         &self,
-        headers: &'a HeaderMap,
+        headers: &'a H,
         query: Option<&'a str>,
     ) -> Result<Option<Credential<'a>>, CredentialError> {
         credentials::extract(headers, query, &self.sources)
     }
 
     /// Judges a request by its headers and query.
-    pub async fn judge(
+    pub async fn judge<H: Headers + ?Sized>(
         &self,
-        headers: &HeaderMap,
+        headers: &H,
         query: Option<&str>,
         store: &dyn RevocationStore,
     ) -> Verdict {
@@ -124,6 +124,17 @@ pub fn json_response(status: StatusCode, body: Bytes) -> Response<Bytes> {
     resp
 }
 
+/// 503 when the revocation state is too stale to judge a credential.
+pub fn unavailable() -> Response<Bytes> {
+    json_response(
+        StatusCode::SERVICE_UNAVAILABLE,
+        Bytes::from_static(UNAVAILABLE_BODY.as_bytes()),
+    )
+}
+
+/// The body of [`unavailable`].
+pub const UNAVAILABLE_BODY: &str = r#"{"error":"temporarily_unavailable","error_description":"The revocation state is too stale to judge this request"}"#;
+
 /// 401 for a revoked token (RFC 6750 §3).
 pub fn revoked() -> Response<Bytes> {
     let mut resp = json_response(
@@ -154,6 +165,7 @@ mod tests {
     use super::*;
     use crate::store::memory::MemoryStore;
     use crate::store::{RevocationCommand, ScopeKey, ScopeRule, TokenRule};
+    use http::HeaderMap;
 
     fn checker() -> Checker {
         Checker {

@@ -10,7 +10,10 @@
 #   revgate  : target/release/revgate on the embedded store, access log off
 #              (nginx logs nothing either), tokio's default worker count
 #              (= cores); `revgate1` is the same with TOKIO_WORKER_THREADS=1,
-#              so that one target matches nginx's single worker; `revgatejm`
+#              so that one target matches nginx's single worker; `revgatehy`
+#              is the same binary with `server.h1_fast_path = false` (every
+#              request through hyper's server and hyper-util's client, the
+#              path before the HTTP/1.1 fast path existed); `revgatejm`
 #              is the same binary as `revgate` with jemalloc LD_PRELOADed
 #              (Debian's libjemalloc2), to measure the allocator's share;
 #              `revgateb` (only when listed in TARGETS) runs the binary at
@@ -45,7 +48,7 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 TOKENS=${TOKENS:-10000}
-TARGETS=${TARGETS:-"direct nginx revgate revgate1 revgatejm"}
+TARGETS=${TARGETS:-"direct nginx revgate revgate1 revgatehy"}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -154,11 +157,19 @@ cat >"$WORK/revgate.toml" <<EOF
 access_log = false
 EOF
 
+cat >"$WORK/revgate-hyper.toml" <<EOF
+[server]
+h1_fast_path = false
+[log]
+access_log = false
+EOF
+
 # start_revgate NAME BINARY [ENV...]: sets ${NAME}_URL, ${NAME}_ADMIN, ${NAME}_PID
+# (CONFIG=path in the environment of the call picks another config file)
 start_revgate() {
     local name=$1 bin=$2; shift 2
     local out="$WORK/$name.out"
-    env "$@" "$bin" run --config "$WORK/revgate.toml" --upstream "$UPSTREAM" \
+    env "$@" "$bin" run --config "${CONFIG:-$WORK/revgate.toml}" --upstream "$UPSTREAM" \
         --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --journal "$WORK/$name.journal" \
         >"$out" 2>"$WORK/$name.err" &
     PIDS+=($!)
@@ -178,6 +189,9 @@ start_revgate() {
 
 start_revgate revgate "$REVGATE"
 start_revgate revgate1 "$REVGATE" TOKIO_WORKER_THREADS=1
+if [[ " $TARGETS " == *" revgatehy "* ]]; then
+    CONFIG="$WORK/revgate-hyper.toml" start_revgate revgatehy "$REVGATE"
+fi
 # Optional target `revgatejm`: the same binary with jemalloc preloaded (no
 # rebuild), to measure what the allocator costs. Debian: libjemalloc2.
 JEMALLOC=$(ls /usr/lib/*/libjemalloc.so.2 2>/dev/null | head -1 || true)
@@ -204,6 +218,7 @@ REVOKED_COUNT=$(wc -l <"$WORK/revoked.txt")
 log "revoking $REVOKED_COUNT of $TOKENS tokens through the admin API of both revgate instances"
 ADMINS=("$revgate_ADMIN" "$revgate1_ADMIN")
 URLS=("$revgate_URL" "$revgate1_URL")
+if [ -n "${revgatehy_ADMIN:-}" ]; then ADMINS+=("$revgatehy_ADMIN"); URLS+=("$revgatehy_URL"); fi
 if [ -n "${revgatejm_ADMIN:-}" ]; then ADMINS+=("$revgatejm_ADMIN"); URLS+=("$revgatejm_URL"); fi
 if [ -n "${revgateb_ADMIN:-}" ]; then ADMINS+=("$revgateb_ADMIN"); URLS+=("$revgateb_URL"); fi
 for admin in "${ADMINS[@]}"; do
@@ -249,6 +264,7 @@ url_of() {
         nginx) echo "http://127.0.0.1:$NGX_PORT/" ;;
         revgate) echo "$revgate_URL/" ;;
         revgate1) echo "$revgate1_URL/" ;;
+        revgatehy) echo "$revgatehy_URL/" ;;
         revgatejm) echo "$revgatejm_URL/" ;;
         revgateb) echo "$revgateb_URL/" ;;
         *) log "unknown target $1"; return 1 ;;
@@ -263,6 +279,7 @@ pids_of() {
         nginx) pgrep -P "$proxy_MASTER" ;;
         revgate) echo "$revgate_PID" ;;
         revgate1) echo "$revgate1_PID" ;;
+        revgatehy) echo "$revgatehy_PID" ;;
         revgatejm) echo "$revgatejm_PID" ;;
         revgateb) echo "$revgateb_PID" ;;
     esac
@@ -348,7 +365,7 @@ print(f"wrk -t1 -c{conns} -d{dur}s --latency, {rounds} rounds interleaved; media
 print()
 print("| target | req/s (median) | p50 ms | p99 ms (median) | non-2xx | CPU µs/req | ctx sw/req | req/s per round |")
 print("|---|---:|---:|---:|---:|---:|---:|---|")
-targets = ["direct", "nginx", "revgate", "revgate1", "revgatejm", "revgateb"]
+targets = ["direct", "nginx", "revgate", "revgate1", "revgatehy", "revgatejm", "revgateb"]
 for t in targets:
     if t in med:
         rps, p50, p99, bad, cpu, ctx = med[t]

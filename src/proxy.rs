@@ -356,6 +356,24 @@ impl Runtime {
         self.pools.get(index)?.clone()
     }
 
+    /// Closes idle fast-path upstream connections past their time.
+    pub(crate) fn sweep_pools(&self) {
+        let now = Instant::now();
+        for pool in self.pools.iter().flatten() {
+            pool.sweep(now);
+        }
+    }
+
+    /// How often [`Runtime::sweep_pools`] is worth running.
+    pub(crate) fn sweep_interval(&self) -> Duration {
+        self.pools
+            .iter()
+            .flatten()
+            .map(|p| p.sweep_interval())
+            .min()
+            .unwrap_or(Duration::from_secs(30))
+    }
+
     /// Whether any route matches on host.
     pub(crate) fn host_routes(&self) -> bool {
         self.host_routes
@@ -447,6 +465,12 @@ impl Gateway {
     /// The current runtime.
     pub fn runtime(&self) -> Arc<Runtime> {
         self.runtime.load_full()
+    }
+
+    /// The current runtime when it is not `current` (after a reload).
+    pub fn runtime_if_changed(&self, current: &Arc<Runtime>) -> Option<Arc<Runtime>> {
+        let now = self.runtime.load();
+        (!Arc::ptr_eq(current, &now)).then(|| Arc::clone(&now))
     }
 
     /// The store.

@@ -90,6 +90,7 @@ pub async fn serve(
     });
     let graceful = GracefulShutdown::new();
     let tracker = TaskTracker::new();
+    tokio::spawn(sweep_pools(shared.gateway.clone(), shutdown.clone()));
 
     loop {
         let (stream, addr) = tokio::select! {
@@ -145,6 +146,17 @@ pub async fn serve(
         }
         _ = tokio::time::sleep(options.drain_timeout) => {
             tracing::warn!(timeout = ?options.drain_timeout, "drain timeout: closing remaining connections");
+        }
+    }
+}
+
+/// Closes idle upstream connections of the fast path's pools periodically.
+async fn sweep_pools(gateway: Arc<Gateway>, shutdown: CancellationToken) {
+    loop {
+        let every = gateway.runtime().sweep_interval();
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => gateway.runtime().sweep_pools(),
         }
     }
 }

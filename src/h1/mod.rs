@@ -109,6 +109,8 @@ pub async fn serve<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let mut ip = [0u8; 64];
+    let ip_len = crate::proxy::ip_text(peer.addr.ip(), &mut ip).len();
     let mut c = Conn {
         io,
         buf: Vec::with_capacity(INITIAL_BUFFER),
@@ -119,19 +121,25 @@ where
         head_timer: Deadline::new(),
         response_timer: Deadline::new(),
     };
+    // The runtime is re-read per request but only re-cloned after a reload
+    // (a shared reference count touched per request costs cache misses).
+    let mut rt = gateway.runtime();
     loop {
-        let waiting = Instant::now();
-        c.head_timer.set(waiting + limits.header_read_timeout);
-        let rt = gateway.runtime();
+        c.head_timer
+            .set(Instant::now() + limits.header_read_timeout);
+        if let Some(newer) = gateway.runtime_if_changed(&rt) {
+            rt = newer;
+        }
         // Read until a whole head is here, then plan the request while its
         // fields still borrow the buffer.
         let (plan, head_len, start) = loop {
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut req = httparse::Request::new(&mut fields);
-            match req.parse(&c.buf) {
+            let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut req = httparse::Request::new(&mut []);
+            match req.parse_with_uninit_headers(&c.buf, &mut fields) {
                 Ok(httparse::Status::Complete(n)) => {
                     let start = Instant::now();
-                    let plan = plan(&gateway, &rt, &req, &mut c.out, peer).await;
+                    let ip = std::str::from_utf8(&ip[..ip_len]).unwrap_or("");
+                    let plan = plan(&gateway, &rt, &req, &mut c.out, peer, ip).await;
                     break (plan, n, start);
                 }
                 Ok(httparse::Status::Partial) => {}
@@ -292,6 +300,7 @@ async fn plan(
     req: &httparse::Request<'_, '_>,
     out: &mut Vec<u8>,
     peer: ClientConn,
+    ip: &str,
 ) -> Plan {
     let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
         return Plan::Handover;
@@ -445,8 +454,6 @@ async fn plan(
             push_field(out, name, f.value);
         }
     }
-    let mut ip = [0u8; 64];
-    let ip = crate::proxy::ip_text(peer.addr.ip(), &mut ip);
     push_joined(out, fields, "x-forwarded-for", ip.as_bytes());
     out.extend_from_slice(if peer.tls {
         b"x-forwarded-proto: https\r\n".as_slice()
@@ -626,7 +633,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
         self.buf.drain(..first);
 
         let sent = Instant::now();
-        let (mut up, head) = match self.exchange(rt, &pool, &mut body, meta.head).await {
+        let (mut up, head) = match self.exchange(rt, &pool, &mut body, meta.head, sent).await {
             Ok(x) => x,
             Err(e) => {
                 let (response, outcome) = match e {
@@ -686,7 +693,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
         }
         reusable &= ok && self.ubuf.is_empty();
         if reusable {
-            pool.put(up, Instant::now());
+            pool.put(up, sent);
         }
         account(
             rt,
@@ -717,12 +724,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
         pool: &Pool,
         body: &mut Framing,
         head_request: bool,
+        sent: Instant,
     ) -> Result<(TcpStream, ResponseHead), ExchangeError> {
         let replayable = body.is_done();
         let mut request = std::mem::take(&mut self.out);
         let mut fresh = false;
         let result = loop {
-            let mut up = match (fresh, pool.take(Instant::now())) {
+            let mut up = match (fresh, pool.take(sent)) {
                 (false, Some(c)) => c,
                 _ => {
                     fresh = true;
@@ -750,7 +758,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
                 }
             }
             let timeout = rt.settings().raw.upstream.response_header_timeout;
-            self.response_timer.set(Instant::now() + timeout);
+            let body_sent = if replayable { sent } else { Instant::now() };
+            self.response_timer.set(body_sent + timeout);
             match self
                 .response_head(&mut up, &mut request, head_request)
                 .await
@@ -786,9 +795,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
         // nothing at all may be retried.
         let mut received = false;
         loop {
-            let mut fields = [httparse::EMPTY_HEADER; MAX_HEADERS];
-            let mut resp = httparse::Response::new(&mut fields);
-            match resp.parse(&self.ubuf) {
+            let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+            let mut resp = httparse::Response::new(&mut []);
+            let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+                &mut resp,
+                &self.ubuf,
+                &mut fields,
+            );
+            match parsed {
                 Ok(httparse::Status::Complete(n)) => {
                     let code = resp.code.unwrap_or(0);
                     if (100..200).contains(&code) {

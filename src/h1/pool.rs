@@ -10,7 +10,9 @@
 //! connection the upstream has closed meanwhile is noticed from the
 //! readiness tokio already holds (no system call) and skipped; one that
 //! fails anyway is retried once on a fresh connection by the caller when
-//! the request can be replayed.
+//! the request can be replayed. The server sweeps idle connections
+//! periodically ([`Pool::sweep`]) so that a quiet pool does not hold
+//! connections its upstream has closed.
 
 use std::io;
 use std::sync::Mutex;
@@ -86,6 +88,21 @@ impl Pool {
         if idle.len() < self.max_idle {
             idle.push((conn, now));
         }
+    }
+
+    /// Closes idle connections past their idle time or closed by the
+    /// upstream (run periodically, so an idle pool does not hold them).
+    pub fn sweep(&self, now: Instant) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.retain(|(conn, since)| {
+                now.saturating_duration_since(*since) < self.idle_timeout && still_open(conn)
+            });
+        }
+    }
+
+    /// How often [`Pool::sweep`] is worth running.
+    pub fn sweep_interval(&self) -> Duration {
+        (self.idle_timeout / 2).max(Duration::from_secs(1))
     }
 
     /// Opens a new connection (no delay, TCP keep-alive 60 s).

@@ -1,7 +1,9 @@
 //! HTTP/1.1 at the byte level, through the real binary: a raw client in front
-//! of the gateway and a scripted raw upstream behind it. These pin today's
-//! framing, keep-alive, hop-by-hop and request-smuggling behaviour so that an
-//! HTTP/1.1 fast path cannot change it silently.
+//! of the gateway and a scripted raw upstream behind it. These pin framing,
+//! keep-alive, hop-by-hop and request-smuggling behaviour. Every test runs on
+//! the HTTP/1.1 fast path (the default); those listed in `on_hyper_too!` at
+//! the end run a second time with `server.h1_fast_path = false`, so that both
+//! ways a connection can be served keep the same wire behaviour.
 
 mod support;
 
@@ -26,8 +28,23 @@ fn echo_path() -> RawUpstream {
     })
 }
 
+thread_local! {
+    /// Whether gateways started on this test thread use the fast path.
+    static FAST_PATH: std::cell::Cell<bool> = const { std::cell::Cell::new(true) };
+}
+
+/// The `[server]` table: the test thread's path, and `extra` keys.
+fn server_toml(extra: &str) -> String {
+    let fast = FAST_PATH.with(|f| f.get());
+    format!("[server]\nh1_fast_path = {fast}\n{extra}\n")
+}
+
+fn builder(up: &RawUpstream) -> Gateway {
+    Gateway::new().upstream(&up.url).toml(&server_toml(""))
+}
+
 fn gateway(up: &RawUpstream) -> RunningGateway {
-    Gateway::new().upstream(&up.url).spawn()
+    builder(up).spawn()
 }
 
 fn get(path: &str) -> String {
@@ -612,3 +629,228 @@ fn absolute_form_request_target() {
         Some("example.test")
     );
 }
+
+// === the fast path's own behaviour ===
+
+#[test]
+fn a_connection_moves_to_hyper_mid_stream_and_keeps_working() {
+    // GET (fast path), then a request the fast path hands over (Expect),
+    // then another GET: all on one connection, in order.
+    let up = echo_path();
+    let gw = gateway(&up);
+    let mut c = RawClient::connect(gw.addr);
+    c.send(get("/first").as_bytes());
+    assert_eq!(c.response().text(), "/first");
+    c.send(b"POST /second HTTP/1.1\r\nHost: gw.test\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+    let cont = c.response();
+    assert_eq!(cont.start, "HTTP/1.1 100 Continue");
+    c.send(b"abc");
+    let r = c.response();
+    assert_eq!(r.start, "HTTP/1.1 200 OK");
+    assert_eq!(r.text(), "/second");
+    c.send(get("/third").as_bytes());
+    assert_eq!(c.response().text(), "/third");
+    let seen = up.wait_seen(3, WAIT);
+    assert_eq!(
+        targets(&up),
+        [
+            "GET /first HTTP/1.1",
+            "POST /second HTTP/1.1",
+            "GET /third HTTP/1.1"
+        ]
+    );
+    assert_eq!(seen[1].msg.body, b"abc");
+}
+
+#[test]
+fn early_hints_are_passed_on_and_a_stray_100_is_dropped() {
+    let up = RawUpstream::queue(vec![Reply::Send(
+        b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n\
+          HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
+            .to_vec(),
+    )]);
+    let gw = gateway(&up);
+    let mut c = RawClient::connect(gw.addr);
+    c.send(get("/hints").as_bytes());
+    let hints = c.response();
+    assert_eq!(hints.start, "HTTP/1.1 103 Early Hints");
+    assert_eq!(
+        hints.header("link").as_deref(),
+        Some("</s.css>; rel=preload")
+    );
+    let r = c.response();
+    assert_eq!(r.start, "HTTP/1.1 200 OK");
+    assert_eq!(r.text(), "ok");
+}
+
+#[test]
+fn responses_the_fast_path_cannot_frame_are_502() {
+    for head in [
+        // 101 to a request that asked for no upgrade
+        &b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\nConnection: upgrade\r\n\r\n"[..],
+        // both framings at once (a desync waiting to happen)
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+        // two lengths
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok",
+        // a coding it cannot undo
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip\r\n\r\nxx",
+    ] {
+        let up = RawUpstream::queue(vec![Reply::SendClose(head.to_vec())]);
+        let gw = gateway(&up);
+        let mut c = RawClient::connect(gw.addr);
+        c.send(get("/odd").as_bytes());
+        assert_502(&c.response());
+    }
+}
+
+#[test]
+fn a_post_is_not_replayed_when_the_upstream_drops_it() {
+    // The upstream reads the POST and closes without answering: the request
+    // may have been acted on, so it is not sent again (a GET would be).
+    let up = RawUpstream::start(|_| Reply::Close);
+    let gw = gateway(&up);
+    let mut c = RawClient::connect(gw.addr);
+    // Warm a pooled connection first, so the POST goes out on a reused one.
+    c.send(b"POST /once HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 2\r\n\r\nhi");
+    assert_502(&c.response());
+    std::thread::sleep(Duration::from_millis(200));
+    assert_eq!(targets(&up), ["POST /once HTTP/1.1"]);
+}
+
+#[test]
+fn a_reload_reaches_open_keep_alive_connections() {
+    let a = RawUpstream::start(|_| Reply::Send(ok(b"from-a")));
+    let b = RawUpstream::start(|_| Reply::Send(ok(b"from-b")));
+    let config =
+        |up: &RawUpstream| format!("{}[upstream]\nurl = \"{}\"\n", server_toml(""), up.url);
+    let gw = Gateway::new().toml(&config(&a)).spawn();
+    let mut c = RawClient::connect(gw.addr);
+    c.send(get("/x").as_bytes());
+    assert_eq!(c.response().text(), "from-a");
+    std::fs::write(gw.dir.join("revgate.toml"), config(&b)).unwrap();
+    gw.signal("HUP");
+    let deadline = std::time::Instant::now() + WAIT;
+    while !gw.logs().contains("configuration reloaded") {
+        assert!(std::time::Instant::now() < deadline, "{}", gw.logs());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    // The same client connection now reaches the new upstream.
+    c.send(get("/y").as_bytes());
+    assert_eq!(c.response().text(), "from-b");
+    assert_eq!(targets(&a), ["GET /x HTTP/1.1"]);
+    assert_eq!(targets(&b), ["GET /y HTTP/1.1"]);
+}
+
+#[test]
+fn idle_keep_alive_connections_do_not_hold_up_shutdown() {
+    let up = echo_path();
+    let mut gw = Gateway::new()
+        .upstream(&up.url)
+        .toml(&server_toml("drain_timeout = \"60s\""))
+        .spawn();
+    let mut c = RawClient::connect(gw.addr);
+    c.send(get("/idle").as_bytes());
+    assert_eq!(c.response().text(), "/idle");
+    gw.signal("TERM");
+    // Well inside the 60 s drain timeout: nothing is in flight.
+    assert_eq!(gw.wait(Duration::from_secs(15)), Some(0), "{}", gw.logs());
+    assert!(c.closed(), "the idle connection was left open");
+}
+
+#[test]
+fn gateway_answers_carry_length_and_date_and_keep_the_connection() {
+    let up = echo_path();
+    let gw = gateway(&up);
+    let mut c = RawClient::connect(gw.addr);
+    c.send(get("/a?access_token=x&access_token=y").as_bytes());
+    let r = c.response();
+    assert_eq!(r.start, "HTTP/1.1 400 Bad Request");
+    assert_eq!(r.header("content-length"), Some(r.body.len().to_string()));
+    let date = r.header("date").unwrap_or_default();
+    assert!(date.ends_with(" GMT"), "date: {date:?}");
+    assert_eq!(
+        r.header("www-authenticate").as_deref(),
+        Some(
+            r#"Bearer error="invalid_request", error_description="the access token is given more than once""#
+        )
+    );
+    c.send(get("/b").as_bytes());
+    assert_eq!(c.response().text(), "/b");
+    assert_eq!(targets(&up), ["GET /b HTTP/1.1"]);
+}
+
+#[test]
+fn access_log_lines_name_the_request_not_its_query() {
+    let up = echo_path();
+    let gw = builder(&up).arg("--log-format").arg("json").spawn();
+    let mut c = RawClient::connect(gw.addr);
+    c.send(get("/logged/path?access_token=SeCrEt-wire").as_bytes());
+    assert_eq!(c.response().start, "HTTP/1.1 200 OK");
+    let deadline = std::time::Instant::now() + WAIT;
+    let line = loop {
+        let logs = gw.logs();
+        if let Some(l) = logs.lines().find(|l| l.contains("/logged/path")) {
+            break l.to_string();
+        }
+        assert!(std::time::Instant::now() < deadline, "{logs}");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let f: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(f["method"], "GET", "{line}");
+    assert_eq!(f["path"], "/logged/path", "{line}");
+    assert_eq!(f["status"], 200, "{line}");
+    assert_eq!(f["outcome"], "forwarded", "{line}");
+    assert_eq!(f["route"], "default", "{line}");
+    assert!(f["fp"].is_string(), "{line}");
+    assert!(!line.contains("SeCrEt"), "{line}");
+}
+
+/// The tests above that must hold whichever way a connection is served,
+/// again with `server.h1_fast_path = false`. Left out: the invalid chunk
+/// (hyper answers 502 where the fast path answers 400), header order
+/// (hyper's HeaderMap reorders), early hints and unframeable responses
+/// (hyper's client drops 1xx and resolves CL+TE itself), the async test.
+macro_rules! on_hyper_too {
+    ($($name:ident),* $(,)?) => {
+        mod hyper_path {
+            $(
+                #[test]
+                fn $name() {
+                    super::FAST_PATH.with(|f| f.set(false));
+                    super::$name();
+                }
+            )*
+        }
+    };
+}
+
+on_hyper_too!(
+    pipelined_requests_are_answered_in_order,
+    keep_alive_connection_serves_sequential_requests,
+    chunked_request_body_reaches_upstream_intact,
+    content_length_body_of_100_kib_reaches_upstream_exactly,
+    chunked_response_is_framed_and_the_connection_stays_usable,
+    close_delimited_response_reaches_the_client_whole,
+    head_response_has_no_body_and_the_connection_stays_usable,
+    no_content_and_not_modified_have_no_body,
+    content_length_with_transfer_encoding_is_not_smuggled,
+    two_different_content_lengths_are_rejected,
+    transfer_encoding_not_ending_in_chunked_is_rejected,
+    unknown_transfer_coding_is_refused_not_relayed,
+    stale_pooled_upstream_connection_is_not_reused,
+    malformed_upstream_heads_are_502,
+    upstream_closing_without_an_answer_is_502,
+    truncated_upstream_body_closes_the_client_connection,
+    hop_by_hop_response_headers_are_removed,
+    request_headers_at_the_upstream_byte_for_byte,
+    connection_close_from_the_client_closes_after_the_response,
+    http_1_0_without_host,
+    expect_100_continue,
+    absolute_form_request_target,
+    a_connection_moves_to_hyper_mid_stream_and_keeps_working,
+    a_post_is_not_replayed_when_the_upstream_drops_it,
+    a_reload_reaches_open_keep_alive_connections,
+    idle_keep_alive_connections_do_not_hold_up_shutdown,
+    gateway_answers_carry_length_and_date_and_keep_the_connection,
+    access_log_lines_name_the_request_not_its_query,
+);

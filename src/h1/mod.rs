@@ -127,9 +127,6 @@ where
     loop {
         c.head_timer
             .set(Instant::now() + limits.header_read_timeout);
-        if let Some(newer) = gateway.runtime_if_changed(&rt) {
-            rt = newer;
-        }
         // Read until a whole head is here, then plan the request while its
         // fields still borrow the buffer.
         let (plan, head_len, start) = loop {
@@ -138,6 +135,11 @@ where
             match req.parse_with_uninit_headers(&c.buf, &mut fields) {
                 Ok(httparse::Status::Complete(n)) => {
                     let start = Instant::now();
+                    // Checked once the request is here: a reload while
+                    // this connection sat idle applies to it.
+                    if let Some(newer) = gateway.runtime_if_changed(&rt) {
+                        rt = newer;
+                    }
                     let ip = std::str::from_utf8(&ip[..ip_len]).unwrap_or("");
                     let plan = plan(&gateway, &rt, &req, &mut c.out, peer, ip).await;
                     break (plan, n, start);
@@ -197,6 +199,8 @@ struct Answer {
 
 struct Forward {
     route: usize,
+    /// RFC 9110 §9.2.2: safe to send again when a reused connection fails.
+    idempotent: bool,
     pool: Arc<Pool>,
     fingerprint: Option<Fingerprint>,
     body: Framing,
@@ -470,6 +474,10 @@ async fn plan(
     out.extend_from_slice(b"\r\n");
     Plan::Forward(Forward {
         route: index,
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
+        ),
         pool,
         fingerprint,
         body,
@@ -604,6 +612,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
     async fn forward(&mut self, rt: &Runtime, f: Forward, head_len: usize, start: Instant) -> Next {
         let Forward {
             route,
+            idempotent,
             pool,
             fingerprint,
             mut body,
@@ -633,7 +642,10 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
         self.buf.drain(..first);
 
         let sent = Instant::now();
-        let (mut up, head) = match self.exchange(rt, &pool, &mut body, meta.head, sent).await {
+        let (mut up, head) = match self
+            .exchange(rt, &pool, &mut body, meta.head, idempotent, sent)
+            .await
+        {
             Ok(x) => x,
             Err(e) => {
                 let (response, outcome) = match e {
@@ -716,17 +728,20 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
     /// Sends `out` (the request head and the body bytes already read) and
     /// the rest of the body, and reads the response head into `out`. A
     /// pooled connection that fails before any response byte is replaced by
-    /// a fresh one and the request sent again, when nothing of the body had
-    /// to be streamed (the whole request is still in `out`).
+    /// a fresh one and the request sent again, when the method is idempotent
+    /// and nothing of the body had to be streamed (the whole request is
+    /// still in `out`).
     async fn exchange(
         &mut self,
         rt: &Runtime,
         pool: &Pool,
         body: &mut Framing,
         head_request: bool,
+        idempotent: bool,
         sent: Instant,
     ) -> Result<(TcpStream, ResponseHead), ExchangeError> {
-        let replayable = body.is_done();
+        let streamed = !body.is_done();
+        let replayable = idempotent && !streamed;
         let mut request = std::mem::take(&mut self.out);
         let mut fresh = false;
         let result = loop {
@@ -758,7 +773,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
                 }
             }
             let timeout = rt.settings().raw.upstream.response_header_timeout;
-            let body_sent = if replayable { sent } else { Instant::now() };
+            let body_sent = if streamed { Instant::now() } else { sent };
             self.response_timer.set(body_sent + timeout);
             match self
                 .response_head(&mut up, &mut request, head_request)

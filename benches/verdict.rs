@@ -188,6 +188,20 @@ fn verdict(c: &mut Criterion) {
             checker.judge(black_box(&cold[i]), None, &store)
         })
     });
+    // The HTTP/1.1 fast path judges the raw fields httparse found, with no
+    // HeaderMap: the same token, as a parsed request head.
+    let head = format!(
+        "GET /v1/things HTTP/1.1\r\nHost: api.example\r\nUser-Agent: bench/1\r\nAccept: */*\r\nAuthorization: {}\r\n\r\n",
+        unrevoked["authorization"].to_str().expect("ascii")
+    );
+    let mut fields = [httparse::EMPTY_HEADER; 16];
+    let mut req = httparse::Request::new(&mut fields);
+    assert!(req.parse(head.as_bytes()).expect("a valid head").is_complete());
+    let parsed: &[httparse::Header<'_>] = req.headers;
+    g.bench_function("unrevoked_h1_fields", |b| {
+        b.to_async(&rt)
+            .iter(|| checker.judge(black_box(parsed), None, &store))
+    });
     g.bench_function("revoked", |b| {
         b.to_async(&rt)
             .iter(|| checker.judge(black_box(&revoked), None, &store))

@@ -8,7 +8,8 @@
 //! # The request's path
 //!
 //! ```text
-//! server   accept (TCP | TLS), HTTP/1.1 + h2 (auto)
+//! server   accept (TCP | TLS); HTTP/1.1 on the fast path (h1/), anything
+//!          else handed to hyper (HTTP/1.1 + h2, auto) with the bytes read
 //! proxy    1. route          host / path prefix -> upstream
 //!          2. revoke call?   dialect parses -> forward (apply on 2xx) | terminate (apply, answer)
 //!          3. verdict        credential -> fingerprint -> bloom -> store -> 401 | 400 | pass
@@ -20,7 +21,10 @@
 //! ```text
 //! config.rs        TOML + flags + env -> checked Settings
 //! server.rs        listeners, TLS, accept loop, graceful shutdown
-//! proxy.rs         the request's path, stage by stage; routing + forwarding
+//! h1/              the HTTP/1.1 fast path: httparse heads, byte relay, framing
+//!                  (chunk scanner), upstream pool, hand-over to hyper (rewind)
+//! proxy.rs         the request's path through hyper, stage by stage; routing,
+//!                  forwarding, the accounting both paths share
 //! credentials.rs   token extraction, fingerprint, claim peek
 //! verdict.rs       the per-request revocation check and the 401 it answers
 //! dialect/         the vendors' revoke endpoints (pure parse/render pairs)

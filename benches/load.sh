@@ -9,8 +9,9 @@
 #              `Connection ""` (the usual keep-alive proxy setup)
 #   revgate  : target/release/revgate on the embedded store, access log off
 #              (nginx logs nothing either), tokio's default worker count
-#              (= cores); `revgate1` is the same with TOKIO_WORKER_THREADS=1,
-#              so that one target matches nginx's single worker; `revgatehy`
+#              (`server.io_threads` = cores); `revgate1` is the same with
+#              `server.io_threads = 1`, so that one target matches nginx's
+#              single worker; `revgatehy`
 #              is the same binary with `server.h1_fast_path = false` (every
 #              request through hyper's server and hyper-util's client, the
 #              path before the HTTP/1.1 fast path existed); `revgatejm`
@@ -157,6 +158,12 @@ cat >"$WORK/revgate.toml" <<EOF
 access_log = false
 EOF
 
+cat >"$WORK/revgate-one.toml" <<EOF
+[server]
+io_threads = 1
+[log]
+access_log = false
+EOF
 cat >"$WORK/revgate-hyper.toml" <<EOF
 [server]
 h1_fast_path = false
@@ -188,7 +195,7 @@ start_revgate() {
 }
 
 start_revgate revgate "$REVGATE"
-start_revgate revgate1 "$REVGATE" TOKIO_WORKER_THREADS=1
+CONFIG="$WORK/revgate-one.toml" start_revgate revgate1 "$REVGATE"
 if [[ " $TARGETS " == *" revgatehy "* ]]; then
     CONFIG="$WORK/revgate-hyper.toml" start_revgate revgatehy "$REVGATE"
 fi

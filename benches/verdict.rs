@@ -196,7 +196,10 @@ fn verdict(c: &mut Criterion) {
     );
     let mut fields = [httparse::EMPTY_HEADER; 16];
     let mut req = httparse::Request::new(&mut fields);
-    assert!(req.parse(head.as_bytes()).expect("a valid head").is_complete());
+    assert!(req
+        .parse(head.as_bytes())
+        .expect("a valid head")
+        .is_complete());
     let parsed: &[httparse::Header<'_>] = req.headers;
     g.bench_function("unrevoked_h1_fields", |b| {
         b.to_async(&rt)

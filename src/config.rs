@@ -73,6 +73,20 @@ pub struct ServerConfig {
     /// Relay plain HTTP/1.1 requests on the fast path (`src/h1`); `false`
     /// sends every connection through hyper.
     pub h1_fast_path: bool,
+    /// Threads serving client connections, each with its own single-threaded
+    /// runtime and upstream pools (connections are dealt to them in turn);
+    /// 0 = one per CPU.
+    pub io_threads: usize,
+}
+
+impl ServerConfig {
+    /// The number of I/O threads, `io_threads` resolved (0 = CPUs).
+    pub fn io_thread_count(&self) -> usize {
+        match self.io_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
 }
 
 impl Default for ServerConfig {
@@ -83,6 +97,7 @@ impl Default for ServerConfig {
             drain_timeout: Duration::from_secs(30),
             tls: None,
             h1_fast_path: true,
+            io_threads: 0,
         }
     }
 }
@@ -565,6 +580,12 @@ impl Config {
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let listen = parse_addr("server.listen", &self.server.listen)?;
         let admin_listen = parse_addr("admin.listen", &self.admin.listen)?;
+        if self.server.io_threads > 1024 {
+            return Err(ConfigError::new(
+                "server.io_threads",
+                "must be at most 1024 (0 = one per CPU)",
+            ));
+        }
         if self.server.max_header_bytes < 8192 {
             return Err(ConfigError::new(
                 "server.max_header_bytes",

@@ -205,6 +205,7 @@ impl Runtime {
                 (r.upstream.scheme == http::uri::Scheme::HTTP).then(|| {
                     Arc::new(crate::h1::pool::Pool::new(
                         &r.upstream.authority,
+                        settings.raw.server.io_thread_count(),
                         up.pool_max_idle_per_host,
                         up.pool_idle_timeout,
                         up.connect_timeout,

@@ -1,6 +1,15 @@
-//! Listeners: the accept loop, optional TLS, the HTTP/1.1 fast path
-//! ([`crate::h1`]) with hyper-util's auto builder (HTTP/1.1 + h2, and h2c
-//! with prior knowledge) behind it, and graceful shutdown.
+//! Listeners: the accept loop, the I/O threads, optional TLS, the HTTP/1.1
+//! fast path ([`crate::h1`]) with hyper-util's auto builder (HTTP/1.1 + h2,
+//! and h2c with prior knowledge) behind it, and graceful shutdown.
+//!
+//! Thread per core: the accept loop runs on the shared runtime and deals
+//! each accepted connection, in turn, to one of `server.io_threads` I/O
+//! threads. Each runs its own single-threaded tokio runtime and keeps the
+//! connection for its whole life: the client socket, the upstream sockets
+//! (the fast path's pools have a shard per thread) and their timers all
+//! live on that thread, so a request never waits for another thread's
+//! scheduler, is never stolen, and wakes nothing across cores. The store,
+//! the admin listener and signal handling stay on the shared runtime.
 //!
 //! Each connection starts on the fast path (unless `server.h1_fast_path` is
 //! off, or TLS negotiated h2); when a request arrives that the fast path does
@@ -17,6 +26,7 @@
 //! hyper (HTTP/1.1) or refused by h2 (HTTP/2); a client that does not finish
 //! its request head within [`HEADER_READ_TIMEOUT`] is disconnected.
 
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,7 +36,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::mpsc::UnboundedReceiver;
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -48,6 +59,8 @@ pub struct Options {
     pub fast_path: bool,
     /// How long in-flight requests may take to finish after shutdown.
     pub drain_timeout: Duration,
+    /// I/O threads (at least 1).
+    pub io_threads: usize,
 }
 
 /// What every connection task shares.
@@ -57,7 +70,12 @@ struct Shared {
     limits: h1::Limits,
     fast_path: bool,
     drain: CancellationToken,
+    tls: Option<TlsAcceptor>,
+    drain_timeout: Duration,
 }
+
+/// An accepted connection on its way to an I/O thread.
+type Accepted = (std::net::TcpStream, SocketAddr, Watcher);
 
 /// Serves the gateway on an already-bound listener until `shutdown`, then
 /// drains for at most `options.drain_timeout`.
@@ -87,11 +105,34 @@ pub async fn serve(
         },
         fast_path: options.fast_path,
         drain: CancellationToken::new(),
+        tls,
+        drain_timeout: options.drain_timeout,
     });
     let graceful = GracefulShutdown::new();
-    let tracker = TaskTracker::new();
     tokio::spawn(sweep_pools(shared.gateway.clone(), shutdown.clone()));
 
+    let mut threads = Vec::new();
+    let mut queues = Vec::new();
+    for i in 0..options.io_threads.max(1) {
+        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        let shared = shared.clone();
+        let spawned = std::thread::Builder::new()
+            .name(format!("revgate-io-{i}"))
+            .spawn(move || io_thread(i, rx, shared));
+        match spawned {
+            Ok(t) => {
+                threads.push(t);
+                queues.push(tx);
+            }
+            Err(e) => tracing::error!(error = %e, thread = i, "cannot start an I/O thread"),
+        }
+    }
+    if queues.is_empty() {
+        tracing::error!("no I/O thread could be started: not serving");
+        return;
+    }
+
+    let mut next = 0usize;
     loop {
         let (stream, addr) = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -106,48 +147,100 @@ pub async fn serve(
             },
         };
         let _ = stream.set_nodelay(true);
-        let shared = shared.clone();
-        let watcher = graceful.watcher();
-        match &tls {
-            None => {
-                let conn = ClientConn { addr, tls: false };
-                tracker.spawn(connection(shared, stream, conn, true, watcher));
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "accepted connection unusable");
+                continue;
             }
-            Some(acceptor) => {
-                let acceptor = acceptor.clone();
-                tracker.spawn(async move {
-                    let tls_stream =
-                        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream))
-                            .await
-                        {
-                            Ok(Ok(s)) => s,
-                            Ok(Err(e)) => {
-                                tracing::debug!(error = %e, client = %addr, "TLS handshake failed");
-                                return;
-                            }
-                            Err(_) => {
-                                tracing::debug!(client = %addr, "TLS handshake timed out");
-                                return;
-                            }
-                        };
-                    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
-                    let conn = ClientConn { addr, tls: true };
-                    connection(shared, tls_stream, conn, !h2, watcher).await;
-                });
+        };
+        // Dealt in turn; a thread that has stopped passes it on.
+        let mut item = (stream, addr, graceful.watcher());
+        for _ in 0..queues.len() {
+            next = (next + 1) % queues.len();
+            match queues[next].send(item) {
+                Ok(()) => break,
+                Err(tokio::sync::mpsc::error::SendError(back)) => item = back,
             }
         }
     }
     drop(listener);
     shared.drain.cancel();
-    tracker.close();
+    // Closing the queues tells each I/O thread to drain and stop.
+    drop(queues);
+    let joined = async {
+        graceful.shutdown().await;
+        for t in threads {
+            let _ = tokio::task::spawn_blocking(move || t.join()).await;
+        }
+    };
     tokio::select! {
-        _ = async { graceful.shutdown().await; tracker.wait().await } => {
+        _ = joined => {
             tracing::info!("all connections drained");
         }
         _ = tokio::time::sleep(options.drain_timeout) => {
             tracing::warn!(timeout = ?options.drain_timeout, "drain timeout: closing remaining connections");
         }
     }
+}
+
+/// One I/O thread: a single-threaded runtime serving the connections dealt
+/// to it until its queue closes, then draining them (bounded by the drain
+/// timeout; the runtime's drop cuts what is left).
+fn io_thread(index: usize, mut queue: UnboundedReceiver<Accepted>, shared: Arc<Shared>) {
+    h1::pool::set_thread_shard(index + 1);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!(error = %e, thread = index, "cannot build an I/O thread's runtime");
+            return;
+        }
+    };
+    rt.block_on(async move {
+        let tracker = TaskTracker::new();
+        while let Some((stream, addr, watcher)) = queue.recv().await {
+            let stream = match tokio::net::TcpStream::from_std(stream) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot register a connection");
+                    continue;
+                }
+            };
+            tracker.spawn(accepted(shared.clone(), stream, addr, watcher));
+        }
+        tracker.close();
+        tokio::select! {
+            _ = tracker.wait() => {}
+            _ = tokio::time::sleep(shared.drain_timeout) => {}
+        }
+    });
+}
+
+/// Serves an accepted connection: the TLS handshake first when the listener
+/// has TLS.
+async fn accepted(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr, watcher: Watcher) {
+    let Some(acceptor) = shared.tls.clone() else {
+        let conn = ClientConn { addr, tls: false };
+        return connection(shared, stream, conn, true, watcher).await;
+    };
+    let tls_stream =
+        match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                tracing::debug!(error = %e, client = %addr, "TLS handshake failed");
+                return;
+            }
+            Err(_) => {
+                tracing::debug!(client = %addr, "TLS handshake timed out");
+                return;
+            }
+        };
+    let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
+    let conn = ClientConn { addr, tls: true };
+    connection(shared, tls_stream, conn, !h2, watcher).await;
 }
 
 /// Closes idle upstream connections of the fast path's pools periodically.

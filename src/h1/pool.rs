@@ -1,7 +1,9 @@
 //! The fast path's upstream connections: one pool per route, plain TCP,
 //! keep-alive HTTP/1.1.
 //!
-//! A request takes the most recently returned connection (LIFO keeps few
+//! Each I/O thread has its own shard of every pool (a connection is used
+//! on the runtime whose reactor it is registered with; see
+//! [`set_thread_shard`]). A request takes the most recently returned connection (LIFO keeps few
 //! connections warm) and gives it back once its response has been relayed
 //! in full; a connection whose message framing was broken, or whose peer
 //! said `Connection: close`, is dropped instead. Connections idle longer
@@ -14,6 +16,7 @@
 //! periodically ([`Pool::sweep`]) so that a quiet pool does not hold
 //! connections its upstream has closed.
 
+use std::cell::Cell;
 use std::io;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
@@ -21,11 +24,24 @@ use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
 
+thread_local! {
+    static SHARD: Cell<usize> = const { Cell::new(0) };
+}
+
+/// Makes the calling thread use shard `index` of every pool (I/O thread
+/// `i` uses `i + 1`; other threads share shard 0).
+pub fn set_thread_shard(index: usize) {
+    SHARD.with(|s| s.set(index));
+}
+
+type Idle = Mutex<Vec<(TcpStream, Instant)>>;
+
 /// Idle keep-alive connections to one upstream.
 pub struct Pool {
     /// `host:port` to connect to.
     addr: String,
-    idle: Mutex<Vec<(TcpStream, Instant)>>,
+    /// One per I/O thread, plus one for every other thread.
+    shards: Box<[Idle]>,
     max_idle: usize,
     idle_timeout: Duration,
     connect_timeout: Duration,
@@ -43,9 +59,11 @@ pub enum ConnectError {
 }
 
 impl Pool {
-    /// A pool for `authority` (`host[:port]`, port 80 when absent).
+    /// A pool for `authority` (`host[:port]`, port 80 when absent), with a
+    /// shard for each of `threads` I/O threads; `max_idle` is per shard.
     pub fn new(
         authority: &http::uri::Authority,
+        threads: usize,
         max_idle: usize,
         idle_timeout: Duration,
         connect_timeout: Duration,
@@ -56,7 +74,7 @@ impl Pool {
         };
         Pool {
             addr,
-            idle: Mutex::new(Vec::new()),
+            shards: (0..=threads).map(|_| Mutex::new(Vec::new())).collect(),
             max_idle,
             idle_timeout,
             connect_timeout,
@@ -65,7 +83,7 @@ impl Pool {
 
     /// A pooled connection that still looks open, if any.
     pub fn take(&self, now: Instant) -> Option<TcpStream> {
-        let mut idle = self.idle.lock().ok()?;
+        let mut idle = self.shard().lock().ok()?;
         while let Some((conn, since)) = idle.pop() {
             if now.saturating_duration_since(since) < self.idle_timeout && still_open(&conn) {
                 return Some(conn);
@@ -76,7 +94,7 @@ impl Pool {
 
     /// Returns a connection whose last response was relayed in full.
     pub fn put(&self, conn: TcpStream, now: Instant) {
-        let Ok(mut idle) = self.idle.lock() else {
+        let Ok(mut idle) = self.shard().lock() else {
             return;
         };
         // Oldest first: drop those past their idle time.
@@ -93,11 +111,18 @@ impl Pool {
     /// Closes idle connections past their idle time or closed by the
     /// upstream (run periodically, so an idle pool does not hold them).
     pub fn sweep(&self, now: Instant) {
-        if let Ok(mut idle) = self.idle.lock() {
-            idle.retain(|(conn, since)| {
-                now.saturating_duration_since(*since) < self.idle_timeout && still_open(conn)
-            });
+        for shard in self.shards.iter() {
+            if let Ok(mut idle) = shard.lock() {
+                idle.retain(|(conn, since)| {
+                    now.saturating_duration_since(*since) < self.idle_timeout && still_open(conn)
+                });
+            }
         }
+    }
+
+    fn shard(&self) -> &Idle {
+        let i = SHARD.with(|s| s.get());
+        &self.shards[i % self.shards.len()]
     }
 
     /// How often [`Pool::sweep`] is worth running.
@@ -123,7 +148,10 @@ impl Pool {
     /// How many connections sit idle (for tests).
     #[cfg(test)]
     fn idle_count(&self) -> usize {
-        self.idle.lock().map(|i| i.len()).unwrap_or(0)
+        self.shards
+            .iter()
+            .map(|s| s.lock().map(|i| i.len()).unwrap_or(0))
+            .sum()
     }
 }
 
@@ -154,6 +182,7 @@ mod tests {
             listener.local_addr().unwrap().to_string().parse().unwrap();
         let pool = Pool::new(
             &authority,
+            1,
             2,
             Duration::from_secs(60),
             Duration::from_secs(5),
@@ -196,6 +225,7 @@ mod tests {
         let authority: http::uri::Authority = addr.to_string().parse().unwrap();
         let pool = Pool::new(
             &authority,
+            1,
             2,
             Duration::from_secs(60),
             Duration::from_secs(5),

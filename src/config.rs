@@ -998,6 +998,10 @@ mod tests {
                 "[upstream]\nurl = \"http://u\"\n[server]\nmax_header_bytes = 10",
                 "server.max_header_bytes",
             ),
+            (
+                "[upstream]\nurl = \"http://u\"\n[server]\nio_threads = 5000",
+                "server.io_threads",
+            ),
         ];
         for (toml, key) in cases {
             let err = check(toml).unwrap_err();

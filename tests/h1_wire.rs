@@ -805,6 +805,29 @@ fn access_log_lines_name_the_request_not_its_query() {
     assert!(!line.contains("SeCrEt"), "{line}");
 }
 
+#[test]
+fn connections_spread_over_several_io_threads_all_work() {
+    // Three I/O threads, six client connections dealt round-robin, two
+    // keep-alive requests each, interleaved: every answer is the right one.
+    let up = echo_path();
+    let gw = Gateway::new()
+        .upstream(&up.url)
+        .toml(&server_toml("io_threads = 3"))
+        .spawn();
+    let mut clients: Vec<RawClient> = (0..6).map(|_| RawClient::connect(gw.addr)).collect();
+    for round in 0..2 {
+        for (i, c) in clients.iter_mut().enumerate() {
+            c.send(get(&format!("/c{i}/r{round}")).as_bytes());
+        }
+        for (i, c) in clients.iter_mut().enumerate() {
+            let r = c.response();
+            assert_eq!(r.start, "HTTP/1.1 200 OK");
+            assert_eq!(r.text(), format!("/c{i}/r{round}"));
+        }
+    }
+    assert_eq!(up.wait_seen(12, WAIT).len(), 12);
+}
+
 /// The tests above that must hold whichever way a connection is served,
 /// again with `server.h1_fast_path = false`. Left out: the invalid chunk
 /// (hyper answers 502 where the fast path answers 400), header order
@@ -853,4 +876,5 @@ on_hyper_too!(
     idle_keep_alive_connections_do_not_hold_up_shutdown,
     gateway_answers_carry_length_and_date_and_keep_the_connection,
     access_log_lines_name_the_request_not_its_query,
+    connections_spread_over_several_io_threads_all_work,
 );

@@ -828,6 +828,47 @@ fn connections_spread_over_several_io_threads_all_work() {
     assert_eq!(up.wait_seen(12, WAIT).len(), 12);
 }
 
+#[test]
+fn an_early_answer_during_an_upload_reaches_the_client() {
+    // The upstream reads the request head, answers 413 at once and never
+    // reads the body: the client gets that 413 (not a 502, not a hang), and
+    // the connection whose body was cut short is closed after it.
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        if let Some(Ok(mut s)) = listener.incoming().next() {
+            s.set_read_timeout(Some(WAIT)).unwrap();
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") {
+                if s.read(&mut byte).unwrap_or(0) == 0 {
+                    return;
+                }
+                head.push(byte[0]);
+            }
+            let _ = s.write_all(
+                b"HTTP/1.1 413 Payload Too Large\r\nContent-Length: 9\r\nConnection: close\r\n\r\ntoo large",
+            );
+            // Keep the socket a moment without reading, as a server
+            // finishing its answer would.
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let gw = Gateway::new().upstream(&url).toml(&server_toml("")).spawn();
+    let mut c = RawClient::connect(gw.addr);
+    // Declares 8 MiB, sends 64 KiB, then waits for the answer.
+    c.send(b"POST /upload HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 8388608\r\n\r\n");
+    c.send(&vec![b'x'; 65536]);
+    let r = c.response();
+    assert_eq!(r.start, "HTTP/1.1 413 Payload Too Large");
+    assert_eq!(r.text(), "too large");
+    if FAST_PATH.with(|f| f.get()) {
+        assert_eq!(r.header("connection").as_deref(), Some("close"));
+        assert!(c.closed(), "connection left open after a cut-short body");
+    }
+}
+
 /// The tests above that must hold whichever way a connection is served,
 /// again with `server.h1_fast_path = false`. Left out: the invalid chunk
 /// (hyper answers 502 where the fast path answers 400), header order
@@ -877,4 +918,5 @@ on_hyper_too!(
     gateway_answers_carry_length_and_date_and_keep_the_connection,
     access_log_lines_name_the_request_not_its_query,
     connections_spread_over_several_io_threads_all_work,
+    an_early_answer_during_an_upload_reaches_the_client,
 );

@@ -515,6 +515,9 @@ struct ResponseHead {
     body: Framing,
     /// The upstream connection can carry another request afterwards.
     reusable: bool,
+    /// The client connection is closed after this response (its request
+    /// body was not read to the end).
+    close_client: bool,
 }
 
 /// Why an exchange with the upstream failed before the client saw anything.
@@ -689,6 +692,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
             status,
             body: mut rbody,
             mut reusable,
+            close_client,
         } = head;
         // `out` holds the client's response head and the body bytes that
         // came with it. A body without a length is sent on chunked.
@@ -718,7 +722,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
             Some(upstream_time),
             fingerprint.as_ref(),
         );
-        if !ok || meta.close {
+        if !ok || meta.close || close_client {
             Next::Close
         } else {
             Next::KeepAlive
@@ -763,23 +767,40 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
                 }
                 break Err(ExchangeError::Unavailable(format!("write: {e}")));
             }
+            // While the body streams, the upstream may answer early (a 413,
+            // a 401) and stop reading: then stop sending and relay its
+            // answer; the rest of the body is never sent, so neither
+            // connection can carry another request.
+            let mut cut_short = false;
             if !body.is_done() {
-                match relay(body, &mut self.buf, &mut self.io, &mut up).await {
-                    Ok(()) => {}
-                    Err(RelayError::Write(e)) => {
-                        break Err(ExchangeError::Unavailable(format!("write: {e}")))
-                    }
-                    Err(_) => break Err(ExchangeError::ClientBody),
+                let (mut rd, mut wr) = up.split();
+                let mut one = [0u8; 1];
+                let relayed = tokio::select! {
+                    biased;
+                    _ = rd.peek(&mut one) => None,
+                    r = relay(body, &mut self.buf, &mut self.io, &mut wr) => Some(r),
+                };
+                match relayed {
+                    Some(Ok(())) => {}
+                    // It may have answered and closed: look for the answer.
+                    None | Some(Err(RelayError::Write)) => cut_short = true,
+                    Some(Err(_)) => break Err(ExchangeError::ClientBody),
                 }
             }
             let timeout = rt.settings().raw.upstream.response_header_timeout;
             let body_sent = if streamed { Instant::now() } else { sent };
             self.response_timer.set(body_sent + timeout);
             match self
-                .response_head(&mut up, &mut request, head_request)
+                .response_head(&mut up, &mut request, head_request, cut_short)
                 .await
             {
-                Ok(head) => break Ok((up, head)),
+                Ok(mut head) => {
+                    if cut_short {
+                        head.reusable = false;
+                        head.close_client = true;
+                    }
+                    break Ok((up, head));
+                }
                 Err(HeadError::Closed(_)) if retry => {
                     fresh = true;
                     continue;
@@ -804,6 +825,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
         up: &mut TcpStream,
         out: &mut Vec<u8>,
         head_request: bool,
+        close_client: bool,
     ) -> Result<ResponseHead, HeadError> {
         self.ubuf.clear();
         // Whether any byte came back: only a connection that answered
@@ -825,7 +847,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
                             return Err(HeadError::Invalid("101 without an upgrade".into()));
                         }
                         if code != 100 {
-                            rewrite_response(out, &resp, &Framing::Done);
+                            rewrite_response(out, &resp, &Framing::Done, false);
                             if self.io.write_all(out).await.is_err() {
                                 return Err(HeadError::Invalid("client gone".into()));
                             }
@@ -834,7 +856,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
                         continue;
                     }
                     let mut head = inspect_response(&resp, head_request)?;
-                    rewrite_response(out, &resp, &head.body);
+                    rewrite_response(out, &resp, &head.body, close_client);
                     if matches!(head.body, Framing::UntilClose) {
                         // Relayed chunked: the rest of the buffer is body.
                         push_chunk(out, &self.ubuf[n..]);
@@ -931,14 +953,21 @@ fn inspect_response(
         status: code,
         body,
         reusable,
+        close_client: false,
     })
 }
 
 /// Writes the client's response head: the upstream's status and fields,
 /// hop-by-hop fields (and those its `Connection` names) removed, `Via`
 /// appended to, `Transfer-Encoding: chunked` when the body is relayed
-/// chunked (as it came, or re-framed from a body that ran until close).
-fn rewrite_response(out: &mut Vec<u8>, resp: &httparse::Response<'_, '_>, body: &Framing) {
+/// chunked (as it came, or re-framed from a body that ran until close), and
+/// `Connection: close` when `close`.
+fn rewrite_response(
+    out: &mut Vec<u8>,
+    resp: &httparse::Response<'_, '_>,
+    body: &Framing,
+    close: bool,
+) {
     let code = resp.code.unwrap_or(502);
     out.clear();
     out.extend_from_slice(b"HTTP/1.1 ");
@@ -970,6 +999,9 @@ fn rewrite_response(out: &mut Vec<u8>, resp: &httparse::Response<'_, '_>, body: 
     };
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -1055,7 +1087,7 @@ enum RelayError {
     /// The body's framing is broken.
     Framing,
     /// The destination failed.
-    Write(std::io::Error),
+    Write,
 }
 
 /// Relays the rest of a body from `src` to `dst`. `buf` holds bytes already
@@ -1083,7 +1115,9 @@ where
             }
         }
         let k = body.take(buf).map_err(|_| RelayError::Framing)?;
-        dst.write_all(&buf[..k]).await.map_err(RelayError::Write)?;
+        dst.write_all(&buf[..k])
+            .await
+            .map_err(|_| RelayError::Write)?;
         buf.drain(..k);
     }
     Ok(())
@@ -1207,7 +1241,7 @@ mod tests {
         let head = inspect_response(&resp, false);
         let mut out = Vec::new();
         if let Ok(h) = &head {
-            rewrite_response(&mut out, &resp, &h.body);
+            rewrite_response(&mut out, &resp, &h.body, false);
         }
         (out, head)
     }

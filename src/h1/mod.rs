@@ -40,6 +40,12 @@
 //! a length is relayed until the upstream closes and then the client
 //! connection is closed too. 1xx responses other than `100` are passed on.
 //!
+//! A request body is streamed to the upstream as it arrives. When the
+//! upstream answers before it has all of it (a 413, a 401), that answer is
+//! relayed and both connections are closed afterwards; when a pooled
+//! connection fails before any response byte, an idempotent request whose
+//! bytes are all still in memory is sent again on a fresh connection.
+//!
 //! Timeouts as on the hyper path: the next request head within
 //! `HEADER_READ_TIMEOUT` (idle keep-alive time included), the upstream's
 //! response head within `upstream.response_header_timeout` of the request

@@ -526,6 +526,9 @@ fn connection_close_from_the_client_closes_after_the_response() {
     let r = c.response();
     assert_eq!(r.start, "HTTP/1.1 200 OK");
     assert_eq!(r.text(), "/bye");
+    // RFC 9112 §9.6: the server says it will close (clients such as wrk
+    // otherwise reuse the connection and see a reset).
+    assert_eq!(r.header("connection").as_deref(), Some("close"));
     assert!(c.closed());
     assert!(c.buf.is_empty());
     let m = up.wait_seen(1, WAIT)[0].msg.clone();

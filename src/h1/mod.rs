@@ -652,7 +652,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
 
         let sent = Instant::now();
         let (mut up, head) = match self
-            .exchange(rt, &pool, &mut body, meta.head, idempotent, sent)
+            .exchange(rt, &pool, &mut body, &meta, idempotent, sent)
             .await
         {
             Ok(x) => x,
@@ -746,7 +746,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
         rt: &Runtime,
         pool: &Pool,
         body: &mut Framing,
-        head_request: bool,
+        meta: &Meta,
         idempotent: bool,
         sent: Instant,
     ) -> Result<(TcpStream, ResponseHead), ExchangeError> {
@@ -797,7 +797,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
             let body_sent = if streamed { Instant::now() } else { sent };
             self.response_timer.set(body_sent + timeout);
             match self
-                .response_head(&mut up, &mut request, head_request, cut_short)
+                .response_head(&mut up, &mut request, meta.head, cut_short || meta.close)
                 .await
             {
                 Ok(mut head) => {

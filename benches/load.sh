@@ -36,7 +36,7 @@
 # far less noisy than req/s. Default: 3 rounds x 5 targets x 10 s + warm-up,
 # about 3 minutes once revgate is built.
 #
-# Usage: benches/load.sh            (env: ROUNDS DURATION CONNS TOKENS TARGETS
+# Usage: benches/load.sh            (env: ROUNDS DURATION CONNS TOKENS TARGETS CONNECTION
 #                                    REVGATE_B SKIP_BUILD=1 KEEP=1 to keep the
 #                                    work dir)
 # Installs wrk and nginx from Debian's packages when absent. Stops by itself:
@@ -49,6 +49,10 @@ ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 CONNS=${CONNS:-64}
 TOKENS=${TOKENS:-10000}
+# CONNECTION=close: every request asks for `Connection: close`, so each one
+# pays a new TCP connection (accept, hand-off to an I/O thread) instead of
+# riding a keep-alive connection.
+CONNECTION=${CONNECTION:-keep-alive}
 TARGETS=${TARGETS:-"direct nginx revgate revgate1 revgatehy"}
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -253,7 +257,9 @@ local i = 0
 function init(args)
   for line in io.lines(args[1]) do
     if #line > 0 then
-      reqs[#reqs + 1] = wrk.format("GET", "/", { ["Authorization"] = "Bearer " .. line })
+      local h = { ["Authorization"] = "Bearer " .. line }
+      if args[2] == "close" then h["Connection"] = "close" end
+      reqs[#reqs + 1] = wrk.format("GET", "/", h)
     end
   end
   -- Threads start at different offsets of the cycle.
@@ -315,7 +321,7 @@ run_wrk() { # target seconds round
     mapfile -t pids < <(pids_of "$1")
     before=$(usage_of "${pids[@]}")
     timeout $(($2 + 30)) wrk -t1 -c"$CONNS" -d"$2"s --timeout 5s --latency \
-        -s "$WORK/tokens.lua" "$(url_of "$1")" -- "$WORK/tokens.txt" >"$out" 2>&1 || {
+        -s "$WORK/tokens.lua" "$(url_of "$1")" -- "$WORK/tokens.txt" "$CONNECTION" >"$out" 2>&1 || {
         log "wrk failed against $1"; cat "$out" >&2; return 1; }
     after=$(usage_of "${pids[@]}")
     [ "$3" = warm ] && return 0

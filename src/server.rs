@@ -2,9 +2,10 @@
 //! fast path ([`crate::h1`]) with hyper-util's auto builder (HTTP/1.1 + h2,
 //! and h2c with prior knowledge) behind it, and graceful shutdown.
 //!
-//! Thread per core: the accept loop runs on the shared runtime and deals
-//! each accepted connection, in turn, to one of `server.io_threads` I/O
-//! threads. Each runs its own single-threaded tokio runtime and keeps the
+//! Thread per core: `server.io_threads` I/O threads each run their own
+//! single-threaded tokio runtime. Thread 0 also accepts, and deals the
+//! accepted connections in turn to every I/O thread, itself included (its
+//! own turn costs no hand-off at all). Each thread keeps the
 //! connection for its whole life: the client socket, the upstream sockets
 //! (the fast path's pools have a shard per thread) and their timers all
 //! live on that thread, so a request never waits for another thread's
@@ -16,11 +17,11 @@
 //! not take, the connection is handed to hyper together with the bytes
 //! already read, and hyper serves it from then on.
 //!
-//! Shutdown follows hyper-util's `server_graceful` example: when `shutdown`
-//! is cancelled the listener is dropped (new connections are refused),
-//! every open connection finishes its in-flight request and closes (idle
-//! fast-path connections at once, hyper's through `GracefulShutdown`), and
-//! the server waits for all of them up to `drain_timeout`.
+//! Shutdown: when `shutdown` is cancelled the listener is dropped (new
+//! connections are refused), every open connection finishes its in-flight
+//! request and closes (idle fast-path connections at once, hyper's through
+//! `graceful_shutdown`, as in hyper-util's `server_graceful` example), and
+//! each I/O thread waits for its connections up to `drain_timeout`.
 //!
 //! Limits: a request head over `server.max_header_bytes` is answered 431 by
 //! hyper (HTTP/1.1) or refused by h2 (HTTP/2); a client that does not finish
@@ -34,10 +35,9 @@ use bytes::Bytes;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::{GracefulShutdown, Watcher};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -69,13 +69,26 @@ struct Shared {
     builder: auto::Builder<TokioExecutor>,
     limits: h1::Limits,
     fast_path: bool,
+    /// Cancelled at shutdown: stop accepting, finish in-flight requests,
+    /// close idle connections.
     drain: CancellationToken,
     tls: Option<TlsAcceptor>,
     drain_timeout: Duration,
 }
 
-/// An accepted connection on its way to an I/O thread.
-type Accepted = (std::net::TcpStream, SocketAddr, Watcher);
+/// A connection accepted on I/O thread 0, dealt to another I/O thread.
+type Dealt = (std::net::TcpStream, SocketAddr);
+
+/// What an I/O thread does besides serving its connections.
+enum Role {
+    /// Thread 0: accepts, keeps its turn's connections, deals the others.
+    Acceptor {
+        listener: std::net::TcpListener,
+        queues: Vec<UnboundedSender<Dealt>>,
+    },
+    /// The others: serve what thread 0 deals them.
+    Worker(UnboundedReceiver<Dealt>),
+}
 
 /// Serves the gateway on an already-bound listener until `shutdown`, then
 /// drains for at most `options.drain_timeout`.
@@ -104,90 +117,62 @@ pub async fn serve(
             header_read_timeout: HEADER_READ_TIMEOUT,
         },
         fast_path: options.fast_path,
-        drain: CancellationToken::new(),
+        drain: shutdown.clone(),
         tls,
         drain_timeout: options.drain_timeout,
     });
-    let graceful = GracefulShutdown::new();
     tokio::spawn(sweep_pools(shared.gateway.clone(), shutdown.clone()));
+    let listener = match listener.into_std() {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "listener unusable: not serving");
+            return;
+        }
+    };
 
-    let mut threads = Vec::new();
+    let n = options.io_threads.max(1);
     let mut queues = Vec::new();
-    for i in 0..options.io_threads.max(1) {
+    let mut roles = Vec::new();
+    for _ in 1..n {
         let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+        queues.push(tx);
+        roles.push(Role::Worker(rx));
+    }
+    roles.insert(0, Role::Acceptor { listener, queues });
+    let mut threads = Vec::new();
+    for (i, role) in roles.into_iter().enumerate() {
         let shared = shared.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("revgate-io-{i}"))
-            .spawn(move || io_thread(i, rx, shared));
+            .spawn(move || io_thread(i, role, shared));
         match spawned {
-            Ok(t) => {
-                threads.push(t);
-                queues.push(tx);
-            }
+            Ok(t) => threads.push(t),
+            // Thread 0 failing means nothing is served; another failing
+            // only drops its queue (thread 0 then keeps its share).
             Err(e) => tracing::error!(error = %e, thread = i, "cannot start an I/O thread"),
         }
     }
-    if queues.is_empty() {
-        tracing::error!("no I/O thread could be started: not serving");
-        return;
-    }
 
-    let mut next = 0usize;
-    loop {
-        let (stream, addr) = tokio::select! {
-            _ = shutdown.cancelled() => break,
-            accepted = listener.accept() => match accepted {
-                Ok(a) => a,
-                Err(e) => {
-                    // EMFILE and friends: back off instead of spinning.
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
-        let _ = stream.set_nodelay(true);
-        let stream = match stream.into_std() {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::warn!(error = %e, "accepted connection unusable");
-                continue;
-            }
-        };
-        // Dealt in turn; a thread that has stopped passes it on.
-        let mut item = (stream, addr, graceful.watcher());
-        for _ in 0..queues.len() {
-            next = (next + 1) % queues.len();
-            match queues[next].send(item) {
-                Ok(()) => break,
-                Err(tokio::sync::mpsc::error::SendError(back)) => item = back,
-            }
-        }
-    }
-    drop(listener);
-    shared.drain.cancel();
-    // Closing the queues tells each I/O thread to drain and stop.
-    drop(queues);
+    shutdown.cancelled().await;
     let joined = async {
-        graceful.shutdown().await;
         for t in threads {
             let _ = tokio::task::spawn_blocking(move || t.join()).await;
         }
     };
+    // Each thread bounds its own drain by the drain timeout; this bound
+    // covers a thread stuck past it.
     tokio::select! {
-        _ = joined => {
-            tracing::info!("all connections drained");
-        }
-        _ = tokio::time::sleep(options.drain_timeout) => {
+        _ = joined => tracing::info!("all connections drained"),
+        _ = tokio::time::sleep(options.drain_timeout + Duration::from_secs(1)) => {
             tracing::warn!(timeout = ?options.drain_timeout, "drain timeout: closing remaining connections");
         }
     }
 }
 
-/// One I/O thread: a single-threaded runtime serving the connections dealt
-/// to it until its queue closes, then draining them (bounded by the drain
-/// timeout; the runtime's drop cuts what is left).
-fn io_thread(index: usize, mut queue: UnboundedReceiver<Accepted>, shared: Arc<Shared>) {
+/// One I/O thread: a single-threaded runtime serving its connections (and,
+/// on thread 0, accepting) until shutdown, then draining them for at most
+/// the drain timeout (the runtime's drop cuts what is left).
+fn io_thread(index: usize, role: Role, shared: Arc<Shared>) {
     h1::pool::set_thread_shard(index + 1);
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -201,15 +186,20 @@ fn io_thread(index: usize, mut queue: UnboundedReceiver<Accepted>, shared: Arc<S
     };
     rt.block_on(async move {
         let tracker = TaskTracker::new();
-        while let Some((stream, addr, watcher)) = queue.recv().await {
-            let stream = match tokio::net::TcpStream::from_std(stream) {
-                Ok(s) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "cannot register a connection");
-                    continue;
+        match role {
+            Role::Acceptor { listener, queues } => {
+                accept(listener, queues, &shared, &tracker).await
+            }
+            Role::Worker(mut queue) => {
+                while let Some((stream, addr)) = queue.recv().await {
+                    match TcpStream::from_std(stream) {
+                        Ok(s) => {
+                            tracker.spawn(accepted(shared.clone(), s, addr));
+                        }
+                        Err(e) => tracing::warn!(error = %e, "cannot register a connection"),
+                    }
                 }
-            };
-            tracker.spawn(accepted(shared.clone(), stream, addr, watcher));
+            }
         }
         tracker.close();
         tokio::select! {
@@ -219,12 +209,69 @@ fn io_thread(index: usize, mut queue: UnboundedReceiver<Accepted>, shared: Arc<S
     });
 }
 
+/// The accept loop (I/O thread 0): connections are dealt in turn, thread 0
+/// included; a connection whose thread has stopped is served here. Ends at
+/// shutdown, closing the queues (which ends the other threads' loops).
+async fn accept(
+    listener: std::net::TcpListener,
+    queues: Vec<UnboundedSender<Dealt>>,
+    shared: &Arc<Shared>,
+    tracker: &TaskTracker,
+) {
+    let listener = match TcpListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot register the listener: not serving");
+            return;
+        }
+    };
+    let mut turn = 0usize;
+    loop {
+        let (stream, addr) = tokio::select! {
+            _ = shared.drain.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    // EMFILE and friends: back off instead of spinning.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        turn = (turn + 1) % (queues.len() + 1);
+        let stream = match turn.checked_sub(1).and_then(|q| queues.get(q)) {
+            None => stream,
+            Some(queue) => match stream.into_std() {
+                Ok(s) => match queue.send((s, addr)) {
+                    Ok(()) => continue,
+                    Err(tokio::sync::mpsc::error::SendError((s, _))) => {
+                        match TcpStream::from_std(s) {
+                            Ok(s) => s,
+                            Err(e) => {
+                                tracing::warn!(error = %e, "cannot register a connection");
+                                continue;
+                            }
+                        }
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(error = %e, "accepted connection unusable");
+                    continue;
+                }
+            },
+        };
+        tracker.spawn(accepted(shared.clone(), stream, addr));
+    }
+}
+
 /// Serves an accepted connection: the TLS handshake first when the listener
 /// has TLS.
-async fn accepted(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr, watcher: Watcher) {
+async fn accepted(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let Some(acceptor) = shared.tls.clone() else {
         let conn = ClientConn { addr, tls: false };
-        return connection(shared, stream, conn, true, watcher).await;
+        return connection(shared, stream, conn, true).await;
     };
     let tls_stream =
         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -240,7 +287,7 @@ async fn accepted(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr, watc
         };
     let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let conn = ClientConn { addr, tls: true };
-    connection(shared, tls_stream, conn, !h2, watcher).await;
+    connection(shared, tls_stream, conn, !h2).await;
 }
 
 /// Closes idle upstream connections of the fast path's pools periodically.
@@ -255,8 +302,9 @@ async fn sweep_pools(gateway: Arc<Gateway>, shutdown: CancellationToken) {
 }
 
 /// Serves one connection: on the fast path while it takes the requests
-/// (`h1` and the fast path enabled), then with hyper.
-async fn connection<IO>(shared: Arc<Shared>, io: IO, conn: ClientConn, h1: bool, watcher: Watcher)
+/// (`h1` and the fast path enabled), then with hyper, which is asked to
+/// finish its in-flight requests and close when the drain starts.
+async fn connection<IO>(shared: Arc<Shared>, io: IO, conn: ClientConn, h1: bool)
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
@@ -281,7 +329,15 @@ where
     let c = shared
         .builder
         .serve_connection_with_upgrades(TokioIo::new(Rewind::new(io, pre)), service);
-    if let Err(e) = watcher.watch(c.into_owned()).await {
+    let mut c = std::pin::pin!(c);
+    let ended = tokio::select! {
+        r = c.as_mut() => r,
+        _ = shared.drain.cancelled() => {
+            c.as_mut().graceful_shutdown();
+            c.await
+        }
+    };
+    if let Err(e) = ended {
         tracing::debug!(error = %e, "connection ended with an error");
     }
 }

@@ -68,6 +68,12 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
+    /// On the HTTP/1.1 fast path, the longest a request or response body may
+    /// make no progress (no byte read or written) before the exchange is
+    /// given up: 408 for a client that stops sending, 504 for an upstream
+    /// that stops reading, the connection closed once a response has begun.
+    #[serde(with = "humantime_serde")]
+    pub body_idle_timeout: Duration,
     /// TLS on the listener, when set.
     pub tls: Option<ServerTlsConfig>,
     /// Relay plain HTTP/1.1 requests on the fast path (`src/h1`); `false`
@@ -95,6 +101,7 @@ impl Default for ServerConfig {
             listen: "127.0.0.1:8080".into(),
             max_header_bytes: 32 * 1024,
             drain_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(60),
             tls: None,
             h1_fast_path: true,
             io_threads: 0,
@@ -580,6 +587,12 @@ impl Config {
     pub fn validate(&self) -> Result<Settings, ConfigError> {
         let listen = parse_addr("server.listen", &self.server.listen)?;
         let admin_listen = parse_addr("admin.listen", &self.admin.listen)?;
+        if self.server.body_idle_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "server.body_idle_timeout",
+                "must be more than 0",
+            ));
+        }
         if self.server.io_threads > 1024 {
             return Err(ConfigError::new(
                 "server.io_threads",
@@ -1001,6 +1014,10 @@ mod tests {
             (
                 "[upstream]\nurl = \"http://u\"\n[server]\nio_threads = 5000",
                 "server.io_threads",
+            ),
+            (
+                "[upstream]\nurl = \"http://u\"\n[server]\nbody_idle_timeout = \"0s\"",
+                "server.body_idle_timeout",
             ),
         ];
         for (toml, key) in cases {

@@ -221,6 +221,7 @@ pub async fn run(
         max_header_bytes: settings.raw.server.max_header_bytes,
         fast_path: settings.raw.server.h1_fast_path,
         io_threads: settings.raw.server.io_thread_count(),
+        body_idle_timeout: settings.raw.server.body_idle_timeout,
         drain_timeout: settings.raw.server.drain_timeout,
     };
     let (acceptor, resolver) = match &settings.raw.server.tls {

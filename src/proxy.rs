@@ -81,6 +81,9 @@ pub enum ProxyError {
     /// The client's body failed while being read: 400.
     #[error("client body: {0}")]
     ClientBody(String),
+    /// The client stopped sending its body (`server.body_idle_timeout`): 408.
+    #[error("client body timed out")]
+    ClientTimeout,
     /// A request transfer coding other than `chunked` alone (RFC 9112 §6.1:
     /// 501); relaying it would hand the upstream coded bytes as plain ones.
     #[error("unsupported transfer coding")]
@@ -96,6 +99,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::TransferCoding => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
 
@@ -116,6 +120,9 @@ impl ProxyError {
                 "The upstream service did not answer in time",
             ),
             ProxyError::ClientBody(_) => ("invalid_request", "The request body could not be read"),
+            ProxyError::ClientTimeout => {
+                ("request_timeout", "The request body did not arrive in time")
+            }
             ProxyError::TransferCoding => (
                 "not_implemented",
                 "The request's transfer coding is not supported",

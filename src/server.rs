@@ -61,6 +61,8 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// I/O threads (at least 1).
     pub io_threads: usize,
+    /// Longest a body may make no progress on the fast path.
+    pub body_idle_timeout: Duration,
 }
 
 /// What every connection task shares.
@@ -115,6 +117,7 @@ pub async fn serve(
         limits: h1::Limits {
             max_header_bytes: options.max_header_bytes,
             header_read_timeout: HEADER_READ_TIMEOUT,
+            body_idle_timeout: options.body_idle_timeout,
         },
         fast_path: options.fast_path,
         drain: shutdown.clone(),

@@ -872,6 +872,46 @@ fn an_early_answer_during_an_upload_reaches_the_client() {
     }
 }
 
+#[test]
+fn a_client_that_stops_sending_its_body_gets_408() {
+    let up = echo_path();
+    let gw = Gateway::new()
+        .upstream(&up.url)
+        .toml(&server_toml("body_idle_timeout = \"1s\""))
+        .spawn();
+    let mut c = RawClient::connect(gw.addr);
+    c.send(b"POST /slow HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 100\r\n\r\n0123456789");
+    let r = c.response();
+    assert_eq!(r.start, "HTTP/1.1 408 Request Timeout");
+    assert_eq!(
+        r.text(),
+        r#"{"error":"request_timeout","error_description":"The request body did not arrive in time"}"#
+    );
+    assert_eq!(r.header("connection").as_deref(), Some("close"));
+    assert!(c.closed(), "connection left open after 408");
+}
+
+#[test]
+fn a_response_body_that_stalls_ends_the_client_connection() {
+    // 10 of 100 bytes, then the upstream keeps the connection open and
+    // silent for longer than the client waits: the gateway gives up after
+    // body_idle_timeout and closes, so the client sees a short body.
+    let up = RawUpstream::queue(vec![Reply::SendIdleClose(
+        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789".to_vec(),
+        Duration::from_secs(20),
+    )]);
+    let gw = Gateway::new()
+        .upstream(&up.url)
+        .toml(&server_toml("body_idle_timeout = \"1s\""))
+        .spawn();
+    let mut c = RawClient::connect(gw.addr);
+    c.send(get("/stall").as_bytes());
+    assert!(c.closed(), "the stalled response was not given up");
+    let text = c.text();
+    assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text:?}");
+    assert!(text.ends_with("\r\n\r\n0123456789"), "{text:?}");
+}
+
 /// The tests above that must hold whichever way a connection is served,
 /// again with `server.h1_fast_path = false`. Left out: the invalid chunk
 /// (hyper answers 502 where the fast path answers 400), header order

@@ -46,7 +46,10 @@
 //! connection fails before any response byte, an idempotent request whose
 //! bytes are all still in memory is sent again on a fresh connection.
 //!
-//! Timeouts as on the hyper path: the next request head within
+//! Timeouts: a body relay that makes no progress for
+//! `server.body_idle_timeout` is given up (408, 504, or a closed
+//! connection once a response has begun; the hyper path has no body
+//! timeout). As on the hyper path: the next request head within
 //! `HEADER_READ_TIMEOUT` (idle keep-alive time included), the upstream's
 //! response head within `upstream.response_header_timeout` of the request
 //! body being sent in full, the connect within `upstream.connect_timeout`.
@@ -102,6 +105,8 @@ pub struct Limits {
     pub max_header_bytes: usize,
     /// Time for a whole request head to arrive, idle keep-alive included.
     pub header_read_timeout: Duration,
+    /// Longest a body relay may make no progress.
+    pub body_idle_timeout: Duration,
 }
 
 /// Serves a client connection until it closes or must be handed to hyper.
@@ -536,6 +541,8 @@ enum ExchangeError {
     /// The client's body broke off or was malformed: close without answering
     /// more than 400.
     ClientBody,
+    /// The client stopped sending its body: 408, then close.
+    ClientStalled,
 }
 
 struct Conn<IO> {
@@ -680,6 +687,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
                         )
                     }
                     ExchangeError::ClientBody => (bad_body(), Outcome::BadRequest),
+                    ExchangeError::ClientStalled => {
+                        (ProxyError::ClientTimeout.response(), Outcome::BadRequest)
+                    }
                 };
                 let close = meta.close || outcome == Outcome::BadRequest;
                 let a = Answer {
@@ -705,12 +715,29 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
         let rechunk = matches!(rbody, Framing::UntilClose);
         let mut ok = self.io.write_all(&self.out).await.is_ok();
         if ok && !rbody.is_done() {
+            let mut stall = Stall {
+                timer: &mut self.response_timer,
+                limit: self.limits.body_idle_timeout,
+            };
             ok = if rechunk {
-                relay_rechunked(&mut self.ubuf, &mut up, &mut self.io, &mut self.out).await
+                relay_rechunked(
+                    &mut self.ubuf,
+                    &mut up,
+                    &mut self.io,
+                    &mut self.out,
+                    &mut stall,
+                )
+                .await
             } else {
-                relay(&mut rbody, &mut self.ubuf, &mut up, &mut self.io)
-                    .await
-                    .is_ok()
+                relay(
+                    &mut rbody,
+                    &mut self.ubuf,
+                    &mut up,
+                    &mut self.io,
+                    &mut stall,
+                )
+                .await
+                .is_ok()
             };
         }
         reusable &= ok && self.ubuf.is_empty();
@@ -781,15 +808,21 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
             if !body.is_done() {
                 let (mut rd, mut wr) = up.split();
                 let mut one = [0u8; 1];
+                let mut stall = Stall {
+                    timer: &mut self.head_timer,
+                    limit: self.limits.body_idle_timeout,
+                };
                 let relayed = tokio::select! {
                     biased;
                     _ = rd.peek(&mut one) => None,
-                    r = relay(body, &mut self.buf, &mut self.io, &mut wr) => Some(r),
+                    r = relay(body, &mut self.buf, &mut self.io, &mut wr, &mut stall) => Some(r),
                 };
                 match relayed {
                     Some(Ok(())) => {}
-                    // It may have answered and closed: look for the answer.
+                    // It answered, or stopped reading and may have answered
+                    // (then closed): look for the answer.
                     None | Some(Err(RelayError::Write)) => cut_short = true,
+                    Some(Err(RelayError::ReadStalled)) => break Err(ExchangeError::ClientStalled),
                     Some(Err(_)) => break Err(ExchangeError::ClientBody),
                 }
             }
@@ -1090,10 +1123,30 @@ fn account(
 enum RelayError {
     /// The source failed or closed before the body ended.
     Read,
+    /// The source sent nothing for the body idle timeout.
+    ReadStalled,
     /// The body's framing is broken.
     Framing,
-    /// The destination failed.
+    /// The destination failed, or took nothing for the body idle timeout.
     Write,
+}
+
+/// How long a body relay may make no progress, on a connection's timer.
+struct Stall<'a> {
+    timer: &'a mut Deadline,
+    limit: Duration,
+}
+
+impl Stall<'_> {
+    /// `f`, or `None` once it has made no progress for the limit.
+    async fn bound<T>(&mut self, f: impl std::future::Future<Output = T>) -> Option<T> {
+        self.timer.set(Instant::now() + self.limit);
+        tokio::select! {
+            biased;
+            r = f => Some(r),
+            _ = self.timer.wait() => None,
+        }
+    }
 }
 
 /// Relays the rest of a body from `src` to `dst`. `buf` holds bytes already
@@ -1103,6 +1156,7 @@ async fn relay<R, W>(
     buf: &mut Vec<u8>,
     src: &mut R,
     dst: &mut W,
+    stall: &mut Stall<'_>,
 ) -> Result<(), RelayError>
 where
     R: AsyncRead + Unpin,
@@ -1111,19 +1165,21 @@ where
     while !body.is_done() {
         if buf.is_empty() {
             buf.reserve(RELAY_CHUNK);
-            match src.read_buf(buf).await {
-                Ok(0) if matches!(body, Framing::UntilClose) => {
+            match stall.bound(src.read_buf(buf)).await {
+                None => return Err(RelayError::ReadStalled),
+                Some(Ok(0)) if matches!(body, Framing::UntilClose) => {
                     *body = Framing::Done;
                     break;
                 }
-                Ok(0) | Err(_) => return Err(RelayError::Read),
-                Ok(_) => {}
+                Some(Ok(0) | Err(_)) => return Err(RelayError::Read),
+                Some(Ok(_)) => {}
             }
         }
         let k = body.take(buf).map_err(|_| RelayError::Framing)?;
-        dst.write_all(&buf[..k])
-            .await
-            .map_err(|_| RelayError::Write)?;
+        match stall.bound(dst.write_all(&buf[..k])).await {
+            Some(Ok(())) => {}
+            None | Some(Err(_)) => return Err(RelayError::Write),
+        }
         buf.drain(..k);
     }
     Ok(())
@@ -1148,6 +1204,7 @@ async fn relay_rechunked<R, W>(
     src: &mut R,
     dst: &mut W,
     scratch: &mut Vec<u8>,
+    stall: &mut Stall<'_>,
 ) -> bool
 where
     R: AsyncRead + Unpin,
@@ -1157,17 +1214,17 @@ where
         buf.clear();
         buf.reserve(RELAY_CHUNK);
         scratch.clear();
-        match src.read_buf(buf).await {
-            Ok(0) => {
-                return dst.write_all(b"0\r\n\r\n").await.is_ok();
+        match stall.bound(src.read_buf(buf)).await {
+            Some(Ok(0)) => {
+                return matches!(stall.bound(dst.write_all(b"0\r\n\r\n")).await, Some(Ok(())));
             }
-            // The upstream broke off: the client must not take the cut body
-            // for a whole one, so no last chunk.
-            Err(_) => return false,
-            Ok(_) => {}
+            // The upstream broke off or stalled: the client must not take
+            // the cut body for a whole one, so no last chunk.
+            None | Some(Err(_)) => return false,
+            Some(Ok(_)) => {}
         }
         push_chunk(scratch, buf);
-        if dst.write_all(scratch).await.is_err() {
+        if !matches!(stall.bound(dst.write_all(scratch)).await, Some(Ok(()))) {
             return false;
         }
     }

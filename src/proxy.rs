@@ -821,7 +821,9 @@ pub(crate) fn host_of(value: &[u8]) -> Option<String> {
     Some(host.to_ascii_lowercase())
 }
 
-static HOP_BY_HOP: [HeaderName; 8] = [
+/// Hop-by-hop fields (RFC 9110 §7.6.1) besides `Upgrade`, which is kept on
+/// upgrade requests; removed both ways on both paths.
+pub(crate) static HOP_BY_HOP: [HeaderName; 8] = [
     header::CONNECTION,
     HeaderName::from_static("keep-alive"),
     HeaderName::from_static("proxy-connection"),

@@ -889,6 +889,8 @@ fn a_client_that_stops_sending_its_body_gets_408() {
     );
     assert_eq!(r.header("connection").as_deref(), Some("close"));
     assert!(c.closed(), "connection left open after 408");
+    // The upstream never received a whole request.
+    assert!(up.seen().is_empty(), "{:?}", targets(&up));
 }
 
 #[test]

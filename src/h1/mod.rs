@@ -120,8 +120,8 @@ pub async fn serve<IO>(
 where
     IO: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut ip = [0u8; 64];
-    let ip_len = crate::proxy::ip_text(peer.addr.ip(), &mut ip).len();
+    let mut ip_buf = [0u8; 64];
+    let ip = crate::proxy::ip_text(peer.addr.ip(), &mut ip_buf);
     let mut c = Conn {
         io,
         buf: Vec::with_capacity(INITIAL_BUFFER),
@@ -151,7 +151,6 @@ where
                     if let Some(newer) = gateway.runtime_if_changed(&rt) {
                         rt = newer;
                     }
-                    let ip = std::str::from_utf8(&ip[..ip_len]).unwrap_or("");
                     let plan = plan(&gateway, &rt, &req, &mut c.out, peer, ip).await;
                     break (plan, n, start);
                 }
@@ -234,36 +233,23 @@ enum Next {
     Close,
 }
 
-/// Request fields dropped on the way to the upstream (RFC 9110 §7.6.1, plus
-/// those the gateway sets itself).
-const REQUEST_DROPPED: [&str; 14] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
+/// A hop-by-hop field (RFC 9110 §7.6.1): the hyper path's list
+/// ([`crate::proxy::HOP_BY_HOP`]) plus `Upgrade`, which this path never
+/// relays. Dropped both ways.
+fn is_hop_by_hop(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"upgrade")
+        || crate::proxy::HOP_BY_HOP
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
+}
+
+/// Request fields the gateway writes itself (the client's values are
+/// replaced, or joined into ours).
+const SET_BY_GATEWAY: [&str; 5] = [
     "host",
     "x-forwarded-for",
     "x-forwarded-proto",
     "x-forwarded-host",
-    "via",
-];
-
-/// Response fields dropped on the way to the client.
-const RESPONSE_DROPPED: [&str; 10] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
-    "upgrade",
     "via",
 ];
 
@@ -461,9 +447,10 @@ async fn plan(
     let named = &named[..n_named];
     for f in fields {
         let name = f.name.as_bytes();
-        let dropped = REQUEST_DROPPED
-            .iter()
-            .any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
+        let dropped = is_hop_by_hop(name)
+            || SET_BY_GATEWAY
+                .iter()
+                .any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
             || (!is_framing(name) && named.iter().any(|n| name.eq_ignore_ascii_case(n)));
         if !dropped {
             push_field(out, name, f.value);
@@ -1015,16 +1002,19 @@ fn rewrite_response(
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let fields: &[httparse::Header<'_>] = resp.headers;
+    let connection = fields
+        .iter()
+        .any(|f| f.name.eq_ignore_ascii_case("connection"));
     let mut chunked = false;
     for f in fields {
         let name = f.name.as_bytes();
         if name.eq_ignore_ascii_case(b"transfer-encoding") {
             chunked = true;
         }
-        let dropped = RESPONSE_DROPPED
-            .iter()
-            .any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
-            || (!is_framing(name) && names_field(fields, name));
+        // `Via` is joined into ours below.
+        let dropped = is_hop_by_hop(name)
+            || name.eq_ignore_ascii_case(b"via")
+            || (connection && !is_framing(name) && names_field(fields, name));
         if !dropped {
             push_field(out, name, f.value);
         }

@@ -250,7 +250,7 @@ async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Body> {
             let fp =
                 match target(req.into_body()).await {
                     Err(r) => return *r,
-                    Ok(Named::Token(t)) => rt.key().fingerprint(t.as_bytes()),
+                    Ok(Named::Token(t)) => rt.key().token_fingerprint(&t),
                     Ok(Named::Fingerprint(fp)) => fp,
                     Ok(Named::Scope(_)) => return error(
                         StatusCode::BAD_REQUEST,
@@ -273,7 +273,7 @@ async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Body> {
         (&Method::DELETE, "/admin/v1/revocations") => {
             let target = match target(req.into_body()).await {
                 Err(r) => return *r,
-                Ok(Named::Token(t)) => RevocationTarget::Token(rt.key().fingerprint(t.as_bytes())),
+                Ok(Named::Token(t)) => RevocationTarget::Token(rt.key().token_fingerprint(&t)),
                 Ok(Named::Fingerprint(fp)) => RevocationTarget::Token(fp),
                 Ok(Named::Scope(key)) => RevocationTarget::Scope(key),
             };

@@ -194,6 +194,11 @@ pub struct TokensConfig {
     pub claims: ClaimNames,
     /// Trusted identity headers set by an auth layer in front (none by default).
     pub identity_headers: IdentityHeadersConfig,
+    /// Largest `application/x-www-form-urlencoded` request body read to look
+    /// for an `access_token` (RFC 6750 §2.2); a larger one is refused (413),
+    /// since an upstream could read a token revgate did not judge. 0 turns
+    /// the check off (form bodies then pass unjudged).
+    pub form_body_limit: usize,
 }
 
 impl Default for TokensConfig {
@@ -206,6 +211,7 @@ impl Default for TokensConfig {
             api_key_headers: Vec::new(),
             claims: ClaimNames::default(),
             identity_headers: IdentityHeadersConfig::default(),
+            form_body_limit: 64 * 1024,
         }
     }
 }
@@ -714,6 +720,12 @@ impl Config {
         if let Some(k) = &self.tokens.fingerprint_key {
             crate::credentials::FingerprintKey::from_hex(k)
                 .map_err(|e| ConfigError::new("tokens.fingerprint_key", e.to_string()))?;
+        }
+        if self.tokens.form_body_limit > 16 * 1024 * 1024 {
+            return Err(ConfigError::new(
+                "tokens.form_body_limit",
+                "must be at most 16777216 bytes (it is held in memory while judged)",
+            ));
         }
         if self.tokens.max_lifetime.is_zero() {
             return Err(ConfigError::new("tokens.max_lifetime", "must be positive"));

@@ -62,6 +62,21 @@ fn incoming(body: Incoming) -> Body {
     body.map_err(|e| Box::new(e) as BoxError).boxed()
 }
 
+/// A client's request body as forwarded: its trailer section is dropped
+/// (as nginx does), since a trailer field could carry a credential that
+/// was never judged.
+fn incoming_request(body: Incoming) -> Body {
+    body.map_frame(|frame| {
+        if frame.is_trailers() {
+            http_body::Frame::data(Bytes::new())
+        } else {
+            frame
+        }
+    })
+    .map_err(|e| Box::new(e) as BoxError)
+    .boxed()
+}
+
 type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
 // === ProxyError: the one mapping from cause to response ===
@@ -84,6 +99,10 @@ pub enum ProxyError {
     /// The client stopped sending its body (`server.body_idle_timeout`): 408.
     #[error("client body timed out")]
     ClientTimeout,
+    /// A form-encoded body larger than `tokens.form_body_limit`: it could
+    /// carry an `access_token` that cannot be judged: 413.
+    #[error("form body too large to judge")]
+    FormTooLarge,
     /// A request transfer coding other than `chunked` alone (RFC 9112 §6.1:
     /// 501); relaying it would hand the upstream coded bytes as plain ones.
     #[error("unsupported transfer coding")]
@@ -99,6 +118,7 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::TransferCoding => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
@@ -123,6 +143,10 @@ impl ProxyError {
             ProxyError::ClientTimeout => {
                 ("request_timeout", "The request body did not arrive in time")
             }
+            ProxyError::FormTooLarge => (
+                "invalid_request",
+                "The form body is too large to be checked for an access token",
+            ),
             ProxyError::TransferCoding => (
                 "not_implemented",
                 "The request's transfer coding is not supported",
@@ -253,7 +277,7 @@ impl Runtime {
         let now = now_unix();
         match intent {
             RevokeIntent::Token(raw) => {
-                let fingerprint = self.checker.key.fingerprint(raw.as_bytes());
+                let fingerprint = self.checker.key.token_fingerprint(&raw);
                 let expires_at =
                     credentials::peek_jwt(&raw, &self.settings.attribute_sources.claims)
                         .and_then(|a| a.exp)
@@ -265,7 +289,7 @@ impl Runtime {
                 }))
             }
             RevokeIntent::Scope { org, provider } => {
-                let mut attrs = match self.checker.credential(headers, query) {
+                let mut attrs = match self.checker.credential(headers, query, None) {
                     Ok(Some(c)) => credentials::attributes(
                         c.token(),
                         headers,
@@ -562,11 +586,17 @@ impl Gateway {
         // 2. revoke endpoint? Only with the vendor's method: anything else on
         // that path is an ordinary request and is judged like any other.
         let revoke_path = rt.dialect(req.uri().path());
-        if let Some(d) = revoke_path.filter(|d| req.method() == d.dialect.method()) {
+        let (parts, body) = req.into_parts();
+        if let Some(d) = revoke_path.filter(|d| parts.method == d.dialect.method()) {
             h.outcome = Outcome::RevokeCall;
             let started = Instant::now();
-            h.response = match self.revoke(rt, d, route, req, conn).await {
-                Ok(r) => r,
+            h.response = match self.revoke(rt, d, route, parts, body, conn).await {
+                Ok(Revoked::Answered(r)) => r,
+                Ok(Revoked::Refused(refusal)) => {
+                    h.outcome = refusal.outcome;
+                    h.fingerprint = refusal.fingerprint;
+                    refusal.response
+                }
                 Err(e) => {
                     tracing::warn!(error = %e, dialect = d.dialect.kind().name(), "revoke call failed");
                     e.into_response()
@@ -576,30 +606,33 @@ impl Gateway {
             return h;
         }
 
-        // 3. verdict
-        match rt
-            .checker
-            .judge(req.headers(), req.uri().query(), &*self.store)
-            .await
-        {
-            Verdict::Revoked(fp) => {
-                h.outcome = Outcome::Revoked;
-                h.fingerprint = Some(fp);
-                h.response = verdict::revoked().map(full);
-                return h;
-            }
-            Verdict::BadRequest(e) => {
+        // 3. verdict; a form-encoded body may carry the token too (RFC 6750
+        // §2.2), so it is read first, within `tokens.form_body_limit`.
+        let (form, body) = match read_form(rt, &parts.headers, body).await {
+            Ok(read) => read,
+            Err(e) => {
                 h.outcome = Outcome::BadRequest;
-                h.response = verdict::bad_request(e).map(full);
+                h.response = e.into_response();
                 return h;
             }
-            Verdict::Unavailable => {
-                h.outcome = Outcome::Unavailable;
-                h.response = verdict::unavailable().map(full);
+        };
+        let verdict = rt
+            .checker
+            .judge(
+                &parts.headers,
+                parts.uri.query(),
+                form.as_deref(),
+                &*self.store,
+            )
+            .await;
+        match Refusal::of(verdict) {
+            Ok(fp) => h.fingerprint = fp,
+            Err(refusal) => {
+                h.outcome = refusal.outcome;
+                h.fingerprint = refusal.fingerprint;
+                h.response = refusal.response;
                 return h;
             }
-            Verdict::Pass(fp) => h.fingerprint = Some(fp),
-            Verdict::NoCredential => {}
         }
 
         // A terminating revoke path answers a wrong method itself, in the
@@ -607,9 +640,9 @@ impl Gateway {
         if let Some(d) = revoke_path.filter(|d| d.mode == RevokeMode::Terminate) {
             h.outcome = Outcome::RevokeCall;
             let call = RevokeCall {
-                method: req.method(),
-                query: req.uri().query(),
-                headers: req.headers(),
+                method: &parts.method,
+                query: parts.uri.query(),
+                headers: &parts.headers,
                 body: &[],
             };
             h.response = match d.dialect.parse(&call) {
@@ -621,8 +654,7 @@ impl Gateway {
 
         // 4. forward
         let started = Instant::now();
-        let (parts, body) = req.into_parts();
-        let result = forward(rt, route, parts, incoming(body), conn).await;
+        let result = forward(rt, route, parts, body, conn).await;
         h.upstream_time = Some(started.elapsed());
         h.response = match result {
             Ok(r) => r,
@@ -642,20 +674,45 @@ impl Gateway {
         rt: &Runtime,
         d: &DialectEntry,
         route: &Route,
-        req: Request<Incoming>,
+        parts: http::request::Parts,
+        body: Incoming,
         conn: ClientConn,
-    ) -> Result<Response<Body>, ProxyError> {
-        let (parts, body) = req.into_parts();
-        let limit = rt.settings.raw.revoke.max_body_bytes;
+    ) -> Result<Revoked, ProxyError> {
+        let forwarding = d.mode == RevokeMode::Forward;
+        // The body is read when the dialect needs it (under its own limit,
+        // answered in the vendor's format past it), or, forwarding, when it
+        // is a form that may carry the caller's own token.
         let (buffered, stream) = if d.dialect.needs_body() {
+            let limit = rt.settings.raw.revoke.max_body_bytes;
             match read_limited(&parts.headers, body, limit).await {
                 Ok(bytes) => (Some(bytes), None),
-                Err(BodyError::TooLarge) => return Ok(render(d, d.dialect.payload_too_large())),
+                Err(BodyError::TooLarge) => {
+                    return Ok(Revoked::Answered(render(d, d.dialect.payload_too_large())))
+                }
                 Err(BodyError::Read(e)) => return Err(ProxyError::ClientBody(e)),
             }
+        } else if forwarding {
+            match read_form(rt, &parts.headers, body).await? {
+                (Some(bytes), _) => (Some(bytes), None),
+                (None, stream) => (None, Some(stream)),
+            }
         } else {
-            (None, Some(body))
+            (None, Some(incoming_request(body)))
         };
+        // Forwarding, the call is an ordinary request to the upstream as well:
+        // its caller's own credential is judged like any other.
+        if forwarding {
+            let form = buffered
+                .as_deref()
+                .filter(|_| credentials::is_form(&parts.headers));
+            let verdict = rt
+                .checker
+                .judge(&parts.headers, parts.uri.query(), form, &*self.store)
+                .await;
+            if let Err(refusal) = Refusal::of(verdict) {
+                return Ok(Revoked::Refused(refusal));
+            }
+        }
         let call = RevokeCall {
             method: &parts.method,
             query: parts.uri.query(),
@@ -664,24 +721,24 @@ impl Gateway {
         };
         let parsed = d.dialect.parse(&call);
         let source = d.dialect.kind().name();
-        match d.mode {
+        let answered = match d.mode {
             RevokeMode::Terminate => {
                 let intent = match parsed {
                     Ok(i) => i,
-                    Err(vendor_error) => return Ok(render(d, vendor_error)),
+                    Err(vendor_error) => return Ok(Revoked::Answered(render(d, vendor_error))),
                 };
                 let Some(cmd) = rt.command(intent, &parts.headers, parts.uri.query()) else {
-                    return Ok(render(d, d.dialect.unauthenticated()));
+                    return Ok(Revoked::Answered(render(d, d.dialect.unauthenticated())));
                 };
                 match self.store.apply(cmd).await {
                     Ok(_) => {
                         crate::metrics::revocation_applied(source, "terminate");
-                        Ok(render(d, d.dialect.success()))
+                        render(d, d.dialect.success())
                     }
                     Err(e) => {
                         crate::metrics::revocation_apply_failed(source);
                         tracing::error!(error = %e, dialect = source, "revocation not recorded");
-                        Ok(render(d, d.dialect.unavailable()))
+                        render(d, d.dialect.unavailable())
                     }
                 }
             }
@@ -692,7 +749,7 @@ impl Gateway {
                     .map(|intent| rt.command(intent, &parts.headers, parts.uri.query()));
                 let body = match (buffered, stream) {
                     (Some(bytes), _) => full(bytes),
-                    (None, Some(s)) => incoming(s),
+                    (None, Some(s)) => s,
                     (None, None) => full(Bytes::new()),
                 };
                 let resp = forward(rt, route, parts, body, conn).await?;
@@ -709,9 +766,10 @@ impl Gateway {
                         None => {}
                     }
                 }
-                Ok(resp)
+                resp
             }
-        }
+        };
+        Ok(Revoked::Answered(answered))
     }
 
     /// Applies a forwarded revocation; on failure keeps retrying in the
@@ -766,6 +824,60 @@ fn render(d: &DialectEntry, r: DialectResponse) -> Response<Body> {
         }
     }
     resp
+}
+
+/// How a revoke call ended.
+enum Revoked {
+    /// Answered: by the dialect, or by the upstream it was forwarded to.
+    Answered(Response<Body>),
+    /// Forwarding, the caller's own credential was refused.
+    Refused(Refusal),
+}
+
+/// A verdict that refuses the request: its answer and how it is counted.
+struct Refusal {
+    response: Response<Body>,
+    outcome: Outcome,
+    fingerprint: Option<crate::credentials::Fingerprint>,
+}
+
+impl Refusal {
+    /// `Ok` with the credential's fingerprint when the verdict lets the
+    /// request on; the refusal otherwise.
+    fn of(v: Verdict) -> Result<Option<crate::credentials::Fingerprint>, Refusal> {
+        let (response, outcome, fingerprint) = match v {
+            Verdict::Pass(fp) => return Ok(Some(fp)),
+            Verdict::NoCredential => return Ok(None),
+            Verdict::Revoked(fp) => (verdict::revoked(), Outcome::Revoked, Some(fp)),
+            Verdict::BadRequest(e) => (verdict::bad_request(e), Outcome::BadRequest, None),
+            Verdict::Unavailable => (verdict::unavailable(), Outcome::Unavailable, None),
+        };
+        Err(Refusal {
+            response: response.map(full),
+            outcome,
+            fingerprint,
+        })
+    }
+}
+
+/// Reads a form-encoded request body (when `tokens.form_body_limit` is on)
+/// so that its `access_token` can be judged; returns it with the body to
+/// forward. Past the limit the request is refused: forwarding it would hand
+/// the upstream a token nobody judged.
+async fn read_form(
+    rt: &Runtime,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<(Option<Bytes>, Body), ProxyError> {
+    let limit = rt.settings.raw.tokens.form_body_limit;
+    if limit == 0 || !credentials::is_form(headers) || http_body::Body::is_end_stream(&body) {
+        return Ok((None, incoming_request(body)));
+    }
+    match read_limited(headers, body, limit).await {
+        Ok(bytes) => Ok((Some(bytes.clone()), full(bytes))),
+        Err(BodyError::TooLarge) => Err(ProxyError::FormTooLarge),
+        Err(BodyError::Read(e)) => Err(ProxyError::ClientBody(e)),
+    }
 }
 
 enum BodyError {

@@ -310,7 +310,11 @@ fn start(dir: &Path, args: &[String], toml: &str, env: &[(String, String)]) -> R
         .append(true)
         .open(&log)
         .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_revgate"));
+    // REVGATE_TEST_BIN runs the tests against another build (e.g. an older
+    // release, to show that a test reproduces a reported hole).
+    let bin = std::env::var_os("REVGATE_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_revgate").into());
+    let mut cmd = Command::new(bin);
     cmd.arg("run")
         .arg("--config")
         .arg(&config)

@@ -13,6 +13,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod jws;
 pub mod prometheus;
 pub mod raw;
 
@@ -43,6 +44,8 @@ pub struct Recorded {
     pub uri: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The request's trailer section, if it had one.
+    pub trailers: Option<HeaderMap>,
 }
 
 pub struct Upstream {
@@ -183,16 +186,19 @@ async fn serve(
         .and_then(|c| c.parse().ok())
         .unwrap_or(status);
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let (body, trailers) = match body.collect().await {
+        Ok(c) => {
+            let trailers = c.trailers().cloned();
+            (c.to_bytes(), trailers)
+        }
+        Err(_) => (Bytes::new(), None),
+    };
     recorded.lock().unwrap().push(Recorded {
         method: parts.method,
         uri: parts.uri.to_string(),
         headers: parts.headers,
         body,
+        trailers,
     });
     let mut resp = Response::new(up_full(r#"{"upstream":"ok"}"#));
     *resp.status_mut() = StatusCode::from_u16(code).unwrap();

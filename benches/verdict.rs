@@ -88,6 +88,7 @@ fn checker() -> Checker {
         key: Arc::new(key()),
         sources: CredentialSources::default(),
         attributes: AttributeSources::default(),
+        jti: false,
     }
 }
 
@@ -359,6 +360,7 @@ fn peek_typed(token: &str) -> Option<Attributes> {
         provider: c.provider.map(|s| s.into_owned()),
         iat: c.iat,
         exp: c.exp,
+        ..Default::default()
     })
 }
 
@@ -386,6 +388,7 @@ fn scope(c: &mut Criterion) {
         provider: Some("github".into()),
         iat: Some(iat),
         exp: Some(iat + 3600),
+        ..Default::default()
     };
     let covered = attrs("user-5000", revoked_at - 10);
     let reissued = attrs("user-5000", revoked_at + 10);

@@ -199,6 +199,9 @@ pub struct TokensConfig {
     /// since an upstream could read a token revgate did not judge. 0 turns
     /// the check off (form bodies then pass unjudged).
     pub form_body_limit: usize,
+    /// Accept revocations by JWT `jti` (+ `iss`) through the admin API; every
+    /// JWT's `jti` and `iss` are then peeked on every request (~1 µs).
+    pub revoke_by_jti: bool,
 }
 
 impl Default for TokensConfig {
@@ -212,6 +215,7 @@ impl Default for TokensConfig {
             claims: ClaimNames::default(),
             identity_headers: IdentityHeadersConfig::default(),
             form_body_limit: 64 * 1024,
+            revoke_by_jti: false,
         }
     }
 }

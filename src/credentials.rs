@@ -442,10 +442,9 @@ pub fn extract<'a, H: Headers + ?Sized>(
         if let Some(token) = query
             .map(|q| param_access_token(q.as_bytes()))
             .transpose()?
+            .flatten()
         {
-            if let Some(token) = token {
-                add(token, CredentialSource::Query)?;
-            }
+            add(token, CredentialSource::Query)?;
         }
     }
     if let Some(token) = form.map(param_access_token).transpose()?.flatten() {
@@ -521,10 +520,14 @@ fn authorization_token(value: &[u8]) -> Result<Option<(&str, bool)>, CredentialE
         return Ok(Some((header_token(v)?, false)));
     };
     let rest = trim_spaces(&v[gap..]);
-    if rest
+    // Auth-params (`name=value` pairs, quoted strings) rather than one
+    // token68, whose only `=` are trailing padding. A `,` without them is a
+    // token that a list-splitting server would read differently: refused.
+    let unpadded = rest
         .iter()
-        .any(|&b| matches!(b, b' ' | b'\t' | b',' | b'"'))
-    {
+        .rposition(|&b| b != b'=')
+        .map_or(&[][..], |i| &rest[..=i]);
+    if unpadded.contains(&b'=') || rest.iter().any(|&b| matches!(b, b' ' | b'\t' | b'"')) {
         return Ok(None);
     }
     Ok(Some((header_token(rest)?, false)))
@@ -678,6 +681,10 @@ pub struct Attributes {
     pub iat: Option<u64>,
     /// Expiry, unix seconds.
     pub exp: Option<u64>,
+    /// The JWT's `jti` (for revocation by `jti`).
+    pub jti: Option<String>,
+    /// The JWT's `iss`.
+    pub iss: Option<String>,
 }
 
 impl Attributes {
@@ -688,6 +695,8 @@ impl Attributes {
             && self.provider.is_none()
             && self.iat.is_none()
             && self.exp.is_none()
+            && self.jti.is_none()
+            && self.iss.is_none()
     }
 }
 
@@ -829,6 +838,8 @@ pub fn peek_jwt(token: &str, names: &ClaimNames) -> Option<Attributes> {
         provider: text(&names.provider),
         iat: time(&names.iat),
         exp: time(&names.exp),
+        jti: text("jti"),
+        iss: text("iss"),
     })
 }
 

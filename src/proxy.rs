@@ -253,6 +253,7 @@ impl Runtime {
                 key,
                 sources: settings.credential_sources.clone(),
                 attributes: settings.attribute_sources.clone(),
+                jti: settings.raw.tokens.revoke_by_jti,
             },
             dialects,
             client,
@@ -273,20 +274,12 @@ impl Runtime {
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Option<RevocationCommand> {
-        let tokens = &self.settings.raw.tokens;
-        let now = now_unix();
         match intent {
             RevokeIntent::Token(raw) => {
                 let fingerprint = self.checker.key.token_fingerprint(&raw);
-                let expires_at =
-                    credentials::peek_jwt(&raw, &self.settings.attribute_sources.claims)
-                        .and_then(|a| a.exp)
-                        .map(|exp| exp.saturating_add(tokens.clock_skew.as_secs()))
-                        .unwrap_or_else(|| now.saturating_add(tokens.max_lifetime.as_secs()));
-                Some(RevocationCommand::Token(TokenRule {
-                    fingerprint,
-                    expires_at,
-                }))
+                let exp = credentials::peek_jwt(&raw, &self.settings.attribute_sources.claims)
+                    .and_then(|a| a.exp);
+                Some(RevocationCommand::Token(self.token_rule(fingerprint, exp)))
             }
             RevokeIntent::Scope { org, provider } => {
                 let mut attrs = match self.checker.credential(headers, query, None) {
@@ -309,6 +302,23 @@ impl Runtime {
                     provider: Some(provider),
                 })))
             }
+        }
+    }
+
+    /// A token rule for `fingerprint`, kept until the token's own expiry
+    /// (plus `tokens.clock_skew`) or, without one, `tokens.max_lifetime`.
+    pub fn token_rule(
+        &self,
+        fingerprint: crate::credentials::Fingerprint,
+        exp: Option<u64>,
+    ) -> TokenRule {
+        let tokens = &self.settings.raw.tokens;
+        let expires_at = exp
+            .map(|exp| exp.saturating_add(tokens.clock_skew.as_secs()))
+            .unwrap_or_else(|| now_unix().saturating_add(tokens.max_lifetime.as_secs()));
+        TokenRule {
+            fingerprint,
+            expires_at,
         }
     }
 
@@ -626,8 +636,8 @@ impl Gateway {
             )
             .await;
         match Refusal::of(verdict) {
-            Ok(fp) => h.fingerprint = fp,
-            Err(refusal) => {
+            Admit::Pass(fp) => h.fingerprint = fp,
+            Admit::Refuse(refusal) => {
                 h.outcome = refusal.outcome;
                 h.fingerprint = refusal.fingerprint;
                 h.response = refusal.response;
@@ -709,7 +719,7 @@ impl Gateway {
                 .checker
                 .judge(&parts.headers, parts.uri.query(), form, &*self.store)
                 .await;
-            if let Err(refusal) = Refusal::of(verdict) {
+            if let Admit::Refuse(refusal) = Refusal::of(verdict) {
                 return Ok(Revoked::Refused(refusal));
             }
         }
@@ -841,18 +851,25 @@ struct Refusal {
     fingerprint: Option<crate::credentials::Fingerprint>,
 }
 
+/// What a verdict means for the request.
+enum Admit {
+    /// On, with the credential's fingerprint if it had one.
+    Pass(Option<crate::credentials::Fingerprint>),
+    /// Refused.
+    Refuse(Refusal),
+}
+
 impl Refusal {
-    /// `Ok` with the credential's fingerprint when the verdict lets the
-    /// request on; the refusal otherwise.
-    fn of(v: Verdict) -> Result<Option<crate::credentials::Fingerprint>, Refusal> {
+    /// The verdict as an admission: on, or refused with its answer.
+    fn of(v: Verdict) -> Admit {
         let (response, outcome, fingerprint) = match v {
-            Verdict::Pass(fp) => return Ok(Some(fp)),
-            Verdict::NoCredential => return Ok(None),
+            Verdict::Pass(fp) => return Admit::Pass(Some(fp)),
+            Verdict::NoCredential => return Admit::Pass(None),
             Verdict::Revoked(fp) => (verdict::revoked(), Outcome::Revoked, Some(fp)),
             Verdict::BadRequest(e) => (verdict::bad_request(e), Outcome::BadRequest, None),
             Verdict::Unavailable => (verdict::unavailable(), Outcome::Unavailable, None),
         };
-        Err(Refusal {
+        Admit::Refuse(Refusal {
             response: response.map(full),
             outcome,
             fingerprint,

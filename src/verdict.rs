@@ -45,6 +45,8 @@ pub struct Checker {
     pub sources: CredentialSources,
     /// Where attributes are read.
     pub attributes: AttributeSources,
+    /// Whether revocations by `jti` are matched (`tokens.revoke_by_jti`).
+    pub jti: bool,
 }
 
 impl Checker {
@@ -85,11 +87,32 @@ impl Checker {
                 return v;
             }
         }
+        // Rules on what the token says of itself: read its claims only when
+        // some exist (or `jti` revocation is on), since that costs a decode.
         let cache = store.cache();
-        if cache.has_scope_rules() {
+        let scopes = cache.has_scope_rules();
+        if scopes || self.jti {
             let attrs = credentials::attributes(cred.token(), headers, &self.attributes);
-            if cache.scope_matches(&attrs, now_unix()) {
+            if scopes && cache.scope_matches(&attrs, now_unix()) {
                 return Verdict::Revoked(fp);
+            }
+            if let (true, Some(jti)) = (self.jti, attrs.jti.as_deref()) {
+                let by_issuer = attrs
+                    .iss
+                    .as_deref()
+                    .map(|iss| self.key.jti_fingerprint(Some(iss), jti));
+                for jfp in by_issuer
+                    .into_iter()
+                    .chain([self.key.jti_fingerprint(None, jti)])
+                {
+                    if let Some(v) = exact(jfp, mode, store).await {
+                        // The request is refused under its own token's name.
+                        return match v {
+                            Verdict::Revoked(_) => Verdict::Revoked(fp),
+                            other => other,
+                        };
+                    }
+                }
             }
         }
         Verdict::Pass(fp)
@@ -192,6 +215,7 @@ mod tests {
             key: Arc::new(FingerprintKey::from_bytes([3; 32])),
             sources: CredentialSources::default(),
             attributes: AttributeSources::default(),
+            jti: true,
         }
     }
 

@@ -452,3 +452,88 @@ async fn forwarded_revoke_calls_are_judged_by_the_callers_own_credential() {
         .await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn revocation_by_jti_matches_the_claims_of_any_spelling() {
+    for (path, toml) in PATHS {
+        let up = Upstream::new().spawn().await;
+        let gw = Gateway::new()
+            .upstream(&up.url)
+            .toml(&format!("{toml}[tokens]\nrevoke_by_jti = true\n"))
+            .spawn();
+        let signer = Signer::es256();
+        let idp_a = signer.sign(&serde_json::json!({"jti": "j-1", "iss": "https://a", "sub": "u"}));
+        let idp_b = signer.sign(&serde_json::json!({"jti": "j-1", "iss": "https://b", "sub": "u"}));
+        let any = signer.sign(&serde_json::json!({"jti": "j-2", "iss": "https://c"}));
+        let revoke = |body: serde_json::Value| {
+            let url = format!("{}/admin/v1/revocations", gw.admin_url);
+            async move { post_json(&url, &body).await }
+        };
+        let r = revoke(serde_json::json!({"jti": "j-1", "iss": "https://a"})).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert!(!r.text().contains("j-1"), "answers name fingerprints only");
+        let r = revoke(serde_json::json!({"jti": "j-2"})).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        for t in [&idp_a, &signer.malleate(&idp_a).unwrap(), &any] {
+            let extra = format!("authorization: Bearer {t}\r\n");
+            assert_refused(&gw, &up, &get("/a", &extra), 401, &format!("{path} {t}"));
+        }
+        // The same jti from another issuer is another token.
+        assert_eq!(
+            get_bearer(&format!("{}/a", gw.url), &idp_b).await.status,
+            200,
+            "{path}"
+        );
+        // Looked up and removed by jti, like a token.
+        let lookup = post_json(
+            &format!("{}/admin/v1/revocations/lookup", gw.admin_url),
+            &serde_json::json!({"jti": "j-2"}),
+        )
+        .await;
+        assert_eq!(lookup.status, 200);
+        assert_eq!(lookup.json()["revoked"], true);
+        let del = send(
+            http::Request::delete(format!("{}/admin/v1/revocations", gw.admin_url))
+                .body(http_body_util::Full::new(bytes::Bytes::from(
+                    r#"{"jti":"j-2"}"#,
+                )))
+                .unwrap(),
+        )
+        .await;
+        assert_eq!(del.status, 200, "{}", del.text());
+        assert_eq!(
+            get_bearer(&format!("{}/a", gw.url), &any).await.status,
+            200,
+            "{path}"
+        );
+        // Bad input gets a clear answer.
+        for (body, want) in [
+            (serde_json::json!({"iss": "https://a"}), "iss goes with jti"),
+            (
+                serde_json::json!({"jti": ""}),
+                "jti (and iss, when given) must be non-empty",
+            ),
+            (
+                serde_json::json!({"jti": "x", "token": "t"}),
+                "give exactly one of token, fingerprint, scope or jti",
+            ),
+        ] {
+            let r = revoke(body).await;
+            assert_eq!(r.status, 400);
+            assert_eq!(r.json()["error_description"], want);
+        }
+    }
+    // Off by default: refused, not silently ignored.
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new().upstream(&up.url).spawn();
+    let r = post_json(
+        &format!("{}/admin/v1/revocations", gw.admin_url),
+        &serde_json::json!({"jti": "j-1"}),
+    )
+    .await;
+    assert_eq!(r.status, 400);
+    assert_eq!(
+        r.json()["error_description"],
+        "revocation by jti is off: set tokens.revoke_by_jti = true on every instance"
+    );
+}

@@ -148,6 +148,13 @@ fn verdict(c: &mut Criterion) {
         .find(|t| !store.cache().may_contain(&checker.key.token_fingerprint(t)))
         .expect("a bloom miss");
     let unrevoked = bearer(&unrevoked);
+    // An unrevoked ~480-byte RS256-shaped JWT: named by its signing input
+    // (the header is decoded to tell a JWS), no claims read (no scope rules).
+    let unrevoked_jwt = (0..)
+        .map(|i| jwt(&format!("live-{i}"), "github", now_unix()))
+        .find(|t| !store.cache().may_contain(&checker.key.token_fingerprint(t)))
+        .expect("a bloom miss");
+    let unrevoked_jwt = bearer(&unrevoked_jwt);
     let revoked = bearer(&revoked_token(REVOKED / 2));
     let cold: Vec<HeaderMap> = (0..CYCLE).map(|i| bearer(&live_token(i))).collect();
     let cold_revoked: Vec<HeaderMap> = (0..CYCLE)
@@ -177,6 +184,10 @@ fn verdict(c: &mut Criterion) {
     g.bench_function("unrevoked", |b| {
         b.to_async(&rt)
             .iter(|| checker.judge(black_box(&unrevoked), None, None, &store))
+    });
+    g.bench_function("unrevoked_jwt", |b| {
+        b.to_async(&rt)
+            .iter(|| checker.judge(black_box(&unrevoked_jwt), None, None, &store))
     });
     g.bench_function("unrevoked_cycled_64k", |b| {
         let mut i = 0usize;

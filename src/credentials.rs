@@ -1,20 +1,30 @@
-//! Credentials: where a request's token comes from, the keyed fingerprint that
-//! stands for it everywhere else, and the attributes (subject, org, provider,
-//! issue and expiry times) peeked from a JWT or from trusted identity headers.
+//! Credentials: where a request's token comes from, the identity and keyed
+//! fingerprint that stand for it everywhere else, and the attributes
+//! (subject, org, provider, issue and expiry times, `jti`, `iss`) peeked from
+//! a JWT or from trusted identity headers.
 //!
-//! Sources, per RFC 6750: the `Authorization: Bearer` header (§2.1, scheme
-//! matched case-insensitively), the `access_token` query parameter (§2.3,
-//! configurable), and configured API-key headers. A request that carries more
-//! than one of them, or two `Authorization` headers, is malformed (§3.1) and is
-//! answered 400 `invalid_request` by the verdict stage.
+//! Sources ([`extract`]): the union of what common servers accept, so that
+//! no upstream reads a token revgate did not judge — `Authorization` under
+//! any scheme (strictly `Bearer 1*(SP/HTAB) token` when it says bearer), the
+//! `access_token` parameter of the query (configurable) and of a
+//! form-encoded body, under every spelling PHP, ASP.NET, Rack and Python
+//! accept, and configured API-key headers under every CGI spelling. More
+//! than one RFC 6750 method, the same one twice, or a spelling parsers read
+//! differently is malformed (§3.1) and answered 400 `invalid_request` by the
+//! verdict stage. `docs/security.md` has the whole grammar.
 //!
-//! The raw token never leaves this module except as a [`Fingerprint`]: a
-//! BLAKE3 keyed hash (128 bits kept) under a secret shared by all instances.
-//! BLAKE3 was chosen over HMAC-SHA256 because the fingerprint is on every
-//! request's path: it costs well under 100 ns for a typical token.
+//! Identity ([`token_identity`]): a JWS compact token is named by its
+//! signing input, so every spelling of its signature and every other valid
+//! signature over the same content is the same token; anything else by its
+//! bytes. The raw token never leaves this module except as a
+//! [`Fingerprint`]: a BLAKE3 keyed hash (128 bits kept) under a secret shared
+//! by all instances. BLAKE3 was chosen over HMAC-SHA256 because the
+//! fingerprint is on every request's path: it costs well under 100 ns for a
+//! typical token.
 //!
 //! The JWT peek is deliberately unverified: a forged claim can only make its
-//! bearer *rejected* (a scope rule matches it), never accepted.
+//! bearer *rejected* (a scope rule matches it), never accepted. It never
+//! identifies a revoker (see `docs/security.md`).
 
 use std::borrow::Cow;
 use std::fmt;

@@ -27,11 +27,16 @@
 //! prior knowledge), `Upgrade`, `Expect`, `CONNECT`, absolute-form or odd
 //! targets, duplicate or conflicting framing headers, heads over the size
 //! limit or with more than [`MAX_HEADERS`] fields, revoke endpoints,
-//! `https://` upstreams — is handed to hyper with the bytes read so far
+//! `https://` upstreams, form-encoded bodies (whose `access_token` hyper's
+//! path reads and judges) — is handed to hyper with the bytes read so far
 //! ([`End::Handover`]), and hyper serves the rest of that connection exactly
 //! as it serves connections that never took this path. Answers to malformed
 //! input therefore come from one place (hyper), and this path never has to
 //! guess at a message it does not fully understand.
+//!
+//! A chunked request body's trailer section is dropped on the way
+//! ([`framing::Framing::take_request`]): a trailer field could carry a
+//! credential nobody judged.
 //!
 //! Upstream responses are relayed when they are HTTP/1.x with a valid
 //! head; a response with conflicting or unknown framing (`Content-Length`

@@ -189,9 +189,12 @@ fn authorized(gw: &Gateway, req: &Request<Incoming>) -> bool {
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
+        // The scheme in any case (RFC 9110 §11.1), then spaces or tabs.
         .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
+            let (scheme, token) = v.split_once([' ', '\t'])?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim_matches([' ', '\t']))
         })
         .unwrap_or("");
     use subtle::ConstantTimeEq as _;

@@ -374,6 +374,10 @@ pub struct AdminConfig {
     /// `Authorization: Bearer <token>` (or `REVGATE_ADMIN_TOKEN`, e.g. from a
     /// Kubernetes Secret).
     pub token: Option<String>,
+    /// Start with an admin listener off loopback and no token (anyone who
+    /// reaches it can revoke and un-revoke). Off by default: such a
+    /// configuration is refused.
+    pub allow_unauthenticated: bool,
 }
 
 impl Default for AdminConfig {
@@ -381,6 +385,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: "127.0.0.1:9090".into(),
             token: None,
+            allow_unauthenticated: false,
         }
     }
 }
@@ -887,6 +892,14 @@ impl Config {
                     "must be at least 16 characters",
                 ));
             }
+        } else if !admin_listen.ip().is_loopback() && !self.admin.allow_unauthenticated {
+            return Err(ConfigError::new(
+                "admin.token",
+                format!(
+                    "required when admin.listen ({admin_listen}) is not a loopback address \
+                     (or REVGATE_ADMIN_TOKEN; admin.allow_unauthenticated = true to run without one)"
+                ),
+            ));
         }
         if !self.log.filter.is_empty() {
             tracing_subscriber::EnvFilter::try_new(&self.log.filter)

@@ -99,6 +99,10 @@ pub enum ProxyError {
     /// The client stopped sending its body (`server.body_idle_timeout`): 408.
     #[error("client body timed out")]
     ClientTimeout,
+    /// An HTTP/1.1 request without a `Host`, or with more than one
+    /// (RFC 9112 §3.2): 400.
+    #[error("missing or duplicate Host")]
+    BadHost,
     /// A form-encoded body larger than `tokens.form_body_limit`: it could
     /// carry an `access_token` that cannot be judged: 413.
     #[error("form body too large to judge")]
@@ -119,6 +123,7 @@ impl ProxyError {
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::TransferCoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BadHost => StatusCode::BAD_REQUEST,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
@@ -143,6 +148,10 @@ impl ProxyError {
             ProxyError::ClientTimeout => {
                 ("request_timeout", "The request body did not arrive in time")
             }
+            ProxyError::BadHost => (
+                "invalid_request",
+                "An HTTP/1.1 request needs exactly one Host header",
+            ),
             ProxyError::FormTooLarge => (
                 "invalid_request",
                 "The form body is too large to be checked for an access token",
@@ -181,6 +190,18 @@ pub struct Runtime {
     pools: Vec<Option<Arc<crate::h1::pool::Pool>>>,
     /// Whether any route matches on host (else the host is not read).
     host_routes: bool,
+    /// Repeated warnings, one line a second each (both paths).
+    pub(crate) warnings: Warnings,
+}
+
+/// The warnings a client or a failing upstream can repeat at will, each
+/// throttled ([`crate::telemetry::Throttle`]).
+#[derive(Debug, Default)]
+pub(crate) struct Warnings {
+    /// An upstream refused, reset or timed out.
+    pub upstream: crate::telemetry::Throttle,
+    /// A revoke call could not be read or answered.
+    pub revoke_call: crate::telemetry::Throttle,
 }
 
 /// Why a runtime could not be built.
@@ -247,6 +268,7 @@ impl Runtime {
         Ok(Runtime {
             pools,
             host_routes: settings.routes.iter().any(|r| r.host.is_some()),
+            warnings: Warnings::default(),
             route_metrics,
             no_route_metrics: crate::metrics::RouteMetrics::new("-"),
             checker: Checker {
@@ -579,6 +601,16 @@ impl Gateway {
             return h;
         }
 
+        // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host (the
+        // fast path hands such requests here, so this is the one place).
+        if req.version() == http::Version::HTTP_11
+            && req.headers().get_all(header::HOST).iter().count() != 1
+        {
+            h.outcome = Outcome::BadRequest;
+            h.response = ProxyError::BadHost.into_response();
+            return h;
+        }
+
         // 1. route
         let host = if rt.host_routes {
             request_host(&req)
@@ -608,7 +640,9 @@ impl Gateway {
                     refusal.response
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, dialect = d.dialect.kind().name(), "revoke call failed");
+                    if let Some(suppressed) = rt.warnings.revoke_call.admit() {
+                        tracing::warn!(error = %e, dialect = d.dialect.kind().name(), suppressed, "revoke call failed");
+                    }
                     e.into_response()
                 }
             };
@@ -670,7 +704,9 @@ impl Gateway {
             Ok(r) => r,
             Err(e) => {
                 h.outcome = Outcome::UpstreamError;
-                tracing::warn!(error = %e, route = %route.name, "upstream error");
+                if let Some(suppressed) = rt.warnings.upstream.admit() {
+                    tracing::warn!(error = %e, route = %route.name, suppressed, "upstream error");
+                }
                 e.into_response()
             }
         };

@@ -83,6 +83,19 @@ pub struct ServerConfig {
     /// runtime and upstream pools (connections are dealt to them in turn);
     /// 0 = one per CPU.
     pub io_threads: usize,
+    /// Most client connections open at once; beyond it the listener stops
+    /// accepting (new connections wait in the kernel's backlog) until one
+    /// closes. Counted in `revgate_connections_open` and
+    /// `revgate_connections_limited_total`.
+    pub max_connections: usize,
+    /// HTTP/2: how often an idle connection is pinged...
+    #[serde(with = "humantime_serde")]
+    pub h2_keepalive_interval: Duration,
+    /// ...and how long the answer may take before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub h2_keepalive_timeout: Duration,
+    /// HTTP/2: most streams a client may have open on one connection.
+    pub h2_max_concurrent_streams: u32,
 }
 
 impl ServerConfig {
@@ -105,6 +118,10 @@ impl Default for ServerConfig {
             tls: None,
             h1_fast_path: true,
             io_threads: 0,
+            max_connections: 10_000,
+            h2_keepalive_interval: Duration::from_secs(30),
+            h2_keepalive_timeout: Duration::from_secs(10),
+            h2_max_concurrent_streams: 256,
         }
     }
 }
@@ -613,6 +630,32 @@ impl Config {
                 "server.io_threads",
                 "must be at most 1024 (0 = one per CPU)",
             ));
+        }
+        if self.server.max_connections == 0 {
+            return Err(ConfigError::new(
+                "server.max_connections",
+                "must be positive",
+            ));
+        }
+        if self.server.h2_max_concurrent_streams == 0 {
+            return Err(ConfigError::new(
+                "server.h2_max_concurrent_streams",
+                "must be positive",
+            ));
+        }
+        for (key, d) in [
+            (
+                "server.h2_keepalive_interval",
+                self.server.h2_keepalive_interval,
+            ),
+            (
+                "server.h2_keepalive_timeout",
+                self.server.h2_keepalive_timeout,
+            ),
+        ] {
+            if d.is_zero() || d > Duration::from_secs(24 * 3600) {
+                return Err(ConfigError::new(key, "must be between 1ms and 24h"));
+            }
         }
         if self.server.max_header_bytes < 8192 {
             return Err(ConfigError::new(

@@ -172,3 +172,71 @@ async fn aborted_revoke_calls_do_not_flood_the_log() {
     s.read_to_end(&mut out).unwrap();
     assert_eq!(status_of(&out), 200);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn accepting_pauses_at_max_connections_and_resumes_when_one_closes() {
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new()
+        .upstream(&up.url)
+        .toml("[server]\nmax_connections = 2\nio_threads = 1\n")
+        .spawn();
+    let metric = async |name: &str| {
+        let r = fetch(&format!("{}/metrics", gw.admin_url), &[]).await;
+        support::prometheus::parse(&r.text())
+            .unwrap()
+            .value(name, &[])
+            .unwrap_or(-1.0)
+    };
+    assert_eq!(metric("revgate_connections_open").await, 0.0);
+    assert_eq!(metric("revgate_connections_limited_total").await, 0.0);
+    // Two keep-alive connections hold both places.
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let mut c = support::raw::RawClient::connect(gw.addr);
+        c.send(b"GET /a HTTP/1.1\r\nhost: x\r\n\r\n");
+        assert_eq!(c.response().status(), 200);
+        held.push(c);
+    }
+    assert_eq!(metric("revgate_connections_open").await, 2.0);
+    // A third is not served while they are open: accepting has paused.
+    let mut third = support::raw::RawClient::connect(gw.addr);
+    third.send(b"GET /a HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            metric("revgate_connections_limited_total").await >= 1.0
+        })
+        .await
+    );
+    assert_eq!(up.hits(), 2);
+    // One closes: the third is accepted and answered.
+    drop(held.pop());
+    assert_eq!(third.response().status(), 200);
+    assert_eq!(up.hits(), 3);
+}
+
+#[test]
+fn a_silent_h2c_connection_is_closed_by_keepalive() {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let up = rt.block_on(Upstream::new().spawn());
+    let gw = Gateway::new()
+        .upstream(&up.url)
+        .toml("[server]\nh2_keepalive_interval = \"200ms\"\nh2_keepalive_timeout = \"200ms\"\n")
+        .spawn();
+    let mut s = std::net::TcpStream::connect(gw.addr).unwrap();
+    // The h2c preface and an empty SETTINGS frame, then silence: no SETTINGS
+    // ack, no PING answer.
+    s.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let mut buf = [0u8; 4096];
+    let closed = loop {
+        match s.read(&mut buf) {
+            Ok(0) => break true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => break true,
+            Err(_) => break false,
+        }
+    };
+    assert!(closed, "the silent connection is still open after 20 s");
+    drop(rt);
+}

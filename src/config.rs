@@ -194,6 +194,8 @@ pub struct TokensConfig {
     pub claims: ClaimNames,
     /// Trusted identity headers set by an auth layer in front (none by default).
     pub identity_headers: IdentityHeadersConfig,
+    /// JWT verification of revokers (`[tokens.verify]`); none by default.
+    pub verify: Option<VerifyConfig>,
 }
 
 impl Default for TokensConfig {
@@ -206,7 +208,166 @@ impl Default for TokensConfig {
             api_key_headers: Vec::new(),
             claims: ClaimNames::default(),
             identity_headers: IdentityHeadersConfig::default(),
+            verify: None,
         }
+    }
+}
+
+/// `[tokens.verify]`: how the JWT of a terminate-mode scope revoker is
+/// verified (see `identity`). Exactly one of `jwks_url`, `jwks_file`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// The identity provider's JWKS: `https://`, or `http://` to a loopback
+    /// host only.
+    pub jwks_url: Option<String>,
+    /// A JWKS file, read at start and on SIGHUP.
+    pub jwks_file: Option<PathBuf>,
+    /// Accepted `iss` values (at least one).
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values (at least one).
+    pub audiences: Vec<String>,
+    /// Clock tolerance for `exp`, `nbf`, `iat`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// How often `jwks_url` is refetched.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// The least time between two fetches of `jwks_url` (an unknown `kid`
+    /// refetches, but not more often than this).
+    #[serde(with = "humantime_serde")]
+    pub min_refresh_interval: Duration,
+    /// The bound on one fetch of `jwks_url`.
+    #[serde(with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            jwks_url: None,
+            jwks_file: None,
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            leeway: Duration::from_secs(60),
+            refresh_interval: Duration::from_secs(300),
+            min_refresh_interval: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl VerifyConfig {
+    /// Checks the section; reads `jwks_file`.
+    fn validate(&self) -> Result<crate::identity::VerifySettings, ConfigError> {
+        use crate::identity::{KeySet, KeySource, Policy, VerifySettings};
+        let source = match (&self.jwks_url, &self.jwks_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "tokens.verify.jwks_url",
+                    "set jwks_url or jwks_file, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "tokens.verify.jwks_url",
+                    "required (or jwks_file): where are the signature keys?",
+                ))
+            }
+            (Some(url), None) => KeySource::Url(jwks_url("tokens.verify.jwks_url", url)?),
+            (None, Some(path)) => {
+                let keys = KeySet::load_file(path).map_err(|e| {
+                    ConfigError::new(
+                        "tokens.verify.jwks_file",
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+                KeySource::File {
+                    path: path.clone(),
+                    keys: std::sync::Arc::new(keys),
+                }
+            }
+        };
+        for (key, values) in [
+            ("tokens.verify.issuers", &self.issuers),
+            ("tokens.verify.audiences", &self.audiences),
+        ] {
+            if values.is_empty() {
+                return Err(ConfigError::new(
+                    key,
+                    "at least one is required: a token minted for anyone else must not pass",
+                ));
+            }
+            if let Some(i) = values.iter().position(|v| v.is_empty()) {
+                return Err(ConfigError::new(format!("{key}[{i}]"), "must not be empty"));
+            }
+        }
+        if self.leeway > Duration::from_secs(600) {
+            return Err(ConfigError::new(
+                "tokens.verify.leeway",
+                "at most 10m: clocks that far apart need fixing, not tolerating",
+            ));
+        }
+        if self.fetch_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "tokens.verify.fetch_timeout",
+                "must be more than 0",
+            ));
+        }
+        if self.min_refresh_interval.is_zero() {
+            return Err(ConfigError::new(
+                "tokens.verify.min_refresh_interval",
+                "must be more than 0: it is what stops an unknown-kid spray from hammering the identity provider",
+            ));
+        }
+        if self.refresh_interval < self.min_refresh_interval {
+            return Err(ConfigError::new(
+                "tokens.verify.refresh_interval",
+                "must be at least min_refresh_interval",
+            ));
+        }
+        Ok(VerifySettings {
+            source,
+            policy: Policy {
+                issuers: self.issuers.clone(),
+                audiences: self.audiences.clone(),
+                leeway: self.leeway,
+            },
+            refresh_interval: self.refresh_interval,
+            min_refresh_interval: self.min_refresh_interval,
+            fetch_timeout: self.fetch_timeout,
+        })
+    }
+}
+
+/// A JWKS URL: `https://`, or `http://` to a loopback host (where no one
+/// can tamper with the keys in transit).
+fn jwks_url(key: &str, v: &str) -> Result<http::Uri, ConfigError> {
+    let uri: http::Uri = v
+        .parse()
+        .map_err(|_| ConfigError::new(key, format!("not a URL: {v:?}")))?;
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| ConfigError::new(key, "needs a host"))?;
+    match uri.scheme_str() {
+        Some("https") => Ok(uri),
+        Some("http") => {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = bare.eq_ignore_ascii_case("localhost")
+                || bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(uri)
+            } else {
+                Err(ConfigError::new(
+                    key,
+                    "must be https:// (http:// only to a loopback host): keys fetched in the clear can be replaced in transit",
+                ))
+            }
+        }
+        _ => Err(ConfigError::new(key, "scheme must be https")),
     }
 }
 
@@ -562,6 +723,8 @@ pub struct Settings {
     pub dialects: Vec<DialectSetting>,
     /// Secrets the dialects check.
     pub dialect_secrets: DialectSecrets,
+    /// JWT verification of revokers, when `[tokens.verify]` is set.
+    pub verify: Option<crate::identity::VerifySettings>,
 }
 
 impl Config {
@@ -751,6 +914,12 @@ impl Config {
                 return Err(ConfigError::new(key, "must not be empty"));
             }
         }
+        let verify = self
+            .tokens
+            .verify
+            .as_ref()
+            .map(VerifyConfig::validate)
+            .transpose()?;
 
         let s = &self.store;
         let url_ok = s.url == "memory"
@@ -900,6 +1069,7 @@ impl Config {
                     .map(|c| (c.client_id.clone(), c.client_secret.clone()))
                     .collect(),
             },
+            verify,
         })
     }
 

@@ -449,7 +449,10 @@ fn warn_unidentifiable_revokers(settings: &Settings) {
     }
     for d in &settings.dialects {
         if d.mode == RevokeMode::Terminate
-            && matches!(d.kind, dialect::DialectKind::LangSmith | dialect::DialectKind::Codegen)
+            && matches!(
+                d.kind,
+                dialect::DialectKind::LangSmith | dialect::DialectKind::Codegen
+            )
         {
             tracing::warn!(
                 dialect = d.kind.name(),

@@ -5,8 +5,8 @@
 
 mod support;
 
-use support::*;
 use support::jwks;
+use support::*;
 
 const REVOKED_BODY: &str =
     r#"{"error":"invalid_token","error_description":"The access token has been revoked"}"#;
@@ -245,7 +245,9 @@ async fn langsmith_terminate_revokes_the_current_users_scope() {
     // The same claims unsigned identify no one (see tests/verify.rs).
     let forged = format!(
         "Bearer {}",
-        jwt(&serde_json::json!({"sub": "u1", "iss": "https://idp.test/", "aud": "revgate", "exp": t0 + 600}))
+        jwt(
+            &serde_json::json!({"sub": "u1", "iss": "https://idp.test/", "aud": "revgate", "exp": t0 + 600})
+        )
     );
     let r = send(call(
         "DELETE",

@@ -49,7 +49,10 @@ fn terminate_with(up: &RunningUpstream, toml: &str) -> RunningGateway {
 /// The two scope dialects: (method, URL of a well-formed call).
 fn scope_calls(gw: &RunningGateway) -> [(&'static str, String); 2] {
     [
-        ("DELETE", format!("{}/v2/auth/tokens?provider_id=github", gw.url)),
+        (
+            "DELETE",
+            format!("{}/v2/auth/tokens?provider_id=github", gw.url),
+        ),
         (
             "POST",
             format!("{}/v1/oauth/tokens/revoke?provider=github&org_id=7", gw.url),
@@ -117,7 +120,11 @@ async fn an_unsigned_jwt_cannot_revoke_another_users_tokens() {
     let junk = jwt(&caller("victim"));
     assert_refused(&gw, &up, "junk signature without a verifier", &junk).await;
     assert!(scopes(&gw).await.is_empty());
-    assert!(gw.logs().contains("cannot identify a caller"), "{}", gw.logs());
+    assert!(
+        gw.logs().contains("cannot identify a caller"),
+        "{}",
+        gw.logs()
+    );
 }
 
 // === forgeries against a JWKS served over HTTP ===
@@ -133,7 +140,12 @@ async fn forged_expired_and_misaddressed_callers_revoke_nothing() {
         &verify_toml(&format!("jwks_url = \"{}\"", idp.url), ""),
     );
     // The keys are known (a signed caller of someone else works)...
-    let r = revoke_as("DELETE", &scope_calls(&gw)[0].1, &rsa.sign(&caller("someone"))).await;
+    let r = revoke_as(
+        "DELETE",
+        &scope_calls(&gw)[0].1,
+        &rsa.sign(&caller("someone")),
+    )
+    .await;
     assert_eq!((r.status, r.text().as_str()), (200, "{}"));
     assert_eq!(scopes(&gw).await.len(), 1);
 
@@ -153,7 +165,10 @@ async fn forged_expired_and_misaddressed_callers_revoke_nothing() {
     let other_ec = SigningKey::es256("ec-1");
     let cases: Vec<(&str, String)> = vec![
         ("alg none", unsigned(&caller("victim"))),
-        ("wrong RSA key, right kid", other_rsa.sign(&caller("victim"))),
+        (
+            "wrong RSA key, right kid",
+            other_rsa.sign(&caller("victim")),
+        ),
         ("wrong EC key, right kid", other_ec.sign(&caller("victim"))),
         ("expired", rsa.sign(&expired)),
         ("wrong aud", rsa.sign(&wrong_aud)),
@@ -168,7 +183,10 @@ async fn forged_expired_and_misaddressed_callers_revoke_nothing() {
             "HS256 keyed with the EC public key",
             hs256("ec-1", &ec.public_bytes(), &caller("victim")),
         ),
-        ("RS256 token naming the EC key", rsa.sign_as("ec-1", &caller("victim"))),
+        (
+            "RS256 token naming the EC key",
+            rsa.sign_as("ec-1", &caller("victim")),
+        ),
         ("opaque token", "opaque-victim".to_string()),
     ];
     for (what, token) in &cases {
@@ -203,7 +221,12 @@ async fn rs256_es256_and_eddsa_callers_revoke_their_own_scope() {
             let bystander = victim(&format!("{user}-bystander"));
             assert_passes(&gw, &up, &mine).await;
             let r = revoke_as(method, &url, &key.sign(&caller(&user))).await;
-            assert_eq!((r.status, r.text().as_str()), (200, "{}"), "{:?} {url}", key.alg);
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (200, "{}"),
+                "{:?} {url}",
+                key.alg
+            );
             expected_rules += 1;
             assert_revoked(&gw, &up, &mine).await;
             assert_passes(&gw, &up, &bystander).await;
@@ -211,7 +234,9 @@ async fn rs256_es256_and_eddsa_callers_revoke_their_own_scope() {
     }
     let rules = scopes(&gw).await;
     assert_eq!(rules.len(), expected_rules);
-    assert!(rules.iter().any(|r| r["sub"] == "u-ed-1" && r["org"] == "7"));
+    assert!(rules
+        .iter()
+        .any(|r| r["sub"] == "u-ed-1" && r["org"] == "7"));
     assert_eq!(idp.hits(), 1, "every key was known from the first fetch");
 }
 
@@ -277,7 +302,11 @@ async fn spraying_unknown_kids_does_not_hammer_the_identity_provider() {
             assert_eq!((r.status, r.text().as_str()), (401, NOT_AUTHENTICATED));
         }
     }
-    assert_eq!(idp.hits(), 1, "an unknown kid refetched within the minimum interval");
+    assert_eq!(
+        idp.hits(),
+        1,
+        "an unknown kid refetched within the minimum interval"
+    );
     assert_eq!(scopes(&gw).await.len(), 1);
     assert_passes(&gw, &up, &victim("victim")).await;
 }
@@ -297,11 +326,23 @@ async fn an_unreachable_jwks_refuses_scope_revokes_and_keeps_proxying() {
             "fetch_timeout = \"1s\"\nmin_refresh_interval = \"1h\"\nrefresh_interval = \"1h\"",
         ),
     );
-    assert_refused(&gw, &up, "valid token, keys never loaded", &key.sign(&caller("victim")))
-        .await;
-    assert!(gw.logs().contains("JWKS could not be loaded"), "{}", gw.logs());
+    assert_refused(
+        &gw,
+        &up,
+        "valid token, keys never loaded",
+        &key.sign(&caller("victim")),
+    )
+    .await;
+    assert!(
+        gw.logs().contains("JWKS could not be loaded"),
+        "{}",
+        gw.logs()
+    );
     let r = fetch(&format!("{}/readyz", gw.admin_url), &[]).await;
-    assert_eq!(r.status, 200, "the proxy stays ready: judging needs no keys");
+    assert_eq!(
+        r.status, 200,
+        "the proxy stays ready: judging needs no keys"
+    );
 }
 
 // === jwks_file and SIGHUP ===
@@ -319,7 +360,13 @@ async fn a_jwks_file_is_read_at_start_and_on_sighup() {
         &verify_toml(&format!("jwks_file = {:?}", path.display().to_string()), ""),
     );
     let url = scope_calls(&gw)[1].1.clone();
-    assert_refused(&gw, &up, "key not in the file yet", &second.sign(&caller("victim"))).await;
+    assert_refused(
+        &gw,
+        &up,
+        "key not in the file yet",
+        &second.sign(&caller("victim")),
+    )
+    .await;
     let r = revoke_as("POST", &url, &first.sign(&caller("filer"))).await;
     assert_eq!((r.status, r.text().as_str()), (200, "{}"));
 
@@ -357,7 +404,12 @@ async fn trusted_identity_headers_identify_a_revoker() {
     assert_eq!((r.status, r.text().as_str()), (200, "{}"));
     assert_revoked(&gw, &up, &mine).await;
     // An unsigned JWT is no identity, header or not for someone else.
-    let r = revoke_as("DELETE", &scope_calls(&gw)[0].1, &unsigned(&caller("victim"))).await;
+    let r = revoke_as(
+        "DELETE",
+        &scope_calls(&gw)[0].1,
+        &unsigned(&caller("victim")),
+    )
+    .await;
     assert_eq!((r.status, r.text().as_str()), (401, NOT_AUTHENTICATED));
     assert_passes(&gw, &up, &victim("victim")).await;
 }
@@ -376,7 +428,11 @@ fn check_config_names_the_bad_verify_key() {
     let not_json = dir.path().join("bad.json");
     std::fs::write(&not_json, "{\"keys\": 3}").unwrap();
     let only_hmac = dir.path().join("hmac.json");
-    std::fs::write(&only_hmac, r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"h"}]}"#).unwrap();
+    std::fs::write(
+        &only_hmac,
+        r#"{"keys":[{"kty":"oct","k":"c2VjcmV0","kid":"h"}]}"#,
+    )
+    .unwrap();
     let file = |p: &std::path::Path| format!("jwks_file = {:?}", p.display().to_string());
     let head = "[upstream]\nurl = \"http://127.0.0.1:1\"\n";
     let cases: Vec<(String, &str)> = vec![
@@ -385,17 +441,32 @@ fn check_config_names_the_bad_verify_key() {
             verify_toml(&format!("jwks_url = \"https://i/\"\n{}", file(&good)), ""),
             "tokens.verify.jwks_url",
         ),
-        (verify_toml("jwks_url = \"http://idp.example/jwks\"", ""), "tokens.verify.jwks_url"),
-        (verify_toml("jwks_url = \"ftp://idp.example/jwks\"", ""), "tokens.verify.jwks_url"),
+        (
+            verify_toml("jwks_url = \"http://idp.example/jwks\"", ""),
+            "tokens.verify.jwks_url",
+        ),
+        (
+            verify_toml("jwks_url = \"ftp://idp.example/jwks\"", ""),
+            "tokens.verify.jwks_url",
+        ),
         (verify_toml(&file(&not_json), ""), "tokens.verify.jwks_file"),
-        (verify_toml(&file(&only_hmac), ""), "tokens.verify.jwks_file"),
-        (verify_toml(&file(&dir.path().join("missing")), ""), "tokens.verify.jwks_file"),
+        (
+            verify_toml(&file(&only_hmac), ""),
+            "tokens.verify.jwks_file",
+        ),
+        (
+            verify_toml(&file(&dir.path().join("missing")), ""),
+            "tokens.verify.jwks_file",
+        ),
         (
             format!("[tokens.verify]\n{}\naudiences = [\"a\"]", file(&good)),
             "tokens.verify.issuers",
         ),
         (
-            format!("[tokens.verify]\n{}\nissuers = [\"i\"]\naudiences = [\"\"]", file(&good)),
+            format!(
+                "[tokens.verify]\n{}\nissuers = [\"i\"]\naudiences = [\"\"]",
+                file(&good)
+            ),
             "tokens.verify.audiences[0]",
         ),
         (
@@ -403,12 +474,21 @@ fn check_config_names_the_bad_verify_key() {
             "tokens.verify.min_refresh_interval",
         ),
         (
-            verify_toml(&file(&good), "min_refresh_interval = \"10m\"\nrefresh_interval = \"1m\""),
+            verify_toml(
+                &file(&good),
+                "min_refresh_interval = \"10m\"\nrefresh_interval = \"1m\"",
+            ),
             "tokens.verify.refresh_interval",
         ),
-        (verify_toml(&file(&good), "fetch_timeout = \"0s\""), "tokens.verify.fetch_timeout"),
         (
-            format!("[tokens.verify]\n{}\nissuers = [\"i\"]\naudiences = [\"a\"]\nleeway = \"1h\"", file(&good)),
+            verify_toml(&file(&good), "fetch_timeout = \"0s\""),
+            "tokens.verify.fetch_timeout",
+        ),
+        (
+            format!(
+                "[tokens.verify]\n{}\nissuers = [\"i\"]\naudiences = [\"a\"]\nleeway = \"1h\"",
+                file(&good)
+            ),
             "tokens.verify.leeway",
         ),
     ];
@@ -425,14 +505,25 @@ fn check_config_names_the_bad_verify_key() {
         let out = run(toml);
         let stderr = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{toml}: {stderr}");
-        assert!(stderr.contains(&format!("{key}:")), "{toml}: wanted {key}, got {stderr}");
+        assert!(
+            stderr.contains(&format!("{key}:")),
+            "{toml}: wanted {key}, got {stderr}"
+        );
     }
     for ok in [
         verify_toml(&file(&good), ""),
-        verify_toml("jwks_url = \"https://idp.example/.well-known/jwks.json\"", ""),
+        verify_toml(
+            "jwks_url = \"https://idp.example/.well-known/jwks.json\"",
+            "",
+        ),
         verify_toml("jwks_url = \"http://127.0.0.1:9/jwks\"", ""),
     ] {
         let out = run(&ok);
-        assert_eq!(out.status.code(), Some(0), "{ok}: {}", String::from_utf8_lossy(&out.stderr));
+        assert_eq!(
+            out.status.code(),
+            Some(0),
+            "{ok}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -116,7 +116,8 @@ pub struct JwsHeader {
 /// Reads and checks a token's header: the shape, the algorithm, `crit`.
 pub fn header(token: &str) -> Result<JwsHeader, VerifyError> {
     let mut parts = token.split('.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(VerifyError::Malformed);
     };
@@ -294,7 +295,11 @@ impl fmt::Debug for KeySet {
         f.debug_struct("KeySet")
             .field(
                 "kids",
-                &self.keys.iter().map(|k| k.kid.as_deref()).collect::<Vec<_>>(),
+                &self
+                    .keys
+                    .iter()
+                    .map(|k| k.kid.as_deref())
+                    .collect::<Vec<_>>(),
             )
             .field("skipped", &self.skipped.len())
             .finish()
@@ -379,8 +384,7 @@ impl KeySet {
         if named.is_empty() {
             return Err(VerifyError::UnknownKey);
         }
-        let fitting: Vec<&TrustedKey> =
-            named.into_iter().filter(|k| k.fits(header.alg)).collect();
+        let fitting: Vec<&TrustedKey> = named.into_iter().filter(|k| k.fits(header.alg)).collect();
         if fitting.is_empty() {
             return Err(if header.kid.is_some() {
                 VerifyError::KeyMismatch
@@ -396,8 +400,10 @@ impl KeySet {
         validation.validate_aud = true;
         validation.set_issuer(&policy.issuers);
         validation.set_audience(&policy.audiences);
-        validation.required_spec_claims =
-            ["exp", "iss", "aud"].iter().map(|s| s.to_string()).collect();
+        validation.required_spec_claims = ["exp", "iss", "aud"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         for key in fitting {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
                 Ok(data) => {
@@ -492,5 +498,357 @@ impl VerifiedClaims {
     /// The `kid` of the key that verified the token.
     pub fn kid(&self) -> Option<&str> {
         self.kid.as_deref()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use jsonwebtoken::{EncodingKey, Header};
+    use ring::signature::KeyPair as _;
+    use serde_json::json;
+
+    const ISS: &str = "https://idp.test/";
+    const AUD: &str = "api";
+
+    fn b64(b: &[u8]) -> String {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b)
+    }
+
+    struct Key {
+        alg: Algorithm,
+        enc: EncodingKey,
+        jwk: Value,
+    }
+
+    fn rsa(kid: &str, alg: Algorithm) -> Key {
+        let pem = include_str!("../../tests/data/jwt_rsa_a.pem");
+        let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
+        let der = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap();
+        let pair = ring::signature::RsaKeyPair::from_der(&der).unwrap();
+        let public: ring::rsa::PublicKeyComponents<Vec<u8>> = pair.public().into();
+        Key {
+            alg,
+            enc: EncodingKey::from_rsa_der(&der),
+            jwk: json!({"kty":"RSA","kid":kid,"n":b64(&public.n),"e":b64(&public.e)}),
+        }
+    }
+
+    fn ec(kid: &str) -> Key {
+        let rng = ring::rand::SystemRandom::new();
+        let a = &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(a, &rng).unwrap();
+        let pair = ring::signature::EcdsaKeyPair::from_pkcs8(a, pkcs8.as_ref(), &rng).unwrap();
+        let p = pair.public_key().as_ref();
+        Key {
+            alg: Algorithm::ES256,
+            enc: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            jwk: json!({"kty":"EC","crv":"P-256","kid":kid,"x":b64(&p[1..33]),"y":b64(&p[33..])}),
+        }
+    }
+
+    fn ed(kid: &str) -> Key {
+        let rng = ring::rand::SystemRandom::new();
+        let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
+        let pair = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).unwrap();
+        Key {
+            alg: Algorithm::EdDSA,
+            enc: EncodingKey::from_ed_der(pkcs8.as_ref()),
+            jwk: json!({"kty":"OKP","crv":"Ed25519","kid":kid,"x":b64(pair.public_key().as_ref())}),
+        }
+    }
+
+    fn sign(k: &Key, kid: Option<&str>, claims: &Value) -> String {
+        let mut h = Header::new(k.alg);
+        h.kid = kid.map(str::to_owned);
+        jsonwebtoken::encode(&h, claims, &k.enc).unwrap()
+    }
+
+    fn now() -> u64 {
+        crate::store::now_unix()
+    }
+
+    fn claims() -> Value {
+        let t = now();
+        json!({"sub":"u1","iss":ISS,"aud":AUD,"iat":t - 5,"exp":t + 300})
+    }
+
+    fn with(f: impl FnOnce(&mut Map<String, Value>)) -> Value {
+        let mut c = claims();
+        f(c.as_object_mut().unwrap());
+        c
+    }
+
+    fn policy() -> Policy {
+        Policy {
+            issuers: vec!["https://other/".into(), ISS.into()],
+            audiences: vec![AUD.into()],
+            leeway: Duration::from_secs(60),
+        }
+    }
+
+    fn set(jwks: &[&Value]) -> KeySet {
+        KeySet::parse(json!({ "keys": jwks }).to_string().as_bytes()).unwrap()
+    }
+
+    fn check(keys: &KeySet, token: &str) -> Result<VerifiedClaims, VerifyError> {
+        let h = header(token)?;
+        keys.verify(token, &h, &policy(), now())
+    }
+
+    fn raw(header: &str, payload: &str, sig: &str) -> String {
+        format!(
+            "{}.{}.{sig}",
+            b64(header.as_bytes()),
+            b64(payload.as_bytes())
+        )
+    }
+
+    #[test]
+    fn headers_that_are_refused_before_any_key() {
+        let p = r#"{"sub":"victim"}"#;
+        #[rustfmt::skip]
+        let cases: Vec<(String, VerifyError)> = vec![
+            (raw(r#"{"alg":"none"}"#, p, "x"), VerifyError::Unsigned),
+            (raw(r#"{"alg":"None"}"#, p, ""), VerifyError::Unsigned),
+            (raw(r#"{"alg":"NONE","typ":"JWT"}"#, p, "sig"), VerifyError::Unsigned),
+            (raw(r#"{"alg":"HS256"}"#, p, "c2ln"), VerifyError::Symmetric),
+            (raw(r#"{"alg":"HS384"}"#, p, "c2ln"), VerifyError::Symmetric),
+            (raw(r#"{"alg":"HS512"}"#, p, "c2ln"), VerifyError::Symmetric),
+            (raw(r#"{"alg":"ES512"}"#, p, "c2ln"), VerifyError::UnsupportedAlgorithm),
+            (raw(r#"{"alg":"RSA-OAEP"}"#, p, "c2ln"), VerifyError::UnsupportedAlgorithm),
+            (raw(r#"{"alg":"rs256"}"#, p, "c2ln"), VerifyError::UnsupportedAlgorithm),
+            (raw(r#"{"alg":"RS256","crit":["exp"]}"#, p, "c2ln"), VerifyError::Critical),
+            (raw(r#"{"alg":"RS256"}"#, p, ""), VerifyError::Malformed),
+            (raw(r#"{"alg":"RS256","kid":7}"#, p, "c2ln"), VerifyError::Malformed),
+            (raw(r#"{"kid":"k"}"#, p, "c2ln"), VerifyError::Malformed),
+            (raw(r#"{"alg":256}"#, p, "c2ln"), VerifyError::Malformed),
+            (raw(r#"["RS256"]"#, p, "c2ln"), VerifyError::Malformed),
+            (raw("not json", p, "c2ln"), VerifyError::Malformed),
+            ("opaque-token".into(), VerifyError::Malformed),
+            ("a.b".into(), VerifyError::Malformed),
+            ("a.b.c.d".into(), VerifyError::Malformed),
+            (".b.c".into(), VerifyError::Malformed),
+            (format!("{}..c", b64(br#"{"alg":"RS256"}"#)), VerifyError::Malformed),
+            (format!("{}=.e30.c", b64(br#"{"alg":"RS256"}"#)), VerifyError::Malformed),
+            ("!!!.e30.c".into(), VerifyError::Malformed),
+        ];
+        for (token, want) in cases {
+            assert_eq!(header(&token), Err(want), "{token}");
+        }
+        assert_eq!(
+            header(&raw(
+                r#"{"alg":"ES256","kid":"k1","jku":"https://evil/"}"#,
+                p,
+                "c2ln"
+            )),
+            Ok(JwsHeader {
+                alg: Algorithm::ES256,
+                kid: Some("k1".into())
+            })
+        );
+    }
+
+    #[test]
+    fn good_tokens_of_every_family_verify() {
+        let keys = [
+            rsa("r", Algorithm::RS256),
+            rsa("r384", Algorithm::RS384),
+            rsa("r512", Algorithm::RS512),
+            rsa("p", Algorithm::PS256),
+            ec("e"),
+            ed("d"),
+        ];
+        let ks = set(&keys.iter().map(|k| &k.jwk).collect::<Vec<_>>());
+        assert_eq!(ks.len(), keys.len());
+        for (k, kid) in keys.iter().zip(["r", "r384", "r512", "p", "e", "d"]) {
+            let v = check(&ks, &sign(k, Some(kid), &claims())).unwrap();
+            assert_eq!(v.text("sub").as_deref(), Some("u1"), "{:?}", k.alg);
+            assert_eq!(v.kid(), Some(kid));
+        }
+        // Without kid: every key that fits the alg is tried.
+        let v = check(&ks, &sign(&keys[4], None, &claims())).unwrap();
+        assert_eq!(v.kid(), Some("e"));
+        // A numeric subject reads as peek_jwt reads it.
+        let v = check(
+            &ks,
+            &sign(
+                &keys[5],
+                Some("d"),
+                &with(|c| {
+                    c.insert("sub".into(), json!(42));
+                }),
+            ),
+        )
+        .unwrap();
+        assert_eq!(v.text("sub").as_deref(), Some("42"));
+        assert_eq!(v.text("missing"), None);
+        // aud as an array naming one accepted audience; exp just past, within leeway.
+        let t = now();
+        for c in [
+            with(|c| {
+                c.insert("aud".into(), json!(["x", AUD]));
+            }),
+            with(|c| {
+                c.insert("exp".into(), json!(t - 30));
+            }),
+            with(|c| {
+                c.insert("iat".into(), json!(t + 30));
+                c.insert("nbf".into(), json!(t + 30));
+            }),
+            with(|c| {
+                c.remove("iat");
+            }),
+        ] {
+            assert!(check(&ks, &sign(&keys[0], Some("r"), &c)).is_ok(), "{c}");
+        }
+    }
+
+    #[test]
+    fn refusal_paths() {
+        let r = rsa("r", Algorithm::RS256);
+        let e = ec("e");
+        let d = ed("d");
+        let ks = set(&[&r.jwk, &e.jwk, &d.jwk]);
+        let t = now();
+        let other_ec = ec("e");
+        let other_ed = ed("d");
+        let good = sign(&r, Some("r"), &claims());
+        let (hp, sig) = good.rsplit_once('.').unwrap();
+        let (h, _) = hp.split_once('.').unwrap();
+        let tampered = format!(
+            "{h}.{}.{sig}",
+            b64(with(|c| {
+                c.insert("sub".into(), json!("victim"));
+            })
+            .to_string()
+            .as_bytes())
+        );
+        #[rustfmt::skip]
+        let cases: Vec<(&str, String, VerifyError)> = vec![
+            ("unknown kid", sign(&r, Some("nope"), &claims()), VerifyError::UnknownKey),
+            ("RS256 naming the EC key", sign(&r, Some("e"), &claims()), VerifyError::KeyMismatch),
+            ("ES256 naming the RSA key", sign(&e, Some("r"), &claims()), VerifyError::KeyMismatch),
+            ("wrong EC key", sign(&other_ec, Some("e"), &claims()), VerifyError::BadSignature),
+            ("wrong Ed key", sign(&other_ed, Some("d"), &claims()), VerifyError::BadSignature),
+            ("wrong key, no kid", sign(&other_ec, None, &claims()), VerifyError::BadSignature),
+            ("payload swapped", tampered, VerifyError::BadSignature),
+            ("padded signature", format!("{good}="), VerifyError::Malformed),
+            ("expired", sign(&r, Some("r"), &with(|c| { c.insert("exp".into(), json!(t - 120)); })), VerifyError::Expired),
+            ("nbf ahead", sign(&r, Some("r"), &with(|c| { c.insert("nbf".into(), json!(t + 120)); })), VerifyError::NotYetValid),
+            ("iat ahead", sign(&r, Some("r"), &with(|c| { c.insert("iat".into(), json!(t + 120)); })), VerifyError::IssuedInFuture),
+            ("wrong iss", sign(&r, Some("r"), &with(|c| { c.insert("iss".into(), json!("https://evil/")); })), VerifyError::WrongIssuer),
+            ("iss array", sign(&r, Some("r"), &with(|c| { c.insert("iss".into(), json!([ISS])); })), VerifyError::Claim("iss")),
+            ("no iss", sign(&r, Some("r"), &with(|c| { c.remove("iss"); })), VerifyError::Claim("iss")),
+            ("wrong aud", sign(&r, Some("r"), &with(|c| { c.insert("aud".into(), json!("other")); })), VerifyError::WrongAudience),
+            ("no aud", sign(&r, Some("r"), &with(|c| { c.remove("aud"); })), VerifyError::Claim("aud")),
+            ("no exp", sign(&r, Some("r"), &with(|c| { c.remove("exp"); })), VerifyError::Claim("exp")),
+            ("exp as text", sign(&r, Some("r"), &with(|c| { c.insert("exp".into(), json!((t + 300).to_string())); })), VerifyError::Claim("exp")),
+            ("nbf as text", sign(&r, Some("r"), &with(|c| { c.insert("nbf".into(), json!("0")); })), VerifyError::Claim("nbf")),
+            ("iat as text", sign(&r, Some("r"), &with(|c| { c.insert("iat".into(), json!("0")); })), VerifyError::Claim("iat")),
+            ("claims not an object", sign(&r, Some("r"), &json!(["sub"])), VerifyError::Malformed),
+        ];
+        for (what, token, want) in cases {
+            assert_eq!(
+                check(&ks, &token).map(|c| c.text("sub")),
+                Err(want),
+                "{what}"
+            );
+        }
+        // HS256 keyed with public key material: refused whatever the key.
+        let n = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(r.jwk["n"].as_str().unwrap())
+            .unwrap();
+        for secret in [&n[..], r.jwk.to_string().as_bytes()] {
+            let forged = jsonwebtoken::encode(
+                &Header {
+                    kid: Some("r".into()),
+                    ..Header::new(Algorithm::HS256)
+                },
+                &claims(),
+                &EncodingKey::from_secret(secret),
+            )
+            .unwrap();
+            assert_eq!(check(&ks, &forged).map(|_| ()), Err(VerifyError::Symmetric));
+        }
+        // A key whose own alg differs from the token's.
+        let mut pinned = rsa("r", Algorithm::RS256).jwk;
+        pinned["alg"] = "RS384".into();
+        let ks = set(&[&pinned]);
+        assert_eq!(check(&ks, &good).map(|_| ()), Err(VerifyError::KeyMismatch));
+        assert_eq!(
+            check(&ks, &sign(&r, None, &claims())).map(|_| ()),
+            Err(VerifyError::UnknownKey)
+        );
+    }
+
+    #[test]
+    fn key_sets_keep_only_signature_keys() {
+        let r = rsa("r", Algorithm::RS256).jwk;
+        let e = ec("e").jwk;
+        let mut enc = r.clone();
+        enc["use"] = "enc".into();
+        enc["kid"] = "enc".into();
+        let mut ops = e.clone();
+        ops["key_ops"] = json!(["sign"]);
+        ops["kid"] = "ops".into();
+        let mut hs = r.clone();
+        hs["alg"] = "HS256".into();
+        hs["kid"] = "hs".into();
+        let mut misfit = r.clone();
+        misfit["alg"] = "ES256".into();
+        misfit["kid"] = "misfit".into();
+        let mut p521 = e.clone();
+        p521["crv"] = "P-521".into();
+        p521["kid"] = "p521".into();
+        let oct = json!({"kty":"oct","k":"c2VjcmV0","kid":"oct"});
+        let weird = json!({"kty":"XYZ","kid":"weird"});
+        let bad_n = json!({"kty":"RSA","kid":"badn","n":"!!","e":"AQAB"});
+        let ks = set(&[
+            &r, &enc, &ops, &hs, &misfit, &p521, &oct, &weird, &bad_n, &e,
+        ]);
+        assert_eq!(ks.len(), 2);
+        let skipped: Vec<(Option<&str>, &str)> = ks
+            .skipped()
+            .iter()
+            .map(|s| (s.kid.as_deref(), s.reason))
+            .collect();
+        assert_eq!(
+            skipped,
+            [
+                (Some("enc"), "use is not sig"),
+                (Some("ops"), "key_ops lacks verify"),
+                (Some("hs"), "symmetric alg"),
+                (Some("misfit"), "alg does not fit kty/crv"),
+                (Some("p521"), "unsupported curve"),
+                (Some("oct"), "symmetric key"),
+                (Some("weird"), "unsupported or malformed key"),
+                (Some("badn"), "bad key material"),
+            ]
+        );
+        assert!(format!("{ks:?}").contains("\"r\""));
+        assert!(matches!(
+            KeySet::parse(json!({"keys":[oct]}).to_string().as_bytes()),
+            Err(KeySetError::NoUsableKeys { skipped: 1 })
+        ));
+        for doc in [
+            "",
+            "[]",
+            "{}",
+            r#"{"keys":3}"#,
+            r#"{"keys":{}}"#,
+            "not json",
+        ] {
+            assert!(
+                matches!(KeySet::parse(doc.as_bytes()), Err(KeySetError::NotJwks)),
+                "{doc}"
+            );
+        }
+        assert!(matches!(
+            KeySet::parse(br#"{"keys":[]}"#),
+            Err(KeySetError::NoUsableKeys { skipped: 0 })
+        ));
     }
 }

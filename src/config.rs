@@ -1189,11 +1189,61 @@ mod tests {
                 "[upstream]\nurl = \"http://u\"\n[server]\nbody_idle_timeout = \"0s\"",
                 "server.body_idle_timeout",
             ),
+            (
+                "[upstream]\nurl = \"http://u\"\n[tokens.verify]\nissuers = [\"i\"]\naudiences = [\"a\"]",
+                "tokens.verify.jwks_url",
+            ),
+            (
+                "[upstream]\nurl = \"http://u\"\n[tokens.verify]\njwks_url = \"http://10.0.0.1/k\"\nissuers = [\"i\"]\naudiences = [\"a\"]",
+                "tokens.verify.jwks_url",
+            ),
+            (
+                "[upstream]\nurl = \"http://u\"\n[tokens.verify]\njwks_url = \"https://i/k\"\naudiences = [\"a\"]",
+                "tokens.verify.issuers",
+            ),
+            (
+                "[upstream]\nurl = \"http://u\"\n[tokens.verify]\njwks_url = \"https://i/k\"\nissuers = [\"i\"]",
+                "tokens.verify.audiences",
+            ),
+            (
+                "[upstream]\nurl = \"http://u\"\n[tokens.verify]\njwks_file = \"/nonexistent/jwks.json\"\nissuers = [\"i\"]\naudiences = [\"a\"]",
+                "tokens.verify.jwks_file",
+            ),
         ];
         for (toml, key) in cases {
             let err = check(toml).unwrap_err();
             assert_eq!(err.key, key, "{toml}: {err}");
         }
+    }
+
+    #[test]
+    fn jwks_urls_are_https_or_loopback() {
+        for ok in [
+            "https://idp.example/jwks",
+            "http://127.0.0.1:8080/jwks",
+            "http://[::1]/jwks",
+            "http://localhost/jwks",
+        ] {
+            assert!(jwks_url("k", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://idp.example/jwks",
+            "http://10.0.0.1/jwks",
+            "ftp://idp.example/jwks",
+            "/jwks",
+            "idp.example/jwks",
+            "https:///jwks",
+        ] {
+            assert_eq!(jwks_url("k", bad).unwrap_err().key, "k", "{bad}");
+        }
+        let s = check(
+            "[upstream]\nurl = \"http://u\"\n[tokens.verify]\njwks_url = \"https://i/k\"\nissuers = [\"i\"]\naudiences = [\"a\"]",
+        )
+        .unwrap();
+        let v = s.verify.unwrap();
+        assert_eq!(v.policy.leeway, Duration::from_secs(60));
+        assert!(v.min_refresh_interval <= v.refresh_interval);
+        assert!(check("[upstream]\nurl = \"http://u\"").unwrap().verify.is_none());
     }
 
     #[test]

@@ -1243,7 +1243,10 @@ mod tests {
         let v = s.verify.unwrap();
         assert_eq!(v.policy.leeway, Duration::from_secs(60));
         assert!(v.min_refresh_interval <= v.refresh_interval);
-        assert!(check("[upstream]\nurl = \"http://u\"").unwrap().verify.is_none());
+        assert!(check("[upstream]\nurl = \"http://u\"")
+            .unwrap()
+            .verify
+            .is_none());
     }
 
     #[test]

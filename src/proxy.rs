@@ -15,6 +15,14 @@
 //! (OneLogin, RFC 7009) reads it, under `revoke.max_body_bytes` (413 past it),
 //! and then forwards exactly those bytes.
 //!
+//! Who revokes a scope (LangSmith, Codegen: "every token of the current
+//! user"): in terminate mode the current user comes only from a verified
+//! source, a JWT in the call's credential that `identity::Verifier` accepted
+//! or the trusted identity headers, else the dialect's 401 and nothing is
+//! revoked; in forward mode the command waits for the upstream's 2xx, which
+//! authenticates the caller, so the peeked claims may name it
+//! ([`Runtime::command`]).
+//!
 //! Header hygiene (RFC 9110 §7.6.1): hop-by-hop headers and those named in
 //! `Connection` are removed both ways; `X-Forwarded-For` is appended to,
 //! `X-Forwarded-Proto` and `X-Forwarded-Host` are set to what this hop saw,

@@ -10,7 +10,7 @@
 //!   (the same rustls client configuration as `https://` upstreams:
 //!   `upstream.ca_file` or the system roots). Each fetch is bounded by
 //!   `fetch_timeout` (connect, head and body together) and
-//!   [`MAX_JWKS_BYTES`](super::MAX_JWKS_BYTES); only a `200` is taken, and
+//!   [`MAX_JWKS_BYTES`]; only a `200` is taken, and
 //!   redirects are not followed.
 //!
 //! # When a URL is fetched

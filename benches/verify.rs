@@ -42,9 +42,7 @@ fn keys() -> Vec<Key> {
         .unwrap();
     let pair = ring::signature::RsaKeyPair::from_der(&der).unwrap();
     let public: ring::rsa::PublicKeyComponents<Vec<u8>> = pair.public().into();
-    let rsa_jwk = |kid: &str, alg: &str| {
-        serde_json::json!({"kty":"RSA","kid":kid,"alg":alg,"use":"sig","n":b64(&public.n),"e":b64(&public.e)})
-    };
+    let rsa_jwk = |kid: &str, alg: &str| serde_json::json!({"kty":"RSA","kid":kid,"alg":alg,"use":"sig","n":b64(&public.n),"e":b64(&public.e)});
     let rng = ring::rand::SystemRandom::new();
     let ec_alg = &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
     let ec8 = ring::signature::EcdsaKeyPair::generate_pkcs8(ec_alg, &rng).unwrap();

@@ -543,8 +543,12 @@ impl Gateway {
         }
     }
 
-    /// Replaces the runtime (config reload); in-flight requests finish on the old one.
+    /// Replaces the runtime (config reload); in-flight requests finish on the
+    /// old one. A JWKS already fetched from an unchanged URL is carried over.
     pub fn reload(&self, runtime: Runtime) {
+        if let (Some(new), Some(old)) = (&runtime.verifier, &self.runtime.load().verifier) {
+            new.adopt_keys(old);
+        }
         self.runtime.store(Arc::new(runtime));
     }
 

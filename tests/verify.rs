@@ -345,6 +345,84 @@ async fn an_unreachable_jwks_refuses_scope_revokes_and_keeps_proxying() {
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_answer_that_is_not_200_too_large_or_not_jwks_is_not_trusted() {
+    let key = SigningKey::es256("ec-1");
+    let idp = JwksServer::spawn(jwks(&[&key])).await;
+    idp.set_raw(500, "{}".into());
+    let up = Upstream::new().spawn().await;
+    let gw = terminate_with(
+        &up,
+        &verify_toml(
+            &format!("jwks_url = \"{}\"", idp.url),
+            "refresh_interval = \"1h\"\nmin_refresh_interval = \"100ms\"",
+        ),
+    );
+    let token = key.sign(&caller("victim"));
+    let big = format!(
+        "{{\"keys\":[{}],\"pad\":\"{}\"}}",
+        key.jwk,
+        "x".repeat(2 << 20)
+    );
+    for (status, body, logged) in [
+        (500, "{}".to_string(), "answered 500"),
+        (200, big, "larger than 1048576 bytes"),
+        (200, "not json".to_string(), "not a JWKS document"),
+        (
+            200,
+            r#"{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}"#.to_string(),
+            "no usable signature key",
+        ),
+    ] {
+        idp.set_raw(status, body);
+        // Past the minimum interval: the unknown kid refetches.
+        tokio::time::sleep(Duration::from_millis(150)).await;
+        assert_refused(&gw, &up, logged, &token).await;
+        assert!(gw.logs().contains(logged), "{logged}: {}", gw.logs());
+    }
+    idp.set(jwks(&[&key]));
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let mine = victim("recovered");
+    let r = revoke_as(
+        "DELETE",
+        &scope_calls(&gw)[0].1,
+        &key.sign(&caller("recovered")),
+    )
+    .await;
+    assert_eq!((r.status, r.text().as_str()), (200, "{}"));
+    assert_revoked(&gw, &up, &mine).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_while_the_identity_provider_is_down_keeps_the_keys() {
+    let key = SigningKey::ed25519("ed-1");
+    let idp = JwksServer::spawn(jwks(&[&key])).await;
+    let up = Upstream::new().spawn().await;
+    let gw = terminate_with(
+        &up,
+        &verify_toml(&format!("jwks_url = \"{}\"", idp.url), ""),
+    );
+    let url = scope_calls(&gw)[0].1.clone();
+    let r = revoke_as("DELETE", &url, &key.sign(&caller("first"))).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "{}"));
+    idp.set_raw(503, "down".into());
+    let before = idp.hits();
+    gw.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            gw.logs().contains("SIGHUP: configuration reloaded") && idp.hits() > before
+        })
+        .await,
+        "no reload, or the reloaded verifier did not fetch: {}",
+        gw.logs()
+    );
+    let mine = victim("second");
+    assert_passes(&gw, &up, &mine).await;
+    let r = revoke_as("DELETE", &url, &key.sign(&caller("second"))).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "{}"), "{}", gw.logs());
+    assert_revoked(&gw, &up, &mine).await;
+}
+
 // === jwks_file and SIGHUP ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,6 +26,11 @@
 //!   while a fetch is under way waits for it (at most `fetch_timeout`) and then
 //!   uses its result.
 //!
+//! `Cache-Control` on the JWKS response is not consulted: `refresh_interval`
+//! and the unknown-`kid` refetch decide. After a SIGHUP reload the new
+//! configuration's verifier fetches anew, and meanwhile uses the previous
+//! one's keys when the URL is unchanged ([`Verifier::adopt_keys`]).
+//!
 //! # Failure
 //!
 //! A failed refresh keeps the last good key set (an identity provider outage
@@ -168,6 +173,23 @@ impl Verifier {
                 }
                 Verifier { inner }
             }
+        }
+    }
+
+    /// After a reload: takes over `previous`'s key set when both fetch the
+    /// same URL and this one has loaded none yet, so a reload while the
+    /// identity provider is down does not forget keys that were good a
+    /// moment ago. The new verifier still fetches on its own schedule.
+    pub fn adopt_keys(&self, previous: &Verifier) {
+        let (Some(new), Some(old)) = (&self.inner.fetcher, &previous.inner.fetcher) else {
+            return;
+        };
+        if new.uri != old.uri {
+            return;
+        }
+        if let Some(keys) = previous.inner.keys.load_full() {
+            let none: Option<Arc<KeySet>> = None;
+            self.inner.keys.compare_and_swap(&none, Some(keys));
         }
     }
 

@@ -156,7 +156,7 @@ pub fn unsigned(claims: &serde_json::Value) -> String {
 /// A real HTTP server for one JWKS document, replaceable, counting fetches.
 pub struct JwksServer {
     pub url: String,
-    doc: Arc<Mutex<serde_json::Value>>,
+    doc: Arc<Mutex<(u16, String)>>,
     hits: Arc<AtomicUsize>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -171,7 +171,7 @@ impl JwksServer {
     pub async fn spawn(doc: serde_json::Value) -> JwksServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        let doc = Arc::new(Mutex::new(doc));
+        let doc = Arc::new(Mutex::new((200, doc.to_string())));
         let hits = Arc::new(AtomicUsize::new(0));
         let (d, h) = (doc.clone(), hits.clone());
         let task = tokio::spawn(async move {
@@ -183,9 +183,10 @@ impl JwksServer {
                 tokio::spawn(async move {
                     let svc = service_fn(move |_req: Request<Incoming>| {
                         h.fetch_add(1, Ordering::SeqCst);
-                        let body = d.lock().unwrap().to_string();
+                        let (status, body) = d.lock().unwrap().clone();
                         async move {
                             let mut r = Response::new(Full::new(Bytes::from(body)));
+                            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
                             r.headers_mut()
                                 .insert("content-type", "application/json".parse().unwrap());
                             Ok::<_, std::convert::Infallible>(r)
@@ -207,7 +208,12 @@ impl JwksServer {
 
     /// Serves another document from now on.
     pub fn set(&self, doc: serde_json::Value) {
-        *self.doc.lock().unwrap() = doc;
+        *self.doc.lock().unwrap() = (200, doc.to_string());
+    }
+
+    /// Answers this status and body from now on.
+    pub fn set_raw(&self, status: u16, body: String) {
+        *self.doc.lock().unwrap() = (status, body);
     }
 
     /// Fetches that reached the server.

@@ -423,6 +423,80 @@ async fn a_reload_while_the_identity_provider_is_down_keeps_the_keys() {
     assert_revoked(&gw, &up, &mine).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_url_is_fetched_with_the_outbound_tls_settings() {
+    let key = SigningKey::rsa('b', "tls-1", Algorithm::RS384);
+    let dir = tempfile::tempdir().unwrap();
+    let pki = support::certs::write_pki(dir.path(), &["localhost"]);
+    let idp = JwksServer::spawn_tls(jwks(&[&key]), &pki).await;
+    let up = Upstream::new().spawn().await;
+    let source = format!("jwks_url = \"{}\"", idp.url);
+    // Trusting upstream.ca_file: the IdP's certificate verifies.
+    let gw = terminate_with(
+        &up,
+        &format!(
+            "[upstream]\nca_file = {:?}\n{}",
+            pki.ca_cert.display().to_string(),
+            verify_toml(&source, "")
+        ),
+    );
+    let mine = victim("tls-user");
+    let r = revoke_as(
+        "DELETE",
+        &scope_calls(&gw)[0].1,
+        &key.sign(&caller("tls-user")),
+    )
+    .await;
+    assert_eq!((r.status, r.text().as_str()), (200, "{}"), "{}", gw.logs());
+    assert_revoked(&gw, &up, &mine).await;
+    // The system roots do not know the test CA: no keys, nothing revoked.
+    let gw = terminate_with(
+        &up,
+        &verify_toml(
+            &source,
+            "min_refresh_interval = \"1h\"\nrefresh_interval = \"1h\"",
+        ),
+    );
+    assert_refused(
+        &gw,
+        &up,
+        "untrusted JWKS certificate",
+        &key.sign(&caller("victim")),
+    )
+    .await;
+    assert!(
+        gw.logs().contains("JWKS could not be loaded"),
+        "{}",
+        gw.logs()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_jwks_server_that_never_answers_is_cut_off_by_fetch_timeout() {
+    let key = SigningKey::es256("ec-1");
+    // Accepts connections (the kernel's backlog) and never answers.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    let up = Upstream::new().spawn().await;
+    let gw = terminate_with(
+        &up,
+        &verify_toml(
+            &format!("jwks_url = \"http://{addr}/jwks.json\""),
+            "fetch_timeout = \"300ms\"\nmin_refresh_interval = \"1h\"\nrefresh_interval = \"1h\"",
+        ),
+    );
+    assert_refused(&gw, &up, "silent JWKS server", &key.sign(&caller("victim"))).await;
+    assert!(
+        eventually(Duration::from_secs(10), async || gw
+            .logs()
+            .contains("timed out"))
+        .await,
+        "{}",
+        gw.logs()
+    );
+    drop(silent);
+}
+
 // === jwks_file and SIGHUP ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

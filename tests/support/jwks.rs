@@ -5,7 +5,8 @@
 //! Ed25519 generated per run with ring. Tokens are signed with
 //! `jsonwebtoken`. `JwksServer::spawn(doc)` serves a JWKS document on
 //! 127.0.0.1:0 that the test can replace (key rotation) and counts the
-//! fetches that reached it.
+//! fetches that reached it; `JwksServer::spawn_tls(doc, &pki)` the same over
+//! HTTPS.
 #![allow(dead_code)]
 
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -168,38 +169,56 @@ impl Drop for JwksServer {
 }
 
 impl JwksServer {
+    /// Over plain HTTP.
     pub async fn spawn(doc: serde_json::Value) -> JwksServer {
+        JwksServer::start(doc, None).await
+    }
+
+    /// Over HTTPS with the PKI's server certificate (issued for
+    /// `localhost`): the URL is `https://localhost:<port>/jwks.json`.
+    pub async fn spawn_tls(doc: serde_json::Value, pki: &super::certs::Pki) -> JwksServer {
+        let cfg = rustls::ServerConfig::builder_with_provider(revgate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(
+                revgate::tls::read_certs(&pki.server_cert).unwrap(),
+                revgate::tls::read_key(&pki.server_key).unwrap(),
+            )
+            .unwrap();
+        JwksServer::start(doc, Some(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))).await
+    }
+
+    async fn start(doc: serde_json::Value, tls: Option<tokio_rustls::TlsAcceptor>) -> JwksServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let doc = Arc::new(Mutex::new((200, doc.to_string())));
         let hits = Arc::new(AtomicUsize::new(0));
         let (d, h) = (doc.clone(), hits.clone());
+        let url = match &tls {
+            Some(_) => format!("https://localhost:{}/jwks.json", addr.port()),
+            None => format!("http://{addr}/jwks.json"),
+        };
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (d, h) = (d.clone(), h.clone());
+                let (d, h, tls) = (d.clone(), h.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let svc = service_fn(move |_req: Request<Incoming>| {
-                        h.fetch_add(1, Ordering::SeqCst);
-                        let (status, body) = d.lock().unwrap().clone();
-                        async move {
-                            let mut r = Response::new(Full::new(Bytes::from(body)));
-                            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
-                            r.headers_mut()
-                                .insert("content-type", "application/json".parse().unwrap());
-                            Ok::<_, std::convert::Infallible>(r)
+                    match tls {
+                        None => serve_jwks(TokioIo::new(stream), d, h).await,
+                        Some(acceptor) => {
+                            if let Ok(s) = acceptor.accept(stream).await {
+                                serve_jwks(TokioIo::new(s), d, h).await
+                            }
                         }
-                    });
-                    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .await;
+                    }
                 });
             }
         });
         JwksServer {
-            url: format!("http://{addr}/jwks.json"),
+            url,
             doc,
             hits,
             task,
@@ -220,4 +239,24 @@ impl JwksServer {
     pub fn hits(&self) -> usize {
         self.hits.load(Ordering::SeqCst)
     }
+}
+
+async fn serve_jwks<IO>(io: IO, doc: Arc<Mutex<(u16, String)>>, hits: Arc<AtomicUsize>)
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |_req: Request<Incoming>| {
+        hits.fetch_add(1, Ordering::SeqCst);
+        let (status, body) = doc.lock().unwrap().clone();
+        async move {
+            let mut r = Response::new(Full::new(Bytes::from(body)));
+            *r.status_mut() = http::StatusCode::from_u16(status).unwrap();
+            r.headers_mut()
+                .insert("content-type", "application/json".parse().unwrap());
+            Ok::<_, std::convert::Infallible>(r)
+        }
+    });
+    let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
+        .serve_connection(io, svc)
+        .await;
 }

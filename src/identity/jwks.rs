@@ -364,3 +364,89 @@ fn log_skipped(keys: &KeySet, source: &str) {
         tracing::warn!(source, kid = ?s.kid, reason = s.reason, "JWKS key skipped");
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tls() -> rustls::ClientConfig {
+        rustls::ClientConfig::builder_with_provider(crate::tls::provider())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(rustls::RootCertStore::empty())
+            .with_no_client_auth()
+    }
+
+    fn settings(source: KeySource) -> VerifySettings {
+        VerifySettings {
+            source,
+            policy: Policy {
+                issuers: vec!["i".into()],
+                audiences: vec!["a".into()],
+                leeway: Duration::from_secs(60),
+            },
+            refresh_interval: Duration::from_secs(300),
+            min_refresh_interval: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(5),
+        }
+    }
+
+    fn keys() -> Arc<KeySet> {
+        // An Ed25519 public key (RFC 8037 A.2).
+        let doc = r#"{"keys":[{"kty":"OKP","crv":"Ed25519","kid":"k","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}]}"#;
+        Arc::new(KeySet::parse(doc.as_bytes()).unwrap())
+    }
+
+    fn url(u: &str) -> Verifier {
+        // Outside a runtime: no refresh task, keys fetched on first use.
+        Verifier::new(&settings(KeySource::Url(u.parse().unwrap())), tls())
+    }
+
+    #[test]
+    fn a_reload_adopts_keys_only_from_the_same_url() {
+        let old = url("https://idp.example/jwks");
+        old.inner.keys.store(Some(keys()));
+        let same = url("https://idp.example/jwks");
+        let other = url("https://other.example/jwks");
+        let file = Verifier::new(
+            &settings(KeySource::File {
+                path: "/k.json".into(),
+                keys: keys(),
+            }),
+            tls(),
+        );
+        assert!(!same.keys_loaded());
+        same.adopt_keys(&old);
+        assert!(same.keys_loaded());
+        other.adopt_keys(&old);
+        assert!(!other.keys_loaded(), "keys of another URL were adopted");
+        url("https://idp.example/jwks").adopt_keys(&file);
+        assert!(file.keys_loaded());
+        // A set the new verifier already fetched is not replaced.
+        let fresh = url("https://idp.example/jwks");
+        let mine = keys();
+        fresh.inner.keys.store(Some(mine.clone()));
+        fresh.adopt_keys(&old);
+        assert!(Arc::ptr_eq(&fresh.inner.keys.load_full().unwrap(), &mine));
+    }
+
+    #[test]
+    fn refusals_before_any_key_need_no_fetch() {
+        // Made outside a runtime, so no refresh task runs: only a
+        // verification could start a fetch, and none of these may.
+        let v = url("http://127.0.0.1:9/jwks");
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            for token in ["opaque", "e30.e30.x"] {
+                assert_eq!(v.verify(token).await, Err(VerifyError::Malformed));
+            }
+            let none = "eyJhbGciOiJub25lIn0.eyJzdWIiOiJ2aWN0aW0ifQ.x";
+            assert_eq!(v.verify(none).await, Err(VerifyError::Unsigned));
+            let f = v.inner.fetcher.as_ref().unwrap();
+            assert!(f.state.lock().await.last_attempt.is_none());
+        });
+    }
+}

@@ -549,6 +549,19 @@ mod tests {
         }
     }
 
+    fn ec384(kid: &str) -> Key {
+        let rng = ring::rand::SystemRandom::new();
+        let a = &ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING;
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(a, &rng).unwrap();
+        let pair = ring::signature::EcdsaKeyPair::from_pkcs8(a, pkcs8.as_ref(), &rng).unwrap();
+        let p = pair.public_key().as_ref();
+        Key {
+            alg: Algorithm::ES384,
+            enc: EncodingKey::from_ec_der(pkcs8.as_ref()),
+            jwk: json!({"kty":"EC","crv":"P-384","kid":kid,"x":b64(&p[1..49]),"y":b64(&p[49..])}),
+        }
+    }
+
     fn ed(kid: &str) -> Key {
         let rng = ring::rand::SystemRandom::new();
         let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).unwrap();
@@ -660,10 +673,14 @@ mod tests {
             rsa("p", Algorithm::PS256),
             ec("e"),
             ed("d"),
+            ec384("e384"),
         ];
         let ks = set(&keys.iter().map(|k| &k.jwk).collect::<Vec<_>>());
         assert_eq!(ks.len(), keys.len());
-        for (k, kid) in keys.iter().zip(["r", "r384", "r512", "p", "e", "d"]) {
+        for (k, kid) in keys
+            .iter()
+            .zip(["r", "r384", "r512", "p", "e", "d", "e384"])
+        {
             let v = check(&ks, &sign(k, Some(kid), &claims())).unwrap();
             assert_eq!(v.text("sub").as_deref(), Some("u1"), "{:?}", k.alg);
             assert_eq!(v.kid(), Some(kid));
@@ -731,6 +748,8 @@ mod tests {
             ("unknown kid", sign(&r, Some("nope"), &claims()), VerifyError::UnknownKey),
             ("RS256 naming the EC key", sign(&r, Some("e"), &claims()), VerifyError::KeyMismatch),
             ("ES256 naming the RSA key", sign(&e, Some("r"), &claims()), VerifyError::KeyMismatch),
+            ("ES384 naming the P-256 key", sign(&ec384("x"), Some("e"), &claims()), VerifyError::KeyMismatch),
+            ("EdDSA naming the P-256 key", sign(&d, Some("e"), &claims()), VerifyError::KeyMismatch),
             ("wrong EC key", sign(&other_ec, Some("e"), &claims()), VerifyError::BadSignature),
             ("wrong Ed key", sign(&other_ed, Some("d"), &claims()), VerifyError::BadSignature),
             ("wrong key, no kid", sign(&other_ec, None, &claims()), VerifyError::BadSignature),

@@ -139,15 +139,15 @@ async fn forged_expired_and_misaddressed_callers_revoke_nothing() {
         &up,
         &verify_toml(&format!("jwks_url = \"{}\"", idp.url), ""),
     );
-    // The keys are known (a signed caller of someone else works)...
-    let r = revoke_as(
-        "DELETE",
-        &scope_calls(&gw)[0].1,
-        &rsa.sign(&caller("someone")),
-    )
-    .await;
-    assert_eq!((r.status, r.text().as_str()), (200, "{}"));
-    assert_eq!(scopes(&gw).await.len(), 1);
+    // The keys are loaded, so every refusal below is the token's fault.
+    assert!(
+        eventually(Duration::from_secs(10), async || gw
+            .logs()
+            .contains("JWKS loaded"))
+        .await,
+        "{}",
+        gw.logs()
+    );
 
     let t = now();
     let mut expired = caller("victim");
@@ -197,6 +197,21 @@ async fn forged_expired_and_misaddressed_callers_revoke_nothing() {
         assert!(!logs.contains(token.as_str()), "a token was logged");
     }
     assert!(logs.contains("caller's JWT not verified"), "{logs}");
+    assert!(scopes(&gw).await.is_empty());
+    assert_eq!(
+        idp.hits(),
+        1,
+        "forgeries naming known kids refetched the JWKS"
+    );
+    // The same gateway takes a correctly signed caller.
+    let r = revoke_as(
+        "DELETE",
+        &scope_calls(&gw)[0].1,
+        &rsa.sign(&caller("someone")),
+    )
+    .await;
+    assert_eq!((r.status, r.text().as_str()), (200, "{}"));
+    assert_eq!(scopes(&gw).await.len(), 1);
 }
 
 // === correctly signed callers ===
@@ -536,6 +551,23 @@ async fn a_jwks_file_is_read_at_start_and_on_sighup() {
         gw.logs()
     );
     assert_revoked(&gw, &up, &mine).await;
+
+    // A file that no longer loads is a rejected configuration: the keys
+    // loaded before stay.
+    std::fs::write(&path, "{\"keys\": \"garbage\"}").unwrap();
+    gw.signal("HUP");
+    assert!(
+        eventually(Duration::from_secs(10), async || {
+            gw.logs().contains("tokens.verify.jwks_file")
+        })
+        .await,
+        "{}",
+        gw.logs()
+    );
+    let third = victim("after-bad-file");
+    let r = revoke_as("POST", &url, &second.sign(&caller("after-bad-file"))).await;
+    assert_eq!((r.status, r.text().as_str()), (200, "{}"));
+    assert_revoked(&gw, &up, &third).await;
 }
 
 // === identity headers ===

@@ -13,6 +13,11 @@
 //!    an authenticating layer in front of revgate sets.
 //!
 //! Without either, the call gets the dialect's 401 and nothing is revoked.
+//!
+//! A scope rule names a subject, not an issuer (tokens are judged on their
+//! peeked `sub` alone): list several `issuers` only when their subject
+//! namespaces do not overlap, or a user of one could revoke the tokens of the
+//! same `sub` at another.
 //! With no `[tokens.verify]` section only identity headers can identify a
 //! terminate-mode revoker.
 //!

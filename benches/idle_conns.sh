@@ -28,7 +28,7 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || {
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nginx >/dev/null
 }
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
-ulimit -n 65536
+ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "${SKIP_BUILD:-}" = 1 ] || cargo build --release --quiet
 BIN=${REVGATE_BIN:-$ROOT/target/release/revgate}
 
@@ -43,10 +43,10 @@ nginx_conf() { # name listen body
     mkdir -p "$WORK/$1"
     cat >"$WORK/$1/nginx.conf" <<EOF
 worker_processes 1;
-worker_rlimit_nofile 65536;
+worker_rlimit_nofile 20000;
 pid $WORK/$1/nginx.pid;
 error_log $WORK/$1/error.log warn;
-events { worker_connections 65536; }
+events { worker_connections 20000; }
 http {
   access_log off;
   keepalive_timeout 300s;

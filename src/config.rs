@@ -68,10 +68,11 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
-    /// On the HTTP/1.1 fast path, the longest a request or response body may
-    /// make no progress (no byte read or written) before the exchange is
-    /// given up: 408 for a client that stops sending, 504 for an upstream
-    /// that stops reading, the connection closed once a response has begun.
+    /// The longest a request or response body may make no progress (no
+    /// byte read or written) before the exchange is given up, on both
+    /// connection paths: 408 for a client that stops sending, 504 (fast
+    /// path) for an upstream that stops reading, the connection (or HTTP/2
+    /// stream) closed once a response has begun.
     #[serde(with = "humantime_serde")]
     pub body_idle_timeout: Duration,
     /// TLS on the listener, when set.

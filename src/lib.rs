@@ -23,6 +23,7 @@
 //! server.rs        listeners, TLS, accept loop, graceful shutdown
 //! h1/              the HTTP/1.1 fast path: httparse heads, byte relay, framing
 //!                  (chunk scanner), upstream pool, hand-over to hyper (rewind)
+//! idle.rs          bodies that give up when they make no progress (hyper path)
 //! proxy.rs         the request's path through hyper, stage by stage; routing,
 //!                  forwarding, the accounting both paths share
 //! credentials.rs   token extraction, fingerprint, claim peek
@@ -48,6 +49,7 @@ pub mod demo;
 pub mod dialect;
 pub mod h1;
 pub mod identity;
+pub mod idle;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

@@ -72,17 +72,17 @@ fn incoming(body: Incoming) -> Body {
 
 /// A client's request body as forwarded: its trailer section is dropped
 /// (as nginx does), since a trailer field could carry a credential that
-/// was never judged.
-fn incoming_request(body: Incoming) -> Body {
-    body.map_frame(|frame| {
+/// was never judged, and it fails when it makes no progress for
+/// `server.body_idle_timeout` ([`crate::idle`]).
+fn incoming_request(rt: &Runtime, body: Incoming) -> Body {
+    let body = body.map_frame(|frame| {
         if frame.is_trailers() {
             http_body::Frame::data(Bytes::new())
         } else {
             frame
         }
-    })
-    .map_err(|e| Box::new(e) as BoxError)
-    .boxed()
+    });
+    crate::idle::IdleBody::new(body, rt.settings.raw.server.body_idle_timeout).boxed()
 }
 
 type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
@@ -813,12 +813,13 @@ impl Gateway {
         // is a form that may carry the caller's own token.
         let (buffered, stream) = if d.dialect.needs_body() {
             let limit = rt.settings.raw.revoke.max_body_bytes;
-            match read_limited(&parts.headers, body, limit).await {
+            match read_limited(rt, &parts.headers, body, limit).await {
                 Ok(bytes) => (Some(bytes), None),
                 Err(BodyError::TooLarge) => {
                     return Ok(Revoked::Answered(render(d, d.dialect.payload_too_large())))
                 }
                 Err(BodyError::Read(e)) => return Err(ProxyError::ClientBody(e)),
+                Err(BodyError::Idle) => return Err(ProxyError::ClientTimeout),
             }
         } else if forwarding {
             match read_form(rt, &parts.headers, body).await? {
@@ -826,7 +827,7 @@ impl Gateway {
                 (None, stream) => (None, Some(stream)),
             }
         } else {
-            (None, Some(incoming_request(body)))
+            (None, Some(incoming_request(rt, body)))
         };
         // Forwarding, the call is an ordinary request to the upstream as well:
         // its caller's own credential is judged like any other.
@@ -1012,21 +1013,25 @@ async fn read_form(
 ) -> Result<(Option<Bytes>, Body), ProxyError> {
     let limit = rt.settings.raw.tokens.form_body_limit;
     if limit == 0 || !credentials::is_form(headers) || http_body::Body::is_end_stream(&body) {
-        return Ok((None, incoming_request(body)));
+        return Ok((None, incoming_request(rt, body)));
     }
-    match read_limited(headers, body, limit).await {
+    match read_limited(rt, headers, body, limit).await {
         Ok(bytes) => Ok((Some(bytes.clone()), full(bytes))),
         Err(BodyError::TooLarge) => Err(ProxyError::FormTooLarge),
         Err(BodyError::Read(e)) => Err(ProxyError::ClientBody(e)),
+        Err(BodyError::Idle) => Err(ProxyError::ClientTimeout),
     }
 }
 
 enum BodyError {
     TooLarge,
     Read(String),
+    /// No progress for `server.body_idle_timeout`.
+    Idle,
 }
 
 async fn read_limited(
+    rt: &Runtime,
     headers: &HeaderMap,
     body: Incoming,
     limit: usize,
@@ -1038,9 +1043,11 @@ async fn read_limited(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge);
     }
+    let body = crate::idle::IdleBody::new(body, rt.settings.raw.server.body_idle_timeout);
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(e) if crate::idle::is_idle(&*e) => Err(BodyError::Idle),
         Err(e) => Err(BodyError::Read(e.to_string())),
     }
 }
@@ -1262,6 +1269,8 @@ async fn forward(
     };
     let mut resp = match result {
         Err(()) => return Err(ProxyError::UpstreamTimeout),
+        // The client's body stopped (hyper's client reports our body's error).
+        Ok(Err(e)) if crate::idle::is_idle(&e) => return Err(ProxyError::ClientTimeout),
         Ok(Err(e)) if is_timeout(&e) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(e)) => {
             let mut msg = e.to_string();

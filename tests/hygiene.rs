@@ -240,3 +240,31 @@ fn a_silent_h2c_connection_is_closed_by_keepalive() {
     assert!(closed, "the silent connection is still open after 20 s");
     drop(rt);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_body_is_given_up_on_the_hyper_path_too() {
+    const TIMEOUT_BODY: &str = r#"{"error":"request_timeout","error_description":"The request body did not arrive in time"}"#;
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new()
+        .upstream(&up.url)
+        .toml("[server]\nbody_idle_timeout = \"1s\"\nh1_fast_path = false\n[revoke]\nmode = \"terminate\"\n")
+        .spawn();
+    // A revoke call that sends 5 of its 100 body bytes, and an ordinary
+    // upload through hyper that stops half way: each answered 408, the
+    // upstream never sees a whole request.
+    for (what, head) in [
+        ("revoke call", "POST /oauth/revoke HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 100\r\n\r\ntoken"),
+        ("form", "POST /a HTTP/1.1\r\nhost: x\r\ncontent-type: application/x-www-form-urlencoded\r\ncontent-length: 100\r\n\r\nacces"),
+        ("upload", "POST /upload HTTP/1.1\r\nhost: x\r\ncontent-length: 100\r\n\r\nhello"),
+    ] {
+        let mut c = support::raw::RawClient::connect(gw.addr);
+        c.send(head.as_bytes());
+        let r = c.response();
+        assert_eq!(r.status(), 408, "{what}: {}", r.text());
+        assert_eq!(r.text(), TIMEOUT_BODY, "{what}");
+    }
+    assert!(
+        up.all().iter().all(|r| r.uri != "/a"),
+        "a cut form reached the upstream"
+    );
+}

@@ -24,6 +24,19 @@
 //!
 //! The query string is never logged: it may carry `access_token` or Nylas's
 //! `token`.
+//!
+//! Revocation reaches live traffic ([`crate::store::live`]): an upgrade
+//! request or an HTTP/2 stream that passes the verdict with a credential is
+//! registered as a live session before it is forwarded. Its request body,
+//! the wait for the upstream's head, its response body and, after a 101,
+//! the splice of the two upgraded connections all race the session's
+//! cancellation: once a revocation covers the credential, the splice drops
+//! both connections, and a body ends with an error, so hyper resets the h2
+//! stream (the connection's other streams go on) or closes an HTTP/1.1
+//! connection. A revocation that lands before the upstream's head is
+//! answered 401 as the verdict would. Plain HTTP/1.1 requests are not
+//! registered: each is judged anew, and the keep-alive connection's next
+//! request is too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -43,6 +56,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Route, Settings};
 use crate::credentials::{self, FingerprintKey};
 use crate::dialect::{self, Dialect, DialectResponse, RevokeCall, RevokeIntent, RevokeMode};
+use crate::store::live::{self, Admitted, LiveSession, SessionKind};
 use crate::store::{now_unix, RevocationCommand, RevocationStore, ScopeKey, ScopeRule, TokenRule};
 use crate::verdict::{self, Checker, Verdict};
 
@@ -88,6 +102,10 @@ pub enum ProxyError {
     /// 501); relaying it would hand the upstream coded bytes as plain ones.
     #[error("unsupported transfer coding")]
     TransferCoding,
+    /// The credential was revoked while the request waited for the
+    /// upstream's head: 401 `invalid_token`, as the verdict answers.
+    #[error("credential revoked in flight")]
+    RevokedInFlight,
 }
 
 impl ProxyError {
@@ -100,6 +118,7 @@ impl ProxyError {
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::TransferCoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::RevokedInFlight => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -127,6 +146,7 @@ impl ProxyError {
                 "not_implemented",
                 "The request's transfer coding is not supported",
             ),
+            ProxyError::RevokedInFlight => return verdict::revoked(),
         };
         let body = serde_json::json!({"error": error, "error_description": description});
         verdict::json_response(self.status(), Bytes::from(body.to_string()))
@@ -619,13 +639,30 @@ impl Gateway {
             return h;
         }
 
-        // 4. forward
+        // 4. forward; an upgrade or an h2 stream as a live session, closed
+        // when a revocation covers its credential.
+        let session = match h.fingerprint {
+            Some(fp) => match live_kind(&req) {
+                Some(kind) => Some(self.admit_live(rt, &req, fp, kind).await),
+                None => None,
+            },
+            None => None,
+        };
+        if session.as_ref().is_some_and(LiveSession::is_revoked) {
+            h.outcome = Outcome::Revoked;
+            h.response = verdict::revoked().map(full);
+            return h;
+        }
         let started = Instant::now();
         let (parts, body) = req.into_parts();
-        let result = forward(rt, route, parts, incoming(body), conn).await;
+        let result = forward(rt, route, parts, incoming(body), conn, session).await;
         h.upstream_time = Some(started.elapsed());
         h.response = match result {
             Ok(r) => r,
+            Err(ProxyError::RevokedInFlight) => {
+                h.outcome = Outcome::Revoked;
+                ProxyError::RevokedInFlight.into_response()
+            }
             Err(e) => {
                 h.outcome = Outcome::UpstreamError;
                 tracing::warn!(error = %e, route = %route.name, "upstream error");
@@ -633,6 +670,29 @@ impl Gateway {
             }
         };
         h
+    }
+
+    /// Registers a request that passed with credential `fp` as a live
+    /// session (reading the credential's attributes for scope rules).
+    async fn admit_live(
+        &self,
+        rt: &Runtime,
+        req: &Request<Incoming>,
+        fp: crate::credentials::Fingerprint,
+        kind: SessionKind,
+    ) -> LiveSession {
+        let headers = req.headers();
+        let attributes = match rt.checker.credential(headers, req.uri().query()) {
+            Ok(Some(c)) => {
+                credentials::attributes(c.token(), headers, &rt.settings.attribute_sources)
+            }
+            _ => Default::default(),
+        };
+        let admitted = Admitted {
+            fingerprint: fp,
+            attributes,
+        };
+        live::admit(&*self.store, admitted, kind).await
     }
 
     // === revoke endpoints ===
@@ -695,7 +755,7 @@ impl Gateway {
                     (None, Some(s)) => incoming(s),
                     (None, None) => full(Bytes::new()),
                 };
-                let resp = forward(rt, route, parts, body, conn).await?;
+                let resp = forward(rt, route, parts, body, conn, None).await?;
                 if resp.status().is_success() {
                     match cmd {
                         Some(Some(cmd)) => self.apply_or_retry(cmd, source).await,
@@ -834,6 +894,18 @@ pub(crate) static HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// Whether a request that passed with a credential is registered as a live
+/// session, and as what: upgrades and HTTP/2 streams, never plain HTTP/1.x.
+fn live_kind<B>(req: &Request<B>) -> Option<SessionKind> {
+    if req.version() == http::Version::HTTP_2 {
+        Some(SessionKind::Stream)
+    } else if is_upgrade(req.headers()) {
+        Some(SessionKind::Upgrade)
+    } else {
+        None
+    }
+}
+
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
@@ -949,14 +1021,22 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Sends a request to the route's upstream and returns its response, with
-/// hygiene applied both ways; splices upgraded connections on a 101.
+/// hygiene applied both ways; splices upgraded connections on a 101. With a
+/// live `session`, both bodies, the wait for the head and the splice end
+/// when it is revoked (see the module docs).
 async fn forward(
     rt: &Runtime,
     route: &Route,
     mut parts: http::request::Parts,
     body: Body,
     conn: ClientConn,
+    session: Option<LiveSession>,
 ) -> Result<Response<Body>, ProxyError> {
+    let revoked = session.as_ref().map(|s| s.token().clone());
+    let body = match &revoked {
+        Some(token) => EndOnRevoke::new(body, token.clone(), None).boxed(),
+        None => body,
+    };
     let upgrade = is_upgrade(&parts.headers);
     let client_upgrade = if upgrade {
         parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
@@ -1003,12 +1083,19 @@ async fn forward(
         let _ = sent_rx.await;
         tokio::time::sleep(timeout).await;
     };
+    let revoked_wait = async {
+        match &revoked {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         r = request => Ok(r),
-        _ = deadline => Err(()),
+        _ = deadline => Err(ProxyError::UpstreamTimeout),
+        _ = revoked_wait => Err(ProxyError::RevokedInFlight),
     };
     let mut resp = match result {
-        Err(()) => return Err(ProxyError::UpstreamTimeout),
+        Err(e) => return Err(e),
         Ok(Err(e)) if is_timeout(&e) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(e)) => {
             let mut msg = e.to_string();
@@ -1024,27 +1111,112 @@ async fn forward(
     };
 
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let mut session = session;
     if switching {
         if let (Some(client_side), Ok(upstream_side)) =
             (client_upgrade, hyper::upgrade::on(&mut resp).await)
         {
-            tokio::spawn(async move {
-                match client_side.await {
-                    Ok(client_io) => {
-                        let mut client_io = TokioIo::new(client_io);
-                        let mut upstream_io = TokioIo::new(upstream_side);
-                        let _ =
-                            tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
-                }
-            });
+            // The session (and its registry entry) lives as long as the splice.
+            let session = session.take();
+            tokio::spawn(splice(client_side, upstream_side, session));
         }
     }
     let (mut rparts, rbody) = resp.into_parts();
     strip_hop_by_hop(&mut rparts.headers, switching);
     append_static(&mut rparts.headers, header::VIA, "1.1 revgate");
-    Ok(Response::from_parts(rparts, incoming(rbody)))
+    let rbody = incoming(rbody);
+    let rbody = match session {
+        Some(s) => EndOnRevoke::new(rbody, s.token().clone(), Some(s)).boxed(),
+        None => rbody,
+    };
+    Ok(Response::from_parts(rparts, rbody))
+}
+
+/// Relays an upgraded connection both ways until either side closes, or
+/// the session's credential is revoked: then both connections are dropped
+/// (closed) at once, whatever either side still has in flight.
+async fn splice(
+    client_side: hyper::upgrade::OnUpgrade,
+    upstream_side: hyper::upgrade::Upgraded,
+    session: Option<LiveSession>,
+) {
+    let client_io = match client_side.await {
+        Ok(io) => io,
+        Err(e) => {
+            tracing::debug!(error = %e, "client upgrade failed");
+            return;
+        }
+    };
+    let mut client_io = TokioIo::new(client_io);
+    let mut upstream_io = TokioIo::new(upstream_side);
+    let relay = tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io);
+    match &session {
+        Some(s) => {
+            tokio::select! {
+                _ = relay => {}
+                _ = s.token().cancelled() => {}
+            }
+        }
+        None => {
+            let _ = relay.await;
+        }
+    }
+}
+
+/// A body that ends with an error once its session is revoked: hyper then
+/// resets the h2 stream, or closes the HTTP/1.1 connection, instead of
+/// carrying on. It may own the session, whose registry entry then lives as
+/// long as the body.
+struct EndOnRevoke {
+    inner: Body,
+    revoked: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    ended: bool,
+    _session: Option<LiveSession>,
+}
+
+impl EndOnRevoke {
+    fn new(inner: Body, token: CancellationToken, session: Option<LiveSession>) -> Self {
+        EndOnRevoke {
+            inner,
+            revoked: Box::pin(token.cancelled_owned()),
+            ended: false,
+            _session: session,
+        }
+    }
+}
+
+/// The error a revoked session's body ends with (never shown to a client).
+#[derive(Debug, thiserror::Error)]
+#[error("the credential of this stream was revoked")]
+struct RevokedStream;
+
+impl http_body::Body for EndOnRevoke {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if self.ended {
+            return std::task::Poll::Ready(None);
+        }
+        if std::future::Future::poll(self.revoked.as_mut(), cx).is_ready() {
+            self.ended = true;
+            // Drop what the upstream still had for this stream.
+            self.inner = full(Bytes::new());
+            return std::task::Poll::Ready(Some(Err(Box::new(RevokedStream))));
+        }
+        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A body that reports when it has been read to its end (or dropped).

@@ -1,0 +1,396 @@
+//! Live sessions: upgraded connections and HTTP/2 streams still carrying
+//! traffic under a credential judged once, at their start, and closed the
+//! moment a revocation covers that credential.
+//!
+//! ```text
+//! proxy (upgrade or h2 request passed)    LocalCache (every path that learns a rule)
+//!   admit(store, fp, attrs) ──register──► LiveSessions ◄──revoked(rule)── insert_token
+//!   │  re-check the cache (race, below)    │ covers(rule, entry)?          upsert_scope
+//!   ▼                                      │  yes: cancel, count, log      BloomRebuild::insert
+//!   LiveSession ─ token ─► splice / body   ▼                               (Redis scan)
+//!   (drop: entry removed)               entry removed
+//! ```
+//!
+//! One mechanism for every store and every origin of a rule: the registry is
+//! owned by [`LocalCache`](super::LocalCache), and a rule reaches the cache
+//! whichever way it comes (this instance's `apply`, the admin API, a dialect,
+//! the Redis stream tail, a full Redis resync by `SCAN`), so it reaches the
+//! registry too. Closing is event-driven: the rule's arrival cancels the
+//! session's [`CancellationToken`] synchronously, and the task carrying the
+//! session (the upgrade splice, or the response body being polled) wakes at
+//! once. The bound is therefore the rule's propagation to this instance (a
+//! few ms through the Redis stream), not a polling period.
+//!
+//! Which rules cover which session is decided in ONE place, [`covers`]. A new
+//! rule kind (e.g. revocation by JWT `jti`) adds a [`Rule`] variant and an
+//! arm there; [`Registry::candidates`] may narrow the entries it is tried on
+//! (token rules use the fingerprint index), but need not.
+//!
+//! The race between the verdict and the registration: a rule that arrives
+//! after the request was judged but before [`admit`] registered it would find
+//! no entry. So [`admit`] registers first and then re-checks the cache (and,
+//! on a bloom hit, the store's exact set); the registry's one mutex orders
+//! the two sides: either the rule's sweep runs after the entry is in (and
+//! cancels it), or the cache update it follows is visible to the re-check.
+//!
+//! Cost: nothing for plain HTTP/1.1 requests (fast path or hyper), which are
+//! judged per request anyway. An upgrade or an HTTP/2 stream pays one JWT
+//! peek for its attributes, one mutex-guarded map insert and remove, one
+//! bloom check and two small allocations (the entry's attributes, the
+//! cancellation future of its body). A revocation pays one uncontended lock
+//! and an index lookup per token rule (also per key of a Redis `SCAN`), and
+//! a pass over every live entry per scope rule (scope rules are rare).
+//!
+//! Not covered: a long response to a plain HTTP/1.1 request (e.g. Server-Sent
+//! Events) is not registered, so it runs to its end; its next request is
+//! judged again. A full Redis resync that installs the bloom snapshot
+//! carries no fingerprints: [`LiveSessions::fingerprints`] lets the store
+//! re-check the live ones against it.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use tokio_util::sync::CancellationToken;
+
+use super::{now_unix, RevocationStore, ScopeRule};
+use crate::credentials::{Attributes, Fingerprint};
+
+/// What kind of traffic a session carries (a metric label and a log field).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SessionKind {
+    /// An upgraded connection (WebSocket or any `Upgrade`), spliced through.
+    Upgrade,
+    /// One HTTP/2 stream (its request and response bodies).
+    Stream,
+}
+
+impl SessionKind {
+    /// The label value.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SessionKind::Upgrade => "upgrade",
+            SessionKind::Stream => "h2_stream",
+        }
+    }
+}
+
+/// What a session was admitted with: the credential as the rules see it.
+#[derive(Clone, Debug)]
+pub struct Admitted {
+    /// The credential's fingerprint.
+    pub fingerprint: Fingerprint,
+    /// Its attributes (peeked claims, identity headers), for scope rules.
+    pub attributes: Attributes,
+}
+
+/// A newly applied rule, as the registry sees it.
+#[derive(Clone, Copy, Debug)]
+pub enum Rule<'a> {
+    /// A token rule: this fingerprint is revoked.
+    Token(&'a Fingerprint),
+    /// A new or merged scope rule.
+    Scope(&'a ScopeRule),
+}
+
+impl Rule<'_> {
+    /// The label in logs.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Rule::Token(_) => "token",
+            Rule::Scope(_) => "scope",
+        }
+    }
+}
+
+/// Whether `rule` covers a session admitted with `admitted` at `now`: the
+/// one place this is decided (see the module docs).
+pub fn covers(rule: Rule<'_>, admitted: &Admitted, now: u64) -> bool {
+    match rule {
+        Rule::Token(fp) => admitted.fingerprint == *fp,
+        Rule::Scope(scope) => scope.matches(&admitted.attributes, now),
+    }
+}
+
+struct Entry {
+    admitted: Admitted,
+    kind: SessionKind,
+    cancel: CancellationToken,
+}
+
+/// The registry's state, behind one mutex.
+#[derive(Default)]
+struct Registry {
+    entries: HashMap<u64, Entry>,
+    /// Entry ids by fingerprint: a token rule finds its few entries at once.
+    by_fingerprint: HashMap<Fingerprint, Vec<u64>>,
+}
+
+impl Registry {
+    /// The entries worth trying `rule` on (a superset of those it covers).
+    fn candidates(&self, rule: Rule<'_>) -> Vec<u64> {
+        match rule {
+            Rule::Token(fp) => self.by_fingerprint.get(fp).cloned().unwrap_or_default(),
+            Rule::Scope(_) => self.entries.keys().copied().collect(),
+        }
+    }
+
+    fn remove(&mut self, id: u64) -> Option<Entry> {
+        let entry = self.entries.remove(&id)?;
+        let fp = entry.admitted.fingerprint;
+        if let Some(ids) = self.by_fingerprint.get_mut(&fp) {
+            ids.retain(|i| *i != id);
+            if ids.is_empty() {
+                self.by_fingerprint.remove(&fp);
+            }
+        }
+        Some(entry)
+    }
+}
+
+/// Every live session of this instance.
+#[derive(Default)]
+pub struct LiveSessions {
+    registry: Mutex<Registry>,
+    next_id: AtomicU64,
+}
+
+impl LiveSessions {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Registry> {
+        // Nothing under this lock can leave the maps half-updated.
+        self.registry
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Registers a session; it stays until the returned handle is dropped
+    /// or a rule covering it arrives. Prefer [`admit`], which also closes
+    /// the race with a rule that arrived since the verdict.
+    pub fn register(self: &Arc<Self>, admitted: Admitted, kind: SessionKind) -> LiveSession {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let cancel = CancellationToken::new();
+        let fp = admitted.fingerprint;
+        let mut reg = self.lock();
+        reg.entries.insert(
+            id,
+            Entry {
+                admitted,
+                kind,
+                cancel: cancel.clone(),
+            },
+        );
+        reg.by_fingerprint.entry(fp).or_default().push(id);
+        drop(reg);
+        LiveSession {
+            registry: self.clone(),
+            id,
+            fingerprint: fp,
+            cancel,
+        }
+    }
+
+    /// A rule was applied to the local state: closes every session it
+    /// covers. Returns how many.
+    pub fn revoked(&self, rule: Rule<'_>) -> usize {
+        let now = now_unix();
+        let mut closed = Vec::new();
+        {
+            let mut reg = self.lock();
+            if reg.entries.is_empty() {
+                return 0;
+            }
+            for id in reg.candidates(rule) {
+                let hit = reg
+                    .entries
+                    .get(&id)
+                    .is_some_and(|e| covers(rule, &e.admitted, now));
+                if hit {
+                    if let Some(e) = reg.remove(id) {
+                        closed.push(e);
+                    }
+                }
+            }
+        }
+        let n = closed.len();
+        close(closed, rule.name());
+        n
+    }
+
+    /// Closes one session (its credential was found covered by `rule`).
+    fn close_one(&self, session: &LiveSession, rule: &'static str) {
+        let entry = self.lock().remove(session.id);
+        close(entry, rule);
+    }
+
+    /// Sessions open now.
+    pub fn len(&self) -> usize {
+        self.lock().entries.len()
+    }
+
+    /// True when no session is open.
+    pub fn is_empty(&self) -> bool {
+        self.lock().entries.is_empty()
+    }
+
+    /// The distinct fingerprints of the open sessions (for a store that
+    /// learned rules without their fingerprints, e.g. from a bloom snapshot,
+    /// to re-check them).
+    pub fn fingerprints(&self) -> Vec<Fingerprint> {
+        self.lock().by_fingerprint.keys().copied().collect()
+    }
+}
+
+/// Cancels the closed entries (outside the lock), counts and logs each.
+fn close(closed: impl IntoIterator<Item = Entry>, rule: &'static str) {
+    for e in closed {
+        e.cancel.cancel();
+        crate::metrics::live_session_closed(e.kind.as_str());
+        tracing::info!(
+            fingerprint = %e.admitted.fingerprint.short(),
+            kind = e.kind.as_str(),
+            rule,
+            "revoked credential: live session closed"
+        );
+    }
+}
+
+/// One registered session: its cancellation, and its registry entry,
+/// removed when this is dropped.
+pub struct LiveSession {
+    registry: Arc<LiveSessions>,
+    id: u64,
+    fingerprint: Fingerprint,
+    cancel: CancellationToken,
+}
+
+impl LiveSession {
+    /// Cancelled when a revocation covers the session's credential.
+    pub fn token(&self) -> &CancellationToken {
+        &self.cancel
+    }
+
+    /// The credential's fingerprint.
+    pub fn fingerprint(&self) -> &Fingerprint {
+        &self.fingerprint
+    }
+
+    /// Whether a revocation has closed it.
+    pub fn is_revoked(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+}
+
+impl Drop for LiveSession {
+    fn drop(&mut self) {
+        self.registry.lock().remove(self.id);
+    }
+}
+
+impl std::fmt::Debug for LiveSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveSession")
+            .field("fingerprint", &self.fingerprint)
+            .field("revoked", &self.is_revoked())
+            .finish()
+    }
+}
+
+/// Registers a session admitted with `admitted` in `store`'s cache, then
+/// re-checks the credential against what arrived since its verdict (see the
+/// module docs): a session already covered is returned cancelled. A bloom
+/// hit the store cannot answer counts as revoked, as in the verdict.
+pub async fn admit(
+    store: &dyn RevocationStore,
+    admitted: Admitted,
+    kind: SessionKind,
+) -> LiveSession {
+    let cache = store.cache();
+    let session = cache.live().register(admitted.clone(), kind);
+    let fp = admitted.fingerprint;
+    let revoked_token = cache.may_contain(&fp) && store.is_token_revoked(&fp).await.unwrap_or(true);
+    if revoked_token {
+        cache.live().close_one(&session, "token");
+    } else if cache.has_scope_rules() && cache.scope_matches(&admitted.attributes, now_unix()) {
+        cache.live().close_one(&session, "scope");
+    }
+    session
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::FingerprintKey;
+    use crate::store::ScopeKey;
+
+    fn fp(i: u8) -> Fingerprint {
+        FingerprintKey::from_bytes([1; 32]).fingerprint(&[i])
+    }
+
+    fn admitted(i: u8, sub: Option<&str>, iat: Option<u64>) -> Admitted {
+        Admitted {
+            fingerprint: fp(i),
+            attributes: Attributes {
+                sub: sub.map(Into::into),
+                iat,
+                ..Default::default()
+            },
+        }
+    }
+
+    fn scope(sub: &str, revoked_at: u64) -> ScopeRule {
+        ScopeRule {
+            key: ScopeKey {
+                sub: sub.into(),
+                org: None,
+                provider: None,
+            },
+            revoked_at,
+            expires_at: now_unix() + 3600,
+        }
+    }
+
+    #[test]
+    fn covers_is_the_rule_of_each_kind() {
+        let now = now_unix();
+        let a = admitted(1, Some("alice"), Some(now - 10));
+        assert!(covers(Rule::Token(&fp(1)), &a, now));
+        assert!(!covers(Rule::Token(&fp(2)), &a, now));
+        assert!(covers(Rule::Scope(&scope("alice", now)), &a, now));
+        assert!(
+            !covers(Rule::Scope(&scope("alice", now - 20)), &a, now),
+            "issued after the rule's T"
+        );
+        assert!(!covers(Rule::Scope(&scope("bob", now)), &a, now));
+    }
+
+    #[test]
+    fn a_rule_cancels_exactly_the_sessions_it_covers_and_drop_unregisters() {
+        let live = Arc::new(LiveSessions::new());
+        let now = now_unix();
+        let t1 = live.register(admitted(1, Some("alice"), Some(now)), SessionKind::Upgrade);
+        let t1b = live.register(admitted(1, None, None), SessionKind::Stream);
+        let other = live.register(admitted(2, Some("bob"), Some(now)), SessionKind::Stream);
+        let alice = live.register(admitted(3, Some("alice"), None), SessionKind::Upgrade);
+        assert_eq!(live.len(), 4);
+
+        assert_eq!(live.revoked(Rule::Token(&fp(1))), 2);
+        assert!(t1.is_revoked() && t1b.is_revoked());
+        assert!(!other.is_revoked() && !alice.is_revoked());
+        assert_eq!(live.len(), 2, "closed entries leave the registry");
+        assert_eq!(live.revoked(Rule::Token(&fp(1))), 0, "closed once");
+
+        assert_eq!(live.revoked(Rule::Scope(&scope("alice", now))), 1);
+        assert!(alice.is_revoked() && !other.is_revoked());
+
+        drop(other);
+        assert!(live.is_empty());
+        assert!(live.fingerprints().is_empty());
+        drop((t1, t1b, alice));
+        assert!(live.is_empty());
+    }
+}

@@ -1167,8 +1167,12 @@ async fn splice(
 /// resets the h2 stream, or closes the HTTP/1.1 connection, instead of
 /// carrying on. It may own the session, whose registry entry then lives as
 /// long as the body.
+///
+/// A frame costs one atomic load while the body has data ready; the
+/// cancellation's waker is registered only when the body would wait.
 struct EndOnRevoke {
     inner: Body,
+    token: CancellationToken,
     revoked: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
     ended: bool,
     _session: Option<LiveSession>,
@@ -1178,10 +1182,18 @@ impl EndOnRevoke {
     fn new(inner: Body, token: CancellationToken, session: Option<LiveSession>) -> Self {
         EndOnRevoke {
             inner,
-            revoked: Box::pin(token.cancelled_owned()),
+            revoked: Box::pin(token.clone().cancelled_owned()),
+            token,
             ended: false,
             _session: session,
         }
+    }
+
+    fn end(&mut self) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.ended = true;
+        // Drop what the upstream (or client) still had for this stream.
+        self.inner = full(Bytes::new());
+        std::task::Poll::Ready(Some(Err(Box::new(RevokedStream))))
     }
 }
 
@@ -1201,13 +1213,18 @@ impl http_body::Body for EndOnRevoke {
         if self.ended {
             return std::task::Poll::Ready(None);
         }
-        if std::future::Future::poll(self.revoked.as_mut(), cx).is_ready() {
-            self.ended = true;
-            // Drop what the upstream still had for this stream.
-            self.inner = full(Bytes::new());
-            return std::task::Poll::Ready(Some(Err(Box::new(RevokedStream))));
+        if self.token.is_cancelled() {
+            return self.end();
         }
-        std::pin::Pin::new(&mut self.inner).poll_frame(cx)
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            std::task::Poll::Pending => {
+                if std::future::Future::poll(self.revoked.as_mut(), cx).is_ready() {
+                    return self.end();
+                }
+                std::task::Poll::Pending
+            }
+            ready => ready,
+        }
     }
 
     fn is_end_stream(&self) -> bool {

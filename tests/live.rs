@@ -362,3 +362,132 @@ async fn a_keep_alive_connection_rejudges_every_request() {
     assert!(third.starts_with("HTTP/1.1 200"), "{third}");
     assert_eq!(up.hits(), hits + 1);
 }
+
+// === full resyncs (the store in-process, on a real Redis) ===
+
+mod resync {
+    use std::path::Path;
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use super::redis_support::{RedisServer, TcpRelay};
+    use revgate::config::StoreConfig;
+    use revgate::credentials::{Attributes, Fingerprint, FingerprintKey};
+    use revgate::store::live::{self, Admitted, LiveSession, SessionKind};
+    use revgate::store::redis::RedisStore;
+    use revgate::store::{now_unix, RevocationCommand, RevocationStore, TokenRule};
+    use tokio_util::sync::CancellationToken;
+
+    const PREFIX: &str = "liveresync";
+
+    fn cfg(dir: &Path, name: &str) -> StoreConfig {
+        StoreConfig {
+            journal: dir.join(format!("{name}.outbox")),
+            bloom_capacity: 10_000,
+            key_prefix: PREFIX.into(),
+            maintenance_interval: Duration::from_secs(3600),
+            confirm_ttl: Duration::from_millis(200),
+            ..StoreConfig::default()
+        }
+    }
+
+    fn fp(token: &str) -> Fingerprint {
+        FingerprintKey::from_bytes([42; 32]).fingerprint(token.as_bytes())
+    }
+
+    fn revoke(token: &str) -> RevocationCommand {
+        RevocationCommand::Token(TokenRule {
+            fingerprint: fp(token),
+            expires_at: now_unix() + 3600,
+        })
+    }
+
+    async fn start(url: &str, cfg: &StoreConfig, shutdown: &CancellationToken) -> Arc<RedisStore> {
+        let s = RedisStore::start(url, cfg, shutdown.clone()).await.unwrap();
+        assert!(
+            super::support::eventually(Duration::from_secs(10), || async { s.status().ready })
+                .await,
+            "store ready"
+        );
+        s
+    }
+
+    async fn session(store: &RedisStore, token: &str) -> LiveSession {
+        let admitted = Admitted {
+            fingerprint: fp(token),
+            attributes: Attributes::default(),
+        };
+        let s = live::admit(store, admitted, SessionKind::Upgrade).await;
+        assert!(!s.is_revoked());
+        s
+    }
+
+    fn trim_stream(redis: &RedisServer) {
+        let mut conn = redis.conn();
+        let _: i64 = redis::cmd("XTRIM")
+            .arg(format!("{{{PREFIX}}}:events"))
+            .arg("MAXLEN")
+            .arg(0)
+            .query(&mut conn)
+            .unwrap();
+    }
+
+    /// B is cut off while A revokes T and the stream is trimmed past B: B's
+    /// session with T is closed by the resync that follows, whether it loads
+    /// by `SCAN` (no snapshot) or from a snapshot written after T.
+    async fn resync_closes(with_snapshot: bool) {
+        let redis = RedisServer::spawn();
+        let relay = TcpRelay::spawn(redis.port()).await;
+        let dir = tempfile::tempdir().unwrap();
+        let shutdown = CancellationToken::new();
+        let a = start(&redis.url(), &cfg(dir.path(), "a"), &shutdown).await;
+        let b = start(&relay.url(), &cfg(dir.path(), "b"), &shutdown).await;
+        let t = session(&b, "resync-t").await;
+        let u = session(&b, "resync-u").await;
+
+        relay.cut();
+        assert!(
+            super::support::eventually(Duration::from_secs(10), || async { !b.status().connected })
+                .await
+        );
+        a.apply(revoke("resync-t")).await.unwrap();
+        let c = if with_snapshot {
+            // C's start-up scan writes a snapshot holding T.
+            let c = start(&redis.url(), &cfg(dir.path(), "c"), &shutdown).await;
+            assert!(
+                super::support::eventually(Duration::from_secs(5), || async {
+                    redis::cmd("EXISTS")
+                        .arg(format!("{{{PREFIX}}}:snapshot"))
+                        .query::<i64>(&mut redis.conn())
+                        .unwrap()
+                        == 1
+                })
+                .await,
+                "no snapshot written"
+            );
+            Some(c)
+        } else {
+            None
+        };
+        trim_stream(&redis);
+        assert!(!t.is_revoked(), "B cannot know yet");
+
+        relay.restore();
+        let closed = tokio::time::timeout(Duration::from_secs(15), t.token().cancelled()).await;
+        assert!(closed.is_ok(), "the resync did not close T's session");
+        assert_eq!(b.snapshot_loads(), u64::from(with_snapshot));
+        assert!(!u.is_revoked(), "an unrelated session was closed");
+        assert_eq!(b.cache().live().len(), 1);
+        drop(c);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_resync_by_scan_closes_a_session_revoked_while_cut_off() {
+        resync_closes(false).await;
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_full_resync_from_a_snapshot_closes_a_session_revoked_while_cut_off() {
+        resync_closes(true).await;
+    }
+}

@@ -393,4 +393,73 @@ mod tests {
         drop((t1, t1b, alice));
         assert!(live.is_empty());
     }
+
+    #[tokio::test]
+    async fn admit_closes_a_session_whose_rule_arrived_after_its_verdict() {
+        use crate::store::memory::MemoryStore;
+        use crate::store::{RevocationCommand, TokenRule};
+        let dir = tempfile::tempdir().unwrap();
+        let (store, _) = MemoryStore::open(&dir.path().join("j"), 1000, 0.01).unwrap();
+        let now = now_unix();
+        // Rules applied between the verdict and the registration.
+        store
+            .apply(RevocationCommand::Token(TokenRule {
+                fingerprint: fp(1),
+                expires_at: now + 60,
+            }))
+            .await
+            .unwrap();
+        store
+            .apply(RevocationCommand::Scope(scope("alice", now)))
+            .await
+            .unwrap();
+        let t = admit(&store, admitted(1, None, None), SessionKind::Upgrade).await;
+        assert!(t.is_revoked(), "token rule");
+        let s = admit(
+            &store,
+            admitted(2, Some("alice"), Some(now)),
+            SessionKind::Stream,
+        )
+        .await;
+        assert!(s.is_revoked(), "scope rule");
+        let ok = admit(
+            &store,
+            admitted(3, Some("bob"), Some(now)),
+            SessionKind::Stream,
+        )
+        .await;
+        assert!(!ok.is_revoked());
+        assert_eq!(
+            store.cache().live().len(),
+            1,
+            "only the open one is registered"
+        );
+
+        // And a rule after the registration closes it through the cache.
+        store
+            .apply(RevocationCommand::Token(TokenRule {
+                fingerprint: fp(3),
+                expires_at: now + 60,
+            }))
+            .await
+            .unwrap();
+        assert!(ok.is_revoked());
+        assert!(store.cache().live().is_empty());
+    }
+
+    #[test]
+    fn a_rebuilds_fingerprints_reach_the_sessions() {
+        let cache = crate::store::LocalCache::new(100, 0.01);
+        let s = cache
+            .live()
+            .register(admitted(7, None, None), SessionKind::Upgrade);
+        let other = cache
+            .live()
+            .register(admitted(8, None, None), SessionKind::Upgrade);
+        let rebuild = cache.begin_rebuild(10);
+        rebuild.insert(&fp(7));
+        cache.finish_rebuild(rebuild);
+        assert!(s.is_revoked());
+        assert!(!other.is_revoked());
+    }
 }

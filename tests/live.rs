@@ -491,3 +491,71 @@ mod resync {
         resync_closes(true).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_h2_upload_waiting_for_its_answer_is_cut_and_answered_401_when_revoked() {
+    let up = support::Upstream::new().spawn().await;
+    let g = memory_gateway(&up);
+    let c: hyper_util::client::legacy::Client<_, _> =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .http2_only(true)
+            .build_http();
+    let post = |token: &str| {
+        let (tx, body) = support::channel_body(4);
+        let req = http::Request::builder()
+            .method("POST")
+            .uri(format!("{}/sink", g.url))
+            .header("authorization", format!("Bearer {token}"))
+            .body(body)
+            .unwrap();
+        (tx, c.request(req))
+    };
+    let (t_tx, t_resp) = post("live-up-t");
+    let (u_tx, u_resp) = post("live-up-u");
+    let t_resp = tokio::spawn(t_resp);
+    let u_resp = tokio::spawn(u_resp);
+    let data = |b: &'static [u8]| Ok(hyper::body::Frame::data(Bytes::from_static(b)));
+    t_tx.send(data(b"part-one ")).await.unwrap();
+    u_tx.send(data(b"part-one ")).await.unwrap();
+    assert!(
+        support::eventually(ANSWER_LIMIT, || async {
+            [up.seen.sinks_of("live-up-t"), up.seen.sinks_of("live-up-u")]
+                .iter()
+                .all(|s| s.len() == 1 && s[0].received() == b"part-one ")
+        })
+        .await,
+        "the first parts reach the upstream"
+    );
+
+    support::admin_revoke(&g, "live-up-t").await;
+    // The upstream had not answered: the client gets the verdict's 401.
+    let r = tokio::time::timeout(CLOSE_LIMIT, t_resp)
+        .await
+        .expect("the revoked upload was not answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 401);
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(body, revgate::verdict::REVOKED_BODY.as_bytes());
+    let sink = &up.seen.sinks_of("live-up-t")[0];
+    assert!(
+        sink.wait_closed(CLOSE_LIMIT).await,
+        "the upstream's request body was not cut"
+    );
+    // Sent after the cut (the channel may be gone): never arrives.
+    let _ = t_tx.send(data(b"part-two")).await;
+    drop(t_tx);
+
+    // The control upload goes on and completes.
+    u_tx.send(data(b"part-two")).await.unwrap();
+    drop(u_tx);
+    let r = tokio::time::timeout(ANSWER_LIMIT, u_resp)
+        .await
+        .expect("the control upload was answered")
+        .unwrap()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body = r.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(&body[..], b"17");
+    assert_eq!(sink.received(), b"part-one ");
+}

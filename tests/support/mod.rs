@@ -7,8 +7,10 @@
 //! answers that status; `/ws` accepts a WebSocket-style upgrade and echoes
 //! (each upgraded connection recorded as an [`UpgradeSeen`]: what arrived on
 //! it, and when it closed); `/drip` streams a small chunk every 20 ms (at
-//! most 60 s), recorded as a [`DripSeen`]; anything else answers the
-//! configured status and records the request.
+//! most 60 s), recorded as a [`DripSeen`]; `/sink` records its request body
+//! as it arrives (an [`UpgradeSeen`] in `Seen::sinks`) and answers 200 only
+//! once it has ended; anything else answers the configured status and
+//! records the request.
 //!
 //! `Gateway::new().upstream(url).spawn()` starts the binary with
 //! `--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0` and reads the bound
@@ -66,6 +68,7 @@ pub struct RunningUpstream {
 pub struct Seen {
     pub upgrades: Mutex<Vec<Arc<UpgradeSeen>>>,
     pub drips: Mutex<Vec<Arc<DripSeen>>>,
+    pub sinks: Mutex<Vec<Arc<UpgradeSeen>>>,
 }
 
 /// One upgraded connection, as the upstream saw it.
@@ -124,6 +127,18 @@ impl Seen {
     pub fn upgrades_of(&self, token: &str) -> Vec<Arc<UpgradeSeen>> {
         let want = format!("Bearer {token}");
         self.upgrades
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|u| u.authorization.as_deref() == Some(want.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// The `/sink` requests whose request carried `Bearer <token>`.
+    pub fn sinks_of(&self, token: &str) -> Vec<Arc<UpgradeSeen>> {
+        let want = format!("Bearer {token}");
+        self.sinks
             .lock()
             .unwrap()
             .iter()
@@ -235,6 +250,33 @@ async fn serve(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    if path == "/sink" {
+        let sink = Arc::new(UpgradeSeen {
+            authorization,
+            received: Mutex::new(Vec::new()),
+            closed: tokio::sync::watch::channel(false).0,
+        });
+        seen.sinks.lock().unwrap().push(sink.clone());
+        let mut body = req.into_body();
+        let mut clean = false;
+        loop {
+            match body.frame().await {
+                Some(Ok(f)) => {
+                    if let Some(d) = f.data_ref() {
+                        sink.received.lock().unwrap().extend_from_slice(d);
+                    }
+                }
+                Some(Err(_)) => break,
+                None => {
+                    clean = true;
+                    break;
+                }
+            }
+        }
+        sink.closed.send_replace(true);
+        let n = sink.received().len();
+        return Response::new(up_full(if clean { n.to_string() } else { "cut".into() }));
+    }
     if path == "/drip" {
         let drip = Arc::new(DripSeen {
             authorization,

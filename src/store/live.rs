@@ -23,8 +23,9 @@
 //!
 //! Which rules cover which session is decided in ONE place, [`covers`]. A new
 //! rule kind (e.g. revocation by JWT `jti`) adds a [`Rule`] variant and an
-//! arm there; [`Registry::candidates`] may narrow the entries it is tried on
-//! (token rules use the fingerprint index), but need not.
+//! arm there, and is tried on every open entry; narrowing the entries it is
+//! tried on, as token rules do with the fingerprint index, is optional. An
+//! entry that later carries a second fingerprint is indexed under both.
 //!
 //! The race between the verdict and the registration: a rule that arrives
 //! after the request was judged but before [`admit`] registered it would find
@@ -127,11 +128,23 @@ struct Registry {
 }
 
 impl Registry {
-    /// The entries worth trying `rule` on (a superset of those it covers).
-    fn candidates(&self, rule: Rule<'_>) -> Vec<u64> {
+    /// The ids of the entries `rule` covers. Token rules try only the
+    /// entries of their fingerprint; any other kind tries every entry.
+    fn covered(&self, rule: Rule<'_>, now: u64) -> Vec<u64> {
+        let hit = |id: &u64, e: &Entry| covers(rule, &e.admitted, now).then_some(*id);
         match rule {
-            Rule::Token(fp) => self.by_fingerprint.get(fp).cloned().unwrap_or_default(),
-            Rule::Scope(_) => self.entries.keys().copied().collect(),
+            Rule::Token(fp) => self
+                .by_fingerprint
+                .get(fp)
+                .into_iter()
+                .flatten()
+                .filter_map(|id| self.entries.get(id).and_then(|e| hit(id, e)))
+                .collect(),
+            _ => self
+                .entries
+                .iter()
+                .filter_map(|(id, e)| hit(id, e))
+                .collect(),
         }
     }
 
@@ -204,15 +217,9 @@ impl LiveSessions {
             if reg.entries.is_empty() {
                 return 0;
             }
-            for id in reg.candidates(rule) {
-                let hit = reg
-                    .entries
-                    .get(&id)
-                    .is_some_and(|e| covers(rule, &e.admitted, now));
-                if hit {
-                    if let Some(e) = reg.remove(id) {
-                        closed.push(e);
-                    }
+            for id in reg.covered(rule, now) {
+                if let Some(e) = reg.remove(id) {
+                    closed.push(e);
                 }
             }
         }

@@ -14,8 +14,8 @@
 //! The close is awaited as an event (EOF or reset on the client's socket, a
 //! body error), with [`CLOSE_LIMIT`] as the point past which the test fails;
 //! the design bound is far below it (the rule's propagation, a few ms): the
-//! limit only keeps a loaded machine from failing the test, and the measured
-//! time is printed.
+//! limit only keeps a loaded machine from failing the test, and the time
+//! from sending the revoke call to the close is printed (`--nocapture`).
 
 #[path = "support/redis.rs"]
 mod redis_support;
@@ -173,8 +173,9 @@ async fn an_upgraded_connection_is_closed_when_its_token_is_revoked_through_anot
     echo(&mut ws, b"before").await;
     echo(&mut control, b"before").await;
 
-    support::admin_revoke(&b, "live-ws-t").await;
+    // From the revoke call on (its answer may come after the close).
     let since = Instant::now();
+    support::admin_revoke(&b, "live-ws-t").await;
     assert_cut(&up, "live-ws-t", ws, &mut control, since).await;
     assert_eq!(up.seen.upgrades_of("live-ws-t")[0].received(), b"before");
 
@@ -206,8 +207,9 @@ async fn an_upgraded_connection_is_closed_by_a_local_admin_revoke() {
     echo(&mut ws, b"hello").await;
     echo(&mut control, b"hello").await;
 
-    support::admin_revoke(&g, "local-ws-t").await;
+    // From the revoke call on (its answer may come after the close).
     let since = Instant::now();
+    support::admin_revoke(&g, "local-ws-t").await;
     assert_cut(&up, "local-ws-t", ws, &mut control, since).await;
     assert_eq!(up.seen.upgrades_of("local-ws-t")[0].received(), b"hello");
     assert!(!up.seen.upgrades_of("local-ws-u")[0].is_closed());
@@ -225,8 +227,9 @@ async fn an_upgraded_connection_is_closed_by_a_scope_revoke_of_its_subject() {
     echo(&mut ws, b"hi").await;
     echo(&mut control, b"hi").await;
 
-    admin_scope_revoke(&g, "live-alice").await;
+    // From the revoke call on (its answer may come after the close).
     let since = Instant::now();
+    admin_scope_revoke(&g, "live-alice").await;
     assert_cut(&up, &t, ws, &mut control, since).await;
     let r = support::get_bearer(&format!("{}/x", g.url), &t).await;
     assert_eq!(r.status, 401, "{}", r.text());
@@ -257,8 +260,9 @@ async fn an_h2_streaming_response_is_reset_when_its_token_is_revoked() {
         assert!(f.unwrap().unwrap().is_data());
     }
 
-    support::admin_revoke(&g, "live-h2-t").await;
+    // From the revoke call on (its answer may come after the close).
     let since = Instant::now();
+    support::admin_revoke(&g, "live-h2-t").await;
     // T's stream ends with an error (reset), not a clean end, within the limit.
     let cut = tokio::time::timeout(CLOSE_LIMIT, async {
         loop {

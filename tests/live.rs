@@ -6,10 +6,14 @@
 //! through this instance's admin API, and by a scope rule on its JWT's
 //! `sub`; bytes sent after the close never reach the upstream, whose side of
 //! the splice is closed too. An HTTP/2 (h2c) streaming response admitted
-//! with T is reset once T is revoked while another stream on the same
-//! connection goes on. A keep-alive HTTP/1.1 connection re-judges its next
-//! request. Each has a control that must stay open and keep working: a
-//! connection with an unrelated credential.
+//! with T is reset once T is revoked, while another stream on the same
+//! connection goes on; an h2 upload still waiting for its answer is cut
+//! upstream and answered 401. A keep-alive HTTP/1.1 connection re-judges its
+//! next request, on the fast path and through hyper. Each has a control that
+//! must stay open and keep working: a connection or stream with an unrelated
+//! credential. With the store in-process on a real Redis: a full resync (by
+//! `SCAN`, and from the bloom snapshot) closes a session whose token was
+//! revoked while its instance was cut off.
 //!
 //! The close is awaited as an event (EOF or reset on the client's socket, a
 //! body error), with [`CLOSE_LIMIT`] as the point past which the test fails;
@@ -317,9 +321,23 @@ async fn an_h2_streaming_response_is_reset_when_its_token_is_revoked() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_keep_alive_connection_rejudges_every_request() {
+async fn a_keep_alive_connection_rejudges_every_request_on_the_fast_path() {
+    keep_alive_rejudges(true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_keep_alive_connection_rejudges_every_request_through_hyper() {
+    keep_alive_rejudges(false).await;
+}
+
+/// A keep-alive HTTP/1.1 connection's request after the revocation is
+/// judged again: 401, nothing upstream; the connection goes on.
+async fn keep_alive_rejudges(fast_path: bool) {
     let up = support::Upstream::new().spawn().await;
-    let g = memory_gateway(&up);
+    let g = support::Gateway::new()
+        .upstream(&up.url)
+        .toml(&format!("[server]\nh1_fast_path = {fast_path}"))
+        .spawn();
     let mut s = TcpStream::connect(g.addr).await.unwrap();
     let req = |token: &str| {
         format!("GET /ka HTTP/1.1\r\nHost: live.test\r\nAuthorization: Bearer {token}\r\n\r\n")

@@ -42,6 +42,12 @@
 //! and an index lookup per token rule (also per key of a Redis `SCAN`), and
 //! a pass over every live entry per scope rule (scope rules are rare).
 //!
+//! Closing means: an upgraded connection's two sides are dropped (a TCP
+//! close; revgate does not speak the upgraded protocol, so a WebSocket sees
+//! no close frame), an HTTP/2 stream is reset (the connection's other
+//! streams go on), and a request still waiting for the upstream's head is
+//! answered 401 `invalid_token`, as the verdict would now.
+//!
 //! Not covered: a long response to a plain HTTP/1.1 request (e.g. Server-Sent
 //! Events) is not registered, so it runs to its end; its next request is
 //! judged again. A full Redis resync that installs the bloom snapshot

@@ -34,14 +34,13 @@ fn fp(i: u64) -> Fingerprint {
 }
 
 fn admitted(i: u64) -> Admitted {
-    Admitted {
-        fingerprint: fp(i),
-        attributes: Attributes {
-            sub: Some(format!("user-{i}")),
-            iat: Some(now_unix()),
-            ..Default::default()
-        },
-    }
+    let mut a = Admitted::new(fp(i));
+    a.attributes = Attributes {
+        sub: Some(format!("user-{i}")),
+        iat: Some(now_unix()),
+        ..Default::default()
+    };
+    a
 }
 
 fn open(live: &Arc<LiveSessions>) -> Vec<LiveSession> {

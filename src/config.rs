@@ -83,6 +83,19 @@ pub struct ServerConfig {
     /// runtime and upstream pools (connections are dealt to them in turn);
     /// 0 = one per CPU.
     pub io_threads: usize,
+    /// Most client connections open at once; beyond it the listener stops
+    /// accepting (new connections wait in the kernel's backlog) until one
+    /// closes. Counted in `revgate_connections_open` and
+    /// `revgate_connections_limited_total`.
+    pub max_connections: usize,
+    /// HTTP/2: how often an idle connection is pinged...
+    #[serde(with = "humantime_serde")]
+    pub h2_keepalive_interval: Duration,
+    /// ...and how long the answer may take before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub h2_keepalive_timeout: Duration,
+    /// HTTP/2: most streams a client may have open on one connection.
+    pub h2_max_concurrent_streams: u32,
 }
 
 impl ServerConfig {
@@ -105,6 +118,10 @@ impl Default for ServerConfig {
             tls: None,
             h1_fast_path: true,
             io_threads: 0,
+            max_connections: 10_000,
+            h2_keepalive_interval: Duration::from_secs(30),
+            h2_keepalive_timeout: Duration::from_secs(10),
+            h2_max_concurrent_streams: 256,
         }
     }
 }
@@ -194,6 +211,14 @@ pub struct TokensConfig {
     pub claims: ClaimNames,
     /// Trusted identity headers set by an auth layer in front (none by default).
     pub identity_headers: IdentityHeadersConfig,
+    /// Largest `application/x-www-form-urlencoded` request body read to look
+    /// for an `access_token` (RFC 6750 §2.2); a larger one is refused (413),
+    /// since an upstream could read a token revgate did not judge. 0 turns
+    /// the check off (form bodies then pass unjudged).
+    pub form_body_limit: usize,
+    /// Accept revocations by JWT `jti` (+ `iss`) through the admin API; every
+    /// JWT's `jti` and `iss` are then peeked on every request (~1 µs).
+    pub revoke_by_jti: bool,
 }
 
 impl Default for TokensConfig {
@@ -206,6 +231,8 @@ impl Default for TokensConfig {
             api_key_headers: Vec::new(),
             claims: ClaimNames::default(),
             identity_headers: IdentityHeadersConfig::default(),
+            form_body_limit: 64 * 1024,
+            revoke_by_jti: false,
         }
     }
 }
@@ -364,6 +391,10 @@ pub struct AdminConfig {
     /// `Authorization: Bearer <token>` (or `REVGATE_ADMIN_TOKEN`, e.g. from a
     /// Kubernetes Secret).
     pub token: Option<String>,
+    /// Start with an admin listener off loopback and no token (anyone who
+    /// reaches it can revoke and un-revoke). Off by default: such a
+    /// configuration is refused.
+    pub allow_unauthenticated: bool,
 }
 
 impl Default for AdminConfig {
@@ -371,6 +402,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: "127.0.0.1:9090".into(),
             token: None,
+            allow_unauthenticated: false,
         }
     }
 }
@@ -599,6 +631,32 @@ impl Config {
                 "must be at most 1024 (0 = one per CPU)",
             ));
         }
+        if self.server.max_connections == 0 {
+            return Err(ConfigError::new(
+                "server.max_connections",
+                "must be positive",
+            ));
+        }
+        if self.server.h2_max_concurrent_streams == 0 {
+            return Err(ConfigError::new(
+                "server.h2_max_concurrent_streams",
+                "must be positive",
+            ));
+        }
+        for (key, d) in [
+            (
+                "server.h2_keepalive_interval",
+                self.server.h2_keepalive_interval,
+            ),
+            (
+                "server.h2_keepalive_timeout",
+                self.server.h2_keepalive_timeout,
+            ),
+        ] {
+            if d.is_zero() || d > Duration::from_secs(24 * 3600) {
+                return Err(ConfigError::new(key, "must be between 1ms and 24h"));
+            }
+        }
         if self.server.max_header_bytes < 8192 {
             return Err(ConfigError::new(
                 "server.max_header_bytes",
@@ -714,6 +772,12 @@ impl Config {
         if let Some(k) = &self.tokens.fingerprint_key {
             crate::credentials::FingerprintKey::from_hex(k)
                 .map_err(|e| ConfigError::new("tokens.fingerprint_key", e.to_string()))?;
+        }
+        if self.tokens.form_body_limit > 16 * 1024 * 1024 {
+            return Err(ConfigError::new(
+                "tokens.form_body_limit",
+                "must be at most 16777216 bytes (it is held in memory while judged)",
+            ));
         }
         if self.tokens.max_lifetime.is_zero() {
             return Err(ConfigError::new("tokens.max_lifetime", "must be positive"));
@@ -871,6 +935,14 @@ impl Config {
                     "must be at least 16 characters",
                 ));
             }
+        } else if !admin_listen.ip().is_loopback() && !self.admin.allow_unauthenticated {
+            return Err(ConfigError::new(
+                "admin.token",
+                format!(
+                    "required when admin.listen ({admin_listen}) is not a loopback address \
+                     (or REVGATE_ADMIN_TOKEN; admin.allow_unauthenticated = true to run without one)"
+                ),
+            ));
         }
         if !self.log.filter.is_empty() {
             tracing_subscriber::EnvFilter::try_new(&self.log.filter)

@@ -223,6 +223,10 @@ pub async fn run(
         io_threads: settings.raw.server.io_thread_count(),
         body_idle_timeout: settings.raw.server.body_idle_timeout,
         drain_timeout: settings.raw.server.drain_timeout,
+        max_connections: settings.raw.server.max_connections,
+        h2_keepalive_interval: settings.raw.server.h2_keepalive_interval,
+        h2_keepalive_timeout: settings.raw.server.h2_keepalive_timeout,
+        h2_max_concurrent_streams: settings.raw.server.h2_max_concurrent_streams,
     };
     let (acceptor, resolver) = match &settings.raw.server.tls {
         Some(t) => {

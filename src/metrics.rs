@@ -80,6 +80,8 @@ const STORE_TOKEN_RULES: &str = "revgate_store_token_rules";
 const STORE_SCOPE_RULES: &str = "revgate_store_scope_rules";
 const RELOADS: &str = "revgate_reloads_total";
 const LIVE_CLOSED: &str = "revgate_live_sessions_closed_total";
+const CONNECTIONS_OPEN: &str = "revgate_connections_open";
+const CONNECTIONS_LIMITED: &str = "revgate_connections_limited_total";
 
 /// Buckets for the gateway's own time per request: 10 µs .. 1 s.
 pub const OVERHEAD_BUCKETS: &[f64] = &[
@@ -169,6 +171,13 @@ fn describe() {
         LIVE_CLOSED,
         "Upgraded connections and HTTP/2 streams closed because a revocation covered their credential, by kind."
     );
+    describe_gauge!(CONNECTIONS_OPEN, "Client connections open.");
+    describe_counter!(
+        CONNECTIONS_LIMITED,
+        "Times accepting paused at server.max_connections."
+    );
+    metrics::gauge!(CONNECTIONS_OPEN).set(0.0);
+    metrics::counter!(CONNECTIONS_LIMITED).absolute(0);
 }
 
 /// Drains histogram samples every 5 s until `cancel` fires, so memory stays
@@ -284,6 +293,21 @@ impl RouteMetrics {
     pub fn upstream_time(&self, seconds: f64) {
         self.upstream.record(seconds);
     }
+}
+
+/// A client connection opened.
+pub fn connection_opened() {
+    metrics::gauge!(CONNECTIONS_OPEN).increment(1.0);
+}
+
+/// A client connection closed.
+pub fn connection_closed() {
+    metrics::gauge!(CONNECTIONS_OPEN).decrement(1.0);
+}
+
+/// Accepting paused at `server.max_connections`.
+pub fn connections_limited() {
+    metrics::counter!(CONNECTIONS_LIMITED).increment(1);
 }
 
 /// Counts one revocation applied. `source` is the dialect's name

@@ -76,6 +76,21 @@ fn incoming(body: Incoming) -> Body {
     body.map_err(|e| Box::new(e) as BoxError).boxed()
 }
 
+/// A client's request body as forwarded: its trailer section is dropped
+/// (as nginx does), since a trailer field could carry a credential that
+/// was never judged.
+fn incoming_request(body: Incoming) -> Body {
+    body.map_frame(|frame| {
+        if frame.is_trailers() {
+            http_body::Frame::data(Bytes::new())
+        } else {
+            frame
+        }
+    })
+    .map_err(|e| Box::new(e) as BoxError)
+    .boxed()
+}
+
 type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
 // === ProxyError: the one mapping from cause to response ===
@@ -98,6 +113,14 @@ pub enum ProxyError {
     /// The client stopped sending its body (`server.body_idle_timeout`): 408.
     #[error("client body timed out")]
     ClientTimeout,
+    /// An HTTP/1.1 request without a `Host`, or with more than one
+    /// (RFC 9112 §3.2): 400.
+    #[error("missing or duplicate Host")]
+    BadHost,
+    /// A form-encoded body larger than `tokens.form_body_limit`: it could
+    /// carry an `access_token` that cannot be judged: 413.
+    #[error("form body too large to judge")]
+    FormTooLarge,
     /// A request transfer coding other than `chunked` alone (RFC 9112 §6.1:
     /// 501); relaying it would hand the upstream coded bytes as plain ones.
     #[error("unsupported transfer coding")]
@@ -117,6 +140,8 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::TransferCoding => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BadHost => StatusCode::BAD_REQUEST,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             ProxyError::RevokedInFlight => StatusCode::UNAUTHORIZED,
         }
@@ -142,6 +167,14 @@ impl ProxyError {
             ProxyError::ClientTimeout => {
                 ("request_timeout", "The request body did not arrive in time")
             }
+            ProxyError::BadHost => (
+                "invalid_request",
+                "An HTTP/1.1 request needs exactly one Host header",
+            ),
+            ProxyError::FormTooLarge => (
+                "invalid_request",
+                "The form body is too large to be checked for an access token",
+            ),
             ProxyError::TransferCoding => (
                 "not_implemented",
                 "The request's transfer coding is not supported",
@@ -177,6 +210,18 @@ pub struct Runtime {
     pools: Vec<Option<Arc<crate::h1::pool::Pool>>>,
     /// Whether any route matches on host (else the host is not read).
     host_routes: bool,
+    /// Repeated warnings, one line a second each (both paths).
+    pub(crate) warnings: Warnings,
+}
+
+/// The warnings a client or a failing upstream can repeat at will, each
+/// throttled ([`crate::telemetry::Throttle`]).
+#[derive(Debug, Default)]
+pub(crate) struct Warnings {
+    /// An upstream refused, reset or timed out.
+    pub upstream: crate::telemetry::Throttle,
+    /// A revoke call could not be read or answered.
+    pub revoke_call: crate::telemetry::Throttle,
 }
 
 /// Why a runtime could not be built.
@@ -243,12 +288,14 @@ impl Runtime {
         Ok(Runtime {
             pools,
             host_routes: settings.routes.iter().any(|r| r.host.is_some()),
+            warnings: Warnings::default(),
             route_metrics,
             no_route_metrics: crate::metrics::RouteMetrics::new("-"),
             checker: Checker {
                 key,
                 sources: settings.credential_sources.clone(),
                 attributes: settings.attribute_sources.clone(),
+                jti: settings.raw.tokens.revoke_by_jti,
             },
             dialects,
             client,
@@ -269,23 +316,15 @@ impl Runtime {
         headers: &HeaderMap,
         query: Option<&str>,
     ) -> Option<RevocationCommand> {
-        let tokens = &self.settings.raw.tokens;
-        let now = now_unix();
         match intent {
             RevokeIntent::Token(raw) => {
-                let fingerprint = self.checker.key.fingerprint(raw.as_bytes());
-                let expires_at =
-                    credentials::peek_jwt(&raw, &self.settings.attribute_sources.claims)
-                        .and_then(|a| a.exp)
-                        .map(|exp| exp.saturating_add(tokens.clock_skew.as_secs()))
-                        .unwrap_or_else(|| now.saturating_add(tokens.max_lifetime.as_secs()));
-                Some(RevocationCommand::Token(TokenRule {
-                    fingerprint,
-                    expires_at,
-                }))
+                let fingerprint = self.checker.key.token_fingerprint(&raw);
+                let exp = credentials::peek_jwt(&raw, &self.settings.attribute_sources.claims)
+                    .and_then(|a| a.exp);
+                Some(RevocationCommand::Token(self.token_rule(fingerprint, exp)))
             }
             RevokeIntent::Scope { org, provider } => {
-                let mut attrs = match self.checker.credential(headers, query) {
+                let mut attrs = match self.checker.credential(headers, query, None) {
                     Ok(Some(c)) => credentials::attributes(
                         c.token(),
                         headers,
@@ -305,6 +344,23 @@ impl Runtime {
                     provider: Some(provider),
                 })))
             }
+        }
+    }
+
+    /// A token rule for `fingerprint`, kept until the token's own expiry
+    /// (plus `tokens.clock_skew`) or, without one, `tokens.max_lifetime`.
+    pub fn token_rule(
+        &self,
+        fingerprint: crate::credentials::Fingerprint,
+        exp: Option<u64>,
+    ) -> TokenRule {
+        let tokens = &self.settings.raw.tokens;
+        let expires_at = exp
+            .map(|exp| exp.saturating_add(tokens.clock_skew.as_secs()))
+            .unwrap_or_else(|| now_unix().saturating_add(tokens.max_lifetime.as_secs()));
+        TokenRule {
+            fingerprint,
+            expires_at,
         }
     }
 
@@ -565,6 +621,16 @@ impl Gateway {
             return h;
         }
 
+        // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host (the
+        // fast path hands such requests here, so this is the one place).
+        if req.version() == http::Version::HTTP_11
+            && req.headers().get_all(header::HOST).iter().count() != 1
+        {
+            h.outcome = Outcome::BadRequest;
+            h.response = ProxyError::BadHost.into_response();
+            return h;
+        }
+
         // 1. route
         let host = if rt.host_routes {
             request_host(&req)
@@ -582,13 +648,21 @@ impl Gateway {
         // 2. revoke endpoint? Only with the vendor's method: anything else on
         // that path is an ordinary request and is judged like any other.
         let revoke_path = rt.dialect(req.uri().path());
-        if let Some(d) = revoke_path.filter(|d| req.method() == d.dialect.method()) {
+        let (parts, body) = req.into_parts();
+        if let Some(d) = revoke_path.filter(|d| parts.method == d.dialect.method()) {
             h.outcome = Outcome::RevokeCall;
             let started = Instant::now();
-            h.response = match self.revoke(rt, d, route, req, conn).await {
-                Ok(r) => r,
+            h.response = match self.revoke(rt, d, route, parts, body, conn).await {
+                Ok(Revoked::Answered(r)) => r,
+                Ok(Revoked::Refused(refusal)) => {
+                    h.outcome = refusal.outcome;
+                    h.fingerprint = refusal.fingerprint;
+                    refusal.response
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, dialect = d.dialect.kind().name(), "revoke call failed");
+                    if let Some(suppressed) = rt.warnings.revoke_call.admit() {
+                        tracing::warn!(error = %e, dialect = d.dialect.kind().name(), suppressed, "revoke call failed");
+                    }
                     e.into_response()
                 }
             };
@@ -596,30 +670,33 @@ impl Gateway {
             return h;
         }
 
-        // 3. verdict
-        match rt
-            .checker
-            .judge(req.headers(), req.uri().query(), &*self.store)
-            .await
-        {
-            Verdict::Revoked(fp) => {
-                h.outcome = Outcome::Revoked;
-                h.fingerprint = Some(fp);
-                h.response = verdict::revoked().map(full);
-                return h;
-            }
-            Verdict::BadRequest(e) => {
+        // 3. verdict; a form-encoded body may carry the token too (RFC 6750
+        // §2.2), so it is read first, within `tokens.form_body_limit`.
+        let (form, body) = match read_form(rt, &parts.headers, body).await {
+            Ok(read) => read,
+            Err(e) => {
                 h.outcome = Outcome::BadRequest;
-                h.response = verdict::bad_request(e).map(full);
+                h.response = e.into_response();
                 return h;
             }
-            Verdict::Unavailable => {
-                h.outcome = Outcome::Unavailable;
-                h.response = verdict::unavailable().map(full);
+        };
+        let verdict = rt
+            .checker
+            .judge(
+                &parts.headers,
+                parts.uri.query(),
+                form.as_deref(),
+                &*self.store,
+            )
+            .await;
+        match Refusal::of(verdict) {
+            Admit::Pass(fp) => h.fingerprint = fp,
+            Admit::Refuse(refusal) => {
+                h.outcome = refusal.outcome;
+                h.fingerprint = refusal.fingerprint;
+                h.response = refusal.response;
                 return h;
             }
-            Verdict::Pass(fp) => h.fingerprint = Some(fp),
-            Verdict::NoCredential => {}
         }
 
         // A terminating revoke path answers a wrong method itself, in the
@@ -627,9 +704,9 @@ impl Gateway {
         if let Some(d) = revoke_path.filter(|d| d.mode == RevokeMode::Terminate) {
             h.outcome = Outcome::RevokeCall;
             let call = RevokeCall {
-                method: req.method(),
-                query: req.uri().query(),
-                headers: req.headers(),
+                method: &parts.method,
+                query: parts.uri.query(),
+                headers: &parts.headers,
                 body: &[],
             };
             h.response = match d.dialect.parse(&call) {
@@ -642,8 +719,8 @@ impl Gateway {
         // 4. forward; an upgrade or an h2 stream as a live session, closed
         // when a revocation covers its credential.
         let session = match h.fingerprint {
-            Some(fp) => match live_kind(&req) {
-                Some(kind) => Some(self.admit_live(rt, &req, fp, kind).await),
+            Some(fp) => match live_kind(parts.version, &parts.headers) {
+                Some(kind) => Some(self.admit_live(rt, &parts, form.as_deref(), fp, kind).await),
                 None => None,
             },
             None => None,
@@ -654,8 +731,7 @@ impl Gateway {
             return h;
         }
         let started = Instant::now();
-        let (parts, body) = req.into_parts();
-        let result = forward(rt, route, parts, incoming(body), conn, session).await;
+        let result = forward(rt, route, parts, body, conn, session).await;
         h.upstream_time = Some(started.elapsed());
         h.response = match result {
             Ok(r) => r,
@@ -665,7 +741,9 @@ impl Gateway {
             }
             Err(e) => {
                 h.outcome = Outcome::UpstreamError;
-                tracing::warn!(error = %e, route = %route.name, "upstream error");
+                if let Some(suppressed) = rt.warnings.upstream.admit() {
+                    tracing::warn!(error = %e, route = %route.name, suppressed, "upstream error");
+                }
                 e.into_response()
             }
         };
@@ -673,25 +751,34 @@ impl Gateway {
     }
 
     /// Registers a request that passed with credential `fp` as a live
-    /// session (reading the credential's attributes for scope rules).
+    /// session, under every name the verdict judged it by (its token, a
+    /// second token that came with it, its `jti` when that revocation is
+    /// on) and with its attributes, for scope rules.
     async fn admit_live(
         &self,
         rt: &Runtime,
-        req: &Request<Incoming>,
+        parts: &http::request::Parts,
+        form: Option<&[u8]>,
         fp: crate::credentials::Fingerprint,
         kind: SessionKind,
     ) -> LiveSession {
-        let headers = req.headers();
-        let attributes = match rt.checker.credential(headers, req.uri().query()) {
-            Ok(Some(c)) => {
-                credentials::attributes(c.token(), headers, &rt.settings.attribute_sources)
+        let headers = &parts.headers;
+        let checker = &rt.checker;
+        let mut admitted = Admitted::new(fp);
+        if let Ok(Some(c)) = checker.credential(headers, parts.uri.query(), form) {
+            if let Some(extra) = c.extra() {
+                admitted.also(checker.key.token_fingerprint(extra));
             }
-            _ => Default::default(),
-        };
-        let admitted = Admitted {
-            fingerprint: fp,
-            attributes,
-        };
+            let attributes =
+                credentials::attributes(c.token(), headers, &rt.settings.attribute_sources);
+            if let (true, Some(jti)) = (checker.jti, attributes.jti.as_deref()) {
+                if let Some(iss) = attributes.iss.as_deref() {
+                    admitted.also(checker.key.jti_fingerprint(Some(iss), jti));
+                }
+                admitted.also(checker.key.jti_fingerprint(None, jti));
+            }
+            admitted.attributes = attributes;
+        }
         live::admit(&*self.store, admitted, kind).await
     }
 
@@ -702,20 +789,45 @@ impl Gateway {
         rt: &Runtime,
         d: &DialectEntry,
         route: &Route,
-        req: Request<Incoming>,
+        parts: http::request::Parts,
+        body: Incoming,
         conn: ClientConn,
-    ) -> Result<Response<Body>, ProxyError> {
-        let (parts, body) = req.into_parts();
-        let limit = rt.settings.raw.revoke.max_body_bytes;
+    ) -> Result<Revoked, ProxyError> {
+        let forwarding = d.mode == RevokeMode::Forward;
+        // The body is read when the dialect needs it (under its own limit,
+        // answered in the vendor's format past it), or, forwarding, when it
+        // is a form that may carry the caller's own token.
         let (buffered, stream) = if d.dialect.needs_body() {
+            let limit = rt.settings.raw.revoke.max_body_bytes;
             match read_limited(&parts.headers, body, limit).await {
                 Ok(bytes) => (Some(bytes), None),
-                Err(BodyError::TooLarge) => return Ok(render(d, d.dialect.payload_too_large())),
+                Err(BodyError::TooLarge) => {
+                    return Ok(Revoked::Answered(render(d, d.dialect.payload_too_large())))
+                }
                 Err(BodyError::Read(e)) => return Err(ProxyError::ClientBody(e)),
             }
+        } else if forwarding {
+            match read_form(rt, &parts.headers, body).await? {
+                (Some(bytes), _) => (Some(bytes), None),
+                (None, stream) => (None, Some(stream)),
+            }
         } else {
-            (None, Some(body))
+            (None, Some(incoming_request(body)))
         };
+        // Forwarding, the call is an ordinary request to the upstream as well:
+        // its caller's own credential is judged like any other.
+        if forwarding {
+            let form = buffered
+                .as_deref()
+                .filter(|_| credentials::is_form(&parts.headers));
+            let verdict = rt
+                .checker
+                .judge(&parts.headers, parts.uri.query(), form, &*self.store)
+                .await;
+            if let Admit::Refuse(refusal) = Refusal::of(verdict) {
+                return Ok(Revoked::Refused(refusal));
+            }
+        }
         let call = RevokeCall {
             method: &parts.method,
             query: parts.uri.query(),
@@ -724,24 +836,24 @@ impl Gateway {
         };
         let parsed = d.dialect.parse(&call);
         let source = d.dialect.kind().name();
-        match d.mode {
+        let answered = match d.mode {
             RevokeMode::Terminate => {
                 let intent = match parsed {
                     Ok(i) => i,
-                    Err(vendor_error) => return Ok(render(d, vendor_error)),
+                    Err(vendor_error) => return Ok(Revoked::Answered(render(d, vendor_error))),
                 };
                 let Some(cmd) = rt.command(intent, &parts.headers, parts.uri.query()) else {
-                    return Ok(render(d, d.dialect.unauthenticated()));
+                    return Ok(Revoked::Answered(render(d, d.dialect.unauthenticated())));
                 };
                 match self.store.apply(cmd).await {
                     Ok(_) => {
                         crate::metrics::revocation_applied(source, "terminate");
-                        Ok(render(d, d.dialect.success()))
+                        render(d, d.dialect.success())
                     }
                     Err(e) => {
                         crate::metrics::revocation_apply_failed(source);
                         tracing::error!(error = %e, dialect = source, "revocation not recorded");
-                        Ok(render(d, d.dialect.unavailable()))
+                        render(d, d.dialect.unavailable())
                     }
                 }
             }
@@ -752,7 +864,7 @@ impl Gateway {
                     .map(|intent| rt.command(intent, &parts.headers, parts.uri.query()));
                 let body = match (buffered, stream) {
                     (Some(bytes), _) => full(bytes),
-                    (None, Some(s)) => incoming(s),
+                    (None, Some(s)) => s,
                     (None, None) => full(Bytes::new()),
                 };
                 let resp = forward(rt, route, parts, body, conn, None).await?;
@@ -769,9 +881,10 @@ impl Gateway {
                         None => {}
                     }
                 }
-                Ok(resp)
+                resp
             }
-        }
+        };
+        Ok(Revoked::Answered(answered))
     }
 
     /// Applies a forwarded revocation; on failure keeps retrying in the
@@ -826,6 +939,67 @@ fn render(d: &DialectEntry, r: DialectResponse) -> Response<Body> {
         }
     }
     resp
+}
+
+/// How a revoke call ended.
+enum Revoked {
+    /// Answered: by the dialect, or by the upstream it was forwarded to.
+    Answered(Response<Body>),
+    /// Forwarding, the caller's own credential was refused.
+    Refused(Refusal),
+}
+
+/// A verdict that refuses the request: its answer and how it is counted.
+struct Refusal {
+    response: Response<Body>,
+    outcome: Outcome,
+    fingerprint: Option<crate::credentials::Fingerprint>,
+}
+
+/// What a verdict means for the request.
+enum Admit {
+    /// On, with the credential's fingerprint if it had one.
+    Pass(Option<crate::credentials::Fingerprint>),
+    /// Refused.
+    Refuse(Refusal),
+}
+
+impl Refusal {
+    /// The verdict as an admission: on, or refused with its answer.
+    fn of(v: Verdict) -> Admit {
+        let (response, outcome, fingerprint) = match v {
+            Verdict::Pass(fp) => return Admit::Pass(Some(fp)),
+            Verdict::NoCredential => return Admit::Pass(None),
+            Verdict::Revoked(fp) => (verdict::revoked(), Outcome::Revoked, Some(fp)),
+            Verdict::BadRequest(e) => (verdict::bad_request(e), Outcome::BadRequest, None),
+            Verdict::Unavailable => (verdict::unavailable(), Outcome::Unavailable, None),
+        };
+        Admit::Refuse(Refusal {
+            response: response.map(full),
+            outcome,
+            fingerprint,
+        })
+    }
+}
+
+/// Reads a form-encoded request body (when `tokens.form_body_limit` is on)
+/// so that its `access_token` can be judged; returns it with the body to
+/// forward. Past the limit the request is refused: forwarding it would hand
+/// the upstream a token nobody judged.
+async fn read_form(
+    rt: &Runtime,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<(Option<Bytes>, Body), ProxyError> {
+    let limit = rt.settings.raw.tokens.form_body_limit;
+    if limit == 0 || !credentials::is_form(headers) || http_body::Body::is_end_stream(&body) {
+        return Ok((None, incoming_request(body)));
+    }
+    match read_limited(headers, body, limit).await {
+        Ok(bytes) => Ok((Some(bytes.clone()), full(bytes))),
+        Err(BodyError::TooLarge) => Err(ProxyError::FormTooLarge),
+        Err(BodyError::Read(e)) => Err(ProxyError::ClientBody(e)),
+    }
 }
 
 enum BodyError {
@@ -896,10 +1070,10 @@ pub(crate) static HOP_BY_HOP: [HeaderName; 8] = [
 
 /// Whether a request that passed with a credential is registered as a live
 /// session, and as what: upgrades and HTTP/2 streams, never plain HTTP/1.x.
-fn live_kind<B>(req: &Request<B>) -> Option<SessionKind> {
-    if req.version() == http::Version::HTTP_2 {
+fn live_kind(version: http::Version, headers: &HeaderMap) -> Option<SessionKind> {
+    if version == http::Version::HTTP_2 {
         Some(SessionKind::Stream)
-    } else if is_upgrade(req.headers()) {
+    } else if is_upgrade(headers) {
         Some(SessionKind::Upgrade)
     } else {
         None

@@ -394,7 +394,7 @@ mod resync {
 
     use super::redis_support::{RedisServer, TcpRelay};
     use revgate::config::StoreConfig;
-    use revgate::credentials::{Attributes, Fingerprint, FingerprintKey};
+    use revgate::credentials::{Fingerprint, FingerprintKey};
     use revgate::store::live::{self, Admitted, LiveSession, SessionKind};
     use revgate::store::redis::RedisStore;
     use revgate::store::{now_unix, RevocationCommand, RevocationStore, TokenRule};
@@ -435,11 +435,7 @@ mod resync {
     }
 
     async fn session(store: &RedisStore, token: &str) -> LiveSession {
-        let admitted = Admitted {
-            fingerprint: fp(token),
-            attributes: Attributes::default(),
-        };
-        let s = live::admit(store, admitted, SessionKind::Upgrade).await;
+        let s = live::admit(store, Admitted::new(fp(token)), SessionKind::Upgrade).await;
         assert!(!s.is_revoked());
         s
     }

@@ -551,6 +551,7 @@ mod tests {
             provider: provider.map(Into::into),
             iat,
             exp: None,
+            ..Default::default()
         }
     }
 

@@ -85,10 +85,36 @@ impl SessionKind {
 /// What a session was admitted with: the credential as the rules see it.
 #[derive(Clone, Debug)]
 pub struct Admitted {
-    /// The credential's fingerprint.
+    /// The credential's fingerprint (its token's identity): the name logs show.
     pub fingerprint: Fingerprint,
+    /// Every other name a token rule may revoke it by: a second token that
+    /// came with it, its `jti` (under its issuer, and under any).
+    pub also: Vec<Fingerprint>,
     /// Its attributes (peeked claims, identity headers), for scope rules.
     pub attributes: Attributes,
+}
+
+impl Admitted {
+    /// A credential known by its fingerprint alone (no attributes yet).
+    pub fn new(fingerprint: Fingerprint) -> Self {
+        Admitted {
+            fingerprint,
+            also: Vec::new(),
+            attributes: Attributes::default(),
+        }
+    }
+
+    /// Adds a name a token rule may revoke it by.
+    pub fn also(&mut self, name: Fingerprint) {
+        if !self.names().any(|n| *n == name) {
+            self.also.push(name);
+        }
+    }
+
+    /// Every name a token rule may revoke it by, its fingerprint first.
+    pub fn names(&self) -> impl Iterator<Item = &Fingerprint> {
+        std::iter::once(&self.fingerprint).chain(&self.also)
+    }
 }
 
 /// A newly applied rule, as the registry sees it.
@@ -114,7 +140,7 @@ impl Rule<'_> {
 /// one place this is decided (see the module docs).
 pub fn covers(rule: Rule<'_>, admitted: &Admitted, now: u64) -> bool {
     match rule {
-        Rule::Token(fp) => admitted.fingerprint == *fp,
+        Rule::Token(fp) => admitted.names().any(|n| n == fp),
         Rule::Scope(scope) => scope.matches(&admitted.attributes, now),
     }
 }
@@ -129,7 +155,7 @@ struct Entry {
 #[derive(Default)]
 struct Registry {
     entries: HashMap<u64, Entry>,
-    /// Entry ids by fingerprint: a token rule finds its few entries at once.
+    /// Entry ids by each of their names: a token rule finds its few entries at once.
     by_fingerprint: HashMap<Fingerprint, Vec<u64>>,
 }
 
@@ -156,11 +182,12 @@ impl Registry {
 
     fn remove(&mut self, id: u64) -> Option<Entry> {
         let entry = self.entries.remove(&id)?;
-        let fp = entry.admitted.fingerprint;
-        if let Some(ids) = self.by_fingerprint.get_mut(&fp) {
-            ids.retain(|i| *i != id);
-            if ids.is_empty() {
-                self.by_fingerprint.remove(&fp);
+        for fp in entry.admitted.names() {
+            if let Some(ids) = self.by_fingerprint.get_mut(fp) {
+                ids.retain(|i| *i != id);
+                if ids.is_empty() {
+                    self.by_fingerprint.remove(fp);
+                }
             }
         }
         Some(entry)
@@ -195,6 +222,9 @@ impl LiveSessions {
         let cancel = CancellationToken::new();
         let fp = admitted.fingerprint;
         let mut reg = self.lock();
+        for name in admitted.names() {
+            reg.by_fingerprint.entry(*name).or_default().push(id);
+        }
         reg.entries.insert(
             id,
             Entry {
@@ -203,7 +233,6 @@ impl LiveSessions {
                 cancel: cancel.clone(),
             },
         );
-        reg.by_fingerprint.entry(fp).or_default().push(id);
         drop(reg);
         LiveSession {
             registry: self.clone(),
@@ -324,8 +353,13 @@ pub async fn admit(
 ) -> LiveSession {
     let cache = store.cache();
     let session = cache.live().register(admitted.clone(), kind);
-    let fp = admitted.fingerprint;
-    let revoked_token = cache.may_contain(&fp) && store.is_token_revoked(&fp).await.unwrap_or(true);
+    let mut revoked_token = false;
+    for name in admitted.names() {
+        if cache.may_contain(name) && store.is_token_revoked(name).await.unwrap_or(true) {
+            revoked_token = true;
+            break;
+        }
+    }
     if revoked_token {
         cache.live().close_one(&session, "token");
     } else if cache.has_scope_rules() && cache.scope_matches(&admitted.attributes, now_unix()) {
@@ -345,14 +379,13 @@ mod tests {
     }
 
     fn admitted(i: u8, sub: Option<&str>, iat: Option<u64>) -> Admitted {
-        Admitted {
-            fingerprint: fp(i),
-            attributes: Attributes {
-                sub: sub.map(Into::into),
-                iat,
-                ..Default::default()
-            },
-        }
+        let mut a = Admitted::new(fp(i));
+        a.attributes = Attributes {
+            sub: sub.map(Into::into),
+            iat,
+            ..Default::default()
+        };
+        a
     }
 
     fn scope(sub: &str, revoked_at: u64) -> ScopeRule {
@@ -379,6 +412,14 @@ mod tests {
             "issued after the rule's T"
         );
         assert!(!covers(Rule::Scope(&scope("bob", now)), &a, now));
+        // A second name (a jti's, another token's) is covered like the first.
+        let mut b = a.clone();
+        b.also(fp(9));
+        b.also(fp(9));
+        b.also(fp(1));
+        assert_eq!(b.also, [fp(9)], "names are kept once");
+        assert!(covers(Rule::Token(&fp(9)), &b, now));
+        assert!(covers(Rule::Token(&fp(1)), &b, now));
     }
 
     #[test]
@@ -389,6 +430,13 @@ mod tests {
         let t1b = live.register(admitted(1, None, None), SessionKind::Stream);
         let other = live.register(admitted(2, Some("bob"), Some(now)), SessionKind::Stream);
         let alice = live.register(admitted(3, Some("alice"), None), SessionKind::Upgrade);
+        let mut two = admitted(4, None, None);
+        two.also(fp(5));
+        let two = live.register(two, SessionKind::Stream);
+        assert_eq!(live.len(), 5);
+        assert_eq!(live.revoked(Rule::Token(&fp(5))), 1, "by its second name");
+        assert!(two.is_revoked());
+        assert_eq!(live.fingerprints().len(), 3, "both names unindexed");
         assert_eq!(live.len(), 4);
 
         assert_eq!(live.revoked(Rule::Token(&fp(1))), 2);

@@ -3,8 +3,8 @@
 //!
 //! Covered: a WebSocket-style upgraded connection opened with token T is
 //! closed once T is revoked, through another instance on the same Redis,
-//! through this instance's admin API, and by a scope rule on its JWT's
-//! `sub`; bytes sent after the close never reach the upstream, whose side of
+//! through this instance's admin API, by a scope rule on its JWT's `sub`,
+//! and by a revocation of its JWT's `jti`; bytes sent after the close never reach the upstream, whose side of
 //! the splice is closed too. An HTTP/2 (h2c) streaming response admitted
 //! with T is reset once T is revoked, while another stream on the same
 //! connection goes on; an h2 upload still waiting for its answer is cut
@@ -237,6 +237,32 @@ async fn an_upgraded_connection_is_closed_by_a_scope_revoke_of_its_subject() {
     assert_cut(&up, &t, ws, &mut control, since).await;
     let r = support::get_bearer(&format!("{}/x", g.url), &t).await;
     assert_eq!(r.status, 401, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_connection_is_closed_by_a_jti_revoke() {
+    let up = support::Upstream::new().spawn().await;
+    let g = support::Gateway::new()
+        .upstream(&up.url)
+        .toml("[tokens]\nrevoke_by_jti = true")
+        .spawn();
+    let t = support::jwt(&serde_json::json!({"jti": "live-j1", "iss": "https://idp", "sub": "s"}));
+    // The same jti under another issuer is another token: the control.
+    let u =
+        support::jwt(&serde_json::json!({"jti": "live-j1", "iss": "https://other", "sub": "s"}));
+    let mut ws = open_ws(g.addr, &t).await;
+    let mut control = open_ws(g.addr, &u).await;
+    echo(&mut ws, b"jti").await;
+    echo(&mut control, b"jti").await;
+
+    let since = Instant::now();
+    let r = support::post_json(
+        &format!("{}/admin/v1/revocations", g.admin_url),
+        &serde_json::json!({"jti": "live-j1", "iss": "https://idp"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_cut(&up, &t, ws, &mut control, since).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -21,11 +21,15 @@
 //! once. The bound is therefore the rule's propagation to this instance (a
 //! few ms through the Redis stream), not a polling period.
 //!
-//! Which rules cover which session is decided in ONE place, [`covers`]. A new
-//! rule kind (e.g. revocation by JWT `jti`) adds a [`Rule`] variant and an
-//! arm there, and is tried on every open entry; narrowing the entries it is
-//! tried on, as token rules do with the fingerprint index, is optional. An
-//! entry that later carries a second fingerprint is indexed under both.
+//! Which rules cover which session is decided in ONE place, [`covers`]. A
+//! session is known by every name the verdict judges its credential by
+//! ([`Admitted::names`]): its token's identity, a second token sent with it,
+//! and (with `tokens.revoke_by_jti`) its `jti` under its issuer and under
+//! any. `jti` revocations are token rules on those names, so they need no arm
+//! of their own; token families would add names the same way. A new rule
+//! kind adds a [`Rule`] variant and an arm in [`covers`], and is then tried on
+//! every open entry; narrowing the entries it is tried on, as token rules do
+//! with the index of names, is optional.
 //!
 //! The race between the verdict and the registration: a rule that arrives
 //! after the request was judged but before [`admit`] registered it would find
@@ -35,10 +39,11 @@
 //! cancels it), or the cache update it follows is visible to the re-check.
 //!
 //! Cost: nothing for plain HTTP/1.1 requests (fast path or hyper), which are
-//! judged per request anyway. An upgrade or an HTTP/2 stream pays one JWT
-//! peek for its attributes, one mutex-guarded map insert and remove, one
-//! bloom check and two small allocations (the entry's attributes, the
-//! cancellation future of its body). A revocation pays one uncontended lock
+//! judged per request anyway. An upgrade or an HTTP/2 stream pays a second
+//! credential extraction and one JWT peek for its attributes, one
+//! mutex-guarded map insert and remove, a bloom check per name, and a few
+//! small allocations (the entry's attributes, its cancellation token, the
+//! cancellation future of its body); `benches/live.rs`, BENCHMARKS.md. A revocation pays one uncontended lock
 //! and an index lookup per token rule (also per key of a Redis `SCAN`), and
 //! a pass over every live entry per scope rule (scope rules are rare).
 //!

@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::credentials::Fingerprint;
-use crate::dialect::RevokeIntent;
+use crate::dialect::{RevokeIntent, RevokeMode};
 use crate::proxy::{full, Body, Gateway};
 use crate::store::{Applied, RevocationCommand, RevocationTarget, ScopeKey};
 use crate::verdict::json_response;
@@ -250,7 +250,7 @@ async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Body> {
         (&Method::POST, "/admin/v1/revocations") => {
             let cmd = match target(req.into_body()).await {
                 Err(r) => return *r,
-                Ok(Named::Token(t)) => match rt.command(RevokeIntent::Token(t), &Default::default(), None) {
+                Ok(Named::Token(t)) => match rt.command(RevokeIntent::Token(t), &Default::default(), None, RevokeMode::Terminate).await {
                     Some(c) => c,
                     None => return error(StatusCode::BAD_REQUEST, "invalid_request", "cannot revoke this token"),
                 },

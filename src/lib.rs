@@ -28,6 +28,8 @@
 //! credentials.rs   token extraction, fingerprint, claim peek
 //! verdict.rs       the per-request revocation check and the 401 it answers
 //! dialect/         the vendors' revoke endpoints (pure parse/render pairs)
+//! identity/        principals: the verified identity of a revoker (JWT
+//!                  against a JWKS, or trusted identity headers)
 //! store/           RevocationStore trait, LocalCache (bloom + scopes), journal,
 //!                  MemoryStore (embedded), redis/ (RedisStore: keys, link, sync, lookup)
 //! admin.rs         /healthz /readyz /metrics and the admin revocation API
@@ -45,6 +47,7 @@ pub mod credentials;
 pub mod demo;
 pub mod dialect;
 pub mod h1;
+pub mod identity;
 pub mod metrics;
 pub mod proxy;
 pub mod server;

@@ -15,6 +15,14 @@
 //! (OneLogin, RFC 7009) reads it, under `revoke.max_body_bytes` (413 past it),
 //! and then forwards exactly those bytes.
 //!
+//! Who revokes a scope (LangSmith, Codegen: "every token of the current
+//! user"): in terminate mode the current user comes only from a verified
+//! source, a JWT in the call's credential that `identity::Verifier` accepted
+//! or the trusted identity headers, else the dialect's 401 and nothing is
+//! revoked; in forward mode the command waits for the upstream's 2xx, which
+//! authenticates the caller, so the peeked claims may name it
+//! ([`Runtime::command`]).
+//!
 //! Header hygiene (RFC 9110 §7.6.1): hop-by-hop headers and those named in
 //! `Connection` are removed both ways; `X-Forwarded-For` is appended to,
 //! `X-Forwarded-Proto` and `X-Forwarded-Host` are set to what this hop saw,
@@ -210,6 +218,8 @@ pub struct Runtime {
     pools: Vec<Option<Arc<crate::h1::pool::Pool>>>,
     /// Whether any route matches on host (else the host is not read).
     host_routes: bool,
+    /// Verifies the JWT of a terminate-mode scope revoker (`[tokens.verify]`).
+    verifier: Option<crate::identity::Verifier>,
     /// Repeated warnings, one line a second each (both paths).
     pub(crate) warnings: Warnings,
 }
@@ -247,6 +257,12 @@ impl Runtime {
             up.client_key.as_deref(),
         )
         .map_err(|e| RuntimeError::Tls(e.to_string()))?;
+        // The JWKS is fetched with the same outbound TLS settings as upstreams.
+        let verifier = settings
+            .verify
+            .as_ref()
+            .map(|v| crate::identity::Verifier::new(v, tls.clone()));
+        warn_unidentifiable_revokers(&settings);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -286,6 +302,7 @@ impl Runtime {
             })
             .collect();
         Ok(Runtime {
+            verifier,
             pools,
             host_routes: settings.routes.iter().any(|r| r.host.is_some()),
             warnings: Warnings::default(),
@@ -310,11 +327,20 @@ impl Runtime {
 
     /// Turns a dialect's intent into a store command; `None` when a scope
     /// revocation's current user cannot be identified.
-    pub fn command(
+    ///
+    /// Who "the current user" of a scope revoke is depends on `mode` (see
+    /// `identity`): in **terminate** mode only a JWT the verifier accepted or
+    /// the trusted identity headers name it, so a forged unsigned token
+    /// cannot revoke someone else's tokens; in **forward** mode the
+    /// upstream's 2xx authenticates the caller (the command is applied only
+    /// then), so the peeked claims may name it. Token revokes do not depend
+    /// on the mode.
+    pub async fn command(
         &self,
         intent: RevokeIntent,
         headers: &HeaderMap,
         query: Option<&str>,
+        mode: RevokeMode,
     ) -> Option<RevocationCommand> {
         match intent {
             RevokeIntent::Token(raw) => {
@@ -324,20 +350,10 @@ impl Runtime {
                 Some(RevocationCommand::Token(self.token_rule(fingerprint, exp)))
             }
             RevokeIntent::Scope { org, provider } => {
-                let mut attrs = match self.checker.credential(headers, query, None) {
-                    Ok(Some(c)) => credentials::attributes(
-                        c.token(),
-                        headers,
-                        &self.settings.attribute_sources,
-                    ),
-                    _ => Default::default(),
-                };
-                credentials::identity_fill(
-                    &mut attrs,
-                    headers,
-                    &self.settings.attribute_sources.identity_headers,
-                );
-                let sub = attrs.sub?;
+                let sub = match mode {
+                    RevokeMode::Forward => self.peeked_revoker(headers, query),
+                    RevokeMode::Terminate => self.verified_revoker(headers, query).await,
+                }?;
                 Some(RevocationCommand::Scope(self.scope_rule(ScopeKey {
                     sub,
                     org,
@@ -362,6 +378,47 @@ impl Runtime {
             fingerprint,
             expires_at,
         }
+    }
+
+    /// The caller's subject from its credential's peeked claims, else the
+    /// identity headers: only for forward mode, where the upstream vouches.
+    fn peeked_revoker(&self, headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+        let mut attrs = match self.checker.credential(headers, query, None) {
+            Ok(Some(c)) => {
+                credentials::attributes(c.token(), headers, &self.settings.attribute_sources)
+            }
+            _ => Default::default(),
+        };
+        credentials::identity_fill(
+            &mut attrs,
+            headers,
+            &self.settings.attribute_sources.identity_headers,
+        );
+        attrs.sub
+    }
+
+    /// The caller's subject from a verified source only: its credential's
+    /// JWT if the verifier accepts it, else the trusted identity headers.
+    async fn verified_revoker(&self, headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+        let sources = &self.settings.attribute_sources;
+        if let (Some(verifier), Ok(Some(cred))) = (
+            &self.verifier,
+            self.checker.credential(headers, query, None),
+        ) {
+            if let Ok(claims) = verifier.verify(cred.token()).await {
+                match claims.text(&sources.claims.sub) {
+                    Some(sub) => return Some(sub),
+                    None => tracing::warn!(
+                        kid = ?claims.kid(),
+                        claim = %sources.claims.sub,
+                        "caller's JWT verified but names no subject"
+                    ),
+                }
+            }
+        }
+        let mut attrs = credentials::Attributes::default();
+        credentials::identity_fill(&mut attrs, headers, &sources.identity_headers);
+        attrs.sub
     }
 
     /// A scope rule revoking every token of `key` issued up to now, kept
@@ -468,6 +525,28 @@ impl Runtime {
     }
 }
 
+/// Says loudly when a terminate-mode scope dialect can never identify its
+/// caller (no `[tokens.verify]`, no identity header for the subject): every
+/// such call will be a 401.
+fn warn_unidentifiable_revokers(settings: &Settings) {
+    if settings.verify.is_some() || settings.attribute_sources.identity_headers.sub.is_some() {
+        return;
+    }
+    for d in &settings.dialects {
+        if d.mode == RevokeMode::Terminate
+            && matches!(
+                d.kind,
+                dialect::DialectKind::LangSmith | dialect::DialectKind::Codegen
+            )
+        {
+            tracing::warn!(
+                dialect = d.kind.name(),
+                "terminate mode with neither [tokens.verify] nor tokens.identity_headers.sub: its revoke calls cannot identify a caller and will all be answered 401"
+            );
+        }
+    }
+}
+
 /// `/api` matches `/api`, `/api/` and `/api/x`, not `/apix`.
 fn prefix_matches(prefix: &str, path: &str) -> bool {
     match path.strip_prefix(prefix) {
@@ -541,8 +620,12 @@ impl Gateway {
         }
     }
 
-    /// Replaces the runtime (config reload); in-flight requests finish on the old one.
+    /// Replaces the runtime (config reload); in-flight requests finish on the
+    /// old one. A JWKS already fetched from an unchanged URL is carried over.
     pub fn reload(&self, runtime: Runtime) {
+        if let (Some(new), Some(old)) = (&runtime.verifier, &self.runtime.load().verifier) {
+            new.adopt_keys(old);
+        }
         self.runtime.store(Arc::new(runtime));
     }
 
@@ -842,7 +925,8 @@ impl Gateway {
                     Ok(i) => i,
                     Err(vendor_error) => return Ok(Revoked::Answered(render(d, vendor_error))),
                 };
-                let Some(cmd) = rt.command(intent, &parts.headers, parts.uri.query()) else {
+                let command = rt.command(intent, &parts.headers, parts.uri.query(), d.mode);
+                let Some(cmd) = command.await else {
                     return Ok(Revoked::Answered(render(d, d.dialect.unauthenticated())));
                 };
                 match self.store.apply(cmd).await {
@@ -859,9 +943,13 @@ impl Gateway {
             }
             RevokeMode::Forward => {
                 // Decide what would be applied before the request is handed on.
-                let cmd = parsed
-                    .ok()
-                    .map(|intent| rt.command(intent, &parts.headers, parts.uri.query()));
+                let cmd = match parsed {
+                    Ok(intent) => Some(
+                        rt.command(intent, &parts.headers, parts.uri.query(), d.mode)
+                            .await,
+                    ),
+                    Err(_) => None,
+                };
                 let body = match (buffered, stream) {
                     (Some(bytes), _) => full(bytes),
                     (None, Some(s)) => s,

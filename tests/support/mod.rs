@@ -18,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod jwks;
 pub mod jws;
 pub mod prometheus;
 pub mod raw;

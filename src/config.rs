@@ -97,6 +97,10 @@ pub struct ServerConfig {
     pub h2_keepalive_timeout: Duration,
     /// HTTP/2: most streams a client may have open on one connection.
     pub h2_max_concurrent_streams: u32,
+    /// An upgraded (WebSocket) connection on which nothing moved either way
+    /// for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub upgrade_idle_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -123,6 +127,7 @@ impl Default for ServerConfig {
             h2_keepalive_interval: Duration::from_secs(30),
             h2_keepalive_timeout: Duration::from_secs(10),
             h2_max_concurrent_streams: 256,
+            upgrade_idle_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -816,6 +821,12 @@ impl Config {
                 "server.h2_keepalive_timeout",
                 self.server.h2_keepalive_timeout,
             ),
+            (
+                "server.upgrade_idle_timeout",
+                self.server.upgrade_idle_timeout,
+            ),
+            // Capped so that no deadline computed from it can overflow.
+            ("server.body_idle_timeout", self.server.body_idle_timeout),
         ] {
             if d.is_zero() || d > Duration::from_secs(24 * 3600) {
                 return Err(ConfigError::new(key, "must be between 1ms and 24h"));

@@ -10,6 +10,10 @@
 //! promised bytes, or an upstream that stops mid-body, holds a connection
 //! pair (and its memory) for as long as the peer likes.
 //!
+//! Upgraded connections (WebSocket) are spliced through [`Watched`] I/O
+//! that marks one shared [`Activity`]: the splice ends when nothing has
+//! moved either way for `server.upgrade_idle_timeout`.
+//!
 //! The deadline moves on each frame; the timer is re-armed only when it
 //! fires before the current deadline (as the fast path's `Deadline` does),
 //! so a busy body costs a clock read per frame, not a timer operation.
@@ -102,6 +106,98 @@ where
 
     fn size_hint(&self) -> SizeHint {
         self.inner.size_hint()
+    }
+}
+
+// === upgraded connections ===
+
+/// When the last byte moved on a spliced pair of connections, shared by
+/// both sides' [`Watched`] wrappers.
+#[derive(Debug)]
+pub struct Activity {
+    base: Instant,
+    /// Milliseconds after `base`.
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Activity {
+    /// Active now.
+    pub fn new() -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Activity {
+            base: Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        })
+    }
+
+    fn touch(&self) {
+        let ms = self.base.elapsed().as_millis() as u64;
+        self.last_ms
+            .fetch_max(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    fn last(&self) -> Instant {
+        self.base + Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    /// Resolves once nothing has moved for `timeout`.
+    pub async fn quiet_for(&self, timeout: Duration) {
+        loop {
+            let deadline = self.last() + timeout;
+            if Instant::now() >= deadline {
+                return;
+            }
+            tokio::time::sleep_until(deadline).await;
+        }
+    }
+}
+
+/// An I/O object that marks its [`Activity`] on every byte read or written.
+pub struct Watched<T> {
+    inner: T,
+    activity: std::sync::Arc<Activity>,
+}
+
+impl<T> Watched<T> {
+    /// Wraps `inner`.
+    pub fn new(inner: T, activity: std::sync::Arc<Activity>) -> Self {
+        Watched { inner, activity }
+    }
+}
+
+impl<T: tokio::io::AsyncRead + Unpin> tokio::io::AsyncRead for Watched<T> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.activity.touch();
+        }
+        r
+    }
+}
+
+impl<T: tokio::io::AsyncWrite + Unpin> tokio::io::AsyncWrite for Watched<T> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        let r = Pin::new(&mut self.inner).poll_write(cx, buf);
+        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
+            self.activity.touch();
+        }
+        r
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }
 

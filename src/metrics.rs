@@ -79,6 +79,7 @@ const STORE_BACKLOG: &str = "revgate_store_journal_backlog";
 const STORE_TOKEN_RULES: &str = "revgate_store_token_rules";
 const STORE_SCOPE_RULES: &str = "revgate_store_scope_rules";
 const RELOADS: &str = "revgate_reloads_total";
+const LIVE_CLOSED: &str = "revgate_live_sessions_closed_total";
 const CONNECTIONS_OPEN: &str = "revgate_connections_open";
 const CONNECTIONS_LIMITED: &str = "revgate_connections_limited_total";
 
@@ -166,6 +167,10 @@ fn describe() {
     describe_gauge!(STORE_TOKEN_RULES, "Live token revocations.");
     describe_gauge!(STORE_SCOPE_RULES, "Live scope revocations.");
     describe_counter!(RELOADS, "Reloads (config, tls) by result.");
+    describe_counter!(
+        LIVE_CLOSED,
+        "Upgraded connections and HTTP/2 streams closed because a revocation covered their credential, by kind."
+    );
     describe_gauge!(CONNECTIONS_OPEN, "Client connections open.");
     describe_counter!(
         CONNECTIONS_LIMITED,
@@ -322,6 +327,12 @@ pub fn revocation_apply_failed(source: &str) {
 /// LangSmith call whose credential carries no `sub`).
 pub fn unidentified_revoke(dialect: &str) {
     metrics::counter!(UNIDENTIFIED, "dialect" => dialect.to_owned()).increment(1);
+}
+
+/// Counts one live session (`kind`: `upgrade` or `h2_stream`) closed by a
+/// revocation.
+pub fn live_session_closed(kind: &'static str) {
+    metrics::counter!(LIVE_CLOSED, "kind" => kind).increment(1);
 }
 
 /// Sets the bloom filter gauges (after each rebuild or periodically).

@@ -32,6 +32,19 @@
 //!
 //! The query string is never logged: it may carry `access_token` or Nylas's
 //! `token`.
+//!
+//! Revocation reaches live traffic ([`crate::store::live`]): an upgrade
+//! request or an HTTP/2 stream that passes the verdict with a credential is
+//! registered as a live session before it is forwarded. Its request body,
+//! the wait for the upstream's head, its response body and, after a 101,
+//! the splice of the two upgraded connections all race the session's
+//! cancellation: once a revocation covers the credential, the splice drops
+//! both connections, and a body ends with an error, so hyper resets the h2
+//! stream (the connection's other streams go on) or closes an HTTP/1.1
+//! connection. A revocation that lands before the upstream's head is
+//! answered 401 as the verdict would. Plain HTTP/1.1 requests are not
+//! registered: each is judged anew, and the keep-alive connection's next
+//! request is too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -51,6 +64,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Route, Settings};
 use crate::credentials::{self, FingerprintKey};
 use crate::dialect::{self, Dialect, DialectResponse, RevokeCall, RevokeIntent, RevokeMode};
+use crate::store::live::{self, Admitted, LiveSession, SessionKind};
 use crate::store::{now_unix, RevocationCommand, RevocationStore, ScopeKey, ScopeRule, TokenRule};
 use crate::verdict::{self, Checker, Verdict};
 
@@ -64,10 +78,6 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
     Full::new(bytes.into())
         .map_err(|never| match never {})
         .boxed()
-}
-
-fn incoming(body: Incoming) -> Body {
-    body.map_err(|e| Box::new(e) as BoxError).boxed()
 }
 
 /// A client's request body as forwarded: its trailer section is dropped
@@ -119,6 +129,10 @@ pub enum ProxyError {
     /// 501); relaying it would hand the upstream coded bytes as plain ones.
     #[error("unsupported transfer coding")]
     TransferCoding,
+    /// The credential was revoked while the request waited for the
+    /// upstream's head: 401 `invalid_token`, as the verdict answers.
+    #[error("credential revoked in flight")]
+    RevokedInFlight,
 }
 
 impl ProxyError {
@@ -133,6 +147,7 @@ impl ProxyError {
             ProxyError::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ProxyError::BadHost => StatusCode::BAD_REQUEST,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::RevokedInFlight => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -168,6 +183,7 @@ impl ProxyError {
                 "not_implemented",
                 "The request's transfer coding is not supported",
             ),
+            ProxyError::RevokedInFlight => return verdict::revoked(),
         };
         let body = serde_json::json!({"error": error, "error_description": description});
         verdict::json_response(self.status(), Bytes::from(body.to_string()))
@@ -779,12 +795,29 @@ impl Gateway {
             return h;
         }
 
-        // 4. forward
+        // 4. forward; an upgrade or an h2 stream as a live session, closed
+        // when a revocation covers its credential.
+        let session = match h.fingerprint {
+            Some(fp) => match live_kind(parts.version, &parts.headers) {
+                Some(kind) => Some(self.admit_live(rt, &parts, form.as_deref(), fp, kind).await),
+                None => None,
+            },
+            None => None,
+        };
+        if session.as_ref().is_some_and(LiveSession::is_revoked) {
+            h.outcome = Outcome::Revoked;
+            h.response = verdict::revoked().map(full);
+            return h;
+        }
         let started = Instant::now();
-        let result = forward(rt, route, parts, body, conn).await;
+        let result = forward(rt, route, parts, body, conn, session).await;
         h.upstream_time = Some(started.elapsed());
         h.response = match result {
             Ok(r) => r,
+            Err(ProxyError::RevokedInFlight) => {
+                h.outcome = Outcome::Revoked;
+                ProxyError::RevokedInFlight.into_response()
+            }
             Err(e) => {
                 h.outcome = Outcome::UpstreamError;
                 if let Some(suppressed) = rt.warnings.upstream.admit() {
@@ -794,6 +827,38 @@ impl Gateway {
             }
         };
         h
+    }
+
+    /// Registers a request that passed with credential `fp` as a live
+    /// session, under every name the verdict judged it by (its token, a
+    /// second token that came with it, its `jti` when that revocation is
+    /// on) and with its attributes, for scope rules.
+    async fn admit_live(
+        &self,
+        rt: &Runtime,
+        parts: &http::request::Parts,
+        form: Option<&[u8]>,
+        fp: crate::credentials::Fingerprint,
+        kind: SessionKind,
+    ) -> LiveSession {
+        let headers = &parts.headers;
+        let checker = &rt.checker;
+        let mut admitted = Admitted::new(fp);
+        if let Ok(Some(c)) = checker.credential(headers, parts.uri.query(), form) {
+            if let Some(extra) = c.extra() {
+                admitted.also(checker.key.token_fingerprint(extra));
+            }
+            let attributes =
+                credentials::attributes(c.token(), headers, &rt.settings.attribute_sources);
+            if let (true, Some(jti)) = (checker.jti, attributes.jti.as_deref()) {
+                if let Some(iss) = attributes.iss.as_deref() {
+                    admitted.also(checker.key.jti_fingerprint(Some(iss), jti));
+                }
+                admitted.also(checker.key.jti_fingerprint(None, jti));
+            }
+            admitted.attributes = attributes;
+        }
+        live::admit(&*self.store, admitted, kind).await
     }
 
     // === revoke endpoints ===
@@ -887,7 +952,7 @@ impl Gateway {
                     (None, Some(s)) => s,
                     (None, None) => full(Bytes::new()),
                 };
-                let resp = forward(rt, route, parts, body, conn).await?;
+                let resp = forward(rt, route, parts, body, conn, None).await?;
                 if resp.status().is_success() {
                     match cmd {
                         Some(Some(cmd)) => self.apply_or_retry(cmd, source).await,
@@ -1094,6 +1159,18 @@ pub(crate) static HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
+/// Whether a request that passed with a credential is registered as a live
+/// session, and as what: upgrades and HTTP/2 streams, never plain HTTP/1.x.
+fn live_kind(version: http::Version, headers: &HeaderMap) -> Option<SessionKind> {
+    if version == http::Version::HTTP_2 {
+        Some(SessionKind::Stream)
+    } else if is_upgrade(headers) {
+        Some(SessionKind::Upgrade)
+    } else {
+        None
+    }
+}
+
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
         && headers
@@ -1209,14 +1286,22 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Sends a request to the route's upstream and returns its response, with
-/// hygiene applied both ways; splices upgraded connections on a 101.
+/// hygiene applied both ways; splices upgraded connections on a 101. With a
+/// live `session`, both bodies, the wait for the head and the splice end
+/// when it is revoked (see the module docs).
 async fn forward(
     rt: &Runtime,
     route: &Route,
     mut parts: http::request::Parts,
     body: Body,
     conn: ClientConn,
+    session: Option<LiveSession>,
 ) -> Result<Response<Body>, ProxyError> {
+    let revoked = session.as_ref().map(|s| s.token().clone());
+    let body = match &revoked {
+        Some(token) => EndOnRevoke::new(body, token.clone(), None).boxed(),
+        None => body,
+    };
     let upgrade = is_upgrade(&parts.headers);
     let client_upgrade = if upgrade {
         parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
@@ -1263,12 +1348,19 @@ async fn forward(
         let _ = sent_rx.await;
         tokio::time::sleep(timeout).await;
     };
+    let revoked_wait = async {
+        match &revoked {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         r = request => Ok(r),
-        _ = deadline => Err(()),
+        _ = deadline => Err(ProxyError::UpstreamTimeout),
+        _ = revoked_wait => Err(ProxyError::RevokedInFlight),
     };
     let mut resp = match result {
-        Err(()) => return Err(ProxyError::UpstreamTimeout),
+        Err(e) => return Err(e),
         // The client's body stopped (hyper's client reports our body's error).
         Ok(Err(e)) if crate::idle::is_idle(&e) => return Err(ProxyError::ClientTimeout),
         Ok(Err(e)) if is_timeout(&e) => return Err(ProxyError::UpstreamTimeout),
@@ -1286,27 +1378,140 @@ async fn forward(
     };
 
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let mut session = session;
     if switching {
         if let (Some(client_side), Ok(upstream_side)) =
             (client_upgrade, hyper::upgrade::on(&mut resp).await)
         {
-            tokio::spawn(async move {
-                match client_side.await {
-                    Ok(client_io) => {
-                        let mut client_io = TokioIo::new(client_io);
-                        let mut upstream_io = TokioIo::new(upstream_side);
-                        let _ =
-                            tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
-                }
-            });
+            // The session (and its registry entry) lives as long as the splice.
+            let session = session.take();
+            tokio::spawn(splice(
+                client_side,
+                upstream_side,
+                session,
+                rt.settings.raw.server.upgrade_idle_timeout,
+            ));
         }
     }
     let (mut rparts, rbody) = resp.into_parts();
     strip_hop_by_hop(&mut rparts.headers, switching);
     append_static(&mut rparts.headers, header::VIA, "1.1 revgate");
-    Ok(Response::from_parts(rparts, incoming(rbody)))
+    // An upstream that stops mid-body is given up like a client that does.
+    let rbody = crate::idle::IdleBody::new(rbody, rt.settings.raw.server.body_idle_timeout).boxed();
+    let rbody = match session {
+        Some(s) => EndOnRevoke::new(rbody, s.token().clone(), Some(s)).boxed(),
+        None => rbody,
+    };
+    Ok(Response::from_parts(rparts, rbody))
+}
+
+/// Relays an upgraded connection both ways until either side closes,
+/// nothing moves for `server.upgrade_idle_timeout`, or the session's
+/// credential is revoked: then both connections are dropped (closed) at
+/// once, whatever either side still has in flight.
+async fn splice(
+    client_side: hyper::upgrade::OnUpgrade,
+    upstream_side: hyper::upgrade::Upgraded,
+    session: Option<LiveSession>,
+    idle_timeout: Duration,
+) {
+    let client_io = match client_side.await {
+        Ok(io) => io,
+        Err(e) => {
+            tracing::debug!(error = %e, "client upgrade failed");
+            return;
+        }
+    };
+    let activity = crate::idle::Activity::new();
+    let mut client_io = crate::idle::Watched::new(TokioIo::new(client_io), activity.clone());
+    let mut upstream_io = crate::idle::Watched::new(TokioIo::new(upstream_side), activity.clone());
+    let relay = tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io);
+    let revoked = async {
+        match &session {
+            Some(s) => s.token().cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = relay => {}
+        _ = revoked => {}
+        _ = activity.quiet_for(idle_timeout) => {
+            tracing::debug!(timeout = ?idle_timeout, "upgraded connection idle: closed");
+        }
+    }
+}
+
+/// A body that ends with an error once its session is revoked: hyper then
+/// resets the h2 stream, or closes the HTTP/1.1 connection, instead of
+/// carrying on. It may own the session, whose registry entry then lives as
+/// long as the body.
+///
+/// A frame costs one atomic load while the body has data ready; the
+/// cancellation's waker is registered only when the body would wait.
+struct EndOnRevoke {
+    inner: Body,
+    token: CancellationToken,
+    revoked: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    ended: bool,
+    _session: Option<LiveSession>,
+}
+
+impl EndOnRevoke {
+    fn new(inner: Body, token: CancellationToken, session: Option<LiveSession>) -> Self {
+        EndOnRevoke {
+            inner,
+            revoked: Box::pin(token.clone().cancelled_owned()),
+            token,
+            ended: false,
+            _session: session,
+        }
+    }
+
+    fn end(&mut self) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.ended = true;
+        // Drop what the upstream (or client) still had for this stream.
+        self.inner = full(Bytes::new());
+        std::task::Poll::Ready(Some(Err(Box::new(RevokedStream))))
+    }
+}
+
+/// The error a revoked session's body ends with (never shown to a client).
+#[derive(Debug, thiserror::Error)]
+#[error("the credential of this stream was revoked")]
+struct RevokedStream;
+
+impl http_body::Body for EndOnRevoke {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if self.ended {
+            return std::task::Poll::Ready(None);
+        }
+        if self.token.is_cancelled() {
+            return self.end();
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            std::task::Poll::Pending => {
+                if std::future::Future::poll(self.revoked.as_mut(), cx).is_ready() {
+                    return self.end();
+                }
+                std::task::Poll::Pending
+            }
+            ready => ready,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A body that reports when it has been read to its end (or dropped).

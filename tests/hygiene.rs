@@ -268,3 +268,32 @@ async fn a_stalled_body_is_given_up_on_the_hyper_path_too() {
         "a cut form reached the upstream"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_upgraded_connection_is_closed_and_a_busy_one_is_not() {
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new()
+        .upstream(&up.url)
+        .toml("[server]\nupgrade_idle_timeout = \"1s\"\n")
+        .spawn();
+    let open = || {
+        let mut c = support::raw::RawClient::connect(gw.addr);
+        c.send(b"GET /ws HTTP/1.1\r\nhost: x\r\nconnection: upgrade\r\nupgrade: websocket\r\n\r\n");
+        assert_eq!(c.head_response().status(), 101);
+        c
+    };
+    // A busy one: a byte echoed every 300 ms, 10 times (3 s, well past the
+    // timeout), stays open.
+    let mut busy = open();
+    for i in 0..10u8 {
+        std::thread::sleep(Duration::from_millis(300));
+        busy.send(&[b'a' + i]);
+        assert!(
+            busy.read_until(Duration::from_secs(5), |b, _| b.ends_with(&[b'a' + i])),
+            "busy connection stopped echoing at {i}"
+        );
+    }
+    // An idle one is closed (waited for as an event).
+    let mut idle = open();
+    assert!(idle.closed(), "idle upgraded connection still open");
+}

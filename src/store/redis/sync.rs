@@ -24,6 +24,12 @@
 //! tailing starts from its id; else (absent, corrupt, too old) it scans as
 //! above. Every successful scan (a load's or a maintenance rebuild's)
 //! writes a new snapshot, its id noted before the scan began.
+//!
+//! Live sessions ([`crate::store::live`]) learn a load's rules as every
+//! other rule: a scan's fingerprints and every scope rule pass through the
+//! cache. A snapshot's bits carry no fingerprints, so after installing one
+//! the open sessions whose credential the new filter may hold are looked up
+//! exactly ([`recheck_live`]) and closed when revoked.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -38,6 +44,7 @@ use super::keys::{EventId, KeyKind};
 use super::link::{is_fatal, tail_block};
 use super::{snapshot, Inner};
 use crate::store::cache::AtomicBloom;
+use crate::store::live::Rule;
 use crate::store::{now_unix, RevocationCommand, RevocationTarget, ScopeRule};
 
 /// Keys asked for per `SCAN` page.
@@ -599,6 +606,7 @@ async fn load_snapshot(
     inner.token_rules.store(h.token_rules, Ordering::Relaxed);
     inner.snapshot_loads.fetch_add(1, Ordering::Relaxed);
     metrics::counter!("revgate_redis_snapshot_loads_total").increment(1);
+    recheck_live(inner, cmd).await;
     if h.token_rules > h.capacity {
         // Sized by whoever wrote it, for fewer rules: complete but over-full.
         inner.rebuild_now.notify_one();
@@ -612,6 +620,31 @@ async fn load_snapshot(
         "revocations loaded from redis"
     );
     Ok(Some(h.at))
+}
+
+/// Closes the live sessions whose credential a freshly installed snapshot
+/// revoked: a bloom hit is looked up exactly (`GET`); one that cannot be
+/// answered closes the session (fail closed, as the verdict would).
+async fn recheck_live(inner: &Inner, cmd: &mut MultiplexedConnection) {
+    let live = inner.cache.live();
+    let now = now_unix();
+    for fp in live.fingerprints() {
+        if !inner.cache.may_contain(&fp) {
+            continue;
+        }
+        let value: Result<Option<String>, RedisError> = ::redis::cmd("GET")
+            .arg(inner.keys.token(&fp))
+            .query_async(cmd)
+            .await;
+        let revoked = match value {
+            Ok(None) => false,
+            Ok(Some(v)) => v.parse::<u64>().map_or(true, |exp| exp > now),
+            Err(_) => true,
+        };
+        if revoked {
+            live.revoked(Rule::Token(&fp));
+        }
+    }
 }
 
 /// Writes the snapshot of a finished scan that began after stream id `at`

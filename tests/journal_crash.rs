@@ -65,7 +65,7 @@ async fn preload(path: &std::path::Path) {
     let rules = (0..PRELOADED_RULES).map(|i| {
         let mut b = [0u8; 16];
         b[..8].copy_from_slice(&i.to_le_bytes());
-        b[8..].copy_from_slice(&0x5eed_0f_c0ffee_u64.to_le_bytes());
+        b[8..].copy_from_slice(&0x5eed_0fc0_ffee_u64.to_le_bytes());
         RevocationCommand::Token(TokenRule {
             fingerprint: Fingerprint::from_bytes(b),
             expires_at: far,
@@ -227,6 +227,7 @@ async fn every_acknowledged_revocation_survives_kill9_during_compaction() {
     let mut all: Vec<Acked> = Vec::new();
     let mut total_lost = 0usize;
     let mut done = 0u64;
+    let mut kills_mid_compaction = 0usize;
     for round in 0..rounds {
         if started.elapsed() > BUDGET {
             break;
@@ -252,6 +253,10 @@ async fn every_acknowledged_revocation_survives_kill9_during_compaction() {
         tokio::time::sleep(Duration::from_millis(rng.between(200, 1500))).await;
         gw.kill9();
         stop.store(true, Ordering::Relaxed);
+        // Evidence the kill fell inside a compaction: its snapshot file was
+        // there (the next start removes it).
+        let mid_compaction = dir.path().join("revgate.journal.compact").exists();
+        kills_mid_compaction += usize::from(mid_compaction);
         for c in clients {
             c.await.unwrap();
         }
@@ -259,7 +264,7 @@ async fn every_acknowledged_revocation_survives_kill9_during_compaction() {
         gw.restart();
         let lost_now = lost(&gw, &up, &acked).await;
         println!(
-            "round {round}: acknowledged {}, lost {}",
+            "round {round}: acknowledged {}, lost {}, killed mid-compaction: {mid_compaction}",
             acked.len(),
             lost_now.len()
         );
@@ -270,7 +275,7 @@ async fn every_acknowledged_revocation_survives_kill9_during_compaction() {
     // A later compaction must not drop what an earlier one kept.
     let lost_at_end = lost(&gw, &up, &all).await;
     println!(
-        "journal crash test: {done} rounds, {} acknowledged, {total_lost} lost after their round's kill, {} lost at the end",
+        "journal crash test: {done} rounds ({kills_mid_compaction} killed mid-compaction), {} acknowledged, {total_lost} lost after their round's kill, {} lost at the end",
         all.len(),
         lost_at_end.len()
     );

@@ -69,7 +69,10 @@ fn run(n: usize, runs: usize) -> Result<(), String> {
         decode.push(t.elapsed().as_secs_f64());
         drop(j);
         if count != n || report.torn_bytes != 0 {
-            return Err(format!("decoded {count} of {n}, torn {}", report.torn_bytes));
+            return Err(format!(
+                "decoded {count} of {n}, torn {}",
+                report.torn_bytes
+            ));
         }
     }
 

@@ -28,7 +28,7 @@ const REVOKED_BODY: &str =
 
 /// Rules written to the journal before the first start, so that every
 /// compaction has real work to do and appends keep arriving while it runs.
-const PRELOADED_RULES: u64 = 40_000;
+const PRELOADED_RULES: u64 = 100_000;
 /// Rounds in the normal test run.
 const ROUNDS: u64 = 12;
 /// The whole test stops starting new rounds after this long.
@@ -74,6 +74,25 @@ async fn preload(path: &std::path::Path) {
     let (journal, _, _) = Journal::open(path).unwrap();
     journal.rewrite(rules).await.unwrap();
     journal.close();
+}
+
+/// Waits until the gateway has replayed its journal and serves (`/readyz`
+/// 200), so the kill falls while it revokes and compacts, not while it loads.
+async fn ready(gw: &RunningGateway) {
+    let c = client();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let req = get(&format!("{}/readyz", gw.admin_url))
+            .body(Default::default())
+            .unwrap();
+        if let Ok(Ok(r)) = tokio::time::timeout(Duration::from_secs(30), c.request(req)).await {
+            if r.status() == 200 {
+                return;
+            }
+        }
+        assert!(Instant::now() < deadline, "the gateway never became ready");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// One revoking client: revokes until `stop` or until the gateway is gone,
@@ -232,6 +251,7 @@ async fn every_acknowledged_revocation_survives_kill9_during_compaction() {
         if started.elapsed() > BUDGET {
             break;
         }
+        ready(&gw).await;
         let stop = Arc::new(AtomicBool::new(false));
         let acked = Arc::new(Mutex::new(Vec::new()));
         // 3 RFC 7009 clients, 2 admin token clients, 1 admin scope client.

@@ -4,11 +4,20 @@
 //!
 //! # Records
 //!
-//! Framing: `[len: u32 LE][crc32(payload): u32 LE][payload]`, the payload a
-//! JSON [`RevocationCommand`] (fingerprints only, never raw tokens). A torn or
-//! corrupt tail (a `kill -9` mid-write, a bad sector) is detected by a short
-//! read or a CRC mismatch: replay keeps the good prefix, reports what it cut,
-//! and truncates the file there so later appends follow good records.
+//! The file starts with a header carrying a format version; each record is
+//! framed `[len: u32 LE][crc32(payload): u32 LE][payload]`, the payload a
+//! kind byte and a binary body (fingerprints only, never raw tokens): see
+//! [`record`] for the layout. A torn or corrupt tail (a `kill -9` mid-write,
+//! a bad sector) is detected by a short read or a CRC mismatch: replay keeps
+//! the good prefix, reports what it cut, and truncates the file there so
+//! later appends follow good records. A record with a good CRC that does not
+//! decode (a kind from a newer build) stops the start instead: cutting it
+//! would drop acknowledged revocations.
+//!
+//! Upgrade: a journal written before the versioned format (no header, JSON
+//! payloads) is replayed and rewritten in the current format at open, beside
+//! it, fsync'd and renamed over it (a crash before the rename leaves the old
+//! file, upgraded again next time).
 //!
 //! # Group commit
 //!
@@ -71,6 +80,8 @@ use tokio::sync::oneshot;
 
 use super::RevocationCommand;
 
+pub mod record;
+
 /// Largest record accepted on replay; anything larger is corruption.
 const MAX_RECORD: usize = 1 << 20;
 /// Most appends gathered into one fsync.
@@ -83,6 +94,8 @@ pub struct ReplayReport {
     pub records: u64,
     /// Bytes cut from a torn or corrupt tail (0 when the file was clean).
     pub torn_bytes: u64,
+    /// The format version the file was upgraded from, if it was.
+    pub upgraded_from: Option<u8>,
 }
 
 /// A point in the journal, from [`Journal::mark`]: everything appended
@@ -118,7 +131,7 @@ impl Snapshot {
     /// Writes one live rule into the snapshot.
     pub fn push(&mut self, cmd: &RevocationCommand) -> io::Result<()> {
         self.record.clear();
-        encode_into(&mut self.record, cmd)?;
+        record::encode_into(&mut self.record, cmd);
         let out = self
             .out
             .as_mut()
@@ -178,21 +191,30 @@ impl std::fmt::Debug for Journal {
     }
 }
 
-fn encode_into(buf: &mut Vec<u8>, cmd: &RevocationCommand) -> io::Result<()> {
-    let payload = serde_json::to_vec(cmd).map_err(io::Error::other)?;
-    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
-    buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
-    buf.extend_from_slice(&payload);
-    Ok(())
+/// Which record format a file holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Format {
+    /// No header, JSON payloads (before issue 10): read, then upgraded.
+    V1,
+    /// [`record::HEADER`], binary payloads.
+    V2,
 }
 
-/// Decodes the good prefix of a journal, streaming (memory stays flat
-/// whatever the journal's size): the commands, and the length of that prefix.
-fn decode(reader: impl Read, mut each: impl FnMut(RevocationCommand)) -> io::Result<(u64, u64)> {
+/// Decodes the good prefix of a journal from `reader` (positioned after the
+/// header), streaming: memory stays flat whatever the journal's size.
+/// Returns the records decoded and the prefix's length, from `start`. A
+/// torn or corrupt record ends the prefix; a version-2 record with a good
+/// checksum that does not decode is an error (see [`record`]).
+fn decode(
+    reader: impl Read,
+    format: Format,
+    start: u64,
+    mut each: impl FnMut(RevocationCommand) -> io::Result<()>,
+) -> io::Result<(u64, u64)> {
     let mut reader = io::BufReader::with_capacity(256 * 1024, reader);
     let mut records = 0u64;
-    let mut good: u64 = 0;
-    let mut head = [0u8; 8];
+    let mut good: u64 = start;
+    let mut head = [0u8; record::FRAME];
     let mut payload = Vec::with_capacity(256);
     loop {
         if !read_full(&mut reader, &mut head)? {
@@ -207,12 +229,21 @@ fn decode(reader: impl Read, mut each: impl FnMut(RevocationCommand)) -> io::Res
         if !read_full(&mut reader, &mut payload)? || crc32fast::hash(&payload) != crc {
             break;
         }
-        match serde_json::from_slice::<RevocationCommand>(&payload) {
-            Ok(cmd) => each(cmd),
-            Err(_) => break,
-        }
+        let cmd = match format {
+            Format::V1 => match record::decode_v1_payload(&payload) {
+                Some(cmd) => cmd,
+                None => break,
+            },
+            Format::V2 => record::decode_payload(&payload).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("journal record at byte {good}: {e}"),
+                )
+            })?,
+        };
+        each(cmd)?;
         records += 1;
-        good += 8 + len as u64;
+        good += (record::FRAME + len) as u64;
     }
     Ok((records, good))
 }
@@ -249,6 +280,121 @@ fn closed() -> io::Error {
     io::Error::new(io::ErrorKind::BrokenPipe, "journal writer stopped")
 }
 
+/// Replays the journal at `path` into `each`, cuts a torn tail, writes the
+/// header of a new file and upgrades a version-1 file; returns the length of
+/// the good prefix (where appends go on) and what was found.
+fn replay(path: &Path, mut each: impl FnMut(RevocationCommand)) -> io::Result<(u64, ReplayReport)> {
+    let mut file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create(true)
+        .truncate(false)
+        .open(path)?;
+    let size = file.metadata()?.len();
+    let mut header = [0u8; record::HEADER.len()];
+    let have_header = read_full(&mut file, &mut header)?;
+    if !have_header {
+        // New, or shorter than a header: a crash while it was created (or a
+        // version-1 file torn inside its first record). Nothing in it was
+        // ever acknowledged.
+        file.set_len(0)?;
+        file.seek(SeekFrom::Start(0))?;
+        file.write_all(&record::HEADER)?;
+        file.sync_all()?;
+        sync_dir(path)?;
+        let report = ReplayReport {
+            torn_bytes: size,
+            ..ReplayReport::default()
+        };
+        return Ok((record::HEADER.len() as u64, report));
+    }
+    if header[..4] == record::MAGIC {
+        if header[4] != record::VERSION {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "journal format version {} is unknown to this build (it writes {})",
+                    header[4],
+                    record::VERSION
+                ),
+            ));
+        }
+        let start = record::HEADER.len() as u64;
+        let (records, good) = decode(&mut file, Format::V2, start, |c| {
+            each(c);
+            Ok(())
+        })?;
+        if good < size {
+            file.set_len(good)?;
+            file.sync_all()?;
+        }
+        let report = ReplayReport {
+            records,
+            torn_bytes: size - good,
+            upgraded_from: None,
+        };
+        return Ok((good, report));
+    }
+    drop(file);
+    upgrade_v1(path, size, each)
+}
+
+/// Replays a version-1 (JSON) journal and rewrites it in the current format
+/// in one pass: the new file is written beside it, fsync'd and renamed over
+/// it. A crash before the rename leaves the old file, upgraded again at the
+/// next start; after it, the new one. Its torn tail, if any, is not copied.
+fn upgrade_v1(
+    path: &Path,
+    size: u64,
+    mut each: impl FnMut(RevocationCommand),
+) -> io::Result<(u64, ReplayReport)> {
+    let old = File::open(path)?;
+    let tmp = compact_path(path);
+    let result = (|| {
+        let mut out = BufWriter::with_capacity(1 << 20, File::create(&tmp)?);
+        out.write_all(&record::HEADER)?;
+        let mut buf = Vec::with_capacity(64);
+        let mut written = record::HEADER.len() as u64;
+        let (records, good) = decode(old, Format::V1, 0, |cmd| {
+            buf.clear();
+            record::encode_into(&mut buf, &cmd);
+            out.write_all(&buf)?;
+            written += buf.len() as u64;
+            each(cmd);
+            Ok(())
+        })?;
+        let file = out.into_inner().map_err(|e| e.into_error())?;
+        file.sync_all()?;
+        drop(file);
+        std::fs::rename(&tmp, path)?;
+        sync_dir(path)?;
+        Ok((written, records, good))
+    })();
+    let (written, records, good) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(e);
+        }
+    };
+    tracing::info!(
+        journal = %path.display(),
+        records,
+        from_bytes = size,
+        to_bytes = written,
+        "journal upgraded from format version 1 (JSON) to {}",
+        record::VERSION
+    );
+    Ok((
+        written,
+        ReplayReport {
+            records,
+            torn_bytes: size - good,
+            upgraded_from: Some(1),
+        },
+    ))
+}
+
 impl Journal {
     /// Opens (or creates) the journal at `path`, replays its good prefix and
     /// truncates a torn tail. Returns the journal, the replayed commands in
@@ -277,23 +423,7 @@ impl Journal {
                 Err(e) => return Err(e),
             }
         }
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)?;
-        let size = file.metadata()?.len();
-        let (records, good) = decode(&mut file, each)?;
-        let report = ReplayReport {
-            records,
-            torn_bytes: size - good,
-        };
-        if report.torn_bytes > 0 {
-            file.set_len(good)?;
-            file.sync_all()?;
-        }
-        drop(file);
+        let (good, report) = replay(path, each)?;
         let file = OpenOptions::new().append(true).open(path)?;
         let appended = Arc::new(AtomicU64::new(0));
         let (tx, rx) = mpsc::channel();
@@ -342,8 +472,8 @@ impl Journal {
 
     /// Appends one command; returns once it is fsync'd.
     pub async fn append(&self, cmd: &RevocationCommand) -> io::Result<()> {
-        let mut record = Vec::with_capacity(128);
-        encode_into(&mut record, cmd)?;
+        let mut record = Vec::with_capacity(64);
+        record::encode_into(&mut record, cmd);
         let (done, wait) = oneshot::channel();
         self.send(Job::Append(record, done))?;
         wait.await.map_err(|_| closed())?
@@ -357,9 +487,9 @@ impl Journal {
         &self,
         live: impl IntoIterator<Item = RevocationCommand>,
     ) -> io::Result<()> {
-        let mut bytes = Vec::new();
+        let mut bytes = record::HEADER.to_vec();
         for cmd in live {
-            encode_into(&mut bytes, &cmd)?;
+            record::encode_into(&mut bytes, &cmd);
         }
         let (done, wait) = oneshot::channel();
         self.send(Job::Rewrite(bytes, done))?;
@@ -384,15 +514,21 @@ impl Journal {
         }
         let path = compact_path(&self.path);
         let busy = self.compacting.clone();
-        let file = match File::create(&path) {
-            Ok(f) => f,
+        let created = File::create(&path).and_then(|f| {
+            let mut out = BufWriter::with_capacity(1 << 20, f);
+            out.write_all(&record::HEADER)?;
+            Ok(out)
+        });
+        let out = match created {
+            Ok(out) => out,
             Err(e) => {
+                let _ = std::fs::remove_file(&path);
                 busy.store(false, Ordering::Release);
                 return Err(e);
             }
         };
         Ok(Snapshot {
-            out: Some(BufWriter::with_capacity(1 << 20, file)),
+            out: Some(out),
             path,
             mark,
             records: 0,
@@ -653,7 +789,8 @@ mod tests {
             report,
             ReplayReport {
                 records: 10,
-                torn_bytes: 0
+                torn_bytes: 0,
+                upgraded_from: None,
             }
         );
     }
@@ -692,7 +829,7 @@ mod tests {
         // A torn tail: half a record.
         let mut torn = good.clone();
         let mut extra = Vec::new();
-        encode_into(&mut extra, &cmd(9)).unwrap();
+        record::encode_into(&mut extra, &cmd(9));
         torn.extend_from_slice(&extra[..extra.len() / 2]);
         std::fs::write(&p, &torn).unwrap();
         let (j, replayed, report) = Journal::open(&p).unwrap();
@@ -815,5 +952,144 @@ mod tests {
         drop(j);
         let (_j, replayed, _) = Journal::open(&p).unwrap();
         assert_eq!(replayed, vec![cmd(7), cmd(8)]);
+    }
+
+    /// A record as the version-1 (JSON) journal wrote it.
+    fn v1_record(buf: &mut Vec<u8>, cmd: &RevocationCommand) {
+        let payload = serde_json::to_vec(cmd).unwrap();
+        buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        buf.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        buf.extend_from_slice(&payload);
+    }
+
+    fn every_kind() -> Vec<RevocationCommand> {
+        use crate::store::{RevocationTarget, ScopeKey, ScopeRule};
+        let key = ScopeKey {
+            sub: "u".into(),
+            org: Some("o".into()),
+            provider: None,
+        };
+        vec![
+            cmd(1),
+            RevocationCommand::Scope(ScopeRule {
+                key: key.clone(),
+                revoked_at: 5,
+                expires_at: 50,
+            }),
+            RevocationCommand::Remove(RevocationTarget::Token(Fingerprint::from_bytes([1; 16]))),
+            RevocationCommand::Remove(RevocationTarget::Scope(key)),
+            cmd(2),
+        ]
+    }
+
+    #[tokio::test]
+    async fn a_version_1_json_journal_is_replayed_and_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j");
+        let mut v1 = Vec::new();
+        for c in every_kind() {
+            v1_record(&mut v1, &c);
+        }
+        // The old journal's torn tail: half a record.
+        let mut torn = Vec::new();
+        v1_record(&mut torn, &cmd(9));
+        v1.extend_from_slice(&torn[..torn.len() / 2]);
+        std::fs::write(&p, &v1).unwrap();
+
+        let (j, replayed, report) = Journal::open(&p).unwrap();
+        assert_eq!(replayed, every_kind());
+        assert_eq!(
+            report,
+            ReplayReport {
+                records: 5,
+                torn_bytes: (torn.len() / 2) as u64,
+                upgraded_from: Some(1),
+            }
+        );
+        let now = std::fs::read(&p).unwrap();
+        assert_eq!(now[..8], record::HEADER);
+        assert!(now.len() < v1.len() / 2, "binary records are smaller");
+        assert!(!compact_path(&p).exists());
+        j.append(&cmd(3)).await.unwrap();
+        drop(j);
+
+        let (_j, replayed, report) = Journal::open(&p).unwrap();
+        let mut want = every_kind();
+        want.push(cmd(3));
+        assert_eq!(replayed, want);
+        assert_eq!(
+            report,
+            ReplayReport {
+                records: 6,
+                torn_bytes: 0,
+                upgraded_from: None,
+            }
+        );
+    }
+
+    #[tokio::test]
+    async fn a_new_journal_starts_with_the_header_and_a_torn_header_is_reset() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j");
+        drop(Journal::open(&p).unwrap());
+        assert_eq!(std::fs::read(&p).unwrap(), record::HEADER);
+        std::fs::write(&p, &record::HEADER[..3]).unwrap();
+        let (j, replayed, report) = Journal::open(&p).unwrap();
+        assert!(replayed.is_empty());
+        assert_eq!(report.torn_bytes, 3);
+        j.append(&cmd(1)).await.unwrap();
+        drop(j);
+        let (_j, replayed, _) = Journal::open(&p).unwrap();
+        assert_eq!(replayed, vec![cmd(1)]);
+    }
+
+    #[tokio::test]
+    async fn a_journal_from_a_newer_build_is_refused_not_truncated() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j");
+        {
+            let (j, _, _) = Journal::open(&p).unwrap();
+            j.append(&cmd(1)).await.unwrap();
+        }
+        // A record kind this build does not know, with a good checksum.
+        let mut bytes = std::fs::read(&p).unwrap();
+        let payload = [77u8, 1, 2, 3];
+        bytes.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        bytes.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        bytes.extend_from_slice(&payload);
+        record::encode_into(&mut bytes, &cmd(2));
+        std::fs::write(&p, &bytes).unwrap();
+        let e = Journal::open(&p).unwrap_err();
+        assert_eq!(e.kind(), io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("record kind 77"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), bytes, "left as it was");
+        // A format version this build does not know.
+        let mut newer = record::HEADER;
+        newer[4] = 3;
+        std::fs::write(&p, newer).unwrap();
+        let e = Journal::open(&p).unwrap_err();
+        assert!(e.to_string().contains("version 3"), "{e}");
+        assert_eq!(std::fs::read(&p).unwrap(), newer);
+    }
+
+    #[tokio::test]
+    async fn every_kind_survives_append_and_compaction() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j");
+        let (j, _, _) = Journal::open(&p).unwrap();
+        for c in every_kind() {
+            j.append(&c).await.unwrap();
+        }
+        let mut snap = j.snapshot(j.mark().await.unwrap()).unwrap();
+        j.append(&cmd(7)).await.unwrap();
+        for c in every_kind() {
+            snap.push(&c).unwrap();
+        }
+        j.install(snap).await.unwrap();
+        drop(j);
+        let (_j, replayed, _) = Journal::open(&p).unwrap();
+        let mut want = every_kind();
+        want.push(cmd(7));
+        assert_eq!(replayed, want);
     }
 }

@@ -81,7 +81,7 @@ impl MemoryStore {
             journal,
             gate: tokio::sync::RwLock::new(()),
             compaction: tokio::sync::Mutex::new(()),
-            pass_size: 1 << 20,
+            pass_size: 4 << 20,
         };
         store.rebuild_bloom();
         Ok((store, report))
@@ -169,7 +169,8 @@ impl MemoryStore {
     /// the fingerprint, uniform for a keyed hash) and encoded after each
     /// pass's locks are released: an apply never waits for encoding or disk
     /// I/O on a shard lock, and the copy held at once stays a fraction of the
-    /// map (24 bytes per rule, 1M rules at most per pass). A rule added
+    /// map (24 bytes per rule, 4M rules at most per pass: 96 MiB; each pass
+    /// scans the whole map, so fewer, larger passes are cheaper). A rule added
     /// between passes may be missed or copied twice: missed ones are in the
     /// journal's tail after the mark, and a duplicate is harmless on replay.
     fn write_snapshot(&self, snapshot: &mut Snapshot) -> std::io::Result<usize> {

@@ -34,6 +34,9 @@ use super::{
 };
 use crate::credentials::Fingerprint;
 
+/// Bytes of a token rule in the journal (see [`super::journal::record`]).
+const TOKEN_RECORD_BYTES: u64 = 33;
+
 /// The embedded revocation store.
 pub struct MemoryStore {
     tokens: DashMap<Fingerprint, u64>,
@@ -46,7 +49,17 @@ pub struct MemoryStore {
     compaction: tokio::sync::Mutex<()>,
     /// Most token rules copied out of the map in one snapshot pass.
     pass_size: usize,
+    /// Test seam: the next apply stops between its append and its memory
+    /// update, says so on the first `Notify` and waits for the second.
+    #[cfg(test)]
+    pause_after_append: std::sync::Mutex<Option<PausePoint>>,
 }
+
+#[cfg(test)]
+type PausePoint = (
+    std::sync::Arc<tokio::sync::Notify>,
+    std::sync::Arc<tokio::sync::Notify>,
+);
 
 /// What [`MemoryStore::maintain`] did.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -69,11 +82,29 @@ impl MemoryStore {
         capacity: usize,
         fp_rate: f64,
     ) -> std::io::Result<(Self, ReplayReport)> {
-        let tokens = DashMap::new();
+        // Sized once for what the file can hold (a token rule is the
+        // smallest common record), instead of rehashing as it grows.
+        let estimate = std::fs::metadata(path)
+            .map(|m| m.len() / TOKEN_RECORD_BYTES)
+            .unwrap_or(0)
+            .min(1 << 27) as usize;
+        let tokens: DashMap<Fingerprint, u64> = DashMap::with_capacity(estimate);
         let cache = LocalCache::new(capacity, fp_rate);
         let now = now_unix();
-        let (journal, report) = Journal::open_with(path, |cmd| {
-            apply_to(&tokens, &cache, &cmd, now);
+        let (journal, report) = Journal::open_with(path, |cmd| match cmd {
+            // The bloom filter is built once from the map below; filling it
+            // record by record as well doubled the cost of a replay.
+            RevocationCommand::Token(rule) => {
+                if rule.expires_at > now {
+                    tokens
+                        .entry(rule.fingerprint)
+                        .and_modify(|exp| *exp = (*exp).max(rule.expires_at))
+                        .or_insert(rule.expires_at);
+                }
+            }
+            other => {
+                apply_to(&tokens, &cache, &other, now);
+            }
         })?;
         let store = MemoryStore {
             tokens,
@@ -82,6 +113,8 @@ impl MemoryStore {
             gate: tokio::sync::RwLock::new(()),
             compaction: tokio::sync::Mutex::new(()),
             pass_size: 4 << 20,
+            #[cfg(test)]
+            pause_after_append: std::sync::Mutex::new(None),
         };
         store.rebuild_bloom();
         Ok((store, report))
@@ -248,6 +281,14 @@ impl RevocationStore for MemoryStore {
             return Ok(Applied::Unchanged);
         }
         self.journal.append(&cmd).await?;
+        #[cfg(test)]
+        {
+            let pause = self.pause_after_append.lock().unwrap().take();
+            if let Some((paused, resume)) = pause {
+                paused.notify_one();
+                resume.notified().await;
+            }
+        }
         Ok(if self.apply_local(&cmd, now) {
             Applied::Changed
         } else {
@@ -431,5 +472,43 @@ mod tests {
         b[..4].copy_from_slice(&i.to_le_bytes());
         b[4..8].copy_from_slice(&w.to_le_bytes());
         Fingerprint::from_bytes(b)
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_compaction_waits_for_an_apply_between_its_append_and_its_memory_update() {
+        use std::sync::Arc;
+        use tokio::sync::Notify;
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j");
+        let later = now_unix() + 3600;
+        let (s, _) = MemoryStore::open(&p, 100, 0.01).unwrap();
+        let s = Arc::new(s);
+        let (paused, resume) = (Arc::new(Notify::new()), Arc::new(Notify::new()));
+        *s.pause_after_append.lock().unwrap() = Some((paused.clone(), resume.clone()));
+        let apply = {
+            let s = s.clone();
+            tokio::spawn(async move { s.apply(token(9, later)).await })
+        };
+        // The record is on disk, not yet in the map.
+        paused.notified().await;
+        let compaction = {
+            let s = s.clone();
+            tokio::spawn(async move { s.maintain().await })
+        };
+        // Give the compaction every chance to run past the apply (it must
+        // not: without the gate it snapshots the map without the rule and
+        // renames over the only file that has it).
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        resume.notify_one();
+        assert_eq!(apply.await.unwrap().unwrap(), Applied::Changed);
+        compaction.await.unwrap().unwrap();
+        drop(s);
+        let (s, _) = MemoryStore::open(&p, 100, 0.01).unwrap();
+        assert!(
+            s.is_token_revoked(&Fingerprint::from_bytes([9; 16]))
+                .await
+                .unwrap(),
+            "an acknowledged rule was lost by the compaction"
+        );
     }
 }

@@ -271,8 +271,20 @@ fn sync_dir(path: &Path) -> io::Result<()> {
 
 /// `<journal>.compact`: where a compacted journal is written before the rename.
 fn compact_path(path: &Path) -> PathBuf {
+    sibling(path, ".compact")
+}
+
+/// `<journal>.rewrite`: where [`Journal::rewrite`] writes before the rename
+/// (its own name: a rewrite that ran while a snapshot was being written must
+/// not truncate the snapshot's file and rename it, still being written, into
+/// place).
+fn rewrite_path(path: &Path) -> PathBuf {
+    sibling(path, ".rewrite")
+}
+
+fn sibling(path: &Path, suffix: &str) -> PathBuf {
     let mut p = path.as_os_str().to_os_string();
-    p.push(".compact");
+    p.push(suffix);
     PathBuf::from(p)
 }
 
@@ -416,7 +428,11 @@ impl Journal {
         }
         // A compaction that did not reach its rename: the journal itself
         // still holds everything, so the half-built file is only litter.
-        for stale in [compact_path(path), path.with_extension("compact")] {
+        for stale in [
+            compact_path(path),
+            rewrite_path(path),
+            path.with_extension("compact"),
+        ] {
             match std::fs::remove_file(&stale) {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -687,7 +703,7 @@ impl Writer {
 
     fn rewrite(&mut self, bytes: &[u8]) -> io::Result<()> {
         self.healthy()?;
-        let tmp = compact_path(&self.path);
+        let tmp = rewrite_path(&self.path);
         let result = (|| {
             let mut f = File::create(&tmp)?;
             f.write_all(bytes)?;
@@ -944,6 +960,12 @@ mod tests {
         );
         j.rewrite([cmd(7)]).await.unwrap();
         j.append(&cmd(8)).await.unwrap();
+        // The snapshot goes on being written after the rewrite: into its
+        // own file, not into the journal the rewrite put in place.
+        let mut snap = snap;
+        for i in 20..40 {
+            snap.push(&cmd(i)).unwrap();
+        }
         assert!(j.install(snap).await.is_err());
         assert!(!compact_path(&p).exists());
         // The next compaction may run.

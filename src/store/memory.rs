@@ -13,8 +13,12 @@
 //! journal by [`Journal::install`]. Applies wait at most one fsync batch for
 //! that exclusive moment (tokio's lock is fair, so compaction is not starved
 //! either); the snapshot itself is written while applies go on. The snapshot
-//! is streamed to disk (on a blocking-capable thread), so compacting 10M rules
-//! needs no copy of them in memory.
+//! is streamed to disk (on a blocking-capable thread), copying token rules
+//! out of the map in passes of at most 4M (96 MiB), so compacting 10M rules
+//! needs no full copy of them in memory and holds no shard lock across I/O.
+//!
+//! Replay at start fills the map only (sized from the journal's length) and
+//! builds the bloom filter once from it afterwards.
 //!
 //! Concurrent applies of a rule and of its removal are ordered by the journal
 //! for replay and by the map for memory; the two orders can differ, as they

@@ -9,7 +9,8 @@
 //! revoked body and the upstream's hit counter does not move.
 //!
 //! Many rounds, bounded in count and time; the counts (acknowledged, lost)
-//! are printed. The kill points come from a seed printed at the start
+//! are printed. A second test starts the binary on a journal in the format
+//! of before issue 10 (JSON records) and checks the upgrade. The kill points come from a seed printed at the start
 //! (`REVGATE_CRASH_SEED=N` replays one; `REVGATE_CRASH_ROUNDS=N` runs more).
 
 mod support;
@@ -308,4 +309,97 @@ async fn every_acknowledged_revocation_survives_kill9_during_compaction() {
         &lost_at_end[..lost_at_end.len().min(5)]
     );
     assert_eq!(up.hits(), 0, "a revoked token reached the upstream");
+}
+
+/// The upgrade path against the real binary: a journal as revgate wrote it
+/// before issue 10 (JSON records, no header) is replayed, enforced, and
+/// rewritten in the binary format at the first start; a `kill -9` and a
+/// second start on the upgraded file enforce the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_json_journal_from_before_the_binary_format_is_upgraded_and_enforced() {
+    use revgate::credentials::FingerprintKey;
+    use revgate::store::{RevocationTarget, ScopeKey, ScopeRule};
+    const KEY: &str = "4a6f75726e616c2d757067726164652d746573742d6b65792d30313233343536";
+    let key = FingerprintKey::from_hex(KEY).unwrap();
+    let far = now() + 24 * 3600;
+    let token = |t: &str| {
+        RevocationCommand::Token(TokenRule {
+            fingerprint: key.fingerprint(t.as_bytes()),
+            expires_at: far,
+        })
+    };
+    let commands = [
+        token("legacy-revoked-1"),
+        token("legacy-revoked-2"),
+        token("legacy-removed"),
+        RevocationCommand::Scope(ScopeRule {
+            key: ScopeKey {
+                sub: "legacy-user".into(),
+                org: None,
+                provider: None,
+            },
+            revoked_at: now(),
+            expires_at: far,
+        }),
+        RevocationCommand::Remove(RevocationTarget::Token(key.fingerprint(b"legacy-removed"))),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("revgate.journal");
+    let mut v1 = Vec::new();
+    for c in &commands {
+        let payload = serde_json::to_vec(c).unwrap();
+        v1.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+        v1.extend_from_slice(&crc32fast::hash(&payload).to_le_bytes());
+        v1.extend_from_slice(&payload);
+    }
+    std::fs::write(&path, &v1).unwrap();
+
+    let up = Upstream::new().spawn().await;
+    let mut gw = Gateway::new()
+        .upstream(&up.url)
+        .dir(dir.path())
+        .toml(&format!("[tokens]\nfingerprint_key = \"{KEY}\""))
+        .spawn();
+    let scoped = jwt(&serde_json::json!({"sub": "legacy-user", "iat": now() - 60}));
+    for start in ["first start (upgrade)", "after kill -9 (upgraded file)"] {
+        ready(&gw).await;
+        let url = format!("{}/data", gw.url);
+        for bearer in ["legacy-revoked-1", "legacy-revoked-2", scoped.as_str()] {
+            let hits = up.hits();
+            let r = get_bearer(&url, bearer).await;
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (401, REVOKED_BODY),
+                "{start}"
+            );
+            assert_eq!(
+                up.hits(),
+                hits,
+                "{start}: a revoked token reached the upstream"
+            );
+        }
+        let hits = up.hits();
+        let r = get_bearer(&url, "legacy-removed").await;
+        assert_eq!(r.status, 200, "{start}: a removed rule still applies");
+        assert_eq!(up.hits(), hits + 1);
+        let bytes = std::fs::read(&path).unwrap();
+        assert_eq!(&bytes[..4], b"RVGJ", "{start}: not upgraded");
+        assert!(
+            bytes.len() < v1.len(),
+            "{start}: binary records are smaller"
+        );
+        gw.kill9();
+        gw.restart();
+    }
+    assert!(
+        !dir.path().join("revgate.journal.compact").exists(),
+        "no upgrade litter"
+    );
+    let logs = gw.logs();
+    assert_eq!(
+        logs.matches("journal upgraded from format version 1")
+            .count(),
+        1,
+        "the upgrade is logged once, at the first start:\n{logs}"
+    );
 }

@@ -1050,6 +1050,26 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn an_upgrade_cut_short_by_a_crash_is_done_again_at_the_next_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j");
+        let mut v1 = Vec::new();
+        for c in every_kind() {
+            v1_record(&mut v1, &c);
+        }
+        std::fs::write(&p, &v1).unwrap();
+        // The half-written binary file of the interrupted upgrade.
+        let mut half = record::HEADER.to_vec();
+        record::encode_into(&mut half, &cmd(1));
+        half.truncate(half.len() - 3);
+        std::fs::write(compact_path(&p), &half).unwrap();
+        let (_j, replayed, report) = Journal::open(&p).unwrap();
+        assert_eq!(replayed, every_kind());
+        assert_eq!(report.upgraded_from, Some(1));
+        assert!(!compact_path(&p).exists());
+    }
+
+    #[tokio::test]
     async fn a_new_journal_starts_with_the_header_and_a_torn_header_is_reset() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("j");

@@ -88,6 +88,7 @@ fn checker() -> Checker {
         key: Arc::new(key()),
         sources: CredentialSources::default(),
         attributes: AttributeSources::default(),
+        jti: false,
     }
 }
 
@@ -107,7 +108,7 @@ fn million_store(rt: &tokio::runtime::Runtime, dir: &std::path::Path) -> MemoryS
     let commands: Vec<RevocationCommand> = (0..REVOKED)
         .map(|i| {
             RevocationCommand::Token(TokenRule {
-                fingerprint: k.fingerprint(revoked_token(i).as_bytes()),
+                fingerprint: k.token_fingerprint(&revoked_token(i)),
                 expires_at,
             })
         })
@@ -144,13 +145,16 @@ fn verdict(c: &mut Criterion) {
     // 1% false-positive rate the first candidate almost always is one.
     let unrevoked = (0..)
         .map(live_token)
-        .find(|t| {
-            !store
-                .cache()
-                .may_contain(&checker.key.fingerprint(t.as_bytes()))
-        })
+        .find(|t| !store.cache().may_contain(&checker.key.token_fingerprint(t)))
         .expect("a bloom miss");
     let unrevoked = bearer(&unrevoked);
+    // An unrevoked ~480-byte RS256-shaped JWT: named by its signing input
+    // (the header is decoded to tell a JWS), no claims read (no scope rules).
+    let unrevoked_jwt = (0..)
+        .map(|i| jwt(&format!("live-{i}"), "github", now_unix()))
+        .find(|t| !store.cache().may_contain(&checker.key.token_fingerprint(t)))
+        .expect("a bloom miss");
+    let unrevoked_jwt = bearer(&unrevoked_jwt);
     let revoked = bearer(&revoked_token(REVOKED / 2));
     let cold: Vec<HeaderMap> = (0..CYCLE).map(|i| bearer(&live_token(i))).collect();
     let cold_revoked: Vec<HeaderMap> = (0..CYCLE)
@@ -160,18 +164,18 @@ fn verdict(c: &mut Criterion) {
         .filter(|&i| {
             store
                 .cache()
-                .may_contain(&checker.key.fingerprint(live_token(i).as_bytes()))
+                .may_contain(&checker.key.token_fingerprint(&live_token(i)))
         })
         .count();
     eprintln!("bloom false positives among the {CYCLE} cycled unrevoked tokens: {false_positives}");
 
     rt.block_on(async {
         assert!(matches!(
-            checker.judge(&unrevoked, None, &store).await,
+            checker.judge(&unrevoked, None, None, &store).await,
             Verdict::Pass(_)
         ));
         assert!(matches!(
-            checker.judge(&revoked, None, &store).await,
+            checker.judge(&revoked, None, None, &store).await,
             Verdict::Revoked(_)
         ));
     });
@@ -179,13 +183,17 @@ fn verdict(c: &mut Criterion) {
     let mut g = c.benchmark_group("verdict");
     g.bench_function("unrevoked", |b| {
         b.to_async(&rt)
-            .iter(|| checker.judge(black_box(&unrevoked), None, &store))
+            .iter(|| checker.judge(black_box(&unrevoked), None, None, &store))
+    });
+    g.bench_function("unrevoked_jwt", |b| {
+        b.to_async(&rt)
+            .iter(|| checker.judge(black_box(&unrevoked_jwt), None, None, &store))
     });
     g.bench_function("unrevoked_cycled_64k", |b| {
         let mut i = 0usize;
         b.to_async(&rt).iter(|| {
             i = (i + 1) & (CYCLE - 1);
-            checker.judge(black_box(&cold[i]), None, &store)
+            checker.judge(black_box(&cold[i]), None, None, &store)
         })
     });
     // The HTTP/1.1 fast path judges the raw fields httparse found, with no
@@ -203,17 +211,17 @@ fn verdict(c: &mut Criterion) {
     let parsed: &[httparse::Header<'_>] = req.headers;
     g.bench_function("unrevoked_h1_fields", |b| {
         b.to_async(&rt)
-            .iter(|| checker.judge(black_box(parsed), None, &store))
+            .iter(|| checker.judge(black_box(parsed), None, None, &store))
     });
     g.bench_function("revoked", |b| {
         b.to_async(&rt)
-            .iter(|| checker.judge(black_box(&revoked), None, &store))
+            .iter(|| checker.judge(black_box(&revoked), None, None, &store))
     });
     g.bench_function("revoked_cycled_64k", |b| {
         let mut i = 0usize;
         b.to_async(&rt).iter(|| {
             i = (i + 1) & (CYCLE - 1);
-            checker.judge(black_box(&cold_revoked[i]), None, &store)
+            checker.judge(black_box(&cold_revoked[i]), None, None, &store)
         })
     });
     // The credential extraction alone, to show what share of the verdict it
@@ -223,7 +231,7 @@ fn verdict(c: &mut Criterion) {
     g.bench_function("extract_only", |b| {
         b.iter(|| {
             checker
-                .credential(black_box(&unrevoked), None)
+                .credential(black_box(&unrevoked), None, None)
                 .map(|c| c.map(|c| c.token().len()))
         })
     });
@@ -232,7 +240,7 @@ fn verdict(c: &mut Criterion) {
         b.iter(|| {
             i = (i + 1) & (CYCLE - 1);
             checker
-                .credential(black_box(&cold[i]), None)
+                .credential(black_box(&cold[i]), None, None)
                 .map(|c| c.map(|c| c.token().len()))
         })
     });
@@ -259,10 +267,10 @@ fn fingerprint(c: &mut Criterion) {
 fn membership(c: &mut Criterion) {
     let k = key();
     let present: Vec<Fingerprint> = (0..REVOKED)
-        .map(|i| k.fingerprint(revoked_token(i).as_bytes()))
+        .map(|i| k.token_fingerprint(&revoked_token(i)))
         .collect();
     let absent: Vec<Fingerprint> = (0..CYCLE)
-        .map(|i| k.fingerprint(live_token(i).as_bytes()))
+        .map(|i| k.token_fingerprint(&live_token(i)))
         .collect();
     // Hits: CYCLE fingerprints spread over the whole set.
     let hits: Vec<Fingerprint> = (0..CYCLE).map(|i| present[i * (REVOKED / CYCLE)]).collect();
@@ -363,6 +371,7 @@ fn peek_typed(token: &str) -> Option<Attributes> {
         provider: c.provider.map(|s| s.into_owned()),
         iat: c.iat,
         exp: c.exp,
+        ..Default::default()
     })
 }
 
@@ -390,6 +399,7 @@ fn scope(c: &mut Criterion) {
         provider: Some("github".into()),
         iat: Some(iat),
         exp: Some(iat + 3600),
+        ..Default::default()
     };
     let covered = attrs("user-5000", revoked_at - 10);
     let reissued = attrs("user-5000", revoked_at + 10);
@@ -403,11 +413,11 @@ fn scope(c: &mut Criterion) {
     let jwt_stranger = bearer(&jwt("someone-else", "github", revoked_at - 10));
     rt.block_on(async {
         assert!(matches!(
-            checker.judge(&jwt_covered, None, &store).await,
+            checker.judge(&jwt_covered, None, None, &store).await,
             Verdict::Revoked(_)
         ));
         assert!(matches!(
-            checker.judge(&jwt_stranger, None, &store).await,
+            checker.judge(&jwt_stranger, None, None, &store).await,
             Verdict::Pass(_)
         ));
     });
@@ -432,7 +442,7 @@ fn scope(c: &mut Criterion) {
         peek_typed(&token).and_then(|a| a.sub)
     );
     g.bench_function("jwt_fingerprint", |b| {
-        b.iter(|| checker.key.fingerprint(black_box(token.as_bytes())))
+        b.iter(|| checker.key.token_fingerprint(black_box(&token)))
     });
     g.bench_function("jwt_peek", |b| {
         b.iter(|| peek_jwt(black_box(&token), &names))
@@ -442,11 +452,11 @@ fn scope(c: &mut Criterion) {
     });
     g.bench_function("verdict_jwt_covered", |b| {
         b.to_async(&rt)
-            .iter(|| checker.judge(black_box(&jwt_covered), None, &store))
+            .iter(|| checker.judge(black_box(&jwt_covered), None, None, &store))
     });
     g.bench_function("verdict_jwt_no_rule", |b| {
         b.to_async(&rt)
-            .iter(|| checker.judge(black_box(&jwt_stranger), None, &store))
+            .iter(|| checker.judge(black_box(&jwt_stranger), None, None, &store))
     });
     g.finish();
 }

@@ -28,7 +28,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::credentials::Fingerprint;
-use crate::dialect::RevokeIntent;
+use crate::dialect::{RevokeIntent, RevokeMode};
 use crate::proxy::{full, Body, Gateway};
 use crate::store::{Applied, RevocationCommand, RevocationTarget, ScopeKey};
 use crate::verdict::json_response;
@@ -76,6 +76,14 @@ fn error(status: StatusCode, error: &str, description: &str) -> Response<Body> {
     json_response(status, Bytes::from(body.to_string())).map(full)
 }
 
+fn jti_off() -> Response<Body> {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "revocation by jti is off: set tokens.revoke_by_jti = true on every instance",
+    )
+}
+
 fn ok(value: serde_json::Value) -> Response<Body> {
     json_response(StatusCode::OK, Bytes::from(value.to_string())).map(full)
 }
@@ -87,12 +95,19 @@ struct Target {
     token: Option<String>,
     fingerprint: Option<String>,
     scope: Option<ScopeKey>,
+    jti: Option<String>,
+    iss: Option<String>,
 }
 
 enum Named {
     Token(String),
     Fingerprint(Fingerprint),
     Scope(ScopeKey),
+    /// A JWT by its `jti`, under one issuer or any.
+    Jti {
+        jti: String,
+        iss: Option<String>,
+    },
 }
 
 /// A 400's description.
@@ -106,10 +121,25 @@ fn parse_target(body: &[u8]) -> Result<Named, Refusal> {
         Err(e) if e.is_syntax() || e.is_eof() => return bad("the body is not valid JSON"),
         Err(_) => {
             return bad(
-                r#"expected {"token":"..."}, {"fingerprint":"..."} or {"scope":{"sub":"...","org":"...","provider":"..."}}"#,
+                r#"expected {"token":"..."}, {"fingerprint":"..."}, {"scope":{"sub":"...","org":"...","provider":"..."}} or {"jti":"...","iss":"..."}"#,
             )
         }
     };
+    if t.iss.is_some() && t.jti.is_none() {
+        return bad("iss goes with jti");
+    }
+    if let Some(jti) = t.jti {
+        if t.token.is_some() || t.fingerprint.is_some() || t.scope.is_some() {
+            return bad("give exactly one of token, fingerprint, scope or jti");
+        }
+        if jti.is_empty() || t.iss.as_deref().is_some_and(str::is_empty) {
+            return bad("jti (and iss, when given) must be non-empty");
+        }
+        if jti.len() > 1024 || t.iss.as_deref().is_some_and(|i| i.len() > 1024) {
+            return bad("jti and iss are at most 1024 bytes");
+        }
+        return Ok(Named::Jti { jti, iss: t.iss });
+    }
     match (t.token, t.fingerprint, t.scope) {
         (Some(tok), None, None) => {
             if tok.is_empty() || !tok.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
@@ -128,7 +158,7 @@ fn parse_target(body: &[u8]) -> Result<Named, Refusal> {
             }
             Ok(Named::Scope(scope))
         }
-        _ => bad("give exactly one of token, fingerprint or scope"),
+        _ => bad("give exactly one of token, fingerprint, scope or jti"),
     }
 }
 
@@ -159,9 +189,12 @@ fn authorized(gw: &Gateway, req: &Request<Incoming>) -> bool {
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
+        // The scheme in any case (RFC 9110 §11.1), then spaces or tabs.
         .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
+            let (scheme, token) = v.split_once([' ', '\t'])?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim_matches([' ', '\t']))
         })
         .unwrap_or("");
     use subtle::ConstantTimeEq as _;
@@ -217,7 +250,7 @@ async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Body> {
         (&Method::POST, "/admin/v1/revocations") => {
             let cmd = match target(req.into_body()).await {
                 Err(r) => return *r,
-                Ok(Named::Token(t)) => match rt.command(RevokeIntent::Token(t), &Default::default(), None) {
+                Ok(Named::Token(t)) => match rt.command(RevokeIntent::Token(t), &Default::default(), None, RevokeMode::Terminate).await {
                     Some(c) => c,
                     None => return error(StatusCode::BAD_REQUEST, "invalid_request", "cannot revoke this token"),
                 },
@@ -229,6 +262,17 @@ async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Body> {
                     )
                 }
                 Ok(Named::Scope(key)) => RevocationCommand::Scope(rt.scope_rule(key)),
+                Ok(Named::Jti { jti, iss }) => {
+                    if !rt.settings().raw.tokens.revoke_by_jti {
+                        return jti_off();
+                    }
+                    // Kept as long as a token without `exp` is: the JWT
+                    // itself is not at hand to say when it expires.
+                    RevocationCommand::Token(rt.token_rule(
+                        rt.key().jti_fingerprint(iss.as_deref(), &jti),
+                        None,
+                    ))
+                }
             };
             match gw.store().apply(cmd.clone()).await {
                 Ok(applied) => {
@@ -250,8 +294,9 @@ async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Body> {
             let fp =
                 match target(req.into_body()).await {
                     Err(r) => return *r,
-                    Ok(Named::Token(t)) => rt.key().fingerprint(t.as_bytes()),
+                    Ok(Named::Token(t)) => rt.key().token_fingerprint(&t),
                     Ok(Named::Fingerprint(fp)) => fp,
+                    Ok(Named::Jti { jti, iss }) => rt.key().jti_fingerprint(iss.as_deref(), &jti),
                     Ok(Named::Scope(_)) => return error(
                         StatusCode::BAD_REQUEST,
                         "invalid_request",
@@ -273,9 +318,12 @@ async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Body> {
         (&Method::DELETE, "/admin/v1/revocations") => {
             let target = match target(req.into_body()).await {
                 Err(r) => return *r,
-                Ok(Named::Token(t)) => RevocationTarget::Token(rt.key().fingerprint(t.as_bytes())),
+                Ok(Named::Token(t)) => RevocationTarget::Token(rt.key().token_fingerprint(&t)),
                 Ok(Named::Fingerprint(fp)) => RevocationTarget::Token(fp),
                 Ok(Named::Scope(key)) => RevocationTarget::Scope(key),
+                Ok(Named::Jti { jti, iss }) => {
+                    RevocationTarget::Token(rt.key().jti_fingerprint(iss.as_deref(), &jti))
+                }
             };
             match gw
                 .store()

@@ -1,20 +1,30 @@
-//! Credentials: where a request's token comes from, the keyed fingerprint that
-//! stands for it everywhere else, and the attributes (subject, org, provider,
-//! issue and expiry times) peeked from a JWT or from trusted identity headers.
+//! Credentials: where a request's token comes from, the identity and keyed
+//! fingerprint that stand for it everywhere else, and the attributes
+//! (subject, org, provider, issue and expiry times, `jti`, `iss`) peeked from
+//! a JWT or from trusted identity headers.
 //!
-//! Sources, per RFC 6750: the `Authorization: Bearer` header (§2.1, scheme
-//! matched case-insensitively), the `access_token` query parameter (§2.3,
-//! configurable), and configured API-key headers. A request that carries more
-//! than one of them, or two `Authorization` headers, is malformed (§3.1) and is
-//! answered 400 `invalid_request` by the verdict stage.
+//! Sources ([`extract`]): the union of what common servers accept, so that
+//! no upstream reads a token revgate did not judge — `Authorization` under
+//! any scheme (strictly `Bearer 1*(SP/HTAB) token` when it says bearer), the
+//! `access_token` parameter of the query (configurable) and of a
+//! form-encoded body, under every spelling PHP, ASP.NET, Rack and Python
+//! accept, and configured API-key headers under every CGI spelling. More
+//! than one RFC 6750 method, the same one twice, or a spelling parsers read
+//! differently is malformed (§3.1) and answered 400 `invalid_request` by the
+//! verdict stage. `docs/security.md` has the whole grammar.
 //!
-//! The raw token never leaves this module except as a [`Fingerprint`]: a
-//! BLAKE3 keyed hash (128 bits kept) under a secret shared by all instances.
-//! BLAKE3 was chosen over HMAC-SHA256 because the fingerprint is on every
-//! request's path: it costs well under 100 ns for a typical token.
+//! Identity ([`token_identity`]): a JWS compact token is named by its
+//! signing input, so every spelling of its signature and every other valid
+//! signature over the same content is the same token; anything else by its
+//! bytes. The raw token never leaves this module except as a
+//! [`Fingerprint`]: a BLAKE3 keyed hash (128 bits kept) under a secret shared
+//! by all instances. BLAKE3 was chosen over HMAC-SHA256 because the
+//! fingerprint is on every request's path: it costs well under 100 ns for a
+//! typical token.
 //!
 //! The JWT peek is deliberately unverified: a forged claim can only make its
-//! bearer *rejected* (a scope rule matches it), never accepted.
+//! bearer *rejected* (a scope rule matches it), never accepted. It never
+//! identifies a revoker (see `docs/security.md`).
 
 use std::borrow::Cow;
 use std::fmt;
@@ -179,12 +189,55 @@ impl FingerprintKey {
         }
     }
 
-    /// The fingerprint of a raw token.
+    /// The keyed hash of some bytes. A token's fingerprint is
+    /// [`FingerprintKey::token_fingerprint`]: this is its opaque case, and the
+    /// building block of other names (JWS signing inputs, `jti`s).
     #[inline]
-    pub fn fingerprint(&self, token: &[u8]) -> Fingerprint {
-        let hash = blake3::keyed_hash(&self.0, token);
+    pub fn fingerprint(&self, bytes: &[u8]) -> Fingerprint {
+        let hash = blake3::keyed_hash(&self.0, bytes);
         let mut out = [0u8; 16];
         out.copy_from_slice(&hash.as_bytes()[..16]);
+        Fingerprint(out)
+    }
+
+    /// The fingerprint that names a token ([`token_identity`]): its bytes
+    /// when opaque, its signing input when a JWS (domain-separated by a
+    /// leading NUL, which no opaque token can contain, so the two never
+    /// collide). No allocation.
+    #[inline]
+    pub fn token_fingerprint(&self, token: &str) -> Fingerprint {
+        match token_identity(token) {
+            TokenIdentity::Opaque(t) => self.fingerprint(t.as_bytes()),
+            TokenIdentity::Jws(signing_input) => self.tagged(b"\0jws\0", signing_input.as_bytes()),
+        }
+    }
+
+    /// The fingerprint of a `jti` revocation: the `jti` under one issuer, or
+    /// under any (`iss = None`). A JWT is covered by either.
+    pub fn jti_fingerprint(&self, iss: Option<&str>, jti: &str) -> Fingerprint {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(b"\0jti\0");
+        match iss {
+            Some(iss) => {
+                h.update(&(iss.len() as u64).to_le_bytes());
+                h.update(iss.as_bytes());
+            }
+            None => {
+                h.update(&u64::MAX.to_le_bytes());
+            }
+        }
+        h.update(jti.as_bytes());
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&h.finalize().as_bytes()[..16]);
+        Fingerprint(out)
+    }
+
+    fn tagged(&self, tag: &[u8], bytes: &[u8]) -> Fingerprint {
+        let mut h = blake3::Hasher::new_keyed(&self.0);
+        h.update(tag);
+        h.update(bytes);
+        let mut out = [0u8; 16];
+        out.copy_from_slice(&h.finalize().as_bytes()[..16]);
         Fingerprint(out)
     }
 }
@@ -194,8 +247,14 @@ impl FingerprintKey {
 pub enum CredentialSource {
     /// `Authorization: Bearer ...`
     Bearer,
+    /// `Authorization: <other scheme> <token>` or a bare `Authorization: <token>`:
+    /// judged too, since an upstream may take the same token under another
+    /// scheme (`Token`, `JWT`, none at all).
+    Authorization,
     /// `?access_token=...`
     Query,
+    /// `access_token` in an `application/x-www-form-urlencoded` body (RFC 6750 §2.2).
+    Form,
     /// A configured API-key header.
     ApiKey(http::HeaderName),
 }
@@ -206,12 +265,21 @@ pub struct Credential<'a> {
     token: Cow<'a, str>,
     /// Where it was found.
     pub source: CredentialSource,
+    /// A token under a non-Bearer `Authorization` scheme that came with a
+    /// credential from another source: judged as well, never used for
+    /// attributes.
+    extra: Option<&'a str>,
 }
 
 impl<'a> Credential<'a> {
     /// The raw token. Never log it.
     pub fn token(&self) -> &str {
         &self.token
+    }
+
+    /// A second token judged alongside (see [`Credential`]). Never log it.
+    pub fn extra(&self) -> Option<&str> {
+        self.extra
     }
 }
 
@@ -231,6 +299,10 @@ pub enum CredentialError {
     /// An empty token, bytes that are not visible ASCII, or a bad percent-encoding.
     #[error("malformed access token")]
     Malformed,
+    /// A token that common parsers would read differently (a `;` inside an
+    /// `access_token` value, a `,` inside a header token).
+    #[error("ambiguous access token")]
+    Ambiguous,
 }
 
 /// Which credential sources are read.
@@ -258,6 +330,18 @@ fn valid_token(t: &[u8]) -> bool {
     !t.is_empty() && t.iter().all(|&b| (0x21..=0x7e).contains(&b))
 }
 
+/// A token carried in a header: [`valid_token`], and no `,` (a server that
+/// splits a joined field list would read a different token).
+fn header_token(t: &[u8]) -> Result<&str, CredentialError> {
+    if !valid_token(t) {
+        return Err(CredentialError::Malformed);
+    }
+    if t.contains(&b',') {
+        return Err(CredentialError::Ambiguous);
+    }
+    std::str::from_utf8(t).map_err(|_| CredentialError::Malformed)
+}
+
 /// Read access to a request's header fields, by lower-case name: a
 /// [`HeaderMap`] (requests through hyper) or the raw fields parsed by the
 /// HTTP/1.1 fast path ([`crate::h1`]), which never builds a `HeaderMap`.
@@ -267,6 +351,9 @@ pub trait Headers {
         &'a self,
         name: &'n str,
     ) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n, Self>;
+
+    /// Every field as (name, value), in the order received.
+    fn fields<'a>(&'a self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + use<'a, Self>;
 
     /// The single value of `name`; `None` when absent.
     fn first<'a>(&'a self, name: &str) -> Option<&'a [u8]> {
@@ -278,6 +365,11 @@ impl Headers for HeaderMap {
     fn values<'a, 'n>(&'a self, name: &'n str) -> impl Iterator<Item = &'a [u8]> + use<'a, 'n> {
         self.get_all(name).iter().map(|v| v.as_bytes())
     }
+
+    fn fields<'a>(&'a self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + use<'a> {
+        self.iter()
+            .map(|(n, v)| (n.as_str().as_bytes(), v.as_bytes()))
+    }
 }
 
 impl<'h> Headers for [httparse::Header<'h>] {
@@ -286,47 +378,169 @@ impl<'h> Headers for [httparse::Header<'h>] {
             .filter(move |h| h.name.eq_ignore_ascii_case(name))
             .map(|h| h.value)
     }
+
+    fn fields<'a>(&'a self) -> impl Iterator<Item = (&'a [u8], &'a [u8])> + use<'a, 'h> {
+        self.iter().map(|h| (h.name.as_bytes(), h.value))
+    }
+}
+
+/// Whether two field names are the same to a CGI/WSGI/Rack upstream, which
+/// reads `X-Api-Key`, `x_api_key` and `X_API-KEY` all as `HTTP_X_API_KEY`.
+pub fn cgi_name_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len()
+        && a.iter().zip(b).all(|(&x, &y)| {
+            let fold = |c: u8| {
+                if c == b'_' {
+                    b'-'
+                } else {
+                    c.to_ascii_lowercase()
+                }
+            };
+            fold(x) == fold(y)
+        })
 }
 
 /// Finds the request's credential, if any.
 ///
-/// `Ok(None)`: no credential (the request passes untouched; a non-Bearer
-/// `Authorization` such as Basic is not ours to judge).
+/// The grammar is the union of what common servers accept (see
+/// `docs/security.md`), so that no upstream can read a token revgate did not
+/// judge: an `Authorization` value under any scheme, `access_token` in the
+/// query and in a form body (`form`: the body of a request whose content type
+/// is `application/x-www-form-urlencoded`, when the caller read it), and the
+/// configured API-key headers under every spelling a CGI-style server merges.
+///
+/// `Ok(None)`: no credential (the request passes untouched; an
+/// `Authorization` with auth-params, such as Digest, is not ours to judge).
 pub fn extract<'a, H: Headers + ?Sized>(
     headers: &'a H,
     query: Option<&'a str>,
+    form: Option<&'a [u8]>,
     sources: &CredentialSources,
 ) -> Result<Option<Credential<'a>>, CredentialError> {
     let mut found: Option<Credential<'a>> = None;
+    let mut other_scheme: Option<&'a str> = None;
 
     let mut auth = headers.values("authorization");
     if let Some(bytes) = auth.next() {
         if auth.next().is_some() {
             return Err(CredentialError::DuplicateAuthorization);
         }
-        if bytes.len() >= 6 && bytes[..6].eq_ignore_ascii_case(b"bearer") {
-            let rest = &bytes[6..];
-            // "Bearer" alone, or "Bearer" glued to something else ("Bearerx").
-            match rest.first() {
-                Some(b' ') => {}
-                None => return Err(CredentialError::Malformed),
-                Some(_) => {
-                    // Not the Bearer scheme at all (e.g. "BearerToken ..."): not ours.
-                    return extract_rest(headers, query, sources, None);
-                }
+        match authorization_token(bytes)? {
+            Some((token, true)) => {
+                found = Some(Credential {
+                    token: Cow::Borrowed(token),
+                    source: CredentialSource::Bearer,
+                    extra: None,
+                })
             }
-            let token = trim_spaces(rest);
-            if !valid_token(token) {
-                return Err(CredentialError::Malformed);
-            }
-            let token = std::str::from_utf8(token).map_err(|_| CredentialError::Malformed)?;
-            found = Some(Credential {
-                token: Cow::Borrowed(token),
-                source: CredentialSource::Bearer,
-            });
+            Some((token, false)) => other_scheme = Some(token),
+            None => {}
         }
     }
-    extract_rest(headers, query, sources, found)
+    let mut add = |token: Cow<'a, str>, source: CredentialSource| {
+        if found.is_some() {
+            return Err(CredentialError::MultipleMethods);
+        }
+        found = Some(Credential {
+            token,
+            source,
+            extra: None,
+        });
+        Ok(())
+    };
+    if sources.query_param {
+        if let Some(token) = query
+            .map(|q| param_access_token(q.as_bytes()))
+            .transpose()?
+            .flatten()
+        {
+            add(token, CredentialSource::Query)?;
+        }
+    }
+    if let Some(token) = form.map(param_access_token).transpose()?.flatten() {
+        add(token, CredentialSource::Form)?;
+    }
+    for name in &sources.api_key_headers {
+        let mut values = headers
+            .fields()
+            .filter(|(n, _)| cgi_name_eq(n, name.as_str().as_bytes()))
+            .map(|(_, v)| v);
+        let Some(value) = values.next() else {
+            continue;
+        };
+        if values.next().is_some() {
+            return Err(CredentialError::Duplicate);
+        }
+        let token = header_token(trim_spaces(value))?;
+        add(Cow::Borrowed(token), CredentialSource::ApiKey(name.clone()))?;
+    }
+    Ok(match (found, other_scheme) {
+        (Some(mut c), extra) => {
+            c.extra = extra;
+            Some(c)
+        }
+        (None, Some(token)) => Some(Credential {
+            token: Cow::Borrowed(token),
+            source: CredentialSource::Authorization,
+            extra: None,
+        }),
+        (None, None) => None,
+    })
+}
+
+/// Whether a `Content-Type` value is `application/x-www-form-urlencoded`
+/// (any case, any parameters).
+pub fn is_form_content_type(value: &[u8]) -> bool {
+    let media = value.split(|&b| b == b';').next().unwrap_or_default();
+    trim_spaces(media).eq_ignore_ascii_case(b"application/x-www-form-urlencoded")
+}
+
+/// Whether any `Content-Type` of the request says form-encoded: with two
+/// of them, an upstream may believe either.
+pub fn is_form<H: Headers + ?Sized>(headers: &H) -> bool {
+    headers.values("content-type").any(is_form_content_type)
+}
+
+/// The token of an `Authorization` value, and whether its scheme is Bearer.
+///
+/// - A value starting with `bearer` (any case) must be exactly `Bearer`,
+///   one or more spaces or tabs, and one token: anything else (`Bearer<NBSP>t`,
+///   `BearerX t`, `Bearer a b`) is malformed, since servers that split on any
+///   whitespace, or cut a fixed-length prefix, would read a token from it.
+/// - Any byte outside visible ASCII, space and tab is malformed.
+/// - Another scheme followed by one token (`Token t`, `JWT t`, `Basic b64`),
+///   or a bare token, yields that token: judged like a bearer token.
+/// - A scheme with auth-params (`Digest username="u", ...`) is not ours.
+fn authorization_token(value: &[u8]) -> Result<Option<(&str, bool)>, CredentialError> {
+    let v = trim_spaces(value);
+    if v.is_empty() {
+        return Ok(None);
+    }
+    if !v.iter().all(|&b| b == b'\t' || (0x20..=0x7e).contains(&b)) {
+        return Err(CredentialError::Malformed);
+    }
+    if v.len() >= 6 && v[..6].eq_ignore_ascii_case(b"bearer") {
+        let rest = &v[6..];
+        if !matches!(rest.first(), Some(b' ' | b'\t')) {
+            return Err(CredentialError::Malformed);
+        }
+        return Ok(Some((header_token(trim_spaces(rest))?, true)));
+    }
+    let Some(gap) = v.iter().position(|&b| b == b' ' || b == b'\t') else {
+        return Ok(Some((header_token(v)?, false)));
+    };
+    let rest = trim_spaces(&v[gap..]);
+    // Auth-params (`name=value` pairs, quoted strings) rather than one
+    // token68, whose only `=` are trailing padding. A `,` without them is a
+    // token that a list-splitting server would read differently: refused.
+    let unpadded = rest
+        .iter()
+        .rposition(|&b| b != b'=')
+        .map_or(&[][..], |i| &rest[..=i]);
+    if unpadded.contains(&b'=') || rest.iter().any(|&b| matches!(b, b' ' | b'\t' | b'"')) {
+        return Ok(None);
+    }
+    Ok(Some((header_token(rest)?, false)))
 }
 
 fn trim_spaces(mut b: &[u8]) -> &[u8] {
@@ -339,86 +553,129 @@ fn trim_spaces(mut b: &[u8]) -> &[u8] {
     b
 }
 
-fn extract_rest<'a, H: Headers + ?Sized>(
-    headers: &'a H,
-    query: Option<&'a str>,
-    sources: &CredentialSources,
-    mut found: Option<Credential<'a>>,
-) -> Result<Option<Credential<'a>>, CredentialError> {
-    if sources.query_param {
-        if let Some(q) = query {
-            if let Some(token) = query_access_token(q)? {
-                if found.is_some() {
-                    return Err(CredentialError::MultipleMethods);
-                }
-                found = Some(Credential {
-                    token,
-                    source: CredentialSource::Query,
-                });
+/// `access_token` in a query string or a form body, read as the union of
+/// what common parsers accept:
+///
+/// - pairs are separated by `&` and by `;` (older Python, Go before 1.17,
+///   many Java containers); an `access_token` value that contains `;` when
+///   split at `&` alone is [`CredentialError::Ambiguous`];
+/// - a name is percent-decoded, `+` is a space, leading spaces are dropped
+///   (PHP), the letters compare case-insensitively (ASP.NET), the `_` may be
+///   spelled ` `, `.` or `[` (PHP turns those into `_`), and a `[...]` suffix
+///   (`access_token[]`, Rack and PHP arrays) still names it;
+/// - the value is percent-decoded with `+` as a space and must be a visible
+///   ASCII token; the name given twice is [`CredentialError::Duplicate`].
+pub fn param_access_token(input: &[u8]) -> Result<Option<Cow<'_, str>>, CredentialError> {
+    let mut found = None;
+    for pair in input.split(|&b| b == b'&') {
+        if !pair.contains(&b';') {
+            take_access_token(pair, &mut found)?;
+            continue;
+        }
+        if let Some(eq) = pair.iter().position(|&b| b == b'=') {
+            if names_access_token(&pair[..eq]) && pair[eq..].contains(&b';') {
+                return Err(CredentialError::Ambiguous);
             }
         }
-    }
-    for name in &sources.api_key_headers {
-        let mut values = headers.values(name.as_str());
-        let Some(value) = values.next() else {
-            continue;
-        };
-        if values.next().is_some() {
-            return Err(CredentialError::Duplicate);
+        for sub in pair.split(|&b| b == b';') {
+            take_access_token(sub, &mut found)?;
         }
-        if found.is_some() {
-            return Err(CredentialError::MultipleMethods);
-        }
-        let bytes = trim_spaces(value);
-        if !valid_token(bytes) {
-            return Err(CredentialError::Malformed);
-        }
-        let token = std::str::from_utf8(bytes).map_err(|_| CredentialError::Malformed)?;
-        found = Some(Credential {
-            token: Cow::Borrowed(token),
-            source: CredentialSource::ApiKey(name.clone()),
-        });
     }
     Ok(found)
 }
 
-/// The `access_token` query parameter, percent-decoded; an error when it is
-/// given twice, is empty, or does not decode to a visible-ASCII token.
-fn query_access_token(q: &str) -> Result<Option<Cow<'_, str>>, CredentialError> {
-    const NAME: &str = "access_token=";
-    let mut found = None;
-    for pair in q.split('&') {
-        let Some(raw) = pair.strip_prefix(NAME) else {
-            continue;
-        };
-        if found.is_some() {
-            return Err(CredentialError::Duplicate);
-        }
-        let decoded: Cow<'_, [u8]> = if raw.bytes().any(|b| b == b'%' || b == b'+') {
-            let plus: Cow<'_, str> = if raw.contains('+') {
-                Cow::Owned(raw.replace('+', " "))
-            } else {
-                Cow::Borrowed(raw)
-            };
-            let bytes: Vec<u8> = percent_encoding::percent_decode_str(&plus).collect();
-            Cow::Owned(bytes)
-        } else {
-            Cow::Borrowed(raw.as_bytes())
-        };
-        if !valid_token(&decoded) {
-            return Err(CredentialError::Malformed);
-        }
-        let token = match decoded {
-            Cow::Borrowed(b) => {
-                Cow::Borrowed(std::str::from_utf8(b).map_err(|_| CredentialError::Malformed)?)
-            }
-            Cow::Owned(v) => {
-                Cow::Owned(String::from_utf8(v).map_err(|_| CredentialError::Malformed)?)
-            }
-        };
-        found = Some(token);
+fn take_access_token<'a>(
+    pair: &'a [u8],
+    found: &mut Option<Cow<'a, str>>,
+) -> Result<(), CredentialError> {
+    let (name, raw) = match pair.iter().position(|&b| b == b'=') {
+        Some(eq) => (&pair[..eq], &pair[eq + 1..]),
+        None => (pair, &[][..]),
+    };
+    if !names_access_token(name) {
+        return Ok(());
     }
-    Ok(found)
+    if found.is_some() {
+        return Err(CredentialError::Duplicate);
+    }
+    let decoded: Cow<'a, [u8]> = if raw.iter().any(|&b| b == b'%' || b == b'+') {
+        Cow::Owned(FormDecode::new(raw).collect())
+    } else {
+        Cow::Borrowed(raw)
+    };
+    if !valid_token(&decoded) {
+        return Err(CredentialError::Malformed);
+    }
+    *found = Some(match decoded {
+        Cow::Borrowed(b) => {
+            Cow::Borrowed(std::str::from_utf8(b).map_err(|_| CredentialError::Malformed)?)
+        }
+        Cow::Owned(v) => Cow::Owned(String::from_utf8(v).map_err(|_| CredentialError::Malformed)?),
+    });
+    Ok(())
+}
+
+/// Whether a raw (still encoded) parameter name names `access_token` to
+/// some common parser (see [`param_access_token`]).
+fn names_access_token(raw: &[u8]) -> bool {
+    const NAME: &[u8] = b"access_token";
+    // Cheap reject: a name that cannot decode to 12 characters or more.
+    if raw.len() < NAME.len() {
+        return false;
+    }
+    let mut chars = FormDecode::new(raw).skip_while(|&b| b == b' ');
+    for (i, &want) in NAME.iter().enumerate() {
+        let Some(got) = chars.next() else {
+            return false;
+        };
+        let ok = if i == 6 {
+            matches!(got, b'_' | b' ' | b'.' | b'[')
+        } else {
+            got.to_ascii_lowercase() == want
+        };
+        if !ok {
+            return false;
+        }
+    }
+    matches!(chars.next(), None | Some(b'['))
+}
+
+/// `application/x-www-form-urlencoded` decoding of one name or value: `+` is
+/// a space, `%XX` a byte, and a `%` not followed by two hex digits itself.
+struct FormDecode<'a> {
+    rest: &'a [u8],
+}
+
+impl<'a> FormDecode<'a> {
+    fn new(rest: &'a [u8]) -> Self {
+        FormDecode { rest }
+    }
+}
+
+impl Iterator for FormDecode<'_> {
+    type Item = u8;
+
+    fn next(&mut self) -> Option<u8> {
+        let (&b, rest) = self.rest.split_first()?;
+        self.rest = rest;
+        match b {
+            b'+' => Some(b' '),
+            b'%' => {
+                let hex = |c: u8| (c as char).to_digit(16).map(|d| d as u8);
+                match (
+                    rest.first().and_then(|&c| hex(c)),
+                    rest.get(1).and_then(|&c| hex(c)),
+                ) {
+                    (Some(h), Some(l)) => {
+                        self.rest = &rest[2..];
+                        Some(h << 4 | l)
+                    }
+                    _ => Some(b'%'),
+                }
+            }
+            _ => Some(b),
+        }
+    }
 }
 
 /// What is known of a credential beyond its fingerprint.
@@ -434,6 +691,10 @@ pub struct Attributes {
     pub iat: Option<u64>,
     /// Expiry, unix seconds.
     pub exp: Option<u64>,
+    /// The JWT's `jti` (for revocation by `jti`).
+    pub jti: Option<String>,
+    /// The JWT's `iss`.
+    pub iss: Option<String>,
 }
 
 impl Attributes {
@@ -444,6 +705,8 @@ impl Attributes {
             && self.provider.is_none()
             && self.iat.is_none()
             && self.exp.is_none()
+            && self.jti.is_none()
+            && self.iss.is_none()
     }
 }
 
@@ -497,17 +760,72 @@ pub struct AttributeSources {
     pub identity_headers: IdentityHeaders,
 }
 
-/// Peeks the claims of a JWT without verifying it; `None` when the token is not
-/// a JWT (three base64url segments whose middle one is a JSON object).
-pub fn peek_jwt(token: &str, names: &ClaimNames) -> Option<Attributes> {
-    let mut parts = token.split('.');
-    let (_header, payload, _sig) = (parts.next()?, parts.next()?, parts.next()?);
-    if parts.next().is_some() || payload.is_empty() || payload.len() > 16 * 1024 {
+/// Base64url as verifiers read it: padding optional, unused trailing bits
+/// ignored (the same bytes however they were spelled).
+const LENIENT_B64URL: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+    &base64::alphabet::URL_SAFE,
+    base64::engine::GeneralPurposeConfig::new()
+        .with_decode_allow_trailing_bits(true)
+        .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+);
+
+/// What names a token (ARCHITECTURE.md, "Token identity").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TokenIdentity<'a> {
+    /// A JWS compact serialization, named by its signing input (`header.payload`
+    /// as sent): every spelling of its signature (padding, unused low bits)
+    /// and every other valid signature over the same content (ECDSA's
+    /// `(r, n - s)`) is the same token.
+    Jws(&'a str),
+    /// Anything else, named by its bytes.
+    Opaque(&'a str),
+}
+
+/// How a token is named. A token is a JWS when it has exactly three
+/// `.`-separated segments, a non-empty payload, and a header that decodes
+/// (leniently) to something braced like a JSON object; the check is meant to
+/// be inclusive, since a JWS taken for opaque would let a re-encoded
+/// signature pass.
+pub fn token_identity(token: &str) -> TokenIdentity<'_> {
+    match jws_parts(token) {
+        Some((header, payload)) => TokenIdentity::Jws(&token[..header.len() + 1 + payload.len()]),
+        None => TokenIdentity::Opaque(token),
+    }
+}
+
+/// `(header, payload)` of a JWS compact token (see [`token_identity`]).
+fn jws_parts(token: &str) -> Option<(&str, &str)> {
+    let (header, rest) = token.split_once('.')?;
+    let (payload, signature) = rest.split_once('.')?;
+    if header.is_empty() || payload.is_empty() || signature.contains('.') {
         return None;
     }
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(payload.trim_end_matches('='))
-        .ok()?;
+    // Decoded in place on the stack for any usual header; a longer one
+    // (unusual, but an issuer's choice) on the heap.
+    let mut stack = [0u8; 384];
+    let heap;
+    let decoded: &[u8] = if header.len() <= 512 {
+        let n = LENIENT_B64URL
+            .decode_slice(header.as_bytes(), &mut stack)
+            .ok()?;
+        &stack[..n]
+    } else {
+        heap = LENIENT_B64URL.decode(header.as_bytes()).ok()?;
+        &heap
+    };
+    // A JSON object's braces, without parsing it: cheaper, and more
+    // inclusive (the error to avoid is a JWS taken for opaque).
+    let json = decoded.trim_ascii();
+    (json.first() == Some(&b'{') && json.last() == Some(&b'}')).then_some((header, payload))
+}
+
+/// Peeks the claims of a JWT without verifying it; `None` when the token is not
+/// a JWS (see [`token_identity`]) whose payload is a JSON object. There is no
+/// size limit beyond what carried the token (the header limit, a body
+/// limit): a large payload must not hide a subject from a scope rule.
+pub fn peek_jwt(token: &str, names: &ClaimNames) -> Option<Attributes> {
+    let (_, payload) = jws_parts(token)?;
+    let bytes = LENIENT_B64URL.decode(payload.as_bytes()).ok()?;
     let serde_json::Value::Object(claims) = serde_json::from_slice(&bytes).ok()? else {
         return None;
     };
@@ -529,6 +847,8 @@ pub fn peek_jwt(token: &str, names: &ClaimNames) -> Option<Attributes> {
         provider: text(&names.provider),
         iat: time(&names.iat),
         exp: time(&names.exp),
+        jti: text("jti"),
+        iss: text("iss"),
     })
 }
 
@@ -603,18 +923,154 @@ mod tests {
     fn bearer_scheme_is_case_insensitive() {
         for v in ["Bearer abc", "bearer abc", "BEARER   abc  "] {
             let h = headers(&[("authorization", v.as_bytes())]);
-            let c = extract(&h, None, &api(&[])).unwrap().unwrap();
+            let c = extract(&h, None, None, &api(&[])).unwrap().unwrap();
             assert_eq!(c.token(), "abc");
             assert_eq!(c.source, CredentialSource::Bearer);
         }
     }
 
     #[test]
-    fn other_schemes_are_not_ours() {
-        let h = headers(&[("authorization", b"Basic dXNlcjpwYXNz")]);
-        assert!(extract(&h, None, &api(&[])).unwrap().is_none());
-        let h = headers(&[("authorization", b"BearerX abc")]);
-        assert!(extract(&h, None, &api(&[])).unwrap().is_none());
+    fn other_schemes_are_judged_and_auth_params_are_not_ours() {
+        // A single token under any scheme, or none, is judged.
+        for (v, want) in [
+            ("Basic dXNlcjpwYXNz", "dXNlcjpwYXNz"),
+            ("Token abc", "abc"),
+            ("JWT\tabc", "abc"),
+            ("abc", "abc"),
+        ] {
+            let h = headers(&[("authorization", v.as_bytes())]);
+            let c = extract(&h, None, None, &api(&[])).unwrap().unwrap();
+            assert_eq!(
+                (c.token(), &c.source),
+                (want, &CredentialSource::Authorization),
+                "{v}"
+            );
+        }
+        // Auth-params (Digest, SigV4) are not a token.
+        for v in [
+            r#"Digest username="u", realm="r", response="x""#,
+            "AWS4-HMAC-SHA256 Credential=a/b, SignedHeaders=host, Signature=f",
+        ] {
+            let h = headers(&[("authorization", v.as_bytes())]);
+            assert!(extract(&h, None, None, &api(&[])).unwrap().is_none(), "{v}");
+        }
+        // Another scheme beside a bearer query token: both are judged.
+        let h = headers(&[("authorization", b"Basic Y2xpZW50")]);
+        let c = extract(&h, Some("access_token=q"), None, &api(&[]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.token(), c.extra()), ("q", Some("Y2xpZW50")));
+    }
+
+    #[test]
+    fn bearer_with_any_other_separator_is_malformed() {
+        for v in [
+            &b"BearerX abc"[..],
+            b"Bearer\xa0abc",
+            b"Bearer,abc",
+            b"Bearer a,b",
+            b"Token a\xa0b",
+        ] {
+            let h = headers(&[("authorization", v)]);
+            assert!(extract(&h, None, None, &api(&[])).is_err(), "{v:?}");
+        }
+        let h = headers(&[("authorization", b"Bearer\tabc")]);
+        let c = extract(&h, None, None, &api(&[])).unwrap().unwrap();
+        assert_eq!((c.token(), &c.source), ("abc", &CredentialSource::Bearer));
+    }
+
+    #[test]
+    fn query_names_are_read_as_every_common_parser_reads_them() {
+        for q in [
+            "access_token=t",
+            "acc%65ss_token=t",
+            "%61ccess%5Ftoken=t",
+            "ACCESS_TOKEN=t",
+            "Access_Token=t",
+            "access.token=t",
+            "access+token=t",
+            "access%20token=t",
+            "access[token=t",
+            "++access_token=t",
+            "access_token[]=t",
+            "access_token[0]=t",
+            "x=1;access_token=t",
+            "x=1&y=2;access_token=t;z=3",
+        ] {
+            let none = headers(&[]);
+            let c = extract(&none, Some(q), None, &api(&[]))
+                .unwrap()
+                .unwrap_or_else(|| panic!("{q}"));
+            assert_eq!(c.token(), "t", "{q}");
+        }
+        for q in [
+            "access_tokens=t",
+            "xaccess_token=t",
+            "access-token=t",
+            "accesstoken=t",
+        ] {
+            assert!(
+                extract(&headers(&[]), Some(q), None, &api(&[]))
+                    .unwrap()
+                    .is_none(),
+                "{q}"
+            );
+        }
+        for (q, want) in [
+            ("access_token=t;x=1", CredentialError::Ambiguous),
+            ("access_token=a;access_token=b", CredentialError::Ambiguous),
+            (
+                "access_token=a&x;access_token=b",
+                CredentialError::Duplicate,
+            ),
+            ("access_token=a&ACCESS.TOKEN=b", CredentialError::Duplicate),
+            ("access_token", CredentialError::Malformed),
+        ] {
+            assert_eq!(
+                extract(&headers(&[]), Some(q), None, &api(&[])).unwrap_err(),
+                want,
+                "{q}"
+            );
+        }
+    }
+
+    #[test]
+    fn form_bodies_carry_tokens_like_queries() {
+        let none = headers(&[]);
+        let c = extract(&none, None, Some(b"a=1&access_token=f%2Bm"), &api(&[]))
+            .unwrap()
+            .unwrap();
+        assert_eq!((c.token(), &c.source), ("f+m", &CredentialSource::Form));
+        let h = headers(&[("authorization", b"Bearer b")]);
+        assert_eq!(
+            extract(&h, None, Some(b"access_token=f"), &api(&[])).unwrap_err(),
+            CredentialError::MultipleMethods
+        );
+        assert!(is_form_content_type(
+            b"Application/X-WWW-Form-URLEncoded ; charset=utf-8"
+        ));
+        assert!(!is_form_content_type(b"application/json"));
+    }
+
+    #[test]
+    fn api_key_headers_match_every_cgi_spelling() {
+        for name in ["x_api_key", "X_Api_Key", "X-API_KEY"] {
+            let h = headers(&[(name, b"k")]);
+            let c = extract(&h, None, None, &api(&["x-api-key"]))
+                .unwrap()
+                .unwrap();
+            assert_eq!(c.token(), "k", "{name}");
+        }
+        let h = headers(&[("x-api-key", b"k1"), ("x_api_key", b"k2")]);
+        assert_eq!(
+            extract(&h, None, None, &api(&["x-api-key"])).unwrap_err(),
+            CredentialError::Duplicate
+        );
+        let h = headers(&[("x-api-key", b"k1,k2")]);
+        assert_eq!(
+            extract(&h, None, None, &api(&["x-api-key"])).unwrap_err(),
+            CredentialError::Ambiguous
+        );
     }
 
     #[test]
@@ -680,7 +1136,7 @@ mod tests {
         for (h, q, want) in cases {
             let h = headers(h);
             assert_eq!(
-                extract(&h, *q, &api(&["x-api-key"])).unwrap_err(),
+                extract(&h, *q, None, &api(&["x-api-key"])).unwrap_err(),
                 *want,
                 "{h:?} {q:?}"
             );
@@ -690,7 +1146,7 @@ mod tests {
     #[test]
     fn query_and_api_key() {
         let h = headers(&[]);
-        let c = extract(&h, Some("a=1&access_token=t%2Fk&b=2"), &api(&[]))
+        let c = extract(&h, Some("a=1&access_token=t%2Fk&b=2"), None, &api(&[]))
             .unwrap()
             .unwrap();
         assert_eq!(c.token(), "t/k");
@@ -699,9 +1155,13 @@ mod tests {
             query_param: false,
             api_key_headers: vec![],
         };
-        assert!(extract(&h, Some("access_token=t"), &off).unwrap().is_none());
+        assert!(extract(&h, Some("access_token=t"), None, &off)
+            .unwrap()
+            .is_none());
         let h = headers(&[("x-api-key", b"key-1")]);
-        let c = extract(&h, None, &api(&["x-api-key"])).unwrap().unwrap();
+        let c = extract(&h, None, None, &api(&["x-api-key"]))
+            .unwrap()
+            .unwrap();
         assert_eq!(c.token(), "key-1");
     }
 
@@ -741,6 +1201,64 @@ mod tests {
         for bad in ["abc", "a.b", "a.!!!.c", &jwt("[1]"), "a.b.c.d"] {
             assert!(peek_jwt(bad, &ClaimNames::default()).is_none(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_jws_is_named_by_its_signing_input_and_the_rest_by_bytes() {
+        let e = |s: &str| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(s);
+        let h = e(r#"{"alg":"ES256"}"#);
+        let p = e(r#"{"sub":"u"}"#);
+        let jws = format!("{h}.{p}.c2lnbmF0dXJl");
+        assert_eq!(
+            token_identity(&jws),
+            TokenIdentity::Jws(&jws[..h.len() + 1 + p.len()])
+        );
+        let key = FingerprintKey::from_bytes([1; 32]);
+        for other_sig in ["c2lnbmF0dXJl==", "c2lnbmF0dXJm", "", "AAAA"] {
+            let t = format!("{h}.{p}.{other_sig}");
+            assert_eq!(
+                key.token_fingerprint(&t),
+                key.token_fingerprint(&jws),
+                "{t}"
+            );
+        }
+        // Padded header, header with spaces around the object, a long header.
+        let padded = format!("{}=.{p}.x", e(r#"{"alg":"RS256"}  "#));
+        assert!(matches!(token_identity(&padded), TokenIdentity::Jws(_)));
+        let long = format!(
+            "{}.{p}.x",
+            e(&format!(r#"{{"alg":"RS256","x5c":"{}"}}"#, "a".repeat(900)))
+        );
+        assert!(matches!(token_identity(&long), TokenIdentity::Jws(_)));
+        // Not a JWS: named by every byte.
+        for t in [
+            "opaque".to_string(),
+            "a.b.c".to_string(),
+            format!("{}.{p}.x", e("[1]")),
+            format!("{h}..x"),
+            format!(".{p}.x"),
+            format!("{h}.{p}.x.y"),
+            format!("{h}.{p}"),
+        ] {
+            assert_eq!(token_identity(&t), TokenIdentity::Opaque(&t), "{t}");
+            assert_eq!(key.token_fingerprint(&t), key.fingerprint(t.as_bytes()));
+        }
+        // The two kinds never share a name: an opaque token equal to a
+        // JWS's signing input is another token.
+        let signing_input = format!("{h}.{p}");
+        assert_ne!(
+            key.token_fingerprint(&signing_input),
+            key.token_fingerprint(&jws)
+        );
+        // jti names are apart from both, and per issuer.
+        assert_ne!(
+            key.jti_fingerprint(None, "j"),
+            key.jti_fingerprint(Some(""), "j")
+        );
+        assert_ne!(
+            key.jti_fingerprint(Some("a"), "bj"),
+            key.jti_fingerprint(Some("ab"), "j")
+        );
     }
 
     #[test]

@@ -79,6 +79,8 @@ const STORE_BACKLOG: &str = "revgate_store_journal_backlog";
 const STORE_TOKEN_RULES: &str = "revgate_store_token_rules";
 const STORE_SCOPE_RULES: &str = "revgate_store_scope_rules";
 const RELOADS: &str = "revgate_reloads_total";
+const CONNECTIONS_OPEN: &str = "revgate_connections_open";
+const CONNECTIONS_LIMITED: &str = "revgate_connections_limited_total";
 
 /// Buckets for the gateway's own time per request: 10 µs .. 1 s.
 pub const OVERHEAD_BUCKETS: &[f64] = &[
@@ -164,6 +166,13 @@ fn describe() {
     describe_gauge!(STORE_TOKEN_RULES, "Live token revocations.");
     describe_gauge!(STORE_SCOPE_RULES, "Live scope revocations.");
     describe_counter!(RELOADS, "Reloads (config, tls) by result.");
+    describe_gauge!(CONNECTIONS_OPEN, "Client connections open.");
+    describe_counter!(
+        CONNECTIONS_LIMITED,
+        "Times accepting paused at server.max_connections."
+    );
+    metrics::gauge!(CONNECTIONS_OPEN).set(0.0);
+    metrics::counter!(CONNECTIONS_LIMITED).absolute(0);
 }
 
 /// Drains histogram samples every 5 s until `cancel` fires, so memory stays
@@ -279,6 +288,21 @@ impl RouteMetrics {
     pub fn upstream_time(&self, seconds: f64) {
         self.upstream.record(seconds);
     }
+}
+
+/// A client connection opened.
+pub fn connection_opened() {
+    metrics::gauge!(CONNECTIONS_OPEN).increment(1.0);
+}
+
+/// A client connection closed.
+pub fn connection_closed() {
+    metrics::gauge!(CONNECTIONS_OPEN).decrement(1.0);
+}
+
+/// Accepting paused at `server.max_connections`.
+pub fn connections_limited() {
+    metrics::counter!(CONNECTIONS_LIMITED).increment(1);
 }
 
 /// Counts one revocation applied. `source` is the dialect's name

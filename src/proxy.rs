@@ -15,6 +15,14 @@
 //! (OneLogin, RFC 7009) reads it, under `revoke.max_body_bytes` (413 past it),
 //! and then forwards exactly those bytes.
 //!
+//! Who revokes a scope (LangSmith, Codegen: "every token of the current
+//! user"): in terminate mode the current user comes only from a verified
+//! source, a JWT in the call's credential that `identity::Verifier` accepted
+//! or the trusted identity headers, else the dialect's 401 and nothing is
+//! revoked; in forward mode the command waits for the upstream's 2xx, which
+//! authenticates the caller, so the peeked claims may name it
+//! ([`Runtime::command`]).
+//!
 //! Header hygiene (RFC 9110 §7.6.1): hop-by-hop headers and those named in
 //! `Connection` are removed both ways; `X-Forwarded-For` is appended to,
 //! `X-Forwarded-Proto` and `X-Forwarded-Host` are set to what this hop saw,
@@ -62,6 +70,21 @@ fn incoming(body: Incoming) -> Body {
     body.map_err(|e| Box::new(e) as BoxError).boxed()
 }
 
+/// A client's request body as forwarded: its trailer section is dropped
+/// (as nginx does), since a trailer field could carry a credential that
+/// was never judged, and it fails when it makes no progress for
+/// `server.body_idle_timeout` ([`crate::idle`]).
+fn incoming_request(rt: &Runtime, body: Incoming) -> Body {
+    let body = body.map_frame(|frame| {
+        if frame.is_trailers() {
+            http_body::Frame::data(Bytes::new())
+        } else {
+            frame
+        }
+    });
+    crate::idle::IdleBody::new(body, rt.settings.raw.server.body_idle_timeout).boxed()
+}
+
 type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
 
 // === ProxyError: the one mapping from cause to response ===
@@ -84,6 +107,14 @@ pub enum ProxyError {
     /// The client stopped sending its body (`server.body_idle_timeout`): 408.
     #[error("client body timed out")]
     ClientTimeout,
+    /// An HTTP/1.1 request without a `Host`, or with more than one
+    /// (RFC 9112 §3.2): 400.
+    #[error("missing or duplicate Host")]
+    BadHost,
+    /// A form-encoded body larger than `tokens.form_body_limit`: it could
+    /// carry an `access_token` that cannot be judged: 413.
+    #[error("form body too large to judge")]
+    FormTooLarge,
     /// A request transfer coding other than `chunked` alone (RFC 9112 §6.1:
     /// 501); relaying it would hand the upstream coded bytes as plain ones.
     #[error("unsupported transfer coding")]
@@ -99,6 +130,8 @@ impl ProxyError {
             ProxyError::UpstreamTimeout => StatusCode::GATEWAY_TIMEOUT,
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::TransferCoding => StatusCode::NOT_IMPLEMENTED,
+            ProxyError::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BadHost => StatusCode::BAD_REQUEST,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
         }
     }
@@ -123,6 +156,14 @@ impl ProxyError {
             ProxyError::ClientTimeout => {
                 ("request_timeout", "The request body did not arrive in time")
             }
+            ProxyError::BadHost => (
+                "invalid_request",
+                "An HTTP/1.1 request needs exactly one Host header",
+            ),
+            ProxyError::FormTooLarge => (
+                "invalid_request",
+                "The form body is too large to be checked for an access token",
+            ),
             ProxyError::TransferCoding => (
                 "not_implemented",
                 "The request's transfer coding is not supported",
@@ -157,6 +198,20 @@ pub struct Runtime {
     pools: Vec<Option<Arc<crate::h1::pool::Pool>>>,
     /// Whether any route matches on host (else the host is not read).
     host_routes: bool,
+    /// Verifies the JWT of a terminate-mode scope revoker (`[tokens.verify]`).
+    verifier: Option<crate::identity::Verifier>,
+    /// Repeated warnings, one line a second each (both paths).
+    pub(crate) warnings: Warnings,
+}
+
+/// The warnings a client or a failing upstream can repeat at will, each
+/// throttled ([`crate::telemetry::Throttle`]).
+#[derive(Debug, Default)]
+pub(crate) struct Warnings {
+    /// An upstream refused, reset or timed out.
+    pub upstream: crate::telemetry::Throttle,
+    /// A revoke call could not be read or answered.
+    pub revoke_call: crate::telemetry::Throttle,
 }
 
 /// Why a runtime could not be built.
@@ -182,6 +237,12 @@ impl Runtime {
             up.client_key.as_deref(),
         )
         .map_err(|e| RuntimeError::Tls(e.to_string()))?;
+        // The JWKS is fetched with the same outbound TLS settings as upstreams.
+        let verifier = settings
+            .verify
+            .as_ref()
+            .map(|v| crate::identity::Verifier::new(v, tls.clone()));
+        warn_unidentifiable_revokers(&settings);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -221,14 +282,17 @@ impl Runtime {
             })
             .collect();
         Ok(Runtime {
+            verifier,
             pools,
             host_routes: settings.routes.iter().any(|r| r.host.is_some()),
+            warnings: Warnings::default(),
             route_metrics,
             no_route_metrics: crate::metrics::RouteMetrics::new("-"),
             checker: Checker {
                 key,
                 sources: settings.credential_sources.clone(),
                 attributes: settings.attribute_sources.clone(),
+                jti: settings.raw.tokens.revoke_by_jti,
             },
             dialects,
             client,
@@ -243,42 +307,33 @@ impl Runtime {
 
     /// Turns a dialect's intent into a store command; `None` when a scope
     /// revocation's current user cannot be identified.
-    pub fn command(
+    ///
+    /// Who "the current user" of a scope revoke is depends on `mode` (see
+    /// `identity`): in **terminate** mode only a JWT the verifier accepted or
+    /// the trusted identity headers name it, so a forged unsigned token
+    /// cannot revoke someone else's tokens; in **forward** mode the
+    /// upstream's 2xx authenticates the caller (the command is applied only
+    /// then), so the peeked claims may name it. Token revokes do not depend
+    /// on the mode.
+    pub async fn command(
         &self,
         intent: RevokeIntent,
         headers: &HeaderMap,
         query: Option<&str>,
+        mode: RevokeMode,
     ) -> Option<RevocationCommand> {
-        let tokens = &self.settings.raw.tokens;
-        let now = now_unix();
         match intent {
             RevokeIntent::Token(raw) => {
-                let fingerprint = self.checker.key.fingerprint(raw.as_bytes());
-                let expires_at =
-                    credentials::peek_jwt(&raw, &self.settings.attribute_sources.claims)
-                        .and_then(|a| a.exp)
-                        .map(|exp| exp.saturating_add(tokens.clock_skew.as_secs()))
-                        .unwrap_or_else(|| now.saturating_add(tokens.max_lifetime.as_secs()));
-                Some(RevocationCommand::Token(TokenRule {
-                    fingerprint,
-                    expires_at,
-                }))
+                let fingerprint = self.checker.key.token_fingerprint(&raw);
+                let exp = credentials::peek_jwt(&raw, &self.settings.attribute_sources.claims)
+                    .and_then(|a| a.exp);
+                Some(RevocationCommand::Token(self.token_rule(fingerprint, exp)))
             }
             RevokeIntent::Scope { org, provider } => {
-                let mut attrs = match self.checker.credential(headers, query) {
-                    Ok(Some(c)) => credentials::attributes(
-                        c.token(),
-                        headers,
-                        &self.settings.attribute_sources,
-                    ),
-                    _ => Default::default(),
-                };
-                credentials::identity_fill(
-                    &mut attrs,
-                    headers,
-                    &self.settings.attribute_sources.identity_headers,
-                );
-                let sub = attrs.sub?;
+                let sub = match mode {
+                    RevokeMode::Forward => self.peeked_revoker(headers, query),
+                    RevokeMode::Terminate => self.verified_revoker(headers, query).await,
+                }?;
                 Some(RevocationCommand::Scope(self.scope_rule(ScopeKey {
                     sub,
                     org,
@@ -286,6 +341,64 @@ impl Runtime {
                 })))
             }
         }
+    }
+
+    /// A token rule for `fingerprint`, kept until the token's own expiry
+    /// (plus `tokens.clock_skew`) or, without one, `tokens.max_lifetime`.
+    pub fn token_rule(
+        &self,
+        fingerprint: crate::credentials::Fingerprint,
+        exp: Option<u64>,
+    ) -> TokenRule {
+        let tokens = &self.settings.raw.tokens;
+        let expires_at = exp
+            .map(|exp| exp.saturating_add(tokens.clock_skew.as_secs()))
+            .unwrap_or_else(|| now_unix().saturating_add(tokens.max_lifetime.as_secs()));
+        TokenRule {
+            fingerprint,
+            expires_at,
+        }
+    }
+
+    /// The caller's subject from its credential's peeked claims, else the
+    /// identity headers: only for forward mode, where the upstream vouches.
+    fn peeked_revoker(&self, headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+        let mut attrs = match self.checker.credential(headers, query, None) {
+            Ok(Some(c)) => {
+                credentials::attributes(c.token(), headers, &self.settings.attribute_sources)
+            }
+            _ => Default::default(),
+        };
+        credentials::identity_fill(
+            &mut attrs,
+            headers,
+            &self.settings.attribute_sources.identity_headers,
+        );
+        attrs.sub
+    }
+
+    /// The caller's subject from a verified source only: its credential's
+    /// JWT if the verifier accepts it, else the trusted identity headers.
+    async fn verified_revoker(&self, headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+        let sources = &self.settings.attribute_sources;
+        if let (Some(verifier), Ok(Some(cred))) = (
+            &self.verifier,
+            self.checker.credential(headers, query, None),
+        ) {
+            if let Ok(claims) = verifier.verify(cred.token()).await {
+                match claims.text(&sources.claims.sub) {
+                    Some(sub) => return Some(sub),
+                    None => tracing::warn!(
+                        kid = ?claims.kid(),
+                        claim = %sources.claims.sub,
+                        "caller's JWT verified but names no subject"
+                    ),
+                }
+            }
+        }
+        let mut attrs = credentials::Attributes::default();
+        credentials::identity_fill(&mut attrs, headers, &sources.identity_headers);
+        attrs.sub
     }
 
     /// A scope rule revoking every token of `key` issued up to now, kept
@@ -392,6 +505,28 @@ impl Runtime {
     }
 }
 
+/// Says loudly when a terminate-mode scope dialect can never identify its
+/// caller (no `[tokens.verify]`, no identity header for the subject): every
+/// such call will be a 401.
+fn warn_unidentifiable_revokers(settings: &Settings) {
+    if settings.verify.is_some() || settings.attribute_sources.identity_headers.sub.is_some() {
+        return;
+    }
+    for d in &settings.dialects {
+        if d.mode == RevokeMode::Terminate
+            && matches!(
+                d.kind,
+                dialect::DialectKind::LangSmith | dialect::DialectKind::Codegen
+            )
+        {
+            tracing::warn!(
+                dialect = d.kind.name(),
+                "terminate mode with neither [tokens.verify] nor tokens.identity_headers.sub: its revoke calls cannot identify a caller and will all be answered 401"
+            );
+        }
+    }
+}
+
 /// `/api` matches `/api`, `/api/` and `/api/x`, not `/apix`.
 fn prefix_matches(prefix: &str, path: &str) -> bool {
     match path.strip_prefix(prefix) {
@@ -465,8 +600,12 @@ impl Gateway {
         }
     }
 
-    /// Replaces the runtime (config reload); in-flight requests finish on the old one.
+    /// Replaces the runtime (config reload); in-flight requests finish on the
+    /// old one. A JWKS already fetched from an unchanged URL is carried over.
     pub fn reload(&self, runtime: Runtime) {
+        if let (Some(new), Some(old)) = (&runtime.verifier, &self.runtime.load().verifier) {
+            new.adopt_keys(old);
+        }
         self.runtime.store(Arc::new(runtime));
     }
 
@@ -545,6 +684,16 @@ impl Gateway {
             return h;
         }
 
+        // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host (the
+        // fast path hands such requests here, so this is the one place).
+        if req.version() == http::Version::HTTP_11
+            && req.headers().get_all(header::HOST).iter().count() != 1
+        {
+            h.outcome = Outcome::BadRequest;
+            h.response = ProxyError::BadHost.into_response();
+            return h;
+        }
+
         // 1. route
         let host = if rt.host_routes {
             request_host(&req)
@@ -562,13 +711,21 @@ impl Gateway {
         // 2. revoke endpoint? Only with the vendor's method: anything else on
         // that path is an ordinary request and is judged like any other.
         let revoke_path = rt.dialect(req.uri().path());
-        if let Some(d) = revoke_path.filter(|d| req.method() == d.dialect.method()) {
+        let (parts, body) = req.into_parts();
+        if let Some(d) = revoke_path.filter(|d| parts.method == d.dialect.method()) {
             h.outcome = Outcome::RevokeCall;
             let started = Instant::now();
-            h.response = match self.revoke(rt, d, route, req, conn).await {
-                Ok(r) => r,
+            h.response = match self.revoke(rt, d, route, parts, body, conn).await {
+                Ok(Revoked::Answered(r)) => r,
+                Ok(Revoked::Refused(refusal)) => {
+                    h.outcome = refusal.outcome;
+                    h.fingerprint = refusal.fingerprint;
+                    refusal.response
+                }
                 Err(e) => {
-                    tracing::warn!(error = %e, dialect = d.dialect.kind().name(), "revoke call failed");
+                    if let Some(suppressed) = rt.warnings.revoke_call.admit() {
+                        tracing::warn!(error = %e, dialect = d.dialect.kind().name(), suppressed, "revoke call failed");
+                    }
                     e.into_response()
                 }
             };
@@ -576,30 +733,33 @@ impl Gateway {
             return h;
         }
 
-        // 3. verdict
-        match rt
-            .checker
-            .judge(req.headers(), req.uri().query(), &*self.store)
-            .await
-        {
-            Verdict::Revoked(fp) => {
-                h.outcome = Outcome::Revoked;
-                h.fingerprint = Some(fp);
-                h.response = verdict::revoked().map(full);
-                return h;
-            }
-            Verdict::BadRequest(e) => {
+        // 3. verdict; a form-encoded body may carry the token too (RFC 6750
+        // §2.2), so it is read first, within `tokens.form_body_limit`.
+        let (form, body) = match read_form(rt, &parts.headers, body).await {
+            Ok(read) => read,
+            Err(e) => {
                 h.outcome = Outcome::BadRequest;
-                h.response = verdict::bad_request(e).map(full);
+                h.response = e.into_response();
                 return h;
             }
-            Verdict::Unavailable => {
-                h.outcome = Outcome::Unavailable;
-                h.response = verdict::unavailable().map(full);
+        };
+        let verdict = rt
+            .checker
+            .judge(
+                &parts.headers,
+                parts.uri.query(),
+                form.as_deref(),
+                &*self.store,
+            )
+            .await;
+        match Refusal::of(verdict) {
+            Admit::Pass(fp) => h.fingerprint = fp,
+            Admit::Refuse(refusal) => {
+                h.outcome = refusal.outcome;
+                h.fingerprint = refusal.fingerprint;
+                h.response = refusal.response;
                 return h;
             }
-            Verdict::Pass(fp) => h.fingerprint = Some(fp),
-            Verdict::NoCredential => {}
         }
 
         // A terminating revoke path answers a wrong method itself, in the
@@ -607,9 +767,9 @@ impl Gateway {
         if let Some(d) = revoke_path.filter(|d| d.mode == RevokeMode::Terminate) {
             h.outcome = Outcome::RevokeCall;
             let call = RevokeCall {
-                method: req.method(),
-                query: req.uri().query(),
-                headers: req.headers(),
+                method: &parts.method,
+                query: parts.uri.query(),
+                headers: &parts.headers,
                 body: &[],
             };
             h.response = match d.dialect.parse(&call) {
@@ -621,14 +781,15 @@ impl Gateway {
 
         // 4. forward
         let started = Instant::now();
-        let (parts, body) = req.into_parts();
-        let result = forward(rt, route, parts, incoming(body), conn).await;
+        let result = forward(rt, route, parts, body, conn).await;
         h.upstream_time = Some(started.elapsed());
         h.response = match result {
             Ok(r) => r,
             Err(e) => {
                 h.outcome = Outcome::UpstreamError;
-                tracing::warn!(error = %e, route = %route.name, "upstream error");
+                if let Some(suppressed) = rt.warnings.upstream.admit() {
+                    tracing::warn!(error = %e, route = %route.name, suppressed, "upstream error");
+                }
                 e.into_response()
             }
         };
@@ -642,20 +803,46 @@ impl Gateway {
         rt: &Runtime,
         d: &DialectEntry,
         route: &Route,
-        req: Request<Incoming>,
+        parts: http::request::Parts,
+        body: Incoming,
         conn: ClientConn,
-    ) -> Result<Response<Body>, ProxyError> {
-        let (parts, body) = req.into_parts();
-        let limit = rt.settings.raw.revoke.max_body_bytes;
+    ) -> Result<Revoked, ProxyError> {
+        let forwarding = d.mode == RevokeMode::Forward;
+        // The body is read when the dialect needs it (under its own limit,
+        // answered in the vendor's format past it), or, forwarding, when it
+        // is a form that may carry the caller's own token.
         let (buffered, stream) = if d.dialect.needs_body() {
-            match read_limited(&parts.headers, body, limit).await {
+            let limit = rt.settings.raw.revoke.max_body_bytes;
+            match read_limited(rt, &parts.headers, body, limit).await {
                 Ok(bytes) => (Some(bytes), None),
-                Err(BodyError::TooLarge) => return Ok(render(d, d.dialect.payload_too_large())),
+                Err(BodyError::TooLarge) => {
+                    return Ok(Revoked::Answered(render(d, d.dialect.payload_too_large())))
+                }
                 Err(BodyError::Read(e)) => return Err(ProxyError::ClientBody(e)),
+                Err(BodyError::Idle) => return Err(ProxyError::ClientTimeout),
+            }
+        } else if forwarding {
+            match read_form(rt, &parts.headers, body).await? {
+                (Some(bytes), _) => (Some(bytes), None),
+                (None, stream) => (None, Some(stream)),
             }
         } else {
-            (None, Some(body))
+            (None, Some(incoming_request(rt, body)))
         };
+        // Forwarding, the call is an ordinary request to the upstream as well:
+        // its caller's own credential is judged like any other.
+        if forwarding {
+            let form = buffered
+                .as_deref()
+                .filter(|_| credentials::is_form(&parts.headers));
+            let verdict = rt
+                .checker
+                .judge(&parts.headers, parts.uri.query(), form, &*self.store)
+                .await;
+            if let Admit::Refuse(refusal) = Refusal::of(verdict) {
+                return Ok(Revoked::Refused(refusal));
+            }
+        }
         let call = RevokeCall {
             method: &parts.method,
             query: parts.uri.query(),
@@ -664,35 +851,40 @@ impl Gateway {
         };
         let parsed = d.dialect.parse(&call);
         let source = d.dialect.kind().name();
-        match d.mode {
+        let answered = match d.mode {
             RevokeMode::Terminate => {
                 let intent = match parsed {
                     Ok(i) => i,
-                    Err(vendor_error) => return Ok(render(d, vendor_error)),
+                    Err(vendor_error) => return Ok(Revoked::Answered(render(d, vendor_error))),
                 };
-                let Some(cmd) = rt.command(intent, &parts.headers, parts.uri.query()) else {
-                    return Ok(render(d, d.dialect.unauthenticated()));
+                let command = rt.command(intent, &parts.headers, parts.uri.query(), d.mode);
+                let Some(cmd) = command.await else {
+                    return Ok(Revoked::Answered(render(d, d.dialect.unauthenticated())));
                 };
                 match self.store.apply(cmd).await {
                     Ok(_) => {
                         crate::metrics::revocation_applied(source, "terminate");
-                        Ok(render(d, d.dialect.success()))
+                        render(d, d.dialect.success())
                     }
                     Err(e) => {
                         crate::metrics::revocation_apply_failed(source);
                         tracing::error!(error = %e, dialect = source, "revocation not recorded");
-                        Ok(render(d, d.dialect.unavailable()))
+                        render(d, d.dialect.unavailable())
                     }
                 }
             }
             RevokeMode::Forward => {
                 // Decide what would be applied before the request is handed on.
-                let cmd = parsed
-                    .ok()
-                    .map(|intent| rt.command(intent, &parts.headers, parts.uri.query()));
+                let cmd = match parsed {
+                    Ok(intent) => Some(
+                        rt.command(intent, &parts.headers, parts.uri.query(), d.mode)
+                            .await,
+                    ),
+                    Err(_) => None,
+                };
                 let body = match (buffered, stream) {
                     (Some(bytes), _) => full(bytes),
-                    (None, Some(s)) => incoming(s),
+                    (None, Some(s)) => s,
                     (None, None) => full(Bytes::new()),
                 };
                 let resp = forward(rt, route, parts, body, conn).await?;
@@ -709,9 +901,10 @@ impl Gateway {
                         None => {}
                     }
                 }
-                Ok(resp)
+                resp
             }
-        }
+        };
+        Ok(Revoked::Answered(answered))
     }
 
     /// Applies a forwarded revocation; on failure keeps retrying in the
@@ -768,12 +961,77 @@ fn render(d: &DialectEntry, r: DialectResponse) -> Response<Body> {
     resp
 }
 
+/// How a revoke call ended.
+enum Revoked {
+    /// Answered: by the dialect, or by the upstream it was forwarded to.
+    Answered(Response<Body>),
+    /// Forwarding, the caller's own credential was refused.
+    Refused(Refusal),
+}
+
+/// A verdict that refuses the request: its answer and how it is counted.
+struct Refusal {
+    response: Response<Body>,
+    outcome: Outcome,
+    fingerprint: Option<crate::credentials::Fingerprint>,
+}
+
+/// What a verdict means for the request.
+enum Admit {
+    /// On, with the credential's fingerprint if it had one.
+    Pass(Option<crate::credentials::Fingerprint>),
+    /// Refused.
+    Refuse(Refusal),
+}
+
+impl Refusal {
+    /// The verdict as an admission: on, or refused with its answer.
+    fn of(v: Verdict) -> Admit {
+        let (response, outcome, fingerprint) = match v {
+            Verdict::Pass(fp) => return Admit::Pass(Some(fp)),
+            Verdict::NoCredential => return Admit::Pass(None),
+            Verdict::Revoked(fp) => (verdict::revoked(), Outcome::Revoked, Some(fp)),
+            Verdict::BadRequest(e) => (verdict::bad_request(e), Outcome::BadRequest, None),
+            Verdict::Unavailable => (verdict::unavailable(), Outcome::Unavailable, None),
+        };
+        Admit::Refuse(Refusal {
+            response: response.map(full),
+            outcome,
+            fingerprint,
+        })
+    }
+}
+
+/// Reads a form-encoded request body (when `tokens.form_body_limit` is on)
+/// so that its `access_token` can be judged; returns it with the body to
+/// forward. Past the limit the request is refused: forwarding it would hand
+/// the upstream a token nobody judged.
+async fn read_form(
+    rt: &Runtime,
+    headers: &HeaderMap,
+    body: Incoming,
+) -> Result<(Option<Bytes>, Body), ProxyError> {
+    let limit = rt.settings.raw.tokens.form_body_limit;
+    if limit == 0 || !credentials::is_form(headers) || http_body::Body::is_end_stream(&body) {
+        return Ok((None, incoming_request(rt, body)));
+    }
+    match read_limited(rt, headers, body, limit).await {
+        Ok(bytes) => Ok((Some(bytes.clone()), full(bytes))),
+        Err(BodyError::TooLarge) => Err(ProxyError::FormTooLarge),
+        Err(BodyError::Read(e)) => Err(ProxyError::ClientBody(e)),
+        Err(BodyError::Idle) => Err(ProxyError::ClientTimeout),
+    }
+}
+
 enum BodyError {
     TooLarge,
     Read(String),
+    /// No progress for `server.body_idle_timeout`.
+    Idle,
 }
 
 async fn read_limited(
+    rt: &Runtime,
     headers: &HeaderMap,
     body: Incoming,
     limit: usize,
@@ -785,9 +1043,11 @@ async fn read_limited(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge);
     }
+    let body = crate::idle::IdleBody::new(body, rt.settings.raw.server.body_idle_timeout);
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(e) if crate::idle::is_idle(&*e) => Err(BodyError::Idle),
         Err(e) => Err(BodyError::Read(e.to_string())),
     }
 }
@@ -1009,6 +1269,8 @@ async fn forward(
     };
     let mut resp = match result {
         Err(()) => return Err(ProxyError::UpstreamTimeout),
+        // The client's body stopped (hyper's client reports our body's error).
+        Ok(Err(e)) if crate::idle::is_idle(&e) => return Err(ProxyError::ClientTimeout),
         Ok(Err(e)) if is_timeout(&e) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(e)) => {
             let mut msg = e.to_string();

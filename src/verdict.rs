@@ -45,60 +45,103 @@ pub struct Checker {
     pub sources: CredentialSources,
     /// Where attributes are read.
     pub attributes: AttributeSources,
+    /// Whether revocations by `jti` are matched (`tokens.revoke_by_jti`).
+    pub jti: bool,
 }
 
 impl Checker {
-    /// Finds the credential in a request.
+    /// Finds the credential in a request (`form`: a form-encoded body that
+    /// was read, see [`credentials::extract`]).
     pub fn credential<'a, H: Headers + ?Sized>(
         &self,
         headers: &'a H,
         query: Option<&'a str>,
+        form: Option<&'a [u8]>,
     ) -> Result<Option<Credential<'a>>, CredentialError> {
-        credentials::extract(headers, query, &self.sources)
+        credentials::extract(headers, query, form, &self.sources)
     }
 
-    /// Judges a request by its headers and query.
+    /// Judges a request by its headers, query and (when read) form body.
     pub async fn judge<H: Headers + ?Sized>(
         &self,
         headers: &H,
         query: Option<&str>,
+        form: Option<&[u8]>,
         store: &dyn RevocationStore,
     ) -> Verdict {
-        let cred = match self.credential(headers, query) {
+        let cred = match self.credential(headers, query, form) {
             Ok(Some(c)) => c,
             Ok(None) => return Verdict::NoCredential,
             Err(e) => return Verdict::BadRequest(e),
         };
-        let fp = self.key.fingerprint(cred.token().as_bytes());
-        let cache = store.cache();
         let mode = store.check_mode();
         if mode == CheckMode::Reject {
             return Verdict::Unavailable;
         }
-        let bloom_hit = cache.may_contain(&fp);
-        if bloom_hit || mode == CheckMode::AlwaysLookup {
-            match store.is_token_revoked(&fp).await {
-                Ok(true) => return Verdict::Revoked(fp),
-                Ok(false) => {
-                    if bloom_hit {
-                        cache.note_false_positive();
-                    }
-                }
-                // Fail closed: the bloom filter says it may be revoked and no
-                // one can say otherwise.
-                Err(_) if bloom_hit => return Verdict::Revoked(fp),
-                // Every credential must be asked about (the local state is
-                // incomplete or stale) and the store cannot answer: refuse.
-                Err(_) => return Verdict::Unavailable,
+        let fp = self.key.token_fingerprint(cred.token());
+        if let Some(v) = exact(fp, mode, store).await {
+            return v;
+        }
+        if let Some(extra) = cred.extra() {
+            if let Some(v) = exact(self.key.token_fingerprint(extra), mode, store).await {
+                return v;
             }
         }
-        if cache.has_scope_rules() {
+        // Rules on what the token says of itself: read its claims only when
+        // some exist (or `jti` revocation is on), since that costs a decode.
+        let cache = store.cache();
+        let scopes = cache.has_scope_rules();
+        if scopes || self.jti {
             let attrs = credentials::attributes(cred.token(), headers, &self.attributes);
-            if cache.scope_matches(&attrs, now_unix()) {
+            if scopes && cache.scope_matches(&attrs, now_unix()) {
                 return Verdict::Revoked(fp);
+            }
+            if let (true, Some(jti)) = (self.jti, attrs.jti.as_deref()) {
+                let by_issuer = attrs
+                    .iss
+                    .as_deref()
+                    .map(|iss| self.key.jti_fingerprint(Some(iss), jti));
+                for jfp in by_issuer
+                    .into_iter()
+                    .chain([self.key.jti_fingerprint(None, jti)])
+                {
+                    if let Some(v) = exact(jfp, mode, store).await {
+                        // The request is refused under its own token's name.
+                        return match v {
+                            Verdict::Revoked(_) => Verdict::Revoked(fp),
+                            other => other,
+                        };
+                    }
+                }
             }
         }
         Verdict::Pass(fp)
+    }
+}
+
+/// The verdict on one fingerprint when it settles the request (revoked, or
+/// the store cannot answer); `None` when it is not revoked.
+#[inline]
+async fn exact(fp: Fingerprint, mode: CheckMode, store: &dyn RevocationStore) -> Option<Verdict> {
+    let cache = store.cache();
+    let bloom_hit = cache.may_contain(&fp);
+    if !bloom_hit && mode != CheckMode::AlwaysLookup {
+        return None;
+    }
+    match store.is_token_revoked(&fp).await {
+        Ok(true) => Some(Verdict::Revoked(fp)),
+        Ok(false) => {
+            if bloom_hit {
+                cache.note_false_positive();
+            }
+            None
+        }
+        // Fail closed: the bloom filter says it may be revoked and no one
+        // can say otherwise.
+        Err(_) if bloom_hit => Some(Verdict::Revoked(fp)),
+        // Every credential must be asked about (the local state is
+        // incomplete or stale) and the store cannot answer: refuse.
+        Err(_) => Some(Verdict::Unavailable),
     }
 }
 
@@ -172,6 +215,7 @@ mod tests {
             key: Arc::new(FingerprintKey::from_bytes([3; 32])),
             sources: CredentialSources::default(),
             attributes: AttributeSources::default(),
+            jti: true,
         }
     }
 
@@ -189,7 +233,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (store, _) = MemoryStore::open(&dir.path().join("j"), 1000, 0.01).unwrap();
         let c = checker();
-        let fp = c.key.fingerprint(b"bad");
+        let fp = c.key.token_fingerprint("bad");
         store
             .apply(RevocationCommand::Token(TokenRule {
                 fingerprint: fp,
@@ -198,24 +242,25 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(
-            c.judge(&bearer("bad"), None, &store).await,
+            c.judge(&bearer("bad"), None, None, &store).await,
             Verdict::Revoked(fp)
         );
         assert_eq!(
-            c.judge(&HeaderMap::new(), Some("access_token=bad"), &store)
+            c.judge(&HeaderMap::new(), Some("access_token=bad"), None, &store)
                 .await,
             Verdict::Revoked(fp)
         );
         assert!(matches!(
-            c.judge(&bearer("good"), None, &store).await,
+            c.judge(&bearer("good"), None, None, &store).await,
             Verdict::Pass(_)
         ));
         assert_eq!(
-            c.judge(&HeaderMap::new(), None, &store).await,
+            c.judge(&HeaderMap::new(), None, None, &store).await,
             Verdict::NoCredential
         );
         assert_eq!(
-            c.judge(&bearer("a"), Some("access_token=b"), &store).await,
+            c.judge(&bearer("a"), Some("access_token=b"), None, &store)
+                .await,
             Verdict::BadRequest(CredentialError::MultipleMethods)
         );
         // A scope rule: the user's opaque token passes (no subject known)...
@@ -232,7 +277,7 @@ mod tests {
             .await
             .unwrap();
         assert!(matches!(
-            c.judge(&bearer("opaque"), None, &store).await,
+            c.judge(&bearer("opaque"), None, None, &store).await,
             Verdict::Pass(_)
         ));
     }

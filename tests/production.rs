@@ -368,6 +368,24 @@ async fn metrics_parse_and_move() {
         &[("authorization", "Bearer a"), ("authorization", "Bearer b")],
     )
     .await;
+    // A request is counted once its answer has been written: wait for the
+    // last one rather than racing it.
+    let counted = |m: &prometheus::Exposition, outcome: &str| {
+        m.value(
+            "revgate_requests_total",
+            &[("route", "default"), ("outcome", outcome)],
+        )
+        .unwrap_or(0.0)
+    };
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            let m = scrape().await;
+            counted(&m, "forwarded") == 3.0
+                && counted(&m, "revoked") == 1.0
+                && counted(&m, "bad_request") == 1.0
+        })
+        .await
+    );
     let m = scrape().await;
     let count = |outcome: &str| {
         m.value(

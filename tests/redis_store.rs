@@ -870,7 +870,7 @@ fn gateway(redis_url: &str, upstream: &str) -> support::RunningGateway {
         .arg("--revoke-mode")
         .arg("terminate")
         .toml(&format!(
-            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"gw\""
+            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[tokens.identity_headers]\nsub = \"x-test-subject\"\n[store]\nkey_prefix = \"gw\""
         ))
         .spawn()
 }
@@ -981,12 +981,13 @@ async fn three_gateways_on_one_redis_reject_what_any_of_them_revoked() {
     let t0 = support::now();
     let u1 = support::jwt(&serde_json::json!({"sub": "u1", "provider": "github", "iat": t0 - 60}));
     let u2 = support::jwt(&serde_json::json!({"sub": "u2", "provider": "github", "iat": t0 - 60}));
-    let caller = support::jwt(&serde_json::json!({"sub": "u1", "iat": t0 - 5}));
+    // Terminate mode: the current user comes from a verified source, here
+    // the trusted identity header (an unsigned JWT would be refused).
     let r = support::send(
         http::Request::builder()
             .method("DELETE")
             .uri(format!("{}/v2/auth/tokens?provider_id=github", b.url))
-            .header("authorization", format!("Bearer {caller}"))
+            .header("x-test-subject", "u1")
             .body(Default::default())
             .unwrap(),
     )

@@ -57,6 +57,53 @@ impl Framing {
     pub fn is_done(&self) -> bool {
         *self == Framing::Done
     }
+
+    /// [`Framing::take`] for a request body, whose trailer section is
+    /// dropped (a trailer field could carry a credential nobody judged):
+    /// only `input[..keep]` is sent on, followed by `end` when the body
+    /// ended with its trailers dropped.
+    pub fn take_request(&mut self, input: &[u8]) -> Result<Taken, BadChunk> {
+        let Framing::Chunked(c) = self else {
+            let n = self.take(input)?;
+            return Ok(Taken {
+                consumed: n,
+                keep: n,
+                end: b"",
+            });
+        };
+        let was_dropping = c.in_trailers;
+        let n = c.scan(input)?;
+        let keep = match (was_dropping, c.trailers_from.take()) {
+            (true, _) => 0,
+            (false, Some(at)) => at,
+            (false, None) => n,
+        };
+        let end: &'static [u8] = if c.in_trailers && c.is_done() {
+            b"\r\n"
+        } else {
+            b""
+        };
+        if c.is_done() {
+            *self = Framing::Done;
+        }
+        Ok(Taken {
+            consumed: n,
+            keep,
+            end,
+        })
+    }
+}
+
+/// What [`Framing::take_request`] took.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Taken {
+    /// Bytes of `input` that belong to the body.
+    pub consumed: usize,
+    /// Of those, how many (from the start) are sent on.
+    pub keep: usize,
+    /// Sent after them: the empty line that ends a body whose trailers
+    /// were dropped.
+    pub end: &'static [u8],
 }
 
 /// Where a chunked-body scan stands.
@@ -93,6 +140,10 @@ enum State {
 pub struct Chunks {
     state: State,
     size: u64,
+    /// A trailer field has been seen (what follows is trailer section).
+    in_trailers: bool,
+    /// Where in the last scanned input the first trailer field began.
+    trailers_from: Option<usize>,
 }
 
 impl Default for Chunks {
@@ -100,6 +151,8 @@ impl Default for Chunks {
         Chunks {
             state: State::Size { digits: 0 },
             size: 0,
+            in_trailers: false,
+            trailers_from: None,
         }
     }
 }
@@ -160,7 +213,13 @@ impl Chunks {
                 State::TrailerStart => match b {
                     b'\r' => State::EndLf,
                     b'\t' | b' ' => return Err(BadChunk), // obsolete line folding
-                    0x21..=0x7e => State::Trailer,
+                    0x21..=0x7e => {
+                        if !self.in_trailers {
+                            self.in_trailers = true;
+                            self.trailers_from = Some(i);
+                        }
+                        State::Trailer
+                    }
                     _ => return Err(BadChunk),
                 },
                 State::Trailer => match b {
@@ -249,6 +308,37 @@ mod tests {
         let mut c = Chunks::default();
         let n = c.scan(input)?;
         Ok((n, c.is_done()))
+    }
+
+    /// Feeds `input` to a request body `split` bytes at a time; returns
+    /// what would be sent on and what was left over.
+    fn relay_request(input: &[u8], split: usize) -> (Vec<u8>, usize) {
+        let mut f = Framing::Chunked(Chunks::default());
+        let mut sent = Vec::new();
+        let mut at = 0;
+        while !f.is_done() && at < input.len() {
+            let end = (at + split).min(input.len());
+            let t = f.take_request(&input[at..end]).unwrap();
+            sent.extend_from_slice(&input[at..at + t.keep]);
+            sent.extend_from_slice(t.end);
+            at += t.consumed;
+        }
+        (sent, input.len() - at)
+    }
+
+    #[test]
+    fn request_trailers_are_dropped_however_the_bytes_arrive() {
+        let body = b"5\r\nhello\r\n0\r\nAuthorization: Bearer t\r\nX-B: 2\r\n\r\nNEXT";
+        for split in [1, 2, 3, 7, 16, body.len()] {
+            let (sent, left) = relay_request(body, split);
+            assert_eq!(sent, b"5\r\nhello\r\n0\r\n\r\n", "split {split}");
+            assert_eq!(left, 4, "split {split}");
+        }
+        // Without trailers, every byte goes on.
+        let plain = b"3\r\nabc\r\n0\r\n\r\n";
+        for split in [1, 5, plain.len()] {
+            assert_eq!(relay_request(plain, split).0, plain.to_vec());
+        }
     }
 
     #[test]

@@ -27,11 +27,16 @@
 //! prior knowledge), `Upgrade`, `Expect`, `CONNECT`, absolute-form or odd
 //! targets, duplicate or conflicting framing headers, heads over the size
 //! limit or with more than [`MAX_HEADERS`] fields, revoke endpoints,
-//! `https://` upstreams — is handed to hyper with the bytes read so far
+//! `https://` upstreams, form-encoded bodies (whose `access_token` hyper's
+//! path reads and judges) — is handed to hyper with the bytes read so far
 //! ([`End::Handover`]), and hyper serves the rest of that connection exactly
 //! as it serves connections that never took this path. Answers to malformed
 //! input therefore come from one place (hyper), and this path never has to
 //! guess at a message it does not fully understand.
+//!
+//! A chunked request body's trailer section is dropped on the way
+//! ([`framing::Framing::take_request`]): a trailer field could carry a
+//! credential nobody judged.
 //!
 //! Upstream responses are relayed when they are HTTP/1.x with a valid
 //! head; a response with conflicting or unknown framing (`Content-Length`
@@ -317,6 +322,7 @@ async fn plan(
     let mut chunked = false;
     let mut codings = 0;
     let mut close = false;
+    let mut form = false;
     let mut named: [&[u8]; MAX_CONNECTION_TOKENS] = [&[]; MAX_CONNECTION_TOKENS];
     let mut n_named = 0;
     for f in fields {
@@ -345,6 +351,8 @@ async fn plan(
                     n_named += 1;
                 }
             }
+        } else if name.eq_ignore_ascii_case(b"content-type") {
+            form |= crate::credentials::is_form_content_type(f.value);
         } else if name.eq_ignore_ascii_case(b"upgrade")
             || name.eq_ignore_ascii_case(b"expect")
             || name.eq_ignore_ascii_case(b"http2-settings")
@@ -360,6 +368,10 @@ async fn plan(
         (false, Some(n)) if n > 0 => Framing::Length(n),
         _ => Framing::Done,
     };
+    // A form body may carry an `access_token`: hyper's path reads and judges it.
+    if form && !body.is_done() && rt.settings().raw.tokens.form_body_limit > 0 {
+        return Plan::Handover;
+    }
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
@@ -408,7 +420,7 @@ async fn plan(
             meta,
         })
     };
-    let fingerprint = match rt.checker().judge(fields, query, &**gw.store()).await {
+    let fingerprint = match rt.checker().judge(fields, query, None, &**gw.store()).await {
         Verdict::Revoked(fp) => {
             return answer(verdict::revoked(), Outcome::Revoked, Some(fp), body, meta)
         }
@@ -623,8 +635,8 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
         } = f;
         self.buf.drain(..head_len);
         // The body bytes already read go out with the head.
-        let first = match body.take(&self.buf) {
-            Ok(n) => n,
+        let first = match body.take_request(&self.buf) {
+            Ok(t) => t,
             Err(_) => {
                 let a = Answer {
                     response: bad_body(),
@@ -641,8 +653,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
                 return self.answer(rt, a, 0, start).await;
             }
         };
-        self.out.extend_from_slice(&self.buf[..first]);
-        self.buf.drain(..first);
+        self.out.extend_from_slice(&self.buf[..first.keep]);
+        self.out.extend_from_slice(first.end);
+        self.buf.drain(..first.consumed);
 
         let sent = Instant::now();
         let (mut up, head) = match self
@@ -653,21 +666,27 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
             Err(e) => {
                 let (response, outcome) = match e {
                     ExchangeError::Connect(ConnectError::TimedOut(_)) | ExchangeError::TimedOut => {
-                        tracing::warn!(route = %rt.settings().routes[route].name, "upstream timed out");
+                        if let Some(suppressed) = rt.warnings.upstream.admit() {
+                            tracing::warn!(route = %rt.settings().routes[route].name, suppressed, "upstream timed out");
+                        }
                         (
                             ProxyError::UpstreamTimeout.response(),
                             Outcome::UpstreamError,
                         )
                     }
                     ExchangeError::Connect(e) => {
-                        tracing::warn!(error = %e, route = %rt.settings().routes[route].name, "upstream error");
+                        if let Some(suppressed) = rt.warnings.upstream.admit() {
+                            tracing::warn!(error = %e, route = %rt.settings().routes[route].name, suppressed, "upstream error");
+                        }
                         (
                             ProxyError::UpstreamUnavailable(e.to_string()).response(),
                             Outcome::UpstreamError,
                         )
                     }
                     ExchangeError::Unavailable(e) => {
-                        tracing::warn!(error = %e, route = %rt.settings().routes[route].name, "upstream error");
+                        if let Some(suppressed) = rt.warnings.upstream.admit() {
+                            tracing::warn!(error = %e, route = %rt.settings().routes[route].name, suppressed, "upstream error");
+                        }
                         (
                             ProxyError::UpstreamUnavailable(e).response(),
                             Outcome::UpstreamError,
@@ -718,6 +737,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
             } else {
                 relay(
                     &mut rbody,
+                    false,
                     &mut self.ubuf,
                     &mut up,
                     &mut self.io,
@@ -802,7 +822,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
                 let relayed = tokio::select! {
                     biased;
                     _ = rd.peek(&mut one) => None,
-                    r = relay(body, &mut self.buf, &mut self.io, &mut wr, &mut stall) => Some(r),
+                    r = relay(body, true, &mut self.buf, &mut self.io, &mut wr, &mut stall) => Some(r),
                 };
                 match relayed {
                     Some(Ok(())) => {}
@@ -1140,9 +1160,12 @@ impl Stall<'_> {
 }
 
 /// Relays the rest of a body from `src` to `dst`. `buf` holds bytes already
-/// read from `src` and, on return, those read past the body's end.
+/// read from `src` and, on return, those read past the body's end. A
+/// request body (`request`) loses its trailer section on the way
+/// ([`Framing::take_request`]).
 async fn relay<R, W>(
     body: &mut Framing,
+    request: bool,
     buf: &mut Vec<u8>,
     src: &mut R,
     dst: &mut W,
@@ -1165,12 +1188,26 @@ where
                 Some(Ok(_)) => {}
             }
         }
-        let k = body.take(buf).map_err(|_| RelayError::Framing)?;
-        match stall.bound(dst.write_all(&buf[..k])).await {
-            Some(Ok(())) => {}
-            None | Some(Err(_)) => return Err(RelayError::Write),
+        let t = if request {
+            body.take_request(buf)
+        } else {
+            body.take(buf).map(|n| framing::Taken {
+                consumed: n,
+                keep: n,
+                end: b"",
+            })
         }
-        buf.drain(..k);
+        .map_err(|_| RelayError::Framing)?;
+        for part in [&buf[..t.keep], t.end] {
+            if part.is_empty() {
+                continue;
+            }
+            match stall.bound(dst.write_all(part)).await {
+                Some(Ok(())) => {}
+                None | Some(Err(_)) => return Err(RelayError::Write),
+            }
+        }
+        buf.drain(..t.consumed);
     }
     Ok(())
 }

@@ -513,6 +513,7 @@ mod tests {
             provider: provider.map(Into::into),
             iat,
             exp: None,
+            ..Default::default()
         }
     }
 

@@ -13,6 +13,8 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod jwks;
+pub mod jws;
 pub mod prometheus;
 pub mod raw;
 
@@ -43,6 +45,8 @@ pub struct Recorded {
     pub uri: String,
     pub headers: HeaderMap,
     pub body: Bytes,
+    /// The request's trailer section, if it had one.
+    pub trailers: Option<HeaderMap>,
 }
 
 pub struct Upstream {
@@ -183,16 +187,19 @@ async fn serve(
         .and_then(|c| c.parse().ok())
         .unwrap_or(status);
     let (parts, body) = req.into_parts();
-    let body = body
-        .collect()
-        .await
-        .map(|c| c.to_bytes())
-        .unwrap_or_default();
+    let (body, trailers) = match body.collect().await {
+        Ok(c) => {
+            let trailers = c.trailers().cloned();
+            (c.to_bytes(), trailers)
+        }
+        Err(_) => (Bytes::new(), None),
+    };
     recorded.lock().unwrap().push(Recorded {
         method: parts.method,
         uri: parts.uri.to_string(),
         headers: parts.headers,
         body,
+        trailers,
     });
     let mut resp = Response::new(up_full(r#"{"upstream":"ok"}"#));
     *resp.status_mut() = StatusCode::from_u16(code).unwrap();
@@ -310,7 +317,11 @@ fn start(dir: &Path, args: &[String], toml: &str, env: &[(String, String)]) -> R
         .append(true)
         .open(&log)
         .unwrap();
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_revgate"));
+    // REVGATE_TEST_BIN runs the tests against another build (e.g. an older
+    // release, to show that a test reproduces a reported hole).
+    let bin = std::env::var_os("REVGATE_TEST_BIN")
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_revgate").into());
+    let mut cmd = Command::new(bin);
     cmd.arg("run")
         .arg("--config")
         .arg(&config)

@@ -211,6 +211,8 @@ struct World {
     stop: AtomicBool,
     sent: Mutex<HashMap<u64, Sent>>,
     revokes: Mutex<Vec<Revoke>>,
+    /// (tick, what) of each kill and restart, for the diagnosis of a violation.
+    events: Mutex<Vec<(u64, String)>>,
 }
 
 impl World {
@@ -219,7 +221,14 @@ impl World {
     }
 
     fn set(&self, slot: usize, ep: Option<Endpoint>) {
+        let what = if ep.is_some() { "up" } else { "killed" };
+        self.note(format!("slot {slot} {what}"));
         *self.slots[slot].write().unwrap() = ep;
+    }
+
+    fn note(&self, what: String) {
+        let at = self.clock.tick();
+        self.events.lock().unwrap().push((at, what));
     }
 }
 
@@ -237,10 +246,13 @@ fn token_key(fpk: &FingerprintKey, raw: &str) -> String {
 
 // === the upstream: records which request ids reached it ===
 
+/// `(x-chaos-id, bearer token)` of each request that reached the upstream.
+type Seen = Arc<Mutex<Vec<(Option<u64>, String)>>>;
+
 /// A real hyper upstream recording `(x-chaos-id, bearer token)` of every
 /// request that reached it.
 struct Ledger {
-    seen: Arc<Mutex<Vec<(Option<u64>, String)>>>,
+    seen: Seen,
     url: String,
     task: tokio::task::JoinHandle<()>,
 }
@@ -254,7 +266,7 @@ impl Drop for Ledger {
 async fn ledger() -> Ledger {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let seen: Arc<Mutex<Vec<(Option<u64>, String)>>> = Arc::default();
+    let seen: Seen = Arc::default();
     let s = seen.clone();
     let task = tokio::spawn(async move {
         loop {
@@ -497,6 +509,7 @@ async fn chaos(knobs: Knobs) {
         stop: AtomicBool::new(false),
         sent: Mutex::new(HashMap::new()),
         revokes: Mutex::new(Vec::new()),
+        events: Mutex::new(Vec::new()),
     });
     let admin = support::client();
     for s in 0..SLOTS {
@@ -536,12 +549,25 @@ async fn chaos(knobs: Knobs) {
             (true, false) => tally.gateway_kills += 1,
             _ => tally.redis_kills += 1,
         }
+        // Both: in either order, with a pause between. Redis first lets the
+        // instance acknowledge into its outbox before it dies, so its next
+        // process starts by replaying that outbox.
+        let redis_first = rng.below(2) == 0;
+        if kill_redis && (redis_first || !kill_gateway) {
+            block(&mut || redis.kill());
+            world.note("redis killed".into());
+            if kill_gateway {
+                tokio::time::sleep(rng.ms(100, 800)).await;
+            }
+        }
         if kill_gateway {
             world.set(slot, None);
             block(&mut || gws[slot].kill9());
         }
-        if kill_redis {
+        if kill_redis && kill_gateway && !redis_first {
+            tokio::time::sleep(rng.ms(0, 300)).await;
             block(&mut || redis.kill());
+            world.note("redis killed".into());
         }
         tokio::time::sleep(rng.ms(0, 1000)).await;
         // Restart in a random order: an instance may come back before Redis.
@@ -553,6 +579,7 @@ async fn chaos(knobs: Knobs) {
         }
         if kill_redis {
             block(&mut || redis.start());
+            world.note("redis up".into());
         }
         if kill_gateway && !gateway_first {
             block(&mut || gws[slot].restart());
@@ -654,21 +681,25 @@ async fn chaos(knobs: Knobs) {
 
     // (b) Nothing forwarded after the forwarding slot had applied it.
     let sent = world.sent.lock().unwrap().clone();
-    let mut enforced: HashMap<(usize, usize), u64> = HashMap::new();
-    let mut earliest = |slot, token, at| {
-        let e = enforced.entry((slot, token)).or_insert(u64::MAX);
-        *e = (*e).min(at);
+    // (slot, token) -> (tick, "ack" | "401"): the earliest proof that the
+    // slot had applied the revocation.
+    let mut enforced: HashMap<(usize, usize), (u64, &str)> = HashMap::new();
+    let mut earliest = |slot, token, at, how| {
+        let e = enforced.entry((slot, token)).or_insert((u64::MAX, ""));
+        if at < e.0 {
+            *e = (at, how);
+        }
     };
     for r in revokes.iter().filter(|r| r.acknowledged()) {
-        earliest(r.slot, r.token, r.done);
+        earliest(r.slot, r.token, r.done, "ack");
     }
     for s in sent.values().filter(|s| s.revoked) {
-        earliest(s.slot, s.token, s.done);
+        earliest(s.slot, s.token, s.done, "401");
     }
     let seen = up.seen.lock().unwrap().clone();
     let mut forwarded = 0;
     let mut unknown = 0;
-    let mut after_apply: Vec<(u64, Sent)> = Vec::new();
+    let mut after_apply: Vec<(u64, Sent, (u64, &str))> = Vec::new();
     for (id, auth) in &seen {
         let Some(id) = id else { continue };
         let Some(s) = sent.get(id) else {
@@ -681,11 +712,8 @@ async fn chaos(knobs: Knobs) {
             "request {id} reached the upstream with another token"
         );
         forwarded += 1;
-        if enforced
-            .get(&(s.slot, s.token))
-            .is_some_and(|at| s.sent > *at)
-        {
-            after_apply.push((*id, *s));
+        if let Some(e) = enforced.get(&(s.slot, s.token)).filter(|e| s.sent > e.0) {
+            after_apply.push((*id, *s, *e));
         }
     }
     let attempted = revokes.len();
@@ -707,6 +735,15 @@ async fn chaos(knobs: Knobs) {
         tally.both_kills,
         tally.gateway_kills + tally.both_kills,
         tally.redis_kills + tally.both_kills,
+    );
+    // Each slot's log spans all its processes (appended in its directory).
+    let outbox_restarts: usize = gws
+        .iter()
+        .map(|g| g.logs().matches("redis outbox from a previous run").count())
+        .sum();
+    println!(
+        "chaos: restarts that began by replaying an outbox left by a killed process: \
+         {outbox_restarts}"
     );
     println!(
         "chaos: revocations attempted {attempted}, acknowledged {} ({by_rfc7009} via RFC 7009, \
@@ -735,17 +772,53 @@ async fn chaos(knobs: Knobs) {
         &lost_on[..lost_on.len().min(20)],
         &missing_in_redis[..missing_in_redis.len().min(20)],
     );
+    if let Some((_, first, _)) = after_apply.first() {
+        // The story of the first one: its slot's requests and revocations
+        // of that token, and the kills, in the order the test saw them.
+        let mut story: Vec<(u64, String)> = world.events.lock().unwrap().clone();
+        for (id, x) in sent
+            .iter()
+            .filter(|(_, x)| x.slot == first.slot && x.token == first.token)
+        {
+            story.push((x.sent, format!("request {id} sent")));
+            story.push((x.done, format!("request {id} answered {:?}", x.status)));
+        }
+        for r in revokes.iter().filter(|r| r.token == first.token) {
+            story.push((
+                r.done,
+                format!(
+                    "revocation through slot {} ({:?}) answered {:?}",
+                    r.slot, r.via, r.status
+                ),
+            ));
+        }
+        story.sort();
+        println!(
+            "chaos: the first forwarded-after-apply, slot {} token {}:",
+            first.slot, first.token
+        );
+        for (at, what) in &story {
+            println!("chaos:   {at:>8} {what}");
+        }
+        let keep = std::env::temp_dir().join(format!("revgate-chaos-{}", knobs.seed));
+        let _ = std::fs::create_dir_all(&keep);
+        for (s, g) in gws.iter().enumerate() {
+            let _ = std::fs::write(keep.join(format!("slot{s}.log")), g.logs());
+        }
+        println!("chaos: instance logs kept in {}", keep.display());
+    }
     assert!(
         after_apply.is_empty(),
-        "revoked requests forwarded after the instance had applied the revocation: {:?}",
-        &after_apply[..after_apply.len().min(20)]
+        "revoked requests forwarded after the instance had applied the revocation \
+         ((id, request, (tick, proof of apply))): {:?}",
+        &after_apply[..after_apply.len().min(20)],
     );
     assert_eq!(
         unknown, 0,
         "the upstream saw request ids the test never sent"
     );
     assert!(
-        acked.len() > 0,
+        !acked.is_empty(),
         "no revocation was acknowledged: the run proves nothing"
     );
     drop(gws);

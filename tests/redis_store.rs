@@ -383,6 +383,63 @@ async fn instances_ride_out_a_redis_restart_and_replay_what_they_acknowledged_me
     b.flush().await.unwrap();
 }
 
+/// Found by tests/chaos.rs: a gateway forwarded a token it had itself
+/// acknowledged (into its outbox while Redis was away), right after Redis
+/// came back. A bloom rebuild that ran while the outbox was being replayed
+/// swapped in a filter made from a scan that had not seen the outbox's
+/// tokens yet, and re-applied the outbox only after the replay had emptied
+/// it: those tokens passed until the tail brought their events back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_replayed_during_a_bloom_rebuild_stays_enforced_throughout() {
+    use futures_util::StreamExt as _;
+    init_logs();
+    let mut redis = RedisServer::builder().aof().spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let mut c = cfg(dir.path(), "a");
+    // Rebuilds back to back, so some run while the outbox is replayed.
+    c.maintenance_interval = Duration::from_millis(20);
+    let a = start(&redis.url(), &c, &shutdown).await;
+    ready(&a).await;
+    redis.stop();
+    eventually("A notices", Duration::from_secs(10), || async {
+        !a.status().connected
+    })
+    .await;
+    const N: u64 = 3_000;
+    futures_util::stream::iter(0..N)
+        .for_each_concurrent(64, |i| {
+            let a = a.clone();
+            async move {
+                a.apply(revoke(i)).await.unwrap();
+            }
+        })
+        .await;
+    assert_eq!(a.status().journal_backlog, N);
+    redis.start();
+    // Through the replay and well after it: every acknowledged token stays
+    // in the filter (a bloom miss is a pass, with no lookup).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut looks_after_drain = 0;
+    while looks_after_drain < 200 {
+        let missing: Vec<u64> = (0..N).filter(|i| !a.cache().may_contain(&fp(*i))).collect();
+        assert!(
+            missing.is_empty(),
+            "{} of {N} acknowledged tokens missing from the filter (backlog {}); first {:?}",
+            missing.len(),
+            a.status().journal_backlog,
+            missing.first()
+        );
+        let st = a.status();
+        if st.connected && st.journal_backlog == 0 {
+            looks_after_drain += 1;
+        }
+        assert!(Instant::now() < deadline, "the outbox never drained");
+        tokio::task::yield_now().await;
+    }
+    a.flush().await.unwrap();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_instance_started_after_ten_thousand_revocations_loads_them_before_ready() {
     init_logs();

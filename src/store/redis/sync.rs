@@ -16,7 +16,8 @@
 //! event is idempotent on the cache).
 //! The bloom filter being built receives every insert made during the scan
 //! ([`LocalCache::begin_rebuild`](crate::store::LocalCache::begin_rebuild)),
-//! and the outbox's rules (not in Redis yet) are applied again afterwards.
+//! and the outbox's rules (not in Redis yet) before the scan begins
+//! (see `reapply_outbox`).
 //!
 //! A load first tries the bloom snapshot (`snapshot.rs`): when the stream
 //! still holds every event after the snapshot's id (the same check as a
@@ -572,6 +573,7 @@ async fn full_load(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result<Eve
     let estimate = (inner.token_rules.load(Ordering::Relaxed)).max(keys_in_db) as usize;
     let rebuild = inner.cache.begin_rebuild(estimate);
     let sized_for = rebuild.capacity();
+    reapply_outbox(inner).await;
     let scanned = match scan(inner, cmd, &rebuild, true).await {
         Ok(s) => s,
         Err(e) => {
@@ -581,11 +583,11 @@ async fn full_load(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result<Eve
     };
     inner.cache.finish_rebuild(rebuild);
     save_snapshot(inner, cmd, at, scanned.tokens, scanned.scopes.clone());
-    inner.cache.replace_scopes(scanned.scopes);
     inner.token_rules.store(scanned.tokens, Ordering::Relaxed);
     let scanned_from = at;
-    let at = catch_up(inner, cmd, at, None).await?;
-    reapply_outbox(inner).await;
+    let mut later_scopes = Vec::new();
+    let at = catch_up(inner, cmd, at, Some(&mut later_scopes)).await?;
+    install_scopes(inner, scanned.scopes, &later_scopes).await;
     inner.confirmed.clear();
     if scanned.tokens as usize > sized_for {
         // Complete (no false negatives) but over-full: a high false-positive
@@ -654,6 +656,7 @@ async fn load_snapshot(
         return Ok(None);
     };
     let install = inner.cache.begin_install(shell);
+    reapply_outbox(inner).await;
     let blob: Option<Vec<u8>> = match ::redis::cmd("GET").arg(key).query_async(cmd).await {
         Ok(b) => b,
         Err(e) => {
@@ -685,13 +688,8 @@ async fn load_snapshot(
     };
     inner.cache.finish_rebuild(install);
     let now = now_unix();
-    inner
-        .cache
-        .replace_scopes(snap.scopes.into_iter().filter(|r| r.expires_at > now));
-    for c in &later_scopes {
-        apply_command(inner, c);
-    }
-    reapply_outbox(inner).await;
+    let scopes = snap.scopes.into_iter().filter(|r| r.expires_at > now);
+    install_scopes(inner, scopes, &later_scopes).await;
     inner.confirmed.clear();
     inner.snapshot_loads.fetch_add(1, Ordering::Relaxed);
     metrics::counter!("revgate_redis_snapshot_loads_total").increment(1);
@@ -750,9 +748,35 @@ fn save_snapshot(
 }
 
 /// The outbox's rules are not in Redis yet: a rebuild from Redis must not
-/// drop them from the cache.
+/// drop them from the cache. Called right after a rebuild (or install)
+/// begins, before its scan: what is in the outbox then reaches the new
+/// filter, and what leaves the outbox later (replayed) was written to
+/// Redis before the scan began, since the replay holds the outbox lock
+/// while it writes. Applied only after the swap, as it once was, a replay
+/// that emptied the outbox during the scan left those tokens out of the
+/// filter until the tail brought their events back (found by
+/// `tests/chaos.rs`; `tests/redis_store.rs`
+/// `an_outbox_replayed_during_a_bloom_rebuild_stays_enforced_throughout`).
 async fn reapply_outbox(inner: &Inner) {
     let ob = inner.outbox.lock().await;
+    for c in &ob.pending {
+        inner.apply_local(c);
+    }
+}
+
+/// Replaces the scope rules with a load's, then applies the scope events
+/// read after it and the outbox's rules, all under the outbox lock with no
+/// await in between, so no rule is missing for a moment.
+async fn install_scopes(
+    inner: &Inner,
+    scopes: impl IntoIterator<Item = ScopeRule>,
+    later: &[RevocationCommand],
+) {
+    let ob = inner.outbox.lock().await;
+    inner.cache.replace_scopes(scopes);
+    for c in later {
+        apply_command(inner, c);
+    }
     for c in &ob.pending {
         inner.apply_local(c);
     }
@@ -797,12 +821,12 @@ async fn rebuild_bloom(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result
     let at = last_event_id(inner, cmd).await?;
     let estimate = inner.token_rules.load(Ordering::Relaxed) as usize;
     let rebuild = inner.cache.begin_rebuild(estimate);
+    reapply_outbox(inner).await;
     // Scope rules too (they are few): the snapshot carries them.
     match scan(inner, cmd, &rebuild, true).await {
         Ok(s) => {
             inner.cache.finish_rebuild(rebuild);
             save_snapshot(inner, cmd, at, s.tokens, s.scopes);
-            reapply_outbox(inner).await;
             inner.token_rules.store(s.tokens, Ordering::Relaxed);
             Ok(s.tokens)
         }

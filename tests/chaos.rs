@@ -76,7 +76,9 @@
 //! The counts (attempted, acknowledged, lost, forwarded, forwarded after
 //! apply, kills of each kind, restarts that replayed an outbox) are printed. Bounded: `CHAOS_ROUNDS` kill
 //! rounds (default 20) within `CHAOS_SECONDS` (default 45) of chaos, then
-//! the settle and final checks; `CHAOS_SEED` replays a run's random choices
+//! the settle and final checks; `CHAOS_STREAM_MAXLEN` (default 200, so
+//! that instances fall behind the trimming and resync) sets the
+//! instances' `store.stream_maxlen`; `CHAOS_SEED` replays a run's random choices
 //! (the printed seed). `benches/chaos_soak.sh` runs the `#[ignore]`d long
 //! variant with bigger numbers.
 
@@ -337,12 +339,24 @@ fn gateway(redis_url: &str, upstream: &str) -> support::RunningGateway {
         .arg("--revoke-mode")
         .arg("terminate")
         // A short maintenance interval: bloom rebuilds and snapshot writes
-        // happen during the chaos too, not only loads and tails.
+        // happen during the chaos too, not only loads and tails. A short
+        // stream: an instance that was away falls behind its trimming, so
+        // resyncs (and snapshots too old to use) happen too.
         .toml(&format!(
             "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n\
-             [store]\nkey_prefix = \"{PREFIX}\"\nmaintenance_interval = \"2s\""
+             [store]\nkey_prefix = \"{PREFIX}\"\nmaintenance_interval = \"2s\"\n\
+             stream_maxlen = {}",
+            stream_maxlen()
         ))
         .spawn()
+}
+
+/// `store.stream_maxlen` of the instances: `CHAOS_STREAM_MAXLEN`, default 200.
+fn stream_maxlen() -> u64 {
+    std::env::var("CHAOS_STREAM_MAXLEN")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(200)
 }
 
 fn endpoint(g: &support::RunningGateway) -> Endpoint {
@@ -762,9 +776,15 @@ async fn chaos(knobs: Knobs) {
         .iter()
         .map(|g| g.logs().matches("redis outbox from a previous run").count())
         .sum();
+    let in_logs =
+        |what: &str| -> usize { gws.iter().map(|g| g.logs().matches(what).count()).sum() };
     println!(
         "chaos: restarts that began by replaying an outbox left by a killed process: \
-         {outbox_restarts}"
+         {outbox_restarts}; resyncs after the stream was trimmed past an instance: {}; \
+         snapshots too old to use: {}; loads from a snapshot: {}",
+        in_logs("trimmed past this instance"),
+        in_logs("snapshot is older than the stream reaches back"),
+        in_logs("source=\"snapshot\""),
     );
     println!(
         "chaos: revocations attempted {attempted}, acknowledged {} ({by_rfc7009} via RFC 7009, \

@@ -74,13 +74,15 @@
 //! clock) and keeps the instances' logs in the temp dir.
 //!
 //! The counts (attempted, acknowledged, lost, forwarded, forwarded after
-//! apply, kills of each kind, restarts that replayed an outbox) are printed. Bounded: `CHAOS_ROUNDS` kill
-//! rounds (default 20) within `CHAOS_SECONDS` (default 45) of chaos, then
-//! the settle and final checks; `CHAOS_STREAM_MAXLEN` (default 200, so
-//! that instances fall behind the trimming and resync) sets the
-//! instances' `store.stream_maxlen`; `CHAOS_SEED` replays a run's random choices
-//! (the printed seed). `benches/chaos_soak.sh` runs the `#[ignore]`d long
-//! variant with bigger numbers.
+//! apply, kills of each kind, restarts that replayed an outbox, resyncs)
+//! are printed. Bounded: `CHAOS_ROUNDS` kill rounds (default 20) within
+//! `CHAOS_SECONDS` (default 45) of chaos, then the settle and final
+//! checks. `CHAOS_STREAM_MAXLEN` (default 200, so that instances fall
+//! behind the trimming and resync) sets the instances'
+//! `store.stream_maxlen`; `CHAOS_SEED` replays a run's random choices (the
+//! printed seed; the timings of a run are not replayed).
+//! `benches/chaos_soak.sh` runs the `#[ignore]`d long variant with bigger
+//! numbers.
 
 #[path = "support/redis.rs"]
 mod redis_support;

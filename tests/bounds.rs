@@ -33,7 +33,11 @@ async fn assert_passes(gw: &RunningGateway, up: &RunningUpstream, token: &str) {
     let hits = up.hits();
     let r = get_bearer(&format!("{}/data", gw.url), token).await;
     assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.hits(), hits + 1, "the request did not reach the upstream");
+    assert_eq!(
+        up.hits(),
+        hits + 1,
+        "the request did not reach the upstream"
+    );
 }
 
 /// The token is revoked: refused, the upstream never sees it.
@@ -101,7 +105,9 @@ async fn a_flood_of_huge_scope_revokes_records_nothing() {
         .await;
         assert_eq!(r.status, 422, "call {i}: {}", r.text());
     }
-    let journal = std::fs::metadata(gw.journal()).map(|m| m.len()).unwrap_or(0);
+    let journal = std::fs::metadata(gw.journal())
+        .map(|m| m.len())
+        .unwrap_or(0);
     assert!(
         journal < 64 * 1024,
         "the journal grew to {journal} bytes from refused calls"
@@ -185,7 +191,13 @@ async fn rfc7009_token_and_hint_limits_are_invalid_request() {
     let gw = terminate(&up, "[revoke]\nmax_body_bytes = 65536");
     let url = format!("{}/oauth/revoke", gw.url);
     let long = "r".repeat(8193);
-    let r = send(call("POST", &url, &[FORM], format!("token={long}").as_bytes())).await;
+    let r = send(call(
+        "POST",
+        &url,
+        &[FORM],
+        format!("token={long}").as_bytes(),
+    ))
+    .await;
     assert_eq!(
         (r.status, r.text().as_str()),
         (
@@ -254,7 +266,11 @@ async fn codegen_provider_and_org_limits_are_its_422() {
     let url = format!("{}/v1/oauth/tokens/revoke", gw.url);
     let r = send(call(
         "POST",
-        &format!("{url}?provider={}&org_id={}", "s".repeat(257), "9".repeat(30)),
+        &format!(
+            "{url}?provider={}&org_id={}",
+            "s".repeat(257),
+            "9".repeat(30)
+        ),
         &[("authorization", &auth)],
         b"",
     ))
@@ -333,7 +349,13 @@ async fn scope_rules_per_subject_are_capped() {
     let subs: Vec<String> = all_scopes(&gw)
         .await
         .iter()
-        .map(|s| format!("{}/{}", s["sub"].as_str().unwrap(), s["provider"].as_str().unwrap()))
+        .map(|s| {
+            format!(
+                "{}/{}",
+                s["sub"].as_str().unwrap(),
+                s["provider"].as_str().unwrap()
+            )
+        })
         .collect();
     assert_eq!(subs, ["capped/a", "capped/b", "capped/c", "someone-else/d"]);
 }
@@ -389,7 +411,10 @@ async fn revoke_calls_are_rate_limited_per_client_ip_then_recover() {
     let r = send(call(
         "POST",
         &format!("{}/auth/oauth2/revoke", gw.url),
-        &[("authorization", "client_id:cid, client_secret:csecret"), JSON],
+        &[
+            ("authorization", "client_id:cid, client_secret:csecret"),
+            JSON,
+        ],
         br#"{"access_token":"rl-o"}"#,
     ))
     .await;
@@ -405,7 +430,11 @@ async fn revoke_calls_are_rate_limited_per_client_ip_then_recover() {
         format!("{}/v1/oauth/tokens/revoke?provider=p&org_id=1", gw.url),
         format!("{}/v2/auth/tokens?provider_id=p", gw.url),
     ] {
-        let method = if url.contains("/v2/") { "DELETE" } else { "POST" };
+        let method = if url.contains("/v2/") {
+            "DELETE"
+        } else {
+            "POST"
+        };
         let r = send(call(method, &url, &[("authorization", &auth)], b"")).await;
         assert_eq!(
             (r.status, r.text().as_str()),
@@ -414,7 +443,9 @@ async fn revoke_calls_are_rate_limited_per_client_ip_then_recover() {
         assert!(r.header("retry-after").is_some());
     }
     assert!(all_scopes(&gw).await.is_empty());
-    let m = fetch(&format!("{}/metrics", gw.admin_url), &[]).await.text();
+    let m = fetch(&format!("{}/metrics", gw.admin_url), &[])
+        .await
+        .text();
     assert!(
         metric(&m, "revgate_rate_limited_total", &[("surface", "revoke")]) >= 5.0,
         "{m}"
@@ -477,7 +508,9 @@ async fn the_admin_api_is_rate_limited_then_recovers() {
     // Probes are never limited.
     for _ in 0..5 {
         assert_eq!(
-            fetch(&format!("{}/healthz", gw.admin_url), &[]).await.status,
+            fetch(&format!("{}/healthz", gw.admin_url), &[])
+                .await
+                .status,
             200
         );
     }
@@ -524,7 +557,11 @@ async fn the_scope_listing_is_paginated_in_a_stable_order() {
     }
     let base = format!("{}/admin/v1/scopes", gw.admin_url);
     let first = fetch(&base, &[]).await.json();
-    assert_eq!(first["scopes"].as_array().unwrap().len(), 100, "default page");
+    assert_eq!(
+        first["scopes"].as_array().unwrap().len(),
+        100,
+        "default page"
+    );
     let cursor = first["next_cursor"].as_str().unwrap().to_owned();
     let page = fetch(&format!("{base}?limit=120&cursor={cursor}"), &[])
         .await

@@ -31,6 +31,7 @@
 //! store/           RevocationStore trait, LocalCache (bloom + scopes), journal,
 //!                  MemoryStore (embedded), redis/ (RedisStore: keys, link, sync, lookup)
 //! admin.rs         /healthz /readyz /metrics and the admin revocation API
+//! ratelimit.rs     per-client-IP token buckets (revoke endpoints, admin API)
 //! tls.rs           rustls configs, certificate reload
 //! metrics.rs       Prometheus metrics
 //! telemetry.rs     logging
@@ -47,6 +48,7 @@ pub mod dialect;
 pub mod h1;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -17,6 +17,7 @@
 //! metrics::store(connected, staleness_secs, journal_backlog, token_rules, scope_rules);
 //! metrics::store_gauges(store.as_ref());   // both of the above, from a RevocationStore
 //! metrics::reload("config" | "tls", ok);
+//! metrics::rate_limited("revoke" | "admin");   // one per 429 from a rate limit
 //! let text = metrics::render();            // the handle's render, installing if needed
 //! ```
 //!
@@ -32,6 +33,7 @@
 //! | `revgate_bloom_false_positives_total` | counter | |
 //! | `revgate_store_connected`, `revgate_store_staleness_seconds`, `revgate_store_journal_backlog`, `revgate_store_token_rules`, `revgate_store_scope_rules` | gauge | |
 //! | `revgate_reloads_total` | counter | `what`, `result` |
+//! | `revgate_rate_limited_total` | counter | `surface` (`revoke`, `admin`) |
 //!
 //! # Decisions
 //!
@@ -79,6 +81,7 @@ const STORE_BACKLOG: &str = "revgate_store_journal_backlog";
 const STORE_TOKEN_RULES: &str = "revgate_store_token_rules";
 const STORE_SCOPE_RULES: &str = "revgate_store_scope_rules";
 const RELOADS: &str = "revgate_reloads_total";
+const RATE_LIMITED: &str = "revgate_rate_limited_total";
 
 /// Buckets for the gateway's own time per request: 10 µs .. 1 s.
 pub const OVERHEAD_BUCKETS: &[f64] = &[
@@ -164,6 +167,10 @@ fn describe() {
     describe_gauge!(STORE_TOKEN_RULES, "Live token revocations.");
     describe_gauge!(STORE_SCOPE_RULES, "Live scope revocations.");
     describe_counter!(RELOADS, "Reloads (config, tls) by result.");
+    describe_counter!(
+        RATE_LIMITED,
+        "Calls refused with 429 by a per-client rate limit, by surface (revoke, admin)."
+    );
 }
 
 /// Drains histogram samples every 5 s until `cancel` fires, so memory stays
@@ -222,6 +229,11 @@ impl Outcome {
             Outcome::Unavailable => "unavailable",
         }
     }
+}
+
+/// Counts one call refused by a per-client rate limit on `surface`.
+pub fn rate_limited(surface: &'static str) {
+    metrics::counter!(RATE_LIMITED, "surface" => surface).increment(1);
 }
 
 /// Counts one request on `route` (use `"-"` when no route matched).

@@ -43,7 +43,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Route, Settings};
 use crate::credentials::{self, FingerprintKey};
 use crate::dialect::{self, Dialect, DialectResponse, RevokeCall, RevokeIntent, RevokeMode};
-use crate::store::{now_unix, RevocationCommand, RevocationStore, ScopeKey, ScopeRule, TokenRule};
+use crate::store::{
+    now_unix, LocalCache, RevocationCommand, RevocationStore, ScopeKey, ScopeRule, TokenRule,
+};
 use crate::verdict::{self, Checker, Verdict};
 
 /// Errors boxed into response bodies.
@@ -181,6 +183,10 @@ pub struct Runtime {
     pools: Vec<Option<Arc<crate::h1::pool::Pool>>>,
     /// Whether any route matches on host (else the host is not read).
     host_routes: bool,
+    /// `[revoke.rate_limit]`, `None` when off.
+    revoke_limiter: Option<crate::ratelimit::RateLimiter>,
+    /// `[admin.rate_limit]`, `None` when off.
+    admin_limiter: Option<crate::ratelimit::RateLimiter>,
 }
 
 /// Why a runtime could not be built.
@@ -245,6 +251,12 @@ impl Runtime {
             })
             .collect();
         Ok(Runtime {
+            revoke_limiter: crate::ratelimit::RateLimiter::from_config(
+                &settings.raw.revoke.rate_limit,
+            ),
+            admin_limiter: crate::ratelimit::RateLimiter::from_config(
+                &settings.raw.admin.rate_limit,
+            ),
             pools,
             host_routes: settings.routes.iter().any(|r| r.host.is_some()),
             route_metrics,
@@ -334,6 +346,32 @@ impl Runtime {
                 .saturating_add(tokens.max_lifetime.as_secs())
                 .saturating_add(tokens.clock_skew.as_secs()),
         }
+    }
+
+    /// The per-subject cap (`revoke.max_scopes_per_subject`): the one check
+    /// every scope revocation (each dialect in both modes, and the admin
+    /// API) passes before it is applied. A *new* rule for a subject that
+    /// already has the cap is refused; revoking a scope the subject already
+    /// has merges into its rule and passes. Read from this instance's cache,
+    /// so the cap is soft by the calls in flight at once (and, with Redis, by
+    /// what other instances applied but this one has not seen yet).
+    pub fn within_scope_cap(&self, cmd: &RevocationCommand, cache: &LocalCache) -> bool {
+        let RevocationCommand::Scope(rule) = cmd else {
+            return true;
+        };
+        cache.subject_scope_count(&rule.key.sub) < self.settings.raw.revoke.max_scopes_per_subject
+            || cache.scope_rule(&rule.key).is_some()
+    }
+
+    /// Takes a token from the client's revoke-endpoint bucket; counted when
+    /// refused.
+    pub fn revoke_rate(&self, ip: std::net::IpAddr) -> Result<(), crate::ratelimit::Limited> {
+        rate(self.revoke_limiter.as_ref(), ip, "revoke")
+    }
+
+    /// Takes a token from the client's admin-API bucket; counted when refused.
+    pub fn admin_rate(&self, ip: std::net::IpAddr) -> Result<(), crate::ratelimit::Limited> {
+        rate(self.admin_limiter.as_ref(), ip, "admin")
     }
 
     /// The fingerprint key.
@@ -427,6 +465,27 @@ impl Runtime {
 }
 
 /// `/api` matches `/api`, `/api/` and `/api/x`, not `/apix`.
+fn rate(
+    limiter: Option<&crate::ratelimit::RateLimiter>,
+    ip: std::net::IpAddr,
+    surface: &'static str,
+) -> Result<(), crate::ratelimit::Limited> {
+    let Some(limiter) = limiter else {
+        return Ok(());
+    };
+    limiter
+        .check(ip)
+        .inspect_err(|_| crate::metrics::rate_limited(surface))
+}
+
+/// Sets `Retry-After` (whole seconds) on a 429.
+pub fn retry_after<B>(resp: &mut Response<B>, limited: crate::ratelimit::Limited) {
+    let mut buf = itoa::Buffer::new();
+    if let Ok(v) = HeaderValue::from_str(buf.format(limited.retry_after_secs)) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+}
+
 fn prefix_matches(prefix: &str, path: &str) -> bool {
     match path.strip_prefix(prefix) {
         Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
@@ -688,6 +747,12 @@ impl Gateway {
         body: Incoming,
         conn: ClientConn,
     ) -> Result<Revoked, ProxyError> {
+        // Rate-limited before anything is read, forwarded or applied.
+        if let Err(limited) = rt.revoke_rate(conn.addr.ip()) {
+            let mut resp = render(d, d.dialect.too_many_requests());
+            retry_after(&mut resp, limited);
+            return Ok(Revoked::Answered(resp));
+        }
         let forwarding = d.mode == RevokeMode::Forward;
         // The body is read when the dialect needs it (under its own limit,
         // answered in the vendor's format past it), or, forwarding, when it
@@ -740,6 +805,12 @@ impl Gateway {
                 let Some(cmd) = rt.command(intent, &parts.headers, parts.uri.query()) else {
                     return Ok(Revoked::Answered(render(d, d.dialect.unauthenticated())));
                 };
+                if !rt.within_scope_cap(&cmd, self.store.cache()) {
+                    return Ok(Revoked::Answered(render(
+                        d,
+                        d.dialect.scope_limit_reached(),
+                    )));
+                }
                 match self.store.apply(cmd).await {
                     Ok(_) => {
                         crate::metrics::revocation_applied(source, "terminate");
@@ -757,6 +828,16 @@ impl Gateway {
                 let cmd = parsed
                     .ok()
                     .map(|intent| rt.command(intent, &parts.headers, parts.uri.query()));
+                // Over the cap, nothing is forwarded either: the upstream and
+                // revgate agree that nothing was revoked.
+                if let Some(Some(c)) = &cmd {
+                    if !rt.within_scope_cap(c, self.store.cache()) {
+                        return Ok(Revoked::Answered(render(
+                            d,
+                            d.dialect.scope_limit_reached(),
+                        )));
+                    }
+                }
                 let body = match (buffered, stream) {
                     (Some(bytes), _) => full(bytes),
                     (None, Some(s)) => s,

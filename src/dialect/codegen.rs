@@ -28,9 +28,9 @@
 //!   - `org_id` outside `i64` (every real org id fits): pydantic's
 //!     `less_than_equal` / `greater_than_equal` entry, as `Query(ge=-2**63,
 //!     le=2**63-1)` reports it (`"msg":"Input should be less than or equal
-//!     to 9223372036854775807"`).
-//!   Entries never carry pydantic's `input` or `ctx` (they would echo the
-//!   input).
+//!     to 9223372036854775807"`);
+//!   - entries never carry pydantic's `input` or `ctx` (they would echo the
+//!     input).
 //! - `org_id` is normalized as pydantic normalizes it (`007`, `+7`, ` 7 `,
 //!   `7.0`, `7` all name org `"7"`), so the scope matches the org the upstream
 //!   acted on and the org claim of a credential (a JSON number `7` reads as

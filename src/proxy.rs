@@ -4,7 +4,9 @@
 //! Gateway::handle            logs, maps ProxyError -> response (the one "rescue")
 //!   handle_inner             early returns, in order:
 //!     1. route               host / longest path prefix -> upstream (404 if none)
-//!     2. revoke endpoint?    a dialect's path -> revoke() (forward or terminate)
+//!     2. revoke endpoint?    a dialect's path -> revoke(): per-client-IP rate limit
+//!                            (429), then forward or terminate; a scope revocation
+//!                            past revoke.max_scopes_per_subject is refused (429)
 //!     3. verdict             credential -> fingerprint -> bloom -> store (401/400/503)
 //!     4. forward             header hygiene, pooled upstream client, streaming both ways
 //! ```

@@ -519,6 +519,21 @@ async fn the_admin_api_is_rate_limited_then_recovers() {
     })
     .await;
     assert!(ok, "the admin bucket never refilled");
+    let mut limited = 0.0;
+    let ok = eventually(Duration::from_secs(10), async || {
+        let r = fetch(&format!("{}/metrics", gw.admin_url), &[]).await;
+        if r.status == 200 {
+            limited = metric(
+                &r.text(),
+                "revgate_rate_limited_total",
+                &[("surface", "admin")],
+            );
+        }
+        r.status == 200
+    })
+    .await;
+    assert!(ok);
+    assert!(limited >= 2.0, "admin 429s counted: {limited}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -599,4 +614,45 @@ async fn the_scope_listing_is_paginated_in_a_stable_order() {
             "{query}"
         );
     }
+}
+
+/// Forward mode: a scope revoke past the cap is refused before it is
+/// forwarded, so the upstream and revgate agree that nothing was revoked.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_mode_scope_revokes_past_the_cap_never_reach_the_upstream() {
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new()
+        .upstream(&up.url)
+        .toml("[revoke]\nmax_scopes_per_subject = 1")
+        .spawn();
+    let auth = caller("fw-user");
+    let revoke = |p: &str| {
+        call(
+            "POST",
+            &format!("{}/v1/oauth/tokens/revoke?provider={p}&org_id=7", gw.url),
+            &[("authorization", &auth)],
+            b"",
+        )
+    };
+    let r = send(revoke("slack")).await;
+    assert_eq!((r.status, r.text().as_str()), (200, r#"{"upstream":"ok"}"#));
+    assert_eq!(up.hits(), 1);
+    let ok = eventually(Duration::from_secs(5), async || {
+        all_scopes(&gw).await.len() == 1
+    })
+    .await;
+    assert!(ok, "the forwarded revoke was not applied");
+    let r = send(revoke("github")).await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            429,
+            r#"{"detail":"Too many active scope revocations for this user"}"#
+        )
+    );
+    assert_eq!(up.hits(), 1, "a revoke past the cap was forwarded");
+    // The same scope again is no new rule: forwarded as usual.
+    assert_eq!(send(revoke("slack")).await.status, 200);
+    assert_eq!(up.hits(), 2);
+    assert_eq!(all_scopes(&gw).await.len(), 1);
 }

@@ -52,7 +52,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::credentials::Fingerprint;
 use crate::dialect::RevokeIntent;
-use crate::proxy::{full, Body, Gateway};
+use crate::proxy::{full, Body, Gateway, ScopeAdmission};
 use crate::store::{Applied, RevocationCommand, RevocationTarget, ScopeKey};
 use crate::verdict::json_response;
 
@@ -397,12 +397,23 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: std::net::IpAddr) ->
                     ))
                 }
             };
-            if !rt.within_scope_cap(&cmd, gw.store().cache()) {
-                return error(
-                    StatusCode::TOO_MANY_REQUESTS,
-                    "too_many_scopes",
-                    "this subject already has revoke.max_scopes_per_subject scope rules",
-                );
+            match rt.scope_admission(&cmd, gw.store().cache()) {
+                ScopeAdmission::Admitted => {}
+                // `recordable` refused these already.
+                ScopeAdmission::SubjectTooLong => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "scope.sub, scope.org and scope.provider are at most 256 bytes each",
+                    )
+                }
+                ScopeAdmission::CapReached => {
+                    return error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_scopes",
+                        "this subject already has revoke.max_scopes_per_subject scope rules",
+                    )
+                }
             }
             match gw.store().apply(cmd.clone()).await {
                 Ok(applied) => {

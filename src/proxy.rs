@@ -50,6 +50,19 @@ use crate::store::{
 };
 use crate::verdict::{self, Checker, Verdict};
 
+/// Whether a revocation may be recorded ([`Runtime::scope_admission`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScopeAdmission {
+    /// Not a scope revocation, or one within the bounds.
+    Admitted,
+    /// The subject is longer than an identifier may be: answered as "no
+    /// current user" (401 on the dialects; the admin API refuses it earlier
+    /// with a 400).
+    SubjectTooLong,
+    /// The subject already has `revoke.max_scopes_per_subject` rules: 429.
+    CapReached,
+}
+
 /// Errors boxed into response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 /// The body type of every request forwarded and every response answered.
@@ -350,19 +363,29 @@ impl Runtime {
         }
     }
 
-    /// The per-subject cap (`revoke.max_scopes_per_subject`): the one check
-    /// every scope revocation (each dialect in both modes, and the admin
-    /// API) passes before it is applied. A *new* rule for a subject that
-    /// already has the cap is refused; revoking a scope the subject already
-    /// has merges into its rule and passes. Read from this instance's cache,
-    /// so the cap is soft by the calls in flight at once (and, with Redis, by
-    /// what other instances applied but this one has not seen yet).
-    pub fn within_scope_cap(&self, cmd: &RevocationCommand, cache: &LocalCache) -> bool {
+    /// The one check every scope revocation (each dialect in both modes,
+    /// and the admin API) passes before it is applied or forwarded:
+    /// - a subject over 256 bytes names no user revgate will record (the
+    ///   dialect answers as for no current user);
+    /// - the per-subject cap (`revoke.max_scopes_per_subject`): a *new* rule
+    ///   for a subject that already has the cap is refused; revoking a scope
+    ///   the subject already has merges into its rule and passes. Read from
+    ///   this instance's cache, so the cap is soft by the calls in flight at
+    ///   once (and, with Redis, by what other instances applied but this one
+    ///   has not seen yet).
+    pub fn scope_admission(&self, cmd: &RevocationCommand, cache: &LocalCache) -> ScopeAdmission {
         let RevocationCommand::Scope(rule) = cmd else {
-            return true;
+            return ScopeAdmission::Admitted;
         };
-        cache.subject_scope_count(&rule.key.sub) < self.settings.raw.revoke.max_scopes_per_subject
-            || cache.scope_rule(&rule.key).is_some()
+        if rule.key.sub.len() > dialect::MAX_ID_LEN {
+            return ScopeAdmission::SubjectTooLong;
+        }
+        let cap = self.settings.raw.revoke.max_scopes_per_subject;
+        if cache.subject_scope_count(&rule.key.sub) >= cap && cache.scope_rule(&rule.key).is_none()
+        {
+            return ScopeAdmission::CapReached;
+        }
+        ScopeAdmission::Admitted
     }
 
     /// Takes a token from the client's revoke-endpoint bucket; counted when
@@ -807,11 +830,8 @@ impl Gateway {
                 let Some(cmd) = rt.command(intent, &parts.headers, parts.uri.query()) else {
                     return Ok(Revoked::Answered(render(d, d.dialect.unauthenticated())));
                 };
-                if !rt.within_scope_cap(&cmd, self.store.cache()) {
-                    return Ok(Revoked::Answered(render(
-                        d,
-                        d.dialect.scope_limit_reached(),
-                    )));
+                if let Some(refused) = refuse_scope(rt, d, &cmd, self.store.cache()) {
+                    return Ok(Revoked::Answered(refused));
                 }
                 match self.store.apply(cmd).await {
                     Ok(_) => {
@@ -833,11 +853,8 @@ impl Gateway {
                 // Over the cap, nothing is forwarded either: the upstream and
                 // revgate agree that nothing was revoked.
                 if let Some(Some(c)) = &cmd {
-                    if !rt.within_scope_cap(c, self.store.cache()) {
-                        return Ok(Revoked::Answered(render(
-                            d,
-                            d.dialect.scope_limit_reached(),
-                        )));
+                    if let Some(refused) = refuse_scope(rt, d, c, self.store.cache()) {
+                        return Ok(Revoked::Answered(refused));
                     }
                 }
                 let body = match (buffered, stream) {
@@ -901,6 +918,20 @@ impl Gateway {
                 });
             }
         }
+    }
+}
+
+/// The dialect's answer when [`Runtime::scope_admission`] refuses `cmd`.
+fn refuse_scope(
+    rt: &Runtime,
+    d: &DialectEntry,
+    cmd: &RevocationCommand,
+    cache: &LocalCache,
+) -> Option<Response<Body>> {
+    match rt.scope_admission(cmd, cache) {
+        ScopeAdmission::Admitted => None,
+        ScopeAdmission::SubjectTooLong => Some(render(d, d.dialect.unauthenticated())),
+        ScopeAdmission::CapReached => Some(render(d, d.dialect.scope_limit_reached())),
     }
 }
 

@@ -297,6 +297,62 @@ async fn codegen_provider_and_org_limits_are_its_422() {
     assert!(all_scopes(&gw).await.is_empty());
 }
 
+/// The subject of a scope revoke comes from the caller's credential: one
+/// over 256 bytes names no user revgate will record.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_scope_revoke_for_an_over_long_subject_is_unauthenticated() {
+    let up = Upstream::new().spawn().await;
+    let gw = terminate(&up, "");
+    let auth = caller(&"s".repeat(257));
+    let r = send(call(
+        "DELETE",
+        &format!("{}/v2/auth/tokens?provider_id=github", gw.url),
+        &[("authorization", &auth)],
+        b"",
+    ))
+    .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (401, r#"{"detail":"Not authenticated"}"#)
+    );
+    let r = post_json(
+        &format!("{}/admin/v1/revocations", gw.admin_url),
+        &serde_json::json!({"scope": {"sub": "s".repeat(257)}}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            400,
+            r#"{"error":"invalid_request","error_description":"scope.sub, scope.org and scope.provider are at most 256 bytes each"}"#
+        )
+    );
+    let r = post_json(
+        &format!("{}/admin/v1/revocations", gw.admin_url),
+        &serde_json::json!({"token": "t".repeat(8193)}),
+    )
+    .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            400,
+            r#"{"error":"invalid_request","error_description":"token is at most 8192 bytes"}"#
+        )
+    );
+    assert!(all_scopes(&gw).await.is_empty());
+    // 256 bytes is a subject.
+    let auth = caller(&"s".repeat(256));
+    let r = send(call(
+        "DELETE",
+        &format!("{}/v2/auth/tokens?provider_id=github", gw.url),
+        &[("authorization", &auth)],
+        b"",
+    ))
+    .await;
+    assert_eq!(r.status, 200);
+    assert_eq!(all_scopes(&gw).await.len(), 1);
+}
+
 // === the per-subject cap ===
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

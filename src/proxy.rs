@@ -489,7 +489,7 @@ impl Runtime {
     }
 }
 
-/// `/api` matches `/api`, `/api/` and `/api/x`, not `/apix`.
+/// Takes a token from `limiter` (none: always allowed), counting refusals.
 fn rate(
     limiter: Option<&crate::ratelimit::RateLimiter>,
     ip: std::net::IpAddr,
@@ -511,6 +511,7 @@ pub fn retry_after<B>(resp: &mut Response<B>, limited: crate::ratelimit::Limited
     }
 }
 
+/// `/api` matches `/api`, `/api/` and `/api/x`, not `/apix`.
 fn prefix_matches(prefix: &str, path: &str) -> bool {
     match path.strip_prefix(prefix) {
         Some(rest) => prefix.ends_with('/') || rest.is_empty() || rest.starts_with('/'),
@@ -850,8 +851,9 @@ impl Gateway {
                 let cmd = parsed
                     .ok()
                     .map(|intent| rt.command(intent, &parts.headers, parts.uri.query()));
-                // Over the cap, nothing is forwarded either: the upstream and
-                // revgate agree that nothing was revoked.
+                // A scope revocation revgate will not record (over the cap, or
+                // an over-long subject) is not forwarded either: the upstream
+                // and revgate agree that nothing was revoked.
                 if let Some(Some(c)) = &cmd {
                     if let Some(refused) = refuse_scope(rt, d, c, self.store.cache()) {
                         return Ok(Revoked::Answered(refused));

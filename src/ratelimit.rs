@@ -120,7 +120,7 @@ impl RateLimiter {
 
     /// Takes one token for `ip` now.
     pub fn check(&self, ip: IpAddr) -> Result<(), Limited> {
-        self.check_at(client_key(ip), self.now())
+        self.check_at(client_key(ip), || self.now())
     }
 
     /// Clients currently tracked (for tests and metrics).
@@ -150,20 +150,24 @@ impl RateLimiter {
         Ok(())
     }
 
-    fn check_at(&self, key: IpAddr, now: u64) -> Result<(), Limited> {
+    /// One call from `key`. The clock is read only once the bucket is
+    /// locked: read before, a thread delayed between the two (a loaded
+    /// machine) would judge with a `now` older than the TAT another thread
+    /// has since moved on, and refuse a call that is within its limit.
+    fn check_at(&self, key: IpAddr, now: impl Fn() -> u64) -> Result<(), Limited> {
         if let Some(mut tat) = self.buckets.get_mut(&key) {
-            return self.take(&mut tat, now);
+            return self.take(&mut tat, now());
         }
-        self.maybe_sweep(now);
+        self.maybe_sweep(now());
         if self.buckets.len() >= self.max_clients {
             let mut tat = self
                 .overflow
                 .lock()
                 .unwrap_or_else(std::sync::PoisonError::into_inner);
-            return self.take(&mut tat, now);
+            return self.take(&mut tat, now());
         }
         let mut tat = self.buckets.entry(key).or_insert(0);
-        self.take(&mut tat, now)
+        self.take(&mut tat, now())
     }
 
     /// Drops clients whose bucket is full again, when one is due.
@@ -202,53 +206,53 @@ mod tests {
         let l = RateLimiter::new(2.0, 3, 10);
         let t0 = 10 * SEC;
         for _ in 0..3 {
-            assert_eq!(l.check_at(ip(1), t0), Ok(()));
+            assert_eq!(l.check_at(ip(1), || t0), Ok(()));
         }
         assert_eq!(
-            l.check_at(ip(1), t0),
+            l.check_at(ip(1), || t0),
             Err(Limited {
                 retry_after_secs: 1
             })
         );
         // Another client has its own bucket.
-        assert_eq!(l.check_at(ip(2), t0), Ok(()));
+        assert_eq!(l.check_at(ip(2), || t0), Ok(()));
         // One token back after T = 0.5 s, not before.
-        assert!(l.check_at(ip(1), t0 + SEC / 2 - 1).is_err());
-        assert_eq!(l.check_at(ip(1), t0 + SEC / 2), Ok(()));
-        assert!(l.check_at(ip(1), t0 + SEC / 2).is_err());
+        assert!(l.check_at(ip(1), || t0 + SEC / 2 - 1).is_err());
+        assert_eq!(l.check_at(ip(1), || t0 + SEC / 2), Ok(()));
+        assert!(l.check_at(ip(1), || t0 + SEC / 2).is_err());
         // Idle long enough, the whole burst is back (and no more).
         let later = t0 + 100 * SEC;
         for _ in 0..3 {
-            assert_eq!(l.check_at(ip(1), later), Ok(()));
+            assert_eq!(l.check_at(ip(1), || later), Ok(()));
         }
-        assert!(l.check_at(ip(1), later).is_err());
+        assert!(l.check_at(ip(1), || later).is_err());
     }
 
     #[test]
     fn retry_after_is_the_wait_rounded_up() {
         let l = RateLimiter::new(0.1, 1, 10);
         let t0 = SEC;
-        assert_eq!(l.check_at(ip(1), t0), Ok(()));
+        assert_eq!(l.check_at(ip(1), || t0), Ok(()));
         assert_eq!(
-            l.check_at(ip(1), t0),
+            l.check_at(ip(1), || t0),
             Err(Limited {
                 retry_after_secs: 10
             })
         );
         assert_eq!(
-            l.check_at(ip(1), t0 + 9 * SEC + 1),
+            l.check_at(ip(1), || t0 + 9 * SEC + 1),
             Err(Limited {
                 retry_after_secs: 1
             })
         );
-        assert_eq!(l.check_at(ip(1), t0 + 10 * SEC), Ok(()));
+        assert_eq!(l.check_at(ip(1), || t0 + 10 * SEC), Ok(()));
         // A refused call costs nothing.
         let l = RateLimiter::new(1.0, 1, 10);
-        assert_eq!(l.check_at(ip(1), t0), Ok(()));
+        assert_eq!(l.check_at(ip(1), || t0), Ok(()));
         for _ in 0..100 {
-            assert!(l.check_at(ip(1), t0).is_err());
+            assert!(l.check_at(ip(1), || t0).is_err());
         }
-        assert_eq!(l.check_at(ip(1), t0 + SEC), Ok(()));
+        assert_eq!(l.check_at(ip(1), || t0 + SEC), Ok(()));
     }
 
     #[test]
@@ -256,19 +260,19 @@ mod tests {
         let l = RateLimiter::new(1.0, 2, 4);
         let t0 = SEC;
         for n in 0..4 {
-            assert_eq!(l.check_at(ip(n), t0), Ok(()));
+            assert_eq!(l.check_at(ip(n), || t0), Ok(()));
         }
         // Full of active clients: 1000 new addresses share one bucket of 2.
         let allowed = (100..1100)
-            .filter(|&n| l.check_at(ip(n), t0).is_ok())
+            .filter(|&n| l.check_at(ip(n), || t0).is_ok())
             .count();
         assert_eq!(allowed, 2);
         assert_eq!(l.clients(), 4);
         // Known clients keep their own allowance.
-        assert_eq!(l.check_at(ip(0), t0), Ok(()));
+        assert_eq!(l.check_at(ip(0), || t0), Ok(()));
         // Once the known ones are idle (full again), a sweep makes room.
         let later = t0 + 10 * SEC;
-        assert_eq!(l.check_at(ip(5000), later), Ok(()));
+        assert_eq!(l.check_at(ip(5000), || later), Ok(()));
         assert_eq!(l.clients(), 1);
     }
 
@@ -277,10 +281,10 @@ mod tests {
         let l = RateLimiter::new(10.0, 1, 1000);
         let t0 = SEC;
         for n in 0..100 {
-            l.check_at(ip(n), t0).unwrap();
+            l.check_at(ip(n), || t0).unwrap();
         }
         assert_eq!(l.clients(), 100);
-        l.check_at(ip(1000), t0 + SWEEP_EVERY.as_nanos() as u64 + SEC)
+        l.check_at(ip(1000), || t0 + SWEEP_EVERY.as_nanos() as u64 + SEC)
             .unwrap();
         assert_eq!(l.clients(), 1);
     }
@@ -307,15 +311,31 @@ mod tests {
         assert!(l.check(c.into()).is_ok());
     }
 
+    /// Threads racing on one bucket within its limit are never refused
+    /// (the clock is read under the bucket's lock: read before it, a thread
+    /// preempted in between judged with a stale `now`, and refused).
+    #[test]
+    fn racing_calls_within_the_limit_are_never_refused() {
+        let l = std::sync::Arc::new(RateLimiter::new(1e9, 1_000_000, 10));
+        let threads: Vec<_> = (0..4)
+            .map(|_| {
+                let l = l.clone();
+                std::thread::spawn(move || (0..50_000).filter(|_| l.check(ip(1)).is_err()).count())
+            })
+            .collect();
+        let refused: usize = threads.into_iter().map(|t| t.join().unwrap()).sum();
+        assert_eq!(refused, 0);
+    }
+
     #[test]
     fn extreme_settings_do_not_overflow() {
         let fast = RateLimiter::new(1e12, u32::MAX, 1);
         for _ in 0..1000 {
-            assert!(fast.check_at(ip(1), SEC).is_ok());
+            assert!(fast.check_at(ip(1), || SEC).is_ok());
         }
         let slow = RateLimiter::new(1e-9, 1, 1);
-        assert!(slow.check_at(ip(1), SEC).is_ok());
-        let r = slow.check_at(ip(1), SEC).unwrap_err();
+        assert!(slow.check_at(ip(1), || SEC).is_ok());
+        let r = slow.check_at(ip(1), || SEC).unwrap_err();
         assert!(r.retry_after_secs > 1_000_000);
     }
 }

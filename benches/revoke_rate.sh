@@ -25,7 +25,17 @@
 # The journal lives in a fresh directory under $JOURNAL_DIR (default: a
 # mktemp dir on /tmp, which here is the root disk, not tmpfs: fsync is real).
 #
-# Usage: benches/revoke_rate.sh   (env: DURATION CONNS_LIST ENDPOINT
+# Rate limits (issue 10): all load comes from one address (127.0.0.1), so
+# the default per-IP limit (100/s, burst 200) would measure the limiter's
+# 429s. RATE_LIMIT picks the `[revoke.rate_limit]` / `[admin.rate_limit]`:
+#   on       enabled, per_second = 1e9, burst = 1000000: every call takes a
+#            token from its bucket and none is refused (the limiter's cost)
+#   off      enabled = false (no limiter in the path)
+#   default  the shipped defaults (100/s, burst 200): most answers are 429,
+#            counted under "other"
+# (default: on).
+#
+# Usage: benches/revoke_rate.sh   (env: DURATION CONNS_LIST ENDPOINT RATE_LIMIT
 #                                  JOURNAL_DIR SKIP_BUILD=1 KEEP=1)
 # Installs wrk from Debian's packages when absent; stops by itself; kills
 # everything it started on exit.
@@ -35,6 +45,7 @@ set -euo pipefail
 DURATION=${DURATION:-10}
 CONNS_LIST=${CONNS_LIST:-"1 16 64 256"}
 ENDPOINT=${ENDPOINT:-auto}
+export RATE_LIMIT=${RATE_LIMIT:-on}
 TARGET_RATE=20000
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
@@ -76,6 +87,15 @@ cat >"$WORK/revgate.toml" <<EOF
 [log]
 access_log = false
 EOF
+case $RATE_LIMIT in
+    on) limits='enabled = true
+per_second = 1e9
+burst = 1000000' ;;
+    off) limits='enabled = false' ;;
+    default) limits='enabled = true' ;;
+    *) log "RATE_LIMIT must be on, off or default"; exit 2 ;;
+esac
+printf '[revoke.rate_limit]\n%s\n[admin.rate_limit]\n%s\n' "$limits" "$limits" >>"$WORK/revgate.toml"
 "$REVGATE" run --config "$WORK/revgate.toml" --upstream http://127.0.0.1:9 \
     --listen 127.0.0.1:0 --admin-listen 127.0.0.1:0 --journal "$WORK/revocations.journal" \
     --revoke-mode terminate >"$WORK/revgate.out" 2>"$WORK/revgate.err" &
@@ -182,7 +202,7 @@ EOF
     log "$(tail -1 "$RESULTS" | tr '\t' ' ')"
 }
 
-log "endpoint: $ENDPOINT ($URL); journal on $(df --output=source,fstype "$WORK" | tail -1)"
+log "rate limits: $RATE_LIMIT; endpoint: $ENDPOINT ($URL); journal on $(df --output=source,fstype "$WORK" | tail -1)"
 log "load before: $(cut -d' ' -f1-3 /proc/loadavg)"
 run 64 2 warm
 for c in $CONNS_LIST; do run "$c" "$DURATION" "$c"; done
@@ -190,7 +210,7 @@ journal_bytes=$(stat -c %s "$WORK/revocations.journal")
 
 python3 - "$RESULTS" "$ENDPOINT" "$DURATION" "$TARGET_RATE" "$journal_bytes" \
     "$WORK/revocations.journal" "$PROBES" <<'EOF'
-import struct, sys
+import os, struct, sys
 path, endpoint, dur, target, jbytes, journal, probes = sys.argv[1:8]
 rows = [l.split("\t") for l in open(path) if l.strip()]
 # Every acknowledged revocation must be in the journal: count its records
@@ -210,7 +230,7 @@ acked_all = sum(int(r[1]) for r in rows) + int(probes)
 warm = [r for r in rows if r[0] == "warm-up"]
 rows = [r for r in rows if r[0] != "warm-up"]
 print()
-print(f"endpoint {endpoint}, wrk -t1 -d{dur}s per level, unique token per request, journal {int(jbytes) / 2**20:.1f} MiB at the end")
+print(f"rate limits {os.environ.get('RATE_LIMIT', 'on')}, endpoint {endpoint}, wrk -t1 -d{dur}s per level, unique token per request, journal {int(jbytes) / 2**20:.1f} MiB at the end")
 print()
 print("| connections | acknowledged (200) | other | revocations/s | p50 ms | p99 ms |")
 print("|---:|---:|---:|---:|---:|---:|")

@@ -8,12 +8,35 @@
 //! | `GET /metrics`                         |                                        | Prometheus text |
 //! | `POST /admin/v1/revocations`           | `{"token":"..."}` or `{"scope":{"sub":..,"org":..,"provider":..}}` | 200 what was recorded, once durable |
 //! | `POST /admin/v1/revocations/lookup`    | `{"token":"..."}` or `{"fingerprint":".."}` | 200 `{"fingerprint":..,"revoked":bool}` |
-//! | `GET /admin/v1/scopes`                 |                                        | 200 `{"scopes":[...]}` |
+//! | `GET /admin/v1/scopes?limit=&cursor=`  |                                        | 200 `{"scopes":[...],"next_cursor":..}`, one page |
 //! | `DELETE /admin/v1/revocations`         | `{"token"}`, `{"fingerprint"}` or `{"scope"}` | 200 `{"removed":bool}`; audited in the log |
 //!
 //! Tokens travel only in bodies, never in URLs, and are never echoed back:
 //! answers name the fingerprint. With `admin.token` set, every path but
 //! `/healthz` and `/readyz` needs `Authorization: Bearer <admin.token>`.
+//!
+//! # Bounds (issue 10)
+//!
+//! - **Rate limit**: every path but `/healthz` and `/readyz` (probes must
+//!   never be refused) takes a token from the caller's bucket
+//!   (`[admin.rate_limit]`, per client IP, checked before the admin token so
+//!   that guessing it is throttled too): over it, 429 with `Retry-After` and
+//!   `{"error":"too_many_requests","error_description":"too many admin
+//!   requests from this address; retry after the Retry-After delay"}`.
+//! - **Recording** (`POST /admin/v1/revocations`): a token is at most 8 KiB,
+//!   `scope.sub`/`org`/`provider` at most 256 bytes each (400 otherwise, as
+//!   for the dialects), and a new scope rule for a subject that already has
+//!   `revoke.max_scopes_per_subject` is refused: 429
+//!   `{"error":"too_many_scopes",...}`, nothing recorded. Lookups and
+//!   removals take any length, so that a rule recorded before these limits
+//!   can still be found and removed.
+//! - **Paginated listing**: `GET /admin/v1/scopes` answers one page of at
+//!   most `limit` rules (default 100, 1 to 1000), in key order (`sub`, then
+//!   `org`, then `provider`, absent before present), and `next_cursor`: an
+//!   opaque string to pass as `cursor` for the next page, `null` on the last.
+//!   The cursor names the last key of the page (keyset pagination), so a page
+//!   walk never repeats or skips a rule that exists throughout it, whatever
+//!   is added or removed meanwhile.
 
 use std::sync::Arc;
 
@@ -29,17 +52,22 @@ use tokio_util::sync::CancellationToken;
 
 use crate::credentials::Fingerprint;
 use crate::dialect::{RevokeIntent, RevokeMode};
-use crate::proxy::{full, Body, Gateway};
+use crate::proxy::{full, Body, Gateway, ScopeAdmission};
 use crate::store::{Applied, RevocationCommand, RevocationTarget, ScopeKey};
 use crate::verdict::json_response;
 
 /// Largest admin request body.
 const MAX_BODY: usize = 64 * 1024;
 
+/// Default page size of `GET /admin/v1/scopes`.
+const DEFAULT_PAGE: usize = 100;
+/// Largest page size of `GET /admin/v1/scopes`.
+const MAX_PAGE: usize = 1000;
+
 /// Serves the admin API until `shutdown`.
 pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: CancellationToken) {
     loop {
-        let (stream, _) = tokio::select! {
+        let (stream, peer) = tokio::select! {
             _ = shutdown.cancelled() => return,
             a = listener.accept() => match a {
                 Ok(a) => a,
@@ -55,7 +83,7 @@ pub async fn serve(listener: TcpListener, gateway: Arc<Gateway>, shutdown: Cance
         tokio::spawn(async move {
             let service = service_fn(move |req| {
                 let gw = gw.clone();
-                async move { Ok::<_, std::convert::Infallible>(handle(&gw, req).await) }
+                async move { Ok::<_, std::convert::Infallible>(handle(&gw, req, peer.ip()).await) }
             });
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let conn = builder.serve_connection(TokioIo::new(stream), service);
@@ -201,7 +229,98 @@ fn authorized(gw: &Gateway, req: &Request<Incoming>) -> bool {
     given.len() == expected.len() && bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
 }
 
-async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Body> {
+/// The revocation a `POST /admin/v1/revocations` may record: within the
+/// dialects' length limits.
+fn recordable(named: &Named) -> Result<(), Refusal> {
+    use crate::dialect::{MAX_ID_LEN, MAX_TOKEN_BYTES};
+    match named {
+        Named::Token(t) if t.len() > MAX_TOKEN_BYTES => Err("token is at most 8192 bytes"),
+        Named::Scope(k)
+            if k.sub.len() > MAX_ID_LEN
+                || k.org.as_ref().is_some_and(|o| o.len() > MAX_ID_LEN)
+                || k.provider.as_ref().is_some_and(|p| p.len() > MAX_ID_LEN) =>
+        {
+            Err("scope.sub, scope.org and scope.provider are at most 256 bytes each")
+        }
+        _ => Ok(()),
+    }
+}
+
+/// An opaque cursor naming the last key of a page.
+fn encode_cursor(key: &ScopeKey) -> String {
+    use base64::Engine as _;
+    let json = serde_json::to_vec(key).unwrap_or_default();
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(json)
+}
+
+fn decode_cursor(cursor: &str) -> Option<ScopeKey> {
+    use base64::Engine as _;
+    let json = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
+    serde_json::from_slice(&json).ok()
+}
+
+/// `GET /admin/v1/scopes?limit=&cursor=`: one page, in key order.
+fn scopes_page(gw: &Gateway, query: Option<&str>) -> Response<Body> {
+    let mut limit = DEFAULT_PAGE;
+    let mut after = None;
+    for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
+        match &*name {
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=MAX_PAGE).contains(&n) => limit = n,
+                _ => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "limit must be an integer from 1 to 1000",
+                    )
+                }
+            },
+            "cursor" => match decode_cursor(&value) {
+                Some(key) => after = Some(key),
+                None => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "cursor is not one this API gave out",
+                    )
+                }
+            },
+            _ => {}
+        }
+    }
+    let all = gw.store().cache().scope_rules();
+    let start = after.map_or(0, |key| all.partition_point(|r| r.key <= key));
+    let page = &all[start..all.len().min(start.saturating_add(limit))];
+    let next_cursor = match page.last() {
+        Some(last) if start + page.len() < all.len() => Some(encode_cursor(&last.key)),
+        _ => None,
+    };
+    #[derive(serde::Serialize)]
+    struct Page<'a> {
+        scopes: &'a [crate::store::ScopeRule],
+        next_cursor: Option<String>,
+    }
+    let body = serde_json::to_vec(&Page {
+        scopes: page,
+        next_cursor,
+    })
+    .unwrap_or_default();
+    json_response(StatusCode::OK, Bytes::from(body)).map(full)
+}
+
+fn rate_limited(limited: crate::ratelimit::Limited) -> Response<Body> {
+    let mut r = error(
+        StatusCode::TOO_MANY_REQUESTS,
+        "too_many_requests",
+        "too many admin requests from this address; retry after the Retry-After delay",
+    );
+    crate::proxy::retry_after(&mut r, limited);
+    r
+}
+
+async fn handle(gw: &Gateway, req: Request<Incoming>, peer: std::net::IpAddr) -> Response<Body> {
     let path = req.uri().path().to_string();
     let method = req.method().clone();
     match (&method, path.as_str()) {
@@ -220,6 +339,9 @@ async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Body> {
             };
         }
         _ => {}
+    }
+    if let Err(limited) = gw.runtime().admin_rate(peer) {
+        return rate_limited(limited);
     }
     if !authorized(gw, &req) {
         let mut r = error(
@@ -244,25 +366,29 @@ async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Body> {
             );
             r
         }
-        (&Method::GET, "/admin/v1/scopes") => {
-            ok(serde_json::json!({"scopes": gw.store().cache().scope_rules()}))
-        }
+        (&Method::GET, "/admin/v1/scopes") => scopes_page(gw, req.uri().query()),
         (&Method::POST, "/admin/v1/revocations") => {
-            let cmd = match target(req.into_body()).await {
+            let named = match target(req.into_body()).await {
                 Err(r) => return *r,
-                Ok(Named::Token(t)) => match rt.command(RevokeIntent::Token(t), &Default::default(), None, RevokeMode::Terminate).await {
+                Ok(named) => named,
+            };
+            if let Err(d) = recordable(&named) {
+                return error(StatusCode::BAD_REQUEST, "invalid_request", d);
+            }
+            let cmd = match named {
+                Named::Token(t) => match rt.command(RevokeIntent::Token(t), &Default::default(), None, RevokeMode::Terminate).await {
                     Some(c) => c,
                     None => return error(StatusCode::BAD_REQUEST, "invalid_request", "cannot revoke this token"),
                 },
-                Ok(Named::Fingerprint(_)) => {
+                Named::Fingerprint(_) => {
                     return error(
                         StatusCode::BAD_REQUEST,
                         "invalid_request",
                         "revoke by token or scope; a fingerprint alone does not say when the token expires",
                     )
                 }
-                Ok(Named::Scope(key)) => RevocationCommand::Scope(rt.scope_rule(key)),
-                Ok(Named::Jti { jti, iss }) => {
+                Named::Scope(key) => RevocationCommand::Scope(rt.scope_rule(key)),
+                Named::Jti { jti, iss } => {
                     if !rt.settings().raw.tokens.revoke_by_jti {
                         return jti_off();
                     }
@@ -274,6 +400,24 @@ async fn handle(gw: &Gateway, req: Request<Incoming>) -> Response<Body> {
                     ))
                 }
             };
+            match rt.scope_admission(&cmd, gw.store().cache()) {
+                ScopeAdmission::Admitted => {}
+                // `recordable` refused these already.
+                ScopeAdmission::SubjectTooLong => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_request",
+                        "scope.sub, scope.org and scope.provider are at most 256 bytes each",
+                    )
+                }
+                ScopeAdmission::CapReached => {
+                    return error(
+                        StatusCode::TOO_MANY_REQUESTS,
+                        "too_many_scopes",
+                        "this subject already has revoke.max_scopes_per_subject scope rules",
+                    )
+                }
+            }
             match gw.store().apply(cmd.clone()).await {
                 Ok(applied) => {
                     crate::metrics::revocation_applied("admin", "terminate");

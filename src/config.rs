@@ -484,6 +484,11 @@ pub struct RevokeConfig {
     pub mode: RevokeMode,
     /// Largest revoke-call body read; beyond it, 413.
     pub max_body_bytes: usize,
+    /// Most scope rules one subject may have; a new scope revoke beyond it
+    /// is refused (429 in the dialect's shape), nothing recorded.
+    pub max_scopes_per_subject: usize,
+    /// Per-client-IP rate limit on every revoke endpoint (both modes).
+    pub rate_limit: RateLimitConfig,
     /// Nylas (`api_keys` checks the Bearer API key when set).
     pub nylas: DialectConfig,
     /// OneLogin (`clients` checks the client pair when set).
@@ -501,12 +506,64 @@ impl Default for RevokeConfig {
         RevokeConfig {
             mode: RevokeMode::Forward,
             max_body_bytes: 64 * 1024,
+            max_scopes_per_subject: 64,
+            rate_limit: RateLimitConfig::default(),
             nylas: DialectConfig::default(),
             onelogin: DialectConfig::default(),
             langsmith: DialectConfig::default(),
             codegen: DialectConfig::default(),
             rfc7009: DialectConfig::default(),
         }
+    }
+}
+
+/// `[revoke.rate_limit]`, `[admin.rate_limit]`: a token bucket per client
+/// address (see `ratelimit.rs`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// On by default.
+    pub enabled: bool,
+    /// Sustained calls per second per client (may be fractional).
+    pub per_second: f64,
+    /// Calls a client may make at once after being idle.
+    pub burst: u32,
+    /// Most clients tracked at once; beyond, newcomers share one bucket.
+    pub max_clients: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            enabled: true,
+            per_second: 100.0,
+            burst: 200,
+            max_clients: 100_000,
+        }
+    }
+}
+
+impl RateLimitConfig {
+    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+        if !self.per_second.is_finite() || self.per_second <= 0.0 || self.per_second > 1e9 {
+            return Err(ConfigError::new(
+                format!("{key}.per_second"),
+                "must be a number above 0 and at most 1e9",
+            ));
+        }
+        if self.burst == 0 || self.burst > 1_000_000 {
+            return Err(ConfigError::new(
+                format!("{key}.burst"),
+                "must be between 1 and 1000000",
+            ));
+        }
+        if self.max_clients == 0 || self.max_clients > 10_000_000 {
+            return Err(ConfigError::new(
+                format!("{key}.max_clients"),
+                "must be between 1 and 10000000",
+            ));
+        }
+        Ok(())
     }
 }
 
@@ -562,6 +619,8 @@ pub struct AdminConfig {
     /// reaches it can revoke and un-revoke). Off by default: such a
     /// configuration is refused.
     pub allow_unauthenticated: bool,
+    /// Per-client-IP rate limit on the admin API (not `/healthz`, `/readyz`).
+    pub rate_limit: RateLimitConfig,
 }
 
 impl Default for AdminConfig {
@@ -570,6 +629,7 @@ impl Default for AdminConfig {
             listen: "127.0.0.1:9090".into(),
             token: None,
             allow_unauthenticated: false,
+            rate_limit: RateLimitConfig::default(),
         }
     }
 }
@@ -1054,6 +1114,14 @@ impl Config {
                 "must be between 1 and 16 MiB",
             ));
         }
+        if r.max_scopes_per_subject == 0 || r.max_scopes_per_subject > 100_000 {
+            return Err(ConfigError::new(
+                "revoke.max_scopes_per_subject",
+                "must be between 1 and 100000",
+            ));
+        }
+        r.rate_limit.validate("revoke.rate_limit")?;
+        self.admin.rate_limit.validate("admin.rate_limit")?;
         let mut dialects = Vec::new();
         for kind in DialectKind::ALL {
             let d = self.dialect(kind);
@@ -1260,6 +1328,26 @@ mod tests {
             (
                 "[upstream]\nurl = \"http://u\"\n[revoke.codegen]\napi_keys = [\"k\"]",
                 "revoke.codegen.api_keys",
+            ),
+            (
+                "[upstream]\nurl = \"http://u\"\n[revoke]\nmax_scopes_per_subject = 0",
+                "revoke.max_scopes_per_subject",
+            ),
+            (
+                "[upstream]\nurl = \"http://u\"\n[revoke.rate_limit]\nper_second = 0.0",
+                "revoke.rate_limit.per_second",
+            ),
+            (
+                "[upstream]\nurl = \"http://u\"\n[revoke.rate_limit]\nburst = 0",
+                "revoke.rate_limit.burst",
+            ),
+            (
+                "[upstream]\nurl = \"http://u\"\n[admin.rate_limit]\nmax_clients = 0",
+                "admin.rate_limit.max_clients",
+            ),
+            (
+                "[upstream]\nurl = \"http://u\"\n[admin.rate_limit]\nper_second = nan",
+                "admin.rate_limit.per_second",
             ),
             (
                 "[upstream]\nurl = \"http://u\"\n[server]\nmax_header_bytes = 10",

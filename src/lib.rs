@@ -34,6 +34,7 @@
 //! store/           RevocationStore trait, LocalCache (bloom + scopes), journal,
 //!                  MemoryStore (embedded), redis/ (RedisStore: keys, link, sync, lookup)
 //! admin.rs         /healthz /readyz /metrics and the admin revocation API
+//! ratelimit.rs     per-client-IP token buckets (revoke endpoints, admin API)
 //! tls.rs           rustls configs, certificate reload
 //! metrics.rs       Prometheus metrics
 //! telemetry.rs     logging
@@ -52,6 +53,7 @@ pub mod identity;
 pub mod idle;
 pub mod metrics;
 pub mod proxy;
+pub mod ratelimit;
 pub mod server;
 pub mod store;
 pub mod telemetry;

@@ -17,6 +17,7 @@
 //! metrics::store(connected, staleness_secs, journal_backlog, token_rules, scope_rules);
 //! metrics::store_gauges(store.as_ref());   // both of the above, from a RevocationStore
 //! metrics::reload("config" | "tls", ok);
+//! metrics::rate_limited("revoke" | "admin");   // one per 429 from a rate limit
 //! let text = metrics::render();            // the handle's render, installing if needed
 //! ```
 //!
@@ -32,6 +33,7 @@
 //! | `revgate_bloom_false_positives_total` | counter | |
 //! | `revgate_store_connected`, `revgate_store_staleness_seconds`, `revgate_store_journal_backlog`, `revgate_store_token_rules`, `revgate_store_scope_rules` | gauge | |
 //! | `revgate_reloads_total` | counter | `what`, `result` |
+//! | `revgate_rate_limited_total` | counter | `surface` (`revoke`, `admin`) |
 //!
 //! # Decisions
 //!
@@ -82,6 +84,7 @@ const RELOADS: &str = "revgate_reloads_total";
 const LIVE_CLOSED: &str = "revgate_live_sessions_closed_total";
 const CONNECTIONS_OPEN: &str = "revgate_connections_open";
 const CONNECTIONS_LIMITED: &str = "revgate_connections_limited_total";
+const RATE_LIMITED: &str = "revgate_rate_limited_total";
 
 /// Buckets for the gateway's own time per request: 10 µs .. 1 s.
 pub const OVERHEAD_BUCKETS: &[f64] = &[
@@ -178,6 +181,10 @@ fn describe() {
     );
     metrics::gauge!(CONNECTIONS_OPEN).set(0.0);
     metrics::counter!(CONNECTIONS_LIMITED).absolute(0);
+    describe_counter!(
+        RATE_LIMITED,
+        "Calls refused with 429 by a per-client rate limit, by surface (revoke, admin)."
+    );
 }
 
 /// Drains histogram samples every 5 s until `cancel` fires, so memory stays
@@ -236,6 +243,11 @@ impl Outcome {
             Outcome::Unavailable => "unavailable",
         }
     }
+}
+
+/// Counts one call refused by a per-client rate limit on `surface`.
+pub fn rate_limited(surface: &'static str) {
+    metrics::counter!(RATE_LIMITED, "surface" => surface).increment(1);
 }
 
 /// Counts one request on `route` (use `"-"` when no route matched).

@@ -4,7 +4,9 @@
 //! Gateway::handle            logs, maps ProxyError -> response (the one "rescue")
 //!   handle_inner             early returns, in order:
 //!     1. route               host / longest path prefix -> upstream (404 if none)
-//!     2. revoke endpoint?    a dialect's path -> revoke() (forward or terminate)
+//!     2. revoke endpoint?    a dialect's path -> revoke(): per-client-IP rate limit
+//!                            (429), then forward or terminate; a scope revocation
+//!                            past revoke.max_scopes_per_subject is refused (429)
 //!     3. verdict             credential -> fingerprint -> bloom -> store (401/400/503)
 //!     4. forward             header hygiene, pooled upstream client, streaming both ways
 //! ```
@@ -65,8 +67,23 @@ use crate::config::{Route, Settings};
 use crate::credentials::{self, FingerprintKey};
 use crate::dialect::{self, Dialect, DialectResponse, RevokeCall, RevokeIntent, RevokeMode};
 use crate::store::live::{self, Admitted, LiveSession, SessionKind};
-use crate::store::{now_unix, RevocationCommand, RevocationStore, ScopeKey, ScopeRule, TokenRule};
+use crate::store::{
+    now_unix, LocalCache, RevocationCommand, RevocationStore, ScopeKey, ScopeRule, TokenRule,
+};
 use crate::verdict::{self, Checker, Verdict};
+
+/// Whether a revocation may be recorded ([`Runtime::scope_admission`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ScopeAdmission {
+    /// Not a scope revocation, or one within the bounds.
+    Admitted,
+    /// The subject is longer than an identifier may be: answered as "no
+    /// current user" (401 on the dialects; the admin API refuses it earlier
+    /// with a 400).
+    SubjectTooLong,
+    /// The subject already has `revoke.max_scopes_per_subject` rules: 429.
+    CapReached,
+}
 
 /// Errors boxed into response bodies.
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -218,6 +235,10 @@ pub struct Runtime {
     verifier: Option<crate::identity::Verifier>,
     /// Repeated warnings, one line a second each (both paths).
     pub(crate) warnings: Warnings,
+    /// `[revoke.rate_limit]`, `None` when off.
+    revoke_limiter: Option<crate::ratelimit::RateLimiter>,
+    /// `[admin.rate_limit]`, `None` when off.
+    admin_limiter: Option<crate::ratelimit::RateLimiter>,
 }
 
 /// The warnings a client or a failing upstream can repeat at will, each
@@ -299,6 +320,12 @@ impl Runtime {
             .collect();
         Ok(Runtime {
             verifier,
+            revoke_limiter: crate::ratelimit::RateLimiter::from_config(
+                &settings.raw.revoke.rate_limit,
+            ),
+            admin_limiter: crate::ratelimit::RateLimiter::from_config(
+                &settings.raw.admin.rate_limit,
+            ),
             pools,
             host_routes: settings.routes.iter().any(|r| r.host.is_some()),
             warnings: Warnings::default(),
@@ -431,6 +458,42 @@ impl Runtime {
         }
     }
 
+    /// The one check every scope revocation (each dialect in both modes,
+    /// and the admin API) passes before it is applied or forwarded:
+    /// - a subject over 256 bytes names no user revgate will record (the
+    ///   dialect answers as for no current user);
+    /// - the per-subject cap (`revoke.max_scopes_per_subject`): a *new* rule
+    ///   for a subject that already has the cap is refused; revoking a scope
+    ///   the subject already has merges into its rule and passes. Read from
+    ///   this instance's cache, so the cap is soft by the calls in flight at
+    ///   once (and, with Redis, by what other instances applied but this one
+    ///   has not seen yet).
+    pub fn scope_admission(&self, cmd: &RevocationCommand, cache: &LocalCache) -> ScopeAdmission {
+        let RevocationCommand::Scope(rule) = cmd else {
+            return ScopeAdmission::Admitted;
+        };
+        if rule.key.sub.len() > dialect::MAX_ID_LEN {
+            return ScopeAdmission::SubjectTooLong;
+        }
+        let cap = self.settings.raw.revoke.max_scopes_per_subject;
+        if cache.subject_scope_count(&rule.key.sub) >= cap && cache.scope_rule(&rule.key).is_none()
+        {
+            return ScopeAdmission::CapReached;
+        }
+        ScopeAdmission::Admitted
+    }
+
+    /// Takes a token from the client's revoke-endpoint bucket; counted when
+    /// refused.
+    pub fn revoke_rate(&self, ip: std::net::IpAddr) -> Result<(), crate::ratelimit::Limited> {
+        rate(self.revoke_limiter.as_ref(), ip, "revoke")
+    }
+
+    /// Takes a token from the client's admin-API bucket; counted when refused.
+    pub fn admin_rate(&self, ip: std::net::IpAddr) -> Result<(), crate::ratelimit::Limited> {
+        rate(self.admin_limiter.as_ref(), ip, "admin")
+    }
+
     /// The fingerprint key.
     pub fn key(&self) -> &FingerprintKey {
         &self.checker.key
@@ -540,6 +603,28 @@ fn warn_unidentifiable_revokers(settings: &Settings) {
                 "terminate mode with neither [tokens.verify] nor tokens.identity_headers.sub: its revoke calls cannot identify a caller and will all be answered 401"
             );
         }
+    }
+}
+
+/// Takes a token from `limiter` (none: always allowed), counting refusals.
+fn rate(
+    limiter: Option<&crate::ratelimit::RateLimiter>,
+    ip: std::net::IpAddr,
+    surface: &'static str,
+) -> Result<(), crate::ratelimit::Limited> {
+    let Some(limiter) = limiter else {
+        return Ok(());
+    };
+    limiter
+        .check(ip)
+        .inspect_err(|_| crate::metrics::rate_limited(surface))
+}
+
+/// Sets `Retry-After` (whole seconds) on a 429.
+pub fn retry_after<B>(resp: &mut Response<B>, limited: crate::ratelimit::Limited) {
+    let mut buf = itoa::Buffer::new();
+    if let Ok(v) = HeaderValue::from_str(buf.format(limited.retry_after_secs)) {
+        resp.headers_mut().insert(header::RETRY_AFTER, v);
     }
 }
 
@@ -872,6 +957,12 @@ impl Gateway {
         body: Incoming,
         conn: ClientConn,
     ) -> Result<Revoked, ProxyError> {
+        // Rate-limited before anything is read, forwarded or applied.
+        if let Err(limited) = rt.revoke_rate(conn.addr.ip()) {
+            let mut resp = render(d, d.dialect.too_many_requests());
+            retry_after(&mut resp, limited);
+            return Ok(Revoked::Answered(resp));
+        }
         let forwarding = d.mode == RevokeMode::Forward;
         // The body is read when the dialect needs it (under its own limit,
         // answered in the vendor's format past it), or, forwarding, when it
@@ -926,6 +1017,9 @@ impl Gateway {
                 let Some(cmd) = command.await else {
                     return Ok(Revoked::Answered(render(d, d.dialect.unauthenticated())));
                 };
+                if let Some(refused) = refuse_scope(rt, d, &cmd, self.store.cache()) {
+                    return Ok(Revoked::Answered(refused));
+                }
                 match self.store.apply(cmd).await {
                     Ok(_) => {
                         crate::metrics::revocation_applied(source, "terminate");
@@ -947,6 +1041,14 @@ impl Gateway {
                     ),
                     Err(_) => None,
                 };
+                // A scope revocation revgate will not record (over the cap, or
+                // an over-long subject) is not forwarded either: the upstream
+                // and revgate agree that nothing was revoked.
+                if let Some(Some(c)) = &cmd {
+                    if let Some(refused) = refuse_scope(rt, d, c, self.store.cache()) {
+                        return Ok(Revoked::Answered(refused));
+                    }
+                }
                 let body = match (buffered, stream) {
                     (Some(bytes), _) => full(bytes),
                     (None, Some(s)) => s,
@@ -1008,6 +1110,20 @@ impl Gateway {
                 });
             }
         }
+    }
+}
+
+/// The dialect's answer when [`Runtime::scope_admission`] refuses `cmd`.
+fn refuse_scope(
+    rt: &Runtime,
+    d: &DialectEntry,
+    cmd: &RevocationCommand,
+    cache: &LocalCache,
+) -> Option<Response<Body>> {
+    match rt.scope_admission(cmd, cache) {
+        ScopeAdmission::Admitted => None,
+        ScopeAdmission::SubjectTooLong => Some(render(d, d.dialect.unauthenticated())),
+        ScopeAdmission::CapReached => Some(render(d, d.dialect.scope_limit_reached())),
     }
 }
 

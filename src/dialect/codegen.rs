@@ -21,7 +21,16 @@
 //!     FastAPI also reports as `int_parsing`, not `missing`): `"type":
 //!     "int_parsing"`, `"msg":"Input should be a valid integer, unable to
 //!     parse string as an integer"`; more than 4300 digits: pydantic's
-//!     `int_parsing_size`.
+//!     `int_parsing_size`;
+//!   - `provider` over 256 characters: pydantic's `string_too_long` entry
+//!     (`"msg":"String should have at most 256 characters"`), as
+//!     `Query(max_length=256)` reports it;
+//!   - `org_id` outside `i64` (every real org id fits): pydantic's
+//!     `less_than_equal` / `greater_than_equal` entry, as `Query(ge=-2**63,
+//!     le=2**63-1)` reports it (`"msg":"Input should be less than or equal
+//!     to 9223372036854775807"`);
+//!   - entries never carry pydantic's `input` or `ctx` (they would echo the
+//!     input).
 //! - `org_id` is normalized as pydantic normalizes it (`007`, `+7`, ` 7 `,
 //!   `7.0`, `7` all name org `"7"`), so the scope matches the org the upstream
 //!   acted on and the org claim of a credential (a JSON number `7` reads as
@@ -37,14 +46,17 @@
 //! | wrong method | 405 | `{"detail":"Method Not Allowed"}` |
 //! | body over the limit | 413 | `{"detail":"Request Entity Too Large"}` |
 //! | bad parameters | 422 | `{"detail":[...]}` as above |
+//! | client over its rate limit | 429 + `Retry-After` | `{"detail":"Too Many Requests"}` |
+//! | the user already has `revoke.max_scopes_per_subject` scope rules | 429 | `{"detail":"Too many active scope revocations for this user"}` |
 //! | revocation not recorded | 503 | `{"detail":"Service Unavailable"}` |
 
 use http::{Method, StatusCode};
 
 use super::{
-    fastapi_422, fastapi_method_not_allowed, fastapi_not_authenticated, fastapi_payload_too_large,
-    fastapi_query_str, fastapi_unavailable, pydantic_int, Dialect, DialectKind, DialectResponse,
-    FieldError, FieldErrorKind, RevokeCall, RevokeIntent,
+    fastapi_422, fastapi_identifier, fastapi_method_not_allowed, fastapi_not_authenticated,
+    fastapi_payload_too_large, fastapi_query_str, fastapi_scope_limit_reached,
+    fastapi_too_many_requests, fastapi_unavailable, pydantic_i64, Dialect, DialectKind,
+    DialectResponse, FieldError, RevokeCall, RevokeIntent,
 };
 
 /// The Codegen dialect.
@@ -60,18 +72,9 @@ impl Dialect for Codegen {
         if call.method != Method::POST {
             return Err(fastapi_method_not_allowed());
         }
-        let provider = fastapi_query_str(call.query, "provider").and_then(|p| {
-            if p.is_empty() {
-                Err(FieldError {
-                    name: "provider",
-                    kind: FieldErrorKind::Missing,
-                })
-            } else {
-                Ok(p)
-            }
-        });
+        let provider = fastapi_identifier(call.query, "provider");
         let org = fastapi_query_str(call.query, "org_id").and_then(|raw| {
-            pydantic_int(&raw).map_err(|kind| FieldError {
+            pydantic_i64(&raw).map_err(|kind| FieldError {
                 name: "org_id",
                 kind,
             })
@@ -97,6 +100,14 @@ impl Dialect for Codegen {
         fastapi_not_authenticated()
     }
 
+    fn too_many_requests(&self) -> DialectResponse {
+        fastapi_too_many_requests()
+    }
+
+    fn scope_limit_reached(&self) -> DialectResponse {
+        fastapi_scope_limit_reached()
+    }
+
     fn payload_too_large(&self) -> DialectResponse {
         fastapi_payload_too_large()
     }
@@ -117,6 +128,9 @@ mod tests {
     const O_MISSING: &str = r#"{"loc":["query","org_id"],"msg":"Field required","type":"missing"}"#;
     const O_INT: &str = r#"{"loc":["query","org_id"],"msg":"Input should be a valid integer, unable to parse string as an integer","type":"int_parsing"}"#;
     const O_SIZE: &str = r#"{"loc":["query","org_id"],"msg":"Unable to parse input string as an integer, exceeded maximum size","type":"int_parsing_size"}"#;
+    const O_LE: &str = r#"{"loc":["query","org_id"],"msg":"Input should be less than or equal to 9223372036854775807","type":"less_than_equal"}"#;
+    const O_GE: &str = r#"{"loc":["query","org_id"],"msg":"Input should be greater than or equal to -9223372036854775808","type":"greater_than_equal"}"#;
+    const P_LONG: &str = r#"{"loc":["query","provider"],"msg":"String should have at most 256 characters","type":"string_too_long"}"#;
     const O_UNICODE: &str = r#"{"loc":["query","org_id"],"msg":"Input should be a valid string, unable to parse raw data as a unicode string","type":"string_unicode"}"#;
 
     fn run(method: Method, query: Option<&str>) -> Result<RevokeIntent, (StatusCode, String)> {
@@ -152,6 +166,8 @@ mod tests {
     fn table() {
         let huge_org = format!("provider=p&org_id={}", "1".repeat(4301));
         let big_org = format!("provider=p&org_id={}", "9".repeat(4300));
+        let long_provider = format!("provider={}&org_id=1", "p".repeat(257));
+        let max_provider = format!("provider={}&org_id=1", "p".repeat(256));
         #[allow(clippy::type_complexity)]
         #[rustfmt::skip]
         let cases: Vec<(Method, Option<&str>, Result<RevokeIntent, (StatusCode, String)>)> = vec![
@@ -165,7 +181,14 @@ mod tests {
             (Method::POST, Some("provider=p&org_id=42.0"), scope("42", "p")),
             (Method::POST, Some("provider=a&provider=b&org_id=1&org_id=2"), scope("2", "b")),
             (Method::POST, Some("provider=a&org_id=x&org_id=2"), scope("2", "a")),
-            (Method::POST, Some(&big_org), scope(&"9".repeat(4300), "p")),
+            (Method::POST, Some("provider=p&org_id=9223372036854775807"), scope("9223372036854775807", "p")),
+            (Method::POST, Some("provider=p&org_id=-9223372036854775808"), scope("-9223372036854775808", "p")),
+            (Method::POST, Some(&max_provider), scope("1", &"p".repeat(256))),
+            // length limits
+            (Method::POST, Some(&big_org), unprocessable(&[O_LE])),
+            (Method::POST, Some("provider=p&org_id=9223372036854775808"), unprocessable(&[O_LE])),
+            (Method::POST, Some("provider=p&org_id=-9223372036854775809"), unprocessable(&[O_GE])),
+            (Method::POST, Some(&long_provider), unprocessable(&[P_LONG])),
             // missing, in parameter order
             (Method::POST, None, unprocessable(&[P_MISSING, O_MISSING])),
             (Method::POST, Some(""), unprocessable(&[P_MISSING, O_MISSING])),
@@ -207,6 +230,8 @@ mod tests {
             (d.unauthenticated(), StatusCode::UNAUTHORIZED, r#"{"detail":"Not authenticated"}"#),
             (d.payload_too_large(), StatusCode::PAYLOAD_TOO_LARGE, r#"{"detail":"Request Entity Too Large"}"#),
             (d.unavailable(), StatusCode::SERVICE_UNAVAILABLE, r#"{"detail":"Service Unavailable"}"#),
+            (d.too_many_requests(), StatusCode::TOO_MANY_REQUESTS, r#"{"detail":"Too Many Requests"}"#),
+            (d.scope_limit_reached(), StatusCode::TOO_MANY_REQUESTS, r#"{"detail":"Too many active scope revocations for this user"}"#),
         ];
         for (r, status, body) in cases {
             assert_eq!(

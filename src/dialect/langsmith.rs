@@ -19,6 +19,10 @@
 //!   once decoded: the same entry with pydantic's `string_unicode` type and
 //!   message (FastAPI itself would substitute U+FFFD; no real provider id
 //!   contains it).
+//! - Over 256 characters (as `Query(max_length=256)` counts them): 422
+//!   `{"detail":[{"loc":["query","provider_id"],"msg":"String should have at
+//!   most 256 characters","type":"string_too_long"}]}` (pydantic's entry,
+//!   without its `input` and `ctx`, which would echo the input).
 //! - The body is never read.
 //!
 //! The current user is not the dialect's business: the proxy takes it from
@@ -34,14 +38,16 @@
 //! | wrong method | 405 | `{"detail":"Method Not Allowed"}` |
 //! | body over the limit | 413 | `{"detail":"Request Entity Too Large"}` |
 //! | bad `provider_id` | 422 | see above |
+//! | client over its rate limit | 429 + `Retry-After` | `{"detail":"Too Many Requests"}` |
+//! | the user already has `revoke.max_scopes_per_subject` scope rules | 429 | `{"detail":"Too many active scope revocations for this user"}` |
 //! | revocation not recorded | 503 | `{"detail":"Service Unavailable"}` |
 
 use http::{Method, StatusCode};
 
 use super::{
-    fastapi_422, fastapi_method_not_allowed, fastapi_not_authenticated, fastapi_payload_too_large,
-    fastapi_query_str, fastapi_unavailable, Dialect, DialectKind, DialectResponse, FieldError,
-    FieldErrorKind, RevokeCall, RevokeIntent,
+    fastapi_422, fastapi_identifier, fastapi_method_not_allowed, fastapi_not_authenticated,
+    fastapi_payload_too_large, fastapi_scope_limit_reached, fastapi_too_many_requests,
+    fastapi_unavailable, Dialect, DialectKind, DialectResponse, RevokeCall, RevokeIntent,
 };
 
 /// The LangSmith dialect.
@@ -61,17 +67,7 @@ impl Dialect for LangSmith {
         if call.method != Method::DELETE {
             return Err(fastapi_method_not_allowed());
         }
-        let provider = fastapi_query_str(call.query, "provider_id").and_then(|p| {
-            if p.is_empty() {
-                Err(FieldError {
-                    name: "provider_id",
-                    kind: FieldErrorKind::Missing,
-                })
-            } else {
-                Ok(p)
-            }
-        });
-        match provider {
+        match fastapi_identifier(call.query, "provider_id") {
             Ok(provider) => Ok(RevokeIntent::Scope {
                 org: None,
                 provider,
@@ -86,6 +82,14 @@ impl Dialect for LangSmith {
 
     fn unauthenticated(&self) -> DialectResponse {
         fastapi_not_authenticated()
+    }
+
+    fn too_many_requests(&self) -> DialectResponse {
+        fastapi_too_many_requests()
+    }
+
+    fn scope_limit_reached(&self) -> DialectResponse {
+        fastapi_scope_limit_reached()
     }
 
     fn payload_too_large(&self) -> DialectResponse {
@@ -104,6 +108,7 @@ mod tests {
 
     const MISSING: &str =
         r#"{"detail":[{"loc":["query","provider_id"],"msg":"Field required","type":"missing"}]}"#;
+    const TOO_LONG: &str = r#"{"detail":[{"loc":["query","provider_id"],"msg":"String should have at most 256 characters","type":"string_too_long"}]}"#;
     const UNICODE: &str = r#"{"detail":[{"loc":["query","provider_id"],"msg":"Input should be a valid string, unable to parse raw data as a unicode string","type":"string_unicode"}]}"#;
 
     fn run(method: Method, query: Option<&str>) -> Result<RevokeIntent, (StatusCode, String)> {
@@ -135,6 +140,10 @@ mod tests {
     #[test]
     fn table() {
         let huge = format!("provider_id={}", "p".repeat(1 << 20));
+        let max = format!("provider_id={}", "p".repeat(256));
+        let too_long = || e(StatusCode::UNPROCESSABLE_ENTITY, TOO_LONG);
+        let huge_then_ok = format!("{huge}&provider_id=ok");
+        let ok_then_huge = format!("provider_id=ok&{huge}");
         let missing = || e(StatusCode::UNPROCESSABLE_ENTITY, MISSING);
         #[allow(clippy::type_complexity)]
         #[rustfmt::skip]
@@ -146,7 +155,10 @@ mod tests {
             (Method::DELETE, Some("provider_id=%ff&provider_id=b"), scope("b")),
             (Method::DELETE, Some("provider_id=50%"), scope("50%")),
             (Method::DELETE, Some("%70rovider_id=x"), scope("x")),
-            (Method::DELETE, Some(&huge), scope(&"p".repeat(1 << 20))),
+            (Method::DELETE, Some(&max), scope(&"p".repeat(256))),
+            (Method::DELETE, Some(&huge), too_long()),
+            (Method::DELETE, Some(&huge_then_ok), scope("ok")),
+            (Method::DELETE, Some(&ok_then_huge), too_long()),
             (Method::DELETE, None, missing()),
             (Method::DELETE, Some(""), missing()),
             (Method::DELETE, Some("provider=github"), missing()),
@@ -173,6 +185,8 @@ mod tests {
             (d.unauthenticated(), StatusCode::UNAUTHORIZED, r#"{"detail":"Not authenticated"}"#),
             (d.payload_too_large(), StatusCode::PAYLOAD_TOO_LARGE, r#"{"detail":"Request Entity Too Large"}"#),
             (d.unavailable(), StatusCode::SERVICE_UNAVAILABLE, r#"{"detail":"Service Unavailable"}"#),
+            (d.too_many_requests(), StatusCode::TOO_MANY_REQUESTS, r#"{"detail":"Too Many Requests"}"#),
+            (d.scope_limit_reached(), StatusCode::TOO_MANY_REQUESTS, r#"{"detail":"Too many active scope revocations for this user"}"#),
         ];
         for (r, status, body) in cases {
             assert_eq!(

@@ -31,6 +31,24 @@
 //!   or OneLogin's documented 404). [`Dialect::method`] names the documented
 //!   method, for an `Allow` header or for routing other methods as ordinary
 //!   traffic instead.
+//! - **Length limits** (issue 10): every parameter is bounded, so that no
+//!   call can make revgate hold or record more than a few KiB. A *token*
+//!   (Nylas `token`, OneLogin `access_token`, RFC 7009 `token`) and a
+//!   *secret* (Nylas API key, OneLogin client secret) are at most
+//!   [`MAX_TOKEN_BYTES`] (8 KiB: long JWTs fit) once decoded; an
+//!   *identifier* (LangSmith `provider_id`, Codegen `provider`, OneLogin
+//!   `client_id`, RFC 7009 `token_type_hint`) at most [`MAX_ID_LEN`] (256:
+//!   bytes, or characters for the FastAPI dialects, whose pydantic
+//!   `max_length` counts characters); Codegen's `org_id` must fit an `i64`
+//!   (pydantic's `ge`/`le` errors). Each dialect answers a breach in its
+//!   own validation format; its module doc has the exact body. In forward
+//!   mode such a call is still forwarded, as every call revgate cannot parse
+//!   is (the upstream answers it), and revgate records nothing.
+//! - **Refusals of the surface itself**: [`Dialect::too_many_requests`] (the
+//!   per-client rate limit, 429 with `Retry-After`) and
+//!   [`Dialect::scope_limit_reached`] (the per-subject cap of scope rules,
+//!   429 without `Retry-After`: waiting does not lift it) are answered in the
+//!   vendor's shape, in both modes, before anything is forwarded or applied.
 
 pub mod codegen;
 pub mod langsmith;
@@ -41,6 +59,13 @@ pub mod rfc7009;
 use bytes::Bytes;
 use http::{HeaderMap, Method, StatusCode};
 use serde::{Deserialize, Serialize};
+
+/// Longest token or secret a revoke call may carry, in bytes once decoded.
+pub const MAX_TOKEN_BYTES: usize = 8 * 1024;
+
+/// Longest identifier (provider, client id, token type hint) a revoke call
+/// may carry: bytes, or characters where the vendor (pydantic) counts those.
+pub const MAX_ID_LEN: usize = 256;
 
 /// Which vendor's revoke endpoint.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -218,6 +243,17 @@ pub trait Dialect: Send + Sync {
     /// The answer when the revocation could not be recorded (503): the
     /// client must retry.
     fn unavailable(&self) -> DialectResponse;
+
+    /// The answer when the caller's address is over its rate limit (429;
+    /// the proxy adds `Retry-After`).
+    fn too_many_requests(&self) -> DialectResponse;
+
+    /// The answer when the current user already has
+    /// `revoke.max_scopes_per_subject` scope rules (only scope dialects
+    /// produce scope revocations, so this defaults to the rate-limit answer).
+    fn scope_limit_reached(&self) -> DialectResponse {
+        self.too_many_requests()
+    }
 }
 
 /// Per-dialect settings the dialects themselves need (credentials to check).
@@ -326,10 +362,19 @@ pub(crate) enum TokenParamError {
     Duplicate,
     /// A malformed `%` escape, or not UTF-8 once decoded.
     BadEncoding,
+    /// Longer than the limit given, once decoded.
+    TooLong,
 }
 
-/// The single, non-empty, well-encoded UTF-8 value of a token parameter.
-pub(crate) fn single_token_param(input: &[u8], name: &str) -> Result<String, TokenParamError> {
+/// The single, non-empty, well-encoded UTF-8 value of a token parameter,
+/// at most `max` bytes once decoded. A value over the limit is `TooLong`
+/// only when it is otherwise well-formed (given once, well-encoded), so that
+/// the other errors keep their meaning.
+pub(crate) fn single_token_param(
+    input: &[u8],
+    name: &str,
+    max: usize,
+) -> Result<String, TokenParamError> {
     let mut values = form_values(input, name);
     if values.len() > 1 {
         return Err(TokenParamError::Duplicate);
@@ -337,6 +382,9 @@ pub(crate) fn single_token_param(input: &[u8], name: &str) -> Result<String, Tok
     let value = values.pop().ok_or(TokenParamError::Missing)?;
     if value.malformed_escape {
         return Err(TokenParamError::BadEncoding);
+    }
+    if value.bytes.len() > max {
+        return Err(TokenParamError::TooLong);
     }
     let token = String::from_utf8(value.bytes).map_err(|_| TokenParamError::BadEncoding)?;
     if token.is_empty() {
@@ -431,6 +479,13 @@ pub(crate) enum FieldErrorKind {
     IntParsing,
     /// `int_parsing_size`: more than 4300 significant digits.
     IntParsingSize,
+    /// `string_too_long`: over [`MAX_ID_LEN`] characters (as pydantic's
+    /// `max_length=256` reports it).
+    StringTooLong,
+    /// `less_than_equal`: an integer above `i64::MAX` (`le=2**63-1`).
+    IntTooLarge,
+    /// `greater_than_equal`: an integer below `i64::MIN` (`ge=-2**63`).
+    IntTooSmall,
 }
 
 impl FieldErrorKind {
@@ -448,6 +503,18 @@ impl FieldErrorKind {
             FieldErrorKind::IntParsingSize => (
                 "int_parsing_size",
                 "Unable to parse input string as an integer, exceeded maximum size",
+            ),
+            FieldErrorKind::StringTooLong => (
+                "string_too_long",
+                "String should have at most 256 characters",
+            ),
+            FieldErrorKind::IntTooLarge => (
+                "less_than_equal",
+                "Input should be less than or equal to 9223372036854775807",
+            ),
+            FieldErrorKind::IntTooSmall => (
+                "greater_than_equal",
+                "Input should be greater than or equal to -9223372036854775808",
             ),
         }
     }
@@ -479,6 +546,36 @@ pub(crate) fn fastapi_query_str(
         name,
         kind: FieldErrorKind::StringUnicode,
     })
+}
+
+/// A FastAPI `str` query parameter declared `Query(min_length=1,
+/// max_length=256)` as the scope dialects read it: the last occurrence; empty
+/// is reported as missing (see the dialects' docs), over [`MAX_ID_LEN`]
+/// characters as `string_too_long`.
+pub(crate) fn fastapi_identifier(
+    query: Option<&str>,
+    name: &'static str,
+) -> Result<String, FieldError> {
+    let value = fastapi_query_str(query, name)?;
+    let kind = if value.is_empty() {
+        FieldErrorKind::Missing
+    } else if value.len() > MAX_ID_LEN && value.chars().count() > MAX_ID_LEN {
+        FieldErrorKind::StringTooLong
+    } else {
+        return Ok(value);
+    };
+    Err(FieldError { name, kind })
+}
+
+/// [`pydantic_int`] with `ge=-2**63, le=2**63-1`: an integer that fits an
+/// `i64`, as every real org id does.
+pub(crate) fn pydantic_i64(input: &str) -> Result<String, FieldErrorKind> {
+    let normalized = pydantic_int(input)?;
+    match normalized.parse::<i64>() {
+        Ok(_) => Ok(normalized),
+        Err(_) if normalized.starts_with('-') => Err(FieldErrorKind::IntTooSmall),
+        Err(_) => Err(FieldErrorKind::IntTooLarge),
+    }
 }
 
 /// Parses a string as pydantic v2 (lax mode) parses an `int` from a string,
@@ -581,6 +678,22 @@ pub(crate) fn fastapi_payload_too_large() -> DialectResponse {
     )
 }
 
+/// FastAPI's `HTTPException(429)` (default detail is the status phrase).
+pub(crate) fn fastapi_too_many_requests() -> DialectResponse {
+    DialectResponse::static_json(
+        StatusCode::TOO_MANY_REQUESTS,
+        r#"{"detail":"Too Many Requests"}"#,
+    )
+}
+
+/// FastAPI's `HTTPException(429, detail=...)` for a user at the scope cap.
+pub(crate) fn fastapi_scope_limit_reached() -> DialectResponse {
+    DialectResponse::static_json(
+        StatusCode::TOO_MANY_REQUESTS,
+        r#"{"detail":"Too many active scope revocations for this user"}"#,
+    )
+}
+
 /// FastAPI's `HTTPException(503)`.
 pub(crate) fn fastapi_unavailable() -> DialectResponse {
     DialectResponse::static_json(
@@ -648,9 +761,15 @@ mod tests {
             ("token=%ff", Err(BadEncoding)),
             ("token=%C3", Err(BadEncoding)),
             ("token=ab%zz", Err(BadEncoding)),
+            ("token=12345678", Ok("12345678")),
+            ("token=123456789", Err(TooLong)),
+            ("token=%C3%BC%C3%BC%C3%BC%C3%BC", Ok("üüüü")),
+            ("token=%C3%BC%C3%BC%C3%BC%C3%BCx", Err(TooLong)),
+            ("token=123456789&token=1", Err(Duplicate)),
+            ("token=123456789%zz", Err(BadEncoding)),
         ];
         for (input, want) in cases {
-            let got = single_token_param(input.as_bytes(), "token");
+            let got = single_token_param(input.as_bytes(), "token", 8);
             assert_eq!(got.as_deref().map_err(|e| *e), *want, "input {input:?}");
         }
     }
@@ -660,11 +779,15 @@ mod tests {
         let mut q = "a=b&".repeat(200_000);
         q.push_str("token=");
         q.push_str(&"x".repeat(1 << 20));
-        let t = single_token_param(q.as_bytes(), "token").unwrap();
+        let t = single_token_param(q.as_bytes(), "token", usize::MAX).unwrap();
         assert_eq!(t.len(), 1 << 20);
+        assert_eq!(
+            single_token_param(q.as_bytes(), "token", MAX_TOKEN_BYTES),
+            Err(TokenParamError::TooLong)
+        );
         let many = "token=x&".repeat(100_000);
         assert_eq!(
-            single_token_param(many.as_bytes(), "token"),
+            single_token_param(many.as_bytes(), "token", MAX_TOKEN_BYTES),
             Err(TokenParamError::Duplicate)
         );
     }
@@ -759,6 +882,41 @@ mod tests {
             let got = fastapi_query_str(*q, "p");
             assert_eq!(got.as_deref().map_err(|e| e.kind), *want, "query {q:?}");
         }
+    }
+
+    #[test]
+    fn fastapi_identifier_and_i64_bounds() {
+        use FieldErrorKind::*;
+        let kind = |q: &str| fastapi_identifier(Some(q), "p").map_err(|e| e.kind);
+        assert_eq!(kind("p=gh").as_deref(), Ok("gh"));
+        assert_eq!(kind("p="), Err(Missing));
+        assert_eq!(
+            kind(&format!("p={}", "x".repeat(256))).map(|v| v.len()),
+            Ok(256)
+        );
+        assert_eq!(kind(&format!("p={}", "x".repeat(257))), Err(StringTooLong));
+        // Characters, not bytes, as pydantic counts.
+        assert_eq!(
+            kind(&format!("p={}", "%C3%BC".repeat(256))).map(|v| v.len()),
+            Ok(512)
+        );
+        assert_eq!(
+            kind(&format!("p={}", "%C3%BC".repeat(257))),
+            Err(StringTooLong)
+        );
+        assert_eq!(
+            pydantic_i64("9223372036854775807").as_deref(),
+            Ok("9223372036854775807")
+        );
+        assert_eq!(
+            pydantic_i64("-9223372036854775808").as_deref(),
+            Ok("-9223372036854775808")
+        );
+        assert_eq!(pydantic_i64("9223372036854775808"), Err(IntTooLarge));
+        assert_eq!(pydantic_i64("-9223372036854775809"), Err(IntTooSmall));
+        assert_eq!(pydantic_i64(&"9".repeat(4301)), Err(IntParsingSize));
+        assert_eq!(pydantic_i64("x"), Err(IntParsing));
+        assert_eq!(pydantic_i64("007").as_deref(), Ok("7"));
     }
 
     #[test]

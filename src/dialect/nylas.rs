@@ -7,9 +7,12 @@
 //!   be non-empty without inner whitespace. A repeated `Authorization`
 //!   header is refused. When `api_keys` is configured the key must be one of
 //!   them (constant-time over BLAKE3 digests); otherwise any key is taken.
+//!   A key over 8 KiB is no key (401).
 //! - `token` query parameter: decoded as form encoding (`+` is a space,
 //!   `%2B` a plus). Missing, empty, given twice, with a malformed `%` escape,
-//!   or not UTF-8 once decoded: 400. The body is never read.
+//!   or not UTF-8 once decoded: 400. Over 8 KiB once decoded: 400 with its
+//!   own description (`The token query parameter must be at most 8192
+//!   bytes.`). The body is never read.
 //! - Checks run in this order: method, API key, token, so that a caller
 //!   without a key learns nothing about its token.
 //!
@@ -18,10 +21,16 @@
 //! |---|---|---|---|
 //! | success | 200 | body `{}` | |
 //! | token missing / empty / duplicate / badly encoded | 400 | `invalid_request` | `"400"` |
-//! | API key absent, malformed or not accepted | 401 | `invalid_client` | `"401"` |
+//! | token over 8 KiB | 400 | `invalid_request` | `"400"` |
+//! | API key absent, malformed, over 8 KiB or not accepted | 401 | `invalid_client` | `"401"` |
 //! | method other than POST | 405 | `invalid_request` | `"405"` |
 //! | body over the limit | 413 | `invalid_request` | `"413"` |
+//! | client over its rate limit (with `Retry-After`) | 429 | `temporarily_unavailable` | `"429"` |
 //! | revocation not recorded | 503 | `temporarily_unavailable` | `"503"` |
+//!
+//! RFC 6749 has no rate-limit error; `temporarily_unavailable` ("unable to
+//! handle the request due to a temporary overloading") is its closest code,
+//! and the SDK only needs the four fields and a numeric `error_code`.
 //!
 //! Every error has the four documented string fields `error`,
 //! `error_description`, `error_uri`, `error_code`. The `error` values are
@@ -52,7 +61,7 @@ use http::{header::AUTHORIZATION, Method, StatusCode};
 
 use super::{
     single_header, single_token_param, Dialect, DialectKind, DialectResponse, RevokeCall,
-    RevokeIntent, SecretSet,
+    RevokeIntent, SecretSet, TokenParamError, MAX_TOKEN_BYTES,
 };
 
 /// The Nylas dialect.
@@ -85,16 +94,18 @@ fn bearer_key(value: &str) -> Option<&str> {
         return None;
     }
     let key = rest.trim();
-    if key.is_empty() || key.contains([' ', '\t']) {
+    if key.is_empty() || key.len() > MAX_TOKEN_BYTES || key.contains([' ', '\t']) {
         return None;
     }
     Some(key)
 }
 
 const BAD_TOKEN: &str = r#"{"error":"invalid_request","error_description":"The token query parameter is required, must be given once, and must not be empty.","error_uri":"https://developer.nylas.com/docs/api/errors/400-response/","error_code":"400"}"#;
+const TOKEN_TOO_LONG: &str = r#"{"error":"invalid_request","error_description":"The token query parameter must be at most 8192 bytes.","error_uri":"https://developer.nylas.com/docs/api/errors/400-response/","error_code":"400"}"#;
 const BAD_KEY: &str = r#"{"error":"invalid_client","error_description":"A valid API key is required in the Authorization header as: Bearer <NYLAS_API_KEY>.","error_uri":"https://developer.nylas.com/docs/api/errors/400-response/","error_code":"401"}"#;
 const BAD_METHOD: &str = r#"{"error":"invalid_request","error_description":"Method not allowed. Use POST.","error_uri":"https://developer.nylas.com/docs/api/errors/400-response/","error_code":"405"}"#;
 const TOO_LARGE: &str = r#"{"error":"invalid_request","error_description":"The request is too large.","error_uri":"https://developer.nylas.com/docs/api/errors/400-response/","error_code":"413"}"#;
+const TOO_MANY: &str = r#"{"error":"temporarily_unavailable","error_description":"Too many requests. Retry after the delay in the Retry-After header.","error_uri":"https://developer.nylas.com/docs/api/errors/400-response/","error_code":"429"}"#;
 const UNAVAILABLE: &str = r#"{"error":"temporarily_unavailable","error_description":"The token could not be revoked right now. Retry later.","error_uri":"https://developer.nylas.com/docs/api/errors/500-response/","error_code":"503"}"#;
 
 impl Dialect for Nylas {
@@ -115,9 +126,15 @@ impl Dialect for Nylas {
             _ => return Err(self.unauthenticated()),
         }
         let query = call.query.unwrap_or("").as_bytes();
-        single_token_param(query, "token")
+        single_token_param(query, "token", MAX_TOKEN_BYTES)
             .map(RevokeIntent::Token)
-            .map_err(|_| DialectResponse::static_json(StatusCode::BAD_REQUEST, BAD_TOKEN))
+            .map_err(|e| {
+                let body = match e {
+                    TokenParamError::TooLong => TOKEN_TOO_LONG,
+                    _ => BAD_TOKEN,
+                };
+                DialectResponse::static_json(StatusCode::BAD_REQUEST, body)
+            })
     }
 
     fn success(&self) -> DialectResponse {
@@ -134,6 +151,10 @@ impl Dialect for Nylas {
 
     fn unavailable(&self) -> DialectResponse {
         DialectResponse::static_json(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE)
+    }
+
+    fn too_many_requests(&self) -> DialectResponse {
+        DialectResponse::static_json(StatusCode::TOO_MANY_REQUESTS, TOO_MANY)
     }
 }
 
@@ -173,13 +194,18 @@ mod tests {
 
     const E400: (StatusCode, &str) = (StatusCode::BAD_REQUEST, BAD_TOKEN);
     const E401: (StatusCode, &str) = (StatusCode::UNAUTHORIZED, BAD_KEY);
+    const E400_LONG: (StatusCode, &str) = (StatusCode::BAD_REQUEST, TOKEN_TOO_LONG);
 
     #[test]
     fn table() {
         let open = Nylas::new(vec![]);
         let keyed = Nylas::new(vec!["key-1".into(), "key-2".into()]);
         let long = format!("token={}", "t".repeat(1 << 20));
-        let long_token = "t".repeat(1 << 20);
+        let max = format!("token={}", "t".repeat(MAX_TOKEN_BYTES));
+        let max_token = "t".repeat(MAX_TOKEN_BYTES);
+        let over = format!("token={}", "%74".repeat(MAX_TOKEN_BYTES + 1));
+        let long_key = format!("Bearer {}", "k".repeat(MAX_TOKEN_BYTES + 1));
+        let max_key = format!("Bearer {}", "k".repeat(MAX_TOKEN_BYTES));
         #[allow(clippy::type_complexity)]
         #[rustfmt::skip]
         let cases: Vec<(&Nylas, Method, Option<&str>, Vec<&[u8]>, Result<RevokeIntent, (StatusCode, &str)>)> = vec![
@@ -192,7 +218,12 @@ mod tests {
             (&open, Method::POST, Some("token=a%20b%2Bc/d%25e%26f%3D%C3%BC"), vec![b"Bearer k"], token("a b+c/d%e&f=ü")),
             (&open, Method::POST, Some("token=a+b"), vec![b"Bearer k"], token("a b")),
             (&open, Method::POST, Some("other=1&token=x&z"), vec![b"Bearer k"], token("x")),
-            (&open, Method::POST, Some(&long), vec![b"Bearer k"], Ok(RevokeIntent::Token(long_token.clone()))),
+            (&open, Method::POST, Some(&max), vec![b"Bearer k"], Ok(RevokeIntent::Token(max_token.clone()))),
+            (&open, Method::POST, Some(&max), vec![max_key.as_bytes()], Ok(RevokeIntent::Token(max_token.clone()))),
+            // length limits
+            (&open, Method::POST, Some(&long), vec![b"Bearer k"], Err(E400_LONG)),
+            (&open, Method::POST, Some(&over), vec![b"Bearer k"], Err(E400_LONG)),
+            (&open, Method::POST, Some(&long), vec![long_key.as_bytes()], Err(E401)),
             // the token
             (&open, Method::POST, None, vec![b"Bearer k"], Err(E400)),
             (&open, Method::POST, Some(""), vec![b"Bearer k"], Err(E400)),
@@ -253,7 +284,13 @@ mod tests {
             ))
             .unwrap_err(),
         ];
-        let rendered = [d.unauthenticated(), d.payload_too_large(), d.unavailable()];
+        let rendered = [
+            d.unauthenticated(),
+            d.payload_too_large(),
+            d.unavailable(),
+            d.too_many_requests(),
+            d.scope_limit_reached(),
+        ];
         let mut all: Vec<(StatusCode, String)> = errors.to_vec();
         all.extend(
             rendered
@@ -279,6 +316,8 @@ mod tests {
         }
         assert_eq!(d.payload_too_large().status, StatusCode::PAYLOAD_TOO_LARGE);
         assert_eq!(d.unavailable().status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(d.too_many_requests().status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(&d.too_many_requests().body[..], TOO_MANY.as_bytes());
         assert_eq!(d.unauthenticated().status, StatusCode::UNAUTHORIZED);
     }
 

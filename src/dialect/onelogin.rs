@@ -13,8 +13,9 @@
 //!    `client_id:<id>,client_secret:<secret>`; id and secret non-empty without
 //!    whitespace, the id without a comma), or HTTP Basic
 //!    `base64(<id>:<secret>)`, which the current `onelogin` SDK sends (see
-//!    below). Absent, repeated, or anything else: the documented 400 "The
-//!    authorization information is missing".
+//!    below). Absent, repeated, a client id over 256 bytes or a secret over
+//!    8 KiB, or anything else: the documented 400 "The authorization
+//!    information is missing".
 //! 4. When `clients` are configured, the pair must be one of them
 //!    (constant-time over BLAKE3 digests of the length-prefixed pair): else
 //!    401 "Authentication Failure". Authentication comes before the body so
@@ -23,12 +24,17 @@
 //!    once. Empty or malformed JSON, non-UTF-8 bytes, a non-object, a missing,
 //!    `null`, non-string, empty or repeated `access_token`: 400 "Access Token
 //!    Missing". Other keys are ignored. The token is taken as is (no trim).
+//!    A well-formed token over 8 KiB: 400 in the same shape, message
+//!    "Access Token is too long" (the body itself is bounded by
+//!    `revoke.max_body_bytes`, 413 past it).
 //!
 //! # Responses
 //! Exactly the documented bodies, compact, keys in the documented order
 //! (`error`, `code`, `type`, `message`); the Content-Type message, wrapped
 //! over two lines in the documentation, is one line with a single space.
-//! 413 and 503, which the documentation does not list, use the same shape.
+//! 413, 429 (`"type":"too many requests","message":"Too Many Requests"`,
+//! with `Retry-After`) and 503, which the documentation does not list, use
+//! the same shape.
 //!
 //! # What the `onelogin` Python SDKs send and need, read from their source
 //! - `onelogin` 4.0.1 (the current PyPI release, OpenAPI-generated):
@@ -58,7 +64,7 @@ use serde::de::{Deserialize, Deserializer, IgnoredAny, MapAccess, Visitor};
 
 use super::{
     content_type_is, single_header, Dialect, DialectKind, DialectResponse, RevokeCall,
-    RevokeIntent, SecretSet,
+    RevokeIntent, SecretSet, MAX_ID_LEN, MAX_TOKEN_BYTES,
 };
 
 /// The OneLogin dialect.
@@ -90,17 +96,19 @@ const AUTH_FAILURE: &str = r#"{"status":{"error":true,"code":401,"type":"Unautho
 const NO_ROUTE: &str =
     r#"{"status":{"error":true,"code":404,"type":"not found","message":"No Route Exists"}}"#;
 const TOO_LARGE: &str = r#"{"status":{"error":true,"code":413,"type":"payload too large","message":"Request Entity Too Large"}}"#;
+const TOKEN_TOO_LONG: &str = r#"{"status":{"error":true,"code":400,"type":"bad request","message":"Access Token is too long"}}"#;
+const TOO_MANY: &str = r#"{"status":{"error":true,"code":429,"type":"too many requests","message":"Too Many Requests"}}"#;
 const UNAVAILABLE: &str = r#"{"status":{"error":true,"code":503,"type":"service unavailable","message":"Service Unavailable"}}"#;
 
-/// The client pair from an `Authorization` value, as bytes.
+/// The client pair from an `Authorization` value, as bytes, within the
+/// length limits (an id is an identifier, a secret is bounded as a token).
 fn client_pair(value: &str) -> Option<(Vec<u8>, Vec<u8>)> {
     let value = value.trim();
-    if let Some((scheme, rest)) = value.split_once([' ', '\t']) {
-        if scheme.eq_ignore_ascii_case("basic") {
-            return basic_pair(rest.trim());
-        }
-    }
-    documented_pair(value)
+    let pair = match value.split_once([' ', '\t']) {
+        Some((scheme, rest)) if scheme.eq_ignore_ascii_case("basic") => basic_pair(rest.trim()),
+        _ => documented_pair(value),
+    }?;
+    (pair.0.len() <= MAX_ID_LEN && pair.1.len() <= MAX_TOKEN_BYTES).then_some(pair)
 }
 
 /// `base64(<id>:<secret>)`, padding optional.
@@ -180,10 +188,12 @@ impl<'de> Deserialize<'de> for Body {
     }
 }
 
-fn access_token(body: &[u8]) -> Option<String> {
+/// The body's token, or the documented 400 to answer.
+fn access_token(body: &[u8]) -> Result<String, &'static str> {
     match serde_json::from_slice::<Body>(body) {
-        Ok(Body(TokenField::Given(token))) if !token.is_empty() => Some(token),
-        _ => None,
+        Ok(Body(TokenField::Given(token))) if token.len() > MAX_TOKEN_BYTES => Err(TOKEN_TOO_LONG),
+        Ok(Body(TokenField::Given(token))) if !token.is_empty() => Ok(token),
+        _ => Err(TOKEN_MISSING),
     }
 }
 
@@ -221,7 +231,7 @@ impl Dialect for OneLogin {
         }
         access_token(call.body)
             .map(RevokeIntent::Token)
-            .ok_or_else(|| DialectResponse::static_json(StatusCode::BAD_REQUEST, TOKEN_MISSING))
+            .map_err(|body| DialectResponse::static_json(StatusCode::BAD_REQUEST, body))
     }
 
     fn success(&self) -> DialectResponse {
@@ -238,6 +248,10 @@ impl Dialect for OneLogin {
 
     fn unavailable(&self) -> DialectResponse {
         DialectResponse::static_json(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE)
+    }
+
+    fn too_many_requests(&self) -> DialectResponse {
+        DialectResponse::static_json(StatusCode::TOO_MANY_REQUESTS, TOO_MANY)
     }
 }
 
@@ -291,6 +305,7 @@ mod tests {
             (d.unauthenticated(), StatusCode::UNAUTHORIZED, r#"{"status":{"error":true,"code":401,"type":"Unauthorized","message":"Authentication Failure"}}"#),
             (d.payload_too_large(), StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE),
             (d.unavailable(), StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE),
+            (d.too_many_requests(), StatusCode::TOO_MANY_REQUESTS, TOO_MANY),
         ];
         for (r, status, body) in cases {
             assert_eq!((r.status, &r.body[..]), (status, body.as_bytes()));
@@ -322,6 +337,8 @@ mod tests {
             NO_ROUTE,
             TOO_LARGE,
             UNAVAILABLE,
+            TOKEN_TOO_LONG,
+            TOO_MANY,
         ] {
             let v: serde_json::Value = serde_json::from_str(body).unwrap();
             let status = v["status"].as_object().unwrap();
@@ -353,6 +370,20 @@ mod tests {
         let body = br#"{"access_token":"tok"}"#;
         let huge_token = "x".repeat(1 << 20);
         let huge_body = format!(r#"{{"access_token":"{huge_token}"}}"#);
+        let max_token = "x".repeat(MAX_TOKEN_BYTES);
+        let max_body = format!(r#"{{"access_token":"{max_token}"}}"#);
+        let escaped_over = format!(
+            r#"{{"access_token":"{}"}}"#,
+            "\\u0078".repeat(MAX_TOKEN_BYTES + 1)
+        );
+        let long_id = format!("client_id:{}, client_secret:s", "i".repeat(MAX_ID_LEN + 1));
+        let max_id = format!("client_id:{}, client_secret:s", "i".repeat(MAX_ID_LEN));
+        let long_secret = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("cid:{}", "s".repeat(MAX_TOKEN_BYTES + 1)))
+        );
+        let too_long = || e(StatusCode::BAD_REQUEST, TOKEN_TOO_LONG);
         let deep = format!(
             "{{\"access_token\":{}1{}}}",
             "[".repeat(10_000),
@@ -382,7 +413,13 @@ mod tests {
             (&open, Method::POST, vec![JSON], vec![PAIR], br#"{"access_token": "xx508 +/=", "other": [1, {"a": null}]}"#, ok("xx508 +/=")),
             (&open, Method::POST, vec![JSON], vec![PAIR], br#" {"access_token":"\u00fc\n"} "#, ok("ü\n")),
             (&open, Method::POST, vec![JSON], vec![PAIR], br#"{"access\u005ftoken":"t"}"#, ok("t")),
-            (&open, Method::POST, vec![JSON], vec![PAIR], huge_body.as_bytes(), Ok(huge_token.clone())),
+            (&open, Method::POST, vec![JSON], vec![PAIR], max_body.as_bytes(), Ok(max_token.clone())),
+            (&open, Method::POST, vec![JSON], vec![max_id.as_bytes()], body, ok("tok")),
+            // length limits
+            (&open, Method::POST, vec![JSON], vec![PAIR], huge_body.as_bytes(), too_long()),
+            (&open, Method::POST, vec![JSON], vec![PAIR], escaped_over.as_bytes(), too_long()),
+            (&open, Method::POST, vec![JSON], vec![long_id.as_bytes()], body, noauth()),
+            (&open, Method::POST, vec![JSON], vec![long_secret.as_bytes()], body, noauth()),
             // method
             (&open, Method::GET, vec![JSON], vec![PAIR], body, no_route()),
             (&open, Method::PUT, vec![], vec![], b"", no_route()),

@@ -9,9 +9,11 @@
 //!    allowed, case-insensitive); otherwise 415, whatever the body.
 //! 3. `token`: exactly once, non-empty, well-escaped, UTF-8 once decoded
 //!    (`+` is a space). Otherwise 400 `{"error":"invalid_request"}`: RFC 6749
-//!    §3.2, which RFC 7009 builds on, forbids repeating a parameter.
-//! 4. `token_type_hint`: optional, any value, at most once (a repeat is the
-//!    same 400). It is only a lookup hint (§2.1); revgate revokes by
+//!    §3.2, which RFC 7009 builds on, forbids repeating a parameter. Over
+//!    8 KiB once decoded: 400 `invalid_request` with a description saying so.
+//! 4. `token_type_hint`: optional, any value up to 256 bytes (over it: 400
+//!    `invalid_request` with a description), at most once (a repeat is the
+//!    bare 400). It is only a lookup hint (§2.1); revgate revokes by
 //!    fingerprint whatever the token's type, so it never answers
 //!    `unsupported_token_type`.
 //!
@@ -25,17 +27,20 @@
 //! |---|---|---|
 //! | success, also for unknown or already revoked tokens (§2.2) | 200 | empty, no content type: "the content of the response body is ignored by the client" (§2.2) |
 //! | bad or missing `token` | 400 | `{"error":"invalid_request"}` |
+//! | `token` over 8 KiB | 400 | `{"error":"invalid_request","error_description":"The token is longer than 8192 bytes."}` |
+//! | `token_type_hint` over 256 bytes | 400 | `{"error":"invalid_request","error_description":"The token_type_hint is longer than 256 bytes."}` |
 //! | client not authenticated (should the proxy ask) | 401 | `{"error":"invalid_client"}` (RFC 6749 §5.2) |
 //! | wrong method | 405 | `{"error":"invalid_request","error_description":"The method must be POST."}` |
 //! | body over the limit | 413 | `{"error":"invalid_request","error_description":"The request body is too large."}` |
 //! | not a form body | 415 | `{"error":"invalid_request","error_description":"The Content-Type must be application/x-www-form-urlencoded."}` |
+//! | client over its rate limit | 429 + `Retry-After` | `{"error":"temporarily_unavailable","error_description":"Too many requests; retry after the Retry-After delay."}` (RFC 6749 has no rate-limit code; this is its "temporary overloading" one) |
 //! | revocation not recorded | 503 | `{"error":"temporarily_unavailable"}` (§2.2.1: the client may retry) |
 
 use http::{Method, StatusCode};
 
 use super::{
     content_type_is, form_values, single_token_param, Dialect, DialectKind, DialectResponse,
-    RevokeCall, RevokeIntent,
+    RevokeCall, RevokeIntent, TokenParamError, MAX_ID_LEN, MAX_TOKEN_BYTES,
 };
 
 /// The RFC 7009 dialect.
@@ -50,6 +55,10 @@ const TOO_LARGE: &str =
     r#"{"error":"invalid_request","error_description":"The request body is too large."}"#;
 const NOT_A_FORM: &str = r#"{"error":"invalid_request","error_description":"The Content-Type must be application/x-www-form-urlencoded."}"#;
 const UNAVAILABLE: &str = r#"{"error":"temporarily_unavailable"}"#;
+const TOKEN_TOO_LONG: &str =
+    r#"{"error":"invalid_request","error_description":"The token is longer than 8192 bytes."}"#;
+const HINT_TOO_LONG: &str = r#"{"error":"invalid_request","error_description":"The token_type_hint is longer than 256 bytes."}"#;
+const TOO_MANY: &str = r#"{"error":"temporarily_unavailable","error_description":"Too many requests; retry after the Retry-After delay."}"#;
 
 impl Dialect for Rfc7009 {
     fn kind(&self) -> DialectKind {
@@ -73,10 +82,18 @@ impl Dialect for Rfc7009 {
                 NOT_A_FORM,
             ));
         }
-        let invalid = || DialectResponse::static_json(StatusCode::BAD_REQUEST, INVALID_REQUEST);
-        let token = single_token_param(call.body, "token").map_err(|_| invalid())?;
-        if form_values(call.body, "token_type_hint").len() > 1 {
-            return Err(invalid());
+        let invalid = |body| DialectResponse::static_json(StatusCode::BAD_REQUEST, body);
+        let token =
+            single_token_param(call.body, "token", MAX_TOKEN_BYTES).map_err(|e| match e {
+                TokenParamError::TooLong => invalid(TOKEN_TOO_LONG),
+                _ => invalid(INVALID_REQUEST),
+            })?;
+        let hints = form_values(call.body, "token_type_hint");
+        if hints.len() > 1 {
+            return Err(invalid(INVALID_REQUEST));
+        }
+        if hints.first().is_some_and(|h| h.bytes.len() > MAX_ID_LEN) {
+            return Err(invalid(HINT_TOO_LONG));
         }
         Ok(RevokeIntent::Token(token))
     }
@@ -95,6 +112,10 @@ impl Dialect for Rfc7009 {
 
     fn unavailable(&self) -> DialectResponse {
         DialectResponse::static_json(StatusCode::SERVICE_UNAVAILABLE, UNAVAILABLE)
+    }
+
+    fn too_many_requests(&self) -> DialectResponse {
+        DialectResponse::static_json(StatusCode::TOO_MANY_REQUESTS, TOO_MANY)
     }
 }
 
@@ -138,6 +159,13 @@ mod tests {
             || Err::<String, _>((StatusCode::UNSUPPORTED_MEDIA_TYPE, NOT_A_FORM.to_owned()));
         let method = || Err::<String, _>((StatusCode::METHOD_NOT_ALLOWED, BAD_METHOD.to_owned()));
         let huge = format!("token={}&token_type_hint=access_token", "t".repeat(1 << 20));
+        let max = format!(
+            "token={}&token_type_hint={}",
+            "t".repeat(8192),
+            "h".repeat(256)
+        );
+        let long_hint = format!("token=abc&token_type_hint={}", "h".repeat(257));
+        let too_long = |b: &str| Err::<String, _>((StatusCode::BAD_REQUEST, b.to_owned()));
         let many = "token_type_hint=x&".repeat(1 << 16);
         #[allow(clippy::type_complexity)]
         #[rustfmt::skip]
@@ -152,7 +180,10 @@ mod tests {
             (Method::POST, vec![b"application/x-www-form-urlencoded; charset=UTF-8"], None, b"token=abc", ok("abc")),
             (Method::POST, vec![b"Application/X-WWW-Form-URLEncoded"], None, b"token=abc", ok("abc")),
             (Method::POST, vec![FORM], Some("token=ignored"), b"token=abc", ok("abc")),
-            (Method::POST, vec![FORM], None, huge.as_bytes(), Ok("t".repeat(1 << 20))),
+            (Method::POST, vec![FORM], None, max.as_bytes(), Ok("t".repeat(8192))),
+            // length limits
+            (Method::POST, vec![FORM], None, huge.as_bytes(), too_long(TOKEN_TOO_LONG)),
+            (Method::POST, vec![FORM], None, long_hint.as_bytes(), too_long(HINT_TOO_LONG)),
             // the token
             (Method::POST, vec![FORM], None, b"", bad()),
             (Method::POST, vec![FORM], Some("token=abc"), b"", bad()),
@@ -198,6 +229,8 @@ mod tests {
             (d.unauthenticated(), StatusCode::UNAUTHORIZED, INVALID_CLIENT),
             (d.payload_too_large(), StatusCode::PAYLOAD_TOO_LARGE, TOO_LARGE),
             (d.unavailable(), StatusCode::SERVICE_UNAVAILABLE, r#"{"error":"temporarily_unavailable"}"#),
+            (d.too_many_requests(), StatusCode::TOO_MANY_REQUESTS, TOO_MANY),
+            (d.scope_limit_reached(), StatusCode::TOO_MANY_REQUESTS, TOO_MANY),
         ];
         for (r, status, body) in cases {
             assert_eq!(

@@ -448,6 +448,11 @@ impl LocalCache {
         self.scope_count.load(Ordering::Relaxed)
     }
 
+    /// Number of scope rules of one subject (for `revoke.max_scopes_per_subject`).
+    pub fn subject_scope_count(&self, sub: &str) -> usize {
+        self.scopes.get(sub).map_or(0, |rules| rules.len())
+    }
+
     /// Whether any scope rule covers these attributes at `now`.
     pub fn scope_matches(&self, attrs: &Attributes, now: u64) -> bool {
         let Some(sub) = attrs.sub.as_deref() else {

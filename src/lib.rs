@@ -26,18 +26,22 @@
 //! idle.rs          bodies that give up when they make no progress (hyper path)
 //! proxy.rs         the request's path through hyper, stage by stage; routing,
 //!                  forwarding, the accounting both paths share
-//! credentials.rs   token extraction, fingerprint, claim peek
+//! credentials.rs   the credential grammar (every place a server may read a
+//!                  token), token identity (a JWS by its signing input),
+//!                  fingerprint, claim peek
 //! verdict.rs       the per-request revocation check and the 401 it answers
 //! dialect/         the vendors' revoke endpoints (pure parse/render pairs)
 //! identity/        principals: the verified identity of a revoker (JWT
 //!                  against a JWKS, or trusted identity headers)
-//! store/           RevocationStore trait, LocalCache (bloom + scopes), journal,
-//!                  MemoryStore (embedded), redis/ (RedisStore: keys, link, sync, lookup)
+//! store/           RevocationStore trait, LocalCache (bloom + scopes), live
+//!                  (open upgrades and h2 streams a revocation must close),
+//!                  journal (binary records, lossless compaction), MemoryStore
+//!                  (embedded), redis/ (RedisStore: keys, link, sync, lookup)
 //! admin.rs         /healthz /readyz /metrics and the admin revocation API
 //! ratelimit.rs     per-client-IP token buckets (revoke endpoints, admin API)
 //! tls.rs           rustls configs, certificate reload
 //! metrics.rs       Prometheus metrics
-//! telemetry.rs     logging
+//! telemetry.rs     logging, throttled warnings
 //! demo.rs          `revgate demo`: the gateway in front of a built-in echo upstream
 //! ```
 #![forbid(unsafe_code)]

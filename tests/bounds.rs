@@ -23,7 +23,7 @@ fn terminate(up: &RunningUpstream, toml: &str) -> RunningGateway {
         .upstream(&up.url)
         .arg("--revoke-mode")
         .arg("terminate")
-        .toml("[revoke.onelogin]\nclients = [{ client_id = \"cid\", client_secret = \"csecret\" }]\n[revoke.nylas]\napi_keys = [\"nyk\"]")
+        .toml("[tokens.identity_headers]\nsub = \"x-user\"\n[revoke.onelogin]\nclients = [{ client_id = \"cid\", client_secret = \"csecret\" }]\n[revoke.nylas]\napi_keys = [\"nyk\"]")
         .toml(toml)
         .spawn()
 }
@@ -72,7 +72,14 @@ async fn all_scopes(gw: &RunningGateway) -> Vec<serde_json::Value> {
     panic!("the listing never ended");
 }
 
+/// A terminate-mode caller: named by the trusted identity header
+/// (`x-user`), since unverified JWT claims never identify a revoker.
 fn caller(sub: &str) -> String {
+    sub.to_string()
+}
+
+/// A forward-mode caller: its peeked JWT claims (the upstream's 2xx vouches).
+fn caller_jwt(sub: &str) -> String {
     format!(
         "Bearer {}",
         jwt(&serde_json::json!({"sub": sub, "iat": now() - 5}))
@@ -98,7 +105,7 @@ async fn a_flood_of_huge_scope_revokes_records_nothing() {
             call(
                 "DELETE",
                 &format!("{}/v2/auth/tokens?provider_id={huge}", gw.url),
-                &[("authorization", &auth)],
+                &[("x-user", &auth)],
                 b"",
             ),
         )
@@ -232,7 +239,7 @@ async fn langsmith_provider_id_over_256_characters_is_its_422() {
     let r = send(call(
         "DELETE",
         &format!("{}/v2/auth/tokens?provider_id={}", gw.url, "p".repeat(257)),
-        &[("authorization", &auth)],
+        &[("x-user", &auth)],
         b"",
     ))
     .await;
@@ -250,7 +257,7 @@ async fn langsmith_provider_id_over_256_characters_is_its_422() {
             gw.url,
             "%C3%BC".repeat(256)
         ),
-        &[("authorization", &auth)],
+        &[("x-user", &auth)],
         b"",
     ))
     .await;
@@ -271,7 +278,7 @@ async fn codegen_provider_and_org_limits_are_its_422() {
             "s".repeat(257),
             "9".repeat(30)
         ),
-        &[("authorization", &auth)],
+        &[("x-user", &auth)],
         b"",
     ))
     .await;
@@ -283,7 +290,7 @@ async fn codegen_provider_and_org_limits_are_its_422() {
     let r = send(call(
         "POST",
         &format!("{url}?provider=slack&org_id=-9223372036854775809"),
-        &[("authorization", &auth)],
+        &[("x-user", &auth)],
         b"",
     ))
     .await;
@@ -307,7 +314,7 @@ async fn a_scope_revoke_for_an_over_long_subject_is_unauthenticated() {
     let r = send(call(
         "DELETE",
         &format!("{}/v2/auth/tokens?provider_id=github", gw.url),
-        &[("authorization", &auth)],
+        &[("x-user", &auth)],
         b"",
     ))
     .await;
@@ -345,7 +352,7 @@ async fn a_scope_revoke_for_an_over_long_subject_is_unauthenticated() {
     let r = send(call(
         "DELETE",
         &format!("{}/v2/auth/tokens?provider_id=github", gw.url),
-        &[("authorization", &auth)],
+        &[("x-user", &auth)],
         b"",
     ))
     .await;
@@ -363,7 +370,7 @@ async fn scope_rules_per_subject_are_capped() {
     let revoke = |provider: String| {
         let auth = auth.clone();
         let url = format!("{}/v2/auth/tokens?provider_id={provider}", gw.url);
-        async move { send(call("DELETE", &url, &[("authorization", &auth)], b"")).await }
+        async move { send(call("DELETE", &url, &[("x-user", &auth)], b"")).await }
     };
     for p in ["a", "b", "c"] {
         let r = revoke(p.into()).await;
@@ -384,7 +391,7 @@ async fn scope_rules_per_subject_are_capped() {
     let r = send(call(
         "DELETE",
         &format!("{}/v2/auth/tokens?provider_id=d", gw.url),
-        &[("authorization", &other)],
+        &[("x-user", &other)],
         b"",
     ))
     .await;
@@ -491,7 +498,7 @@ async fn revoke_calls_are_rate_limited_per_client_ip_then_recover() {
         } else {
             "POST"
         };
-        let r = send(call(method, &url, &[("authorization", &auth)], b"")).await;
+        let r = send(call(method, &url, &[("x-user", &auth)], b"")).await;
         assert_eq!(
             (r.status, r.text().as_str()),
             (429, r#"{"detail":"Too Many Requests"}"#)
@@ -681,7 +688,7 @@ async fn forward_mode_scope_revokes_past_the_cap_never_reach_the_upstream() {
         .upstream(&up.url)
         .toml("[revoke]\nmax_scopes_per_subject = 1")
         .spawn();
-    let auth = caller("fw-user");
+    let auth = caller_jwt("fw-user");
     let revoke = |p: &str| {
         call(
             "POST",

@@ -240,7 +240,7 @@ async fn every_acknowledged_revocation_survives_kill9_during_compaction() {
         .dir(dir.path())
         .arg("--revoke-mode")
         .arg("terminate")
-        .toml("[store]\nmaintenance_interval = \"10ms\"")
+        .toml("[store]\nmaintenance_interval = \"10ms\"\n[revoke.rate_limit]\nenabled = false\n[admin.rate_limit]\nenabled = false")
         .spawn();
 
     let started = Instant::now();

@@ -28,8 +28,11 @@ use revgate::dialect::{self, DialectKind, DialectSecrets, RevokeCall, RevokeInte
 use revgate::h1::framing::{content_length, is_chunked, tokens, BadChunk, Chunks, Framing};
 use revgate::store::redis::snapshot;
 
+/// A target's body.
+pub type Target = fn(&[u8]);
+
 /// Every target, by name: what `tests/fuzz_corpus.rs` replays.
-pub const TARGETS: &[(&str, fn(&[u8]))] = &[
+pub const TARGETS: &[(&str, Target)] = &[
     ("h1_chunks", h1_chunks),
     ("h1_request", h1_request),
     ("h1_response", h1_response),
@@ -276,9 +279,8 @@ pub fn h1_response(data: &[u8]) {
         other => panic!("client head does not parse: {other:?} {out:?}"),
     }
     let body = &input[head_len..];
-    match framing.take(body) {
-        Ok(n) => assert!(n <= body.len()),
-        Err(BadChunk) => {}
+    if let Ok(n) = framing.take(body) {
+        assert!(n <= body.len());
     }
 }
 

@@ -219,6 +219,11 @@ pub async fn plan_for_fuzzing(
     )
 }
 
+/// What [`response_head_for_fuzzing`] found: status, body framing, upstream
+/// connection reusable, client head written, head length.
+#[doc(hidden)]
+pub type FuzzedResponseHead = (u16, Framing, bool, Vec<u8>, usize);
+
 /// Fuzzing entry (`fuzz/`, `tests/fuzz_corpus.rs`): parses `bytes` as an
 /// upstream response head the way the relay does, then inspects its framing
 /// and writes the client's head. `None`: partial or invalid head.
@@ -230,7 +235,7 @@ pub fn response_head_for_fuzzing(
     bytes: &[u8],
     head_request: bool,
     close_client: bool,
-) -> Option<Result<(u16, Framing, bool, Vec<u8>, usize), String>> {
+) -> Option<Result<FuzzedResponseHead, String>> {
     let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut []);
     let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(

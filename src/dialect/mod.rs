@@ -350,6 +350,24 @@ pub(crate) fn form_values(input: &[u8], name: &str) -> Vec<FormValue> {
     out
 }
 
+/// Fuzzing entry (`fuzz/`, `tests/fuzz_corpus.rs`) to the shared decoder:
+/// [`form_values`] as (decoded bytes, malformed escape) pairs, then the
+/// single-token and FastAPI readings of the same input.
+#[doc(hidden)]
+pub fn form_values_for_fuzzing(input: &[u8], name: &'static str) -> Vec<(Vec<u8>, bool)> {
+    let _ = single_token_param(input, name, 8 * 1024);
+    if let Ok(text) = std::str::from_utf8(input) {
+        if let Ok(v) = fastapi_query_str(Some(text), name) {
+            let _ = pydantic_int(&v);
+        }
+        let _ = pydantic_int(text);
+    }
+    form_values(input, name)
+        .into_iter()
+        .map(|v| (v.bytes, v.malformed_escape))
+        .collect()
+}
+
 /// Why a token parameter (a query or form parameter naming one token)
 /// could not be taken.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -192,6 +192,80 @@ where
     }
 }
 
+/// Fuzzing entry (`fuzz/`, `tests/fuzz_corpus.rs`): parses `bytes` as
+/// [`serve`] parses a request head and plans it against `gateway`, without
+/// a connection. `None`: the head is partial or invalid. Otherwise what the
+/// plan decided (`"handover"`, `"answer"` or `"forward"`), the upstream
+/// request head written (forward only), the body framing, and the head's
+/// length in `bytes`.
+#[doc(hidden)]
+pub async fn plan_for_fuzzing(
+    gateway: &Gateway,
+    bytes: &[u8],
+) -> Option<(&'static str, Vec<u8>, Framing, usize)> {
+    let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut []);
+    let Ok(httparse::Status::Complete(n)) = req.parse_with_uninit_headers(bytes, &mut fields)
+    else {
+        return None;
+    };
+    let rt = gateway.runtime();
+    let peer = ClientConn {
+        addr: std::net::SocketAddr::from(([127, 0, 0, 1], 40000)),
+        tls: false,
+    };
+    let mut out = Vec::new();
+    Some(
+        match plan(gateway, &rt, &req, &mut out, peer, "127.0.0.1").await {
+            Plan::Handover => ("handover", out, Framing::Done, n),
+            Plan::Answer(a) => ("answer", Vec::new(), a.body, n),
+            Plan::Forward(f) => ("forward", out, f.body, n),
+        },
+    )
+}
+
+/// What [`response_head_for_fuzzing`] found: status, body framing, upstream
+/// connection reusable, client head written, head length.
+#[doc(hidden)]
+pub type FuzzedResponseHead = (u16, Framing, bool, Vec<u8>, usize);
+
+/// Fuzzing entry (`fuzz/`, `tests/fuzz_corpus.rs`): parses `bytes` as an
+/// upstream response head the way the relay does, then inspects its framing
+/// and writes the client's head. `None`: partial or invalid head.
+/// `Some(Err(reason))`: refused (answered 502). `Some(Ok(..))`: the status,
+/// body framing, whether the upstream connection is reusable, the client
+/// head written, and the head's length in `bytes`.
+#[doc(hidden)]
+pub fn response_head_for_fuzzing(
+    bytes: &[u8],
+    head_request: bool,
+    close_client: bool,
+) -> Option<Result<FuzzedResponseHead, String>> {
+    let mut fields = [const { std::mem::MaybeUninit::uninit() }; MAX_HEADERS];
+    let mut resp = httparse::Response::new(&mut []);
+    let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        &mut resp,
+        bytes,
+        &mut fields,
+    );
+    let Ok(httparse::Status::Complete(n)) = parsed else {
+        return None;
+    };
+    let mut out = Vec::new();
+    if (100..200).contains(&resp.code.unwrap_or(0)) {
+        rewrite_response(&mut out, &resp, &Framing::Done, false);
+        return Some(Ok((resp.code.unwrap_or(0), Framing::Done, true, out, n)));
+    }
+    Some(match inspect_response(&resp, head_request) {
+        Ok(head) => {
+            rewrite_response(&mut out, &resp, &head.body, close_client);
+            Ok((head.status, head.body, head.reusable, out, n))
+        }
+        Err(HeadError::Invalid(why) | HeadError::Closed(why)) => Err(why),
+        Err(HeadError::TimedOut) => Err("timed out".into()),
+    })
+}
+
 /// What to do with a request whose head has been read.
 enum Plan {
     /// Not for this path.

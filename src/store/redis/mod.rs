@@ -88,7 +88,8 @@
 mod keys;
 mod link;
 mod lookup;
-mod snapshot;
+#[doc(hidden)]
+pub mod snapshot;
 mod sync;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};

@@ -1,0 +1,5 @@
+//! Fuzz target `redis_snapshot`: the body is `revgate_fuzz::redis_snapshot` (fuzz/targets.rs),
+//! shared with the corpus replay test (tests/fuzz_corpus.rs).
+#![no_main]
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| revgate_fuzz::redis_snapshot(data));

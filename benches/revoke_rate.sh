@@ -214,11 +214,12 @@ import os, struct, sys
 path, endpoint, dur, target, jbytes, journal, probes = sys.argv[1:8]
 rows = [l.split("\t") for l in open(path) if l.strip()]
 # Every acknowledged revocation must be in the journal: count its records
-# (framing: u32 length, u32 crc32, payload).
+# (an 8-byte "RVGJ" + version header since issue 10, then framing: u32
+# length, u32 crc32, payload).
 records = 0
 with open(journal, "rb") as f:
     data = f.read()
-at = 0
+at = 8 if data[:4] == b"RVGJ" else 0
 while at + 8 <= len(data):
     (n,) = struct.unpack_from("<I", data, at)
     if at + 8 + n > len(data):

@@ -51,7 +51,7 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::credentials::Fingerprint;
-use crate::dialect::RevokeIntent;
+use crate::dialect::{RevokeIntent, RevokeMode};
 use crate::proxy::{full, Body, Gateway, ScopeAdmission};
 use crate::store::{Applied, RevocationCommand, RevocationTarget, ScopeKey};
 use crate::verdict::json_response;
@@ -217,9 +217,12 @@ fn authorized(gw: &Gateway, req: &Request<Incoming>) -> bool {
         .headers()
         .get(http::header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
+        // The scheme in any case (RFC 9110 §11.1), then spaces or tabs.
         .and_then(|v| {
-            v.strip_prefix("Bearer ")
-                .or_else(|| v.strip_prefix("bearer "))
+            let (scheme, token) = v.split_once([' ', '\t'])?;
+            scheme
+                .eq_ignore_ascii_case("bearer")
+                .then(|| token.trim_matches([' ', '\t']))
         })
         .unwrap_or("");
     use subtle::ConstantTimeEq as _;
@@ -373,7 +376,7 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: std::net::IpAddr) ->
                 return error(StatusCode::BAD_REQUEST, "invalid_request", d);
             }
             let cmd = match named {
-                Named::Token(t) => match rt.command(RevokeIntent::Token(t), &Default::default(), None) {
+                Named::Token(t) => match rt.command(RevokeIntent::Token(t), &Default::default(), None, RevokeMode::Terminate).await {
                     Some(c) => c,
                     None => return error(StatusCode::BAD_REQUEST, "invalid_request", "cannot revoke this token"),
                 },

@@ -68,10 +68,11 @@ pub struct ServerConfig {
     /// How long in-flight requests may take to finish after SIGTERM.
     #[serde(with = "humantime_serde")]
     pub drain_timeout: Duration,
-    /// On the HTTP/1.1 fast path, the longest a request or response body may
-    /// make no progress (no byte read or written) before the exchange is
-    /// given up: 408 for a client that stops sending, 504 for an upstream
-    /// that stops reading, the connection closed once a response has begun.
+    /// The longest a request or response body may make no progress (no
+    /// byte read or written) before the exchange is given up, on both
+    /// connection paths: 408 for a client that stops sending, 504 (fast
+    /// path) for an upstream that stops reading, the connection (or HTTP/2
+    /// stream) closed once a response has begun.
     #[serde(with = "humantime_serde")]
     pub body_idle_timeout: Duration,
     /// TLS on the listener, when set.
@@ -83,6 +84,23 @@ pub struct ServerConfig {
     /// runtime and upstream pools (connections are dealt to them in turn);
     /// 0 = one per CPU.
     pub io_threads: usize,
+    /// Most client connections open at once; beyond it the listener stops
+    /// accepting (new connections wait in the kernel's backlog) until one
+    /// closes. Counted in `revgate_connections_open` and
+    /// `revgate_connections_limited_total`.
+    pub max_connections: usize,
+    /// HTTP/2: how often an idle connection is pinged...
+    #[serde(with = "humantime_serde")]
+    pub h2_keepalive_interval: Duration,
+    /// ...and how long the answer may take before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub h2_keepalive_timeout: Duration,
+    /// HTTP/2: most streams a client may have open on one connection.
+    pub h2_max_concurrent_streams: u32,
+    /// An upgraded (WebSocket) connection on which nothing moved either way
+    /// for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub upgrade_idle_timeout: Duration,
 }
 
 impl ServerConfig {
@@ -105,6 +123,11 @@ impl Default for ServerConfig {
             tls: None,
             h1_fast_path: true,
             io_threads: 0,
+            max_connections: 10_000,
+            h2_keepalive_interval: Duration::from_secs(30),
+            h2_keepalive_timeout: Duration::from_secs(10),
+            h2_max_concurrent_streams: 256,
+            upgrade_idle_timeout: Duration::from_secs(600),
         }
     }
 }
@@ -202,6 +225,8 @@ pub struct TokensConfig {
     /// Accept revocations by JWT `jti` (+ `iss`) through the admin API; every
     /// JWT's `jti` and `iss` are then peeked on every request (~1 µs).
     pub revoke_by_jti: bool,
+    /// JWT verification of revokers (`[tokens.verify]`); none by default.
+    pub verify: Option<VerifyConfig>,
 }
 
 impl Default for TokensConfig {
@@ -216,7 +241,166 @@ impl Default for TokensConfig {
             identity_headers: IdentityHeadersConfig::default(),
             form_body_limit: 64 * 1024,
             revoke_by_jti: false,
+            verify: None,
         }
+    }
+}
+
+/// `[tokens.verify]`: how the JWT of a terminate-mode scope revoker is
+/// verified (see `identity`). Exactly one of `jwks_url`, `jwks_file`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// The identity provider's JWKS: `https://`, or `http://` to a loopback
+    /// host only.
+    pub jwks_url: Option<String>,
+    /// A JWKS file, read at start and on SIGHUP.
+    pub jwks_file: Option<PathBuf>,
+    /// Accepted `iss` values (at least one).
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values (at least one).
+    pub audiences: Vec<String>,
+    /// Clock tolerance for `exp`, `nbf`, `iat`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// How often `jwks_url` is refetched.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// The least time between two fetches of `jwks_url` (an unknown `kid`
+    /// refetches, but not more often than this).
+    #[serde(with = "humantime_serde")]
+    pub min_refresh_interval: Duration,
+    /// The bound on one fetch of `jwks_url`.
+    #[serde(with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            jwks_url: None,
+            jwks_file: None,
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            leeway: Duration::from_secs(60),
+            refresh_interval: Duration::from_secs(300),
+            min_refresh_interval: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl VerifyConfig {
+    /// Checks the section; reads `jwks_file`.
+    fn validate(&self) -> Result<crate::identity::VerifySettings, ConfigError> {
+        use crate::identity::{KeySet, KeySource, Policy, VerifySettings};
+        let source = match (&self.jwks_url, &self.jwks_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "tokens.verify.jwks_url",
+                    "set jwks_url or jwks_file, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "tokens.verify.jwks_url",
+                    "required (or jwks_file): where are the signature keys?",
+                ))
+            }
+            (Some(url), None) => KeySource::Url(jwks_url("tokens.verify.jwks_url", url)?),
+            (None, Some(path)) => {
+                let keys = KeySet::load_file(path).map_err(|e| {
+                    ConfigError::new(
+                        "tokens.verify.jwks_file",
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+                KeySource::File {
+                    path: path.clone(),
+                    keys: std::sync::Arc::new(keys),
+                }
+            }
+        };
+        for (key, values) in [
+            ("tokens.verify.issuers", &self.issuers),
+            ("tokens.verify.audiences", &self.audiences),
+        ] {
+            if values.is_empty() {
+                return Err(ConfigError::new(
+                    key,
+                    "at least one is required: a token minted for anyone else must not pass",
+                ));
+            }
+            if let Some(i) = values.iter().position(|v| v.is_empty()) {
+                return Err(ConfigError::new(format!("{key}[{i}]"), "must not be empty"));
+            }
+        }
+        if self.leeway > Duration::from_secs(600) {
+            return Err(ConfigError::new(
+                "tokens.verify.leeway",
+                "at most 10m: clocks that far apart need fixing, not tolerating",
+            ));
+        }
+        if self.fetch_timeout.is_zero() {
+            return Err(ConfigError::new(
+                "tokens.verify.fetch_timeout",
+                "must be more than 0",
+            ));
+        }
+        if self.min_refresh_interval.is_zero() {
+            return Err(ConfigError::new(
+                "tokens.verify.min_refresh_interval",
+                "must be more than 0: it is what stops an unknown-kid spray from hammering the identity provider",
+            ));
+        }
+        if self.refresh_interval < self.min_refresh_interval {
+            return Err(ConfigError::new(
+                "tokens.verify.refresh_interval",
+                "must be at least min_refresh_interval",
+            ));
+        }
+        Ok(VerifySettings {
+            source,
+            policy: Policy {
+                issuers: self.issuers.clone(),
+                audiences: self.audiences.clone(),
+                leeway: self.leeway,
+            },
+            refresh_interval: self.refresh_interval,
+            min_refresh_interval: self.min_refresh_interval,
+            fetch_timeout: self.fetch_timeout,
+        })
+    }
+}
+
+/// A JWKS URL: `https://`, or `http://` to a loopback host (where no one
+/// can tamper with the keys in transit).
+fn jwks_url(key: &str, v: &str) -> Result<http::Uri, ConfigError> {
+    let uri: http::Uri = v
+        .parse()
+        .map_err(|_| ConfigError::new(key, format!("not a URL: {v:?}")))?;
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| ConfigError::new(key, "needs a host"))?;
+    match uri.scheme_str() {
+        Some("https") => Ok(uri),
+        Some("http") => {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = bare.eq_ignore_ascii_case("localhost")
+                || bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(uri)
+            } else {
+                Err(ConfigError::new(
+                    key,
+                    "must be https:// (http:// only to a loopback host): keys fetched in the clear can be replaced in transit",
+                ))
+            }
+        }
+        _ => Err(ConfigError::new(key, "scheme must be https")),
     }
 }
 
@@ -431,6 +615,10 @@ pub struct AdminConfig {
     /// `Authorization: Bearer <token>` (or `REVGATE_ADMIN_TOKEN`, e.g. from a
     /// Kubernetes Secret).
     pub token: Option<String>,
+    /// Start with an admin listener off loopback and no token (anyone who
+    /// reaches it can revoke and un-revoke). Off by default: such a
+    /// configuration is refused.
+    pub allow_unauthenticated: bool,
     /// Per-client-IP rate limit on the admin API (not `/healthz`, `/readyz`).
     pub rate_limit: RateLimitConfig,
 }
@@ -440,6 +628,7 @@ impl Default for AdminConfig {
         AdminConfig {
             listen: "127.0.0.1:9090".into(),
             token: None,
+            allow_unauthenticated: false,
             rate_limit: RateLimitConfig::default(),
         }
     }
@@ -632,6 +821,8 @@ pub struct Settings {
     pub dialects: Vec<DialectSetting>,
     /// Secrets the dialects check.
     pub dialect_secrets: DialectSecrets,
+    /// JWT verification of revokers, when `[tokens.verify]` is set.
+    pub verify: Option<crate::identity::VerifySettings>,
 }
 
 impl Config {
@@ -668,6 +859,38 @@ impl Config {
                 "server.io_threads",
                 "must be at most 1024 (0 = one per CPU)",
             ));
+        }
+        if self.server.max_connections == 0 {
+            return Err(ConfigError::new(
+                "server.max_connections",
+                "must be positive",
+            ));
+        }
+        if self.server.h2_max_concurrent_streams == 0 {
+            return Err(ConfigError::new(
+                "server.h2_max_concurrent_streams",
+                "must be positive",
+            ));
+        }
+        for (key, d) in [
+            (
+                "server.h2_keepalive_interval",
+                self.server.h2_keepalive_interval,
+            ),
+            (
+                "server.h2_keepalive_timeout",
+                self.server.h2_keepalive_timeout,
+            ),
+            (
+                "server.upgrade_idle_timeout",
+                self.server.upgrade_idle_timeout,
+            ),
+            // Capped so that no deadline computed from it can overflow.
+            ("server.body_idle_timeout", self.server.body_idle_timeout),
+        ] {
+            if d.is_zero() || d > Duration::from_secs(24 * 3600) {
+                return Err(ConfigError::new(key, "must be between 1ms and 24h"));
+            }
         }
         if self.server.max_header_bytes < 8192 {
             return Err(ConfigError::new(
@@ -827,6 +1050,12 @@ impl Config {
                 return Err(ConfigError::new(key, "must not be empty"));
             }
         }
+        let verify = self
+            .tokens
+            .verify
+            .as_ref()
+            .map(VerifyConfig::validate)
+            .transpose()?;
 
         let s = &self.store;
         let url_ok = s.url == "memory"
@@ -955,6 +1184,14 @@ impl Config {
                     "must be at least 16 characters",
                 ));
             }
+        } else if !admin_listen.ip().is_loopback() && !self.admin.allow_unauthenticated {
+            return Err(ConfigError::new(
+                "admin.token",
+                format!(
+                    "required when admin.listen ({admin_listen}) is not a loopback address \
+                     (or REVGATE_ADMIN_TOKEN; admin.allow_unauthenticated = true to run without one)"
+                ),
+            ));
         }
         if !self.log.filter.is_empty() {
             tracing_subscriber::EnvFilter::try_new(&self.log.filter)
@@ -984,6 +1221,7 @@ impl Config {
                     .map(|c| (c.client_id.clone(), c.client_secret.clone()))
                     .collect(),
             },
+            verify,
         })
     }
 
@@ -1123,11 +1361,64 @@ mod tests {
                 "[upstream]\nurl = \"http://u\"\n[server]\nbody_idle_timeout = \"0s\"",
                 "server.body_idle_timeout",
             ),
+            (
+                "[upstream]\nurl = \"http://u\"\n[tokens.verify]\nissuers = [\"i\"]\naudiences = [\"a\"]",
+                "tokens.verify.jwks_url",
+            ),
+            (
+                "[upstream]\nurl = \"http://u\"\n[tokens.verify]\njwks_url = \"http://10.0.0.1/k\"\nissuers = [\"i\"]\naudiences = [\"a\"]",
+                "tokens.verify.jwks_url",
+            ),
+            (
+                "[upstream]\nurl = \"http://u\"\n[tokens.verify]\njwks_url = \"https://i/k\"\naudiences = [\"a\"]",
+                "tokens.verify.issuers",
+            ),
+            (
+                "[upstream]\nurl = \"http://u\"\n[tokens.verify]\njwks_url = \"https://i/k\"\nissuers = [\"i\"]",
+                "tokens.verify.audiences",
+            ),
+            (
+                "[upstream]\nurl = \"http://u\"\n[tokens.verify]\njwks_file = \"/nonexistent/jwks.json\"\nissuers = [\"i\"]\naudiences = [\"a\"]",
+                "tokens.verify.jwks_file",
+            ),
         ];
         for (toml, key) in cases {
             let err = check(toml).unwrap_err();
             assert_eq!(err.key, key, "{toml}: {err}");
         }
+    }
+
+    #[test]
+    fn jwks_urls_are_https_or_loopback() {
+        for ok in [
+            "https://idp.example/jwks",
+            "http://127.0.0.1:8080/jwks",
+            "http://[::1]/jwks",
+            "http://localhost/jwks",
+        ] {
+            assert!(jwks_url("k", ok).is_ok(), "{ok}");
+        }
+        for bad in [
+            "http://idp.example/jwks",
+            "http://10.0.0.1/jwks",
+            "ftp://idp.example/jwks",
+            "/jwks",
+            "idp.example/jwks",
+            "https:///jwks",
+        ] {
+            assert_eq!(jwks_url("k", bad).unwrap_err().key, "k", "{bad}");
+        }
+        let s = check(
+            "[upstream]\nurl = \"http://u\"\n[tokens.verify]\njwks_url = \"https://i/k\"\nissuers = [\"i\"]\naudiences = [\"a\"]",
+        )
+        .unwrap();
+        let v = s.verify.unwrap();
+        assert_eq!(v.policy.leeway, Duration::from_secs(60));
+        assert!(v.min_refresh_interval <= v.refresh_interval);
+        assert!(check("[upstream]\nurl = \"http://u\"")
+            .unwrap()
+            .verify
+            .is_none());
     }
 
     #[test]
@@ -1173,6 +1464,11 @@ mod tests {
             }
             if c.store.url != "memory" {
                 c.tokens.fingerprint_key = Some("ab".repeat(32));
+            }
+            // As deployed: an admin listener off loopback gets its token
+            // from REVGATE_ADMIN_TOKEN (the config says so).
+            if c.admin.token.is_none() && !c.admin.listen.starts_with("127.") {
+                c.admin.token = Some("placeholder-admin-token".into());
             }
             c.validate()
                 .unwrap_or_else(|e| panic!("{}: {e}", path.display()));

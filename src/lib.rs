@@ -23,18 +23,25 @@
 //! server.rs        listeners, TLS, accept loop, graceful shutdown
 //! h1/              the HTTP/1.1 fast path: httparse heads, byte relay, framing
 //!                  (chunk scanner), upstream pool, hand-over to hyper (rewind)
+//! idle.rs          bodies that give up when they make no progress (hyper path)
 //! proxy.rs         the request's path through hyper, stage by stage; routing,
 //!                  forwarding, the accounting both paths share
-//! credentials.rs   token extraction, fingerprint, claim peek
+//! credentials.rs   the credential grammar (every place a server may read a
+//!                  token), token identity (a JWS by its signing input),
+//!                  fingerprint, claim peek
 //! verdict.rs       the per-request revocation check and the 401 it answers
 //! dialect/         the vendors' revoke endpoints (pure parse/render pairs)
-//! store/           RevocationStore trait, LocalCache (bloom + scopes), journal,
-//!                  MemoryStore (embedded), redis/ (RedisStore: keys, link, sync, lookup)
+//! identity/        principals: the verified identity of a revoker (JWT
+//!                  against a JWKS, or trusted identity headers)
+//! store/           RevocationStore trait, LocalCache (bloom + scopes), live
+//!                  (open upgrades and h2 streams a revocation must close),
+//!                  journal (binary records, lossless compaction), MemoryStore
+//!                  (embedded), redis/ (RedisStore: keys, link, sync, lookup)
 //! admin.rs         /healthz /readyz /metrics and the admin revocation API
 //! ratelimit.rs     per-client-IP token buckets (revoke endpoints, admin API)
 //! tls.rs           rustls configs, certificate reload
 //! metrics.rs       Prometheus metrics
-//! telemetry.rs     logging
+//! telemetry.rs     logging, throttled warnings
 //! demo.rs          `revgate demo`: the gateway in front of a built-in echo upstream
 //! ```
 #![forbid(unsafe_code)]
@@ -46,6 +53,8 @@ pub mod credentials;
 pub mod demo;
 pub mod dialect;
 pub mod h1;
+pub mod identity;
+pub mod idle;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
@@ -225,6 +234,10 @@ pub async fn run(
         io_threads: settings.raw.server.io_thread_count(),
         body_idle_timeout: settings.raw.server.body_idle_timeout,
         drain_timeout: settings.raw.server.drain_timeout,
+        max_connections: settings.raw.server.max_connections,
+        h2_keepalive_interval: settings.raw.server.h2_keepalive_interval,
+        h2_keepalive_timeout: settings.raw.server.h2_keepalive_timeout,
+        h2_max_concurrent_streams: settings.raw.server.h2_max_concurrent_streams,
     };
     let (acceptor, resolver) = match &settings.raw.server.tls {
         Some(t) => {

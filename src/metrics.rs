@@ -81,6 +81,9 @@ const STORE_BACKLOG: &str = "revgate_store_journal_backlog";
 const STORE_TOKEN_RULES: &str = "revgate_store_token_rules";
 const STORE_SCOPE_RULES: &str = "revgate_store_scope_rules";
 const RELOADS: &str = "revgate_reloads_total";
+const LIVE_CLOSED: &str = "revgate_live_sessions_closed_total";
+const CONNECTIONS_OPEN: &str = "revgate_connections_open";
+const CONNECTIONS_LIMITED: &str = "revgate_connections_limited_total";
 const RATE_LIMITED: &str = "revgate_rate_limited_total";
 
 /// Buckets for the gateway's own time per request: 10 µs .. 1 s.
@@ -167,6 +170,17 @@ fn describe() {
     describe_gauge!(STORE_TOKEN_RULES, "Live token revocations.");
     describe_gauge!(STORE_SCOPE_RULES, "Live scope revocations.");
     describe_counter!(RELOADS, "Reloads (config, tls) by result.");
+    describe_counter!(
+        LIVE_CLOSED,
+        "Upgraded connections and HTTP/2 streams closed because a revocation covered their credential, by kind."
+    );
+    describe_gauge!(CONNECTIONS_OPEN, "Client connections open.");
+    describe_counter!(
+        CONNECTIONS_LIMITED,
+        "Times accepting paused at server.max_connections."
+    );
+    metrics::gauge!(CONNECTIONS_OPEN).set(0.0);
+    metrics::counter!(CONNECTIONS_LIMITED).absolute(0);
     describe_counter!(
         RATE_LIMITED,
         "Calls refused with 429 by a per-client rate limit, by surface (revoke, admin)."
@@ -293,6 +307,21 @@ impl RouteMetrics {
     }
 }
 
+/// A client connection opened.
+pub fn connection_opened() {
+    metrics::gauge!(CONNECTIONS_OPEN).increment(1.0);
+}
+
+/// A client connection closed.
+pub fn connection_closed() {
+    metrics::gauge!(CONNECTIONS_OPEN).decrement(1.0);
+}
+
+/// Accepting paused at `server.max_connections`.
+pub fn connections_limited() {
+    metrics::counter!(CONNECTIONS_LIMITED).increment(1);
+}
+
 /// Counts one revocation applied. `source` is the dialect's name
 /// (`nylas`, `onelogin`, `langsmith`, `codegen`, `rfc7009`) or `admin`;
 /// `mode` is `forward`, `terminate`, or `api` for the admin API.
@@ -310,6 +339,12 @@ pub fn revocation_apply_failed(source: &str) {
 /// LangSmith call whose credential carries no `sub`).
 pub fn unidentified_revoke(dialect: &str) {
     metrics::counter!(UNIDENTIFIED, "dialect" => dialect.to_owned()).increment(1);
+}
+
+/// Counts one live session (`kind`: `upgrade` or `h2_stream`) closed by a
+/// revocation.
+pub fn live_session_closed(kind: &'static str) {
+    metrics::counter!(LIVE_CLOSED, "kind" => kind).increment(1);
 }
 
 /// Sets the bloom filter gauges (after each rebuild or periodically).

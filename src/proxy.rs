@@ -17,6 +17,14 @@
 //! (OneLogin, RFC 7009) reads it, under `revoke.max_body_bytes` (413 past it),
 //! and then forwards exactly those bytes.
 //!
+//! Who revokes a scope (LangSmith, Codegen: "every token of the current
+//! user"): in terminate mode the current user comes only from a verified
+//! source, a JWT in the call's credential that `identity::Verifier` accepted
+//! or the trusted identity headers, else the dialect's 401 and nothing is
+//! revoked; in forward mode the command waits for the upstream's 2xx, which
+//! authenticates the caller, so the peeked claims may name it
+//! ([`Runtime::command`]).
+//!
 //! Header hygiene (RFC 9110 §7.6.1): hop-by-hop headers and those named in
 //! `Connection` are removed both ways; `X-Forwarded-For` is appended to,
 //! `X-Forwarded-Proto` and `X-Forwarded-Host` are set to what this hop saw,
@@ -26,6 +34,19 @@
 //!
 //! The query string is never logged: it may carry `access_token` or Nylas's
 //! `token`.
+//!
+//! Revocation reaches live traffic ([`crate::store::live`]): an upgrade
+//! request or an HTTP/2 stream that passes the verdict with a credential is
+//! registered as a live session before it is forwarded. Its request body,
+//! the wait for the upstream's head, its response body and, after a 101,
+//! the splice of the two upgraded connections all race the session's
+//! cancellation: once a revocation covers the credential, the splice drops
+//! both connections, and a body ends with an error, so hyper resets the h2
+//! stream (the connection's other streams go on) or closes an HTTP/1.1
+//! connection. A revocation that lands before the upstream's head is
+//! answered 401 as the verdict would. Plain HTTP/1.1 requests are not
+//! registered: each is judged anew, and the keep-alive connection's next
+//! request is too.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -45,6 +66,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{Route, Settings};
 use crate::credentials::{self, FingerprintKey};
 use crate::dialect::{self, Dialect, DialectResponse, RevokeCall, RevokeIntent, RevokeMode};
+use crate::store::live::{self, Admitted, LiveSession, SessionKind};
 use crate::store::{
     now_unix, LocalCache, RevocationCommand, RevocationStore, ScopeKey, ScopeRule, TokenRule,
 };
@@ -75,23 +97,19 @@ pub fn full(bytes: impl Into<Bytes>) -> Body {
         .boxed()
 }
 
-fn incoming(body: Incoming) -> Body {
-    body.map_err(|e| Box::new(e) as BoxError).boxed()
-}
-
 /// A client's request body as forwarded: its trailer section is dropped
 /// (as nginx does), since a trailer field could carry a credential that
-/// was never judged.
-fn incoming_request(body: Incoming) -> Body {
-    body.map_frame(|frame| {
+/// was never judged, and it fails when it makes no progress for
+/// `server.body_idle_timeout` ([`crate::idle`]).
+fn incoming_request(rt: &Runtime, body: Incoming) -> Body {
+    let body = body.map_frame(|frame| {
         if frame.is_trailers() {
             http_body::Frame::data(Bytes::new())
         } else {
             frame
         }
-    })
-    .map_err(|e| Box::new(e) as BoxError)
-    .boxed()
+    });
+    crate::idle::IdleBody::new(body, rt.settings.raw.server.body_idle_timeout).boxed()
 }
 
 type UpstreamClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Body>;
@@ -116,6 +134,10 @@ pub enum ProxyError {
     /// The client stopped sending its body (`server.body_idle_timeout`): 408.
     #[error("client body timed out")]
     ClientTimeout,
+    /// An HTTP/1.1 request without a `Host`, or with more than one
+    /// (RFC 9112 §3.2): 400.
+    #[error("missing or duplicate Host")]
+    BadHost,
     /// A form-encoded body larger than `tokens.form_body_limit`: it could
     /// carry an `access_token` that cannot be judged: 413.
     #[error("form body too large to judge")]
@@ -124,6 +146,10 @@ pub enum ProxyError {
     /// 501); relaying it would hand the upstream coded bytes as plain ones.
     #[error("unsupported transfer coding")]
     TransferCoding,
+    /// The credential was revoked while the request waited for the
+    /// upstream's head: 401 `invalid_token`, as the verdict answers.
+    #[error("credential revoked in flight")]
+    RevokedInFlight,
 }
 
 impl ProxyError {
@@ -136,7 +162,9 @@ impl ProxyError {
             ProxyError::ClientBody(_) => StatusCode::BAD_REQUEST,
             ProxyError::TransferCoding => StatusCode::NOT_IMPLEMENTED,
             ProxyError::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ProxyError::BadHost => StatusCode::BAD_REQUEST,
             ProxyError::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
+            ProxyError::RevokedInFlight => StatusCode::UNAUTHORIZED,
         }
     }
 
@@ -160,6 +188,10 @@ impl ProxyError {
             ProxyError::ClientTimeout => {
                 ("request_timeout", "The request body did not arrive in time")
             }
+            ProxyError::BadHost => (
+                "invalid_request",
+                "An HTTP/1.1 request needs exactly one Host header",
+            ),
             ProxyError::FormTooLarge => (
                 "invalid_request",
                 "The form body is too large to be checked for an access token",
@@ -168,6 +200,7 @@ impl ProxyError {
                 "not_implemented",
                 "The request's transfer coding is not supported",
             ),
+            ProxyError::RevokedInFlight => return verdict::revoked(),
         };
         let body = serde_json::json!({"error": error, "error_description": description});
         verdict::json_response(self.status(), Bytes::from(body.to_string()))
@@ -198,10 +231,24 @@ pub struct Runtime {
     pools: Vec<Option<Arc<crate::h1::pool::Pool>>>,
     /// Whether any route matches on host (else the host is not read).
     host_routes: bool,
+    /// Verifies the JWT of a terminate-mode scope revoker (`[tokens.verify]`).
+    verifier: Option<crate::identity::Verifier>,
+    /// Repeated warnings, one line a second each (both paths).
+    pub(crate) warnings: Warnings,
     /// `[revoke.rate_limit]`, `None` when off.
     revoke_limiter: Option<crate::ratelimit::RateLimiter>,
     /// `[admin.rate_limit]`, `None` when off.
     admin_limiter: Option<crate::ratelimit::RateLimiter>,
+}
+
+/// The warnings a client or a failing upstream can repeat at will, each
+/// throttled ([`crate::telemetry::Throttle`]).
+#[derive(Debug, Default)]
+pub(crate) struct Warnings {
+    /// An upstream refused, reset or timed out.
+    pub upstream: crate::telemetry::Throttle,
+    /// A revoke call could not be read or answered.
+    pub revoke_call: crate::telemetry::Throttle,
 }
 
 /// Why a runtime could not be built.
@@ -227,6 +274,12 @@ impl Runtime {
             up.client_key.as_deref(),
         )
         .map_err(|e| RuntimeError::Tls(e.to_string()))?;
+        // The JWKS is fetched with the same outbound TLS settings as upstreams.
+        let verifier = settings
+            .verify
+            .as_ref()
+            .map(|v| crate::identity::Verifier::new(v, tls.clone()));
+        warn_unidentifiable_revokers(&settings);
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
             .with_tls_config(tls)
             .https_or_http()
@@ -266,6 +319,7 @@ impl Runtime {
             })
             .collect();
         Ok(Runtime {
+            verifier,
             revoke_limiter: crate::ratelimit::RateLimiter::from_config(
                 &settings.raw.revoke.rate_limit,
             ),
@@ -274,6 +328,7 @@ impl Runtime {
             ),
             pools,
             host_routes: settings.routes.iter().any(|r| r.host.is_some()),
+            warnings: Warnings::default(),
             route_metrics,
             no_route_metrics: crate::metrics::RouteMetrics::new("-"),
             checker: Checker {
@@ -295,11 +350,20 @@ impl Runtime {
 
     /// Turns a dialect's intent into a store command; `None` when a scope
     /// revocation's current user cannot be identified.
-    pub fn command(
+    ///
+    /// Who "the current user" of a scope revoke is depends on `mode` (see
+    /// `identity`): in **terminate** mode only a JWT the verifier accepted or
+    /// the trusted identity headers name it, so a forged unsigned token
+    /// cannot revoke someone else's tokens; in **forward** mode the
+    /// upstream's 2xx authenticates the caller (the command is applied only
+    /// then), so the peeked claims may name it. Token revokes do not depend
+    /// on the mode.
+    pub async fn command(
         &self,
         intent: RevokeIntent,
         headers: &HeaderMap,
         query: Option<&str>,
+        mode: RevokeMode,
     ) -> Option<RevocationCommand> {
         match intent {
             RevokeIntent::Token(raw) => {
@@ -309,20 +373,10 @@ impl Runtime {
                 Some(RevocationCommand::Token(self.token_rule(fingerprint, exp)))
             }
             RevokeIntent::Scope { org, provider } => {
-                let mut attrs = match self.checker.credential(headers, query, None) {
-                    Ok(Some(c)) => credentials::attributes(
-                        c.token(),
-                        headers,
-                        &self.settings.attribute_sources,
-                    ),
-                    _ => Default::default(),
-                };
-                credentials::identity_fill(
-                    &mut attrs,
-                    headers,
-                    &self.settings.attribute_sources.identity_headers,
-                );
-                let sub = attrs.sub?;
+                let sub = match mode {
+                    RevokeMode::Forward => self.peeked_revoker(headers, query),
+                    RevokeMode::Terminate => self.verified_revoker(headers, query).await,
+                }?;
                 Some(RevocationCommand::Scope(self.scope_rule(ScopeKey {
                     sub,
                     org,
@@ -347,6 +401,47 @@ impl Runtime {
             fingerprint,
             expires_at,
         }
+    }
+
+    /// The caller's subject from its credential's peeked claims, else the
+    /// identity headers: only for forward mode, where the upstream vouches.
+    fn peeked_revoker(&self, headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+        let mut attrs = match self.checker.credential(headers, query, None) {
+            Ok(Some(c)) => {
+                credentials::attributes(c.token(), headers, &self.settings.attribute_sources)
+            }
+            _ => Default::default(),
+        };
+        credentials::identity_fill(
+            &mut attrs,
+            headers,
+            &self.settings.attribute_sources.identity_headers,
+        );
+        attrs.sub
+    }
+
+    /// The caller's subject from a verified source only: its credential's
+    /// JWT if the verifier accepts it, else the trusted identity headers.
+    async fn verified_revoker(&self, headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+        let sources = &self.settings.attribute_sources;
+        if let (Some(verifier), Ok(Some(cred))) = (
+            &self.verifier,
+            self.checker.credential(headers, query, None),
+        ) {
+            if let Ok(claims) = verifier.verify(cred.token()).await {
+                match claims.text(&sources.claims.sub) {
+                    Some(sub) => return Some(sub),
+                    None => tracing::warn!(
+                        kid = ?claims.kid(),
+                        claim = %sources.claims.sub,
+                        "caller's JWT verified but names no subject"
+                    ),
+                }
+            }
+        }
+        let mut attrs = credentials::Attributes::default();
+        credentials::identity_fill(&mut attrs, headers, &sources.identity_headers);
+        attrs.sub
     }
 
     /// A scope rule revoking every token of `key` issued up to now, kept
@@ -489,6 +584,28 @@ impl Runtime {
     }
 }
 
+/// Says loudly when a terminate-mode scope dialect can never identify its
+/// caller (no `[tokens.verify]`, no identity header for the subject): every
+/// such call will be a 401.
+fn warn_unidentifiable_revokers(settings: &Settings) {
+    if settings.verify.is_some() || settings.attribute_sources.identity_headers.sub.is_some() {
+        return;
+    }
+    for d in &settings.dialects {
+        if d.mode == RevokeMode::Terminate
+            && matches!(
+                d.kind,
+                dialect::DialectKind::LangSmith | dialect::DialectKind::Codegen
+            )
+        {
+            tracing::warn!(
+                dialect = d.kind.name(),
+                "terminate mode with neither [tokens.verify] nor tokens.identity_headers.sub: its revoke calls cannot identify a caller and will all be answered 401"
+            );
+        }
+    }
+}
+
 /// Takes a token from `limiter` (none: always allowed), counting refusals.
 fn rate(
     limiter: Option<&crate::ratelimit::RateLimiter>,
@@ -584,8 +701,12 @@ impl Gateway {
         }
     }
 
-    /// Replaces the runtime (config reload); in-flight requests finish on the old one.
+    /// Replaces the runtime (config reload); in-flight requests finish on the
+    /// old one. A JWKS already fetched from an unchanged URL is carried over.
     pub fn reload(&self, runtime: Runtime) {
+        if let (Some(new), Some(old)) = (&runtime.verifier, &self.runtime.load().verifier) {
+            new.adopt_keys(old);
+        }
         self.runtime.store(Arc::new(runtime));
     }
 
@@ -664,6 +785,16 @@ impl Gateway {
             return h;
         }
 
+        // RFC 9112 §3.2: an HTTP/1.1 request carries exactly one Host (the
+        // fast path hands such requests here, so this is the one place).
+        if req.version() == http::Version::HTTP_11
+            && req.headers().get_all(header::HOST).iter().count() != 1
+        {
+            h.outcome = Outcome::BadRequest;
+            h.response = ProxyError::BadHost.into_response();
+            return h;
+        }
+
         // 1. route
         let host = if rt.host_routes {
             request_host(&req)
@@ -693,7 +824,9 @@ impl Gateway {
                     refusal.response
                 }
                 Err(e) => {
-                    tracing::warn!(error = %e, dialect = d.dialect.kind().name(), "revoke call failed");
+                    if let Some(suppressed) = rt.warnings.revoke_call.admit() {
+                        tracing::warn!(error = %e, dialect = d.dialect.kind().name(), suppressed, "revoke call failed");
+                    }
                     e.into_response()
                 }
             };
@@ -747,19 +880,70 @@ impl Gateway {
             return h;
         }
 
-        // 4. forward
+        // 4. forward; an upgrade or an h2 stream as a live session, closed
+        // when a revocation covers its credential.
+        let session = match h.fingerprint {
+            Some(fp) => match live_kind(parts.version, &parts.headers) {
+                Some(kind) => Some(self.admit_live(rt, &parts, form.as_deref(), fp, kind).await),
+                None => None,
+            },
+            None => None,
+        };
+        if session.as_ref().is_some_and(LiveSession::is_revoked) {
+            h.outcome = Outcome::Revoked;
+            h.response = verdict::revoked().map(full);
+            return h;
+        }
         let started = Instant::now();
-        let result = forward(rt, route, parts, body, conn).await;
+        let result = forward(rt, route, parts, body, conn, session).await;
         h.upstream_time = Some(started.elapsed());
         h.response = match result {
             Ok(r) => r,
+            Err(ProxyError::RevokedInFlight) => {
+                h.outcome = Outcome::Revoked;
+                ProxyError::RevokedInFlight.into_response()
+            }
             Err(e) => {
                 h.outcome = Outcome::UpstreamError;
-                tracing::warn!(error = %e, route = %route.name, "upstream error");
+                if let Some(suppressed) = rt.warnings.upstream.admit() {
+                    tracing::warn!(error = %e, route = %route.name, suppressed, "upstream error");
+                }
                 e.into_response()
             }
         };
         h
+    }
+
+    /// Registers a request that passed with credential `fp` as a live
+    /// session, under every name the verdict judged it by (its token, a
+    /// second token that came with it, its `jti` when that revocation is
+    /// on) and with its attributes, for scope rules.
+    async fn admit_live(
+        &self,
+        rt: &Runtime,
+        parts: &http::request::Parts,
+        form: Option<&[u8]>,
+        fp: crate::credentials::Fingerprint,
+        kind: SessionKind,
+    ) -> LiveSession {
+        let headers = &parts.headers;
+        let checker = &rt.checker;
+        let mut admitted = Admitted::new(fp);
+        if let Ok(Some(c)) = checker.credential(headers, parts.uri.query(), form) {
+            if let Some(extra) = c.extra() {
+                admitted.also(checker.key.token_fingerprint(extra));
+            }
+            let attributes =
+                credentials::attributes(c.token(), headers, &rt.settings.attribute_sources);
+            if let (true, Some(jti)) = (checker.jti, attributes.jti.as_deref()) {
+                if let Some(iss) = attributes.iss.as_deref() {
+                    admitted.also(checker.key.jti_fingerprint(Some(iss), jti));
+                }
+                admitted.also(checker.key.jti_fingerprint(None, jti));
+            }
+            admitted.attributes = attributes;
+        }
+        live::admit(&*self.store, admitted, kind).await
     }
 
     // === revoke endpoints ===
@@ -785,12 +969,13 @@ impl Gateway {
         // is a form that may carry the caller's own token.
         let (buffered, stream) = if d.dialect.needs_body() {
             let limit = rt.settings.raw.revoke.max_body_bytes;
-            match read_limited(&parts.headers, body, limit).await {
+            match read_limited(rt, &parts.headers, body, limit).await {
                 Ok(bytes) => (Some(bytes), None),
                 Err(BodyError::TooLarge) => {
                     return Ok(Revoked::Answered(render(d, d.dialect.payload_too_large())))
                 }
                 Err(BodyError::Read(e)) => return Err(ProxyError::ClientBody(e)),
+                Err(BodyError::Idle) => return Err(ProxyError::ClientTimeout),
             }
         } else if forwarding {
             match read_form(rt, &parts.headers, body).await? {
@@ -798,7 +983,7 @@ impl Gateway {
                 (None, stream) => (None, Some(stream)),
             }
         } else {
-            (None, Some(incoming_request(body)))
+            (None, Some(incoming_request(rt, body)))
         };
         // Forwarding, the call is an ordinary request to the upstream as well:
         // its caller's own credential is judged like any other.
@@ -828,7 +1013,8 @@ impl Gateway {
                     Ok(i) => i,
                     Err(vendor_error) => return Ok(Revoked::Answered(render(d, vendor_error))),
                 };
-                let Some(cmd) = rt.command(intent, &parts.headers, parts.uri.query()) else {
+                let command = rt.command(intent, &parts.headers, parts.uri.query(), d.mode);
+                let Some(cmd) = command.await else {
                     return Ok(Revoked::Answered(render(d, d.dialect.unauthenticated())));
                 };
                 if let Some(refused) = refuse_scope(rt, d, &cmd, self.store.cache()) {
@@ -848,9 +1034,13 @@ impl Gateway {
             }
             RevokeMode::Forward => {
                 // Decide what would be applied before the request is handed on.
-                let cmd = parsed
-                    .ok()
-                    .map(|intent| rt.command(intent, &parts.headers, parts.uri.query()));
+                let cmd = match parsed {
+                    Ok(intent) => Some(
+                        rt.command(intent, &parts.headers, parts.uri.query(), d.mode)
+                            .await,
+                    ),
+                    Err(_) => None,
+                };
                 // A scope revocation revgate will not record (over the cap, or
                 // an over-long subject) is not forwarded either: the upstream
                 // and revgate agree that nothing was revoked.
@@ -864,7 +1054,7 @@ impl Gateway {
                     (None, Some(s)) => s,
                     (None, None) => full(Bytes::new()),
                 };
-                let resp = forward(rt, route, parts, body, conn).await?;
+                let resp = forward(rt, route, parts, body, conn, None).await?;
                 if resp.status().is_success() {
                     match cmd {
                         Some(Some(cmd)) => self.apply_or_retry(cmd, source).await,
@@ -1004,21 +1194,25 @@ async fn read_form(
 ) -> Result<(Option<Bytes>, Body), ProxyError> {
     let limit = rt.settings.raw.tokens.form_body_limit;
     if limit == 0 || !credentials::is_form(headers) || http_body::Body::is_end_stream(&body) {
-        return Ok((None, incoming_request(body)));
+        return Ok((None, incoming_request(rt, body)));
     }
-    match read_limited(headers, body, limit).await {
+    match read_limited(rt, headers, body, limit).await {
         Ok(bytes) => Ok((Some(bytes.clone()), full(bytes))),
         Err(BodyError::TooLarge) => Err(ProxyError::FormTooLarge),
         Err(BodyError::Read(e)) => Err(ProxyError::ClientBody(e)),
+        Err(BodyError::Idle) => Err(ProxyError::ClientTimeout),
     }
 }
 
 enum BodyError {
     TooLarge,
     Read(String),
+    /// No progress for `server.body_idle_timeout`.
+    Idle,
 }
 
 async fn read_limited(
+    rt: &Runtime,
     headers: &HeaderMap,
     body: Incoming,
     limit: usize,
@@ -1030,9 +1224,11 @@ async fn read_limited(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge);
     }
+    let body = crate::idle::IdleBody::new(body, rt.settings.raw.server.body_idle_timeout);
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+        Err(e) if crate::idle::is_idle(&*e) => Err(BodyError::Idle),
         Err(e) => Err(BodyError::Read(e.to_string())),
     }
 }
@@ -1078,6 +1274,18 @@ pub(crate) static HOP_BY_HOP: [HeaderName; 8] = [
     header::TRAILER,
     header::TRANSFER_ENCODING,
 ];
+
+/// Whether a request that passed with a credential is registered as a live
+/// session, and as what: upgrades and HTTP/2 streams, never plain HTTP/1.x.
+fn live_kind(version: http::Version, headers: &HeaderMap) -> Option<SessionKind> {
+    if version == http::Version::HTTP_2 {
+        Some(SessionKind::Stream)
+    } else if is_upgrade(headers) {
+        Some(SessionKind::Upgrade)
+    } else {
+        None
+    }
+}
 
 fn is_upgrade(headers: &HeaderMap) -> bool {
     headers.contains_key(header::UPGRADE)
@@ -1194,14 +1402,22 @@ fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
 }
 
 /// Sends a request to the route's upstream and returns its response, with
-/// hygiene applied both ways; splices upgraded connections on a 101.
+/// hygiene applied both ways; splices upgraded connections on a 101. With a
+/// live `session`, both bodies, the wait for the head and the splice end
+/// when it is revoked (see the module docs).
 async fn forward(
     rt: &Runtime,
     route: &Route,
     mut parts: http::request::Parts,
     body: Body,
     conn: ClientConn,
+    session: Option<LiveSession>,
 ) -> Result<Response<Body>, ProxyError> {
+    let revoked = session.as_ref().map(|s| s.token().clone());
+    let body = match &revoked {
+        Some(token) => EndOnRevoke::new(body, token.clone(), None).boxed(),
+        None => body,
+    };
     let upgrade = is_upgrade(&parts.headers);
     let client_upgrade = if upgrade {
         parts.extensions.remove::<hyper::upgrade::OnUpgrade>()
@@ -1248,12 +1464,21 @@ async fn forward(
         let _ = sent_rx.await;
         tokio::time::sleep(timeout).await;
     };
+    let revoked_wait = async {
+        match &revoked {
+            Some(token) => token.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
     let result = tokio::select! {
         r = request => Ok(r),
-        _ = deadline => Err(()),
+        _ = deadline => Err(ProxyError::UpstreamTimeout),
+        _ = revoked_wait => Err(ProxyError::RevokedInFlight),
     };
     let mut resp = match result {
-        Err(()) => return Err(ProxyError::UpstreamTimeout),
+        Err(e) => return Err(e),
+        // The client's body stopped (hyper's client reports our body's error).
+        Ok(Err(e)) if crate::idle::is_idle(&e) => return Err(ProxyError::ClientTimeout),
         Ok(Err(e)) if is_timeout(&e) => return Err(ProxyError::UpstreamTimeout),
         Ok(Err(e)) => {
             let mut msg = e.to_string();
@@ -1269,27 +1494,140 @@ async fn forward(
     };
 
     let switching = resp.status() == StatusCode::SWITCHING_PROTOCOLS;
+    let mut session = session;
     if switching {
         if let (Some(client_side), Ok(upstream_side)) =
             (client_upgrade, hyper::upgrade::on(&mut resp).await)
         {
-            tokio::spawn(async move {
-                match client_side.await {
-                    Ok(client_io) => {
-                        let mut client_io = TokioIo::new(client_io);
-                        let mut upstream_io = TokioIo::new(upstream_side);
-                        let _ =
-                            tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io).await;
-                    }
-                    Err(e) => tracing::debug!(error = %e, "client upgrade failed"),
-                }
-            });
+            // The session (and its registry entry) lives as long as the splice.
+            let session = session.take();
+            tokio::spawn(splice(
+                client_side,
+                upstream_side,
+                session,
+                rt.settings.raw.server.upgrade_idle_timeout,
+            ));
         }
     }
     let (mut rparts, rbody) = resp.into_parts();
     strip_hop_by_hop(&mut rparts.headers, switching);
     append_static(&mut rparts.headers, header::VIA, "1.1 revgate");
-    Ok(Response::from_parts(rparts, incoming(rbody)))
+    // An upstream that stops mid-body is given up like a client that does.
+    let rbody = crate::idle::IdleBody::new(rbody, rt.settings.raw.server.body_idle_timeout).boxed();
+    let rbody = match session {
+        Some(s) => EndOnRevoke::new(rbody, s.token().clone(), Some(s)).boxed(),
+        None => rbody,
+    };
+    Ok(Response::from_parts(rparts, rbody))
+}
+
+/// Relays an upgraded connection both ways until either side closes,
+/// nothing moves for `server.upgrade_idle_timeout`, or the session's
+/// credential is revoked: then both connections are dropped (closed) at
+/// once, whatever either side still has in flight.
+async fn splice(
+    client_side: hyper::upgrade::OnUpgrade,
+    upstream_side: hyper::upgrade::Upgraded,
+    session: Option<LiveSession>,
+    idle_timeout: Duration,
+) {
+    let client_io = match client_side.await {
+        Ok(io) => io,
+        Err(e) => {
+            tracing::debug!(error = %e, "client upgrade failed");
+            return;
+        }
+    };
+    let activity = crate::idle::Activity::new();
+    let mut client_io = crate::idle::Watched::new(TokioIo::new(client_io), activity.clone());
+    let mut upstream_io = crate::idle::Watched::new(TokioIo::new(upstream_side), activity.clone());
+    let relay = tokio::io::copy_bidirectional(&mut client_io, &mut upstream_io);
+    let revoked = async {
+        match &session {
+            Some(s) => s.token().cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::select! {
+        _ = relay => {}
+        _ = revoked => {}
+        _ = activity.quiet_for(idle_timeout) => {
+            tracing::debug!(timeout = ?idle_timeout, "upgraded connection idle: closed");
+        }
+    }
+}
+
+/// A body that ends with an error once its session is revoked: hyper then
+/// resets the h2 stream, or closes the HTTP/1.1 connection, instead of
+/// carrying on. It may own the session, whose registry entry then lives as
+/// long as the body.
+///
+/// A frame costs one atomic load while the body has data ready; the
+/// cancellation's waker is registered only when the body would wait.
+struct EndOnRevoke {
+    inner: Body,
+    token: CancellationToken,
+    revoked: std::pin::Pin<Box<tokio_util::sync::WaitForCancellationFutureOwned>>,
+    ended: bool,
+    _session: Option<LiveSession>,
+}
+
+impl EndOnRevoke {
+    fn new(inner: Body, token: CancellationToken, session: Option<LiveSession>) -> Self {
+        EndOnRevoke {
+            inner,
+            revoked: Box::pin(token.clone().cancelled_owned()),
+            token,
+            ended: false,
+            _session: session,
+        }
+    }
+
+    fn end(&mut self) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        self.ended = true;
+        // Drop what the upstream (or client) still had for this stream.
+        self.inner = full(Bytes::new());
+        std::task::Poll::Ready(Some(Err(Box::new(RevokedStream))))
+    }
+}
+
+/// The error a revoked session's body ends with (never shown to a client).
+#[derive(Debug, thiserror::Error)]
+#[error("the credential of this stream was revoked")]
+struct RevokedStream;
+
+impl http_body::Body for EndOnRevoke {
+    type Data = Bytes;
+    type Error = BoxError;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, BoxError>>> {
+        if self.ended {
+            return std::task::Poll::Ready(None);
+        }
+        if self.token.is_cancelled() {
+            return self.end();
+        }
+        match std::pin::Pin::new(&mut self.inner).poll_frame(cx) {
+            std::task::Poll::Pending => {
+                if std::future::Future::poll(self.revoked.as_mut(), cx).is_ready() {
+                    return self.end();
+                }
+                std::task::Poll::Pending
+            }
+            ready => ready,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.ended || self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
 }
 
 /// A body that reports when it has been read to its end (or dropped).

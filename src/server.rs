@@ -38,6 +38,7 @@ use hyper_util::server::conn::auto;
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_rustls::TlsAcceptor;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -63,6 +64,14 @@ pub struct Options {
     pub io_threads: usize,
     /// Longest a body may make no progress on the fast path.
     pub body_idle_timeout: Duration,
+    /// Most client connections open at once (accepting pauses beyond it).
+    pub max_connections: usize,
+    /// HTTP/2 keep-alive ping interval.
+    pub h2_keepalive_interval: Duration,
+    /// HTTP/2 keep-alive ping answer timeout.
+    pub h2_keepalive_timeout: Duration,
+    /// HTTP/2 concurrent streams per connection.
+    pub h2_max_concurrent_streams: u32,
 }
 
 /// What every connection task shares.
@@ -76,10 +85,29 @@ struct Shared {
     drain: CancellationToken,
     tls: Option<TlsAcceptor>,
     drain_timeout: Duration,
+    /// One permit per open client connection (`server.max_connections`).
+    slots: Arc<Semaphore>,
 }
 
 /// A connection accepted on I/O thread 0, dealt to another I/O thread.
-type Dealt = (std::net::TcpStream, SocketAddr);
+type Dealt = (std::net::TcpStream, SocketAddr, Slot);
+
+/// An open connection's place under `server.max_connections`, given back
+/// (and the open-connections gauge lowered) when the connection ends.
+struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl Slot {
+    fn new(permit: OwnedSemaphorePermit) -> Self {
+        crate::metrics::connection_opened();
+        Slot(permit)
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        crate::metrics::connection_closed();
+    }
+}
 
 /// What an I/O thread does besides serving its connections.
 enum Role {
@@ -107,10 +135,16 @@ pub async fn serve(
         .max_buf_size(options.max_header_bytes.max(8192))
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
+    // HTTP/2 connections are bounded like HTTP/1's: pings find a peer that
+    // went silent (an h2c preface and then nothing), and a client's streams
+    // are capped.
     builder
         .http2()
         .max_header_list_size(options.max_header_bytes as u32)
-        .timer(TokioTimer::new());
+        .timer(TokioTimer::new())
+        .keep_alive_interval(Some(options.h2_keepalive_interval))
+        .keep_alive_timeout(options.h2_keepalive_timeout)
+        .max_concurrent_streams(options.h2_max_concurrent_streams);
     let shared = Arc::new(Shared {
         gateway,
         builder,
@@ -123,6 +157,9 @@ pub async fn serve(
         drain: shutdown.clone(),
         tls,
         drain_timeout: options.drain_timeout,
+        slots: Arc::new(Semaphore::new(
+            options.max_connections.clamp(1, Semaphore::MAX_PERMITS),
+        )),
     });
     tokio::spawn(sweep_pools(shared.gateway.clone(), shutdown.clone()));
     let listener = match listener.into_std() {
@@ -194,10 +231,10 @@ fn io_thread(index: usize, role: Role, shared: Arc<Shared>) {
                 accept(listener, queues, &shared, &tracker).await
             }
             Role::Worker(mut queue) => {
-                while let Some((stream, addr)) = queue.recv().await {
+                while let Some((stream, addr, slot)) = queue.recv().await {
                     match TcpStream::from_std(stream) {
                         Ok(s) => {
-                            tracker.spawn(accepted(shared.clone(), s, addr));
+                            tracker.spawn(accepted(shared.clone(), s, addr, slot));
                         }
                         Err(e) => tracing::warn!(error = %e, "cannot register a connection"),
                     }
@@ -229,7 +266,29 @@ async fn accept(
         }
     };
     let mut turn = 0usize;
+    let limited = crate::telemetry::Throttle::default();
     loop {
+        // A place for the next connection first: at `server.max_connections`
+        // accepting waits (the kernel's backlog holds the newcomers).
+        let permit = match shared.slots.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                crate::metrics::connections_limited();
+                if let Some(suppressed) = limited.admit() {
+                    tracing::warn!(
+                        suppressed,
+                        "server.max_connections reached: accepting paused"
+                    );
+                }
+                tokio::select! {
+                    _ = shared.drain.cancelled() => break,
+                    p = shared.slots.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => break,
+                    },
+                }
+            }
+        };
         let (stream, addr) = tokio::select! {
             _ = shared.drain.cancelled() => break,
             accepted = listener.accept() => match accepted {
@@ -243,15 +302,16 @@ async fn accept(
             },
         };
         let _ = stream.set_nodelay(true);
+        let slot = Slot::new(permit);
         turn = (turn + 1) % (queues.len() + 1);
-        let stream = match turn.checked_sub(1).and_then(|q| queues.get(q)) {
-            None => stream,
+        let (stream, slot) = match turn.checked_sub(1).and_then(|q| queues.get(q)) {
+            None => (stream, slot),
             Some(queue) => match stream.into_std() {
-                Ok(s) => match queue.send((s, addr)) {
+                Ok(s) => match queue.send((s, addr, slot)) {
                     Ok(()) => continue,
-                    Err(tokio::sync::mpsc::error::SendError((s, _))) => {
+                    Err(tokio::sync::mpsc::error::SendError((s, _, slot))) => {
                         match TcpStream::from_std(s) {
-                            Ok(s) => s,
+                            Ok(s) => (s, slot),
                             Err(e) => {
                                 tracing::warn!(error = %e, "cannot register a connection");
                                 continue;
@@ -265,13 +325,13 @@ async fn accept(
                 }
             },
         };
-        tracker.spawn(accepted(shared.clone(), stream, addr));
+        tracker.spawn(accepted(shared.clone(), stream, addr, slot));
     }
 }
 
 /// Serves an accepted connection: the TLS handshake first when the listener
 /// has TLS.
-async fn accepted(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
+async fn accepted(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr, _slot: Slot) {
     let Some(acceptor) = shared.tls.clone() else {
         let conn = ClientConn { addr, tls: false };
         return connection(shared, stream, conn, true).await;

@@ -236,6 +236,49 @@ impl<'a> MakeWriter<'a> for LogCapture {
     }
 }
 
+// === Throttle ===
+
+/// A repeated warning written at most once a second, the lines held back
+/// counted into the next one (`suppressed = N`): an attacker who aborts
+/// thousands of calls, or an upstream that is down under load, must not
+/// flood the log. Lock-free; only error paths call it.
+#[derive(Debug, Default)]
+pub struct Throttle {
+    /// Unix milliseconds before which no line is written.
+    next_at: std::sync::atomic::AtomicU64,
+    suppressed: std::sync::atomic::AtomicU64,
+}
+
+impl Throttle {
+    /// How long one line holds back the next.
+    pub const EVERY_MS: u64 = 1000;
+
+    /// `Some(n)` when a line may be written now, `n` lines having been held
+    /// back since the last; `None` to hold this one back.
+    pub fn admit(&self) -> Option<u64> {
+        use std::sync::atomic::Ordering;
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
+        let next = self.next_at.load(Ordering::Relaxed);
+        if now >= next
+            && self
+                .next_at
+                .compare_exchange(
+                    next,
+                    now + Self::EVERY_MS,
+                    Ordering::AcqRel,
+                    Ordering::Relaxed,
+                )
+                .is_ok()
+        {
+            return Some(self.suppressed.swap(0, Ordering::AcqRel));
+        }
+        self.suppressed.fetch_add(1, Ordering::Relaxed);
+        None
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,5 +371,17 @@ mod tests {
         assert!(w.unwrap().contains("log.filter"));
         let (f, _) = choose_filter(None, "");
         assert_eq!(f.to_string(), "info");
+    }
+
+    #[test]
+    fn a_throttle_writes_one_line_a_second_and_counts_the_rest() {
+        let t = Throttle::default();
+        assert_eq!(t.admit(), Some(0));
+        for _ in 0..1000 {
+            assert_eq!(t.admit(), None);
+        }
+        t.next_at.store(0, std::sync::atomic::Ordering::Relaxed);
+        assert_eq!(t.admit(), Some(1000));
+        assert_eq!(t.admit(), None);
     }
 }

@@ -172,6 +172,10 @@ fn as_deployed(config: &Config) -> Config {
     if c.store.url != "memory" && c.tokens.fingerprint_key.is_none() {
         c.tokens.fingerprint_key = Some("ab".repeat(32));
     }
+    // Likewise the admin token (`REVGATE_ADMIN_TOKEN`, checked above).
+    if c.admin.token.is_none() {
+        c.admin.token = Some("placeholder-admin-token".into());
+    }
     c
 }
 
@@ -345,6 +349,16 @@ fn pods_are_wired_to_their_configs() {
                 env.iter().any(|e| e["name"] == "REVGATE_FINGERPRINT_KEY"
                     && e["valueFrom"]["secretKeyRef"].is_object()),
                 "{at}: REVGATE_FINGERPRINT_KEY from a Secret"
+            );
+        }
+        // An admin listener off loopback needs its token, from a Secret.
+        let admin_ip: std::net::SocketAddr = config.admin.listen.parse().unwrap();
+        if !admin_ip.ip().is_loopback() && config.admin.token.is_none() {
+            let env = rg["env"].as_array().cloned().unwrap_or_default();
+            assert!(
+                env.iter().any(|e| e["name"] == "REVGATE_ADMIN_TOKEN"
+                    && e["valueFrom"]["secretKeyRef"].is_object()),
+                "{at}: REVGATE_ADMIN_TOKEN from a Secret"
             );
         }
         let settings = as_deployed(config).validate().unwrap();

@@ -274,9 +274,11 @@ async fn expired_rules_are_gone_after_compaction() {
     assert_revoked(&get_bearer(&format!("{}/x", gw.url), "long-lived").await);
 }
 
-/// Counts the records of a journal file (`[len][crc][payload]` framing).
+/// Counts the records of a journal file (an 8-byte header, then
+/// `[len][crc][payload]` framing).
 fn records(bytes: &[u8]) -> usize {
-    let (mut at, mut n) = (0, 0);
+    assert_eq!(bytes.get(..4), Some(&b"RVGJ"[..]), "journal header");
+    let (mut at, mut n) = (8, 0);
     while bytes.len() >= at + 8 {
         let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
         if bytes.len() < at + 8 + len {

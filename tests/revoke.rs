@@ -5,6 +5,7 @@
 
 mod support;
 
+use support::jwks;
 use support::*;
 
 const REVOKED_BODY: &str =
@@ -32,6 +33,36 @@ fn terminate(up: &RunningUpstream) -> RunningGateway {
         .arg("terminate")
         .toml("[revoke.onelogin]\nclients = [{ client_id = \"cid\", client_secret = \"csecret\" }]\n[revoke.nylas]\napi_keys = [\"nyk\"]")
         .spawn()
+}
+
+/// Terminate mode with `[tokens.verify]` over a JWKS file: scope revokers
+/// (LangSmith, Codegen) must present a JWT signed by the returned key.
+fn terminate_verified(
+    up: &RunningUpstream,
+) -> (RunningGateway, jwks::SigningKey, tempfile::TempDir) {
+    let key = jwks::SigningKey::rsa('a', "revoke-tests", jsonwebtoken::Algorithm::RS256);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("jwks.json");
+    std::fs::write(&path, jwks::jwks(&[&key]).to_string()).unwrap();
+    let gw = Gateway::new()
+        .upstream(&up.url)
+        .arg("--revoke-mode")
+        .arg("terminate")
+        .toml(&format!(
+            "[tokens.verify]\njwks_file = {:?}\nissuers = [\"https://idp.test/\"]\naudiences = [\"revgate\"]",
+            path.display().to_string()
+        ))
+        .spawn();
+    (gw, key, dir)
+}
+
+/// A verifiable caller token for `sub`, issued `iat_ago` seconds ago.
+fn signed_caller(key: &jwks::SigningKey, sub: &str, iat_ago: u64) -> String {
+    let t = now();
+    key.sign(&serde_json::json!({
+        "sub": sub, "iss": "https://idp.test/", "aud": "revgate",
+        "iat": t - iat_ago, "exp": t + 600,
+    }))
 }
 
 // === terminate mode ===
@@ -202,15 +233,34 @@ async fn onelogin_terminate_with_the_documented_bodies() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn langsmith_terminate_revokes_the_current_users_scope() {
     let up = Upstream::new().spawn().await;
-    let gw = terminate(&up);
+    let (gw, key, _jwks) = terminate_verified(&up);
     let url = format!("{}/v2/auth/tokens", gw.url);
     let t0 = now();
     let mine = jwt(&serde_json::json!({"sub": "u1", "provider": "github", "iat": t0 - 60}));
     let my_other_provider =
         jwt(&serde_json::json!({"sub": "u1", "provider": "gitlab", "iat": t0 - 60}));
     let theirs = jwt(&serde_json::json!({"sub": "u2", "provider": "github", "iat": t0 - 60}));
-    let caller = jwt(&serde_json::json!({"sub": "u1", "iat": t0 - 5}));
+    let caller = signed_caller(&key, "u1", 5);
     let auth = format!("Bearer {caller}");
+    // The same claims unsigned identify no one (see tests/verify.rs).
+    let forged = format!(
+        "Bearer {}",
+        jwt(
+            &serde_json::json!({"sub": "u1", "iss": "https://idp.test/", "aud": "revgate", "exp": t0 + 600})
+        )
+    );
+    let r = send(call(
+        "DELETE",
+        &format!("{url}?provider_id=github"),
+        &[("authorization", &forged)],
+        b"",
+    ))
+    .await;
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (401, r#"{"detail":"Not authenticated"}"#)
+    );
+    assert_passes(&gw, &up, &mine).await;
     let r = send(call(
         "DELETE",
         &format!("{url}?provider_id=github"),
@@ -265,10 +315,10 @@ async fn langsmith_terminate_revokes_the_current_users_scope() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codegen_terminate_revokes_the_users_org_scope() {
     let up = Upstream::new().spawn().await;
-    let gw = terminate(&up);
+    let (gw, key, _jwks) = terminate_verified(&up);
     let url = format!("{}/v1/oauth/tokens/revoke", gw.url);
     let t0 = now();
-    let caller = jwt(&serde_json::json!({"sub": "dev", "iat": t0 - 5}));
+    let caller = signed_caller(&key, "dev", 5);
     let auth = format!("Bearer {caller}");
     let r = send(call(
         "POST",

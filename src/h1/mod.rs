@@ -666,21 +666,27 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
             Err(e) => {
                 let (response, outcome) = match e {
                     ExchangeError::Connect(ConnectError::TimedOut(_)) | ExchangeError::TimedOut => {
-                        tracing::warn!(route = %rt.settings().routes[route].name, "upstream timed out");
+                        if let Some(suppressed) = rt.warnings.upstream.admit() {
+                            tracing::warn!(route = %rt.settings().routes[route].name, suppressed, "upstream timed out");
+                        }
                         (
                             ProxyError::UpstreamTimeout.response(),
                             Outcome::UpstreamError,
                         )
                     }
                     ExchangeError::Connect(e) => {
-                        tracing::warn!(error = %e, route = %rt.settings().routes[route].name, "upstream error");
+                        if let Some(suppressed) = rt.warnings.upstream.admit() {
+                            tracing::warn!(error = %e, route = %rt.settings().routes[route].name, suppressed, "upstream error");
+                        }
                         (
                             ProxyError::UpstreamUnavailable(e.to_string()).response(),
                             Outcome::UpstreamError,
                         )
                     }
                     ExchangeError::Unavailable(e) => {
-                        tracing::warn!(error = %e, route = %rt.settings().routes[route].name, "upstream error");
+                        if let Some(suppressed) = rt.warnings.upstream.admit() {
+                            tracing::warn!(error = %e, route = %rt.settings().routes[route].name, suppressed, "upstream error");
+                        }
                         (
                             ProxyError::UpstreamUnavailable(e).response(),
                             Outcome::UpstreamError,

@@ -15,6 +15,12 @@
 //! swapped in atomically. While a rebuild runs, inserts go to both the current
 //! filter and the one being built, so nothing inserted meanwhile is lost;
 //! requests never wait for a rebuild.
+//!
+//! The cache also owns the registry of live sessions ([`super::live`]):
+//! every rule that reaches the cache (`insert_token`, `upsert_scope`, a
+//! rebuild's `BloomRebuild::insert`) is handed to it, so upgraded
+//! connections and HTTP/2 streams admitted with a credential the rule now
+//! covers are closed, whichever store and whichever path the rule came by.
 
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -22,6 +28,7 @@ use std::sync::Arc;
 use arc_swap::{ArcSwap, ArcSwapOption};
 use dashmap::DashMap;
 
+use super::live::{LiveSessions, Rule};
 use super::{ScopeKey, ScopeRule};
 use crate::credentials::{Attributes, Fingerprint};
 
@@ -198,13 +205,16 @@ impl AtomicBloom {
 /// A bloom filter being filled by [`LocalCache::begin_rebuild`].
 pub struct BloomRebuild {
     next: Arc<AtomicBloom>,
+    live: Arc<LiveSessions>,
 }
 
 impl BloomRebuild {
-    /// Adds a live fingerprint to the filter being built.
+    /// Adds a live fingerprint to the filter being built. A full resync
+    /// learns rules this way only, so open sessions are told too.
     #[inline]
     pub fn insert(&self, fp: &Fingerprint) {
         self.next.insert(fp);
+        self.live.revoked(Rule::Token(fp));
     }
 
     /// The item count the new filter is sized for.
@@ -239,6 +249,8 @@ pub struct LocalCache {
     /// Bloom hits that the exact set did not confirm (false positives or
     /// expired/removed rules): a metric.
     false_positives: AtomicU64,
+    /// Upgraded connections and HTTP/2 streams open under a credential.
+    live: Arc<LiveSessions>,
 }
 
 impl LocalCache {
@@ -253,7 +265,13 @@ impl LocalCache {
             scopes: DashMap::new(),
             scope_count: AtomicUsize::new(0),
             false_positives: AtomicU64::new(0),
+            live: Arc::new(LiveSessions::new()),
         }
+    }
+
+    /// The live sessions this cache closes when a rule covers them.
+    pub fn live(&self) -> &Arc<LiveSessions> {
+        &self.live
     }
 
     /// Records a revoked fingerprint.
@@ -264,6 +282,8 @@ impl LocalCache {
             next.insert(fp);
         }
         self.bloom.load().insert(fp);
+        // After the filter: a session registered meanwhile re-checks it.
+        self.live.revoked(Rule::Token(fp));
     }
 
     /// False: definitely not revoked. True: ask the exact set.
@@ -316,7 +336,10 @@ impl LocalCache {
         let size = self.capacity.max(live.saturating_add(live / 2));
         let next = Arc::new(AtomicBloom::new(size, self.fp_rate));
         self.next.store(Some(next.clone()));
-        BloomRebuild { next }
+        BloomRebuild {
+            next,
+            live: self.live.clone(),
+        }
     }
 
     /// Like [`LocalCache::begin_rebuild`], but the new filter is `filter`,
@@ -326,7 +349,10 @@ impl LocalCache {
     pub fn begin_install(&self, filter: AtomicBloom) -> BloomRebuild {
         let next = Arc::new(filter);
         self.next.store(Some(next.clone()));
-        BloomRebuild { next }
+        BloomRebuild {
+            next,
+            live: self.live.clone(),
+        }
     }
 
     /// Swaps in the filter of a rebuild begun by [`LocalCache::begin_rebuild`]
@@ -342,17 +368,29 @@ impl LocalCache {
         self.next.store(None);
     }
 
-    /// Adds or merges a scope rule; true when it changed anything.
+    /// Adds or merges a scope rule; true when it changed anything. A
+    /// change closes the live sessions the merged rule covers.
     pub fn upsert_scope(&self, rule: &ScopeRule) -> bool {
-        let mut rules = self.scopes.entry(rule.key.sub.clone()).or_default();
-        if let Some(existing) = rules.iter_mut().find(|r| r.key == rule.key) {
-            let before = existing.clone();
-            existing.merge(rule);
-            return *existing != before;
+        let merged = {
+            let mut rules = self.scopes.entry(rule.key.sub.clone()).or_default();
+            if let Some(existing) = rules.iter_mut().find(|r| r.key == rule.key) {
+                let before = existing.clone();
+                existing.merge(rule);
+                (*existing != before).then(|| existing.clone())
+            } else {
+                rules.push(rule.clone());
+                self.scope_count.fetch_add(1, Ordering::Relaxed);
+                Some(rule.clone())
+            }
+        };
+        // Outside the map's shard lock (the sweep takes the registry's).
+        match merged {
+            Some(r) => {
+                self.live.revoked(Rule::Scope(&r));
+                true
+            }
+            None => false,
         }
-        rules.push(rule.clone());
-        self.scope_count.fetch_add(1, Ordering::Relaxed);
-        true
     }
 
     /// The rule for exactly this key, if any.

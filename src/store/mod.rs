@@ -20,6 +20,7 @@
 
 pub mod cache;
 pub mod journal;
+pub mod live;
 pub mod memory;
 pub mod redis;
 

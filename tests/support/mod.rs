@@ -4,8 +4,13 @@
 //! `Upstream::new().spawn()` serves on 127.0.0.1:0. Paths it knows:
 //! `/download/<n>` streams n bytes; `/upload` consumes the body and answers
 //! its length (without recording it); `/hang` never answers; `/status/<code>`
-//! answers that status; `/ws` accepts a WebSocket-style upgrade and echoes;
-//! anything else answers the configured status and records the request.
+//! answers that status; `/ws` accepts a WebSocket-style upgrade and echoes
+//! (each upgraded connection recorded as an [`UpgradeSeen`]: what arrived on
+//! it, and when it closed); `/drip` streams a small chunk every 20 ms (at
+//! most 60 s), recorded as a [`DripSeen`]; `/sink` records its request body
+//! as it arrives (an [`UpgradeSeen`] in `Seen::sinks`) and answers 200 only
+//! once it has ended; anything else answers the configured status and
+//! records the request.
 //!
 //! `Gateway::new().upstream(url).spawn()` starts the binary with
 //! `--listen 127.0.0.1:0 --admin-listen 127.0.0.1:0` and reads the bound
@@ -13,6 +18,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod jwks;
 pub mod jws;
 pub mod prometheus;
 pub mod raw;
@@ -57,7 +63,105 @@ pub struct RunningUpstream {
     pub url: String,
     pub hits: Arc<AtomicUsize>,
     pub recorded: Arc<Mutex<Vec<Recorded>>>,
+    pub seen: Arc<Seen>,
     task: tokio::task::JoinHandle<()>,
+}
+
+/// Long-lived exchanges the upstream has served.
+#[derive(Default)]
+pub struct Seen {
+    pub upgrades: Mutex<Vec<Arc<UpgradeSeen>>>,
+    pub drips: Mutex<Vec<Arc<DripSeen>>>,
+    pub sinks: Mutex<Vec<Arc<UpgradeSeen>>>,
+}
+
+/// One upgraded connection, as the upstream saw it.
+pub struct UpgradeSeen {
+    /// The upgrade request's `Authorization`.
+    pub authorization: Option<String>,
+    /// Every byte that arrived on it.
+    pub received: Mutex<Vec<u8>>,
+    closed: tokio::sync::watch::Sender<bool>,
+}
+
+impl UpgradeSeen {
+    pub fn received(&self) -> Vec<u8> {
+        self.received.lock().unwrap().clone()
+    }
+
+    pub fn is_closed(&self) -> bool {
+        *self.closed.borrow()
+    }
+
+    /// Waits until the gateway closed its side (EOF or error); false past `limit`.
+    pub async fn wait_closed(&self, limit: Duration) -> bool {
+        let mut rx = self.closed.subscribe();
+        let r = tokio::time::timeout(limit, rx.wait_for(|c| *c)).await;
+        r.is_ok()
+    }
+}
+
+/// One `/drip` response, as the upstream saw it.
+pub struct DripSeen {
+    pub authorization: Option<String>,
+    /// Chunks handed to the connection so far.
+    pub sent: AtomicUsize,
+    gone: tokio::sync::watch::Sender<bool>,
+}
+
+impl DripSeen {
+    pub fn sent(&self) -> usize {
+        self.sent.load(Ordering::SeqCst)
+    }
+
+    pub fn is_gone(&self) -> bool {
+        *self.gone.borrow()
+    }
+
+    /// Waits until the response was abandoned (its receiver dropped); false past `limit`.
+    pub async fn wait_gone(&self, limit: Duration) -> bool {
+        let mut rx = self.gone.subscribe();
+        let r = tokio::time::timeout(limit, rx.wait_for(|c| *c)).await;
+        r.is_ok()
+    }
+}
+
+impl Seen {
+    /// The upgraded connections whose request carried `Bearer <token>`.
+    pub fn upgrades_of(&self, token: &str) -> Vec<Arc<UpgradeSeen>> {
+        let want = format!("Bearer {token}");
+        self.upgrades
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|u| u.authorization.as_deref() == Some(want.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// The `/sink` requests whose request carried `Bearer <token>`.
+    pub fn sinks_of(&self, token: &str) -> Vec<Arc<UpgradeSeen>> {
+        let want = format!("Bearer {token}");
+        self.sinks
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|u| u.authorization.as_deref() == Some(want.as_str()))
+            .cloned()
+            .collect()
+    }
+
+    /// The `/drip` responses whose request carried `Bearer <token>`.
+    pub fn drips_of(&self, token: &str) -> Vec<Arc<DripSeen>> {
+        let want = format!("Bearer {token}");
+        self.drips
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|u| u.authorization.as_deref() == Some(want.as_str()))
+            .cloned()
+            .collect()
+    }
 }
 
 impl Drop for RunningUpstream {
@@ -103,18 +207,21 @@ impl Upstream {
         let addr = listener.local_addr().unwrap();
         let hits = Arc::new(AtomicUsize::new(0));
         let recorded = Arc::new(Mutex::new(Vec::new()));
+        let seen = Arc::new(Seen::default());
         let status = self.status;
-        let (h, r) = (hits.clone(), recorded.clone());
+        let (h, r, sn) = (hits.clone(), recorded.clone(), seen.clone());
         let task = tokio::spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
-                let (h, r) = (h.clone(), r.clone());
+                let (h, r, sn) = (h.clone(), r.clone(), sn.clone());
                 tokio::spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
-                        let (h, r) = (h.clone(), r.clone());
-                        async move { Ok::<_, std::convert::Infallible>(serve(req, status, h, r).await) }
+                        let (h, r, sn) = (h.clone(), r.clone(), sn.clone());
+                        async move {
+                            Ok::<_, std::convert::Infallible>(serve(req, status, h, r, sn).await)
+                        }
                     });
                     let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                         .serve_connection_with_upgrades(TokioIo::new(stream), svc)
@@ -127,6 +234,7 @@ impl Upstream {
             url: format!("http://{addr}"),
             hits,
             recorded,
+            seen,
             task,
         }
     }
@@ -137,9 +245,67 @@ async fn serve(
     status: u16,
     hits: Arc<AtomicUsize>,
     recorded: Arc<Mutex<Vec<Recorded>>>,
+    seen: Arc<Seen>,
 ) -> Response<UpBody> {
     hits.fetch_add(1, Ordering::SeqCst);
     let path = req.uri().path().to_string();
+    let authorization = req
+        .headers()
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    if path == "/sink" {
+        let sink = Arc::new(UpgradeSeen {
+            authorization,
+            received: Mutex::new(Vec::new()),
+            closed: tokio::sync::watch::channel(false).0,
+        });
+        seen.sinks.lock().unwrap().push(sink.clone());
+        let mut body = req.into_body();
+        let mut clean = false;
+        loop {
+            match body.frame().await {
+                Some(Ok(f)) => {
+                    if let Some(d) = f.data_ref() {
+                        sink.received.lock().unwrap().extend_from_slice(d);
+                    }
+                }
+                Some(Err(_)) => break,
+                None => {
+                    clean = true;
+                    break;
+                }
+            }
+        }
+        sink.closed.send_replace(true);
+        let n = sink.received().len();
+        return Response::new(up_full(if clean { n.to_string() } else { "cut".into() }));
+    }
+    if path == "/drip" {
+        let drip = Arc::new(DripSeen {
+            authorization,
+            sent: AtomicUsize::new(0),
+            gone: tokio::sync::watch::channel(false).0,
+        });
+        seen.drips.lock().unwrap().push(drip.clone());
+        let (tx, rx) = tokio::sync::mpsc::channel(1);
+        tokio::spawn(async move {
+            // Bounded: 3000 chunks of 20 ms is 60 s at most.
+            for i in 0..3000u32 {
+                let chunk = Bytes::from(format!("chunk {i}\n"));
+                if tx.send(Ok(Frame::data(chunk))).await.is_err() {
+                    break;
+                }
+                drip.sent.fetch_add(1, Ordering::SeqCst);
+                tokio::select! {
+                    _ = tx.closed() => break,
+                    _ = tokio::time::sleep(Duration::from_millis(20)) => {}
+                }
+            }
+            drip.gone.send_replace(true);
+        });
+        return Response::new(StreamBody::new(tokio_stream_from(rx)).boxed());
+    }
     if let Some(n) = path.strip_prefix("/download/") {
         let total: u64 = n.parse().unwrap_or(0);
         let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
@@ -166,12 +332,30 @@ async fn serve(
     }
     if path == "/ws" {
         let on = hyper::upgrade::on(&mut req);
+        let up = Arc::new(UpgradeSeen {
+            authorization,
+            received: Mutex::new(Vec::new()),
+            closed: tokio::sync::watch::channel(false).0,
+        });
+        seen.upgrades.lock().unwrap().push(up.clone());
         tokio::spawn(async move {
+            use tokio::io::{AsyncReadExt, AsyncWriteExt};
             if let Ok(upgraded) = on.await {
                 let mut io = TokioIo::new(upgraded);
-                let (mut rd, mut wr) = tokio::io::split(&mut io);
-                let _ = tokio::io::copy(&mut rd, &mut wr).await;
+                let mut buf = vec![0u8; 16 * 1024];
+                loop {
+                    match io.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => {
+                            up.received.lock().unwrap().extend_from_slice(&buf[..n]);
+                            if io.write_all(&buf[..n]).await.is_err() {
+                                break;
+                            }
+                        }
+                    }
+                }
             }
+            up.closed.send_replace(true);
         });
         let mut resp = Response::new(up_full(Bytes::new()));
         *resp.status_mut() = StatusCode::SWITCHING_PROTOCOLS;

@@ -11,19 +11,35 @@
 //!   └◄── error: drop connections, back off (100 ms .. 5 s) ◄── tail: XREAD BLOCK from last id
 //! ```
 //!
-//! A load notes the stream's last id *before* scanning, and tailing resumes
-//! from that id, so an event written during the scan is applied afterwards
-//! (applying twice is harmless: every event is idempotent on the cache).
+//! A load notes the stream's last id *before* scanning, so an event written
+//! during the scan is applied afterwards (applying twice is harmless: every
+//! event is idempotent on the cache).
 //! The bloom filter being built receives every insert made during the scan
 //! ([`LocalCache::begin_rebuild`](crate::store::LocalCache::begin_rebuild)),
-//! and the outbox's rules (not in Redis yet) are applied again afterwards.
+//! and the outbox's rules (not in Redis yet) before the scan begins
+//! (see `reapply_outbox`).
 //!
 //! A load first tries the bloom snapshot (`snapshot.rs`): when the stream
 //! still holds every event after the snapshot's id (the same check as a
-//! resume, [`needs_resync`]), its filter and scope rules are installed and
-//! tailing starts from its id; else (absent, corrupt, too old) it scans as
-//! above. Every successful scan (a load's or a maintenance rebuild's)
-//! writes a new snapshot, its id noted before the scan began.
+//! resume, [`needs_resync`]), its filter and scope rules are installed;
+//! else (absent, corrupt, too old) it scans as above. Every successful scan
+//! (a load's or a maintenance rebuild's) writes a new snapshot, its id
+//! noted before the scan began.
+//!
+//! Either way a load ends by *catching up*: every event the stream holds
+//! after the load's id is applied (non-blocking `XREAD` pages; for a
+//! snapshot, before its filter is swapped in) and tailing starts from the
+//! last one. Only then is the instance ready. Without it, an instance
+//! loaded from a snapshot said ready while missing everything revoked
+//! since that snapshot, and passed those tokens until its tail caught up
+//! (found by the chaos test's reasoning; `tests/redis_store.rs`
+//! `an_instance_loaded_from_the_snapshot_is_ready_only_with_what_came_after_it`).
+//!
+//! Live sessions ([`crate::store::live`]) learn a load's rules as every
+//! other rule: a scan's fingerprints and every scope rule pass through the
+//! cache. A snapshot's bits carry no fingerprints, so after installing one
+//! the open sessions whose credential the new filter may hold are looked up
+//! exactly ([`recheck_live`]) and closed when revoked.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -38,6 +54,7 @@ use super::keys::{EventId, KeyKind};
 use super::link::{is_fatal, tail_block};
 use super::{snapshot, Inner};
 use crate::store::cache::AtomicBloom;
+use crate::store::live::Rule;
 use crate::store::{now_unix, RevocationCommand, RevocationTarget, ScopeRule};
 
 /// Keys asked for per `SCAN` page.
@@ -219,16 +236,27 @@ async fn xread(
 
 /// Applies one stream event to the local cache.
 fn apply_event(inner: &Inner, fields: &std::collections::HashMap<String, Value>) {
+    if let Some(cmd) = decode_event(fields) {
+        apply_command(inner, &cmd);
+    }
+}
+
+/// The command an event carries (`None`, logged, when unreadable).
+fn decode_event(fields: &std::collections::HashMap<String, Value>) -> Option<RevocationCommand> {
     let cmd = match fields.get("c") {
         Some(Value::BulkString(b)) => serde_json::from_slice::<RevocationCommand>(b).ok(),
         Some(Value::SimpleString(s)) => serde_json::from_str::<RevocationCommand>(s).ok(),
         _ => None,
     };
-    let Some(cmd) = cmd else {
+    if cmd.is_none() {
         tracing::warn!("unreadable revocation event in the stream; skipped");
-        return;
-    };
-    match &cmd {
+    }
+    cmd
+}
+
+/// Applies one event's command to the local cache.
+fn apply_command(inner: &Inner, cmd: &RevocationCommand) {
+    match cmd {
         RevocationCommand::Token(rule) if rule.expires_at <= now_unix() => return,
         RevocationCommand::Token(_) => {
             inner.token_rules.fetch_add(1, Ordering::Relaxed);
@@ -243,7 +271,67 @@ fn apply_event(inner: &Inner, fields: &std::collections::HashMap<String, Value>)
         _ => {}
     }
     metrics::counter!("revgate_redis_events_total").increment(1);
-    inner.apply_local(&cmd);
+    inner.apply_local(cmd);
+}
+
+/// Applies every event the stream holds after `at` right now (`XREAD`
+/// without `BLOCK`, page by page) and returns the id of the last one.
+///
+/// A load ends with this: the snapshot is as old as its last writer's
+/// scan, and a scan misses what is written while it runs, so without it
+/// an instance would be ready (and pass bloom misses) before it knew
+/// revocations made before it started, until its tail caught up. Scope
+/// events go to `defer_scopes` when given (the caller is about to replace
+/// the scope rules and applies them after); tokens are applied at once
+/// (during an install they reach both filters).
+async fn catch_up(
+    inner: &Inner,
+    cmd: &mut MultiplexedConnection,
+    mut at: EventId,
+    mut defer_scopes: Option<&mut Vec<RevocationCommand>>,
+) -> Result<EventId, RedisError> {
+    loop {
+        let reply: Option<StreamReadReply> = ::redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(XREAD_COUNT)
+            .arg("STREAMS")
+            .arg(inner.keys.stream())
+            .arg(at.to_string())
+            .query_async(cmd)
+            .await?;
+        let Some(reply) = reply else { return Ok(at) };
+        let mut n = 0;
+        for key in reply.keys {
+            for entry in key.ids {
+                n += 1;
+                if let Some(c) = decode_event(&entry.map) {
+                    let scope = matches!(
+                        c,
+                        RevocationCommand::Scope(_)
+                            | RevocationCommand::Remove(RevocationTarget::Scope(_))
+                    );
+                    match defer_scopes.as_deref_mut() {
+                        Some(later) if scope => later.push(c),
+                        _ => apply_command(inner, &c),
+                    }
+                }
+                match EventId::parse(&entry.id) {
+                    Some(id) => at = id,
+                    None => tracing::warn!(id = %entry.id, "unreadable stream id"),
+                }
+            }
+        }
+        if n < XREAD_COUNT {
+            return Ok(at);
+        }
+        if needs_resync(inner, cmd, at).await? {
+            // Trimmed past while reading: load again from the start.
+            return Err(RedisError::from((
+                ::redis::ErrorKind::Client,
+                "the revocation stream was trimmed past this instance during its load",
+            )));
+        }
+    }
 }
 
 /// Writes the outbox to Redis in order, then empties it. On failure, what
@@ -492,6 +580,7 @@ async fn full_load(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result<Eve
     let estimate = (inner.token_rules.load(Ordering::Relaxed)).max(keys_in_db) as usize;
     let rebuild = inner.cache.begin_rebuild(estimate);
     let sized_for = rebuild.capacity();
+    reapply_outbox(inner).await;
     let scanned = match scan(inner, cmd, &rebuild, true).await {
         Ok(s) => s,
         Err(e) => {
@@ -501,10 +590,12 @@ async fn full_load(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result<Eve
     };
     inner.cache.finish_rebuild(rebuild);
     save_snapshot(inner, cmd, at, scanned.tokens, scanned.scopes.clone());
-    inner.cache.replace_scopes(scanned.scopes);
-    reapply_outbox(inner).await;
-    inner.confirmed.clear();
     inner.token_rules.store(scanned.tokens, Ordering::Relaxed);
+    let scanned_from = at;
+    let mut later_scopes = Vec::new();
+    let at = catch_up(inner, cmd, at, Some(&mut later_scopes)).await?;
+    install_scopes(inner, scanned.scopes, &later_scopes).await;
+    inner.confirmed.clear();
     if scanned.tokens as usize > sized_for {
         // Complete (no false negatives) but over-full: a high false-positive
         // rate sends many requests to Redis. A right-sized generation is
@@ -519,7 +610,8 @@ async fn full_load(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result<Eve
     tracing::info!(
         token_rules = scanned.tokens,
         scope_rules = inner.cache.scope_rule_count(),
-        from = %at,
+        from = %scanned_from,
+        caught_up_to = %at,
         source = "scan",
         took_ms = started.elapsed().as_millis() as u64,
         "revocations loaded from redis"
@@ -571,6 +663,7 @@ async fn load_snapshot(
         return Ok(None);
     };
     let install = inner.cache.begin_install(shell);
+    reapply_outbox(inner).await;
     let blob: Option<Vec<u8>> = match ::redis::cmd("GET").arg(key).query_async(cmd).await {
         Ok(b) => b,
         Err(e) => {
@@ -589,16 +682,25 @@ async fn load_snapshot(
         );
         return Ok(None);
     };
+    // What came after the snapshot, before the filter is swapped in (see
+    // `catch_up`): its tokens reach the new filter too.
+    inner.token_rules.store(h.token_rules, Ordering::Relaxed);
+    let mut later_scopes = Vec::new();
+    let at = match catch_up(inner, cmd, h.at, Some(&mut later_scopes)).await {
+        Ok(at) => at,
+        Err(e) => {
+            inner.cache.abandon_rebuild(install);
+            return Err(e);
+        }
+    };
     inner.cache.finish_rebuild(install);
     let now = now_unix();
-    inner
-        .cache
-        .replace_scopes(snap.scopes.into_iter().filter(|r| r.expires_at > now));
-    reapply_outbox(inner).await;
+    let scopes = snap.scopes.into_iter().filter(|r| r.expires_at > now);
+    install_scopes(inner, scopes, &later_scopes).await;
     inner.confirmed.clear();
-    inner.token_rules.store(h.token_rules, Ordering::Relaxed);
     inner.snapshot_loads.fetch_add(1, Ordering::Relaxed);
     metrics::counter!("revgate_redis_snapshot_loads_total").increment(1);
+    recheck_live(inner, cmd).await;
     if h.token_rules > h.capacity {
         // Sized by whoever wrote it, for fewer rules: complete but over-full.
         inner.rebuild_now.notify_one();
@@ -607,11 +709,37 @@ async fn load_snapshot(
         token_rules = h.token_rules,
         scope_rules = inner.cache.scope_rule_count(),
         from = %h.at,
+        caught_up_to = %at,
         source = "snapshot",
         took_ms = started.elapsed().as_millis() as u64,
         "revocations loaded from redis"
     );
-    Ok(Some(h.at))
+    Ok(Some(at))
+}
+
+/// Closes the live sessions whose credential a freshly installed snapshot
+/// revoked: a bloom hit is looked up exactly (`GET`); one that cannot be
+/// answered closes the session (fail closed, as the verdict would).
+async fn recheck_live(inner: &Inner, cmd: &mut MultiplexedConnection) {
+    let live = inner.cache.live();
+    let now = now_unix();
+    for fp in live.fingerprints() {
+        if !inner.cache.may_contain(&fp) {
+            continue;
+        }
+        let value: Result<Option<String>, RedisError> = ::redis::cmd("GET")
+            .arg(inner.keys.token(&fp))
+            .query_async(cmd)
+            .await;
+        let revoked = match value {
+            Ok(None) => false,
+            Ok(Some(v)) => v.parse::<u64>().map_or(true, |exp| exp > now),
+            Err(_) => true,
+        };
+        if revoked {
+            live.revoked(Rule::Token(&fp));
+        }
+    }
 }
 
 /// Writes the snapshot of a finished scan that began after stream id `at`
@@ -653,9 +781,35 @@ fn save_snapshot(
 }
 
 /// The outbox's rules are not in Redis yet: a rebuild from Redis must not
-/// drop them from the cache.
+/// drop them from the cache. Called right after a rebuild (or install)
+/// begins, before its scan: what is in the outbox then reaches the new
+/// filter, and what leaves the outbox later (replayed) was written to
+/// Redis before the scan began, since the replay holds the outbox lock
+/// while it writes. Applied only after the swap, as it once was, a replay
+/// that emptied the outbox during the scan left those tokens out of the
+/// filter until the tail brought their events back (found by
+/// `tests/chaos.rs`; `tests/redis_store.rs`
+/// `an_outbox_replayed_during_a_bloom_rebuild_stays_enforced_throughout`).
 async fn reapply_outbox(inner: &Inner) {
     let ob = inner.outbox.lock().await;
+    for c in &ob.pending {
+        inner.apply_local(c);
+    }
+}
+
+/// Replaces the scope rules with a load's, then applies the scope events
+/// read after it and the outbox's rules, all under the outbox lock with no
+/// await in between, so no rule is missing for a moment.
+async fn install_scopes(
+    inner: &Inner,
+    scopes: impl IntoIterator<Item = ScopeRule>,
+    later: &[RevocationCommand],
+) {
+    let ob = inner.outbox.lock().await;
+    inner.cache.replace_scopes(scopes);
+    for c in later {
+        apply_command(inner, c);
+    }
     for c in &ob.pending {
         inner.apply_local(c);
     }
@@ -700,12 +854,12 @@ async fn rebuild_bloom(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result
     let at = last_event_id(inner, cmd).await?;
     let estimate = inner.token_rules.load(Ordering::Relaxed) as usize;
     let rebuild = inner.cache.begin_rebuild(estimate);
+    reapply_outbox(inner).await;
     // Scope rules too (they are few): the snapshot carries them.
     match scan(inner, cmd, &rebuild, true).await {
         Ok(s) => {
             inner.cache.finish_rebuild(rebuild);
             save_snapshot(inner, cmd, at, s.tokens, s.scopes);
-            reapply_outbox(inner).await;
             inner.token_rules.store(s.tokens, Ordering::Relaxed);
             Ok(s.tokens)
         }

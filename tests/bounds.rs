@@ -17,13 +17,18 @@ use support::*;
 const FORM: (&str, &str) = ("content-type", "application/x-www-form-urlencoded");
 const JSON: (&str, &str) = ("content-type", "application/json");
 
-/// A terminate-mode gateway with known dialect credentials, plus `toml`.
+/// The trusted identity header that names a terminate-mode scope revoker
+/// (unverified JWT claims never do; see tests/verify.rs).
+const SUBJECT: &str = "x-auth-subject";
+
+/// A terminate-mode gateway with known dialect credentials and [`SUBJECT`]
+/// as the trusted subject header, plus `toml`.
 fn terminate(up: &RunningUpstream, toml: &str) -> RunningGateway {
     Gateway::new()
         .upstream(&up.url)
         .arg("--revoke-mode")
         .arg("terminate")
-        .toml("[revoke.onelogin]\nclients = [{ client_id = \"cid\", client_secret = \"csecret\" }]\n[revoke.nylas]\napi_keys = [\"nyk\"]")
+        .toml("[revoke.onelogin]\nclients = [{ client_id = \"cid\", client_secret = \"csecret\" }]\n[revoke.nylas]\napi_keys = [\"nyk\"]\n[tokens.identity_headers]\nsub = \"x-auth-subject\"")
         .toml(toml)
         .spawn()
 }
@@ -72,7 +77,14 @@ async fn all_scopes(gw: &RunningGateway) -> Vec<serde_json::Value> {
     panic!("the listing never ended");
 }
 
+/// The value of [`SUBJECT`] naming `sub` (terminate mode).
 fn caller(sub: &str) -> String {
+    sub.to_owned()
+}
+
+/// A caller's own credential naming `sub` in its (peeked) claims: what
+/// forward mode identifies a revoker by, the upstream's 2xx vouching for it.
+fn caller_jwt(sub: &str) -> String {
     format!(
         "Bearer {}",
         jwt(&serde_json::json!({"sub": sub, "iat": now() - 5}))
@@ -98,7 +110,7 @@ async fn a_flood_of_huge_scope_revokes_records_nothing() {
             call(
                 "DELETE",
                 &format!("{}/v2/auth/tokens?provider_id={huge}", gw.url),
-                &[("authorization", &auth)],
+                &[(SUBJECT, &auth)],
                 b"",
             ),
         )
@@ -232,7 +244,7 @@ async fn langsmith_provider_id_over_256_characters_is_its_422() {
     let r = send(call(
         "DELETE",
         &format!("{}/v2/auth/tokens?provider_id={}", gw.url, "p".repeat(257)),
-        &[("authorization", &auth)],
+        &[(SUBJECT, &auth)],
         b"",
     ))
     .await;
@@ -250,7 +262,7 @@ async fn langsmith_provider_id_over_256_characters_is_its_422() {
             gw.url,
             "%C3%BC".repeat(256)
         ),
-        &[("authorization", &auth)],
+        &[(SUBJECT, &auth)],
         b"",
     ))
     .await;
@@ -271,7 +283,7 @@ async fn codegen_provider_and_org_limits_are_its_422() {
             "s".repeat(257),
             "9".repeat(30)
         ),
-        &[("authorization", &auth)],
+        &[(SUBJECT, &auth)],
         b"",
     ))
     .await;
@@ -283,7 +295,7 @@ async fn codegen_provider_and_org_limits_are_its_422() {
     let r = send(call(
         "POST",
         &format!("{url}?provider=slack&org_id=-9223372036854775809"),
-        &[("authorization", &auth)],
+        &[(SUBJECT, &auth)],
         b"",
     ))
     .await;
@@ -307,7 +319,7 @@ async fn a_scope_revoke_for_an_over_long_subject_is_unauthenticated() {
     let r = send(call(
         "DELETE",
         &format!("{}/v2/auth/tokens?provider_id=github", gw.url),
-        &[("authorization", &auth)],
+        &[(SUBJECT, &auth)],
         b"",
     ))
     .await;
@@ -345,7 +357,7 @@ async fn a_scope_revoke_for_an_over_long_subject_is_unauthenticated() {
     let r = send(call(
         "DELETE",
         &format!("{}/v2/auth/tokens?provider_id=github", gw.url),
-        &[("authorization", &auth)],
+        &[(SUBJECT, &auth)],
         b"",
     ))
     .await;
@@ -363,7 +375,7 @@ async fn scope_rules_per_subject_are_capped() {
     let revoke = |provider: String| {
         let auth = auth.clone();
         let url = format!("{}/v2/auth/tokens?provider_id={provider}", gw.url);
-        async move { send(call("DELETE", &url, &[("authorization", &auth)], b"")).await }
+        async move { send(call("DELETE", &url, &[(SUBJECT, &auth)], b"")).await }
     };
     for p in ["a", "b", "c"] {
         let r = revoke(p.into()).await;
@@ -384,7 +396,7 @@ async fn scope_rules_per_subject_are_capped() {
     let r = send(call(
         "DELETE",
         &format!("{}/v2/auth/tokens?provider_id=d", gw.url),
-        &[("authorization", &other)],
+        &[(SUBJECT, &other)],
         b"",
     ))
     .await;
@@ -491,7 +503,7 @@ async fn revoke_calls_are_rate_limited_per_client_ip_then_recover() {
         } else {
             "POST"
         };
-        let r = send(call(method, &url, &[("authorization", &auth)], b"")).await;
+        let r = send(call(method, &url, &[(SUBJECT, &auth)], b"")).await;
         assert_eq!(
             (r.status, r.text().as_str()),
             (429, r#"{"detail":"Too Many Requests"}"#)
@@ -681,7 +693,7 @@ async fn forward_mode_scope_revokes_past_the_cap_never_reach_the_upstream() {
         .upstream(&up.url)
         .toml("[revoke]\nmax_scopes_per_subject = 1")
         .spawn();
-    let auth = caller("fw-user");
+    let auth = caller_jwt("fw-user");
     let revoke = |p: &str| {
         call(
             "POST",

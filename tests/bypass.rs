@@ -13,21 +13,6 @@ use std::time::Duration;
 use support::jws::{respellings, Signer};
 use support::*;
 
-/// The fast path on (default) and off: every case runs on both.
-const PATHS: [(&str, &str); 2] = [
-    ("fast path", ""),
-    ("hyper path", "[server]\nh1_fast_path = false\n"),
-];
-
-/// The status of a raw HTTP/1.1 exchange.
-fn status_of(resp: &[u8]) -> u16 {
-    let text = String::from_utf8_lossy(resp);
-    text.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"))
-}
-
 fn body_of(resp: &[u8]) -> String {
     let text = String::from_utf8_lossy(resp);
     text.split_once("\r\n\r\n")

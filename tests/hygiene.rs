@@ -11,19 +11,6 @@ use std::time::Duration;
 
 use support::*;
 
-const PATHS: [(&str, &str); 2] = [
-    ("fast path", ""),
-    ("hyper path", "[server]\nh1_fast_path = false\n"),
-];
-
-fn status_of(resp: &[u8]) -> u16 {
-    let text = String::from_utf8_lossy(resp);
-    text.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_http_1_1_request_needs_exactly_one_host() {
     const BODY: &str = r#"{"error":"invalid_request","error_description":"An HTTP/1.1 request needs exactly one Host header"}"#;

@@ -793,6 +793,23 @@ pub async fn admin_revoke(g: &RunningGateway, token: &str) -> Got {
     r
 }
 
+/// The two connection paths a wire-level case runs on: the HTTP/1.1 fast
+/// path (the default) and hyper (`server.h1_fast_path = false`), as
+/// (name, config fragment).
+pub const PATHS: [(&str, &str); 2] = [
+    ("fast path", ""),
+    ("hyper path", "[server]\nh1_fast_path = false\n"),
+];
+
+/// The status code of a raw HTTP/1.1 response.
+pub fn status_of(resp: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(resp);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
+}
+
 /// Writes raw bytes on a TCP connection and reads until close or timeout.
 pub fn raw_http(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
     use std::io::Read;

@@ -14,6 +14,10 @@
 //! fuzzer at the door (journal CRCs, snapshot digests, base64url JWT
 //! segments), a mode bit in the first byte makes the target build that
 //! framing itself so that the decoder behind it is reached.
+//!
+//! To add: a target for the JWT verifier (`src/identity/verify.rs`, being
+//! written on another branch) once it is merged; add it to [`TARGETS`], to
+//! `fuzz_targets/`, and a replay test in `tests/fuzz_corpus.rs`.
 
 #![allow(clippy::missing_panics_doc)]
 

@@ -347,9 +347,9 @@ fn visible(b: u8) -> bool {
 /// splits a joined field list would read a different token).
 fn header_token(t: &[u8]) -> Result<&str, CredentialError> {
     // One vectorisable pass for both checks.
-    let (ok, comma) = t
-        .iter()
-        .fold((true, false), |(ok, comma), &b| (ok & visible(b), comma | (b == b',')));
+    let (ok, comma) = t.iter().fold((true, false), |(ok, comma), &b| {
+        (ok & visible(b), comma | (b == b','))
+    });
     if t.is_empty() || !ok {
         return Err(CredentialError::Malformed);
     }
@@ -542,10 +542,9 @@ fn authorization_token(value: &[u8]) -> Result<Option<(&str, bool)>, CredentialE
         // the token's own check refuses every other byte: one pass.
         return Ok(Some((header_token(trim_spaces(rest))?, true)));
     }
-    if !v
-        .iter()
-        .fold(true, |ok, &b| ok & (b == b'\t' || (0x20..=0x7e).contains(&b)))
-    {
+    if !v.iter().fold(true, |ok, &b| {
+        ok & (b == b'\t' || (0x20..=0x7e).contains(&b))
+    }) {
         return Err(CredentialError::Malformed);
     }
     let Some(gap) = v.iter().position(|&b| b == b' ' || b == b'\t') else {

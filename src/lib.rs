@@ -48,16 +48,19 @@
 #![deny(missing_docs)]
 
 pub mod admin;
+pub(crate) mod admission;
 pub mod config;
 pub mod credentials;
 pub mod demo;
 pub mod dialect;
 pub mod h1;
+pub(crate) mod hygiene;
 pub mod identity;
 pub mod idle;
 pub mod metrics;
 pub mod proxy;
 pub mod ratelimit;
+pub mod refusal;
 pub mod server;
 pub mod store;
 pub mod telemetry;

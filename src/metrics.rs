@@ -207,8 +207,11 @@ pub enum Outcome {
     Forwarded,
     /// Carried a revoked credential: 401.
     Revoked,
-    /// Refused before forwarding as malformed: 400, 413, 431.
+    /// Refused before forwarding as malformed or unsupported: 400, 413,
+    /// 431, 501.
     BadRequest,
+    /// The client stopped sending its request body in time: 408.
+    ClientTimeout,
     /// The upstream could not be reached or timed out: 502, 504.
     UpstreamError,
     /// No route matched: 404.
@@ -221,10 +224,11 @@ pub enum Outcome {
 
 impl Outcome {
     /// Every outcome, in a stable order.
-    pub const ALL: [Outcome; 7] = [
+    pub const ALL: [Outcome; 8] = [
         Outcome::Forwarded,
         Outcome::Revoked,
         Outcome::BadRequest,
+        Outcome::ClientTimeout,
         Outcome::UpstreamError,
         Outcome::NoRoute,
         Outcome::RevokeCall,
@@ -237,6 +241,7 @@ impl Outcome {
             Outcome::Forwarded => "forwarded",
             Outcome::Revoked => "revoked",
             Outcome::BadRequest => "bad_request",
+            Outcome::ClientTimeout => "client_timeout",
             Outcome::UpstreamError => "upstream_error",
             Outcome::NoRoute => "no_route",
             Outcome::RevokeCall => "revoke_call",

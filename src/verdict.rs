@@ -145,6 +145,22 @@ async fn exact(fp: Fingerprint, mode: CheckMode, store: &dyn RevocationStore) ->
     }
 }
 
+impl Verdict {
+    /// The verdict as an admission: on (with the credential's fingerprint,
+    /// if it had one), or the [`Refusal`](crate::refusal::Refusal) that
+    /// answers it.
+    pub fn admission(self) -> Result<Option<Fingerprint>, crate::refusal::Refusal> {
+        use crate::refusal::Refusal;
+        match self {
+            Verdict::Pass(fp) => Ok(Some(fp)),
+            Verdict::NoCredential => Ok(None),
+            Verdict::Revoked(fp) => Err(Refusal::Revoked(fp)),
+            Verdict::BadRequest(e) => Err(Refusal::BadCredential(e)),
+            Verdict::Unavailable => Err(Refusal::Unavailable),
+        }
+    }
+}
+
 /// The body and `WWW-Authenticate` of a revoked token's 401.
 pub const REVOKED_BODY: &str =
     r#"{"error":"invalid_token","error_description":"The access token has been revoked"}"#;

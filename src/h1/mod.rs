@@ -75,7 +75,8 @@ use tokio_util::sync::CancellationToken;
 use self::framing::{content_length, is_chunked, tokens, Chunks, Framing};
 use self::pool::{ConnectError, Pool};
 use crate::credentials::Fingerprint;
-use crate::proxy::{ClientConn, Finished, Gateway, Outcome, ProxyError, Runtime};
+use crate::proxy::{ClientConn, Finished, Gateway, Outcome, Runtime};
+use crate::refusal::Refusal;
 use crate::verdict::{self, Verdict};
 
 /// Most header fields in a head this path reads (hyper's default too).
@@ -468,7 +469,7 @@ async fn plan(
     };
     let Some(index) = rt.route(route_host.as_deref(), path) else {
         return Plan::Answer(Answer {
-            response: ProxyError::NoRoute.response(),
+            response: Refusal::NoRoute.response(),
             outcome: Outcome::NoRoute,
             route: None,
             fingerprint: None,
@@ -743,17 +744,14 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
                         if let Some(suppressed) = rt.warnings.upstream.admit() {
                             tracing::warn!(route = %rt.settings().routes[route].name, suppressed, "upstream timed out");
                         }
-                        (
-                            ProxyError::UpstreamTimeout.response(),
-                            Outcome::UpstreamError,
-                        )
+                        (Refusal::UpstreamTimeout.response(), Outcome::UpstreamError)
                     }
                     ExchangeError::Connect(e) => {
                         if let Some(suppressed) = rt.warnings.upstream.admit() {
                             tracing::warn!(error = %e, route = %rt.settings().routes[route].name, suppressed, "upstream error");
                         }
                         (
-                            ProxyError::UpstreamUnavailable(e.to_string()).response(),
+                            Refusal::UpstreamUnavailable(e.to_string()).response(),
                             Outcome::UpstreamError,
                         )
                     }
@@ -762,13 +760,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
                             tracing::warn!(error = %e, route = %rt.settings().routes[route].name, suppressed, "upstream error");
                         }
                         (
-                            ProxyError::UpstreamUnavailable(e).response(),
+                            Refusal::UpstreamUnavailable(e).response(),
                             Outcome::UpstreamError,
                         )
                     }
                     ExchangeError::ClientBody => (bad_body(), Outcome::BadRequest),
                     ExchangeError::ClientStalled => {
-                        (ProxyError::ClientTimeout.response(), Outcome::BadRequest)
+                        (Refusal::ClientTimeout.response(), Outcome::BadRequest)
                     }
                 };
                 let close = meta.close || outcome == Outcome::BadRequest;
@@ -1175,7 +1173,7 @@ fn write_response(out: &mut Vec<u8>, resp: &Response<Bytes>, close: bool, head: 
 }
 
 fn bad_body() -> Response<Bytes> {
-    ProxyError::ClientBody("malformed or incomplete request body".into()).response()
+    Refusal::ClientBody("malformed or incomplete request body".into()).response()
 }
 
 #[allow(clippy::too_many_arguments)]

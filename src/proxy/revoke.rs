@@ -1,0 +1,359 @@
+//! Revoke endpoints: a dialect's call read, judged (forwarding), turned from
+//! the vendor's intent into a store command ([`Runtime::command`], also what
+//! the admin API uses), bounded ([`Runtime::scope_admission`]) and applied —
+//! at once in terminate mode, after the upstream's 2xx in forward mode.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{self, HeaderMap, HeaderValue};
+use http::{Response, StatusCode};
+use hyper::body::Incoming;
+
+#[allow(clippy::wildcard_imports)]
+use super::*;
+use crate::config::Route;
+use crate::credentials::{self};
+use crate::dialect::{self, DialectResponse, RevokeCall, RevokeIntent, RevokeMode};
+use crate::refusal::Refusal;
+use crate::store::{now_unix, LocalCache, RevocationCommand, ScopeKey, ScopeRule, TokenRule};
+
+impl Runtime {
+    /// Turns a dialect's intent into a store command; `None` when a scope
+    /// revocation's current user cannot be identified.
+    ///
+    /// Who "the current user" of a scope revoke is depends on `mode` (see
+    /// `identity`): in **terminate** mode only a JWT the verifier accepted or
+    /// the trusted identity headers name it, so a forged unsigned token
+    /// cannot revoke someone else's tokens; in **forward** mode the
+    /// upstream's 2xx authenticates the caller (the command is applied only
+    /// then), so the peeked claims may name it. Token revokes do not depend
+    /// on the mode.
+    pub async fn command(
+        &self,
+        intent: RevokeIntent,
+        headers: &HeaderMap,
+        query: Option<&str>,
+        mode: RevokeMode,
+    ) -> Option<RevocationCommand> {
+        match intent {
+            RevokeIntent::Token(raw) => {
+                let fingerprint = self.checker.key.token_fingerprint(&raw);
+                let exp = credentials::peek_jwt(&raw, &self.settings.attribute_sources.claims)
+                    .and_then(|a| a.exp);
+                Some(RevocationCommand::Token(self.token_rule(fingerprint, exp)))
+            }
+            RevokeIntent::Scope { org, provider } => {
+                let sub = match mode {
+                    RevokeMode::Forward => self.peeked_revoker(headers, query),
+                    RevokeMode::Terminate => self.verified_revoker(headers, query).await,
+                }?;
+                Some(RevocationCommand::Scope(self.scope_rule(ScopeKey {
+                    sub,
+                    org,
+                    provider: Some(provider),
+                })))
+            }
+        }
+    }
+
+    /// A token rule for `fingerprint`, kept until the token's own expiry
+    /// (plus `tokens.clock_skew`) or, without one, `tokens.max_lifetime`.
+    pub fn token_rule(
+        &self,
+        fingerprint: crate::credentials::Fingerprint,
+        exp: Option<u64>,
+    ) -> TokenRule {
+        let tokens = &self.settings.raw.tokens;
+        let expires_at = exp
+            .map(|exp| exp.saturating_add(tokens.clock_skew.as_secs()))
+            .unwrap_or_else(|| now_unix().saturating_add(tokens.max_lifetime.as_secs()));
+        TokenRule {
+            fingerprint,
+            expires_at,
+        }
+    }
+
+    /// The caller's subject from its credential's peeked claims, else the
+    /// identity headers: only for forward mode, where the upstream vouches.
+    fn peeked_revoker(&self, headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+        let mut attrs = match self.checker.credential(headers, query, None) {
+            Ok(Some(c)) => {
+                credentials::attributes(c.token(), headers, &self.settings.attribute_sources)
+            }
+            _ => Default::default(),
+        };
+        credentials::identity_fill(
+            &mut attrs,
+            headers,
+            &self.settings.attribute_sources.identity_headers,
+        );
+        attrs.sub
+    }
+
+    /// The caller's subject from a verified source only: its credential's
+    /// JWT if the verifier accepts it, else the trusted identity headers.
+    async fn verified_revoker(&self, headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+        let sources = &self.settings.attribute_sources;
+        if let (Some(verifier), Ok(Some(cred))) = (
+            &self.verifier,
+            self.checker.credential(headers, query, None),
+        ) {
+            if let Ok(claims) = verifier.verify(cred.token()).await {
+                match claims.text(&sources.claims.sub) {
+                    Some(sub) => return Some(sub),
+                    None => tracing::warn!(
+                        kid = ?claims.kid(),
+                        claim = %sources.claims.sub,
+                        "caller's JWT verified but names no subject"
+                    ),
+                }
+            }
+        }
+        let mut attrs = credentials::Attributes::default();
+        credentials::identity_fill(&mut attrs, headers, &sources.identity_headers);
+        attrs.sub
+    }
+
+    /// A scope rule revoking every token of `key` issued up to now, kept
+    /// until every such token has expired.
+    pub fn scope_rule(&self, key: ScopeKey) -> ScopeRule {
+        let tokens = &self.settings.raw.tokens;
+        let now = now_unix();
+        ScopeRule {
+            key,
+            revoked_at: now,
+            expires_at: now
+                .saturating_add(tokens.max_lifetime.as_secs())
+                .saturating_add(tokens.clock_skew.as_secs()),
+        }
+    }
+
+    /// The one check every scope revocation (each dialect in both modes,
+    /// and the admin API) passes before it is applied or forwarded:
+    /// - a subject over 256 bytes names no user revgate will record (the
+    ///   dialect answers as for no current user);
+    /// - the per-subject cap (`revoke.max_scopes_per_subject`): a *new* rule
+    ///   for a subject that already has the cap is refused; revoking a scope
+    ///   the subject already has merges into its rule and passes. Read from
+    ///   this instance's cache, so the cap is soft by the calls in flight at
+    ///   once (and, with Redis, by what other instances applied but this one
+    ///   has not seen yet).
+    pub fn scope_admission(&self, cmd: &RevocationCommand, cache: &LocalCache) -> ScopeAdmission {
+        let RevocationCommand::Scope(rule) = cmd else {
+            return ScopeAdmission::Admitted;
+        };
+        if rule.key.sub.len() > dialect::MAX_ID_LEN {
+            return ScopeAdmission::SubjectTooLong;
+        }
+        let cap = self.settings.raw.revoke.max_scopes_per_subject;
+        if cache.subject_scope_count(&rule.key.sub) >= cap && cache.scope_rule(&rule.key).is_none()
+        {
+            return ScopeAdmission::CapReached;
+        }
+        ScopeAdmission::Admitted
+    }
+}
+
+impl Gateway {
+    pub(super) async fn revoke(
+        &self,
+        rt: &Runtime,
+        d: &DialectEntry,
+        route: &Route,
+        parts: http::request::Parts,
+        body: Incoming,
+        conn: ClientConn,
+    ) -> Result<Revoked, Refusal> {
+        // Rate-limited before anything is read, forwarded or applied.
+        if let Err(limited) = rt.revoke_rate(conn.addr.ip()) {
+            let mut resp = render(d, d.dialect.too_many_requests());
+            retry_after(&mut resp, limited);
+            return Ok(Revoked::Answered(resp));
+        }
+        let forwarding = d.mode == RevokeMode::Forward;
+        // The body is read when the dialect needs it (under its own limit,
+        // answered in the vendor's format past it), or, forwarding, when it
+        // is a form that may carry the caller's own token.
+        let (buffered, stream) = if d.dialect.needs_body() {
+            let limit = rt.settings.raw.revoke.max_body_bytes;
+            match read_limited(rt, &parts.headers, body, limit).await {
+                Ok(bytes) => (Some(bytes), None),
+                Err(BodyError::TooLarge) => {
+                    return Ok(Revoked::Answered(render(d, d.dialect.payload_too_large())))
+                }
+                Err(BodyError::Read(e)) => return Err(Refusal::ClientBody(e)),
+                Err(BodyError::Idle) => return Err(Refusal::ClientTimeout),
+            }
+        } else if forwarding {
+            match read_form(rt, &parts.headers, body).await? {
+                (Some(bytes), _) => (Some(bytes), None),
+                (None, stream) => (None, Some(stream)),
+            }
+        } else {
+            (None, Some(incoming_request(rt, body)))
+        };
+        // Forwarding, the call is an ordinary request to the upstream as well:
+        // its caller's own credential is judged like any other.
+        if forwarding {
+            let form = buffered
+                .as_deref()
+                .filter(|_| credentials::is_form(&parts.headers));
+            let verdict = rt
+                .checker
+                .judge(&parts.headers, parts.uri.query(), form, &*self.store)
+                .await;
+            if let Err(refusal) = verdict.admission() {
+                return Ok(Revoked::Refused(refusal));
+            }
+        }
+        let call = RevokeCall {
+            method: &parts.method,
+            query: parts.uri.query(),
+            headers: &parts.headers,
+            body: buffered.as_deref().unwrap_or_default(),
+        };
+        let parsed = d.dialect.parse(&call);
+        let source = d.dialect.kind().name();
+        let answered = match d.mode {
+            RevokeMode::Terminate => {
+                let intent = match parsed {
+                    Ok(i) => i,
+                    Err(vendor_error) => return Ok(Revoked::Answered(render(d, vendor_error))),
+                };
+                let command = rt.command(intent, &parts.headers, parts.uri.query(), d.mode);
+                let Some(cmd) = command.await else {
+                    return Ok(Revoked::Answered(render(d, d.dialect.unauthenticated())));
+                };
+                if let Some(refused) = refuse_scope(rt, d, &cmd, self.store.cache()) {
+                    return Ok(Revoked::Answered(refused));
+                }
+                match self.store.apply(cmd).await {
+                    Ok(_) => {
+                        crate::metrics::revocation_applied(source, "terminate");
+                        render(d, d.dialect.success())
+                    }
+                    Err(e) => {
+                        crate::metrics::revocation_apply_failed(source);
+                        tracing::error!(error = %e, dialect = source, "revocation not recorded");
+                        render(d, d.dialect.unavailable())
+                    }
+                }
+            }
+            RevokeMode::Forward => {
+                // Decide what would be applied before the request is handed on.
+                let cmd = match parsed {
+                    Ok(intent) => Some(
+                        rt.command(intent, &parts.headers, parts.uri.query(), d.mode)
+                            .await,
+                    ),
+                    Err(_) => None,
+                };
+                // A scope revocation revgate will not record (over the cap, or
+                // an over-long subject) is not forwarded either: the upstream
+                // and revgate agree that nothing was revoked.
+                if let Some(Some(c)) = &cmd {
+                    if let Some(refused) = refuse_scope(rt, d, c, self.store.cache()) {
+                        return Ok(Revoked::Answered(refused));
+                    }
+                }
+                let body = match (buffered, stream) {
+                    (Some(bytes), _) => full(bytes),
+                    (None, Some(s)) => s,
+                    (None, None) => full(Bytes::new()),
+                };
+                let resp = forward(rt, route, parts, body, conn, None).await?;
+                if resp.status().is_success() {
+                    match cmd {
+                        Some(Some(cmd)) => self.apply_or_retry(cmd, source).await,
+                        Some(None) => {
+                            crate::metrics::unidentified_revoke(source);
+                            tracing::warn!(
+                                dialect = source,
+                                "revoke call forwarded, but its current user could not be identified: nothing applied"
+                            );
+                        }
+                        None => {}
+                    }
+                }
+                resp
+            }
+        };
+        Ok(Revoked::Answered(answered))
+    }
+
+    /// Applies a forwarded revocation; on failure keeps retrying in the
+    /// background (with backoff) until it is recorded or the gateway stops.
+    async fn apply_or_retry(&self, cmd: RevocationCommand, source: &'static str) {
+        match self.store.apply(cmd.clone()).await {
+            Ok(_) => crate::metrics::revocation_applied(source, "forward"),
+            Err(e) => {
+                crate::metrics::revocation_apply_failed(source);
+                tracing::error!(error = %e, dialect = source, "revocation not recorded; retrying in the background");
+                let store = self.store.clone();
+                let shutdown = self.shutdown.clone();
+                tokio::spawn(async move {
+                    let mut delay = Duration::from_millis(100);
+                    loop {
+                        tokio::select! {
+                            _ = shutdown.cancelled() => {
+                                tracing::error!(dialect = source, "gateway stopping with a revocation still unrecorded");
+                                return;
+                            }
+                            _ = tokio::time::sleep(delay) => {}
+                        }
+                        match store.apply(cmd.clone()).await {
+                            Ok(_) => {
+                                crate::metrics::revocation_applied(source, "forward");
+                                tracing::info!(dialect = source, "revocation recorded after retry");
+                                return;
+                            }
+                            Err(e) => {
+                                crate::metrics::revocation_apply_failed(source);
+                                tracing::warn!(error = %e, dialect = source, "revocation retry failed");
+                                delay = (delay * 2).min(Duration::from_secs(30));
+                            }
+                        }
+                    }
+                });
+            }
+        }
+    }
+}
+
+/// The dialect's answer when [`Runtime::scope_admission`] refuses `cmd`.
+pub(crate) fn refuse_scope(
+    rt: &Runtime,
+    d: &DialectEntry,
+    cmd: &RevocationCommand,
+    cache: &LocalCache,
+) -> Option<Response<Body>> {
+    match rt.scope_admission(cmd, cache) {
+        ScopeAdmission::Admitted => None,
+        ScopeAdmission::SubjectTooLong => Some(render(d, d.dialect.unauthenticated())),
+        ScopeAdmission::CapReached => Some(render(d, d.dialect.scope_limit_reached())),
+    }
+}
+
+pub(crate) fn render(d: &DialectEntry, r: DialectResponse) -> Response<Body> {
+    let mut resp = Response::new(full(r.body));
+    *resp.status_mut() = r.status;
+    if let Some(ct) = r.content_type {
+        resp.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(ct));
+    }
+    if r.status == StatusCode::METHOD_NOT_ALLOWED {
+        if let Ok(allow) = HeaderValue::from_str(d.dialect.method().as_str()) {
+            resp.headers_mut().insert(header::ALLOW, allow);
+        }
+    }
+    resp
+}
+
+/// How a revoke call ended.
+pub(crate) enum Revoked {
+    /// Answered: by the dialect, or by the upstream it was forwarded to.
+    Answered(Response<Body>),
+    /// Forwarding, the caller's own credential was refused.
+    Refused(Refusal),
+}

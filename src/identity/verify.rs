@@ -22,11 +22,14 @@
 //!   token's. A JWKS key marked `use` other than `sig`, or `key_ops` without
 //!   `verify`, or symmetric (`kty: oct`), or of an unsupported type, is never
 //!   loaded (it is skipped, the rest of the set is kept).
-//! - **Claims**: the payload is a JSON object; `exp` (a number) is required
-//!   and must not be past `now - leeway`; `nbf`, when present, a number not
-//!   after `now + leeway`; `iat`, when present, a number not after `now +
-//!   leeway`; `iss` a string equal to one of the policy's issuers; `aud` (a
-//!   string or an array of strings) containing one of its audiences.
+//! - **Claims**: the payload is a JSON object; `exp` (a number of seconds
+//!   from 0 to 2^64, else [`VerifyError::Claim`]) is required and must not
+//!   be past `now - leeway`; `nbf`, when present, a number not after `now +
+//!   leeway` (however large: `1e300` is not yet valid); `iat`, when present,
+//!   a number not after `now + leeway`; `iss` a string equal to one of the
+//!   policy's issuers; `aud` (a string or an array of strings) containing
+//!   one of its audiences. A token breaking several rules always gets the
+//!   same reason.
 //!
 //! Errors are small constant reasons: they never carry token bytes, so they
 //! can be logged as they are.
@@ -400,15 +403,15 @@ impl KeySet {
         validation.validate_aud = true;
         validation.set_issuer(&policy.issuers);
         validation.set_audience(&policy.audiences);
-        validation.required_spec_claims = ["exp", "iss", "aud"]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        // One required claim only: `jsonwebtoken` reports the first missing
+        // one in a `HashSet`'s order, which differs from call to call; `iss`
+        // and `aud` are required (in a fixed order) by `check_claims`.
+        validation.required_spec_claims = ["exp"].iter().map(|s| s.to_string()).collect();
         for key in fitting {
             match jsonwebtoken::decode::<Map<String, Value>>(token, &key.key, &validation) {
                 Ok(data) => {
                     let claims = data.claims;
-                    check_claim_types(&claims, policy, now)?;
+                    check_claims(&claims, policy, now)?;
                     return Ok(VerifiedClaims {
                         claims,
                         kid: key.kid.clone(),
@@ -424,32 +427,49 @@ impl KeySet {
     }
 }
 
-/// What `jsonwebtoken` leaves to the caller: `iss` a string, `iat` and
-/// `nbf` numbers, `iat` not ahead of the clock.
-fn check_claim_types(
-    claims: &Map<String, Value>,
-    policy: &Policy,
-    now: u64,
-) -> Result<(), VerifyError> {
-    if !matches!(claims.get("iss"), Some(Value::String(_))) {
-        return Err(VerifyError::Claim("iss"));
-    }
+/// The claim rules `jsonwebtoken` does not enforce on every input, checked
+/// in a fixed order after it: `exp` a number; `iss` a string, and accepted;
+/// `aud` a string or an array of strings, naming an accepted audience; `nbf`
+/// and `iat` numbers not ahead of the clock. `jsonwebtoken` checks `iss`,
+/// `aud` and `nbf` only when it can read them (`nbf` as a u64: it skips an
+/// `nbf` of `1e300`), so they are all checked here whatever it did.
+fn check_claims(claims: &Map<String, Value>, policy: &Policy, now: u64) -> Result<(), VerifyError> {
     if !matches!(claims.get("exp"), Some(Value::Number(_))) {
         return Err(VerifyError::Claim("exp"));
     }
-    match claims.get("nbf") {
-        None | Some(Value::Number(_)) => {}
-        Some(_) => return Err(VerifyError::Claim("nbf")),
+    match claims.get("iss") {
+        Some(Value::String(iss)) if policy.issuers.contains(iss) => {}
+        Some(Value::String(_)) => return Err(VerifyError::WrongIssuer),
+        _ => return Err(VerifyError::Claim("iss")),
     }
-    match claims.get("iat") {
-        None => {}
-        Some(Value::Number(n)) => {
-            let iat = n.as_f64().ok_or(VerifyError::Claim("iat"))?;
-            if iat > now.saturating_add(policy.leeway.as_secs()) as f64 {
-                return Err(VerifyError::IssuedInFuture);
+    let accepted = |a: &str| policy.audiences.iter().any(|p| p == a);
+    match claims.get("aud") {
+        Some(Value::String(aud)) if accepted(aud) => {}
+        Some(Value::String(_)) => return Err(VerifyError::WrongAudience),
+        Some(Value::Array(auds)) if auds.iter().all(Value::is_string) => {
+            if !auds.iter().filter_map(Value::as_str).any(accepted) {
+                return Err(VerifyError::WrongAudience);
             }
         }
-        Some(_) => return Err(VerifyError::Claim("iat")),
+        _ => return Err(VerifyError::Claim("aud")),
+    }
+    let latest = now.saturating_add(policy.leeway.as_secs()) as f64;
+    for (name, ahead) in [
+        ("nbf", VerifyError::NotYetValid),
+        ("iat", VerifyError::IssuedInFuture),
+    ] {
+        match claims.get(name) {
+            None => {}
+            Some(Value::Number(n)) => {
+                // Every JSON number reads as an f64 (serde_json has no
+                // arbitrary precision here); a huge one reads as a huge f64.
+                let t = n.as_f64().ok_or(VerifyError::Claim(name))?;
+                if t > latest {
+                    return Err(ahead);
+                }
+            }
+            Some(_) => return Err(VerifyError::Claim(name)),
+        }
     }
     Ok(())
 }
@@ -801,6 +821,63 @@ mod tests {
             check(&ks, &sign(&r, None, &claims())).map(|_| ()),
             Err(VerifyError::UnknownKey)
         );
+    }
+
+    /// Found by the `jwt_verify` fuzz target: the reason for a token missing
+    /// several required claims came from a `HashSet`'s iteration order, so
+    /// two calls on one token could give two verdicts.
+    #[test]
+    fn a_token_gets_the_same_reason_every_time() {
+        let r = rsa("r", Algorithm::RS256);
+        let ks = set(&[&r.jwk]);
+        let t = now();
+        for claims in [
+            json!({"sub":"u","exp":t + 300}),
+            json!({"sub":"u"}),
+            json!({"sub":"u","iss":ISS}),
+            json!({"sub":"u","aud":AUD}),
+        ] {
+            let token = sign(&r, Some("r"), &claims);
+            let first = check(&ks, &token).map(|_| ());
+            assert!(first.is_err(), "{claims}");
+            for _ in 0..50 {
+                assert_eq!(check(&ks, &token).map(|_| ()), first, "{claims}");
+            }
+        }
+    }
+
+    /// Found by the `jwt_verify` fuzz target: an `nbf` too large for a u64
+    /// (`1e300`, `2^64`) was skipped by `jsonwebtoken`'s check, so a token
+    /// not valid for ages was accepted.
+    #[test]
+    fn nbf_beyond_any_clock_is_not_yet_valid() {
+        let r = rsa("r", Algorithm::RS256);
+        let ks = set(&[&r.jwk]);
+        for nbf in [json!(1e300), json!(18446744073709551616.0), json!(u64::MAX)] {
+            let token = sign(
+                &r,
+                Some("r"),
+                &with(|c| {
+                    c.insert("nbf".into(), nbf.clone());
+                }),
+            );
+            assert_eq!(
+                check(&ks, &token).map(|_| ()),
+                Err(VerifyError::NotYetValid),
+                "nbf {nbf}"
+            );
+        }
+        // A negative or fractional nbf in the past is fine.
+        for nbf in [json!(-1), json!(-1e300), json!(1.5)] {
+            let token = sign(
+                &r,
+                Some("r"),
+                &with(|c| {
+                    c.insert("nbf".into(), nbf.clone());
+                }),
+            );
+            assert!(check(&ks, &token).is_ok(), "nbf {nbf}");
+        }
     }
 
     #[test]

@@ -8,16 +8,28 @@
 //! same answer however the bytes are split, a forwarded head parses back as
 //! one whole HTTP head, the two `Headers` views of a request find the same
 //! credential, a JWS is one token whatever its signature, a replayed journal
-//! replays the same way a second time, a decoded snapshot round-trips.
+//! replays the same way a second time, a decoded snapshot round-trips, a JWT
+//! the verifier accepts is signed by a key of the set and meets the policy.
 //!
 //! Inputs are raw bytes; where a checksum or an encoding would stop the
 //! fuzzer at the door (journal CRCs, snapshot digests, base64url JWT
 //! segments), a mode bit in the first byte makes the target build that
 //! framing itself so that the decoder behind it is reached.
 //!
-//! To add: a target for the JWT verifier (`src/identity/verify.rs`, being
-//! written on another branch) once it is merged; add it to [`TARGETS`], to
-//! `fuzz_targets/`, and a replay test in `tests/fuzz_corpus.rs`.
+//! The JWT verifier's target (`jwt_verify`) signs tokens itself, with ring
+//! keys built once, so that claim checks are reached; what it accepts is
+//! checked without the verifier (ring verifies the signature, the claims are
+//! compared with the policy here).
+//!
+//! To add a target `NAME`: a `pub fn NAME(data: &[u8])` here (document the
+//! properties it checks and any mode bits), an entry in [`TARGETS`],
+//! `fuzz_targets/NAME.rs` (a copy of another one), a `[[bin]]` in
+//! `fuzz/Cargo.toml`, a `fn NAME()` replay test in `tests/fuzz_corpus.rs`
+//! (`every_target_has_a_replay_test_and_a_corpus` fails without it), a few
+//! seed files in `corpus/NAME/`, then `fuzz/run.sh 600 NAME`,
+//! `cargo +nightly fuzz cmin NAME`, and a row in BENCHMARKS.md. A crate the
+//! body needs goes in `fuzz/Cargo.toml` and must also be a (dev-)dependency
+//! of the main crate, since the replay test compiles this file there.
 
 #![allow(clippy::missing_panics_doc)]
 
@@ -692,7 +704,8 @@ struct JwtWorld {
     keys: Arc<revgate::identity::KeySet>,
     verifier: revgate::identity::Verifier,
     policy: revgate::identity::Policy,
-    good_tokens: Vec<(String, jsonwebtoken::Algorithm, Option<&'static str>)>,
+    /// `(token, alg, kid, index of the signer)`.
+    good_tokens: Vec<(String, jsonwebtoken::Algorithm, Option<&'static str>, usize)>,
     rt: tokio::runtime::Runtime,
 }
 
@@ -735,6 +748,41 @@ impl Signer {
                 .as_ref()
                 .to_vec(),
             SigningKey::Ed25519(pair) => pair.sign(input).as_ref().to_vec(),
+        }
+    }
+}
+
+impl Signer {
+    /// Whether this JWK holds this signer's public key (RSA components
+    /// compared without leading zero bytes).
+    fn is_key_of(&self, jwk: &serde_json::Value) -> bool {
+        use ring::signature::KeyPair as _;
+        let bytes = |name: &str| {
+            jwk.get(name)
+                .and_then(serde_json::Value::as_str)
+                .and_then(|s| {
+                    base64::engine::general_purpose::URL_SAFE_NO_PAD
+                        .decode(s)
+                        .ok()
+                })
+        };
+        let strip = |b: Vec<u8>| b.into_iter().skip_while(|&x| x == 0).collect::<Vec<u8>>();
+        match &self.key {
+            SigningKey::Rsa(pair) => {
+                let c: ring::rsa::PublicKeyComponents<Vec<u8>> = pair.public().into();
+                jwk["kty"] == "RSA"
+                    && bytes("n").map(strip) == Some(c.n)
+                    && bytes("e").map(strip) == Some(c.e)
+            }
+            SigningKey::Ecdsa(pair) => {
+                let (Some(x), Some(y)) = (bytes("x"), bytes("y")) else {
+                    return false;
+                };
+                jwk["kty"] == "EC" && [&[4u8][..], &x, &y].concat() == pair.public_key().as_ref()
+            }
+            SigningKey::Ed25519(pair) => {
+                jwk["kty"] == "OKP" && bytes("x").as_deref() == Some(pair.public_key().as_ref())
+            }
         }
     }
 }
@@ -863,7 +911,7 @@ fn jwt_world() -> &'static JwtWorld {
         // Far-off expiry: these tokens stay good for any run.
         let claims = serde_json::json!({"sub":"u","iss":JWT_ISS,"aud":JWT_AUD,"exp":4_000_000_000u64});
         let mut good_tokens = Vec::new();
-        for signer in &signers {
+        for (i, signer) in signers.iter().enumerate() {
             for kid in [Some(signer.kid), None] {
                 let mut h = serde_json::json!({"alg": format!("{:?}", signer.alg)});
                 if let Some(k) = kid {
@@ -873,6 +921,7 @@ fn jwt_world() -> &'static JwtWorld {
                     signed_token(signer, h.to_string().as_bytes(), claims.to_string().as_bytes()),
                     signer.alg,
                     kid,
+                    i,
                 ));
             }
         }
@@ -1033,9 +1082,46 @@ fn verify_token(w: &JwtWorld, token: &str, pick: usize) {
     }
 }
 
+/// Whether ring can verify with this JWK's key material, by ring's own
+/// rules (restated here): an RSA modulus of 256 to 1024 bytes that is odd
+/// and an odd exponent of 3 to 2^33 - 1 (leading zero bytes aside); EC
+/// coordinates of the curve's size; a 32-byte Ed25519 key.
+fn usable_material(jwk: &serde_json::Value) -> bool {
+    let bytes = |name: &str| {
+        jwk.get(name)
+            .and_then(serde_json::Value::as_str)
+            .and_then(|s| {
+                base64::engine::general_purpose::URL_SAFE_NO_PAD
+                    .decode(s)
+                    .ok()
+            })
+    };
+    let strip = |b: Vec<u8>| b.into_iter().skip_while(|&x| x == 0).collect::<Vec<u8>>();
+    match jwk["kty"].as_str() {
+        Some("RSA") => {
+            let (Some(n), Some(e)) = (bytes("n").map(strip), bytes("e").map(strip)) else {
+                return false;
+            };
+            let e_value =
+                (e.len() <= 5).then(|| e.iter().fold(0u64, |v, &b| v << 8 | u64::from(b)));
+            (256..=1024).contains(&n.len())
+                && n.last().is_some_and(|b| b & 1 == 1)
+                && e_value.is_some_and(|v| v & 1 == 1 && (3..1 << 33).contains(&v))
+        }
+        Some("EC") => {
+            let size = if jwk["crv"] == "P-384" { 48 } else { 32 };
+            bytes("x").is_some_and(|x| x.len() == size)
+                && bytes("y").is_some_and(|y| y.len() == size)
+        }
+        Some("OKP") => bytes("x").is_some_and(|x| x.len() == 32),
+        _ => false,
+    }
+}
+
 /// A fuzzed JWKS document through `KeySet::parse`: the same result twice;
 /// a parsed set holds at least one key, and its keys and skipped keys are
-/// all of the document's; every token signed by the target's keys verifies
+/// all of the document's; a document's only key, when loaded, has material
+/// ring can use ([`usable_material`]); every token signed by the target's keys verifies
 /// against it without panicking, to a key-choice or signature refusal or to
 /// acceptance, and an accepted token names (by `kid`) a key of the document
 /// that may verify its alg: of the alg's key type, with no other `alg`, a
@@ -1056,12 +1142,46 @@ fn jwks_document(w: &JwtWorld, doc: &[u8]) {
     let entries = raw["keys"].as_array().expect("a parsed JWKS has keys");
     assert_eq!(entries.len(), set.len() + set.skipped().len());
     let _ = format!("{set:?}");
+    if let [only] = entries.as_slice() {
+        assert!(
+            usable_material(only),
+            "a key ring cannot use was loaded: {only}"
+        );
+    }
     let now = revgate::store::now_unix();
-    for (token, alg, kid) in &w.good_tokens {
+    for (token, alg, kid, signer) in &w.good_tokens {
         let h = verify::header(token).expect("a good token's header");
         let r = set.verify(token, &h, &w.policy, now);
         if !set.knows(&h) {
             assert_eq!(r, Err(VerifyError::UnknownKey));
+        }
+        let alg_name = format!("{alg:?}");
+        let family = match alg_name.as_bytes()[0] {
+            b'R' | b'P' => ("RSA", None),
+            b'E' if alg_name == "EdDSA" => ("OKP", Some("Ed25519")),
+            _ if alg_name == "ES256" => ("EC", Some("P-256")),
+            _ => ("EC", Some("P-384")),
+        };
+        let may_verify = |e: &Value, kid: Option<&str>| {
+            e.get("kid").and_then(Value::as_str) == kid
+                && e["kty"] == family.0
+                && family.1.is_none_or(|c| e["crv"] == c)
+                && e.get("alg").is_none_or(|a| *a == *alg_name)
+                && e.get("use").is_none_or(|u| u == "sig")
+                && e.get("key_ops").is_none_or(|ops| {
+                    ops.as_array()
+                        .is_some_and(|o| o.iter().any(|x| x == "verify"))
+                })
+        };
+        // The converse: a document whose only key is the signer's, and may
+        // verify its tokens, verifies them.
+        if let ([only], Some(k)) = (entries.as_slice(), kid) {
+            if may_verify(only, Some(k)) && w.signers[*signer].is_key_of(only) {
+                assert!(
+                    r.is_ok(),
+                    "{alg_name} token refused ({r:?}) by its own key {only}"
+                );
+            }
         }
         let v = match r {
             Ok(v) => v,
@@ -1073,26 +1193,8 @@ fn jwks_document(w: &JwtWorld, doc: &[u8]) {
         if let Some(k) = kid {
             assert_eq!(v.kid(), Some(*k));
         }
-        let alg_name = format!("{alg:?}");
-        let family = match alg_name.as_bytes()[0] {
-            b'R' | b'P' => ("RSA", None),
-            b'E' if alg_name == "EdDSA" => ("OKP", Some("Ed25519")),
-            _ if alg_name == "ES256" => ("EC", Some("P-256")),
-            _ => ("EC", Some("P-384")),
-        };
-        let fits = |e: &Value| {
-            e.get("kid").and_then(Value::as_str) == v.kid()
-                && e["kty"] == family.0
-                && family.1.is_none_or(|c| e["crv"] == c)
-                && e.get("alg").is_none_or(|a| *a == *alg_name)
-                && e.get("use").is_none_or(|u| u == "sig")
-                && e.get("key_ops").is_none_or(|ops| {
-                    ops.as_array()
-                        .is_some_and(|o| o.iter().any(|x| x == "verify"))
-                })
-        };
         assert!(
-            entries.iter().any(fits),
+            entries.iter().any(|e| may_verify(e, v.kid())),
             "{alg_name} token (kid {kid:?}) accepted by {:?}, which may not verify it",
             v.kid()
         );

@@ -75,7 +75,7 @@ impl TrustedKey {
             },
             AlgorithmParameters::OctetKey(_) => return Err("symmetric key"),
         };
-        let key = DecodingKey::from_jwk(jwk).map_err(|_| "bad key material")?;
+        let key = decoding_key(jwk)?;
         let me = TrustedKey {
             kid: jwk.common.key_id.clone(),
             kind,
@@ -106,6 +106,59 @@ impl TrustedKey {
         };
         kind_fits && self.alg.is_none_or(|a| a == alg)
     }
+}
+
+/// The key's material as ring will use it, or why ring would refuse it
+/// (checked here so that such a key is skipped with its reason, rather than
+/// loaded and failing every token as a bad signature). ring's rules: an RSA
+/// modulus of 2048 to 8192 bits (counted in whole bytes) that is odd, an odd
+/// exponent of 3 to 2^33 - 1, neither with leading zero bytes (dropped here:
+/// RFC 7518 §6.3.1.1 forbids them, but some providers send them); EC
+/// coordinates of the curve's size; a 32-byte Ed25519 key. An EC point off
+/// its curve, or an Ed25519 key that is no point, still loads (ring says so
+/// only when verifying).
+fn decoding_key(jwk: &Jwk) -> Result<DecodingKey, &'static str> {
+    use base64::Engine as _;
+    let decode = |s: &str| {
+        base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(s)
+            .map_err(|_| "bad key material")
+    };
+    let unpadded = |b: &[u8]| b.iter().position(|&x| x != 0).unwrap_or(b.len());
+    match &jwk.algorithm {
+        AlgorithmParameters::RSA(p) => {
+            let (n, e) = (decode(&p.n)?, decode(&p.e)?);
+            let (n, e) = (&n[unpadded(&n)..], &e[unpadded(&e)..]);
+            if !(256..=1024).contains(&n.len()) {
+                return Err("RSA modulus not 2048 to 8192 bits");
+            }
+            if n.last().is_some_and(|b| b & 1 == 0) {
+                return Err("RSA modulus even");
+            }
+            let value = (e.len() <= 5).then(|| e.iter().fold(0u64, |v, &b| v << 8 | u64::from(b)));
+            if !value.is_some_and(|v| v & 1 == 1 && (3..1 << 33).contains(&v)) {
+                return Err("RSA exponent not odd, 3 to 2^33 - 1");
+            }
+            return Ok(DecodingKey::from_rsa_raw_components(n, e));
+        }
+        AlgorithmParameters::EllipticCurve(p) => {
+            let size = if p.curve == EllipticCurve::P384 {
+                48
+            } else {
+                32
+            };
+            if decode(&p.x)?.len() != size || decode(&p.y)?.len() != size {
+                return Err("EC coordinates not of the curve's size");
+            }
+        }
+        AlgorithmParameters::OctetKeyPair(p) => {
+            if decode(&p.x)?.len() != 32 {
+                return Err("Ed25519 key not 32 bytes");
+            }
+        }
+        AlgorithmParameters::OctetKey(_) => {}
+    }
+    DecodingKey::from_jwk(jwk).map_err(|_| "bad key material")
 }
 
 /// A JWKS key that was not loaded, and why (for the log).
@@ -279,7 +332,93 @@ impl KeySet {
 mod tests {
     use super::super::test_keys::*;
     use super::*;
+    use base64::Engine as _;
     use serde_json::json;
+
+    /// Found by the `jwt_verify` fuzz target: keys whose material ring
+    /// refuses (an RSA modulus under 2048 bits or even, a bad exponent, EC
+    /// or Ed25519 coordinates of the wrong size) were loaded, so every token
+    /// naming them failed as a bad signature instead of the key being
+    /// skipped with its reason; and an RSA modulus or exponent with a
+    /// leading zero byte (RFC 7518 forbids it, some providers send it) made
+    /// a good key unusable.
+    #[test]
+    fn keys_ring_cannot_use_are_skipped_and_leading_zeros_are_dropped() {
+        let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+        let unb64 = |s: &Value| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(s.as_str().unwrap())
+                .unwrap()
+        };
+        let r = rsa("r", Algorithm::RS256);
+        let n = unb64(&r.jwk["n"]);
+        let e = ec("e");
+        let d = ed("d");
+        let with = |mut jwk: Value, field: &str, bytes: &[u8]| {
+            jwk[field] = b64(bytes).into();
+            jwk
+        };
+        let mut even = n.clone();
+        *even.last_mut().unwrap() &= !1;
+        let cases = [
+            (
+                with(r.jwk.clone(), "n", &n[..128]),
+                "RSA modulus not 2048 to 8192 bits",
+            ),
+            (
+                with(r.jwk.clone(), "n", &[n.as_slice(); 5].concat()),
+                "RSA modulus not 2048 to 8192 bits",
+            ),
+            (with(r.jwk.clone(), "n", &even), "RSA modulus even"),
+            (
+                with(r.jwk.clone(), "e", &[1, 0, 0]),
+                "RSA exponent not odd, 3 to 2^33 - 1",
+            ),
+            (
+                with(r.jwk.clone(), "e", &[1]),
+                "RSA exponent not odd, 3 to 2^33 - 1",
+            ),
+            (
+                with(r.jwk.clone(), "e", &[1, 0, 0, 0, 0, 1]),
+                "RSA exponent not odd, 3 to 2^33 - 1",
+            ),
+            (
+                with(e.jwk.clone(), "x", &[1; 31]),
+                "EC coordinates not of the curve's size",
+            ),
+            (
+                with(e.jwk.clone(), "y", &[1; 48]),
+                "EC coordinates not of the curve's size",
+            ),
+            (
+                with(d.jwk.clone(), "x", &[1; 31]),
+                "Ed25519 key not 32 bytes",
+            ),
+        ];
+        for (jwk, reason) in cases {
+            let doc = json!({ "keys": [jwk] }).to_string();
+            assert!(
+                matches!(
+                    KeySet::parse(doc.as_bytes()),
+                    Err(KeySetError::NoUsableKeys { skipped: 1 })
+                ),
+                "{doc}"
+            );
+            let ks = set(&[&jwk, &r.jwk]);
+            assert_eq!(ks.skipped()[0].reason, reason, "{jwk}");
+        }
+        let padded = with(
+            with(r.jwk.clone(), "n", &[&[0u8, 0][..], &n].concat()),
+            "e",
+            &[0, 1, 0, 1],
+        );
+        let ks = set(&[&padded]);
+        let token = sign(&r, Some("r"), &claims());
+        assert_eq!(
+            check(&ks, &token).map(|c| c.text("sub")),
+            Ok(Some("u1".into()))
+        );
+    }
 
     #[test]
     fn key_sets_keep_only_signature_keys() {

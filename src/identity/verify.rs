@@ -20,8 +20,11 @@
 //!   the algorithm (RSA for RS*/PS*, P-256 for ES256, P-384 for ES384,
 //!   OKP/Ed25519 for EdDSA) and its own `alg`, when it names one, is the
 //!   token's. A JWKS key marked `use` other than `sig`, or `key_ops` without
-//!   `verify`, or symmetric (`kty: oct`), or of an unsupported type, is never
-//!   loaded (it is skipped, the rest of the set is kept).
+//!   `verify`, or symmetric (`kty: oct`), or of an unsupported type, or
+//!   whose material ring would refuse (an RSA modulus outside 2048–8192
+//!   bits, coordinates of the wrong size: the rules are in `keys.rs`), is
+//!   never loaded (it is skipped with its reason, the rest of the set is
+//!   kept). Leading zero bytes of an RSA modulus or exponent are dropped.
 //! - **Claims**: the payload is a JSON object; `exp` (a number of seconds
 //!   from 0 to 2^64, else [`VerifyError::Claim`]) is required and must not
 //!   be past `now - leeway`; `nbf`, when present, a number not after `now +

@@ -111,3 +111,8 @@ fn redis_snapshot() {
 fn config() {
     replay("config");
 }
+
+#[test]
+fn jwt_verify() {
+    replay("jwt_verify");
+}

@@ -29,7 +29,11 @@
 //! *Judging* a request keeps using peeked claims (`credentials::peek_jwt`):
 //! a forged claim there can only get its own bearer rejected.
 
+mod claims;
 pub mod jwks;
+mod keys;
+#[cfg(test)]
+mod test_keys;
 pub mod verify;
 
 use std::path::PathBuf;

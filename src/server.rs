@@ -331,11 +331,28 @@ async fn accept(
 
 /// Serves an accepted connection: the TLS handshake first when the listener
 /// has TLS.
+///
+/// The task's future is the size of its largest state, and an idle
+/// connection pays for it all its life: what only some connections need
+/// (the TLS handshake and TLS connection state, hyper's connection) is
+/// boxed, once per connection, so that an idle plain connection's task
+/// holds little more than its socket (issue 16).
 async fn accepted(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr, _slot: Slot) {
     let Some(acceptor) = shared.tls.clone() else {
         let conn = ClientConn { addr, tls: false };
         return connection(shared, stream, conn, true).await;
     };
+    Box::pin(tls_connection(shared, acceptor, stream, addr)).await
+}
+
+/// Serves a connection of a TLS listener: the handshake, then the
+/// connection.
+async fn tls_connection(
+    shared: Arc<Shared>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    addr: SocketAddr,
+) {
     let tls_stream =
         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Ok(Ok(s)) => s,
@@ -369,7 +386,7 @@ async fn sweep_pools(gateway: Arc<Gateway>, shutdown: CancellationToken) {
 /// finish its in-flight requests and close when the drain starts.
 async fn connection<IO>(shared: Arc<Shared>, io: IO, conn: ClientConn, h1: bool)
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + h1::Readiness + Unpin + Send + 'static,
 {
     let (io, pre) = if h1 && shared.fast_path {
         match h1::serve(
@@ -388,11 +405,15 @@ where
         (io, Bytes::new())
     };
     let gw = shared.gateway.clone();
-    let service = service_fn(move |req| gw.clone().handle(req, conn));
+    // hyper keeps a slot the size of the service's future for the whole
+    // connection: boxed per request (hyper's path allocates per request
+    // anyway), the slot is a pointer and an idle connection does not pay
+    // for the request machinery.
+    let service = service_fn(move |req| Box::pin(gw.clone().handle(req, conn)));
     let c = shared
         .builder
         .serve_connection_with_upgrades(TokioIo::new(Rewind::new(io, pre)), service);
-    let mut c = std::pin::pin!(c);
+    let mut c = Box::pin(c);
     let ended = tokio::select! {
         r = c.as_mut() => r,
         _ = shared.drain.cancelled() => {

@@ -32,6 +32,10 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
             let n = self.pre.len().min(buf.remaining());
             buf.put_slice(&self.pre[..n]);
             self.pre.advance(n);
+            if self.pre.is_empty() {
+                // Give the put-back bytes' allocation back once read.
+                self.pre = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)

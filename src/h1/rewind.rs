@@ -20,6 +20,11 @@ impl<IO> Rewind<IO> {
     pub fn new(inner: IO, pre: Bytes) -> Self {
         Rewind { pre, inner }
     }
+
+    /// The stream back, with the put-back bytes not yet read.
+    pub fn into_parts(self) -> (IO, Bytes) {
+        (self.inner, self.pre)
+    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {

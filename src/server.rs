@@ -504,12 +504,12 @@ where
     IO: AsyncRead + AsyncWrite + h1::Readiness + Unpin + Send + 'static,
 {
     let (mut io, mut pre) = (io, pre);
+    // A connection that resumes from parking with bytes of a head hyper
+    // had read is not parked again: each new hyper connection restarts the
+    // header timeout, and a client trickling a head could otherwise hold
+    // the connection for ever.
+    let mut may_park = true;
     loop {
-        // A connection that resumes with bytes of a head already read is
-        // not parked again: each new hyper connection would restart the
-        // header timeout, and a client trickling a head could then hold
-        // the connection for ever.
-        let may_park = pre.is_empty();
         let quiet = Arc::new(Quiet::default());
         let gw = shared.gateway.clone();
         let q = quiet.clone();
@@ -581,6 +581,7 @@ where
                 b.freeze()
             }
         };
+        may_park = pre.is_empty();
         if pre.is_empty() {
             let woke = tokio::select! {
                 biased;

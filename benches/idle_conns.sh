@@ -8,8 +8,9 @@
 # one request on each (so every connection has been through a whole
 # exchange, buffers and all) and keeps them open and idle. The proxy's RSS
 # (VmRSS of the process; for nginx, of its one worker) is read before and
-# after, and the difference divided by $CONNS. RSS does not depend on what
-# else the machine is doing, so this figure is stable on a shared machine.
+# after (3 s after the last answer), and the difference divided by $CONNS.
+# RSS does not depend on what else the machine is doing, so this figure is
+# stable on a shared machine. REVGATE_BIN measures another build.
 #
 # Usage: benches/idle_conns.sh   (env: CONNS=10000 SKIP_BUILD=1 TARGETS=...)
 # Installs nginx when absent; raises its own fd limit; about 1 minute; kills
@@ -116,7 +117,9 @@ for i in range(n):
             t.settimeout(10); t.recv(65536)
 for t in socks[len(socks) - len(socks) % 500:]:
     t.settimeout(10); t.recv(65536)
-time.sleep(2)
+# Past revgate's IDLE_RELEASE (1 s), after which an idle connection has
+# given its buffers back: the figure is that of a connection idle a while.
+time.sleep(3)
 after = rss()
 print(f"{before} {after} {(after - before) * 1024 / n:.0f}")
 for s in socks: s.close()

@@ -28,10 +28,14 @@
 //! its request head within [`HEADER_READ_TIMEOUT`] is disconnected.
 
 use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -78,6 +82,9 @@ pub struct Options {
 struct Shared {
     gateway: Arc<Gateway>,
     builder: auto::Builder<TokioExecutor>,
+    /// hyper's HTTP/1 alone, set up as `builder`'s: for the HTTP/1
+    /// connections that are parked while idle ([`hyper_h1`]).
+    http1: http1::Builder,
     limits: h1::Limits,
     fast_path: bool,
     /// Cancelled at shutdown: stop accepting, finish in-flight requests,
@@ -145,9 +152,15 @@ pub async fn serve(
         .keep_alive_interval(Some(options.h2_keepalive_interval))
         .keep_alive_timeout(options.h2_keepalive_timeout)
         .max_concurrent_streams(options.h2_max_concurrent_streams);
+    let mut h1_only = http1::Builder::new();
+    h1_only
+        .max_buf_size(options.max_header_bytes.max(8192))
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT);
     let shared = Arc::new(Shared {
         gateway,
         builder,
+        http1: h1_only,
         limits: h1::Limits {
             max_header_bytes: options.max_header_bytes,
             header_read_timeout: HEADER_READ_TIMEOUT,
@@ -331,11 +344,28 @@ async fn accept(
 
 /// Serves an accepted connection: the TLS handshake first when the listener
 /// has TLS.
+///
+/// The task's future is the size of its largest state, and an idle
+/// connection pays for it all its life: what only some connections need
+/// (the TLS handshake and TLS connection state, hyper's connection) is
+/// boxed, once per connection, so that an idle plain connection's task
+/// holds little more than its socket (issue 16).
 async fn accepted(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr, _slot: Slot) {
     let Some(acceptor) = shared.tls.clone() else {
         let conn = ClientConn { addr, tls: false };
         return connection(shared, stream, conn, true).await;
     };
+    Box::pin(tls_connection(shared, acceptor, stream, addr)).await
+}
+
+/// Serves a connection of a TLS listener: the handshake, then the
+/// connection.
+async fn tls_connection(
+    shared: Arc<Shared>,
+    acceptor: TlsAcceptor,
+    stream: TcpStream,
+    addr: SocketAddr,
+) {
     let tls_stream =
         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
             Ok(Ok(s)) => s,
@@ -369,7 +399,7 @@ async fn sweep_pools(gateway: Arc<Gateway>, shutdown: CancellationToken) {
 /// finish its in-flight requests and close when the drain starts.
 async fn connection<IO>(shared: Arc<Shared>, io: IO, conn: ClientConn, h1: bool)
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    IO: AsyncRead + AsyncWrite + h1::Readiness + Unpin + Send + 'static,
 {
     let (io, pre) = if h1 && shared.fast_path {
         match h1::serve(
@@ -387,12 +417,25 @@ where
     } else {
         (io, Bytes::new())
     };
+    let (io, pre) = if h1 && IO::PARKS {
+        match sniff_h2(io, pre).await {
+            Some((io, pre, false)) => return Box::pin(hyper_h1(&shared, io, pre, conn)).await,
+            Some((io, pre, true)) => (io, pre),
+            None => return,
+        }
+    } else {
+        (io, pre)
+    };
     let gw = shared.gateway.clone();
-    let service = service_fn(move |req| gw.clone().handle(req, conn));
+    // hyper keeps a slot the size of the service's future for the whole
+    // connection: boxed per request (hyper's path allocates per request
+    // anyway), the slot is a pointer and an idle connection does not pay
+    // for the request machinery.
+    let service = service_fn(move |req| Box::pin(gw.clone().handle(req, conn)));
     let c = shared
         .builder
         .serve_connection_with_upgrades(TokioIo::new(Rewind::new(io, pre)), service);
-    let mut c = std::pin::pin!(c);
+    let mut c = Box::pin(c);
     let ended = tokio::select! {
         r = c.as_mut() => r,
         _ = shared.drain.cancelled() => {
@@ -402,5 +445,287 @@ where
     };
     if let Err(e) = ended {
         tracing::debug!(error = %e, "connection ended with an error");
+    }
+}
+
+/// The HTTP/2 connection preface (RFC 9113 §3.4).
+const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
+
+/// Reads until `pre` and what follows show whether the client speaks h2c
+/// with prior knowledge (as hyper-util's auto builder decides); `None` when
+/// the connection closes or fails first, or sends nothing within
+/// [`HEADER_READ_TIMEOUT`].
+async fn sniff_h2<IO>(mut io: IO, pre: Bytes) -> Option<(IO, Bytes, bool)>
+where
+    IO: AsyncRead + Unpin,
+{
+    use tokio::io::AsyncReadExt;
+    let undecided = |b: &[u8]| b.len() < H2_PREFACE.len() && H2_PREFACE.starts_with(b);
+    if !undecided(&pre) {
+        let h2 = pre.starts_with(H2_PREFACE);
+        return Some((io, pre, h2));
+    }
+    let mut buf = Vec::with_capacity(H2_PREFACE.len());
+    buf.extend_from_slice(&pre);
+    let read = async {
+        while undecided(&buf) {
+            let mut more = [0u8; 24];
+            let want = H2_PREFACE.len() - buf.len();
+            match io.read(&mut more[..want]).await {
+                Ok(0) | Err(_) => return false,
+                Ok(n) => buf.extend_from_slice(&more[..n]),
+            }
+        }
+        true
+    };
+    match tokio::time::timeout(HEADER_READ_TIMEOUT, read).await {
+        Ok(true) => {}
+        _ => return None,
+    }
+    let h2 = buf.starts_with(H2_PREFACE);
+    Some((io, Bytes::from(buf), h2))
+}
+
+/// Serves an HTTP/1 connection with hyper, parked while idle: once no
+/// request is in flight and no byte has moved either way for
+/// [`h1::IDLE_RELEASE`], hyper's connection (its 8-16 KiB read buffer, 8 KiB
+/// write buffer and state) is ended without closing the socket
+/// ([`graceful_shutdown`] of an idle HTTP/1 connection closes nothing
+/// mid-message; its shutdown of the I/O is skipped), and the socket waits
+/// for readability on its own; its next bytes start a new hyper
+/// connection. Bytes hyper had read and not used are put back first (and
+/// that connection is not parked again). The
+/// idle time before and after parking is bounded by [`HEADER_READ_TIMEOUT`],
+/// as hyper bounds it. An upgraded connection (WebSocket) is never parked.
+///
+/// [`graceful_shutdown`]: hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown
+async fn hyper_h1<IO>(shared: &Arc<Shared>, io: IO, pre: Bytes, conn: ClientConn)
+where
+    IO: AsyncRead + AsyncWrite + h1::Readiness + Unpin + Send + 'static,
+{
+    let (mut io, mut pre) = (io, pre);
+    // A connection that resumes from parking with bytes of a head hyper
+    // had read is not parked again: each new hyper connection restarts the
+    // header timeout, and a client trickling a head could otherwise hold
+    // the connection for ever.
+    let mut may_park = true;
+    loop {
+        let quiet = Arc::new(Quiet::default());
+        let gw = shared.gateway.clone();
+        let q = quiet.clone();
+        let service = service_fn(move |req| {
+            let flight = InFlight::new(&q);
+            let gw = gw.clone();
+            Box::pin(async move {
+                let resp = gw.handle(req, conn).await?;
+                Ok::<_, std::convert::Infallible>(resp.map(|inner| Tracked {
+                    inner,
+                    _flight: flight,
+                }))
+            })
+        });
+        let wrapped = QuietIo {
+            inner: Rewind::new(io, pre),
+            quiet: quiet.clone(),
+        };
+        let mut c = Box::pin(
+            shared
+                .http1
+                .serve_connection(TokioIo::new(wrapped), service)
+                .with_upgrades(),
+        );
+        let ended = tokio::select! {
+            r = c.as_mut() => Some(r),
+            _ = shared.drain.cancelled() => {
+                c.as_mut().graceful_shutdown();
+                None
+            }
+            _ = quiet.settled(h1::IDLE_RELEASE), if may_park => {
+                quiet.parking.store(true, Ordering::Relaxed);
+                c.as_mut().graceful_shutdown();
+                match c.as_mut().await {
+                    Ok(()) => Some(Ok(())),
+                    Err(e) => Some(Err(e)),
+                }
+            }
+        };
+        let parking = match ended {
+            None => {
+                if let Err(e) = c.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                return;
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "connection ended with an error");
+                return;
+            }
+            Some(Ok(())) => quiet.parking.load(Ordering::Relaxed),
+        };
+        // Closed by the client or by hyper (`Connection: close`), or
+        // upgraded: nothing to park.
+        if !parking {
+            return;
+        }
+        let Some(parts) = Pin::into_inner(c).into_parts() else {
+            return;
+        };
+        let (back, rest) = parts.io.into_inner().inner.into_parts();
+        io = back;
+        pre = match (parts.read_buf.is_empty(), rest.is_empty()) {
+            (true, _) => rest,
+            (false, true) => parts.read_buf,
+            (false, false) => {
+                let mut b = bytes::BytesMut::from(&parts.read_buf[..]);
+                b.extend_from_slice(&rest);
+                b.freeze()
+            }
+        };
+        may_park = pre.is_empty();
+        if pre.is_empty() {
+            let woke = tokio::select! {
+                biased;
+                r = std::future::poll_fn(|cx| io.poll_read_ready(cx)) => r.is_ok(),
+                _ = shared.drain.cancelled() => false,
+                _ = tokio::time::sleep(HEADER_READ_TIMEOUT.saturating_sub(h1::IDLE_RELEASE)) => false,
+            };
+            if !woke {
+                return;
+            }
+        }
+    }
+}
+
+/// What a parkable hyper connection's I/O, service and park timer share.
+#[derive(Default)]
+struct Quiet {
+    /// Requests answered or being answered whose response body is not done.
+    in_flight: AtomicUsize,
+    /// Something moved (a byte either way, a write waiting, a request)
+    /// since the park timer last looked.
+    moved: AtomicBool,
+    /// Set when hyper is ended to park: its shutdown of the I/O is skipped.
+    parking: AtomicBool,
+}
+
+impl Quiet {
+    fn touch(&self) {
+        self.moved.store(true, Ordering::Relaxed);
+    }
+
+    /// Resolves once nothing has moved and nothing has been in flight for
+    /// a whole `period` (looked at once per period: a busy connection costs
+    /// one timer wake-up a period).
+    async fn settled(&self, period: Duration) {
+        loop {
+            self.moved.store(false, Ordering::Relaxed);
+            tokio::time::sleep(period).await;
+            if !self.moved.load(Ordering::Relaxed) && self.in_flight.load(Ordering::Relaxed) == 0 {
+                return;
+            }
+        }
+    }
+}
+
+/// One request in flight on a parkable connection, until its response body
+/// is dropped (sent, or abandoned).
+struct InFlight(Arc<Quiet>);
+
+impl InFlight {
+    fn new(q: &Arc<Quiet>) -> Self {
+        q.in_flight.fetch_add(1, Ordering::Relaxed);
+        q.touch();
+        InFlight(q.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.0.touch();
+    }
+}
+
+/// A response body that keeps its request [`InFlight`].
+struct Tracked<B> {
+    inner: B,
+    _flight: InFlight,
+}
+
+impl<B: http_body::Body + Unpin> http_body::Body for Tracked<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The I/O of a parkable connection: marks [`Quiet`] on every byte read or
+/// written and on every write that has to wait, and skips the shutdown
+/// when the connection is being parked.
+struct QuietIo<IO> {
+    inner: IO,
+    quiet: Arc<Quiet>,
+}
+
+impl<IO: AsyncRead + Unpin> AsyncRead for QuietIo<IO> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let r = Pin::new(&mut self.inner).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.quiet.touch();
+        }
+        r
+    }
+}
+
+impl<IO: AsyncWrite + Unpin> AsyncWrite for QuietIo<IO> {
+    fn poll_write(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        self.quiet.touch();
+        Pin::new(&mut self.inner).poll_write(cx, buf)
+    }
+
+    fn poll_write_vectored(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[std::io::IoSlice<'_>],
+    ) -> Poll<std::io::Result<usize>> {
+        self.quiet.touch();
+        Pin::new(&mut self.inner).poll_write_vectored(cx, bufs)
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.inner).poll_flush(cx)
+    }
+
+    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        if self.quiet.parking.load(Ordering::Relaxed) {
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.inner).poll_shutdown(cx)
     }
 }

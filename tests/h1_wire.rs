@@ -665,6 +665,56 @@ fn a_connection_moves_to_hyper_mid_stream_and_keeps_working() {
     assert_eq!(seen[1].msg.body, b"abc");
 }
 
+/// Past `IDLE_RELEASE` (1 s) an idle connection gives its buffers and
+/// request state back (issue 16) and waits for its next bytes without
+/// them: what arrives then — a head in two pieces, two pipelined requests,
+/// one for hyper — is served as on a connection that never went idle.
+#[test]
+fn a_connection_idle_past_the_release_time_keeps_working() {
+    let up = echo_path();
+    let gw = gateway(&up);
+    let mut c = RawClient::connect(gw.addr);
+    c.send(get("/before").as_bytes());
+    assert_eq!(c.response().text(), "/before");
+    let idle = Duration::from_millis(1500);
+    std::thread::sleep(idle);
+    let split = get("/split");
+    c.send(&split.as_bytes()[..9]);
+    std::thread::sleep(Duration::from_millis(100));
+    c.send(&split.as_bytes()[9..]);
+    let r = c.response();
+    assert_eq!(r.start, "HTTP/1.1 200 OK");
+    assert_eq!(r.text(), "/split");
+    std::thread::sleep(idle);
+    c.send(format!("{}{}", get("/p1"), get("/p2")).as_bytes());
+    assert_eq!(c.response().text(), "/p1");
+    assert_eq!(c.response().text(), "/p2");
+    std::thread::sleep(idle);
+    c.send(b"POST /handed HTTP/1.1\r\nHost: gw.test\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n");
+    assert_eq!(c.response().start, "HTTP/1.1 100 Continue");
+    c.send(b"abc");
+    assert_eq!(c.response().text(), "/handed");
+    std::thread::sleep(idle);
+    c.send(get("/after").as_bytes());
+    let r = c.response();
+    assert_eq!(r.start, "HTTP/1.1 200 OK");
+    assert_eq!(r.text(), "/after");
+    assert!(!c.eof);
+    let seen = up.wait_seen(6, WAIT);
+    assert_eq!(
+        targets(&up),
+        [
+            "GET /before HTTP/1.1",
+            "GET /split HTTP/1.1",
+            "GET /p1 HTTP/1.1",
+            "GET /p2 HTTP/1.1",
+            "POST /handed HTTP/1.1",
+            "GET /after HTTP/1.1"
+        ]
+    );
+    assert_eq!(seen[4].msg.body, b"abc");
+}
+
 #[test]
 fn early_hints_are_passed_on_and_a_stray_100_is_dropped() {
     let up = RawUpstream::queue(vec![Reply::Send(
@@ -964,4 +1014,5 @@ on_hyper_too!(
     access_log_lines_name_the_request_not_its_query,
     connections_spread_over_several_io_threads_all_work,
     an_early_answer_during_an_upload_reaches_the_client,
+    a_connection_idle_past_the_release_time_keeps_working,
 );

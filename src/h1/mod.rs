@@ -85,6 +85,9 @@ pub const MAX_HEADERS: usize = 100;
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// Initial size of a connection's read buffer.
 const INITIAL_BUFFER: usize = 8 * 1024;
+/// How long a connection may sit idle between requests before it gives its
+/// buffers and request state back (see [`serve`]).
+pub const IDLE_RELEASE: Duration = Duration::from_secs(1);
 /// Bytes asked for per read while relaying a body.
 const RELAY_CHUNK: usize = 16 * 1024;
 /// Largest unread request body read and dropped after the gateway answered
@@ -116,6 +119,15 @@ pub struct Limits {
 }
 
 /// Serves a client connection until it closes or must be handed to hyper.
+///
+/// Two phases, so that an idle connection costs little: while it is idle
+/// (no bytes of a next request yet) this future holds the socket, the
+/// header timer and a few words, and waits for readability without a
+/// buffer; once bytes arrive, the busy phase ([`busy`], boxed: its request
+/// machinery is most of this path's state) takes the buffers and serves
+/// requests until the connection has been idle for [`IDLE_RELEASE`], then
+/// gives everything back. The steady state under load stays allocation-free:
+/// a connection that keeps sending never leaves the busy phase.
 pub async fn serve<IO>(
     gateway: Arc<Gateway>,
     io: IO,
@@ -124,7 +136,63 @@ pub async fn serve<IO>(
     drain: CancellationToken,
 ) -> End<IO>
 where
-    IO: AsyncRead + AsyncWrite + Unpin + Send,
+    IO: AsyncRead + AsyncWrite + Readiness + Unpin + Send,
+{
+    let mut io = io;
+    let mut head_timer = Deadline::new();
+    // The runtime is re-read per request but only re-cloned after a reload
+    // (a shared reference count touched per request costs cache misses).
+    let mut rt = gateway.runtime();
+    loop {
+        if IO::PARKS {
+            // The idle keep-alive time counts towards the next head's timeout.
+            head_timer.set(Instant::now() + limits.header_read_timeout);
+            let woke = tokio::select! {
+                biased;
+                r = std::future::poll_fn(|cx| io.poll_read_ready(cx)) => r.is_ok(),
+                _ = drain.cancelled() => return End::Closed,
+                _ = head_timer.wait() => return End::Closed,
+            };
+            if !woke {
+                return End::Closed;
+            }
+        }
+        let busy = Box::pin(busy(
+            &gateway, &mut rt, io, peer, limits, &drain, head_timer,
+        ));
+        match busy.await {
+            Phase::Idle(back, timer) => {
+                io = back;
+                head_timer = timer;
+            }
+            Phase::End(end) => return end,
+        }
+    }
+}
+
+/// How a busy phase ended.
+enum Phase<IO> {
+    /// Idle for [`IDLE_RELEASE`] with nothing buffered: wait for the next
+    /// request without buffers. Carries the socket and the header timer.
+    Idle(IO, Deadline),
+    /// The connection is done with this path.
+    End(End<IO>),
+}
+
+/// Serves requests until the connection closes, must be handed to hyper,
+/// or has sat idle (no byte of a next request) for [`IDLE_RELEASE`] when
+/// `IO` can wait for readability without reading.
+async fn busy<IO>(
+    gateway: &Gateway,
+    rt: &mut Arc<Runtime>,
+    io: IO,
+    peer: ClientConn,
+    limits: Limits,
+    drain: &CancellationToken,
+    head_timer: Deadline,
+) -> Phase<IO>
+where
+    IO: AsyncRead + AsyncWrite + Readiness + Unpin + Send,
 {
     let mut ip_buf = [0u8; 64];
     let ip = crate::proxy::ip_text(peer.addr.ip(), &mut ip_buf);
@@ -135,15 +203,14 @@ where
         out: Vec::with_capacity(1024),
         peer,
         limits,
-        head_timer: Deadline::new(),
+        head_timer,
         response_timer: Deadline::new(),
+        idle_timer: Deadline::new(),
     };
-    // The runtime is re-read per request but only re-cloned after a reload
-    // (a shared reference count touched per request costs cache misses).
-    let mut rt = gateway.runtime();
     loop {
-        c.head_timer
-            .set(Instant::now() + limits.header_read_timeout);
+        let now = Instant::now();
+        c.head_timer.set(now + limits.header_read_timeout);
+        c.idle_timer.set(now + IDLE_RELEASE);
         // Read until a whole head is here, then plan the request while its
         // fields still borrow the buffer.
         let (plan, head_len, start) = loop {
@@ -154,17 +221,17 @@ where
                     let start = Instant::now();
                     // Checked once the request is here: a reload while
                     // this connection sat idle applies to it.
-                    if let Some(newer) = gateway.runtime_if_changed(&rt) {
-                        rt = newer;
+                    if let Some(newer) = gateway.runtime_if_changed(rt) {
+                        *rt = newer;
                     }
-                    let plan = plan(&gateway, &rt, &req, &mut c.out, peer, ip).await;
+                    let plan = plan(gateway, rt, &req, &mut c.out, peer, ip).await;
                     break (plan, n, start);
                 }
                 Ok(httparse::Status::Partial) => {}
-                Err(_) => return c.handover(),
+                Err(_) => return Phase::End(c.handover()),
             }
             if c.buf.len() >= limits.max_header_bytes {
-                return c.handover();
+                return Phase::End(c.handover());
             }
             if c.buf.capacity() - c.buf.len() < 1024 {
                 c.buf.reserve(INITIAL_BUFFER);
@@ -173,23 +240,63 @@ where
             let read = tokio::select! {
                 biased;
                 r = c.io.read_buf(&mut c.buf) => r,
-                _ = drain.cancelled(), if idle => return End::Closed,
-                _ = c.head_timer.wait() => return End::Closed,
+                _ = drain.cancelled(), if idle => return Phase::End(End::Closed),
+                _ = c.head_timer.wait() => return Phase::End(End::Closed),
+                _ = c.idle_timer.wait(), if idle && IO::PARKS => {
+                    return Phase::Idle(c.io, c.head_timer);
+                }
             };
             match read {
-                Ok(0) | Err(_) => return End::Closed,
+                Ok(0) | Err(_) => return Phase::End(End::Closed),
                 Ok(_) => {}
             }
         };
         let next = match plan {
-            Plan::Handover => return c.handover(),
-            Plan::Answer(a) => c.answer(&rt, a, head_len, start).await,
-            Plan::Forward(f) => c.forward(&rt, f, head_len, start).await,
+            Plan::Handover => return Phase::End(c.handover()),
+            Plan::Answer(a) => c.answer(rt, a, head_len, start).await,
+            Plan::Forward(f) => c.forward(rt, f, head_len, start).await,
         };
         if next == Next::Close || drain.is_cancelled() {
             let _ = c.io.shutdown().await;
-            return End::Closed;
+            return Phase::End(End::Closed);
         }
+    }
+}
+
+/// An I/O object that can wait until a read would find something without
+/// reading (and so without a buffer).
+pub trait Readiness {
+    /// Whether [`Readiness::poll_read_ready`] means anything for this type:
+    /// when false, a connection keeps its buffers while idle.
+    const PARKS: bool;
+    /// Ready when a read would return bytes, end of stream or an error
+    /// (possibly spuriously: a read may then still wait).
+    fn poll_read_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>>;
+}
+
+impl Readiness for TcpStream {
+    const PARKS: bool = true;
+    fn poll_read_ready(
+        &self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        TcpStream::poll_read_ready(self, cx)
+    }
+}
+
+/// TLS keeps decrypted bytes of its own that socket readiness does not
+/// show (and rustls's buffers dwarf ours): such connections keep their
+/// buffers while idle.
+impl<IO> Readiness for tokio_rustls::server::TlsStream<IO> {
+    const PARKS: bool = false;
+    fn poll_read_ready(
+        &self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Ok(()))
     }
 }
 
@@ -631,11 +738,15 @@ struct Conn<IO> {
     limits: Limits,
     head_timer: Deadline,
     response_timer: Deadline,
+    /// When an idle connection gives its buffers back.
+    idle_timer: Deadline,
 }
 
 impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
     fn handover(self) -> End<IO> {
-        End::Handover(self.io, Bytes::from(self.buf))
+        // A copy of just the bytes read: the buffer's whole capacity would
+        // otherwise stay with the connection for as long as hyper serves it.
+        End::Handover(self.io, Bytes::copy_from_slice(&self.buf))
     }
 
     async fn answer(&mut self, rt: &Runtime, a: Answer, head_len: usize, start: Instant) -> Next {

@@ -20,6 +20,11 @@ impl<IO> Rewind<IO> {
     pub fn new(inner: IO, pre: Bytes) -> Self {
         Rewind { pre, inner }
     }
+
+    /// The stream back, with the put-back bytes not yet read.
+    pub fn into_parts(self) -> (IO, Bytes) {
+        (self.inner, self.pre)
+    }
 }
 
 impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
@@ -32,6 +37,10 @@ impl<IO: AsyncRead + Unpin> AsyncRead for Rewind<IO> {
             let n = self.pre.len().min(buf.remaining());
             buf.put_slice(&self.pre[..n]);
             self.pre.advance(n);
+            if self.pre.is_empty() {
+                // Give the put-back bytes' allocation back once read.
+                self.pre = Bytes::new();
+            }
             return Poll::Ready(Ok(()));
         }
         Pin::new(&mut self.inner).poll_read(cx, buf)

@@ -74,10 +74,10 @@ use tokio_util::sync::CancellationToken;
 
 use self::framing::{content_length, is_chunked, tokens, Chunks, Framing};
 use self::pool::{ConnectError, Pool};
+use crate::admission::{self, Routed};
 use crate::credentials::Fingerprint;
 use crate::proxy::{ClientConn, Finished, Gateway, Outcome, Runtime};
 use crate::refusal::Refusal;
-use crate::verdict::{self, Verdict};
 
 /// Most header fields in a head this path reads (hyper's default too).
 pub const MAX_HEADERS: usize = 100;
@@ -385,9 +385,10 @@ enum Plan {
 }
 
 struct Answer {
-    response: Response<Bytes>,
-    outcome: Outcome,
+    /// Why: rendered, counted and logged as on the hyper path.
+    refusal: Refusal,
     route: Option<usize>,
+    /// The credential's fingerprint, when it passed before the refusal.
     fingerprint: Option<Fingerprint>,
     /// The request's body, unread: the connection is closed after answering.
     body: Framing,
@@ -542,7 +543,7 @@ async fn plan(
             return Plan::Handover;
         }
     }
-    if hosts != 1 || lengths > 1 || codings > 1 || (codings == 1 && (!chunked || lengths > 0)) {
+    if lengths > 1 || codings > 1 || (codings == 1 && (!chunked || lengths > 0)) {
         return Plan::Handover;
     }
     let body = match (chunked, length) {
@@ -569,63 +570,47 @@ async fn plan(
             .then(|| (method.to_owned(), path.to_owned())),
     };
 
-    // 1. route
-    let route_host = match (rt.host_routes(), host) {
-        (true, Some(h)) => crate::proxy::host_of(h),
-        _ => None,
+    // 1. route (the Host rule, revoke calls): the stages the hyper path
+    // shares ([`crate::admission`]).
+    let head = admission::Head {
+        http11: true,
+        method,
+        path,
+        query,
+        authority: host,
+        hosts,
+        headers: fields,
     };
-    let Some(index) = rt.route(route_host.as_deref(), path) else {
-        return Plan::Answer(Answer {
-            response: Refusal::NoRoute.response(),
-            outcome: Outcome::NoRoute,
-            route: None,
-            fingerprint: None,
-            body,
-            meta,
-        });
-    };
-    // 2. revoke endpoints, and upstreams this path does not speak to
-    let Some(pool) = rt.pool(index) else {
-        return Plan::Handover;
-    };
-    if rt.is_revoke_path(path) {
-        return Plan::Handover;
-    }
-    // 3. verdict
-    let answer = |response, outcome, fingerprint, body, meta| {
+    let refuse = |refusal, route, body, meta| {
         Plan::Answer(Answer {
-            response,
-            outcome,
-            route: Some(index),
-            fingerprint,
+            refusal,
+            route,
+            fingerprint: None,
             body,
             meta,
         })
     };
-    let fingerprint = match rt.checker().judge(fields, query, None, &**gw.store()).await {
-        Verdict::Revoked(fp) => {
-            return answer(verdict::revoked(), Outcome::Revoked, Some(fp), body, meta)
-        }
-        Verdict::BadRequest(e) => {
-            return answer(
-                verdict::bad_request(e),
-                Outcome::BadRequest,
-                None,
-                body,
-                meta,
-            )
-        }
-        Verdict::Unavailable => {
-            return answer(
-                verdict::unavailable(),
-                Outcome::Unavailable,
-                None,
-                body,
-                meta,
-            )
-        }
-        Verdict::Pass(fp) => Some(fp),
-        Verdict::NoCredential => None,
+    let index = match admission::route(rt, &head) {
+        Err(refusal) => return refuse(refusal, None, body, meta),
+        // Revoke endpoints (any method: a terminating one answers a wrong
+        // method in the vendor's format) are the hyper path's.
+        Ok(
+            Routed::RevokeCall { .. }
+            | Routed::Ordinary {
+                revoke_path: Some(_),
+                ..
+            },
+        ) => return Plan::Handover,
+        Ok(Routed::Ordinary { route, .. }) => route,
+    };
+    // 2. upstreams this path does not speak to
+    let Some(pool) = rt.pool(index) else {
+        return Plan::Handover;
+    };
+    // 3. verdict
+    let fingerprint = match admission::judge(rt, &**gw.store(), &head, None).await {
+        Ok(fp) => fp,
+        Err(refusal) => return refuse(refusal, Some(index), body, meta),
     };
 
     // 4. the upstream request head
@@ -757,8 +742,9 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
             Framing::Length(n) => *n <= DISCARD_LIMIT,
             Framing::UntilClose => false,
         };
-        let close = a.meta.close || !may_discard;
-        write_response(&mut self.out, &a.response, close, a.meta.head);
+        let close = a.meta.close || !may_discard || a.refusal.closes();
+        let response = a.refusal.response();
+        write_response(&mut self.out, &response, close, a.meta.head);
         let written = self.io.write_all(&self.out).await.is_ok();
         let written = written && (close || self.discard(&mut body).await);
         account(
@@ -766,11 +752,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
             self.peer,
             start,
             &a.meta,
-            a.response.status().as_u16(),
+            response.status().as_u16(),
             a.route,
-            a.outcome,
+            a.refusal.outcome(),
             None,
-            a.fingerprint.as_ref(),
+            a.fingerprint.or(a.refusal.fingerprint()).as_ref(),
         );
         if close || !written {
             Next::Close
@@ -824,17 +810,13 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
         let first = match body.take_request(&self.buf) {
             Ok(t) => t,
             Err(_) => {
+                // Past a malformed chunk nothing can be read: it closes.
                 let a = Answer {
-                    response: bad_body(),
-                    outcome: Outcome::BadRequest,
+                    refusal: bad_body(),
                     route: Some(route),
                     fingerprint,
                     body,
-                    // Past a malformed chunk nothing can be read: close.
-                    meta: Meta {
-                        close: true,
-                        ..meta
-                    },
+                    meta,
                 };
                 return self.answer(rt, a, 0, start).await;
             }
@@ -850,44 +832,27 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
         {
             Ok(x) => x,
             Err(e) => {
-                let (response, outcome) = match e {
+                let refusal = match e {
                     ExchangeError::Connect(ConnectError::TimedOut(_)) | ExchangeError::TimedOut => {
-                        if let Some(suppressed) = rt.warnings.upstream.admit() {
-                            tracing::warn!(route = %rt.settings().routes[route].name, suppressed, "upstream timed out");
-                        }
-                        (Refusal::UpstreamTimeout.response(), Outcome::UpstreamError)
+                        Refusal::UpstreamTimeout
                     }
-                    ExchangeError::Connect(e) => {
-                        if let Some(suppressed) = rt.warnings.upstream.admit() {
-                            tracing::warn!(error = %e, route = %rt.settings().routes[route].name, suppressed, "upstream error");
-                        }
-                        (
-                            Refusal::UpstreamUnavailable(e.to_string()).response(),
-                            Outcome::UpstreamError,
-                        )
-                    }
-                    ExchangeError::Unavailable(e) => {
-                        if let Some(suppressed) = rt.warnings.upstream.admit() {
-                            tracing::warn!(error = %e, route = %rt.settings().routes[route].name, suppressed, "upstream error");
-                        }
-                        (
-                            Refusal::UpstreamUnavailable(e).response(),
-                            Outcome::UpstreamError,
-                        )
-                    }
-                    ExchangeError::ClientBody => (bad_body(), Outcome::BadRequest),
-                    ExchangeError::ClientStalled => {
-                        (Refusal::ClientTimeout.response(), Outcome::BadRequest)
-                    }
+                    ExchangeError::Connect(e) => Refusal::UpstreamUnavailable(e.to_string()),
+                    ExchangeError::Unavailable(e) => Refusal::UpstreamUnavailable(e),
+                    ExchangeError::ClientBody => bad_body(),
+                    ExchangeError::ClientStalled => Refusal::ClientTimeout,
                 };
-                let close = meta.close || outcome == Outcome::BadRequest;
+                // The one log line of this path's upstream failures.
+                if refusal.outcome() == Outcome::UpstreamError {
+                    if let Some(suppressed) = rt.warnings.upstream.admit() {
+                        tracing::warn!(error = %refusal, route = %rt.settings().routes[route].name, suppressed, "upstream error");
+                    }
+                }
                 let a = Answer {
-                    response,
-                    outcome,
+                    refusal,
                     route: Some(route),
                     fingerprint,
                     body,
-                    meta: Meta { close, ..meta },
+                    meta,
                 };
                 return self.answer(rt, a, 0, start).await;
             }
@@ -1264,8 +1229,11 @@ fn write_response(out: &mut Vec<u8>, resp: &Response<Bytes>, close: bool, head: 
     out.push(b' ');
     out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
+    // `Connection` is this hop's: written below from `close` alone.
     for (name, value) in resp.headers() {
-        push_field(out, name.as_str().as_bytes(), value.as_bytes());
+        if name != http::header::CONNECTION {
+            push_field(out, name.as_str().as_bytes(), value.as_bytes());
+        }
     }
     let mut len = itoa::Buffer::new();
     push_field(
@@ -1283,8 +1251,8 @@ fn write_response(out: &mut Vec<u8>, resp: &Response<Bytes>, close: bool, head: 
     }
 }
 
-fn bad_body() -> Response<Bytes> {
-    Refusal::ClientBody("malformed or incomplete request body".into()).response()
+fn bad_body() -> Refusal {
+    Refusal::ClientBody("malformed or incomplete request body".into())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1575,6 +1543,7 @@ mod tests {
 
     #[test]
     fn gateway_responses_carry_length_date_and_close() {
+        use crate::verdict;
         let mut out = Vec::new();
         write_response(&mut out, &verdict::revoked(), true, false);
         let text = String::from_utf8(out).unwrap();

@@ -57,7 +57,6 @@ pub mod revoke;
 pub mod runtime;
 pub mod upstream;
 
-pub(crate) use crate::admission::host_of;
 pub(crate) use crate::hygiene::*;
 pub(crate) use body::*;
 pub(crate) use revoke::*;

@@ -232,10 +232,6 @@ impl Runtime {
         })
     }
 
-    pub(crate) fn is_revoke_path(&self, path: &str) -> bool {
-        self.dialect(path).is_some()
-    }
-
     /// The checker of credentials.
     pub(crate) fn checker(&self) -> &Checker {
         &self.checker

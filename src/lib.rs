@@ -101,7 +101,7 @@ pub enum StartError {
 /// The fingerprint key: configured, or (embedded store only) generated once
 /// and kept beside the journal.
 pub fn fingerprint_key(settings: &Settings) -> Result<FingerprintKey, StartError> {
-    if let Some(hex) = &settings.raw.tokens.fingerprint_key {
+    if let Some(hex) = settings.fingerprint_key_hex() {
         return FingerprintKey::from_hex(hex).map_err(|e| {
             StartError::Config(config::ConfigError {
                 key: "tokens.fingerprint_key".into(),
@@ -109,7 +109,7 @@ pub fn fingerprint_key(settings: &Settings) -> Result<FingerprintKey, StartError
             })
         });
     }
-    let mut path = settings.raw.store.journal.clone().into_os_string();
+    let mut path = settings.store().journal.clone().into_os_string();
     path.push(".key");
     FingerprintKey::load_or_create(std::path::Path::new(&path))
         .map_err(|e| StartError::Store(e.to_string()))
@@ -120,7 +120,7 @@ pub async fn open_store(
     settings: &Settings,
     shutdown: CancellationToken,
 ) -> Result<Arc<dyn RevocationStore>, StartError> {
-    let s = &settings.raw.store;
+    let s = settings.store();
     if s.url == "memory" {
         let (store, report) = MemoryStore::open(&s.journal, s.bloom_capacity, s.bloom_fp_rate)
             .map_err(|e| StartError::Store(format!("journal {}: {e}", s.journal.display())))?;
@@ -228,18 +228,19 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "metrics disabled"),
     }
     let store = open_store(&settings, shutdown.clone()).await?;
+    let server = settings.server();
     let options = server::Options {
-        max_header_bytes: settings.raw.server.max_header_bytes,
-        fast_path: settings.raw.server.h1_fast_path,
-        io_threads: settings.raw.server.io_thread_count(),
-        body_idle_timeout: settings.raw.server.body_idle_timeout,
-        drain_timeout: settings.raw.server.drain_timeout,
-        max_connections: settings.raw.server.max_connections,
-        h2_keepalive_interval: settings.raw.server.h2_keepalive_interval,
-        h2_keepalive_timeout: settings.raw.server.h2_keepalive_timeout,
-        h2_max_concurrent_streams: settings.raw.server.h2_max_concurrent_streams,
+        max_header_bytes: server.max_header_bytes,
+        fast_path: server.fast_path,
+        io_threads: server.io_threads,
+        body_idle_timeout: server.body_idle_timeout,
+        drain_timeout: server.drain_timeout,
+        max_connections: server.max_connections,
+        h2_keepalive_interval: server.h2_keepalive_interval,
+        h2_keepalive_timeout: server.h2_keepalive_timeout,
+        h2_max_concurrent_streams: server.h2_max_concurrent_streams,
     };
-    let (acceptor, resolver) = match &settings.raw.server.tls {
+    let (acceptor, resolver) = match settings.tls() {
         Some(t) => {
             let resolver = Arc::new(
                 tls::ReloadingCertResolver::load(&t.cert, &t.key)

@@ -46,6 +46,7 @@
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 pub mod admin;
 pub mod config;
@@ -251,7 +252,8 @@ pub async fn run(
                 Duration::from_secs(2),
                 shutdown.clone(),
             ));
-            let cfg = tls::server_config(resolver.clone());
+            let cfg = tls::server_config(resolver.clone())
+                .map_err(|e| StartError::Tls(e.to_string()))?;
             (Some(tokio_rustls::TlsAcceptor::from(cfg)), Some(resolver))
         }
         None => (None, None),

@@ -3,6 +3,9 @@
 //! Exit codes: 0 after a clean shutdown; 2 for a bad configuration (the
 //! message names the key); 1 for any other start-up failure.
 
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::process::ExitCode;
 
 use anyhow::Context as _;

@@ -420,7 +420,7 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: std::net::IpAddr) ->
             }
             match gw.store().apply(cmd.clone()).await {
                 Ok(applied) => {
-                    crate::metrics::revocation_applied("admin", "terminate");
+                    crate::metrics::revocation_applied("admin", "api");
                     ok(serde_json::json!({"recorded": cmd, "changed": applied == Applied::Changed}))
                 }
                 Err(e) => {

@@ -46,7 +46,10 @@
 //! ```
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod admin;
 pub mod config;
@@ -252,8 +255,8 @@ pub async fn run(
                 Duration::from_secs(2),
                 shutdown.clone(),
             ));
-            let cfg = tls::server_config(resolver.clone())
-                .map_err(|e| StartError::Tls(e.to_string()))?;
+            let cfg =
+                tls::server_config(resolver.clone()).map_err(|e| StartError::Tls(e.to_string()))?;
             (Some(tokio_rustls::TlsAcceptor::from(cfg)), Some(resolver))
         }
         None => (None, None),

@@ -201,9 +201,11 @@ fn reload(overrides: &Overrides, gateway: &Gateway, tls: Option<&ReloadingCertRe
     match revgate::proxy::Runtime::new(settings, key) {
         Ok(rt) => {
             gateway.reload(rt);
+            revgate::metrics::reload("config", true);
             tracing::info!("SIGHUP: configuration reloaded");
         }
         Err(e) => {
+            revgate::metrics::reload("config", false);
             tracing::error!(error = %e, "SIGHUP: new configuration rejected; keeping the old one")
         }
     }

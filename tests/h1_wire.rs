@@ -14,8 +14,6 @@ use support::*;
 
 const BAD_GATEWAY: &str =
     r#"{"error":"bad_gateway","error_description":"The upstream service is unavailable"}"#;
-const REVOKED_BODY: &str =
-    r#"{"error":"invalid_token","error_description":"The access token has been revoked"}"#;
 /// A second request hidden in a body: if any framing desynchronises, the
 /// upstream sees it.
 const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";

@@ -19,11 +19,14 @@
 
 pub mod certs;
 pub mod jwks;
-pub mod jws;
 pub mod prometheus;
 pub mod raw;
 
-use std::io::{BufRead, BufReader, Write};
+/// One request on a fresh raw connection ([`raw::RawClient`]).
+#[allow(unused_imports)]
+pub use raw::{raw_http, status_of};
+
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -793,6 +796,42 @@ pub async fn admin_revoke(g: &RunningGateway, token: &str) -> Got {
     r
 }
 
+// === what the gateway answered, what reached the upstream ===
+
+/// The body of the 401 a revoked credential is answered with.
+pub const REVOKED_BODY: &str =
+    r#"{"error":"invalid_token","error_description":"The access token has been revoked"}"#;
+/// Its `WWW-Authenticate` challenge (RFC 6750 §3).
+pub const REVOKED_CHALLENGE: &str =
+    r#"Bearer error="invalid_token", error_description="The access token has been revoked""#;
+
+/// `r` is the gateway's answer to a revoked credential, exactly: 401, the
+/// challenge, JSON, the body.
+pub fn assert_revoked_response(r: &Got) {
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.header("www-authenticate"), Some(REVOKED_CHALLENGE));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.text(), REVOKED_BODY);
+}
+
+/// `token` is revoked: `GET /data` carrying it as a Bearer token is answered
+/// as revoked ([`assert_revoked_response`]) and does not reach `up`.
+pub async fn assert_revoked(gw: &RunningGateway, up: &RunningUpstream, token: &str) {
+    let hits = up.hits();
+    let r = get_bearer(&format!("{}/data", gw.url), token).await;
+    assert_revoked_response(&r);
+    assert_eq!(up.hits(), hits, "a revoked token reached the upstream");
+}
+
+/// `token` is not revoked: `GET /data` carrying it is answered 200 and
+/// reaches `up` once.
+pub async fn assert_passes(gw: &RunningGateway, up: &RunningUpstream, token: &str) {
+    let hits = up.hits();
+    let r = get_bearer(&format!("{}/data", gw.url), token).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.hits(), hits + 1, "the token did not reach the upstream");
+}
+
 /// The two connection paths a wire-level case runs on: the HTTP/1.1 fast
 /// path (the default) and hyper (`server.h1_fast_path = false`), as
 /// (name, config fragment).
@@ -800,56 +839,6 @@ pub const PATHS: [(&str, &str); 2] = [
     ("fast path", ""),
     ("hyper path", "[server]\nh1_fast_path = false\n"),
 ];
-
-/// The status code of a raw HTTP/1.1 response.
-pub fn status_of(resp: &[u8]) -> u16 {
-    let text = String::from_utf8_lossy(resp);
-    text.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"))
-}
-
-/// Writes raw bytes on a TCP connection and reads until close or timeout.
-pub fn raw_http(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request).unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                out.extend_from_slice(&buf[..n]);
-                // A complete response with a body: stop at the end of a
-                // Content-Length body so keep-alive does not block us.
-                if let Some(len) = complete_len(&out) {
-                    if out.len() >= len {
-                        break;
-                    }
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    out
-}
-
-fn complete_len(out: &[u8]) -> Option<usize> {
-    let text = String::from_utf8_lossy(out);
-    let head_end = text.find("\r\n\r\n")? + 4;
-    let cl = text[..head_end]
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("content-length:"))?
-        .split(':')
-        .nth(1)?
-        .trim()
-        .parse::<usize>()
-        .ok()?;
-    Some(head_end + cl)
-}
 
 /// A JWT with these claims (unsigned: the gateway only peeks).
 pub fn jwt(claims: &serde_json::Value) -> String {
@@ -869,7 +858,9 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
-/// Polls until `f` is true or the limit passes.
+/// Polls (every 20 ms) until `f` is true or the limit passes; whether it
+/// became true. The one polling loop of the tests: wait on a condition,
+/// never for a fixed time.
 pub async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
@@ -881,4 +872,9 @@ pub async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bo
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// [`eventually`], failing the test with `what` if the limit passes first.
+pub async fn wait_for(what: &str, limit: Duration, f: impl AsyncFnMut() -> bool) {
+    assert!(eventually(limit, f).await, "timed out waiting for: {what}");
 }

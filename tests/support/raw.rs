@@ -574,3 +574,24 @@ impl RawClient {
         String::from_utf8_lossy(&self.buf).into_owned()
     }
 }
+
+/// Writes `request` on a new connection and returns every byte read back
+/// through the end of the first whole response, or until the gateway
+/// closes, or 10 s: one exchange, for tests that only need the answer.
+pub fn raw_http(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut c = RawClient::connect(addr);
+    c.send(request);
+    c.read_until(Duration::from_secs(10), |b, eof| {
+        eof || matches!(parse(b, true, false, eof), Parse::Done(..))
+    });
+    c.buf
+}
+
+/// The status code of a raw HTTP/1.1 response (the test fails without one).
+pub fn status_of(resp: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(resp);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
+}

@@ -230,7 +230,7 @@ async fn certificate_rotation_is_picked_up_while_a_download_continues() {
 async fn tls_upstream(
     pki: &support::certs::Pki,
     require_client: bool,
-) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+) -> (SocketAddr, support::tasks::Tasks) {
     let provider = revgate::tls::provider();
     let b = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -257,13 +257,15 @@ async fn tls_upstream(
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
+    let tasks = support::tasks::Tasks::default();
+    let t = tasks.clone();
+    tasks.spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
             let acceptor = acceptor.clone();
-            tokio::spawn(async move {
+            t.spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
@@ -282,14 +284,14 @@ async fn tls_upstream(
             });
         }
     });
-    (addr, task)
+    (addr, tasks)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstreams_over_tls_and_mtls() {
     let dir = tempfile::tempdir().unwrap();
     let pki = write_pki(dir.path(), &["localhost"]);
-    let (addr, _t) = tls_upstream(&pki, false).await;
+    let (addr, t) = tls_upstream(&pki, false).await;
     let gw = Gateway::new()
         .toml(&format!(
             "[upstream]\nurl = \"https://localhost:{}\"\nca_file = {:?}",
@@ -303,7 +305,7 @@ async fn upstreams_over_tls_and_mtls() {
         (200, r#"{"tls":true,"client_cert":false}"#)
     );
 
-    let (maddr, _t2) = tls_upstream(&pki, true).await;
+    let (maddr, t2) = tls_upstream(&pki, true).await;
     let with_cert = Gateway::new()
         .toml(&format!(
             "[upstream]\nurl = \"https://localhost:{}\"\nca_file = {:?}\nclient_cert = {:?}\nclient_key = {:?}",
@@ -344,6 +346,9 @@ async fn upstreams_over_tls_and_mtls() {
         get_bearer(&format!("{}/x", distrust.url), "t").await.status,
         502
     );
+    // The servers' tasks are joined: a panic in one fails the test.
+    t.finish();
+    t2.finish();
 }
 
 // === metrics ===

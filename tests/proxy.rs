@@ -652,3 +652,16 @@ async fn host_routes_match_the_host_without_its_port() {
     assert_eq!(send(with_host("other.example")).await.status, 200);
     assert_eq!((api.hits(), d.hits()), (1, 1));
 }
+
+/// The harness itself: a panic in a test server's task is not swallowed
+/// with the task; dropping the server fails the test with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "a test server task panicked: the upstream was asked to panic")]
+async fn a_panic_in_a_test_server_task_fails_the_test() {
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new().upstream(&up.url).spawn();
+    let r = get_bearer(&format!("{}/panic", gw.url), "t").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(up.hits(), 1);
+    drop(up);
+}

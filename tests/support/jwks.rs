@@ -290,12 +290,13 @@ pub struct JwksServer {
     pub url: String,
     doc: Arc<Mutex<(u16, String)>>,
     hits: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: super::tasks::Tasks,
 }
 
 impl Drop for JwksServer {
+    /// Stops the server; a panic in any of its tasks fails the test here.
     fn drop(&mut self) {
-        self.task.abort();
+        self.tasks.finish();
     }
 }
 
@@ -330,13 +331,15 @@ impl JwksServer {
             Some(_) => format!("https://localhost:{}/jwks.json", addr.port()),
             None => format!("http://{addr}/jwks.json"),
         };
-        let task = tokio::spawn(async move {
+        let tasks = super::tasks::Tasks::default();
+        let t = tasks.clone();
+        tasks.spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let (d, h, tls) = (d.clone(), h.clone(), tls.clone());
-                tokio::spawn(async move {
+                t.spawn(async move {
                     match tls {
                         None => serve_jwks(TokioIo::new(stream), d, h).await,
                         Some(acceptor) => {
@@ -352,7 +355,7 @@ impl JwksServer {
             url,
             doc,
             hits,
-            task,
+            tasks,
         }
     }
 

@@ -3,7 +3,9 @@
 //!
 //! `Upstream::new().spawn()` serves on 127.0.0.1:0. Paths it knows:
 //! `/download/<n>` streams n bytes; `/upload` consumes the body and answers
-//! its length (without recording it); `/hang` never answers; `/status/<code>`
+//! its length (without recording it); `/hang` never answers; `/panic`
+//! panics (a panic in any server task fails the test when the server is
+//! dropped: see `tasks.rs`); `/status/<code>`
 //! answers that status; `/ws` accepts a WebSocket-style upgrade and echoes
 //! (each upgraded connection recorded as an [`UpgradeSeen`]: what arrived on
 //! it, and when it closed); `/drip` streams a small chunk every 20 ms (at
@@ -21,6 +23,7 @@ pub mod certs;
 pub mod jwks;
 pub mod prometheus;
 pub mod raw;
+pub mod tasks;
 
 /// One request on a fresh raw connection ([`raw::RawClient`]).
 #[allow(unused_imports)]
@@ -67,7 +70,7 @@ pub struct RunningUpstream {
     pub hits: Arc<AtomicUsize>,
     pub recorded: Arc<Mutex<Vec<Recorded>>>,
     pub seen: Arc<Seen>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: tasks::Tasks,
 }
 
 /// Long-lived exchanges the upstream has served.
@@ -76,6 +79,8 @@ pub struct Seen {
     pub upgrades: Mutex<Vec<Arc<UpgradeSeen>>>,
     pub drips: Mutex<Vec<Arc<DripSeen>>>,
     pub sinks: Mutex<Vec<Arc<UpgradeSeen>>>,
+    /// Every task of the server (connections, drips, upgrades, downloads).
+    pub tasks: tasks::Tasks,
 }
 
 /// One upgraded connection, as the upstream saw it.
@@ -168,8 +173,9 @@ impl Seen {
 }
 
 impl Drop for RunningUpstream {
+    /// Stops the server; a panic in any of its tasks fails the test here.
     fn drop(&mut self) {
-        self.task.abort();
+        self.tasks.finish();
     }
 }
 
@@ -213,13 +219,15 @@ impl Upstream {
         let seen = Arc::new(Seen::default());
         let status = self.status;
         let (h, r, sn) = (hits.clone(), recorded.clone(), seen.clone());
-        let task = tokio::spawn(async move {
+        let tasks = seen.tasks.clone();
+        let t = tasks.clone();
+        tasks.spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let (h, r, sn) = (h.clone(), r.clone(), sn.clone());
-                tokio::spawn(async move {
+                t.spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (h, r, sn) = (h.clone(), r.clone(), sn.clone());
                         async move {
@@ -238,7 +246,7 @@ impl Upstream {
             hits,
             recorded,
             seen,
-            task,
+            tasks,
         }
     }
 }
@@ -257,6 +265,10 @@ async fn serve(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    if path == "/panic" {
+        // For the harness's own test: a panic in a server task fails the test.
+        panic!("the upstream was asked to panic");
+    }
     if path == "/sink" {
         let sink = Arc::new(UpgradeSeen {
             authorization,
@@ -292,7 +304,7 @@ async fn serve(
         });
         seen.drips.lock().unwrap().push(drip.clone());
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(async move {
+        seen.tasks.spawn(async move {
             // Bounded: 3000 chunks of 20 ms is 60 s at most.
             for i in 0..3000u32 {
                 let chunk = Bytes::from(format!("chunk {i}\n"));
@@ -312,7 +324,7 @@ async fn serve(
     if let Some(n) = path.strip_prefix("/download/") {
         let total: u64 = n.parse().unwrap_or(0);
         let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
-        let stream = futures_stream(total, chunk);
+        let stream = futures_stream(&seen.tasks, total, chunk);
         return Response::new(StreamBody::new(stream).boxed());
     }
     if path == "/upload" {
@@ -341,7 +353,7 @@ async fn serve(
             closed: tokio::sync::watch::channel(false).0,
         });
         seen.upgrades.lock().unwrap().push(up.clone());
-        tokio::spawn(async move {
+        seen.tasks.spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             if let Ok(upgraded) = on.await {
                 let mut io = TokioIo::new(upgraded);
@@ -397,11 +409,12 @@ async fn serve(
 }
 
 fn futures_stream(
+    tasks: &tasks::Tasks,
     total: u64,
     chunk: Bytes,
 ) -> impl futures_core::Stream<Item = Result<Frame<Bytes>, std::convert::Infallible>> + Send {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut sent = 0u64;
         while sent < total {
             let n = (total - sent).min(chunk.len() as u64) as usize;

@@ -231,7 +231,6 @@ fn flags_override_the_file() {
 /// names the key (a deadline `Instant + Duration` must never overflow).
 #[test]
 fn every_duration_is_capped_with_an_error_naming_the_key() {
-    let base = "[upstream]\nurl = \"http://u\"\n";
     let verify = "jwks_url = \"https://i/k\"\nissuers = [\"i\"]\naudiences = [\"a\"]\n";
     let cases: &[(&str, &str, &str)] = &[
         ("server", "drain_timeout", "must be at most 1day"),
@@ -299,18 +298,24 @@ fn every_duration_is_capped_with_an_error_naming_the_key() {
             ""
         };
         // 100 million days: parses, and overflows any `Instant + Duration`.
-        let toml = if *section == "upstream" {
-            format!("[upstream]\nurl = \"http://u\"\n{key} = \"100000000d\"\n")
-        } else {
-            format!("{base}[{section}]\n{extra}{key} = \"100000000d\"\n")
-        };
-        let err = check(&toml).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("{section}.{key}: {message}"),
-            "{toml}"
-        );
+        assert_duration_refused(section, extra, key, "100000000d", message);
     }
+}
+
+/// `value` for `[section] key` (after `extra` lines) is refused with
+/// exactly `message`, naming the key.
+fn assert_duration_refused(section: &str, extra: &str, key: &str, value: &str, message: &str) {
+    let toml = if section == "upstream" {
+        format!("[upstream]\nurl = \"http://u\"\n{key} = \"{value}\"\n")
+    } else {
+        format!("[upstream]\nurl = \"http://u\"\n[{section}]\n{extra}{key} = \"{value}\"\n")
+    };
+    let err = check(&toml).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{section}.{key}: {message}"),
+        "{toml}"
+    );
 }
 
 #[test]
@@ -329,17 +334,7 @@ fn durations_that_must_be_positive_refuse_zero() {
             "must be between 1ms and 1day",
         ),
     ] {
-        let toml = if section == "upstream" {
-            format!("[upstream]\nurl = \"http://u\"\n{key} = \"0s\"\n")
-        } else {
-            format!("[upstream]\nurl = \"http://u\"\n[{section}]\n{key} = \"0s\"\n")
-        };
-        let err = check(&toml).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            format!("{section}.{key}: {message}"),
-            "{toml}"
-        );
+        assert_duration_refused(section, "", key, "0s", message);
     }
 }
 

@@ -19,7 +19,9 @@
 //! # Layout
 //!
 //! ```text
-//! config.rs        TOML + flags + env -> checked Settings
+//! config/          TOML (file.rs) + flags + env (overrides.rs) -> checked
+//!                  (validate.rs, verify.rs: one check per section, every
+//!                  duration bounded) -> Settings and its accessors (settings.rs)
 //! server.rs        listeners, TLS, accept loop, graceful shutdown
 //! h1/              the HTTP/1.1 fast path: httparse heads, byte relay, framing
 //!                  (chunk scanner), upstream pool, hand-over to hyper (rewind)
@@ -30,13 +32,16 @@
 //!                  token), token identity (a JWS by its signing input),
 //!                  fingerprint, claim peek
 //! verdict.rs       the per-request revocation check and the 401 it answers
-//! dialect/         the vendors' revoke endpoints (pure parse/render pairs)
+//! dialect/         the vendors' revoke endpoints (pure parse/render pairs);
+//!                  shared: form.rs (query/form decoding), secrets.rs,
+//!                  fastapi.rs (LangSmith's and Codegen's FastAPI shapes)
 //! identity/        principals: the verified identity of a revoker (JWT
 //!                  against a JWKS, or trusted identity headers)
 //! store/           RevocationStore trait, LocalCache (bloom + scopes), live
 //!                  (open upgrades and h2 streams a revocation must close),
-//!                  journal (binary records, lossless compaction), MemoryStore
-//!                  (embedded), redis/ (RedisStore: keys, link, sync, lookup)
+//!                  journal/ (record format, replay, group-commit writer,
+//!                  lossless compaction), MemoryStore (embedded), redis/
+//!                  (RedisStore: keys, link, lookup, snapshot, sync/ (tail, load))
 //! admin.rs         /healthz /readyz /metrics and the admin revocation API
 //! ratelimit.rs     per-client-IP token buckets (revoke endpoints, admin API)
 //! tls.rs           rustls configs, certificate reload
@@ -44,6 +49,8 @@
 //! telemetry.rs     logging, throttled warnings
 //! demo.rs          `revgate demo`: the gateway in front of a built-in echo upstream
 //! ```
+//!
+//! The design, and this map in more detail: `docs/architecture.md`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 #![cfg_attr(

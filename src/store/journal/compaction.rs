@@ -11,6 +11,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use super::record;
+#[cfg(doc)]
+use super::Journal;
 use crate::store::RevocationCommand;
 
 /// A point in the journal, from [`Journal::mark`]: everything appended

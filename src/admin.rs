@@ -210,7 +210,7 @@ async fn target(body: Incoming) -> Result<Named, Box<Response<Body>>> {
 
 fn authorized(gw: &Gateway, req: &Request<Incoming>) -> bool {
     let rt = gw.runtime();
-    let Some(expected) = rt.settings().raw.admin.token.as_deref() else {
+    let Some(expected) = rt.settings().admin_token() else {
         return true;
     };
     let given = req
@@ -389,7 +389,7 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: std::net::IpAddr) ->
                 }
                 Named::Scope(key) => RevocationCommand::Scope(rt.scope_rule(key)),
                 Named::Jti { jti, iss } => {
-                    if !rt.settings().raw.tokens.revoke_by_jti {
+                    if !rt.settings().revoke_by_jti() {
                         return jti_off();
                     }
                     // Kept as long as a token without `exp` is: the JWT
@@ -420,7 +420,7 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: std::net::IpAddr) ->
             }
             match gw.store().apply(cmd.clone()).await {
                 Ok(applied) => {
-                    crate::metrics::revocation_applied("admin", "terminate");
+                    crate::metrics::revocation_applied("admin", "api");
                     ok(serde_json::json!({"recorded": cmd, "changed": applied == Applied::Changed}))
                 }
                 Err(e) => {

@@ -19,7 +19,9 @@
 //! # Layout
 //!
 //! ```text
-//! config.rs        TOML + flags + env -> checked Settings
+//! config/          TOML (file.rs) + flags + env (overrides.rs) -> checked
+//!                  (validate.rs, verify.rs: one check per section, every
+//!                  duration bounded) -> Settings and its accessors (settings.rs)
 //! server.rs        listeners, TLS, accept loop, graceful shutdown
 //! h1/              the HTTP/1.1 fast path: httparse heads, byte relay, framing
 //!                  (chunk scanner), upstream pool, hand-over to hyper (rewind)
@@ -30,13 +32,16 @@
 //!                  token), token identity (a JWS by its signing input),
 //!                  fingerprint, claim peek
 //! verdict.rs       the per-request revocation check and the 401 it answers
-//! dialect/         the vendors' revoke endpoints (pure parse/render pairs)
+//! dialect/         the vendors' revoke endpoints (pure parse/render pairs);
+//!                  shared: form.rs (query/form decoding), secrets.rs,
+//!                  fastapi.rs (LangSmith's and Codegen's FastAPI shapes)
 //! identity/        principals: the verified identity of a revoker (JWT
 //!                  against a JWKS, or trusted identity headers)
 //! store/           RevocationStore trait, LocalCache (bloom + scopes), live
 //!                  (open upgrades and h2 streams a revocation must close),
-//!                  journal (binary records, lossless compaction), MemoryStore
-//!                  (embedded), redis/ (RedisStore: keys, link, sync, lookup)
+//!                  journal/ (record format, replay, group-commit writer,
+//!                  lossless compaction), MemoryStore (embedded), redis/
+//!                  (RedisStore: keys, link, lookup, snapshot, sync/ (tail, load))
 //! admin.rs         /healthz /readyz /metrics and the admin revocation API
 //! ratelimit.rs     per-client-IP token buckets (revoke endpoints, admin API)
 //! tls.rs           rustls configs, certificate reload
@@ -44,8 +49,14 @@
 //! telemetry.rs     logging, throttled warnings
 //! demo.rs          `revgate demo`: the gateway in front of a built-in echo upstream
 //! ```
+//!
+//! The design, and this map in more detail: `docs/architecture.md`.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
 
 pub mod admin;
 pub(crate) mod admission;
@@ -104,7 +115,7 @@ pub enum StartError {
 /// The fingerprint key: configured, or (embedded store only) generated once
 /// and kept beside the journal.
 pub fn fingerprint_key(settings: &Settings) -> Result<FingerprintKey, StartError> {
-    if let Some(hex) = &settings.raw.tokens.fingerprint_key {
+    if let Some(hex) = settings.fingerprint_key_hex() {
         return FingerprintKey::from_hex(hex).map_err(|e| {
             StartError::Config(config::ConfigError {
                 key: "tokens.fingerprint_key".into(),
@@ -112,7 +123,7 @@ pub fn fingerprint_key(settings: &Settings) -> Result<FingerprintKey, StartError
             })
         });
     }
-    let mut path = settings.raw.store.journal.clone().into_os_string();
+    let mut path = settings.store().journal.clone().into_os_string();
     path.push(".key");
     FingerprintKey::load_or_create(std::path::Path::new(&path))
         .map_err(|e| StartError::Store(e.to_string()))
@@ -123,7 +134,7 @@ pub async fn open_store(
     settings: &Settings,
     shutdown: CancellationToken,
 ) -> Result<Arc<dyn RevocationStore>, StartError> {
-    let s = &settings.raw.store;
+    let s = settings.store();
     if s.url == "memory" {
         let (store, report) = MemoryStore::open(&s.journal, s.bloom_capacity, s.bloom_fp_rate)
             .map_err(|e| StartError::Store(format!("journal {}: {e}", s.journal.display())))?;
@@ -231,18 +242,19 @@ pub async fn run(
         Err(e) => tracing::warn!(error = %e, "metrics disabled"),
     }
     let store = open_store(&settings, shutdown.clone()).await?;
+    let server = settings.server();
     let options = server::Options {
-        max_header_bytes: settings.raw.server.max_header_bytes,
-        fast_path: settings.raw.server.h1_fast_path,
-        io_threads: settings.raw.server.io_thread_count(),
-        body_idle_timeout: settings.raw.server.body_idle_timeout,
-        drain_timeout: settings.raw.server.drain_timeout,
-        max_connections: settings.raw.server.max_connections,
-        h2_keepalive_interval: settings.raw.server.h2_keepalive_interval,
-        h2_keepalive_timeout: settings.raw.server.h2_keepalive_timeout,
-        h2_max_concurrent_streams: settings.raw.server.h2_max_concurrent_streams,
+        max_header_bytes: server.max_header_bytes,
+        fast_path: server.fast_path,
+        io_threads: server.io_threads,
+        body_idle_timeout: server.body_idle_timeout,
+        drain_timeout: server.drain_timeout,
+        max_connections: server.max_connections,
+        h2_keepalive_interval: server.h2_keepalive_interval,
+        h2_keepalive_timeout: server.h2_keepalive_timeout,
+        h2_max_concurrent_streams: server.h2_max_concurrent_streams,
     };
-    let (acceptor, resolver) = match &settings.raw.server.tls {
+    let (acceptor, resolver) = match settings.tls() {
         Some(t) => {
             let resolver = Arc::new(
                 tls::ReloadingCertResolver::load(&t.cert, &t.key)
@@ -253,7 +265,8 @@ pub async fn run(
                 Duration::from_secs(2),
                 shutdown.clone(),
             ));
-            let cfg = tls::server_config(resolver.clone());
+            let cfg =
+                tls::server_config(resolver.clone()).map_err(|e| StartError::Tls(e.to_string()))?;
             (Some(tokio_rustls::TlsAcceptor::from(cfg)), Some(resolver))
         }
         None => (None, None),

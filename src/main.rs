@@ -3,6 +3,9 @@
 //! Exit codes: 0 after a clean shutdown; 2 for a bad configuration (the
 //! message names the key); 1 for any other start-up failure.
 
+#![forbid(unsafe_code)]
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use std::process::ExitCode;
 
 use anyhow::Context as _;
@@ -198,9 +201,11 @@ fn reload(overrides: &Overrides, gateway: &Gateway, tls: Option<&ReloadingCertRe
     match revgate::proxy::Runtime::new(settings, key) {
         Ok(rt) => {
             gateway.reload(rt);
+            revgate::metrics::reload("config", true);
             tracing::info!("SIGHUP: configuration reloaded");
         }
         Err(e) => {
+            revgate::metrics::reload("config", false);
             tracing::error!(error = %e, "SIGHUP: new configuration rejected; keeping the old one")
         }
     }

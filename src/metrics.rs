@@ -34,6 +34,13 @@
 //! | `revgate_store_connected`, `revgate_store_staleness_seconds`, `revgate_store_journal_backlog`, `revgate_store_token_rules`, `revgate_store_scope_rules` | gauge | |
 //! | `revgate_reloads_total` | counter | `what`, `result` |
 //! | `revgate_rate_limited_total` | counter | `surface` (`revoke`, `admin`) |
+//! | `revgate_live_sessions_closed_total` | counter | `kind` (`upgrade`, `h2_stream`) |
+//! | `revgate_connections_open` | gauge | |
+//! | `revgate_connections_limited_total` | counter | |
+//!
+//! Every counter whose labels are a fixed set is exported at 0 from
+//! [`install`] on (`export_at_zero`); `revgate_requests_total` from the
+//! moment a route's [`RouteMetrics`] is made, for every outcome.
 //!
 //! # Decisions
 //!
@@ -122,7 +129,45 @@ fn build_and_install() -> Result<PrometheusHandle, MetricsError> {
         .install_recorder()
         .map_err(err)?;
     describe();
+    export_at_zero();
     Ok(handle)
+}
+
+/// Registers every counter series whose labels are a fixed set, so that
+/// `/metrics` shows each documented counter at 0 from start-up: a `rate()`
+/// or an alert on a series that appears only at its first increment misses
+/// that increment. (`revgate_requests_total` is registered per route, for
+/// every outcome, by [`RouteMetrics::new`].) `increment(0)` registers
+/// without changing a value.
+fn export_at_zero() {
+    use crate::dialect::DialectKind;
+    let dialects = DialectKind::ALL.map(DialectKind::name);
+    for source in dialects {
+        for mode in ["forward", "terminate"] {
+            metrics::counter!(APPLIED, "source" => source, "mode" => mode).increment(0);
+        }
+        metrics::counter!(APPLY_FAILED, "source" => source).increment(0);
+        metrics::counter!(UNIDENTIFIED, "dialect" => source).increment(0);
+    }
+    metrics::counter!(APPLIED, "source" => "admin", "mode" => "api").increment(0);
+    metrics::counter!(APPLY_FAILED, "source" => "admin").increment(0);
+    metrics::counter!(BLOOM_FP).increment(0);
+    for what in ["config", "tls"] {
+        for result in ["ok", "error"] {
+            metrics::counter!(RELOADS, "what" => what, "result" => result).increment(0);
+        }
+    }
+    for kind in [
+        crate::store::live::SessionKind::Upgrade,
+        crate::store::live::SessionKind::Stream,
+    ] {
+        metrics::counter!(LIVE_CLOSED, "kind" => kind.as_str()).increment(0);
+    }
+    for surface in ["revoke", "admin"] {
+        metrics::counter!(RATE_LIMITED, "surface" => surface).increment(0);
+    }
+    metrics::counter!(CONNECTIONS_LIMITED).increment(0);
+    metrics::gauge!(CONNECTIONS_OPEN).set(0.0);
 }
 
 fn describe() {
@@ -179,8 +224,6 @@ fn describe() {
         CONNECTIONS_LIMITED,
         "Times accepting paused at server.max_connections."
     );
-    metrics::gauge!(CONNECTIONS_OPEN).set(0.0);
-    metrics::counter!(CONNECTIONS_LIMITED).absolute(0);
     describe_counter!(
         RATE_LIMITED,
         "Calls refused with 429 by a per-client rate limit, by surface (revoke, admin)."

@@ -5,7 +5,7 @@
 //! # API (what `main.rs` and `proxy.rs` call)
 //!
 //! ```text
-//! telemetry::init(settings.raw.log.format, &settings.raw.log.filter);   // first thing in main
+//! telemetry::init(config.log.format, &config.log.filter);   // first thing in main
 //! telemetry::access(&AccessLog { method, path, status, route, outcome, .. });  // once per request
 //!
 //! // tests: capture every log line of the process

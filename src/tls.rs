@@ -6,7 +6,7 @@
 //! ```text
 //! // listener
 //! let resolver = Arc::new(tls::ReloadingCertResolver::load(&cert_path, &key_path)?);
-//! let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone()));
+//! let acceptor = tokio_rustls::TlsAcceptor::from(tls::server_config(resolver.clone())?);
 //! tokio::spawn(tls::watch(resolver.clone(), Duration::from_secs(5), cancel.child_token()));
 //! // on SIGHUP:
 //! if let Err(e) = resolver.reload() { /* logged by reload(); old cert keeps serving */ }
@@ -279,16 +279,18 @@ pub async fn watch(
 }
 
 /// The listener's rustls configuration: certificates from `resolver`, ALPN
-/// `h2` then `http/1.1`, no client authentication, TLS 1.2 and 1.3.
-pub fn server_config(resolver: Arc<ReloadingCertResolver>) -> Arc<ServerConfig> {
+/// `h2` then `http/1.1`, no client authentication, TLS 1.2 and 1.3. (The
+/// error cannot happen with ring, which implements both versions; it is
+/// returned rather than unwrapped so the library has no panic path.)
+pub fn server_config(
+    resolver: Arc<ReloadingCertResolver>,
+) -> Result<Arc<ServerConfig>, rustls::Error> {
     let mut config = ServerConfig::builder_with_provider(provider())
-        .with_protocol_versions(rustls::DEFAULT_VERSIONS)
-        // Start-up only, and cannot fail: ring implements TLS 1.2 and 1.3.
-        .expect("the ring provider supports TLS 1.2 and 1.3")
+        .with_protocol_versions(rustls::DEFAULT_VERSIONS)?
         .with_no_client_auth()
         .with_cert_resolver(resolver);
     config.alpn_protocols = SERVER_ALPN.iter().map(|p| p.to_vec()).collect();
-    Arc::new(config)
+    Ok(Arc::new(config))
 }
 
 /// The client configuration for `https://` upstreams.
@@ -467,7 +469,7 @@ mod tests {
         let (_d, pki) = pki();
         let resolver =
             Arc::new(ReloadingCertResolver::load(&pki.server_cert, &pki.server_key).unwrap());
-        let (addr, stop) = echo_server(server_config(resolver)).await;
+        let (addr, stop) = echo_server(server_config(resolver).unwrap()).await;
 
         let mut h2 = connect(
             client_with_ca(&pki.ca_cert, &[b"h2", b"http/1.1"]),
@@ -494,7 +496,7 @@ mod tests {
         let (_d2, other) = self::pki();
         let resolver =
             Arc::new(ReloadingCertResolver::load(&pki.server_cert, &pki.server_key).unwrap());
-        let (addr, stop) = echo_server(server_config(resolver)).await;
+        let (addr, stop) = echo_server(server_config(resolver).unwrap()).await;
 
         let wrong_name = connect(client_with_ca(&pki.ca_cert, &[]), addr, "evil.example").await;
         assert!(wrong_name.is_err(), "a name outside the SANs must fail");
@@ -511,7 +513,7 @@ mod tests {
         let (_d, pki) = pki();
         let resolver =
             Arc::new(ReloadingCertResolver::load(&pki.server_cert, &pki.server_key).unwrap());
-        let (addr, stop) = echo_server(server_config(resolver.clone())).await;
+        let (addr, stop) = echo_server(server_config(resolver.clone()).unwrap()).await;
         let client = client_with_ca(&pki.ca_cert, &[]);
 
         let mut before = connect(client.clone(), addr, "localhost").await.unwrap();

@@ -28,26 +28,6 @@ fn terminate(up: &RunningUpstream, toml: &str) -> RunningGateway {
         .spawn()
 }
 
-/// The token is not revoked: a request carrying it reaches the upstream.
-async fn assert_passes(gw: &RunningGateway, up: &RunningUpstream, token: &str) {
-    let hits = up.hits();
-    let r = get_bearer(&format!("{}/data", gw.url), token).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(
-        up.hits(),
-        hits + 1,
-        "the request did not reach the upstream"
-    );
-}
-
-/// The token is revoked: refused, the upstream never sees it.
-async fn assert_revoked(gw: &RunningGateway, up: &RunningUpstream, token: &str) {
-    let hits = up.hits();
-    let r = get_bearer(&format!("{}/data", gw.url), token).await;
-    assert_eq!(r.status, 401, "{}", r.text());
-    assert_eq!(up.hits(), hits, "a revoked token reached the upstream");
-}
-
 /// Every scope rule, walking the listing page by page.
 async fn all_scopes(gw: &RunningGateway) -> Vec<serde_json::Value> {
     let mut out = Vec::new();

@@ -279,12 +279,12 @@ type Seen = Arc<Mutex<Vec<(Option<u64>, String)>>>;
 struct Ledger {
     seen: Seen,
     url: String,
-    task: tokio::task::JoinHandle<()>,
+    tasks: support::tasks::Tasks,
 }
 
 impl Drop for Ledger {
     fn drop(&mut self) {
-        self.task.abort();
+        self.tasks.finish();
     }
 }
 
@@ -293,13 +293,15 @@ async fn ledger() -> Ledger {
     let url = format!("http://{}", listener.local_addr().unwrap());
     let seen: Seen = Arc::default();
     let s = seen.clone();
-    let task = tokio::spawn(async move {
+    let tasks = support::tasks::Tasks::default();
+    let t = tasks.clone();
+    tasks.spawn(async move {
         loop {
             let Ok((stream, _)) = listener.accept().await else {
                 continue;
             };
             let s = s.clone();
-            tokio::spawn(async move {
+            t.spawn(async move {
                 let svc = service_fn(move |req: Request<Incoming>| {
                     let s = s.clone();
                     async move {
@@ -328,7 +330,7 @@ async fn ledger() -> Ledger {
             });
         }
     });
-    Ledger { seen, url, task }
+    Ledger { seen, url, tasks }
 }
 
 // === the instances ===

@@ -14,8 +14,6 @@ use support::*;
 
 const BAD_GATEWAY: &str =
     r#"{"error":"bad_gateway","error_description":"The upstream service is unavailable"}"#;
-const REVOKED_BODY: &str =
-    r#"{"error":"invalid_token","error_description":"The access token has been revoked"}"#;
 /// A second request hidden in a body: if any framing desynchronises, the
 /// upstream sees it.
 const SMUGGLED: &str = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
@@ -62,9 +60,16 @@ fn contains(hay: &[u8], needle: &str) -> bool {
     hay.windows(needle.len()).any(|w| w == needle.as_bytes())
 }
 
-/// Nothing smuggled reached the upstream, as a request or as bytes.
-fn assert_not_smuggled(up: &RawUpstream) {
-    std::thread::sleep(Duration::from_millis(200));
+/// Nothing smuggled reached the upstream, as a request or as bytes. Waited
+/// for as an event, not a time: the gateway is stopped, so every upstream
+/// connection it held closes, and once each has ended the upstream has
+/// recorded every byte the gateway ever sent it.
+fn assert_not_smuggled(up: &RawUpstream, gw: &mut RunningGateway) {
+    gw.kill9();
+    assert!(
+        up.wait_ended(WAIT),
+        "the upstream's connections stayed open"
+    );
     let bytes = up.all_bytes();
     assert!(
         !contains(&bytes, "/smuggled"),
@@ -203,16 +208,15 @@ fn head_response_has_no_body_and_the_connection_stays_usable() {
     let r = c.head_response();
     assert_eq!(r.start, "HTTP/1.1 200 OK");
     assert_eq!(r.header("content-length").as_deref(), Some("5"));
-    assert!(
-        c.quiet_for(Duration::from_millis(200)),
-        "bytes after a HEAD answer: {:?}",
-        c.text()
-    );
     assert_eq!(targets(&up), ["HEAD /h HTTP/1.1"]);
+    // No body after the HEAD answer, shown by an event rather than a quiet
+    // spell: the next response on the connection starts right where the
+    // HEAD answer ended (stray body bytes would come first and not parse).
     c.send(get("/after-head").as_bytes());
     let r = c.response();
     assert_eq!(r.start, "HTTP/1.1 200 OK");
     assert_eq!(r.text(), "ok");
+    assert!(c.buf.is_empty(), "bytes after the answers: {:?}", c.text());
 }
 
 #[test]
@@ -268,14 +272,14 @@ fn content_length_with_transfer_encoding_is_not_smuggled() {
     let req = format!(
         "POST /te-cl HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n{SMUGGLED}"
     );
-    let (up, mut c, _gw) = hostile(&req);
+    let (up, mut c, mut gw) = hostile(&req);
     let r = c.response();
     assert_eq!(r.start, "HTTP/1.1 200 OK");
     assert_eq!(r.text(), "/te-cl");
     assert_eq!(r.header("connection").as_deref(), Some("close"));
     assert!(c.closed(), "connection left open: {:?}", c.text());
     assert!(c.buf.is_empty(), "more after the response: {:?}", c.text());
-    assert_not_smuggled(&up);
+    assert_not_smuggled(&up, &mut gw);
     let seen = up.seen();
     assert_eq!(seen.len(), 1);
     let m = &seen[0].msg;
@@ -295,9 +299,9 @@ fn two_different_content_lengths_are_rejected() {
         "POST /cl-cl HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 0\r\nContent-Length: {}\r\n\r\n{SMUGGLED}",
         SMUGGLED.len()
     );
-    let (up, mut c, _gw) = hostile(&req);
+    let (up, mut c, mut gw) = hostile(&req);
     assert_400_and_closed(&mut c);
-    assert_not_smuggled(&up);
+    assert_not_smuggled(&up, &mut gw);
     assert!(up.seen().is_empty());
 }
 
@@ -306,9 +310,9 @@ fn transfer_encoding_not_ending_in_chunked_is_rejected() {
     let req = format!(
         "POST /te HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked, identity\r\n\r\n0\r\n\r\n{SMUGGLED}"
     );
-    let (up, mut c, _gw) = hostile(&req);
+    let (up, mut c, mut gw) = hostile(&req);
     assert_400_and_closed(&mut c);
-    assert_not_smuggled(&up);
+    assert_not_smuggled(&up, &mut gw);
     assert!(up.seen().is_empty());
 }
 
@@ -321,7 +325,7 @@ fn unknown_transfer_coding_is_refused_not_relayed() {
     let req = format!(
         "POST /gz HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: gzip, chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n{SMUGGLED}"
     );
-    let (up, mut c, _gw) = hostile(&req);
+    let (up, mut c, mut gw) = hostile(&req);
     let r = c.response();
     assert_eq!(r.start, "HTTP/1.1 501 Not Implemented");
     assert_eq!(r.header("connection").as_deref(), Some("close"));
@@ -330,7 +334,10 @@ fn unknown_transfer_coding_is_refused_not_relayed() {
         r#"{"error":"not_implemented","error_description":"The request's transfer coding is not supported"}"#
     );
     assert!(c.closed(), "connection left open: {:?}", c.text());
-    std::thread::sleep(Duration::from_millis(200));
+    // Nothing arrived, waited for as an event: the gateway gone and every
+    // upstream connection it had ended.
+    gw.kill9();
+    assert!(up.wait_ended(WAIT));
     assert!(up.seen().is_empty(), "{:?}", targets(&up));
 }
 
@@ -341,7 +348,7 @@ fn invalid_chunk_size_does_not_leak_a_second_request() {
     let req = format!(
         "POST /bad-chunk HTTP/1.1\r\nHost: gw.test\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n{SMUGGLED}"
     );
-    let (up, mut c, _gw) = hostile(&req);
+    let (up, mut c, mut gw) = hostile(&req);
     let r = c.response();
     assert_eq!(r.start, "HTTP/1.1 400 Bad Request");
     assert_eq!(r.header("connection").as_deref(), Some("close"));
@@ -351,7 +358,7 @@ fn invalid_chunk_size_does_not_leak_a_second_request() {
     );
     assert!(c.closed(), "connection left open: {:?}", c.text());
     assert!(c.buf.is_empty(), "more after the 400: {:?}", c.text());
-    assert_not_smuggled(&up);
+    assert_not_smuggled(&up, &mut gw);
     assert!(
         up.seen()
             .iter()
@@ -575,7 +582,7 @@ fn expect_100_continue() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_request_does_not_break_the_next_one_on_the_connection() {
     let up = echo_path();
-    let gw = gateway(&up);
+    let mut gw = gateway(&up);
     admin_revoke(&gw, "wire-revoked").await;
     tokio::task::spawn_blocking(move || {
         let mut c = RawClient::connect(gw.addr);
@@ -606,7 +613,7 @@ async fn revoked_request_does_not_break_the_next_one_on_the_connection() {
         let r4 = c.response();
         assert_eq!(r4.start, "HTTP/1.1 200 OK");
         assert_eq!(r4.text(), "/four");
-        assert_not_smuggled(&up);
+        assert_not_smuggled(&up, &mut gw);
         assert_eq!(targets(&up), ["GET /two HTTP/1.1", "GET /four HTTP/1.1"]);
     })
     .await
@@ -761,12 +768,15 @@ fn a_post_is_not_replayed_when_the_upstream_drops_it() {
     // The upstream reads the POST and closes without answering: the request
     // may have been acted on, so it is not sent again (a GET would be).
     let up = RawUpstream::start(|_| Reply::Close);
-    let gw = gateway(&up);
+    let mut gw = gateway(&up);
     let mut c = RawClient::connect(gw.addr);
     // Warm a pooled connection first, so the POST goes out on a reused one.
     c.send(b"POST /once HTTP/1.1\r\nHost: gw.test\r\nContent-Length: 2\r\n\r\nhi");
     assert_502(&c.response());
-    std::thread::sleep(Duration::from_millis(200));
+    // No replay arrived, waited for as an event: the gateway gone and every
+    // upstream connection it had ended.
+    gw.kill9();
+    assert!(up.wait_ended(WAIT));
     assert_eq!(targets(&up), ["POST /once HTTP/1.1"]);
 }
 
@@ -1016,3 +1026,16 @@ on_hyper_too!(
     an_early_answer_during_an_upload_reaches_the_client,
     a_connection_idle_past_the_release_time_keeps_working,
 );
+
+/// The harness itself: a panic in a raw upstream's script (an assertion on
+/// what arrived) fails the test when the upstream is dropped.
+#[test]
+#[should_panic(expected = "a test server task panicked: the script was asked to panic")]
+fn a_panic_in_a_raw_upstream_script_fails_the_test() {
+    let up = RawUpstream::start(|_| panic!("the script was asked to panic"));
+    let gw = gateway(&up);
+    let mut c = RawClient::connect(gw.addr);
+    c.send(get("/x").as_bytes());
+    assert_502(&c.response());
+    drop(up);
+}

@@ -24,9 +24,6 @@ use revgate::store::journal::Journal;
 use revgate::store::{RevocationCommand, TokenRule};
 use support::*;
 
-const REVOKED_BODY: &str =
-    r#"{"error":"invalid_token","error_description":"The access token has been revoked"}"#;
-
 /// Rules written to the journal before the first start, so that every
 /// compaction has real work to do and appends keep arriving while it runs.
 const PRELOADED_RULES: u64 = 100_000;

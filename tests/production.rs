@@ -230,7 +230,7 @@ async fn certificate_rotation_is_picked_up_while_a_download_continues() {
 async fn tls_upstream(
     pki: &support::certs::Pki,
     require_client: bool,
-) -> (SocketAddr, tokio::task::JoinHandle<()>) {
+) -> (SocketAddr, support::tasks::Tasks) {
     let provider = revgate::tls::provider();
     let b = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_safe_default_protocol_versions()
@@ -257,13 +257,15 @@ async fn tls_upstream(
     let acceptor = tokio_rustls::TlsAcceptor::from(Arc::new(cfg));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let task = tokio::spawn(async move {
+    let tasks = support::tasks::Tasks::default();
+    let t = tasks.clone();
+    tasks.spawn(async move {
         loop {
             let Ok((tcp, _)) = listener.accept().await else {
                 continue;
             };
             let acceptor = acceptor.clone();
-            tokio::spawn(async move {
+            t.spawn(async move {
                 let Ok(tls) = acceptor.accept(tcp).await else {
                     return;
                 };
@@ -282,14 +284,14 @@ async fn tls_upstream(
             });
         }
     });
-    (addr, task)
+    (addr, tasks)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn upstreams_over_tls_and_mtls() {
     let dir = tempfile::tempdir().unwrap();
     let pki = write_pki(dir.path(), &["localhost"]);
-    let (addr, _t) = tls_upstream(&pki, false).await;
+    let (addr, t) = tls_upstream(&pki, false).await;
     let gw = Gateway::new()
         .toml(&format!(
             "[upstream]\nurl = \"https://localhost:{}\"\nca_file = {:?}",
@@ -303,7 +305,7 @@ async fn upstreams_over_tls_and_mtls() {
         (200, r#"{"tls":true,"client_cert":false}"#)
     );
 
-    let (maddr, _t2) = tls_upstream(&pki, true).await;
+    let (maddr, t2) = tls_upstream(&pki, true).await;
     let with_cert = Gateway::new()
         .toml(&format!(
             "[upstream]\nurl = \"https://localhost:{}\"\nca_file = {:?}\nclient_cert = {:?}\nclient_key = {:?}",
@@ -344,6 +346,9 @@ async fn upstreams_over_tls_and_mtls() {
         get_bearer(&format!("{}/x", distrust.url), "t").await.status,
         502
     );
+    // The servers' tasks are joined: a panic in one fails the test.
+    t.finish();
+    t2.finish();
 }
 
 // === metrics ===
@@ -410,7 +415,137 @@ async fn metrics_parse_and_move() {
     );
 }
 
+/// Every metric the operator docs and the README name is on `/metrics` from
+/// start-up, and every counter among them reads 0 before any traffic: an
+/// alert on `rate()` must see the first increment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_documented_metric_is_exported_from_start_up_and_counters_at_0() {
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new().upstream(&up.url).spawn();
+    let mut documented = std::collections::BTreeSet::new();
+    for doc in ["docs/operations.md", "README.md", "src/metrics.rs"] {
+        let text =
+            std::fs::read_to_string(format!("{}/{doc}", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        // Of the source, only the module doc's table documents anything.
+        let text: String = if doc.ends_with(".rs") {
+            text.lines().filter(|l| l.starts_with("//!")).collect()
+        } else {
+            text
+        };
+        for (i, _) in text.match_indices("revgate_") {
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            // `revgate_overhead_seconds_bucket` is a series of the histogram.
+            let name = ["_bucket", "_count", "_sum"]
+                .iter()
+                .fold(name.as_str(), |n, suffix| {
+                    n.strip_suffix(suffix).unwrap_or(n)
+                })
+                .to_string();
+            if name.len() > "revgate_".len() && !name.ends_with('_') {
+                documented.insert(name);
+            }
+        }
+    }
+    assert!(documented.len() >= 20, "{documented:?}");
+    let r = fetch(&format!("{}/metrics", gw.admin_url), &[]).await;
+    assert_eq!(r.status, 200);
+    let m = prometheus::parse(&r.text()).unwrap_or_else(|e| panic!("{e}\n{}", r.text()));
+    for name in &documented {
+        let kind = m.family_type(name);
+        assert!(
+            kind.is_some(),
+            "{name} is documented but not exported:\n{}",
+            r.text()
+        );
+        if kind == Some("counter") {
+            let series = m.samples.iter().filter(|s| &s.name == name).count();
+            assert!(series > 0, "{name} has no series");
+            assert_eq!(m.sum(name, &[]), 0.0, "{name} before any traffic");
+        }
+    }
+    for outcome in [
+        "forwarded",
+        "revoked",
+        "bad_request",
+        "upstream_error",
+        "no_route",
+        "revoke_call",
+        "unavailable",
+    ] {
+        assert_eq!(
+            m.value(
+                "revgate_requests_total",
+                &[("route", "default"), ("outcome", outcome)]
+            ),
+            Some(0.0),
+            "{outcome}"
+        );
+    }
+    for (what, result) in [
+        ("config", "ok"),
+        ("config", "error"),
+        ("tls", "ok"),
+        ("tls", "error"),
+    ] {
+        assert_eq!(
+            m.value(
+                "revgate_reloads_total",
+                &[("what", what), ("result", result)]
+            ),
+            Some(0.0)
+        );
+    }
+    assert_eq!(up.hits(), 0);
+}
+
 // === shutdown and reload ===
+
+/// SIGHUP with a good file counts `{what="config",result="ok"}`, with a bad
+/// one `{result="error"}`, each exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_are_counted_by_result() {
+    let a = Upstream::new().spawn().await;
+    let b = Upstream::new().spawn().await;
+    let gw = Gateway::new()
+        .toml(&format!("[upstream]\nurl = \"{}\"", a.url))
+        .spawn();
+    let config = gw.dir.join("revgate.toml");
+    let reloads = async || {
+        let r = fetch(&format!("{}/metrics", gw.admin_url), &[]).await;
+        assert_eq!(r.status, 200);
+        let m = prometheus::parse(&r.text()).unwrap();
+        let v = |result| {
+            m.value(
+                "revgate_reloads_total",
+                &[("what", "config"), ("result", result)],
+            )
+        };
+        (v("ok"), v("error"))
+    };
+    assert_eq!(reloads().await, (Some(0.0), Some(0.0)));
+
+    std::fs::write(&config, format!("[upstream]\nurl = \"{}\"\n", b.url)).unwrap();
+    gw.signal("HUP");
+    let counted = eventually(Duration::from_secs(5), async || {
+        reloads().await == (Some(1.0), Some(0.0))
+    })
+    .await;
+    assert!(counted, "{:?}\n{}", reloads().await, gw.logs());
+    assert_eq!(get_bearer(&format!("{}/x", gw.url), "t").await.status, 200);
+    assert_eq!((a.hits(), b.hits()), (0, 1), "the reloaded route serves");
+
+    std::fs::write(&config, "[upstream]\nurl = \"ftp://nope\"\n").unwrap();
+    gw.signal("HUP");
+    let counted = eventually(Duration::from_secs(5), async || {
+        reloads().await == (Some(1.0), Some(1.0))
+    })
+    .await;
+    assert!(counted, "{:?}\n{}", reloads().await, gw.logs());
+    assert!(gw.logs().contains("upstream.url"), "{}", gw.logs());
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_a_slow_download_refuses_new_connections_and_exits_0() {

@@ -10,18 +10,6 @@ use http::Request;
 use http_body_util::Full;
 use support::*;
 
-const REVOKED_BODY: &str =
-    r#"{"error":"invalid_token","error_description":"The access token has been revoked"}"#;
-const REVOKED_CHALLENGE: &str =
-    r#"Bearer error="invalid_token", error_description="The access token has been revoked""#;
-
-fn assert_revoked(r: &Got) {
-    assert_eq!(r.status, 401, "{}", r.text());
-    assert_eq!(r.header("www-authenticate"), Some(REVOKED_CHALLENGE));
-    assert_eq!(r.header("content-type"), Some("application/json"));
-    assert_eq!(r.text(), REVOKED_BODY);
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn revoked_tokens_are_rejected_by_header_query_and_api_key_and_never_reach_upstream() {
     let up = Upstream::new().spawn().await;
@@ -48,11 +36,11 @@ async fn revoked_tokens_are_rejected_by_header_query_and_api_key_and_never_reach
     admin_revoke(&gw, "key-9").await;
 
     let before = up.hits();
-    assert_revoked(&get_bearer(&format!("{}/a", gw.url), "tok-1").await);
-    assert_revoked(&fetch(&format!("{}/a?x=1&access_token=tok-1", gw.url), &[]).await);
-    assert_revoked(&fetch(&format!("{}/a", gw.url), &[("x-api-key", "key-9")]).await);
+    assert_revoked_response(&get_bearer(&format!("{}/a", gw.url), "tok-1").await);
+    assert_revoked_response(&fetch(&format!("{}/a?x=1&access_token=tok-1", gw.url), &[]).await);
+    assert_revoked_response(&fetch(&format!("{}/a", gw.url), &[("x-api-key", "key-9")]).await);
     // Scheme is case-insensitive.
-    assert_revoked(
+    assert_revoked_response(
         &fetch(
             &format!("{}/a", gw.url),
             &[("authorization", "bEaReR tok-1")],
@@ -144,7 +132,7 @@ async fn h2c_prior_knowledge_is_served_and_judged() {
             .unwrap(),
     )
     .await;
-    assert_revoked(&r);
+    assert_revoked_response(&r);
     assert_eq!(up.hits(), hits);
 }
 
@@ -164,11 +152,11 @@ async fn scope_rules_match_subject_provider_and_issue_time() {
     let before = jwt(
         &serde_json::json!({"sub": "u1", "provider": "github", "iat": t - 10, "exp": t + 3600}),
     );
-    assert_revoked(&get_bearer(&url, &before).await);
+    assert_revoked_response(&get_bearer(&url, &before).await);
     let same_second = jwt(&serde_json::json!({"sub": "u1", "provider": "github", "iat": t}));
-    assert_revoked(&get_bearer(&url, &same_second).await);
+    assert_revoked_response(&get_bearer(&url, &same_second).await);
     let no_iat = jwt(&serde_json::json!({"sub": "u1", "provider": "github"}));
-    assert_revoked(&get_bearer(&url, &no_iat).await);
+    assert_revoked_response(&get_bearer(&url, &no_iat).await);
     assert_eq!(up.hits(), hits);
 
     let after = jwt(&serde_json::json!({"sub": "u1", "provider": "github", "iat": t + 5}));
@@ -204,7 +192,7 @@ async fn identity_headers_supply_attributes_of_opaque_tokens() {
             .body(Full::default())
             .unwrap()
     };
-    assert_revoked(&send(req("alice")).await);
+    assert_revoked_response(&send(req("alice")).await);
     assert_eq!(send(req("bob")).await.status, 200);
 }
 
@@ -231,12 +219,14 @@ async fn revocations_survive_kill_9_and_a_torn_journal_tail() {
     gw.restart();
     let hits = up.hits();
     for i in 0..20 {
-        assert_revoked(&get_bearer(&format!("{}/x", gw.url), &format!("durable-{i}")).await);
+        assert_revoked_response(
+            &get_bearer(&format!("{}/x", gw.url), &format!("durable-{i}")).await,
+        );
     }
     let scoped = jwt(
         &serde_json::json!({"sub": "u7", "org_id": 42, "provider": "slack", "iat": now() - 100}),
     );
-    assert_revoked(&get_bearer(&format!("{}/x", gw.url), &scoped).await);
+    assert_revoked_response(&get_bearer(&format!("{}/x", gw.url), &scoped).await);
     assert_eq!(up.hits(), hits);
     assert_eq!(
         get_bearer(&format!("{}/x", gw.url), "never-revoked")
@@ -263,7 +253,7 @@ async fn expired_rules_are_gone_after_compaction() {
     let short = jwt(&serde_json::json!({"sub": "s", "exp": now() + 2}));
     admin_revoke(&gw, &short).await;
     admin_revoke(&gw, "long-lived").await;
-    assert_revoked(&get_bearer(&format!("{}/x", gw.url), &short).await);
+    assert_revoked_response(&get_bearer(&format!("{}/x", gw.url), &short).await);
     let journal = gw.journal();
     let compacted = eventually(Duration::from_secs(10), async || {
         let bytes = std::fs::read(&journal).unwrap_or_default();
@@ -271,7 +261,7 @@ async fn expired_rules_are_gone_after_compaction() {
     })
     .await;
     assert!(compacted, "the expired rule is still in the journal");
-    assert_revoked(&get_bearer(&format!("{}/x", gw.url), "long-lived").await);
+    assert_revoked_response(&get_bearer(&format!("{}/x", gw.url), "long-lived").await);
 }
 
 /// Counts the records of a journal file (an 8-byte header, then
@@ -498,7 +488,7 @@ async fn admin_api_rejects_bad_input_clearly() {
     )
     .await;
     assert_eq!(look.json()["revoked"], true);
-    assert_revoked(&get_bearer(&format!("{}/x", gw.url), "to-remove").await);
+    assert_revoked_response(&get_bearer(&format!("{}/x", gw.url), "to-remove").await);
     let del = send(
         Request::builder()
             .method("DELETE")
@@ -661,4 +651,17 @@ async fn host_routes_match_the_host_without_its_port() {
     );
     assert_eq!(send(with_host("other.example")).await.status, 200);
     assert_eq!((api.hits(), d.hits()), (1, 1));
+}
+
+/// The harness itself: a panic in a test server's task is not swallowed
+/// with the task; dropping the server fails the test with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[should_panic(expected = "a test server task panicked: the upstream was asked to panic")]
+async fn a_panic_in_a_test_server_task_fails_the_test() {
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new().upstream(&up.url).spawn();
+    let r = get_bearer(&format!("{}/panic", gw.url), "t").await;
+    assert_eq!(r.status, 502, "{}", r.text());
+    assert_eq!(up.hits(), 1);
+    drop(up);
 }

@@ -20,7 +20,6 @@
 mod redis_support;
 mod support;
 
-use std::future::Future;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -111,23 +110,8 @@ async fn is_revoked_exactly(s: &RedisStore, i: u64) -> bool {
     s.cache().may_contain(&f) && matches!(s.is_token_revoked(&f).await, Ok(true))
 }
 
-async fn eventually<F, Fut>(what: &str, within: Duration, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let deadline = Instant::now() + within;
-    loop {
-        if check().await {
-            return;
-        }
-        assert!(Instant::now() < deadline, "timed out waiting for: {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-}
-
 async fn ready(s: &RedisStore) {
-    eventually("store ready", Duration::from_secs(20), || async {
+    support::wait_for("store ready", Duration::from_secs(20), || async {
         s.status().ready
     })
     .await;
@@ -158,7 +142,7 @@ async fn a_revocation_through_one_instance_reaches_the_others_and_redis_holds_on
     assert_eq!(a.apply(revoke(1)).await.unwrap(), Applied::Changed);
     assert!(is_revoked(&a, 1).await, "A judges by it at once");
     for s in [&b, &c] {
-        eventually("B and C see A's revocation", Duration::from_secs(5), || {
+        support::wait_for("B and C see A's revocation", Duration::from_secs(5), || {
             is_revoked_exactly(s, 1)
         })
         .await;
@@ -195,7 +179,7 @@ async fn a_revocation_through_one_instance_reaches_the_others_and_redis_holds_on
         Applied::Unchanged
     );
     for s in [&a, &c] {
-        eventually(
+        support::wait_for(
             "the scope rule propagates",
             Duration::from_secs(5),
             || async { s.cache().scope_rule(&rule.key) == Some(rule.clone()) },
@@ -258,7 +242,7 @@ async fn a_revocation_through_one_instance_reaches_the_others_and_redis_holds_on
         Applied::Changed
     );
     for s in [&a, &b] {
-        eventually("the removal propagates", Duration::from_secs(5), || async {
+        support::wait_for("the removal propagates", Duration::from_secs(5), || async {
             matches!(s.is_token_revoked(&fp(1)).await, Ok(false))
         })
         .await;
@@ -268,7 +252,7 @@ async fn a_revocation_through_one_instance_reaches_the_others_and_redis_holds_on
     )))
     .await
     .unwrap();
-    eventually(
+    support::wait_for(
         "the scope removal propagates",
         Duration::from_secs(5),
         || async {
@@ -295,7 +279,7 @@ async fn instances_ride_out_a_redis_restart_and_replay_what_they_acknowledged_me
     ready(&a).await;
     ready(&b).await;
     a.apply(revoke(1)).await.unwrap();
-    eventually("B sees t1", Duration::from_secs(5), || {
+    support::wait_for("B sees t1", Duration::from_secs(5), || {
         is_revoked_exactly(&b, 1)
     })
     .await;
@@ -304,7 +288,7 @@ async fn instances_ride_out_a_redis_restart_and_replay_what_they_acknowledged_me
     redis.stop();
     redis.start();
     for s in [&a, &b] {
-        eventually(
+        support::wait_for(
             "reconnected after restart",
             Duration::from_secs(15),
             || async { is_revoked_exactly(s, 1).await && s.status().connected },
@@ -312,7 +296,7 @@ async fn instances_ride_out_a_redis_restart_and_replay_what_they_acknowledged_me
         .await;
     }
     b.apply(revoke(5)).await.unwrap();
-    eventually(
+    support::wait_for(
         "A sees t5 after the restart",
         Duration::from_secs(5),
         || is_revoked_exactly(&a, 5),
@@ -321,7 +305,7 @@ async fn instances_ride_out_a_redis_restart_and_replay_what_they_acknowledged_me
 
     // Stop Redis; revoke through A: acknowledged, journaled, enforced by A.
     redis.stop();
-    eventually("A notices", Duration::from_secs(10), || async {
+    support::wait_for("A notices", Duration::from_secs(10), || async {
         !a.status().connected
     })
     .await;
@@ -340,11 +324,11 @@ async fn instances_ride_out_a_redis_restart_and_replay_what_they_acknowledged_me
 
     // Redis back: the outbox reaches Redis and B; the outbox is emptied.
     redis.start();
-    eventually("t2 reaches B", Duration::from_secs(15), || {
+    support::wait_for("t2 reaches B", Duration::from_secs(15), || {
         is_revoked_exactly(&b, 2)
     })
     .await;
-    eventually("A's outbox drains", Duration::from_secs(5), || async {
+    support::wait_for("A's outbox drains", Duration::from_secs(5), || async {
         a.status().journal_backlog == 0
     })
     .await;
@@ -379,7 +363,7 @@ async fn instances_ride_out_a_redis_restart_and_replay_what_they_acknowledged_me
     assert!(is_revoked(&a3, 3).await);
     redis.start();
     ready(&a3).await;
-    eventually("the old outbox reaches B", Duration::from_secs(15), || {
+    support::wait_for("the old outbox reaches B", Duration::from_secs(15), || {
         is_revoked_exactly(&b, 3)
     })
     .await;
@@ -406,7 +390,7 @@ async fn an_outbox_replayed_during_a_bloom_rebuild_stays_enforced_throughout() {
     let a = start(&redis.url(), &c, &shutdown).await;
     ready(&a).await;
     redis.stop();
-    eventually("A notices", Duration::from_secs(10), || async {
+    support::wait_for("A notices", Duration::from_secs(10), || async {
         !a.status().connected
     })
     .await;
@@ -498,7 +482,7 @@ async fn an_instance_started_after_ten_thousand_revocations_loads_them_before_re
     }
     assert_eq!(wrong, 0, "revocations not confirmed by the exact lookup");
     assert!(!is_revoked(&c, N + 1).await);
-    eventually(
+    support::wait_for(
         "a right-sized bloom filter",
         Duration::from_secs(10),
         || async { c.cache().bloom().capacity() >= N as usize },
@@ -532,7 +516,7 @@ async fn a_stream_trimmed_past_an_instance_forces_a_full_resync() {
     ready(&a).await;
     ready(&b).await;
     a.apply(revoke(1000)).await.unwrap();
-    eventually("B tails", Duration::from_secs(5), || {
+    support::wait_for("B tails", Duration::from_secs(5), || {
         is_revoked_exactly(&b, 1000)
     })
     .await;
@@ -540,11 +524,11 @@ async fn a_stream_trimmed_past_an_instance_forces_a_full_resync() {
 
     // Cut B off; it goes stale, then refuses (as configured).
     relay.cut();
-    eventually("B notices the cut", Duration::from_secs(10), || async {
+    support::wait_for("B notices the cut", Duration::from_secs(10), || async {
         !b.status().connected
     })
     .await;
-    eventually("B turns stale", Duration::from_secs(10), || async {
+    support::wait_for("B turns stale", Duration::from_secs(10), || async {
         b.check_mode() == CheckMode::Reject
     })
     .await;
@@ -570,23 +554,23 @@ async fn a_stream_trimmed_past_an_instance_forces_a_full_resync() {
     a.apply(revoke(50)).await.unwrap();
 
     relay.restore();
-    eventually("B resyncs everything", Duration::from_secs(15), || async {
+    support::wait_for("B resyncs everything", Duration::from_secs(15), || async {
         b.status().connected && b.cache().scope_rule(&rule.key).is_some()
     })
     .await;
     for i in 0..=50 {
-        eventually(
+        support::wait_for(
             "B has every trimmed revocation",
             Duration::from_secs(5),
             || is_revoked_exactly(&b, i),
         )
         .await;
     }
-    eventually("B is fresh again", Duration::from_secs(5), || async {
+    support::wait_for("B is fresh again", Duration::from_secs(5), || async {
         b.check_mode() == CheckMode::Local
     })
     .await;
-    eventually("B's outbox reaches A", Duration::from_secs(5), || {
+    support::wait_for("B's outbox reaches A", Duration::from_secs(5), || {
         is_revoked_exactly(&a, 2000)
     })
     .await;
@@ -612,7 +596,7 @@ async fn a_sentinel_fail_over_is_followed_by_every_instance() {
     // Wait for the topology: replica in sync, sentinels know each other and it.
     let mut rconn = replica.conn();
     let mut sconn = sentinels[0].conn();
-    eventually("topology settles", Duration::from_secs(30), || {
+    support::wait_for("topology settles", Duration::from_secs(30), || {
         let info: String = redis::cmd("INFO")
             .arg("replication")
             .query(&mut rconn)
@@ -647,11 +631,11 @@ async fn a_sentinel_fail_over_is_followed_by_every_instance() {
     ready(&a).await;
     ready(&b).await;
     a.apply(revoke(1)).await.unwrap();
-    eventually("B sees t1 via the master", Duration::from_secs(5), || {
+    support::wait_for("B sees t1 via the master", Duration::from_secs(5), || {
         is_revoked_exactly(&b, 1)
     })
     .await;
-    eventually("t1 is replicated", Duration::from_secs(5), || {
+    support::wait_for("t1 is replicated", Duration::from_secs(5), || {
         let n: i64 = redis::cmd("EXISTS")
             .arg(token_key(1))
             .query(&mut rconn)
@@ -662,7 +646,7 @@ async fn a_sentinel_fail_over_is_followed_by_every_instance() {
 
     // Kill the master; wait for the sentinels to promote the replica.
     master.kill();
-    eventually("fail-over", Duration::from_secs(40), || {
+    support::wait_for("fail-over", Duration::from_secs(40), || {
         let addr: Option<(String, u16)> = redis::cmd("SENTINEL")
             .arg("get-master-addr-by-name")
             .arg(MASTER)
@@ -678,7 +662,7 @@ async fn a_sentinel_fail_over_is_followed_by_every_instance() {
     b.apply(revoke(3)).await.unwrap();
     for s in [&a, &b] {
         for i in [1, 2, 3] {
-            eventually(
+            support::wait_for(
                 "after fail-over, all see all",
                 Duration::from_secs(20),
                 || is_revoked_exactly(s, i),
@@ -721,12 +705,12 @@ async fn maintenance_sheds_expired_fingerprints_from_the_bloom_filter() {
     .await
     .unwrap();
     a.apply(revoke(2)).await.unwrap();
-    eventually("B has both", Duration::from_secs(5), || async {
+    support::wait_for("B has both", Duration::from_secs(5), || async {
         b.cache().may_contain(&fp(1)) && is_revoked_exactly(&b, 2).await
     })
     .await;
     // Once Redis has expired the first, the next generation drops it.
-    eventually(
+    support::wait_for(
         "expired fingerprint shed",
         Duration::from_secs(10),
         || async { !a.cache().may_contain(&fp(1)) && !b.cache().may_contain(&fp(1)) },
@@ -827,7 +811,7 @@ async fn an_instance_starts_from_the_snapshot_and_tails_what_came_after_it() {
     assert!(!is_revoked(&c, 1_000).await, "an unrevoked token passes");
     // A revocation made now reaches C too.
     a.apply(revoke(231)).await.unwrap();
-    eventually("C tails", Duration::from_secs(5), || {
+    support::wait_for("C tails", Duration::from_secs(5), || {
         is_revoked_exactly(&c, 231)
     })
     .await;
@@ -980,7 +964,7 @@ fn gateway(redis_url: &str, upstream: &str) -> support::RunningGateway {
 
 async fn gateway_ready(g: &support::RunningGateway) {
     let url = format!("{}/readyz", g.admin_url);
-    eventually("gateway /readyz 200", Duration::from_secs(20), || async {
+    support::wait_for("gateway /readyz 200", Duration::from_secs(20), || async {
         support::send(support::get(&url).body(Default::default()).unwrap())
             .await
             .status
@@ -1006,7 +990,7 @@ fn reached(up: &support::RunningUpstream, token: &str) -> usize {
 /// propagated: the stream is ordered, so by then `g` has everything before it.
 async fn propagated_to(g: &support::RunningGateway, marker: &str) {
     let url = format!("{}/anything", g.url);
-    eventually(
+    support::wait_for(
         "the marker revocation reaches the gateway",
         Duration::from_secs(10),
         || async { support::get_bearer(&url, marker).await.status == 401 },
@@ -1240,12 +1224,12 @@ async fn a_gateway_stale_past_max_staleness_refuses_until_redis_returns() {
     let url = format!("{}/x", g.url);
     assert_eq!(support::get_bearer(&url, "gw-stale").await.status, 200);
     redis.stop();
-    eventually("stale: 503", Duration::from_secs(15), || async {
+    support::wait_for("stale: 503", Duration::from_secs(15), || async {
         support::get_bearer(&url, "gw-stale").await.status == 503
     })
     .await;
     redis.start();
-    eventually("fresh again: 200", Duration::from_secs(15), || async {
+    support::wait_for("fresh again: 200", Duration::from_secs(15), || async {
         support::get_bearer(&url, "gw-stale").await.status == 200
     })
     .await;

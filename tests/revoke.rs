@@ -8,24 +8,6 @@ mod support;
 use support::jwks;
 use support::*;
 
-const REVOKED_BODY: &str =
-    r#"{"error":"invalid_token","error_description":"The access token has been revoked"}"#;
-
-async fn assert_revoked(gw: &RunningGateway, up: &RunningUpstream, token: &str) {
-    let hits = up.hits();
-    let r = get_bearer(&format!("{}/data", gw.url), token).await;
-    assert_eq!(r.status, 401, "{}", r.text());
-    assert_eq!(r.text(), REVOKED_BODY);
-    assert_eq!(up.hits(), hits, "a revoked token reached the upstream");
-}
-
-async fn assert_passes(gw: &RunningGateway, up: &RunningUpstream, token: &str) {
-    let hits = up.hits();
-    let r = get_bearer(&format!("{}/data", gw.url), token).await;
-    assert_eq!(r.status, 200, "{}", r.text());
-    assert_eq!(up.hits(), hits + 1);
-}
-
 fn terminate(up: &RunningUpstream) -> RunningGateway {
     Gateway::new()
         .upstream(&up.url)

@@ -1,9 +1,13 @@
-//! Signed JWTs and a real JWKS server for the tests of revoker verification.
+//! Real signed JWTs for tests, a real JWKS server, and the spellings of one
+//! signed token that lenient verifiers accept (the tests' one JWT signer).
 //!
 //! Keys: RSA from the committed test-only PEMs (`tests/data/jwt_rsa_*.pem`,
-//! PKCS#1, generated for these tests and used nowhere else), P-256 and
-//! Ed25519 generated per run with ring. Tokens are signed with
-//! `jsonwebtoken`. `JwksServer::spawn(doc)` serves a JWKS document on
+//! PKCS#1, generated for these tests and used nowhere else), P-256, P-384
+//! and Ed25519 generated per run with ring. Tokens are signed with
+//! `jsonwebtoken` and checked with ring ([`SigningKey::verifies`]).
+//! [`respellings`] and [`SigningKey::malleate`] give other spellings of the
+//! same signed token: padded or bit-flipped signatures, and ECDSA's other
+//! valid signature `(r, n - s)`. `JwksServer::spawn(doc)` serves a JWKS document on
 //! 127.0.0.1:0 that the test can replace (key rotation) and counts the
 //! fetches that reached it; `JwksServer::spawn_tls(doc, &pki)` the same over
 //! HTTPS.
@@ -35,7 +39,14 @@ pub struct SigningKey {
     encoding: EncodingKey,
     /// The public JWK (with `kid`, `use: sig`, `alg`).
     pub jwk: serde_json::Value,
+    /// The public key as ring verifies with it (RSA: DER `RSAPublicKey`;
+    /// EC: the uncompressed point; Ed25519: the 32 bytes).
+    public: Vec<u8>,
 }
+
+/// The group orders of P-256 and P-384 (big-endian), for `(r, n - s)`.
+const N_P256: &str = "ffffffff00000000ffffffffffffffffbce6faada7179e84f3b9cac2fc632551";
+const N_P384: &str = "ffffffffffffffffffffffffffffffffffffffffffffffffc7634d81f4372ddf581a0db248b0a77aecec196accc52973";
 
 fn pem_der(pem: &str) -> Vec<u8> {
     let body: String = pem.lines().filter(|l| !l.starts_with("-----")).collect();
@@ -64,25 +75,49 @@ impl SigningKey {
                 "kty": "RSA", "use": "sig", "alg": format!("{alg:?}"), "kid": kid,
                 "n": b64(&public.n), "e": b64(&public.e),
             }),
+            public: pair.public().as_ref().to_vec(),
         }
     }
 
     /// A fresh P-256 key (ES256).
     pub fn es256(kid: &str) -> SigningKey {
+        Self::ecdsa(kid, Algorithm::ES256)
+    }
+
+    /// A fresh P-384 key (ES384).
+    pub fn es384(kid: &str) -> SigningKey {
+        Self::ecdsa(kid, Algorithm::ES384)
+    }
+
+    fn ecdsa(kid: &str, alg: Algorithm) -> SigningKey {
+        let (signing, crv, half) = match alg {
+            Algorithm::ES256 => (
+                &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING,
+                "P-256",
+                32,
+            ),
+            Algorithm::ES384 => (
+                &ring::signature::ECDSA_P384_SHA384_FIXED_SIGNING,
+                "P-384",
+                48,
+            ),
+            other => panic!("{other:?} is not ECDSA"),
+        };
         let rng = ring::rand::SystemRandom::new();
-        let alg = &ring::signature::ECDSA_P256_SHA256_FIXED_SIGNING;
-        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(alg, &rng).unwrap();
-        let pair = ring::signature::EcdsaKeyPair::from_pkcs8(alg, pkcs8.as_ref(), &rng).unwrap();
+        let pkcs8 = ring::signature::EcdsaKeyPair::generate_pkcs8(signing, &rng).unwrap();
+        let pair =
+            ring::signature::EcdsaKeyPair::from_pkcs8(signing, pkcs8.as_ref(), &rng).unwrap();
         let point = pair.public_key().as_ref();
-        assert_eq!(point.len(), 65);
+        assert_eq!(point.len(), 1 + 2 * half);
         SigningKey {
             kid: kid.into(),
-            alg: Algorithm::ES256,
+            alg,
             encoding: EncodingKey::from_ec_der(pkcs8.as_ref()),
             jwk: serde_json::json!({
-                "kty": "EC", "crv": "P-256", "use": "sig", "alg": "ES256", "kid": kid,
-                "x": b64(&point[1..33]), "y": b64(&point[33..]),
+                "kty": "EC", "crv": crv, "use": "sig", "alg": format!("{alg:?}"), "kid": kid,
+                "x": b64(&point[1..1 + half]), "y": b64(&point[1 + half..]),
             }),
+            public: point.to_vec(),
         }
     }
 
@@ -99,6 +134,7 @@ impl SigningKey {
                 "kty": "OKP", "crv": "Ed25519", "use": "sig", "alg": "EdDSA", "kid": kid,
                 "x": b64(pair.public_key().as_ref()),
             }),
+            public: pair.public_key().as_ref().to_vec(),
         }
     }
 
@@ -131,6 +167,101 @@ impl SigningKey {
             .decode(field.as_str().unwrap())
             .unwrap()
     }
+
+    /// Whether `token`'s signature verifies under this key (padding and
+    /// unused bits ignored, as lenient verifiers do).
+    pub fn verifies(&self, token: &str) -> bool {
+        use ring::signature as s;
+        let alg: &dyn s::VerificationAlgorithm = match self.alg {
+            Algorithm::RS256 => &s::RSA_PKCS1_2048_8192_SHA256,
+            Algorithm::RS384 => &s::RSA_PKCS1_2048_8192_SHA384,
+            Algorithm::RS512 => &s::RSA_PKCS1_2048_8192_SHA512,
+            Algorithm::PS256 => &s::RSA_PSS_2048_8192_SHA256,
+            Algorithm::PS384 => &s::RSA_PSS_2048_8192_SHA384,
+            Algorithm::PS512 => &s::RSA_PSS_2048_8192_SHA512,
+            Algorithm::ES256 => &s::ECDSA_P256_SHA256_FIXED,
+            Algorithm::ES384 => &s::ECDSA_P384_SHA384_FIXED,
+            Algorithm::EdDSA => &s::ED25519,
+            other => panic!("{other:?} is not a public-key algorithm"),
+        };
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        let Some(sig) = lenient_decode(sig) else {
+            return false;
+        };
+        s::UnparsedPublicKey::new(alg, &self.public)
+            .verify(input.as_bytes(), &sig)
+            .is_ok()
+    }
+
+    /// The same token with its ECDSA signature `(r, s)` replaced by
+    /// `(r, n - s)`: another valid signature over the same content (`None`
+    /// for other algorithms).
+    pub fn malleate(&self, token: &str) -> Option<String> {
+        let order = match self.alg {
+            Algorithm::ES256 => N_P256,
+            Algorithm::ES384 => N_P384,
+            _ => return None,
+        };
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        let mut sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(sig)
+            .unwrap();
+        let half = sig.len() / 2;
+        let n = hex::decode(order).unwrap();
+        let s = sig[half..].to_vec();
+        // n - s, big-endian, with borrow.
+        let mut borrow = 0i16;
+        for i in (0..half).rev() {
+            let mut d = n[i] as i16 - s[i] as i16 - borrow;
+            borrow = if d < 0 {
+                d += 256;
+                1
+            } else {
+                0
+            };
+            sig[half + i] = d as u8;
+        }
+        Some(format!("{input}.{}", b64(&sig)))
+    }
+}
+
+fn lenient_decode(s: &str) -> Option<Vec<u8>> {
+    const LENIENT: base64::engine::GeneralPurpose = base64::engine::GeneralPurpose::new(
+        &base64::alphabet::URL_SAFE,
+        base64::engine::GeneralPurposeConfig::new()
+            .with_decode_allow_trailing_bits(true)
+            .with_decode_padding_mode(base64::engine::DecodePaddingMode::Indifferent),
+    );
+    LENIENT.decode(s).ok()
+}
+
+/// Spellings of `token`'s signature that decode to the same bytes: `=`
+/// padding appended, and the unused low bits of the last character set.
+pub fn respellings(token: &str) -> Vec<String> {
+    let (input, sig) = token.rsplit_once('.').unwrap();
+    let mut out = Vec::new();
+    let pad = (4 - sig.len() % 4) % 4;
+    if pad > 0 {
+        out.push(format!("{input}.{sig}{}", "=".repeat(pad)));
+    }
+    let unused_bits = match sig.len() % 4 {
+        2 => 4,
+        3 => 2,
+        _ => 0,
+    };
+    if unused_bits > 0 {
+        const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+        let last = *sig.as_bytes().last().unwrap();
+        let v = ALPHABET.iter().position(|&c| c == last).unwrap();
+        let flipped = ALPHABET[v ^ 1];
+        if flipped != last {
+            let mut s = sig.to_string();
+            s.pop();
+            s.push(flipped as char);
+            out.push(format!("{input}.{s}"));
+        }
+    }
+    out
 }
 
 /// A JWKS document of these keys.
@@ -159,12 +290,13 @@ pub struct JwksServer {
     pub url: String,
     doc: Arc<Mutex<(u16, String)>>,
     hits: Arc<AtomicUsize>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: super::tasks::Tasks,
 }
 
 impl Drop for JwksServer {
+    /// Stops the server; a panic in any of its tasks fails the test here.
     fn drop(&mut self) {
-        self.task.abort();
+        self.tasks.finish();
     }
 }
 
@@ -199,13 +331,15 @@ impl JwksServer {
             Some(_) => format!("https://localhost:{}/jwks.json", addr.port()),
             None => format!("http://{addr}/jwks.json"),
         };
-        let task = tokio::spawn(async move {
+        let tasks = super::tasks::Tasks::default();
+        let t = tasks.clone();
+        tasks.spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let (d, h, tls) = (d.clone(), h.clone(), tls.clone());
-                tokio::spawn(async move {
+                t.spawn(async move {
                     match tls {
                         None => serve_jwks(TokioIo::new(stream), d, h).await,
                         Some(acceptor) => {
@@ -221,7 +355,7 @@ impl JwksServer {
             url,
             doc,
             hits,
-            task,
+            tasks,
         }
     }
 

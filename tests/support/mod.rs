@@ -3,7 +3,9 @@
 //!
 //! `Upstream::new().spawn()` serves on 127.0.0.1:0. Paths it knows:
 //! `/download/<n>` streams n bytes; `/upload` consumes the body and answers
-//! its length (without recording it); `/hang` never answers; `/status/<code>`
+//! its length (without recording it); `/hang` never answers; `/panic`
+//! panics (a panic in any server task fails the test when the server is
+//! dropped: see `tasks.rs`); `/status/<code>`
 //! answers that status; `/ws` accepts a WebSocket-style upgrade and echoes
 //! (each upgraded connection recorded as an [`UpgradeSeen`]: what arrived on
 //! it, and when it closed); `/drip` streams a small chunk every 20 ms (at
@@ -19,11 +21,15 @@
 
 pub mod certs;
 pub mod jwks;
-pub mod jws;
 pub mod prometheus;
 pub mod raw;
+pub mod tasks;
 
-use std::io::{BufRead, BufReader, Write};
+/// One request on a fresh raw connection ([`raw::RawClient`]).
+#[allow(unused_imports)]
+pub use raw::{raw_http, status_of};
+
+use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -64,7 +70,7 @@ pub struct RunningUpstream {
     pub hits: Arc<AtomicUsize>,
     pub recorded: Arc<Mutex<Vec<Recorded>>>,
     pub seen: Arc<Seen>,
-    task: tokio::task::JoinHandle<()>,
+    tasks: tasks::Tasks,
 }
 
 /// Long-lived exchanges the upstream has served.
@@ -73,6 +79,8 @@ pub struct Seen {
     pub upgrades: Mutex<Vec<Arc<UpgradeSeen>>>,
     pub drips: Mutex<Vec<Arc<DripSeen>>>,
     pub sinks: Mutex<Vec<Arc<UpgradeSeen>>>,
+    /// Every task of the server (connections, drips, upgrades, downloads).
+    pub tasks: tasks::Tasks,
 }
 
 /// One upgraded connection, as the upstream saw it.
@@ -165,8 +173,9 @@ impl Seen {
 }
 
 impl Drop for RunningUpstream {
+    /// Stops the server; a panic in any of its tasks fails the test here.
     fn drop(&mut self) {
-        self.task.abort();
+        self.tasks.finish();
     }
 }
 
@@ -210,13 +219,15 @@ impl Upstream {
         let seen = Arc::new(Seen::default());
         let status = self.status;
         let (h, r, sn) = (hits.clone(), recorded.clone(), seen.clone());
-        let task = tokio::spawn(async move {
+        let tasks = seen.tasks.clone();
+        let t = tasks.clone();
+        tasks.spawn(async move {
             loop {
                 let Ok((stream, _)) = listener.accept().await else {
                     continue;
                 };
                 let (h, r, sn) = (h.clone(), r.clone(), sn.clone());
-                tokio::spawn(async move {
+                t.spawn(async move {
                     let svc = service_fn(move |req: Request<Incoming>| {
                         let (h, r, sn) = (h.clone(), r.clone(), sn.clone());
                         async move {
@@ -235,7 +246,7 @@ impl Upstream {
             hits,
             recorded,
             seen,
-            task,
+            tasks,
         }
     }
 }
@@ -254,6 +265,10 @@ async fn serve(
         .get("authorization")
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    if path == "/panic" {
+        // For the harness's own test: a panic in a server task fails the test.
+        panic!("the upstream was asked to panic");
+    }
     if path == "/sink" {
         let sink = Arc::new(UpgradeSeen {
             authorization,
@@ -289,7 +304,7 @@ async fn serve(
         });
         seen.drips.lock().unwrap().push(drip.clone());
         let (tx, rx) = tokio::sync::mpsc::channel(1);
-        tokio::spawn(async move {
+        seen.tasks.spawn(async move {
             // Bounded: 3000 chunks of 20 ms is 60 s at most.
             for i in 0..3000u32 {
                 let chunk = Bytes::from(format!("chunk {i}\n"));
@@ -309,7 +324,7 @@ async fn serve(
     if let Some(n) = path.strip_prefix("/download/") {
         let total: u64 = n.parse().unwrap_or(0);
         let chunk = Bytes::from(vec![b'x'; 64 * 1024]);
-        let stream = futures_stream(total, chunk);
+        let stream = futures_stream(&seen.tasks, total, chunk);
         return Response::new(StreamBody::new(stream).boxed());
     }
     if path == "/upload" {
@@ -338,7 +353,7 @@ async fn serve(
             closed: tokio::sync::watch::channel(false).0,
         });
         seen.upgrades.lock().unwrap().push(up.clone());
-        tokio::spawn(async move {
+        seen.tasks.spawn(async move {
             use tokio::io::{AsyncReadExt, AsyncWriteExt};
             if let Ok(upgraded) = on.await {
                 let mut io = TokioIo::new(upgraded);
@@ -394,11 +409,12 @@ async fn serve(
 }
 
 fn futures_stream(
+    tasks: &tasks::Tasks,
     total: u64,
     chunk: Bytes,
 ) -> impl futures_core::Stream<Item = Result<Frame<Bytes>, std::convert::Infallible>> + Send {
     let (tx, rx) = tokio::sync::mpsc::channel(4);
-    tokio::spawn(async move {
+    tasks.spawn(async move {
         let mut sent = 0u64;
         while sent < total {
             let n = (total - sent).min(chunk.len() as u64) as usize;
@@ -793,6 +809,42 @@ pub async fn admin_revoke(g: &RunningGateway, token: &str) -> Got {
     r
 }
 
+// === what the gateway answered, what reached the upstream ===
+
+/// The body of the 401 a revoked credential is answered with.
+pub const REVOKED_BODY: &str =
+    r#"{"error":"invalid_token","error_description":"The access token has been revoked"}"#;
+/// Its `WWW-Authenticate` challenge (RFC 6750 §3).
+pub const REVOKED_CHALLENGE: &str =
+    r#"Bearer error="invalid_token", error_description="The access token has been revoked""#;
+
+/// `r` is the gateway's answer to a revoked credential, exactly: 401, the
+/// challenge, JSON, the body.
+pub fn assert_revoked_response(r: &Got) {
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(r.header("www-authenticate"), Some(REVOKED_CHALLENGE));
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.text(), REVOKED_BODY);
+}
+
+/// `token` is revoked: `GET /data` carrying it as a Bearer token is answered
+/// as revoked ([`assert_revoked_response`]) and does not reach `up`.
+pub async fn assert_revoked(gw: &RunningGateway, up: &RunningUpstream, token: &str) {
+    let hits = up.hits();
+    let r = get_bearer(&format!("{}/data", gw.url), token).await;
+    assert_revoked_response(&r);
+    assert_eq!(up.hits(), hits, "a revoked token reached the upstream");
+}
+
+/// `token` is not revoked: `GET /data` carrying it is answered 200 and
+/// reaches `up` once.
+pub async fn assert_passes(gw: &RunningGateway, up: &RunningUpstream, token: &str) {
+    let hits = up.hits();
+    let r = get_bearer(&format!("{}/data", gw.url), token).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(up.hits(), hits + 1, "the token did not reach the upstream");
+}
+
 /// The two connection paths a wire-level case runs on: the HTTP/1.1 fast
 /// path (the default) and hyper (`server.h1_fast_path = false`), as
 /// (name, config fragment).
@@ -800,56 +852,6 @@ pub const PATHS: [(&str, &str); 2] = [
     ("fast path", ""),
     ("hyper path", "[server]\nh1_fast_path = false\n"),
 ];
-
-/// The status code of a raw HTTP/1.1 response.
-pub fn status_of(resp: &[u8]) -> u16 {
-    let text = String::from_utf8_lossy(resp);
-    text.split(' ')
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {text:?}"))
-}
-
-/// Writes raw bytes on a TCP connection and reads until close or timeout.
-pub fn raw_http(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
-    use std::io::Read;
-    let mut s = std::net::TcpStream::connect(addr).unwrap();
-    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-    s.write_all(request).unwrap();
-    let mut out = Vec::new();
-    let mut buf = [0u8; 8192];
-    loop {
-        match s.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => {
-                out.extend_from_slice(&buf[..n]);
-                // A complete response with a body: stop at the end of a
-                // Content-Length body so keep-alive does not block us.
-                if let Some(len) = complete_len(&out) {
-                    if out.len() >= len {
-                        break;
-                    }
-                }
-            }
-            Err(_) => break,
-        }
-    }
-    out
-}
-
-fn complete_len(out: &[u8]) -> Option<usize> {
-    let text = String::from_utf8_lossy(out);
-    let head_end = text.find("\r\n\r\n")? + 4;
-    let cl = text[..head_end]
-        .lines()
-        .find(|l| l.to_ascii_lowercase().starts_with("content-length:"))?
-        .split(':')
-        .nth(1)?
-        .trim()
-        .parse::<usize>()
-        .ok()?;
-    Some(head_end + cl)
-}
 
 /// A JWT with these claims (unsigned: the gateway only peeks).
 pub fn jwt(claims: &serde_json::Value) -> String {
@@ -869,7 +871,9 @@ pub fn now() -> u64 {
         .as_secs()
 }
 
-/// Polls until `f` is true or the limit passes.
+/// Polls (every 20 ms) until `f` is true or the limit passes; whether it
+/// became true. The one polling loop of the tests: wait on a condition,
+/// never for a fixed time.
 pub async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bool {
     let deadline = Instant::now() + limit;
     loop {
@@ -881,4 +885,9 @@ pub async fn eventually(limit: Duration, mut f: impl AsyncFnMut() -> bool) -> bo
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+}
+
+/// [`eventually`], failing the test with `what` if the limit passes first.
+pub async fn wait_for(what: &str, limit: Duration, f: impl AsyncFnMut() -> bool) {
+    assert!(eventually(limit, f).await, "timed out waiting for: {what}");
 }

@@ -270,6 +270,17 @@ struct Shared {
     conns: Mutex<Vec<Vec<u8>>>,
     seen: Mutex<Vec<Seen>>,
     errors: Mutex<Vec<String>>,
+    /// Connections whose thread has returned (peer closed, or scripted close).
+    ended: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts its connection as ended when its thread returns, even by a panic.
+struct EndGuard(Arc<Shared>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.0.ended.fetch_add(1, Ordering::SeqCst);
+    }
 }
 
 /// A scripted raw upstream on 127.0.0.1:0; stops on drop.
@@ -280,11 +291,15 @@ pub struct RawUpstream {
     pub url: String,
     shared: Arc<Shared>,
     stop: Arc<AtomicBool>,
+    tasks: super::tasks::Tasks,
 }
 
 impl Drop for RawUpstream {
+    /// Stops the threads; a panic in any of them (a script's assertion)
+    /// fails the test here.
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
+        self.tasks.finish();
     }
 }
 
@@ -298,7 +313,9 @@ impl RawUpstream {
         let stop = Arc::new(AtomicBool::new(false));
         let script: Arc<Script> = Arc::new(script);
         let (sh, st) = (shared.clone(), stop.clone());
-        std::thread::spawn(move || {
+        let tasks = super::tasks::Tasks::default();
+        let t = tasks.clone();
+        tasks.thread(move || {
             while !st.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((s, _)) => {
@@ -308,7 +325,10 @@ impl RawUpstream {
                             c.len() - 1
                         };
                         let (sh, st, script) = (sh.clone(), st.clone(), script.clone());
-                        std::thread::spawn(move || serve_conn(s, id, &sh, &st, &*script));
+                        t.thread(move || {
+                            let _ended = EndGuard(sh.clone());
+                            serve_conn(s, id, &sh, &st, &*script)
+                        });
                     }
                     Err(_) => std::thread::sleep(Duration::from_millis(5)),
                 }
@@ -319,6 +339,7 @@ impl RawUpstream {
             url: format!("http://{addr}"),
             shared,
             stop,
+            tasks,
         }
     }
 
@@ -351,6 +372,23 @@ impl RawUpstream {
     /// Bytes it could not parse as a request.
     pub fn errors(&self) -> Vec<String> {
         self.shared.errors.lock().unwrap().clone()
+    }
+
+    /// Waits (at most `limit`) until every connection it accepted has ended:
+    /// after the gateway is gone, everything it sent is then recorded.
+    /// Whether they all did.
+    pub fn wait_ended(&self, limit: Duration) -> bool {
+        let deadline = Instant::now() + limit;
+        loop {
+            let accepted = self.shared.conns.lock().unwrap().len();
+            if self.shared.ended.load(Ordering::SeqCst) >= accepted {
+                return true;
+            }
+            if Instant::now() > deadline {
+                return false;
+            }
+            std::thread::sleep(Duration::from_millis(5));
+        }
     }
 
     /// Waits until `n` requests were seen (or the deadline); returns them.
@@ -563,14 +601,29 @@ impl RawClient {
         self.read_until(WAIT, |_, eof| eof)
     }
 
-    /// Whether nothing arrives and the connection stays open for `d`.
-    pub fn quiet_for(&mut self, d: Duration) -> bool {
-        let before = self.buf.len();
-        !self.read_until(d, |b, eof| eof || b.len() > before)
-    }
-
     /// The unconsumed bytes, as lossy text.
     pub fn text(&self) -> String {
         String::from_utf8_lossy(&self.buf).into_owned()
     }
+}
+
+/// Writes `request` on a new connection and returns every byte read back
+/// through the end of the first whole response, or until the gateway
+/// closes, or 10 s: one exchange, for tests that only need the answer.
+pub fn raw_http(addr: SocketAddr, request: &[u8]) -> Vec<u8> {
+    let mut c = RawClient::connect(addr);
+    c.send(request);
+    c.read_until(Duration::from_secs(10), |b, eof| {
+        eof || matches!(parse(b, true, false, eof), Parse::Done(..))
+    });
+    c.buf
+}
+
+/// The status code of a raw HTTP/1.1 response (the test fails without one).
+pub fn status_of(resp: &[u8]) -> u16 {
+    let text = String::from_utf8_lossy(resp);
+    text.split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status in {text:?}"))
 }

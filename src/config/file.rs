@@ -1,0 +1,540 @@
+//! The configuration file's shape: one serde type per TOML section, with
+//! the defaults a key takes when it is absent, and [`Config::from_toml`],
+//! which refuses unknown keys and names the line of any parse error.
+//!
+//! Nothing here is checked beyond its type: [`Config::validate`]
+//! (`validate.rs`) does that and builds the [`Settings`](super::Settings).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use super::ConfigError;
+use crate::credentials::ClaimNames;
+use crate::dialect::{DialectKind, RevokeMode};
+
+/// The whole configuration file.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// The client-facing listener.
+    pub server: ServerConfig,
+    /// The default upstream (the sidecar case).
+    pub upstream: UpstreamConfig,
+    /// Host / path-prefix routes; longest prefix wins, `upstream.url` is the default.
+    pub routes: Vec<RouteConfig>,
+    /// Credentials: sources, fingerprint key, lifetimes, claims.
+    pub tokens: TokensConfig,
+    /// The revocation store.
+    pub store: StoreConfig,
+    /// The revoke-endpoint dialects.
+    pub revoke: RevokeConfig,
+    /// The admin listener.
+    pub admin: AdminConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// `[server]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: String,
+    /// Largest request head (request line + headers) accepted; beyond it, 431.
+    pub max_header_bytes: usize,
+    /// How long in-flight requests may take to finish after SIGTERM.
+    #[serde(with = "humantime_serde")]
+    pub drain_timeout: Duration,
+    /// The longest a request or response body may make no progress (no
+    /// byte read or written) before the exchange is given up, on both
+    /// connection paths: 408 for a client that stops sending, 504 (fast
+    /// path) for an upstream that stops reading, the connection (or HTTP/2
+    /// stream) closed once a response has begun.
+    #[serde(with = "humantime_serde")]
+    pub body_idle_timeout: Duration,
+    /// TLS on the listener, when set.
+    pub tls: Option<ServerTlsConfig>,
+    /// Relay plain HTTP/1.1 requests on the fast path (`src/h1`); `false`
+    /// sends every connection through hyper.
+    pub h1_fast_path: bool,
+    /// Threads serving client connections, each with its own single-threaded
+    /// runtime and upstream pools (connections are dealt to them in turn);
+    /// 0 = one per CPU.
+    pub io_threads: usize,
+    /// Most client connections open at once; beyond it the listener stops
+    /// accepting (new connections wait in the kernel's backlog) until one
+    /// closes. Counted in `revgate_connections_open` and
+    /// `revgate_connections_limited_total`.
+    pub max_connections: usize,
+    /// HTTP/2: how often an idle connection is pinged...
+    #[serde(with = "humantime_serde")]
+    pub h2_keepalive_interval: Duration,
+    /// ...and how long the answer may take before the connection is closed.
+    #[serde(with = "humantime_serde")]
+    pub h2_keepalive_timeout: Duration,
+    /// HTTP/2: most streams a client may have open on one connection.
+    pub h2_max_concurrent_streams: u32,
+    /// An upgraded (WebSocket) connection on which nothing moved either way
+    /// for this long is closed.
+    #[serde(with = "humantime_serde")]
+    pub upgrade_idle_timeout: Duration,
+}
+
+impl ServerConfig {
+    /// The number of I/O threads, `io_threads` resolved (0 = CPUs).
+    pub fn io_thread_count(&self) -> usize {
+        match self.io_threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            listen: "127.0.0.1:8080".into(),
+            max_header_bytes: 32 * 1024,
+            drain_timeout: Duration::from_secs(30),
+            body_idle_timeout: Duration::from_secs(60),
+            tls: None,
+            h1_fast_path: true,
+            io_threads: 0,
+            max_connections: 10_000,
+            h2_keepalive_interval: Duration::from_secs(30),
+            h2_keepalive_timeout: Duration::from_secs(10),
+            h2_max_concurrent_streams: 256,
+            upgrade_idle_timeout: Duration::from_secs(600),
+        }
+    }
+}
+
+/// `[server.tls]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerTlsConfig {
+    /// PEM certificate chain.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+/// `[upstream]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The default upstream, e.g. `http://127.0.0.1:3000`.
+    pub url: Option<String>,
+    /// Upstream TCP (+TLS) connect timeout; past it, 504.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Time to the upstream's response headers; past it, 504.
+    #[serde(with = "humantime_serde")]
+    pub response_header_timeout: Duration,
+    /// Idle pooled connections are closed after this long.
+    #[serde(with = "humantime_serde")]
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept per upstream host.
+    pub pool_max_idle_per_host: usize,
+    /// PEM CA bundle for `https://` upstreams, instead of the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate chain (mTLS to upstreams).
+    pub client_cert: Option<PathBuf>,
+    /// PEM client key (mTLS to upstreams).
+    pub client_key: Option<PathBuf>,
+}
+
+impl Default for UpstreamConfig {
+    fn default() -> Self {
+        UpstreamConfig {
+            url: None,
+            connect_timeout: Duration::from_secs(5),
+            response_header_timeout: Duration::from_secs(60),
+            pool_idle_timeout: Duration::from_secs(90),
+            pool_max_idle_per_host: 1024,
+            ca_file: None,
+            client_cert: None,
+            client_key: None,
+        }
+    }
+}
+
+/// `[[routes]]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RouteConfig {
+    /// Name for metrics and logs (defaults to the upstream's authority).
+    pub name: Option<String>,
+    /// Match this `Host` (without port), if set.
+    pub host: Option<String>,
+    /// Match paths starting with this prefix, if set.
+    pub path_prefix: Option<String>,
+    /// Where matching requests go.
+    pub upstream: String,
+}
+
+/// `[tokens]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TokensConfig {
+    /// 64 hex characters shared by all instances (or `REVGATE_FINGERPRINT_KEY`).
+    /// On the embedded store, generated and kept beside the journal if unset.
+    pub fingerprint_key: Option<String>,
+    /// Lifetime assumed for a token with no `exp`.
+    #[serde(with = "humantime_serde")]
+    pub max_lifetime: Duration,
+    /// Added to a JWT's `exp` when deciding how long to keep its revocation.
+    #[serde(with = "humantime_serde")]
+    pub clock_skew: Duration,
+    /// Read `access_token` from the query (RFC 6750 §2.3).
+    pub query_param: bool,
+    /// Headers whose whole value is an API key, e.g. `["x-api-key"]`.
+    pub api_key_headers: Vec<String>,
+    /// JWT claim names.
+    pub claims: ClaimNames,
+    /// Trusted identity headers set by an auth layer in front (none by default).
+    pub identity_headers: IdentityHeadersConfig,
+    /// Largest `application/x-www-form-urlencoded` request body read to look
+    /// for an `access_token` (RFC 6750 §2.2); a larger one is refused (413),
+    /// since an upstream could read a token revgate did not judge. 0 turns
+    /// the check off (form bodies then pass unjudged).
+    pub form_body_limit: usize,
+    /// Accept revocations by JWT `jti` (+ `iss`) through the admin API; every
+    /// JWT's `jti` and `iss` are then peeked on every request (~1 µs).
+    pub revoke_by_jti: bool,
+    /// JWT verification of revokers (`[tokens.verify]`); none by default.
+    pub verify: Option<VerifyConfig>,
+}
+
+impl Default for TokensConfig {
+    fn default() -> Self {
+        TokensConfig {
+            fingerprint_key: None,
+            max_lifetime: Duration::from_secs(24 * 3600),
+            clock_skew: Duration::from_secs(60),
+            query_param: true,
+            api_key_headers: Vec::new(),
+            claims: ClaimNames::default(),
+            identity_headers: IdentityHeadersConfig::default(),
+            form_body_limit: 64 * 1024,
+            revoke_by_jti: false,
+            verify: None,
+        }
+    }
+}
+
+/// `[tokens.verify]`: how the JWT of a terminate-mode scope revoker is
+/// verified (see `identity`). Exactly one of `jwks_url`, `jwks_file`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct VerifyConfig {
+    /// The identity provider's JWKS: `https://`, or `http://` to a loopback
+    /// host only.
+    pub jwks_url: Option<String>,
+    /// A JWKS file, read at start and on SIGHUP.
+    pub jwks_file: Option<PathBuf>,
+    /// Accepted `iss` values (at least one).
+    pub issuers: Vec<String>,
+    /// Accepted `aud` values (at least one).
+    pub audiences: Vec<String>,
+    /// Clock tolerance for `exp`, `nbf`, `iat`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// How often `jwks_url` is refetched.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// The least time between two fetches of `jwks_url` (an unknown `kid`
+    /// refetches, but not more often than this).
+    #[serde(with = "humantime_serde")]
+    pub min_refresh_interval: Duration,
+    /// The bound on one fetch of `jwks_url`.
+    #[serde(with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+}
+
+impl Default for VerifyConfig {
+    fn default() -> Self {
+        VerifyConfig {
+            jwks_url: None,
+            jwks_file: None,
+            issuers: Vec::new(),
+            audiences: Vec::new(),
+            leeway: Duration::from_secs(60),
+            refresh_interval: Duration::from_secs(300),
+            min_refresh_interval: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[tokens.identity_headers]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityHeadersConfig {
+    /// Header carrying the subject.
+    pub sub: Option<String>,
+    /// Header carrying the organisation.
+    pub org: Option<String>,
+    /// Header carrying the provider.
+    pub provider: Option<String>,
+    /// Header carrying the issue time (unix seconds).
+    pub iat: Option<String>,
+}
+
+/// What a stale instance does once `store.max_staleness` is exceeded.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StaleAction {
+    /// Answer 503 to every request carrying a credential.
+    #[default]
+    Reject,
+    /// Ask the store about every credential, not just bloom hits.
+    Lookup,
+}
+
+/// `[store]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `memory`, `redis://host:port/db`, `rediss://...`, or
+    /// `redis+sentinel://host:port,host:port/master-name`.
+    pub url: String,
+    /// Journal file (embedded store), or outbox while Redis is away.
+    pub journal: PathBuf,
+    /// Revoked tokens the bloom filter is sized for (it grows on rebuild).
+    pub bloom_capacity: usize,
+    /// Bloom filter false-positive rate.
+    pub bloom_fp_rate: f64,
+    /// How often expired rules are dropped, the bloom rebuilt and the journal compacted.
+    #[serde(with = "humantime_serde")]
+    pub maintenance_interval: Duration,
+    /// Redis key prefix, so several deployments can share one Redis.
+    pub key_prefix: String,
+    /// Approximate cap of the Redis event stream (`XADD MAXLEN ~`).
+    pub stream_maxlen: usize,
+    /// After this long without a sync, apply `stale_action` (off when unset).
+    #[serde(with = "humantime_serde")]
+    pub max_staleness: Option<Duration>,
+    /// What a stale instance does.
+    pub stale_action: StaleAction,
+    /// How long a confirmed Redis answer is cached locally.
+    #[serde(with = "humantime_serde")]
+    pub confirm_ttl: Duration,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "memory".into(),
+            journal: PathBuf::from("revgate.journal"),
+            bloom_capacity: 1_000_000,
+            bloom_fp_rate: 0.01,
+            maintenance_interval: Duration::from_secs(300),
+            key_prefix: "revgate".into(),
+            stream_maxlen: 1_000_000,
+            max_staleness: None,
+            stale_action: StaleAction::Reject,
+            confirm_ttl: Duration::from_secs(1),
+        }
+    }
+}
+
+/// `[revoke]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RevokeConfig {
+    /// Mode of every dialect that does not set its own.
+    pub mode: RevokeMode,
+    /// Largest revoke-call body read; beyond it, 413.
+    pub max_body_bytes: usize,
+    /// Most scope rules one subject may have; a new scope revoke beyond it
+    /// is refused (429 in the dialect's shape), nothing recorded.
+    pub max_scopes_per_subject: usize,
+    /// Per-client-IP rate limit on every revoke endpoint (both modes).
+    pub rate_limit: RateLimitConfig,
+    /// Nylas (`api_keys` checks the Bearer API key when set).
+    pub nylas: DialectConfig,
+    /// OneLogin (`clients` checks the client pair when set).
+    pub onelogin: DialectConfig,
+    /// LangSmith.
+    pub langsmith: DialectConfig,
+    /// Codegen.
+    pub codegen: DialectConfig,
+    /// RFC 7009.
+    pub rfc7009: DialectConfig,
+}
+
+impl Default for RevokeConfig {
+    fn default() -> Self {
+        RevokeConfig {
+            mode: RevokeMode::Forward,
+            max_body_bytes: 64 * 1024,
+            max_scopes_per_subject: 64,
+            rate_limit: RateLimitConfig::default(),
+            nylas: DialectConfig::default(),
+            onelogin: DialectConfig::default(),
+            langsmith: DialectConfig::default(),
+            codegen: DialectConfig::default(),
+            rfc7009: DialectConfig::default(),
+        }
+    }
+}
+
+/// `[revoke.rate_limit]`, `[admin.rate_limit]`: a token bucket per client
+/// address (see `ratelimit.rs`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RateLimitConfig {
+    /// On by default.
+    pub enabled: bool,
+    /// Sustained calls per second per client (may be fractional).
+    pub per_second: f64,
+    /// Calls a client may make at once after being idle.
+    pub burst: u32,
+    /// Most clients tracked at once; beyond, newcomers share one bucket.
+    pub max_clients: usize,
+}
+
+impl Default for RateLimitConfig {
+    fn default() -> Self {
+        RateLimitConfig {
+            enabled: true,
+            per_second: 100.0,
+            burst: 200,
+            max_clients: 100_000,
+        }
+    }
+}
+
+/// `[revoke.<dialect>]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DialectConfig {
+    /// On by default.
+    pub enabled: bool,
+    /// Path, default the vendor's documented one.
+    pub path: Option<String>,
+    /// Mode, default `revoke.mode`.
+    pub mode: Option<RevokeMode>,
+    /// Nylas only: accepted API keys.
+    pub api_keys: Vec<String>,
+    /// OneLogin only: accepted client pairs.
+    pub clients: Vec<ClientPair>,
+}
+
+impl Default for DialectConfig {
+    fn default() -> Self {
+        DialectConfig {
+            enabled: true,
+            path: None,
+            mode: None,
+            api_keys: Vec::new(),
+            clients: Vec::new(),
+        }
+    }
+}
+
+/// A OneLogin client pair.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientPair {
+    /// client_id
+    pub client_id: String,
+    /// client_secret
+    pub client_secret: String,
+}
+
+/// `[admin]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AdminConfig {
+    /// Admin listener address (loopback by default).
+    pub listen: String,
+    /// When set, the admin API (not `/healthz`, `/readyz`) requires
+    /// `Authorization: Bearer <token>` (or `REVGATE_ADMIN_TOKEN`, e.g. from a
+    /// Kubernetes Secret).
+    pub token: Option<String>,
+    /// Start with an admin listener off loopback and no token (anyone who
+    /// reaches it can revoke and un-revoke). Off by default: such a
+    /// configuration is refused.
+    pub allow_unauthenticated: bool,
+    /// Per-client-IP rate limit on the admin API (not `/healthz`, `/readyz`).
+    pub rate_limit: RateLimitConfig,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            listen: "127.0.0.1:9090".into(),
+            token: None,
+            allow_unauthenticated: false,
+            rate_limit: RateLimitConfig::default(),
+        }
+    }
+}
+
+/// Log format.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// `[log]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct LogConfig {
+    /// Output format.
+    pub format: LogFormat,
+    /// `RUST_LOG`-style filter (the `RUST_LOG` variable wins when set).
+    pub filter: String,
+    /// One access-log line per request (target `revgate::access`).
+    pub access_log: bool,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            format: LogFormat::Text,
+            filter: "info".into(),
+            access_log: true,
+        }
+    }
+}
+
+impl Config {
+    /// Parses TOML; unknown keys are errors that name them.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let key = e
+                .span()
+                .map(|s| {
+                    let line = text.as_bytes()[..s.start.min(text.len())]
+                        .iter()
+                        .filter(|b| **b == b'\n')
+                        .count()
+                        + 1;
+                    format!("line {line}")
+                })
+                .unwrap_or_else(|| "config".into());
+            ConfigError::new(key, e.message().to_string())
+        })
+    }
+
+    /// The settings of one dialect.
+    pub fn dialect(&self, kind: DialectKind) -> &DialectConfig {
+        match kind {
+            DialectKind::Nylas => &self.revoke.nylas,
+            DialectKind::OneLogin => &self.revoke.onelogin,
+            DialectKind::LangSmith => &self.revoke.langsmith,
+            DialectKind::Codegen => &self.revoke.codegen,
+            DialectKind::Rfc7009 => &self.revoke.rfc7009,
+        }
+    }
+}

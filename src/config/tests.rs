@@ -1,0 +1,351 @@
+//! Validation tests: each error names its key; shipped configs pass.
+
+use std::time::Duration;
+
+use super::verify::jwks_url;
+use super::*;
+use crate::dialect::RevokeMode;
+
+fn check(toml: &str) -> Result<Settings, ConfigError> {
+    Config::from_toml(toml)?.validate()
+}
+
+#[test]
+fn defaults_with_an_upstream_are_valid() {
+    let s = check("[upstream]\nurl = \"http://127.0.0.1:3000\"\n").unwrap();
+    assert_eq!(s.routes.len(), 1);
+    assert_eq!(s.dialects.len(), 5);
+    assert!(s.dialects.iter().all(|d| d.mode == RevokeMode::Forward));
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases = [
+        ("", "upstream.url"),
+        ("[upstream]\nurl = \"ftp://x\"", "upstream.url"),
+        (
+            "[upstream]\nurl = \"http://u\"\n[server]\nlisten = \"nope\"",
+            "server.listen",
+        ),
+        (
+            "[upstream]\nurl = \"http://u\"\n[store]\nurl = \"mongo://x\"",
+            "store.url",
+        ),
+        (
+            "[upstream]\nurl = \"http://u\"\n[store]\nbloom_fp_rate = 0.9",
+            "store.bloom_fp_rate",
+        ),
+        (
+            "[upstream]\nurl = \"http://u\"\n[tokens]\nfingerprint_key = \"abc\"",
+            "tokens.fingerprint_key",
+        ),
+        (
+            "[upstream]\nurl = \"http://u\"\n[tokens]\napi_key_headers = [\"bad header\"]",
+            "tokens.api_key_headers[0]",
+        ),
+        (
+            "[[routes]]\nupstream = \"http://u\"\npath_prefix = \"v1\"",
+            "routes[0].path_prefix",
+        ),
+        ("[[routes]]\nupstream = \"http://u\"", "routes[0]"),
+        (
+            "[upstream]\nurl = \"http://u\"\n[revoke.codegen]\npath = \"/oauth/revoke\"",
+            "revoke.rfc7009.path",
+        ),
+        (
+            "[upstream]\nurl = \"http://u\"\n[revoke.codegen]\napi_keys = [\"k\"]",
+            "revoke.codegen.api_keys",
+        ),
+        (
+            "[upstream]\nurl = \"http://u\"\n[revoke]\nmax_scopes_per_subject = 0",
+            "revoke.max_scopes_per_subject",
+        ),
+        (
+            "[upstream]\nurl = \"http://u\"\n[revoke.rate_limit]\nper_second = 0.0",
+            "revoke.rate_limit.per_second",
+        ),
+        (
+            "[upstream]\nurl = \"http://u\"\n[revoke.rate_limit]\nburst = 0",
+            "revoke.rate_limit.burst",
+        ),
+        (
+            "[upstream]\nurl = \"http://u\"\n[admin.rate_limit]\nmax_clients = 0",
+            "admin.rate_limit.max_clients",
+        ),
+        (
+            "[upstream]\nurl = \"http://u\"\n[admin.rate_limit]\nper_second = nan",
+            "admin.rate_limit.per_second",
+        ),
+        (
+            "[upstream]\nurl = \"http://u\"\n[server]\nmax_header_bytes = 10",
+            "server.max_header_bytes",
+        ),
+        (
+            "[upstream]\nurl = \"http://u\"\n[server]\nio_threads = 5000",
+            "server.io_threads",
+        ),
+        (
+            "[upstream]\nurl = \"http://u\"\n[server]\nbody_idle_timeout = \"0s\"",
+            "server.body_idle_timeout",
+        ),
+        (
+            "[upstream]\nurl = \"http://u\"\n[tokens.verify]\nissuers = [\"i\"]\naudiences = [\"a\"]",
+            "tokens.verify.jwks_url",
+        ),
+        (
+            "[upstream]\nurl = \"http://u\"\n[tokens.verify]\njwks_url = \"http://10.0.0.1/k\"\nissuers = [\"i\"]\naudiences = [\"a\"]",
+            "tokens.verify.jwks_url",
+        ),
+        (
+            "[upstream]\nurl = \"http://u\"\n[tokens.verify]\njwks_url = \"https://i/k\"\naudiences = [\"a\"]",
+            "tokens.verify.issuers",
+        ),
+        (
+            "[upstream]\nurl = \"http://u\"\n[tokens.verify]\njwks_url = \"https://i/k\"\nissuers = [\"i\"]",
+            "tokens.verify.audiences",
+        ),
+        (
+            "[upstream]\nurl = \"http://u\"\n[tokens.verify]\njwks_file = \"/nonexistent/jwks.json\"\nissuers = [\"i\"]\naudiences = [\"a\"]",
+            "tokens.verify.jwks_file",
+        ),
+    ];
+    for (toml, key) in cases {
+        let err = check(toml).unwrap_err();
+        assert_eq!(err.key, key, "{toml}: {err}");
+    }
+}
+
+#[test]
+fn jwks_urls_are_https_or_loopback() {
+    for ok in [
+        "https://idp.example/jwks",
+        "http://127.0.0.1:8080/jwks",
+        "http://[::1]/jwks",
+        "http://localhost/jwks",
+    ] {
+        assert!(jwks_url("k", ok).is_ok(), "{ok}");
+    }
+    for bad in [
+        "http://idp.example/jwks",
+        "http://10.0.0.1/jwks",
+        "ftp://idp.example/jwks",
+        "/jwks",
+        "idp.example/jwks",
+        "https:///jwks",
+    ] {
+        assert_eq!(jwks_url("k", bad).unwrap_err().key, "k", "{bad}");
+    }
+    let s = check(
+        "[upstream]\nurl = \"http://u\"\n[tokens.verify]\njwks_url = \"https://i/k\"\nissuers = [\"i\"]\naudiences = [\"a\"]",
+    )
+    .unwrap();
+    let v = s.verify.unwrap();
+    assert_eq!(v.policy.leeway, Duration::from_secs(60));
+    assert!(v.min_refresh_interval <= v.refresh_interval);
+    assert!(check("[upstream]\nurl = \"http://u\"")
+        .unwrap()
+        .verify
+        .is_none());
+}
+
+#[test]
+fn unknown_keys_and_bad_types_are_refused_with_a_line() {
+    let err = check("[upstream]\nurl = \"http://u\"\nbogus = 1\n").unwrap_err();
+    assert_eq!(err.key, "line 3");
+    assert!(err.message.contains("bogus"), "{err}");
+    let err = check("[upstream]\nconnect_timeout = \"soon\"\n").unwrap_err();
+    assert!(err.key.starts_with("line"), "{err}");
+}
+
+#[test]
+fn routes_most_specific_first() {
+    let s = check(
+        "[upstream]\nurl = \"http://d\"\n\
+         [[routes]]\npath_prefix = \"/a\"\nupstream = \"http://a\"\n\
+         [[routes]]\npath_prefix = \"/a/b\"\nupstream = \"http://ab\"\n\
+         [[routes]]\nhost = \"API.example\"\nupstream = \"http://h\"\n",
+    )
+    .unwrap();
+    let order: Vec<_> = s
+        .routes
+        .iter()
+        .map(|r| r.upstream.authority.to_string())
+        .collect();
+    assert_eq!(order, ["h", "ab", "a", "d"]);
+    assert_eq!(s.routes[0].host.as_deref(), Some("api.example"));
+}
+
+#[test]
+fn shipped_configs_are_valid() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/config");
+    let mut seen = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
+        }
+        let mut c = Config::from_toml(&std::fs::read_to_string(&path).unwrap())
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        if c.upstream.url.is_none() && c.routes.is_empty() {
+            c.upstream.url = Some("http://127.0.0.1:3000".into());
+        }
+        if c.store.url != "memory" {
+            c.tokens.fingerprint_key = Some("ab".repeat(32));
+        }
+        // As deployed: an admin listener off loopback gets its token
+        // from REVGATE_ADMIN_TOKEN (the config says so).
+        if c.admin.token.is_none() && !c.admin.listen.starts_with("127.") {
+            c.admin.token = Some("placeholder-admin-token".into());
+        }
+        c.validate()
+            .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        seen += 1;
+    }
+    assert!(seen >= 3);
+}
+
+#[test]
+fn a_shared_store_needs_a_fingerprint_key() {
+    let err = check("[upstream]\nurl = \"http://u\"\n[store]\nurl = \"redis://127.0.0.1:6379\"")
+        .unwrap_err();
+    assert_eq!(err.key, "tokens.fingerprint_key");
+}
+
+#[test]
+fn flags_override_the_file() {
+    let mut c =
+        Config::from_toml("[upstream]\nurl = \"http://file\"\n[revoke.nylas]\nmode = \"forward\"")
+            .unwrap();
+    let o = Overrides {
+        upstream: Some("http://flag".into()),
+        revoke_mode: Some(RevokeMode::Terminate),
+        ..Default::default()
+    };
+    o.apply(&mut c);
+    let s = c.validate().unwrap();
+    assert_eq!(s.routes[0].upstream.authority.as_str(), "flag");
+    assert!(s.dialects.iter().all(|d| d.mode == RevokeMode::Terminate));
+}
+
+/// Every configured duration is bounded: past its cap, the exact error
+/// names the key (a deadline `Instant + Duration` must never overflow).
+#[test]
+fn every_duration_is_capped_with_an_error_naming_the_key() {
+    let verify = "jwks_url = \"https://i/k\"\nissuers = [\"i\"]\naudiences = [\"a\"]\n";
+    let cases: &[(&str, &str, &str)] = &[
+        ("server", "drain_timeout", "must be at most 1day"),
+        (
+            "server",
+            "body_idle_timeout",
+            "must be between 1ms and 1day",
+        ),
+        (
+            "server",
+            "h2_keepalive_interval",
+            "must be between 1ms and 1day",
+        ),
+        (
+            "server",
+            "h2_keepalive_timeout",
+            "must be between 1ms and 1day",
+        ),
+        (
+            "server",
+            "upgrade_idle_timeout",
+            "must be between 1ms and 1day",
+        ),
+        ("upstream", "connect_timeout", "must be between 1ms and 1h"),
+        (
+            "upstream",
+            "response_header_timeout",
+            "must be between 1ms and 1day",
+        ),
+        ("upstream", "pool_idle_timeout", "must be at most 1day"),
+        ("tokens", "max_lifetime", "must be between 1s and 10years"),
+        ("tokens", "clock_skew", "must be at most 1h"),
+        (
+            "tokens.verify",
+            "leeway",
+            "must be at most 10m: clocks that far apart need fixing, not tolerating",
+        ),
+        (
+            "tokens.verify",
+            "fetch_timeout",
+            "must be between 1ms and 5m",
+        ),
+        (
+            "tokens.verify",
+            "min_refresh_interval",
+            "must be between 1ms and 1day",
+        ),
+        (
+            "tokens.verify",
+            "refresh_interval",
+            "must be between 1ms and 7days",
+        ),
+        (
+            "store",
+            "maintenance_interval",
+            "must be between 1ms and 1day",
+        ),
+        ("store", "max_staleness", "must be between 1ms and 1day"),
+        ("store", "confirm_ttl", "must be at most 1h"),
+    ];
+    for (section, key, message) in cases {
+        let extra = if *section == "tokens.verify" {
+            verify
+        } else {
+            ""
+        };
+        // 100 million days: parses, and overflows any `Instant + Duration`.
+        assert_duration_refused(section, extra, key, "100000000d", message);
+    }
+}
+
+/// `value` for `[section] key` (after `extra` lines) is refused with
+/// exactly `message`, naming the key.
+fn assert_duration_refused(section: &str, extra: &str, key: &str, value: &str, message: &str) {
+    let toml = if section == "upstream" {
+        format!("[upstream]\nurl = \"http://u\"\n{key} = \"{value}\"\n")
+    } else {
+        format!("[upstream]\nurl = \"http://u\"\n[{section}]\n{extra}{key} = \"{value}\"\n")
+    };
+    let err = check(&toml).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!("{section}.{key}: {message}"),
+        "{toml}"
+    );
+}
+
+#[test]
+fn durations_that_must_be_positive_refuse_zero() {
+    for (section, key, message) in [
+        (
+            "server",
+            "h2_keepalive_timeout",
+            "must be between 1ms and 1day",
+        ),
+        ("upstream", "connect_timeout", "must be between 1ms and 1h"),
+        ("tokens", "max_lifetime", "must be between 1s and 10years"),
+        (
+            "store",
+            "maintenance_interval",
+            "must be between 1ms and 1day",
+        ),
+    ] {
+        assert_duration_refused(section, "", key, "0s", message);
+    }
+}
+
+#[test]
+fn a_refresh_interval_below_the_minimum_is_refused() {
+    let err = check(
+        "[upstream]\nurl = \"http://u\"\n[tokens.verify]\njwks_url = \"https://i/k\"\nissuers = [\"i\"]\naudiences = [\"a\"]\nmin_refresh_interval = \"10m\"\nrefresh_interval = \"5m\"\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "tokens.verify.refresh_interval: must be at least min_refresh_interval"
+    );
+}

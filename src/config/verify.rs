@@ -1,0 +1,136 @@
+//! `[tokens.verify]` validation: where the revokers' signature keys come
+//! from (a JWKS URL, `https://` or loopback `http://`, or a file read now),
+//! the accepted issuers and audiences, and the bounded refresh timings.
+
+use std::time::Duration;
+
+use super::validate::{within, DAY, MIN, MINUTE};
+use super::{ConfigError, VerifyConfig};
+
+impl VerifyConfig {
+    /// Checks the section; reads `jwks_file`.
+    pub(super) fn validate(&self) -> Result<crate::identity::VerifySettings, ConfigError> {
+        use crate::identity::{KeySet, KeySource, Policy, VerifySettings};
+        let source = match (&self.jwks_url, &self.jwks_file) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::new(
+                    "tokens.verify.jwks_url",
+                    "set jwks_url or jwks_file, not both",
+                ))
+            }
+            (None, None) => {
+                return Err(ConfigError::new(
+                    "tokens.verify.jwks_url",
+                    "required (or jwks_file): where are the signature keys?",
+                ))
+            }
+            (Some(url), None) => KeySource::Url(jwks_url("tokens.verify.jwks_url", url)?),
+            (None, Some(path)) => {
+                let keys = KeySet::load_file(path).map_err(|e| {
+                    ConfigError::new(
+                        "tokens.verify.jwks_file",
+                        format!("{}: {e}", path.display()),
+                    )
+                })?;
+                KeySource::File {
+                    path: path.clone(),
+                    keys: std::sync::Arc::new(keys),
+                }
+            }
+        };
+        for (key, values) in [
+            ("tokens.verify.issuers", &self.issuers),
+            ("tokens.verify.audiences", &self.audiences),
+        ] {
+            if values.is_empty() {
+                return Err(ConfigError::new(
+                    key,
+                    "at least one is required: a token minted for anyone else must not pass",
+                ));
+            }
+            if let Some(i) = values.iter().position(|v| v.is_empty()) {
+                return Err(ConfigError::new(format!("{key}[{i}]"), "must not be empty"));
+            }
+        }
+        within(
+            "tokens.verify.leeway",
+            self.leeway,
+            Duration::ZERO,
+            10 * MINUTE,
+        )
+        .map_err(|e| ConfigError {
+            message: format!(
+                "{}: clocks that far apart need fixing, not tolerating",
+                e.message
+            ),
+            ..e
+        })?;
+        within(
+            "tokens.verify.fetch_timeout",
+            self.fetch_timeout,
+            MIN,
+            5 * MINUTE,
+        )?;
+        // It is what stops an unknown-kid spray from hammering the identity provider.
+        within(
+            "tokens.verify.min_refresh_interval",
+            self.min_refresh_interval,
+            MIN,
+            DAY,
+        )?;
+        within(
+            "tokens.verify.refresh_interval",
+            self.refresh_interval,
+            MIN,
+            7 * DAY,
+        )?;
+        if self.refresh_interval < self.min_refresh_interval {
+            return Err(ConfigError::new(
+                "tokens.verify.refresh_interval",
+                "must be at least min_refresh_interval",
+            ));
+        }
+        Ok(VerifySettings {
+            source,
+            policy: Policy {
+                issuers: self.issuers.clone(),
+                audiences: self.audiences.clone(),
+                leeway: self.leeway,
+            },
+            refresh_interval: self.refresh_interval,
+            min_refresh_interval: self.min_refresh_interval,
+            fetch_timeout: self.fetch_timeout,
+        })
+    }
+}
+
+/// A JWKS URL: `https://`, or `http://` to a loopback host (where no one
+/// can tamper with the keys in transit).
+pub(super) fn jwks_url(key: &str, v: &str) -> Result<http::Uri, ConfigError> {
+    let uri: http::Uri = v
+        .parse()
+        .map_err(|_| ConfigError::new(key, format!("not a URL: {v:?}")))?;
+    let host = uri
+        .host()
+        .filter(|h| !h.is_empty())
+        .ok_or_else(|| ConfigError::new(key, "needs a host"))?;
+    match uri.scheme_str() {
+        Some("https") => Ok(uri),
+        Some("http") => {
+            let bare = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = bare.eq_ignore_ascii_case("localhost")
+                || bare
+                    .parse::<std::net::IpAddr>()
+                    .is_ok_and(|ip| ip.is_loopback());
+            if loopback {
+                Ok(uri)
+            } else {
+                Err(ConfigError::new(
+                    key,
+                    "must be https:// (http:// only to a loopback host): keys fetched in the clear can be replaced in transit",
+                ))
+            }
+        }
+        _ => Err(ConfigError::new(key, "scheme must be https")),
+    }
+}

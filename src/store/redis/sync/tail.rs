@@ -1,0 +1,222 @@
+//! Tailing the event stream: `XREAD` pages decoded into revocation
+//! commands and applied to the cache, the catch-up that ends every load,
+//! and the stream-position checks (`needs_resync`, `last_event_id`) that
+//! decide whether a resume can tail or must load again.
+
+use super::*;
+
+pub(super) async fn xread(
+    inner: &Inner,
+    tail: &mut MultiplexedConnection,
+    at: EventId,
+) -> Result<Option<StreamReadReply>, RedisError> {
+    ::redis::cmd("XREAD")
+        .arg("COUNT")
+        .arg(XREAD_COUNT)
+        .arg("BLOCK")
+        .arg(tail_block(inner.cfg.max_staleness).as_millis() as u64)
+        .arg("STREAMS")
+        .arg(inner.keys.stream())
+        .arg(at.to_string())
+        .query_async(tail)
+        .await
+}
+
+/// Applies one stream event to the local cache.
+pub(super) fn apply_event(inner: &Inner, fields: &std::collections::HashMap<String, Value>) {
+    if let Some(cmd) = decode_event(fields) {
+        apply_command(inner, &cmd);
+    }
+}
+
+/// The command an event carries (`None`, logged, when unreadable).
+pub(super) fn decode_event(
+    fields: &std::collections::HashMap<String, Value>,
+) -> Option<RevocationCommand> {
+    let cmd = match fields.get("c") {
+        Some(Value::BulkString(b)) => serde_json::from_slice::<RevocationCommand>(b).ok(),
+        Some(Value::SimpleString(s)) => serde_json::from_str::<RevocationCommand>(s).ok(),
+        _ => None,
+    };
+    if cmd.is_none() {
+        tracing::warn!("unreadable revocation event in the stream; skipped");
+    }
+    cmd
+}
+
+/// Applies one event's command to the local cache.
+pub(super) fn apply_command(inner: &Inner, cmd: &RevocationCommand) {
+    match cmd {
+        RevocationCommand::Token(rule) if rule.expires_at <= now_unix() => return,
+        RevocationCommand::Token(_) => {
+            inner.token_rules.fetch_add(1, Ordering::Relaxed);
+        }
+        RevocationCommand::Remove(RevocationTarget::Token(_)) => {
+            let _ = inner
+                .token_rules
+                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| {
+                    Some(n.saturating_sub(1))
+                });
+        }
+        _ => {}
+    }
+    metrics::counter!("revgate_redis_events_total").increment(1);
+    inner.apply_local(cmd);
+}
+
+/// Applies every event the stream holds after `at` right now (`XREAD`
+/// without `BLOCK`, page by page) and returns the id of the last one.
+///
+/// A load ends with this: the snapshot is as old as its last writer's
+/// scan, and a scan misses what is written while it runs, so without it
+/// an instance would be ready (and pass bloom misses) before it knew
+/// revocations made before it started, until its tail caught up. Scope
+/// events go to `defer_scopes` when given (the caller is about to replace
+/// the scope rules and applies them after); tokens are applied at once
+/// (during an install they reach both filters).
+pub(super) async fn catch_up(
+    inner: &Inner,
+    cmd: &mut MultiplexedConnection,
+    mut at: EventId,
+    mut defer_scopes: Option<&mut Vec<RevocationCommand>>,
+) -> Result<EventId, RedisError> {
+    loop {
+        let reply: Option<StreamReadReply> = ::redis::cmd("XREAD")
+            .arg("COUNT")
+            .arg(XREAD_COUNT)
+            .arg("STREAMS")
+            .arg(inner.keys.stream())
+            .arg(at.to_string())
+            .query_async(cmd)
+            .await?;
+        let Some(reply) = reply else { return Ok(at) };
+        let mut n = 0;
+        for key in reply.keys {
+            for entry in key.ids {
+                n += 1;
+                if let Some(c) = decode_event(&entry.map) {
+                    let scope = matches!(
+                        c,
+                        RevocationCommand::Scope(_)
+                            | RevocationCommand::Remove(RevocationTarget::Scope(_))
+                    );
+                    match defer_scopes.as_deref_mut() {
+                        Some(later) if scope => later.push(c),
+                        _ => apply_command(inner, &c),
+                    }
+                }
+                match EventId::parse(&entry.id) {
+                    Some(id) => at = id,
+                    None => tracing::warn!(id = %entry.id, "unreadable stream id"),
+                }
+            }
+        }
+        if n < XREAD_COUNT {
+            return Ok(at);
+        }
+        if needs_resync(inner, cmd, at).await? {
+            // Trimmed past while reading: load again from the start.
+            return Err(RedisError::from((
+                ::redis::ErrorKind::Client,
+                "the revocation stream was trimmed past this instance during its load",
+            )));
+        }
+    }
+}
+
+/// Whether the stream no longer holds every event after `pos`: trimmed past
+/// it (its oldest entry is newer than `pos`), gone, or moved backwards (fail-over that lost writes, restart without
+/// persistence).
+pub(super) async fn needs_resync(
+    inner: &Inner,
+    cmd: &mut MultiplexedConnection,
+    pos: EventId,
+) -> Result<bool, RedisError> {
+    let info: Result<Value, RedisError> = ::redis::cmd("XINFO")
+        .arg("STREAM")
+        .arg(inner.keys.stream())
+        .query_async(cmd)
+        .await;
+    let info = match info {
+        Ok(v) => v,
+        Err(e) if !is_fatal(&e) && e.to_string().contains("no such key") => {
+            if pos > EventId::ZERO {
+                tracing::warn!("the revocation stream is gone from redis; resyncing fully");
+                return Ok(true);
+            }
+            return Ok(false);
+        }
+        Err(e) => return Err(e),
+    };
+    let last = field(&info, "last-generated-id").and_then(value_id);
+    if last.is_some_and(|l| l < pos) {
+        tracing::warn!(
+            at = %pos,
+            "the revocation stream went backwards (fail-over lost writes, or redis restarted empty); resyncing fully"
+        );
+        return Ok(true);
+    }
+    // Trimming leaves no record of what it dropped (`max-deleted-entry-id`
+    // only counts XDEL), so: the oldest entry is newer than our position, or
+    // the stream is empty yet has had entries past it. A spurious resync
+    // (our own entry was the last one trimmed) costs a scan, nothing more.
+    let first = match field(&info, "first-entry") {
+        Some(Value::Array(entry)) => entry.first().and_then(value_id),
+        _ => None,
+    };
+    let trimmed = match first {
+        Some(first) => first > pos,
+        None => last.is_some_and(|l| l > pos),
+    };
+    if trimmed {
+        tracing::info!(at = %pos, "the revocation stream was trimmed past this instance; resyncing fully");
+    }
+    Ok(trimmed)
+}
+
+/// A field of an `XINFO` reply (RESP2 flat array or RESP3 map).
+pub(super) fn field<'a>(v: &'a Value, name: &str) -> Option<&'a Value> {
+    let is = |k: &Value| match k {
+        Value::BulkString(b) => b == name.as_bytes(),
+        Value::SimpleString(s) => s == name,
+        _ => false,
+    };
+    match v {
+        Value::Array(items) => items.chunks_exact(2).find(|kv| is(&kv[0])).map(|kv| &kv[1]),
+        Value::Map(pairs) => pairs.iter().find(|(k, _)| is(k)).map(|(_, v)| v),
+        _ => None,
+    }
+}
+
+pub(super) fn value_id(v: &Value) -> Option<EventId> {
+    match v {
+        Value::BulkString(b) => std::str::from_utf8(b).ok().and_then(EventId::parse),
+        Value::SimpleString(s) => EventId::parse(s),
+        _ => None,
+    }
+}
+
+/// The id of the stream's newest entry, or `0-0`.
+pub(super) async fn last_event_id(
+    inner: &Inner,
+    cmd: &mut MultiplexedConnection,
+) -> Result<EventId, RedisError> {
+    let v: Value = ::redis::cmd("XREVRANGE")
+        .arg(inner.keys.stream())
+        .arg("+")
+        .arg("-")
+        .arg("COUNT")
+        .arg(1)
+        .query_async(cmd)
+        .await?;
+    Ok(match v {
+        Value::Array(entries) => entries
+            .first()
+            .and_then(|e| match e {
+                Value::Array(parts) => parts.first().and_then(value_id),
+                _ => None,
+            })
+            .unwrap_or(EventId::ZERO),
+        _ => EventId::ZERO,
+    })
+}

@@ -1,0 +1,325 @@
+//! A request head on the fast path: whether this path takes it (framing it
+//! can relay, a plain target), the shared admission stages, and the upstream
+//! request head written with the header hygiene both paths apply.
+
+use std::sync::Arc;
+
+use super::framing::{content_length, is_chunked, tokens, Chunks, Framing};
+use super::pool::Pool;
+#[allow(clippy::wildcard_imports)]
+use super::*;
+use crate::admission::{self, Routed};
+use crate::credentials::Fingerprint;
+use crate::proxy::{ClientConn, Gateway, Runtime};
+use crate::refusal::Refusal;
+
+/// What to do with a request whose head has been read.
+pub(super) enum Plan {
+    /// Not for this path.
+    Handover,
+    /// The gateway answers itself.
+    Answer(Answer),
+    /// Relay to the upstream; `Conn::out` holds the upstream request head.
+    Forward(Forward),
+}
+
+pub(super) struct Answer {
+    /// Why: rendered, counted and logged as on the hyper path.
+    pub(super) refusal: Refusal,
+    pub(super) route: Option<usize>,
+    /// The credential's fingerprint, when it passed before the refusal.
+    pub(super) fingerprint: Option<Fingerprint>,
+    /// The request's body, unread: the connection is closed after answering.
+    pub(super) body: Framing,
+    pub(super) meta: Meta,
+}
+
+pub(super) struct Forward {
+    pub(super) route: usize,
+    /// RFC 9110 §9.2.2: safe to send again when a reused connection fails.
+    pub(super) idempotent: bool,
+    pub(super) pool: Arc<Pool>,
+    pub(super) fingerprint: Option<Fingerprint>,
+    pub(super) body: Framing,
+    pub(super) meta: Meta,
+}
+
+/// What is kept of the request head once its buffer is reused.
+pub(super) struct Meta {
+    /// The client sent `Connection: close`.
+    pub(super) close: bool,
+    /// A `HEAD` request (its response has no body).
+    pub(super) head: bool,
+    /// Method and path, copied only when the access log is on.
+    pub(super) logged: Option<(String, String)>,
+}
+
+/// A hop-by-hop field (RFC 9110 §7.6.1): the hyper path's list
+/// ([`crate::proxy::HOP_BY_HOP`]) plus `Upgrade`, which this path never
+/// relays. Dropped both ways.
+pub(super) fn is_hop_by_hop(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"upgrade")
+        || crate::proxy::HOP_BY_HOP
+            .iter()
+            .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
+}
+
+/// Request fields the gateway writes itself (the client's values are
+/// replaced, or joined into ours).
+pub(super) const SET_BY_GATEWAY: [&str; 5] = [
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "via",
+];
+
+/// Framing fields, never dropped because `Connection` names them: the
+/// relay depends on them.
+pub(super) fn is_framing(name: &[u8]) -> bool {
+    name.eq_ignore_ascii_case(b"content-length")
+        || name.eq_ignore_ascii_case(b"transfer-encoding")
+        || name.eq_ignore_ascii_case(b"host")
+}
+
+/// Target bytes taken as they are: RFC 3986 unreserved, sub-delims, `:`,
+/// `@`, `/`, `?` and `%`. Anything else (spaces, quotes, braces, non-ASCII,
+/// `#`) goes to hyper, which decides.
+pub(super) fn plain_target(target: &str) -> bool {
+    target.starts_with('/')
+        && target.bytes().all(|b| {
+            b.is_ascii_alphanumeric()
+                || matches!(
+                    b,
+                    b'-' | b'.'
+                        | b'_'
+                        | b'~'
+                        | b'!'
+                        | b'$'
+                        | b'&'
+                        | b'\''
+                        | b'('
+                        | b')'
+                        | b'*'
+                        | b'+'
+                        | b','
+                        | b';'
+                        | b'='
+                        | b':'
+                        | b'@'
+                        | b'/'
+                        | b'?'
+                        | b'%'
+                )
+        })
+}
+
+/// Decides what to do with a request and, when it is forwarded, writes the
+/// upstream request head into `out`.
+pub(super) async fn plan(
+    gw: &Gateway,
+    rt: &Runtime,
+    req: &httparse::Request<'_, '_>,
+    out: &mut Vec<u8>,
+    peer: ClientConn,
+    ip: &str,
+) -> Plan {
+    let (Some(method), Some(target), Some(1)) = (req.method, req.path, req.version) else {
+        return Plan::Handover;
+    };
+    if method == "CONNECT" || !plain_target(target) {
+        return Plan::Handover;
+    }
+    let fields: &[httparse::Header<'_>] = req.headers;
+    let mut host: Option<&[u8]> = None;
+    let mut hosts = 0;
+    let mut length: Option<u64> = None;
+    let mut lengths = 0;
+    let mut chunked = false;
+    let mut codings = 0;
+    let mut close = false;
+    let mut form = false;
+    let mut named: [&[u8]; MAX_CONNECTION_TOKENS] = [&[]; MAX_CONNECTION_TOKENS];
+    let mut n_named = 0;
+    for f in fields {
+        let name = f.name.as_bytes();
+        if name.eq_ignore_ascii_case(b"host") {
+            hosts += 1;
+            host = Some(f.value);
+        } else if name.eq_ignore_ascii_case(b"content-length") {
+            lengths += 1;
+            length = content_length(f.value);
+            if length.is_none() {
+                return Plan::Handover;
+            }
+        } else if name.eq_ignore_ascii_case(b"transfer-encoding") {
+            codings += 1;
+            chunked = is_chunked(f.value);
+        } else if name.eq_ignore_ascii_case(b"connection") {
+            for t in tokens(f.value) {
+                if t.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !t.eq_ignore_ascii_case(b"keep-alive") {
+                    if n_named == MAX_CONNECTION_TOKENS {
+                        return Plan::Handover;
+                    }
+                    named[n_named] = t;
+                    n_named += 1;
+                }
+            }
+        } else if name.eq_ignore_ascii_case(b"content-type") {
+            form |= crate::credentials::is_form_content_type(f.value);
+        } else if name.eq_ignore_ascii_case(b"upgrade")
+            || name.eq_ignore_ascii_case(b"expect")
+            || name.eq_ignore_ascii_case(b"http2-settings")
+        {
+            return Plan::Handover;
+        }
+    }
+    if lengths > 1 || codings > 1 || (codings == 1 && (!chunked || lengths > 0)) {
+        return Plan::Handover;
+    }
+    let body = match (chunked, length) {
+        (true, _) => Framing::Chunked(Chunks::default()),
+        (false, Some(n)) if n > 0 => Framing::Length(n),
+        _ => Framing::Done,
+    };
+    // A form body may carry an `access_token`: hyper's path reads and judges it.
+    if form && !body.is_done() && rt.settings().raw.tokens.form_body_limit > 0 {
+        return Plan::Handover;
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    let meta = Meta {
+        close,
+        head: method == "HEAD",
+        logged: rt
+            .settings()
+            .raw
+            .log
+            .access_log
+            .then(|| (method.to_owned(), path.to_owned())),
+    };
+
+    // 1. route (the Host rule, revoke calls): the stages the hyper path
+    // shares ([`crate::admission`]).
+    let head = admission::Head {
+        http11: true,
+        method,
+        path,
+        query,
+        authority: host,
+        hosts,
+        headers: fields,
+    };
+    let refuse = |refusal, route, body, meta| {
+        Plan::Answer(Answer {
+            refusal,
+            route,
+            fingerprint: None,
+            body,
+            meta,
+        })
+    };
+    let index = match admission::route(rt, &head) {
+        Err(refusal) => return refuse(refusal, None, body, meta),
+        // Revoke endpoints (any method: a terminating one answers a wrong
+        // method in the vendor's format) are the hyper path's.
+        Ok(
+            Routed::RevokeCall { .. }
+            | Routed::Ordinary {
+                revoke_path: Some(_),
+                ..
+            },
+        ) => return Plan::Handover,
+        Ok(Routed::Ordinary { route, .. }) => route,
+    };
+    // 2. upstreams this path does not speak to
+    let Some(pool) = rt.pool(index) else {
+        return Plan::Handover;
+    };
+    // 3. verdict
+    let fingerprint = match admission::judge(rt, &**gw.store(), &head, None).await {
+        Ok(fp) => fp,
+        Err(refusal) => return refuse(refusal, Some(index), body, meta),
+    };
+
+    // 4. the upstream request head
+    let route = &rt.settings().routes[index];
+    out.clear();
+    out.extend_from_slice(method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(route.upstream.base_path.as_bytes());
+    out.extend_from_slice(target.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    out.extend_from_slice(route.upstream.authority.as_str().as_bytes());
+    out.extend_from_slice(b"\r\n");
+    let named = &named[..n_named];
+    for f in fields {
+        let name = f.name.as_bytes();
+        let dropped = is_hop_by_hop(name)
+            || SET_BY_GATEWAY
+                .iter()
+                .any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
+            || (!is_framing(name) && named.iter().any(|n| name.eq_ignore_ascii_case(n)));
+        if !dropped {
+            push_field(out, name, f.value);
+        }
+    }
+    push_joined(out, fields, "x-forwarded-for", ip.as_bytes());
+    out.extend_from_slice(if peer.tls {
+        b"x-forwarded-proto: https\r\n".as_slice()
+    } else {
+        b"x-forwarded-proto: http\r\n".as_slice()
+    });
+    if let Some(h) = host {
+        push_field(out, b"x-forwarded-host", h);
+    }
+    push_joined(out, fields, "via", b"1.1 revgate");
+    if chunked {
+        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    Plan::Forward(Forward {
+        route: index,
+        idempotent: matches!(
+            method,
+            "GET" | "HEAD" | "PUT" | "DELETE" | "OPTIONS" | "TRACE"
+        ),
+        pool,
+        fingerprint,
+        body,
+        meta,
+    })
+}
+
+pub(super) fn push_field(out: &mut Vec<u8>, name: &[u8], value: &[u8]) {
+    out.extend_from_slice(name);
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `name: <every earlier value, comma-joined>, <ours>`.
+pub(super) fn push_joined(
+    out: &mut Vec<u8>,
+    fields: &[httparse::Header<'_>],
+    name: &str,
+    ours: &[u8],
+) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    for f in fields {
+        if f.name.eq_ignore_ascii_case(name) {
+            let v = framing::trim(f.value);
+            if !v.is_empty() {
+                out.extend_from_slice(v);
+                out.extend_from_slice(b", ");
+            }
+        }
+    }
+    out.extend_from_slice(ours);
+    out.extend_from_slice(b"\r\n");
+}

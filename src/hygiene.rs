@@ -18,37 +18,100 @@ pub(crate) static HOP_BY_HOP: [HeaderName; 8] = [
     header::TRANSFER_ENCODING,
 ];
 
-/// Removes hop-by-hop headers and those named in `Connection`; keeps
-/// `Upgrade` + `Connection: upgrade` when `upgrade` is set.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, upgrade: bool) {
-    if !headers.contains_key(header::CONNECTION) {
-        for name in &HOP_BY_HOP {
-            headers.remove(name);
-        }
-        if !upgrade {
-            headers.remove(header::UPGRADE);
-        }
-        return;
+/// Which way a message crosses this hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// Client to upstream.
+    Request,
+    /// Upstream to client.
+    Response,
+}
+
+/// What becomes of one header field crossing this hop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// Sent on as it is.
+    Keep,
+    /// Dropped: hop-by-hop, or named by the message's `Connection`.
+    Drop,
+    /// Written by the gateway instead (the upstream's `Host`, this hop's
+    /// `X-Forwarded-*`) or joined into its own value (`Via`,
+    /// `X-Forwarded-For`).
+    Gateway,
+}
+
+/// The one classifier both paths render from (RFC 9110 §7.6.1, §7.6.3):
+/// `name` (any case) crossing in `dir`, `connection_named` when the
+/// message's `Connection` field lists it, `upgrade` for an upgrade whose
+/// `Upgrade` field must survive. Framing fields (`Content-Length`,
+/// `Transfer-Encoding` aside, which is hop-by-hop) and `Host` are never
+/// dropped for being `Connection`-named: the relay and the routing depend on
+/// them.
+pub(crate) fn field_fate(
+    name: &[u8],
+    dir: Direction,
+    connection_named: bool,
+    upgrade: bool,
+) -> Fate {
+    let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+    if is("upgrade") {
+        return if upgrade { Fate::Keep } else { Fate::Drop };
     }
-    let named: Vec<HeaderName> = headers
+    if HOP_BY_HOP.iter().any(|h| is(h.as_str())) {
+        return Fate::Drop;
+    }
+    let gateway = match dir {
+        Direction::Request => SET_BY_GATEWAY.iter().any(|n| is(n)),
+        Direction::Response => is("via"),
+    };
+    if gateway {
+        return Fate::Gateway;
+    }
+    if connection_named && !is("content-length") && !is("host") {
+        return Fate::Drop;
+    }
+    Fate::Keep
+}
+
+/// Request fields the gateway writes itself: the client's values are
+/// replaced (`Host`, `X-Forwarded-Proto`, `X-Forwarded-Host`) or joined into
+/// ours (`X-Forwarded-For`, `Via`).
+pub(crate) const SET_BY_GATEWAY: [&str; 5] = [
+    "host",
+    "x-forwarded-for",
+    "x-forwarded-proto",
+    "x-forwarded-host",
+    "via",
+];
+
+/// This hop's `Via` entry for a message of `version` (RFC 9110 §7.6.3).
+pub(crate) const VIA: &str = "1.1 revgate";
+
+/// Removes the fields [`field_fate`] drops (hop-by-hop, `Connection`-named);
+/// keeps `Upgrade` + `Connection: upgrade` when `upgrade` is set. The
+/// fields the gateway writes are its callers' to write.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap, dir: Direction, upgrade: bool) {
+    let named: Vec<String> = headers
         .get_all(header::CONNECTION)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
-        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .map(|t| t.trim().to_ascii_lowercase())
+        .filter(|t| !t.is_empty())
         .collect();
-    for name in named {
-        if !(upgrade && name == header::UPGRADE) {
-            headers.remove(&name);
-        }
-    }
-    for name in &HOP_BY_HOP {
-        headers.remove(name);
+    let dropped: Vec<HeaderName> = headers
+        .keys()
+        .filter(|name| {
+            let connection_named = named.iter().any(|n| n == name.as_str());
+            field_fate(name.as_str().as_bytes(), dir, connection_named, upgrade) == Fate::Drop
+        })
+        .cloned()
+        .collect();
+    for name in dropped {
+        headers.remove(&name);
     }
     if upgrade {
         headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
-    } else {
-        headers.remove(header::UPGRADE);
     }
 }
 
@@ -83,7 +146,7 @@ pub(crate) fn via_value(version: http::Version) -> &'static str {
     match version {
         http::Version::HTTP_2 => "2 revgate",
         http::Version::HTTP_10 => "1.0 revgate",
-        _ => "1.1 revgate",
+        _ => VIA,
     }
 }
 
@@ -98,6 +161,46 @@ pub(crate) fn is_upgrade(headers: &HeaderMap) -> bool {
             .flat_map(|v| v.split(','))
             .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
 }
+
+/// The classifier's table, shared by the tests of both paths' renderers
+/// (this file's `strip_hop_by_hop`, the fast path's head rewriting):
+/// (field, direction, named by `Connection`, upgrade, fate).
+#[cfg(test)]
+pub(crate) const FIELD_TABLE: &[(&str, Direction, bool, bool, Fate)] = {
+    use Direction::{Request as Rq, Response as Rs};
+    use Fate::{Drop as D, Gateway as G, Keep as K};
+    &[
+        ("Connection", Rq, false, false, D),
+        ("keep-alive", Rq, false, false, D),
+        ("Proxy-Connection", Rs, false, false, D),
+        ("proxy-authorization", Rq, false, false, D),
+        ("proxy-authenticate", Rs, false, false, D),
+        ("TE", Rq, false, false, D),
+        ("trailer", Rs, false, false, D),
+        ("transfer-encoding", Rq, false, false, D),
+        ("transfer-encoding", Rs, false, false, D),
+        ("upgrade", Rq, false, false, D),
+        ("upgrade", Rq, true, true, K),
+        ("upgrade", Rs, false, true, K),
+        ("x-secret-hop", Rq, true, false, D),
+        ("x-secret-hop", Rs, true, false, D),
+        ("x-secret-hop", Rq, false, false, K),
+        ("authorization", Rq, false, false, K),
+        ("authorization", Rq, true, false, D),
+        ("content-length", Rq, true, false, K),
+        ("content-length", Rs, true, false, K),
+        ("Host", Rq, false, false, G),
+        ("host", Rq, true, false, G),
+        ("host", Rs, true, false, K),
+        ("x-forwarded-for", Rq, false, false, G),
+        ("X-Forwarded-Proto", Rq, true, false, G),
+        ("x-forwarded-host", Rq, false, false, G),
+        ("x-forwarded-for", Rs, false, false, K),
+        ("via", Rq, false, false, G),
+        ("Via", Rs, false, false, G),
+        ("set-cookie", Rs, false, false, K),
+    ]
+};
 
 #[cfg(test)]
 mod tests {
@@ -115,7 +218,7 @@ mod tests {
         h.insert("te", HeaderValue::from_static("trailers"));
         h.insert("upgrade", HeaderValue::from_static("h2c"));
         h.insert("x-keep", HeaderValue::from_static("1"));
-        strip_hop_by_hop(&mut h, false);
+        strip_hop_by_hop(&mut h, Direction::Request, false);
         let names: Vec<_> = h.keys().map(|k| k.as_str()).collect();
         assert_eq!(names, ["x-keep"]);
 
@@ -123,8 +226,39 @@ mod tests {
         h.insert("connection", HeaderValue::from_static("Upgrade"));
         h.insert("upgrade", HeaderValue::from_static("websocket"));
         assert!(is_upgrade(&h));
-        strip_hop_by_hop(&mut h, true);
+        strip_hop_by_hop(&mut h, Direction::Request, true);
         assert_eq!(h["upgrade"], "websocket");
         assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn the_classifier_follows_its_table() {
+        for &(name, dir, named, upgrade, fate) in FIELD_TABLE {
+            assert_eq!(
+                field_fate(name.as_bytes(), dir, named, upgrade),
+                fate,
+                "{name} {dir:?} named={named} upgrade={upgrade}"
+            );
+        }
+    }
+
+    /// The hyper path's renderer drops exactly what the table drops (the
+    /// `Gateway` fields are its callers' to write, so they survive here).
+    #[test]
+    fn the_hyper_path_renders_the_table() {
+        for &(name, dir, named, upgrade, fate) in FIELD_TABLE {
+            let mut h = HeaderMap::new();
+            let key = HeaderName::from_bytes(name.as_bytes()).unwrap();
+            h.insert(key.clone(), HeaderValue::from_static("v"));
+            if named && key != header::CONNECTION {
+                h.append(header::CONNECTION, HeaderValue::from_str(name).unwrap());
+            }
+            strip_hop_by_hop(&mut h, dir, upgrade);
+            assert_eq!(
+                h.contains_key(&key),
+                fate != Fate::Drop,
+                "{name} named={named} upgrade={upgrade}"
+            );
+        }
     }
 }

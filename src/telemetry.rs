@@ -279,6 +279,19 @@ impl Throttle {
     }
 }
 
+/// An error and its chain of sources, `: `-joined, for a log line or a
+/// refusal's cause (hyper's errors say little without their sources).
+pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        msg.push_str(": ");
+        msg.push_str(&s.to_string());
+        src = s.source();
+    }
+    msg
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

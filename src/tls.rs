@@ -364,6 +364,49 @@ pub fn upstream_client_config(
     Ok(config)
 }
 
+/// An outbound HTTP client (HTTP/1.1, `https://` or plain `http://`) over
+/// `tls`, the one way revgate builds one (upstreams, the JWKS fetch).
+pub struct OutboundClient {
+    /// `TCP_NODELAY` is always on; the connect timeout.
+    pub connect_timeout: Duration,
+    /// TCP keep-alive probes, when wanted.
+    pub tcp_keepalive: Option<Duration>,
+    /// How long an idle pooled connection is kept.
+    pub pool_idle_timeout: Duration,
+    /// Idle pooled connections kept per host.
+    pub pool_max_idle_per_host: usize,
+}
+
+impl OutboundClient {
+    /// The client, for request bodies of type `B`.
+    pub fn build<B>(
+        &self,
+        tls: ClientConfig,
+    ) -> hyper_util::client::legacy::Client<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+        B,
+    >
+    where
+        B: http_body::Body + Send + 'static,
+        B::Data: Send,
+    {
+        let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+        http.set_connect_timeout(Some(self.connect_timeout));
+        http.set_nodelay(true);
+        http.enforce_http(false);
+        http.set_keepalive(self.tcp_keepalive);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(tls)
+            .https_or_http()
+            .enable_http1()
+            .wrap_connector(http);
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .pool_idle_timeout(self.pool_idle_timeout)
+            .pool_max_idle_per_host(self.pool_max_idle_per_host)
+            .build(connector)
+    }
+}
+
 #[cfg(test)]
 #[path = "../tests/support/certs.rs"]
 mod test_certs;

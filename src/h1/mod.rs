@@ -403,6 +403,37 @@ mod tests {
         (out, head)
     }
 
+    /// The fast path's response rewriting drops exactly what the shared
+    /// classifier's table drops, and writes `Via` itself.
+    #[test]
+    fn response_heads_render_the_shared_table() {
+        use crate::hygiene::{Direction, Fate, FIELD_TABLE};
+        for &(name, dir, named, upgrade, fate) in FIELD_TABLE {
+            // This path relays no upgrade, and frames bodies itself.
+            if dir != Direction::Response
+                || upgrade
+                || name.eq_ignore_ascii_case("transfer-encoding")
+                || name.eq_ignore_ascii_case("content-length")
+            {
+                continue;
+            }
+            let connection = if named && !name.eq_ignore_ascii_case("connection") {
+                format!("Connection: {name}\r\n")
+            } else {
+                String::new()
+            };
+            let raw = format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: 0\r\n{connection}{name}: marker-value\r\n\r\n"
+            );
+            let (out, head) = parse_response(raw.as_bytes());
+            assert!(head.is_ok(), "{name}");
+            let text = String::from_utf8(out).unwrap().to_ascii_lowercase();
+            let kept = text.contains(&format!("{}: marker-value\r\n", name.to_ascii_lowercase()));
+            assert_eq!(kept, fate == Fate::Keep, "{name} named={named}: {text}");
+            assert!(text.contains("via: 1.1 revgate\r\n") || text.contains(", 1.1 revgate\r\n"));
+        }
+    }
+
     #[test]
     fn response_heads_lose_hop_by_hop_fields_and_gain_via() {
         let (out, head) = parse_response(

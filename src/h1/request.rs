@@ -10,6 +10,7 @@ use super::pool::Pool;
 use super::*;
 use crate::admission::{self, Routed};
 use crate::credentials::Fingerprint;
+use crate::hygiene::{self, Direction, Fate};
 use crate::proxy::{ClientConn, Gateway, Runtime};
 use crate::refusal::Refusal;
 
@@ -52,34 +53,6 @@ pub(super) struct Meta {
     pub(super) head: bool,
     /// Method and path, copied only when the access log is on.
     pub(super) logged: Option<(String, String)>,
-}
-
-/// A hop-by-hop field (RFC 9110 §7.6.1): the hyper path's list
-/// ([`crate::proxy::HOP_BY_HOP`]) plus `Upgrade`, which this path never
-/// relays. Dropped both ways.
-pub(super) fn is_hop_by_hop(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(b"upgrade")
-        || crate::proxy::HOP_BY_HOP
-            .iter()
-            .any(|h| name.eq_ignore_ascii_case(h.as_str().as_bytes()))
-}
-
-/// Request fields the gateway writes itself (the client's values are
-/// replaced, or joined into ours).
-pub(super) const SET_BY_GATEWAY: [&str; 5] = [
-    "host",
-    "x-forwarded-for",
-    "x-forwarded-proto",
-    "x-forwarded-host",
-    "via",
-];
-
-/// Framing fields, never dropped because `Connection` names them: the
-/// relay depends on them.
-pub(super) fn is_framing(name: &[u8]) -> bool {
-    name.eq_ignore_ascii_case(b"content-length")
-        || name.eq_ignore_ascii_case(b"transfer-encoding")
-        || name.eq_ignore_ascii_case(b"host")
 }
 
 /// Target bytes taken as they are: RFC 3986 unreserved, sub-delims, `:`,
@@ -259,12 +232,9 @@ pub(super) async fn plan(
     let named = &named[..n_named];
     for f in fields {
         let name = f.name.as_bytes();
-        let dropped = is_hop_by_hop(name)
-            || SET_BY_GATEWAY
-                .iter()
-                .any(|d| name.eq_ignore_ascii_case(d.as_bytes()))
-            || (!is_framing(name) && named.iter().any(|n| name.eq_ignore_ascii_case(n)));
-        if !dropped {
+        let connection_named = named.iter().any(|n| name.eq_ignore_ascii_case(n));
+        // This path never relays an upgrade (those go to hyper).
+        if hygiene::field_fate(name, Direction::Request, connection_named, false) == Fate::Keep {
             push_field(out, name, f.value);
         }
     }
@@ -277,7 +247,7 @@ pub(super) async fn plan(
     if let Some(h) = host {
         push_field(out, b"x-forwarded-host", h);
     }
-    push_joined(out, fields, "via", b"1.1 revgate");
+    push_joined(out, fields, "via", hygiene::VIA.as_bytes());
     if chunked {
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
     }

@@ -8,6 +8,7 @@ use http::Response;
 use super::framing::{content_length, is_chunked, tokens, Chunks, Framing};
 #[allow(clippy::wildcard_imports)]
 use super::*;
+use crate::hygiene::{self, Direction, Fate};
 use crate::refusal::Refusal;
 
 /// What the upstream's response head said, once rewritten into `out`.
@@ -109,14 +110,12 @@ pub(super) fn rewrite_response(
             chunked = true;
         }
         // `Via` is joined into ours below.
-        let dropped = is_hop_by_hop(name)
-            || name.eq_ignore_ascii_case(b"via")
-            || (connection && !is_framing(name) && names_field(fields, name));
-        if !dropped {
+        let connection_named = connection && names_field(fields, name);
+        if hygiene::field_fate(name, Direction::Response, connection_named, false) == Fate::Keep {
             push_field(out, name, f.value);
         }
     }
-    push_joined(out, fields, "via", b"1.1 revgate");
+    push_joined(out, fields, "via", hygiene::VIA.as_bytes());
     let chunked = match body {
         Framing::Chunked(_) | Framing::UntilClose => true,
         // HEAD, 204, 304: the fields describe the body not sent.

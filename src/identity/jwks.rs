@@ -54,7 +54,6 @@ use http::{header, Request, StatusCode, Uri};
 use http_body_util::{BodyExt, Empty};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::verify::{self, JwsHeader, KeySet, KeySetError, Policy, VerifiedClaims, VerifyError};
@@ -139,19 +138,13 @@ impl Verifier {
                 }
             }
             KeySource::Url(uri) => {
-                let mut http = HttpConnector::new();
-                http.set_connect_timeout(Some(settings.fetch_timeout));
-                http.set_nodelay(true);
-                http.enforce_http(false);
-                let connector = hyper_rustls::HttpsConnectorBuilder::new()
-                    .with_tls_config(tls)
-                    .https_or_http()
-                    .enable_http1()
-                    .wrap_connector(http);
-                let client = Client::builder(TokioExecutor::new())
-                    .pool_idle_timeout(Duration::from_secs(30))
-                    .pool_max_idle_per_host(1)
-                    .build(connector);
+                let client = crate::tls::OutboundClient {
+                    connect_timeout: settings.fetch_timeout,
+                    tcp_keepalive: None,
+                    pool_idle_timeout: Duration::from_secs(30),
+                    pool_max_idle_per_host: 1,
+                }
+                .build(tls);
                 let stop = CancellationToken::new();
                 let runtime = tokio::runtime::Handle::try_current().ok();
                 let inner = Arc::new(Inner {
@@ -297,16 +290,11 @@ impl Fetcher {
             .body(Empty::new())
             .map_err(|e| FetchError::Http(e.to_string()))?;
         let work = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                let mut msg = e.to_string();
-                let mut src = std::error::Error::source(&e);
-                while let Some(s) = src {
-                    msg.push_str(": ");
-                    msg.push_str(&s.to_string());
-                    src = s.source();
-                }
-                FetchError::Http(msg)
-            })?;
+            let resp = self
+                .client
+                .request(req)
+                .await
+                .map_err(|e| FetchError::Http(crate::telemetry::error_chain(&e)))?;
             if resp.status() != StatusCode::OK {
                 return Err(FetchError::Status(resp.status().as_u16()));
             }

@@ -9,7 +9,6 @@ use http::header::{self, HeaderValue};
 use http::Response;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 
 #[allow(clippy::wildcard_imports)]
 use super::*;
@@ -89,11 +88,6 @@ impl Runtime {
     /// Builds the runtime for checked settings.
     pub fn new(settings: Settings, key: Arc<FingerprintKey>) -> Result<Self, RuntimeError> {
         let up = &settings.raw.upstream;
-        let mut http = HttpConnector::new();
-        http.set_connect_timeout(Some(up.connect_timeout));
-        http.set_nodelay(true);
-        http.enforce_http(false);
-        http.set_keepalive(Some(Duration::from_secs(60)));
         let tls = crate::tls::upstream_client_config(
             up.ca_file.as_deref(),
             up.client_cert.as_deref(),
@@ -106,15 +100,13 @@ impl Runtime {
             .as_ref()
             .map(|v| crate::identity::Verifier::new(v, tls.clone()));
         warn_unidentifiable_revokers(&settings);
-        let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(up.pool_idle_timeout)
-            .pool_max_idle_per_host(up.pool_max_idle_per_host)
-            .build(connector);
+        let client = crate::tls::OutboundClient {
+            connect_timeout: up.connect_timeout,
+            tcp_keepalive: Some(Duration::from_secs(60)),
+            pool_idle_timeout: up.pool_idle_timeout,
+            pool_max_idle_per_host: up.pool_max_idle_per_host,
+        }
+        .build(tls);
         let dialects = settings
             .dialects
             .iter()

@@ -94,7 +94,7 @@ pub(crate) async fn forward(
     let uri = upstream_uri(route, &parts.uri)?;
     let version = parts.version;
     let headers = &mut parts.headers;
-    strip_hop_by_hop(headers, upgrade);
+    strip_hop_by_hop(headers, crate::hygiene::Direction::Request, upgrade);
     headers.remove(header::HOST);
     let mut ip_buf = [0u8; 64];
     append_header(
@@ -144,14 +144,9 @@ pub(crate) async fn forward(
         Ok(Err(e)) if crate::idle::is_idle(&e) => return Err(Refusal::ClientTimeout),
         Ok(Err(e)) if is_timeout(&e) => return Err(Refusal::UpstreamTimeout),
         Ok(Err(e)) => {
-            let mut msg = e.to_string();
-            let mut src = std::error::Error::source(&e);
-            while let Some(s) = src {
-                msg.push_str(": ");
-                msg.push_str(&s.to_string());
-                src = s.source();
-            }
-            return Err(Refusal::UpstreamUnavailable(msg));
+            return Err(Refusal::UpstreamUnavailable(crate::telemetry::error_chain(
+                &e,
+            )));
         }
         Ok(Ok(r)) => r,
     };
@@ -173,8 +168,12 @@ pub(crate) async fn forward(
         }
     }
     let (mut rparts, rbody) = resp.into_parts();
-    strip_hop_by_hop(&mut rparts.headers, switching);
-    append_static(&mut rparts.headers, header::VIA, "1.1 revgate");
+    strip_hop_by_hop(
+        &mut rparts.headers,
+        crate::hygiene::Direction::Response,
+        switching,
+    );
+    append_static(&mut rparts.headers, header::VIA, crate::hygiene::VIA);
     // An upstream that stops mid-body is given up like a client that does.
     let rbody = crate::idle::IdleBody::new(rbody, rt.settings.raw.server.body_idle_timeout).boxed();
     let rbody = match session {

@@ -58,7 +58,7 @@ pub struct DialectSetting {
 #[derive(Clone, Debug)]
 pub struct Settings {
     /// The file as loaded (for the parts used as-is).
-    pub raw: Config,
+    pub(super) raw: Config,
     /// Client listener.
     pub listen: SocketAddr,
     /// Admin listener.

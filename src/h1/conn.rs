@@ -317,7 +317,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
                     Some(Err(_)) => break Err(ExchangeError::ClientBody),
                 }
             }
-            let timeout = rt.settings().raw.upstream.response_header_timeout;
+            let timeout = rt.settings().response_header_timeout();
             let body_sent = if streamed { Instant::now() } else { sent };
             self.response_timer.set(body_sent + timeout);
             match self

@@ -158,7 +158,7 @@ pub(super) async fn plan(
         _ => Framing::Done,
     };
     // A form body may carry an `access_token`: hyper's path reads and judges it.
-    if form && !body.is_done() && rt.settings().raw.tokens.form_body_limit > 0 {
+    if form && !body.is_done() && rt.settings().form_body_limit() > 0 {
         return Plan::Handover;
     }
     let (path, query) = match target.split_once('?') {
@@ -170,9 +170,7 @@ pub(super) async fn plan(
         head: method == "HEAD",
         logged: rt
             .settings()
-            .raw
-            .log
-            .access_log
+            .access_log()
             .then(|| (method.to_owned(), path.to_owned())),
     };
 

@@ -23,7 +23,7 @@ pub(crate) fn incoming_request(rt: &Runtime, body: Incoming) -> Body {
             frame
         }
     });
-    crate::idle::IdleBody::new(body, rt.settings.raw.server.body_idle_timeout).boxed()
+    crate::idle::IdleBody::new(body, rt.settings.body_idle_timeout()).boxed()
 }
 
 /// Reads a form-encoded request body (when `tokens.form_body_limit` is on)
@@ -35,7 +35,7 @@ pub(crate) async fn read_form(
     headers: &HeaderMap,
     body: Incoming,
 ) -> Result<(Option<Bytes>, Body), Refusal> {
-    let limit = rt.settings.raw.tokens.form_body_limit;
+    let limit = rt.settings.form_body_limit();
     if limit == 0 || !credentials::is_form(headers) || http_body::Body::is_end_stream(&body) {
         return Ok((None, incoming_request(rt, body)));
     }
@@ -67,7 +67,7 @@ pub(crate) async fn read_limited(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(BodyError::TooLarge);
     }
-    let body = crate::idle::IdleBody::new(body, rt.settings.raw.server.body_idle_timeout);
+    let body = crate::idle::IdleBody::new(body, rt.settings.body_idle_timeout());
     match http_body_util::Limited::new(body, limit).collect().await {
         Ok(c) => Ok(c.to_bytes()),
         Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),

@@ -196,9 +196,7 @@ impl Gateway {
         // Copied only when they will be logged.
         let logged = rt
             .settings
-            .raw
-            .log
-            .access_log
+            .access_log()
             .then(|| (req.method().clone(), req.uri().path().to_owned()));
         let version = req.version();
         let h = self.handle_inner(&rt, req, conn).await;

@@ -64,7 +64,7 @@ impl Runtime {
         fingerprint: crate::credentials::Fingerprint,
         exp: Option<u64>,
     ) -> TokenRule {
-        let tokens = &self.settings.raw.tokens;
+        let tokens = self.settings.lifetimes();
         let expires_at = exp
             .map(|exp| exp.saturating_add(tokens.clock_skew.as_secs()))
             .unwrap_or_else(|| now_unix().saturating_add(tokens.max_lifetime.as_secs()));
@@ -118,7 +118,7 @@ impl Runtime {
     /// A scope rule revoking every token of `key` issued up to now, kept
     /// until every such token has expired.
     pub fn scope_rule(&self, key: ScopeKey) -> ScopeRule {
-        let tokens = &self.settings.raw.tokens;
+        let tokens = self.settings.lifetimes();
         let now = now_unix();
         ScopeRule {
             key,
@@ -146,7 +146,7 @@ impl Runtime {
         if rule.key.sub.len() > dialect::MAX_ID_LEN {
             return ScopeAdmission::SubjectTooLong;
         }
-        let cap = self.settings.raw.revoke.max_scopes_per_subject;
+        let cap = self.settings.max_scopes_per_subject();
         if cache.subject_scope_count(&rule.key.sub) >= cap && cache.scope_rule(&rule.key).is_none()
         {
             return ScopeAdmission::CapReached;
@@ -176,7 +176,7 @@ impl Gateway {
         // answered in the vendor's format past it), or, forwarding, when it
         // is a form that may carry the caller's own token.
         let (buffered, stream) = if d.dialect.needs_body() {
-            let limit = rt.settings.raw.revoke.max_body_bytes;
+            let limit = rt.settings.revoke_max_body_bytes();
             match read_limited(rt, &parts.headers, body, limit).await {
                 Ok(bytes) => (Some(bytes), None),
                 Err(BodyError::TooLarge) => {

@@ -87,7 +87,7 @@ pub enum RuntimeError {
 impl Runtime {
     /// Builds the runtime for checked settings.
     pub fn new(settings: Settings, key: Arc<FingerprintKey>) -> Result<Self, RuntimeError> {
-        let up = &settings.raw.upstream;
+        let up = settings.upstream();
         let tls = crate::tls::upstream_client_config(
             up.ca_file.as_deref(),
             up.client_cert.as_deref(),
@@ -128,7 +128,7 @@ impl Runtime {
                 (r.upstream.scheme == http::uri::Scheme::HTTP).then(|| {
                     Arc::new(crate::h1::pool::Pool::new(
                         &r.upstream.authority,
-                        settings.raw.server.io_thread_count(),
+                        settings.io_threads(),
                         up.pool_max_idle_per_host,
                         up.pool_idle_timeout,
                         up.connect_timeout,
@@ -139,11 +139,9 @@ impl Runtime {
         Ok(Runtime {
             verifier,
             revoke_limiter: crate::ratelimit::RateLimiter::from_config(
-                &settings.raw.revoke.rate_limit,
+                settings.revoke_rate_limit(),
             ),
-            admin_limiter: crate::ratelimit::RateLimiter::from_config(
-                &settings.raw.admin.rate_limit,
-            ),
+            admin_limiter: crate::ratelimit::RateLimiter::from_config(settings.admin_rate_limit()),
             pools,
             host_routes: settings.routes.iter().any(|r| r.host.is_some()),
             warnings: Warnings::default(),
@@ -153,7 +151,7 @@ impl Runtime {
                 key,
                 sources: settings.credential_sources.clone(),
                 attributes: settings.attribute_sources.clone(),
-                jti: settings.raw.tokens.revoke_by_jti,
+                jti: settings.revoke_by_jti(),
             },
             dialects,
             client,

@@ -119,7 +119,7 @@ pub(crate) async fn forward(
 
     // The response-header timeout runs from the moment the request body has
     // been sent in full, so a long upload is not cut short by it.
-    let timeout = rt.settings.raw.upstream.response_header_timeout;
+    let timeout = rt.settings.response_header_timeout();
     let (sent_tx, sent_rx) = tokio::sync::oneshot::channel();
     let up_req = up_req.map(|b| SignalOnEnd::new(b, sent_tx).boxed());
     let request = rt.client.request(up_req);
@@ -163,7 +163,7 @@ pub(crate) async fn forward(
                 client_side,
                 upstream_side,
                 session,
-                rt.settings.raw.server.upgrade_idle_timeout,
+                rt.settings.upgrade_idle_timeout(),
             ));
         }
     }
@@ -175,7 +175,7 @@ pub(crate) async fn forward(
     );
     append_static(&mut rparts.headers, header::VIA, crate::hygiene::VIA);
     // An upstream that stops mid-body is given up like a client that does.
-    let rbody = crate::idle::IdleBody::new(rbody, rt.settings.raw.server.body_idle_timeout).boxed();
+    let rbody = crate::idle::IdleBody::new(rbody, rt.settings.body_idle_timeout()).boxed();
     let rbody = match session {
         Some(s) => EndOnRevoke::new(rbody, s.token().clone(), Some(s)).boxed(),
         None => rbody,

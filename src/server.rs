@@ -165,6 +165,7 @@ pub async fn serve(
             max_header_bytes: options.max_header_bytes,
             header_read_timeout: HEADER_READ_TIMEOUT,
             body_idle_timeout: options.body_idle_timeout,
+            pool_shard: 0,
         },
         fast_path: options.fast_path,
         drain: shutdown.clone(),
@@ -226,7 +227,8 @@ pub async fn serve(
 /// on thread 0, accepting) until shutdown, then draining them for at most
 /// the drain timeout (the runtime's drop cuts what is left).
 fn io_thread(index: usize, role: Role, shared: Arc<Shared>) {
-    h1::pool::set_thread_shard(index + 1);
+    // This thread's shard of every upstream pool, passed to each connection.
+    let shard = index + 1;
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -241,13 +243,13 @@ fn io_thread(index: usize, role: Role, shared: Arc<Shared>) {
         let tracker = TaskTracker::new();
         match role {
             Role::Acceptor { listener, queues } => {
-                accept(listener, queues, &shared, &tracker).await
+                accept(listener, queues, &shared, &tracker, shard).await
             }
             Role::Worker(mut queue) => {
                 while let Some((stream, addr, slot)) = queue.recv().await {
                     match TcpStream::from_std(stream) {
                         Ok(s) => {
-                            tracker.spawn(accepted(shared.clone(), s, addr, slot));
+                            tracker.spawn(accepted(shared.clone(), s, addr, slot, shard));
                         }
                         Err(e) => tracing::warn!(error = %e, "cannot register a connection"),
                     }
@@ -270,6 +272,7 @@ async fn accept(
     queues: Vec<UnboundedSender<Dealt>>,
     shared: &Arc<Shared>,
     tracker: &TaskTracker,
+    shard: usize,
 ) {
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
@@ -338,7 +341,7 @@ async fn accept(
                 }
             },
         };
-        tracker.spawn(accepted(shared.clone(), stream, addr, slot));
+        tracker.spawn(accepted(shared.clone(), stream, addr, slot, shard));
     }
 }
 
@@ -350,12 +353,18 @@ async fn accept(
 /// (the TLS handshake and TLS connection state, hyper's connection) is
 /// boxed, once per connection, so that an idle plain connection's task
 /// holds little more than its socket (issue 16).
-async fn accepted(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr, _slot: Slot) {
+async fn accepted(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    _slot: Slot,
+    shard: usize,
+) {
     let Some(acceptor) = shared.tls.clone() else {
         let conn = ClientConn { addr, tls: false };
-        return connection(shared, stream, conn, true).await;
+        return connection(shared, stream, conn, true, shard).await;
     };
-    Box::pin(tls_connection(shared, acceptor, stream, addr)).await
+    Box::pin(tls_connection(shared, acceptor, stream, addr, shard)).await
 }
 
 /// Serves a connection of a TLS listener: the handshake, then the
@@ -365,6 +374,7 @@ async fn tls_connection(
     acceptor: TlsAcceptor,
     stream: TcpStream,
     addr: SocketAddr,
+    shard: usize,
 ) {
     let tls_stream =
         match tokio::time::timeout(TLS_HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
@@ -380,7 +390,7 @@ async fn tls_connection(
         };
     let h2 = tls_stream.get_ref().1.alpn_protocol() == Some(b"h2");
     let conn = ClientConn { addr, tls: true };
-    connection(shared, tls_stream, conn, !h2).await;
+    connection(shared, tls_stream, conn, !h2, shard).await;
 }
 
 /// Closes idle upstream connections of the fast path's pools periodically.
@@ -397,7 +407,7 @@ async fn sweep_pools(gateway: Arc<Gateway>, shutdown: CancellationToken) {
 /// Serves one connection: on the fast path while it takes the requests
 /// (`h1` and the fast path enabled), then with hyper, which is asked to
 /// finish its in-flight requests and close when the drain starts.
-async fn connection<IO>(shared: Arc<Shared>, io: IO, conn: ClientConn, h1: bool)
+async fn connection<IO>(shared: Arc<Shared>, io: IO, conn: ClientConn, h1: bool, shard: usize)
 where
     IO: AsyncRead + AsyncWrite + h1::Readiness + Unpin + Send + 'static,
 {
@@ -406,7 +416,10 @@ where
             shared.gateway.clone(),
             io,
             conn,
-            shared.limits,
+            h1::Limits {
+                pool_shard: shard,
+                ..shared.limits
+            },
             shared.drain.clone(),
         )
         .await

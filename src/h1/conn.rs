@@ -233,7 +233,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
         }
         reusable &= ok && self.ubuf.is_empty();
         if reusable {
-            pool.put(up, sent);
+            pool.put(self.limits.pool_shard, up, sent);
         }
         account(
             rt,
@@ -273,7 +273,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
         let mut request = std::mem::take(&mut self.out);
         let mut fresh = false;
         let result = loop {
-            let mut up = match (fresh, pool.take(sent)) {
+            let mut up = match (fresh, pool.take(self.limits.pool_shard, sent)) {
                 (false, Some(c)) => c,
                 _ => {
                     fresh = true;

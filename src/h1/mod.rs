@@ -129,6 +129,9 @@ pub struct Limits {
     pub header_read_timeout: Duration,
     /// Longest a body relay may make no progress.
     pub body_idle_timeout: Duration,
+    /// The shard of every upstream pool this connection's I/O thread uses
+    /// (I/O thread `i` uses `i + 1`; [`pool::Pool`]).
+    pub pool_shard: usize,
 }
 
 /// Serves a client connection until it closes or must be handed to hyper.

@@ -2,9 +2,10 @@
 //! keep-alive HTTP/1.1.
 //!
 //! Each I/O thread has its own shard of every pool (a connection is used
-//! on the runtime whose reactor it is registered with; see
-//! [`set_thread_shard`]). A request takes the most recently returned connection (LIFO keeps few
-//! connections warm) and gives it back once its response has been relayed
+//! on the runtime whose reactor it is registered with): the shard is
+//! `Limits::pool_shard`, passed to each connection by its I/O thread, not
+//! hidden state. A request takes the most recently returned connection (LIFO
+//! keeps few connections warm) and gives it back once its response has been relayed
 //! in full; a connection whose message framing was broken, or whose peer
 //! said `Connection: close`, is dropped instead. Connections idle longer
 //! than `upstream.pool_idle_timeout` are closed when the pool is next used,
@@ -16,23 +17,12 @@
 //! periodically ([`Pool::sweep`]) so that a quiet pool does not hold
 //! connections its upstream has closed.
 
-use std::cell::Cell;
 use std::io;
 use std::sync::Mutex;
 use std::task::{Context, Poll, Waker};
 use std::time::{Duration, Instant};
 
 use tokio::net::TcpStream;
-
-thread_local! {
-    static SHARD: Cell<usize> = const { Cell::new(0) };
-}
-
-/// Makes the calling thread use shard `index` of every pool (I/O thread
-/// `i` uses `i + 1`; other threads share shard 0).
-pub fn set_thread_shard(index: usize) {
-    SHARD.with(|s| s.set(index));
-}
 
 type Idle = Mutex<Vec<(TcpStream, Instant)>>;
 
@@ -82,8 +72,8 @@ impl Pool {
     }
 
     /// A pooled connection that still looks open, if any.
-    pub fn take(&self, now: Instant) -> Option<TcpStream> {
-        let mut idle = self.shard().lock().ok()?;
+    pub fn take(&self, shard: usize, now: Instant) -> Option<TcpStream> {
+        let mut idle = self.shard(shard).lock().ok()?;
         while let Some((conn, since)) = idle.pop() {
             if now.saturating_duration_since(since) < self.idle_timeout && still_open(&conn) {
                 return Some(conn);
@@ -93,8 +83,8 @@ impl Pool {
     }
 
     /// Returns a connection whose last response was relayed in full.
-    pub fn put(&self, conn: TcpStream, now: Instant) {
-        let Ok(mut idle) = self.shard().lock() else {
+    pub fn put(&self, shard: usize, conn: TcpStream, now: Instant) {
+        let Ok(mut idle) = self.shard(shard).lock() else {
             return;
         };
         // Oldest first: drop those past their idle time.
@@ -120,8 +110,7 @@ impl Pool {
         }
     }
 
-    fn shard(&self) -> &Idle {
-        let i = SHARD.with(|s| s.get());
+    fn shard(&self, i: usize) -> &Idle {
         &self.shards[i % self.shards.len()]
     }
 
@@ -194,25 +183,25 @@ mod tests {
         let c = pool.connect().await.unwrap();
         let (_peer_c, _) = listener.accept().await.unwrap();
         let now = Instant::now();
-        pool.put(a, now);
-        pool.put(b, now);
-        pool.put(c, now); // over max_idle: closed
+        pool.put(0, a, now);
+        pool.put(0, b, now);
+        pool.put(0, c, now); // over max_idle: closed
         assert_eq!(pool.idle_count(), 2);
 
         // The peer closes `a`; `b` (taken first, LIFO) is fine.
         peer_a.shutdown().await.unwrap();
         drop(peer_a);
-        let b = pool.take(Instant::now()).unwrap();
+        let b = pool.take(0, Instant::now()).unwrap();
         // Give the reactor a moment to see the FIN on `a`.
         tokio::time::sleep(Duration::from_millis(50)).await;
         assert!(
-            pool.take(Instant::now()).is_none(),
+            pool.take(0, Instant::now()).is_none(),
             "closed connection handed out"
         );
 
-        pool.put(b, now);
+        pool.put(0, b, now);
         assert!(
-            pool.take(now + Duration::from_secs(61)).is_none(),
+            pool.take(0, now + Duration::from_secs(61)).is_none(),
             "expired connection handed out"
         );
     }

@@ -352,6 +352,12 @@ fn gateway(redis_url: &str, upstream: &str) -> support::RunningGateway {
              stream_maxlen = {}",
             stream_maxlen()
         ))
+        // CHAOS_RUST_LOG: the instances' log filter (e.g.
+        // `info,revgate::store=debug` to read a failure's story).
+        .env(
+            "RUST_LOG",
+            &std::env::var("CHAOS_RUST_LOG").unwrap_or_else(|_| "info".into()),
+        )
         .spawn()
 }
 
@@ -810,6 +816,31 @@ async fn chaos(knobs: Knobs) {
         missing_in_redis.len(),
         after_apply.len(),
     );
+    if !lost.is_empty() || !after_apply.is_empty() {
+        let keep = std::env::temp_dir().join(format!("revgate-chaos-{}", knobs.seed));
+        let _ = std::fs::create_dir_all(&keep);
+        for (s, g) in gws.iter().enumerate() {
+            let _ = std::fs::write(keep.join(format!("slot{s}.log")), g.logs());
+        }
+        println!("chaos: instance logs kept in {}", keep.display());
+    }
+    if !lost.is_empty() {
+        // The revocations of the lost tokens among the kills, on the clock.
+        let mut story: Vec<(u64, String)> = world.events.lock().unwrap().clone();
+        for r in revokes.iter().filter(|r| lost.contains(&r.token)) {
+            story.push((
+                r.done,
+                format!(
+                    "revocation of {} through slot {} ({:?}) answered {:?}",
+                    r.token, r.slot, r.via, r.status
+                ),
+            ));
+        }
+        story.sort();
+        for (at, what) in &story {
+            println!("chaos:   {at:>8} {what}");
+        }
+    }
     assert!(
         lost.is_empty(),
         "acknowledged revocations lost: {:?} (slot, token, status: {:?}); missing in redis: {:?}",
@@ -845,12 +876,6 @@ async fn chaos(knobs: Knobs) {
         for (at, what) in &story {
             println!("chaos:   {at:>8} {what}");
         }
-        let keep = std::env::temp_dir().join(format!("revgate-chaos-{}", knobs.seed));
-        let _ = std::fs::create_dir_all(&keep);
-        for (s, g) in gws.iter().enumerate() {
-            let _ = std::fs::write(keep.join(format!("slot{s}.log")), g.logs());
-        }
-        println!("chaos: instance logs kept in {}", keep.display());
     }
     assert!(
         after_apply.is_empty(),

@@ -1097,6 +1097,8 @@ async fn a_stream_trimmed_past_the_tail_between_two_reads_is_not_skipped() {
     let shutdown = CancellationToken::new();
     let a = start(&redis.url(), &cfg(dir.path(), "a"), &shutdown).await;
     ready(&a).await;
+    // C's position is then this event's id (not `0-0`, checked otherwise).
+    a.apply(revoke(1_000)).await.unwrap();
     let relay = TcpRelay::spawn(redis.port()).await;
     let c = start(&relay.url(), &cfg(dir.path(), "c"), &shutdown).await;
     ready(&c).await;
@@ -1121,6 +1123,34 @@ async fn a_stream_trimmed_past_the_tail_between_two_reads_is_not_skipped() {
         missing.len(),
         missing.first()
     );
+    a.flush().await.unwrap();
+    c.flush().await.unwrap();
+}
+
+/// With reads checked after the fact, a position must never be one the
+/// check takes for "trimmed past" when nothing was: a stream emptied by an
+/// `XTRIM` still has its last generated id, and a load tails from that,
+/// not from `0-0` (which would make it load again and again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_loads_and_tails_a_stream_emptied_by_xtrim() {
+    init_logs();
+    let redis = RedisServer::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let a = start(&redis.url(), &cfg(dir.path(), "a"), &shutdown).await;
+    ready(&a).await;
+    for i in 0..10 {
+        a.apply(revoke(i)).await.unwrap();
+    }
+    trim_stream(&redis, 0);
+    let c = start(&redis.url(), &cfg(dir.path(), "c"), &shutdown).await;
+    ready(&c).await;
+    assert_eq!(passed(&c, 0..10).await, Vec::<u64>::new());
+    a.apply(revoke(10)).await.unwrap();
+    support::wait_for("C tails", Duration::from_secs(10), || {
+        is_revoked_exactly(&c, 10)
+    })
+    .await;
     a.flush().await.unwrap();
     c.flush().await.unwrap();
 }

@@ -945,6 +945,216 @@ async fn a_snapshot_that_is_corrupt_or_trimmed_past_is_ignored_for_a_scan() {
     d.flush().await.unwrap();
 }
 
+/// The stream trimmed to its last `keep` entries, exactly (`XTRIM MAXLEN n`):
+/// what the other instances' `MAXLEN ~` writes do, at a chosen moment.
+fn trim_stream(redis: &RedisServer, keep: u64) {
+    let _: i64 = redis::cmd("XTRIM")
+        .arg(stream_key())
+        .arg("MAXLEN")
+        .arg(keep)
+        .query(&mut redis.conn())
+        .unwrap();
+}
+
+/// The tokens in `range` that `s` would pass (bloom miss, or the exact
+/// lookup says not revoked).
+async fn passed(s: &RedisStore, range: std::ops::Range<u64>) -> Vec<u64> {
+    let mut out = Vec::new();
+    for i in range {
+        if !is_revoked_exactly(s, i).await {
+            out.push(i);
+        }
+    }
+    out
+}
+
+// Found by tests/chaos.rs (LOST 5: five consecutive acknowledged tokens, in
+// Redis, passed for good by one instance): whether the stream still reached
+// back to a position was checked *before* reading from it, so the events
+// trimmed in between were skipped without a word, and the position moved
+// past them. The four tests below trim the stream at that exact point (the
+// relay holds the instance's commands right after the check) on each path
+// that reads the stream: a snapshot load's catch-up, a scan load's
+// catch-up, a resume after a reconnect, and the tail.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_trimmed_past_the_snapshot_during_its_load_is_not_skipped() {
+    init_logs();
+    let redis = RedisServer::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let (a, _) = with_snapshot(&redis, dir.path(), &shutdown, 0..100, "hana").await;
+    // After the snapshot, in the stream only.
+    for i in 100..150 {
+        a.apply(revoke(i)).await.unwrap();
+    }
+    let relay = TcpRelay::spawn(redis.port()).await;
+    // C's first XINFO: "does the stream still reach back to the snapshot?"
+    // (yes, now). Then, before C reads what came after the snapshot, the
+    // writers' trimming moves past the snapshot's id.
+    let mut hold = relay.hold_after(b"XINFO");
+    let c = start(&relay.url(), &cfg(dir.path(), "c"), &shutdown).await;
+    hold.reached(Duration::from_secs(20)).await;
+    trim_stream(&redis, 10);
+    hold.release();
+    ready(&c).await;
+    let missing = passed(&c, 0..150).await;
+    assert!(
+        missing.is_empty(),
+        "C is ready and passes {} revoked tokens (first {:?}): the events trimmed \
+         between its check and its catch-up",
+        missing.len(),
+        missing.first()
+    );
+    a.flush().await.unwrap();
+    c.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_trimmed_past_a_scan_load_before_its_catch_up_is_not_skipped() {
+    init_logs();
+    let redis = RedisServer::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let a = start(&redis.url(), &cfg(dir.path(), "a"), &shutdown).await;
+    ready(&a).await;
+    for i in 0..50 {
+        a.apply(revoke(i)).await.unwrap();
+    }
+    let relay = TcpRelay::spawn(redis.port()).await;
+    // No snapshot: C notes the stream's last id, then SCANs (one page here).
+    // Revoked after that page (so not in it) and trimmed before C's
+    // catch-up: only the stream could have told C, and it no longer does.
+    let mut hold = relay.hold_after(b"SCAN");
+    let c = start(&relay.url(), &cfg(dir.path(), "c"), &shutdown).await;
+    hold.reached(Duration::from_secs(20)).await;
+    for i in 50..100 {
+        a.apply(revoke(i)).await.unwrap();
+    }
+    trim_stream(&redis, 10);
+    hold.release();
+    ready(&c).await;
+    let missing = passed(&c, 0..100).await;
+    assert!(
+        missing.is_empty(),
+        "C is ready and passes {} revoked tokens (first {:?})",
+        missing.len(),
+        missing.first()
+    );
+    a.flush().await.unwrap();
+    c.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_trimmed_past_a_resuming_instance_after_its_check_is_not_skipped() {
+    init_logs();
+    let redis = RedisServer::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let a = start(&redis.url(), &cfg(dir.path(), "a"), &shutdown).await;
+    ready(&a).await;
+    a.apply(revoke(0)).await.unwrap();
+    let relay = TcpRelay::spawn(redis.port()).await;
+    let c = start(&relay.url(), &cfg(dir.path(), "c"), &shutdown).await;
+    ready(&c).await;
+    assert!(is_revoked_exactly(&c, 0).await);
+    relay.cut();
+    support::wait_for("C notices", Duration::from_secs(10), || async {
+        !c.status().connected
+    })
+    .await;
+    for i in 1..100 {
+        a.apply(revoke(i)).await.unwrap();
+    }
+    // Back: C's XINFO says the stream still holds everything after its
+    // position; then the trimming passes it before C reads.
+    let mut hold = relay.hold_after(b"XINFO");
+    relay.restore();
+    hold.reached(Duration::from_secs(20)).await;
+    trim_stream(&redis, 10);
+    hold.release();
+    // Caught up: C knows the last one; then nothing before it may pass.
+    support::wait_for("C learns token 99", Duration::from_secs(20), || {
+        is_revoked_exactly(&c, 99)
+    })
+    .await;
+    let missing = passed(&c, 0..100).await;
+    assert!(
+        missing.is_empty(),
+        "C resumed and passes {} revoked tokens (first {:?})",
+        missing.len(),
+        missing.first()
+    );
+    a.flush().await.unwrap();
+    c.flush().await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_trimmed_past_the_tail_between_two_reads_is_not_skipped() {
+    init_logs();
+    let redis = RedisServer::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let a = start(&redis.url(), &cfg(dir.path(), "a"), &shutdown).await;
+    ready(&a).await;
+    // C's position is then this event's id (not `0-0`, checked otherwise).
+    a.apply(revoke(1_000)).await.unwrap();
+    let relay = TcpRelay::spawn(redis.port()).await;
+    let c = start(&relay.url(), &cfg(dir.path(), "c"), &shutdown).await;
+    ready(&c).await;
+    // C's next XREAD blocks in Redis; the first event answers it, and C's
+    // next read waits while 99 more come and the stream is trimmed past
+    // the first (C far behind, as under load or a slow network).
+    let mut hold = relay.hold_after(b"XREAD");
+    hold.reached(Duration::from_secs(20)).await;
+    for i in 0..100 {
+        a.apply(revoke(i)).await.unwrap();
+    }
+    trim_stream(&redis, 10);
+    hold.release();
+    support::wait_for("C learns token 99", Duration::from_secs(20), || {
+        is_revoked_exactly(&c, 99)
+    })
+    .await;
+    let missing = passed(&c, 0..100).await;
+    assert!(
+        missing.is_empty(),
+        "C tails and passes {} revoked tokens (first {:?})",
+        missing.len(),
+        missing.first()
+    );
+    a.flush().await.unwrap();
+    c.flush().await.unwrap();
+}
+
+/// With reads checked after the fact, a position must never be one the
+/// check takes for "trimmed past" when nothing was: a stream emptied by an
+/// `XTRIM` still has its last generated id, and a load tails from that,
+/// not from `0-0` (which would make it load again and again).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_instance_loads_and_tails_a_stream_emptied_by_xtrim() {
+    init_logs();
+    let redis = RedisServer::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let a = start(&redis.url(), &cfg(dir.path(), "a"), &shutdown).await;
+    ready(&a).await;
+    for i in 0..10 {
+        a.apply(revoke(i)).await.unwrap();
+    }
+    trim_stream(&redis, 0);
+    let c = start(&redis.url(), &cfg(dir.path(), "c"), &shutdown).await;
+    ready(&c).await;
+    assert_eq!(passed(&c, 0..10).await, Vec::<u64>::new());
+    a.apply(revoke(10)).await.unwrap();
+    support::wait_for("C tails", Duration::from_secs(10), || {
+        is_revoked_exactly(&c, 10)
+    })
+    .await;
+    a.flush().await.unwrap();
+    c.flush().await.unwrap();
+}
+
 // === the real gateway ===
 
 const FP_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";

@@ -2,7 +2,9 @@
 //! free loopback port in its own temp dir (plain, with AOF, as a replica, or
 //! as a sentinel), restarts it on the same port and data, and kills it on
 //! drop. Also [`TcpRelay`], a cuttable TCP forwarder to simulate a network
-//! drop between one instance and Redis.
+//! drop between one instance and Redis, which can also hold an instance's
+//! commands right after a given one ([`TcpRelay::hold_after`]), so a test
+//! changes Redis at an exact point of the instance's sequence of commands.
 //!
 //! A missing `redis-server` fails the test with a message saying how to get
 //! it: these tests never skip.
@@ -314,6 +316,9 @@ impl Drop for RedisServer {
 pub struct TcpRelay {
     port: u16,
     cut: Arc<AtomicBool>,
+    hold: Arc<Mutex<Option<HoldSpec>>>,
+    /// Open (true) unless a hold fired and is not released yet.
+    gate: Arc<tokio::sync::watch::Sender<bool>>,
     conns: Arc<Mutex<CancellationToken>>,
     stop: CancellationToken,
 }
@@ -326,10 +331,13 @@ impl TcpRelay {
             .expect("bind relay");
         let port = listener.local_addr().expect("relay addr").port();
         let cut = Arc::new(AtomicBool::new(false));
+        let hold: Arc<Mutex<Option<HoldSpec>>> = Arc::default();
+        let gate = Arc::new(tokio::sync::watch::Sender::new(true));
         let conns = Arc::new(Mutex::new(CancellationToken::new()));
         let stop = CancellationToken::new();
         {
             let (cut, conns, stop) = (cut.clone(), conns.clone(), stop.clone());
+            let (hold, gate) = (hold.clone(), gate.clone());
             tokio::spawn(async move {
                 loop {
                     let accepted = tokio::select! {
@@ -344,15 +352,19 @@ impl TcpRelay {
                         continue;
                     }
                     let gen = conns.lock().unwrap().clone();
+                    let (hold, gate) = (hold.clone(), gate.clone());
                     tokio::spawn(async move {
-                        let Ok(mut outbound) =
+                        let Ok(outbound) =
                             tokio::net::TcpStream::connect(("127.0.0.1", target_port)).await
                         else {
                             return;
                         };
+                        let (mut from_client, mut to_client) = inbound.split();
+                        let (mut from_server, mut to_server) = outbound.into_split();
                         tokio::select! {
                             _ = gen.cancelled() => {}
-                            _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound) => {}
+                            _ = tokio::io::copy(&mut from_server, &mut to_client) => {}
+                            _ = forward_holding(&mut from_client, &mut to_server, &hold, &gate) => {}
                         }
                     });
                 }
@@ -361,6 +373,8 @@ impl TcpRelay {
         TcpRelay {
             port,
             cut,
+            hold,
+            gate,
             conns,
             stop,
         }
@@ -382,6 +396,111 @@ impl TcpRelay {
     /// Relays again.
     pub fn restore(&self) {
         self.cut.store(false, Ordering::SeqCst);
+    }
+
+    /// Arms a hold: the next time a client sends bytes containing `pattern`
+    /// (e.g. `b"XINFO"`, a command's name), those bytes go to Redis, then
+    /// every relayed connection's later commands wait in the relay (Redis's
+    /// answers still flow back) until [`Hold::release`]. Fires once.
+    pub fn hold_after(&self, pattern: &[u8]) -> Hold {
+        let (reached_tx, reached) = tokio::sync::oneshot::channel();
+        let (release, release_rx) = tokio::sync::oneshot::channel();
+        *self.hold.lock().unwrap() = Some(HoldSpec {
+            pattern: pattern.to_vec(),
+            reached: reached_tx,
+            release: release_rx,
+        });
+        Hold { reached, release }
+    }
+}
+
+/// An armed [`TcpRelay::hold_after`].
+struct HoldSpec {
+    pattern: Vec<u8>,
+    reached: tokio::sync::oneshot::Sender<()>,
+    release: tokio::sync::oneshot::Receiver<()>,
+}
+
+/// The test's side of a [`TcpRelay::hold_after`].
+pub struct Hold {
+    reached: tokio::sync::oneshot::Receiver<()>,
+    release: tokio::sync::oneshot::Sender<()>,
+}
+
+impl Hold {
+    /// Waits until the pattern went through and the connection is held.
+    pub async fn reached(&mut self, limit: Duration) {
+        tokio::time::timeout(limit, &mut self.reached)
+            .await
+            .expect("the held command was never sent")
+            .expect("relay gone");
+    }
+
+    /// Lets the held connection go on.
+    pub fn release(self) {
+        let _ = self.release.send(());
+    }
+}
+
+/// Client-to-Redis bytes, forwarded, through the relay's gate: an armed
+/// hold's pattern closes it (before those bytes go on, so whatever the
+/// client sends after their answer finds it closed), and every connection's
+/// bytes wait at it until the hold is released.
+async fn forward_holding(
+    from: &mut (impl tokio::io::AsyncRead + Unpin),
+    to: &mut (impl tokio::io::AsyncWrite + Unpin),
+    hold: &Mutex<Option<HoldSpec>>,
+    gate: &tokio::sync::watch::Sender<bool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut open = gate.subscribe();
+    let mut buf = vec![0u8; 64 * 1024];
+    // The end of the previous read, for a pattern split across reads.
+    let mut tail: Vec<u8> = Vec::new();
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let fired = {
+            let mut h = hold.lock().unwrap();
+            let hit = h.as_ref().is_some_and(|spec| {
+                let p = spec.pattern.len();
+                let mut seen = tail.clone();
+                seen.extend_from_slice(&buf[..n]);
+                // Only windows that end in the new bytes.
+                seen.windows(p)
+                    .enumerate()
+                    .any(|(i, w)| i + p > tail.len() && w == spec.pattern)
+            });
+            if hit {
+                h.take()
+            } else {
+                None
+            }
+        };
+        match fired {
+            Some(spec) => {
+                gate.send_replace(false);
+                if to.write_all(&buf[..n]).await.is_err() {
+                    gate.send_replace(true);
+                    return;
+                }
+                let _ = spec.reached.send(());
+                let _ = spec.release.await;
+                gate.send_replace(true);
+            }
+            None => {
+                if open.wait_for(|o| *o).await.is_err() {
+                    return;
+                }
+                if to.write_all(&buf[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+        tail.clear();
+        tail.extend_from_slice(&buf[n.saturating_sub(16)..n]);
     }
 }
 

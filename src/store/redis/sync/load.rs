@@ -105,6 +105,23 @@ pub(super) async fn full_load(
             tracing::warn!(error = %e, "could not read the redis snapshot; loading with SCAN")
         }
     }
+    loop {
+        if let Some(at) = scan_load(inner, cmd, started).await? {
+            return Ok(at);
+        }
+        // The stream was trimmed past the scan's id before its catch-up
+        // read it: what was written during the scan may be in neither.
+        tracing::info!("the revocation stream was trimmed past this load; scanning again");
+    }
+}
+
+/// One `SCAN` load (see [`full_load`]): the id to tail from, or `None` when
+/// the stream no longer reached back to the scan's id by its catch-up.
+async fn scan_load(
+    inner: &Inner,
+    cmd: &mut MultiplexedConnection,
+    started: std::time::Instant,
+) -> Result<Option<EventId>, RedisError> {
     let at = last_event_id(inner, cmd).await?;
     // Size the filter for what is there before filling it: at start-up the
     // count of known rules is 0, and a filter sized only by
@@ -129,7 +146,9 @@ pub(super) async fn full_load(
     inner.token_rules.store(scanned.tokens, Ordering::Relaxed);
     let scanned_from = at;
     let mut later_scopes = Vec::new();
-    let at = catch_up(inner, cmd, at, Some(&mut later_scopes)).await?;
+    let Some(at) = catch_up(inner, cmd, at, Some(&mut later_scopes)).await? else {
+        return Ok(None);
+    };
     install_scopes(inner, scanned.scopes, &later_scopes).await;
     inner.confirmed.clear();
     if scanned.tokens as usize > sized_for {
@@ -152,7 +171,7 @@ pub(super) async fn full_load(
         took_ms = started.elapsed().as_millis() as u64,
         "revocations loaded from redis"
     );
-    Ok(at)
+    Ok(Some(at))
 }
 
 /// Installs the snapshot, if there is one the stream still reaches back
@@ -223,7 +242,14 @@ pub(super) async fn load_snapshot(
     inner.token_rules.store(h.token_rules, Ordering::Relaxed);
     let mut later_scopes = Vec::new();
     let at = match catch_up(inner, cmd, h.at, Some(&mut later_scopes)).await {
-        Ok(at) => at,
+        Ok(Some(at)) => at,
+        Ok(None) => {
+            // Trimmed past the snapshot since the check above: the events
+            // in between are gone from the stream.
+            inner.cache.abandon_rebuild(install);
+            tracing::info!(snapshot_at = %h.at, "the revocation stream was trimmed past the snapshot during its load; loading with SCAN");
+            return Ok(None);
+        }
         Err(e) => {
             inner.cache.abandon_rebuild(install);
             return Err(e);

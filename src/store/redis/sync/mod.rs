@@ -7,9 +7,20 @@
 //!
 //! ```text
 //! connect (Sentinel: ask for the master) ─► replay outbox ─► first time: load
-//!   │                                                        later: trimmed past us? ─► load
+//!   │                                         later: catch up; trimmed past us? ─► load
 //!   └◄── error: drop connections, back off (100 ms .. 5 s) ◄── tail: XREAD BLOCK from last id
 //! ```
+//!
+//! Every read of the stream is followed by the check that the stream still
+//! reaches back to where the read began (`read_was_whole`); a read whose
+//! start was trimmed past may have skipped events, so the instance loads
+//! again. The check comes *after* the read: other instances' writes trim
+//! the stream at any moment, so a check made before a read (as the resume,
+//! the loads' catch-up and the tail once did) let the events trimmed in
+//! between go unseen while the position moved past them, and an
+//! acknowledged revocation, in Redis, stayed unknown to that instance for
+//! good (found by `tests/chaos.rs`: LOST 5; `tests/redis_store.rs`
+//! `a_stream_trimmed_past_*`, one per path).
 //!
 //! A load notes the stream's last id *before* scanning, so an event written
 //! during the scan is applied afterwards (applying twice is harmless: every
@@ -180,13 +191,12 @@ async fn session_inner(
             inner.ready.store(true, Ordering::Release);
             at
         }
-        Some(p) => {
-            if needs_resync(inner, cmd, p).await? {
-                full_load(inner, cmd).await?
-            } else {
-                p
-            }
-        }
+        // Resume: what came meanwhile, read and then checked (a check
+        // before reading says nothing about the read; see `catch_up`).
+        Some(p) => match catch_up(inner, cmd, p, None).await? {
+            Some(at) => at,
+            None => full_load(inner, cmd).await?,
+        },
     };
     *pos = Some(at);
     inner.touch_sync();
@@ -208,6 +218,7 @@ async fn session_inner(
         };
         inner.touch_sync();
         let Some(reply) = read else { continue };
+        let from = at;
         let mut n = 0;
         for key in reply.keys {
             for entry in key.ids {
@@ -220,9 +231,13 @@ async fn session_inner(
             }
         }
         *pos = Some(at);
-        // A full page: this instance is behind; make sure it is not behind
-        // the trimming too.
-        if n >= XREAD_COUNT && needs_resync(inner, cmd, at).await? {
+        // Did the answer hold everything after `from`? The trimming may
+        // have passed it since the last read (this instance a whole
+        // `stream_maxlen` behind): then the events in between are gone and
+        // only a load brings them back. Checked after every answer with
+        // events, as `catch_up` does: before, only a full page was checked,
+        // and from its end, which says nothing about what it skipped.
+        if n > 0 && !read_was_whole(inner, cmd, from).await? {
             at = full_load(inner, cmd).await?;
             *pos = Some(at);
         }

@@ -1,6 +1,6 @@
 //! Tailing the event stream: `XREAD` pages decoded into revocation
 //! commands and applied to the cache, the catch-up that ends every load,
-//! and the stream-position checks (`needs_resync`, `last_event_id`) that
+//! and the stream-position checks (`needs_resync`, `read_was_whole`, `last_event_id`) that
 //! decide whether a resume can tail or must load again.
 
 use super::*;
@@ -65,7 +65,9 @@ pub(super) fn apply_command(inner: &Inner, cmd: &RevocationCommand) {
 }
 
 /// Applies every event the stream holds after `at` right now (`XREAD`
-/// without `BLOCK`, page by page) and returns the id of the last one.
+/// without `BLOCK`, page by page) and returns the id of the last one, or
+/// `None` when the stream was trimmed past a page's start before that page
+/// was read (the events in between are gone: the caller loads again).
 ///
 /// A load ends with this: the snapshot is as old as its last writer's
 /// scan, and a scan misses what is written while it runs, so without it
@@ -74,13 +76,21 @@ pub(super) fn apply_command(inner: &Inner, cmd: &RevocationCommand) {
 /// events go to `defer_scopes` when given (the caller is about to replace
 /// the scope rules and applies them after); tokens are applied at once
 /// (during an install they reach both filters).
+///
+/// Whether the stream still reached back is checked *after* each read
+/// ([`read_was_whole`]): a check before it says nothing about the read,
+/// since other instances' writes trim meanwhile. Checked before, a stream
+/// trimmed between the check and the read lost its trimmed events without
+/// a word, and the position moved past them for good (found by
+/// `tests/chaos.rs`; `tests/redis_store.rs` `a_stream_trimmed_past_*`).
 pub(super) async fn catch_up(
     inner: &Inner,
     cmd: &mut MultiplexedConnection,
     mut at: EventId,
     mut defer_scopes: Option<&mut Vec<RevocationCommand>>,
-) -> Result<EventId, RedisError> {
+) -> Result<Option<EventId>, RedisError> {
     loop {
+        let from = at;
         let reply: Option<StreamReadReply> = ::redis::cmd("XREAD")
             .arg("COUNT")
             .arg(XREAD_COUNT)
@@ -89,7 +99,12 @@ pub(super) async fn catch_up(
             .arg(at.to_string())
             .query_async(cmd)
             .await?;
-        let Some(reply) = reply else { return Ok(at) };
+        if !read_was_whole(inner, cmd, from).await? {
+            return Ok(None);
+        }
+        let Some(reply) = reply else {
+            return Ok(Some(at));
+        };
         let mut n = 0;
         for key in reply.keys {
             for entry in key.ids {
@@ -112,16 +127,29 @@ pub(super) async fn catch_up(
             }
         }
         if n < XREAD_COUNT {
-            return Ok(at);
-        }
-        if needs_resync(inner, cmd, at).await? {
-            // Trimmed past while reading: load again from the start.
-            return Err(RedisError::from((
-                ::redis::ErrorKind::Client,
-                "the revocation stream was trimmed past this instance during its load",
-            )));
+            return Ok(Some(at));
         }
     }
+}
+
+/// Asked right after an `XREAD` from `from` was answered: whether that
+/// answer held every event after `from` (the stream still reaches back to
+/// it now, so it did then: trimming only moves forwards). False (logged)
+/// when the trimming passed `from` (or the stream went backwards or is
+/// gone): the read may have skipped events, and the instance must load
+/// again. Spurious only when the trimming passed `from` after the read,
+/// i.e. the instance was a whole `store.stream_maxlen` behind anyway.
+///
+/// An empty answer needs no check when the stream has had events after
+/// `from`: `MAXLEN ~` always keeps the newest ones, which the read would
+/// have returned. [`catch_up`] checks it anyway (a load's position may be
+/// a snapshot's, from long ago).
+pub(super) async fn read_was_whole(
+    inner: &Inner,
+    cmd: &mut MultiplexedConnection,
+    from: EventId,
+) -> Result<bool, RedisError> {
+    Ok(!needs_resync(inner, cmd, from).await?)
 }
 
 /// Whether the stream no longer holds every event after `pos`: trimmed past
@@ -155,6 +183,24 @@ pub(super) async fn needs_resync(
             "the revocation stream went backwards (fail-over lost writes, or redis restarted empty); resyncing fully"
         );
         return Ok(true);
+    }
+    // From `0-0` (the stream was absent or empty when this instance
+    // loaded) every entry is newer than the position, so the first entry
+    // says nothing; the count of entries ever added does (Redis 7): none
+    // trimmed while every one is still there. Without it, as below (a
+    // spurious resync costs a scan).
+    if pos == EventId::ZERO {
+        let int = |name| match field(&info, name) {
+            Some(Value::Int(n)) => Some(*n),
+            _ => None,
+        };
+        if let (Some(added), Some(length)) = (int("entries-added"), int("length")) {
+            let trimmed = added > length;
+            if trimmed {
+                tracing::info!(at = %pos, "the revocation stream was trimmed past this instance; resyncing fully");
+            }
+            return Ok(trimmed);
+        }
     }
     // Trimming leaves no record of what it dropped (`max-deleted-entry-id`
     // only counts XDEL), so: the oldest entry is newer than our position, or
@@ -196,27 +242,24 @@ pub(super) fn value_id(v: &Value) -> Option<EventId> {
     }
 }
 
-/// The id of the stream's newest entry, or `0-0`.
+/// The stream's last generated id (its newest entry's, or the last one
+/// trimmed or deleted when it is empty now), or `0-0` when there is no
+/// stream. Not the newest *entry*: for a stream emptied by an `XTRIM`, that
+/// would be `0-0`, which every later check would take for "trimmed past".
 pub(super) async fn last_event_id(
     inner: &Inner,
     cmd: &mut MultiplexedConnection,
 ) -> Result<EventId, RedisError> {
-    let v: Value = ::redis::cmd("XREVRANGE")
+    let info: Result<Value, RedisError> = ::redis::cmd("XINFO")
+        .arg("STREAM")
         .arg(inner.keys.stream())
-        .arg("+")
-        .arg("-")
-        .arg("COUNT")
-        .arg(1)
         .query_async(cmd)
-        .await?;
-    Ok(match v {
-        Value::Array(entries) => entries
-            .first()
-            .and_then(|e| match e {
-                Value::Array(parts) => parts.first().and_then(value_id),
-                _ => None,
-            })
-            .unwrap_or(EventId::ZERO),
-        _ => EventId::ZERO,
-    })
+        .await;
+    match info {
+        Ok(v) => Ok(field(&v, "last-generated-id")
+            .and_then(value_id)
+            .unwrap_or(EventId::ZERO)),
+        Err(e) if !is_fatal(&e) && e.to_string().contains("no such key") => Ok(EventId::ZERO),
+        Err(e) => Err(e),
+    }
 }

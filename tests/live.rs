@@ -519,7 +519,13 @@ mod resync {
         relay.restore();
         let closed = tokio::time::timeout(Duration::from_secs(15), t.token().cancelled()).await;
         assert!(closed.is_ok(), "the resync did not close T's session");
-        assert_eq!(b.snapshot_loads(), u64::from(with_snapshot));
+        // With a snapshot written after T, B loads from it. Without one B
+        // loads by SCAN, which writes a snapshot; a load retried under load
+        // (its catch-up found the stream moved) may then use that one, so
+        // only the snapshot case pins the path.
+        if with_snapshot {
+            assert_eq!(b.snapshot_loads(), 1);
+        }
         assert!(!u.is_revoked(), "an unrelated session was closed");
         assert_eq!(b.cache().live().len(), 1);
         drop(c);

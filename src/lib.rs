@@ -10,7 +10,8 @@
 //! ```text
 //! server   accept (TCP | TLS); HTTP/1.1 on the fast path (h1/), anything
 //!          else handed to hyper (HTTP/1.1 + h2, auto) with the bytes read
-//! proxy    1. route          host / path prefix -> upstream
+//! admission (both paths; the hyper path's flow in proxy/, the fast path's in h1/)
+//!          1. route          host / path prefix -> upstream
 //!          2. revoke call?   dialect parses -> forward (apply on 2xx) | terminate (apply, answer)
 //!          3. verdict        credential -> fingerprint -> bloom -> store -> 401 | 400 | pass
 //!          4. forward        streaming both ways, pooled upstream connections
@@ -22,15 +23,25 @@
 //! config/          TOML (file.rs) + flags + env (overrides.rs) -> checked
 //!                  (validate.rs, verify.rs: one check per section, every
 //!                  duration bounded) -> Settings and its accessors (settings.rs)
-//! server.rs        listeners, TLS, accept loop, graceful shutdown
-//! h1/              the HTTP/1.1 fast path: httparse heads, byte relay, framing
-//!                  (chunk scanner), upstream pool, hand-over to hyper (rewind)
+//! server/          listeners, TLS, accept loop, I/O threads, graceful shutdown;
+//!                  hyper_conn.rs: h2c sniffing, idle hyper connections parked
+//! admission.rs     the stages both paths share: route (+ Host rule, revoke
+//!                  call?), the verdict
+//! refusal.rs       Refusal: every gateway-made error -> status, outcome, response
+//! hygiene.rs       which header fields cross a hop (one classifier, both paths)
+//! h1/              the HTTP/1.1 fast path: mod.rs (idle/busy phases, hand-over
+//!                  to hyper), request.rs (eligibility, admission, upstream head),
+//!                  conn.rs (one exchange), response.rs, relay.rs, framing.rs
+//!                  (chunk scanner), pool.rs (upstream pool), rewind.rs
 //! idle.rs          bodies that give up when they make no progress (hyper path)
-//! proxy.rs         the request's path through hyper, stage by stage; routing,
-//!                  forwarding, the accounting both paths share
-//! credentials.rs   the credential grammar (every place a server may read a
-//!                  token), token identity (a JWS by its signing input),
-//!                  fingerprint, claim peek
+//! proxy/           the hyper path: mod.rs (Gateway, the request's flow, the one
+//!                  place a refusal is answered), runtime.rs (what SIGHUP
+//!                  replaces), revoke.rs (revoke endpoints; intent -> command,
+//!                  also the admin API's), body.rs, upstream.rs (forwarding,
+//!                  upgrades, live sessions' bodies)
+//! credentials/     grammar.rs (every place a server may read a token),
+//!                  params.rs (`access_token`), identity.rs (a JWS by its
+//!                  signing input), fingerprint.rs, attributes.rs (claim peek)
 //! verdict.rs       the per-request revocation check and the 401 it answers
 //! dialect/         the vendors' revoke endpoints (pure parse/render pairs);
 //!                  shared: form.rs (query/form decoding), secrets.rs,

@@ -61,6 +61,9 @@
 //! - With no HTTP listener from the exporter crate, nothing drains the
 //!   histograms between scrapes; [`upkeep`] does, so memory stays bounded
 //!   when nobody scrapes.
+//!
+//! Size: ~460 lines of code (every metric in one file, by design) and ~140
+//! of tests.
 
 use std::sync::OnceLock;
 use std::time::Duration;

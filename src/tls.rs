@@ -43,6 +43,9 @@
 //! - Upstream trust: the configured CA bundle *replaces* the system roots
 //!   (an internal CA is the usual reason to set it; trusting both would let
 //!   any public CA impersonate an internal service).
+//!
+//! Size: ~410 lines of code and ~300 of tests (generated certificates,
+//! reload, client auth), kept beside what they test.
 
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -89,7 +89,7 @@ pub struct AttributeSources {
 }
 
 /// Peeks the claims of a JWT without verifying it; `None` when the token is not
-/// a JWS (see [`token_identity`]) whose payload is a JSON object. There is no
+/// a JWS (see [`super::token_identity`]) whose payload is a JSON object. There is no
 /// size limit beyond what carried the token (the header limit, a body
 /// limit): a large payload must not hide a subject from a scope rule.
 pub fn peek_jwt(token: &str, names: &ClaimNames) -> Option<Attributes> {

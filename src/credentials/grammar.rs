@@ -1,6 +1,9 @@
 //! The credential grammar: where a request's token is looked for, and
 //! which spellings are refused as ambiguous (`docs/security.md` has the
 //! whole grammar; [`extract`] its summary).
+//!
+//! Size: ~360 lines of code and ~290 of tests: the grammar's cases are its
+//! specification, kept beside it.
 
 use std::borrow::Cow;
 

@@ -50,7 +50,7 @@
 //! Files: [`runtime`] (what SIGHUP replaces), [`revoke`] (revoke endpoints;
 //! intent -> command), [`body`] (client bodies), [`upstream`] (forwarding,
 //! upgrades, live sessions); shared with the fast path:
-//! [`crate::admission`], [`crate::hygiene`], [`crate::refusal`].
+//! `crate::admission`, `crate::hygiene`, `crate::refusal`.
 
 pub mod body;
 pub mod revoke;

@@ -931,13 +931,18 @@ async fn a_snapshot_that_is_corrupt_or_trimmed_past_is_ignored_for_a_scan() {
     a.apply(revoke(150)).await.unwrap();
     let d = start(&redis.url(), &cfg(dir.path(), "d"), &shutdown).await;
     ready(&d).await;
-    assert_eq!(d.snapshot_loads(), 0, "a trimmed-past snapshot is not used");
     for i in 0..=150 {
         assert!(
             is_revoked_exactly(&d, i).await,
             "token {i} missed after a trimmed stream"
         );
     }
+    // What proves the trimmed-past snapshot was not used is the loop above:
+    // it lacks 100..149 and the stream lost them, so only a scan finds them.
+    // How many loads came from a snapshot is not pinned: under load a load
+    // is sometimes retried, and the retry may use the (valid) snapshot the
+    // first attempt's scan wrote (seen with CPU hogs running; the tokens
+    // were all there).
     assert!(d.cache().scope_rule(&rule.key).is_some());
     assert!(d.cache().scope_rule(&later.key).is_some());
     assert!(!is_revoked(&d, 1_000).await);

@@ -129,20 +129,28 @@ where
         if !parking {
             return;
         }
-        let Some(parts) = Pin::into_inner(c).into_parts() else {
-            return;
+        // In a block of its own, so that what is left of hyper's connection
+        // (its read buffer, even when empty, and the service) is freed
+        // before the wait below: a parked connection holds only its socket.
+        let (back, rest) = {
+            let Some(parts) = Pin::into_inner(c).into_parts() else {
+                return;
+            };
+            let (back, rest) = parts.io.into_inner().inner.into_parts();
+            let rest = match (parts.read_buf.is_empty(), rest.is_empty()) {
+                (true, _) => rest,
+                (false, true) => parts.read_buf,
+                (false, false) => {
+                    let mut b = bytes::BytesMut::from(&parts.read_buf[..]);
+                    b.extend_from_slice(&rest);
+                    b.freeze()
+                }
+            };
+            (back, rest)
         };
-        let (back, rest) = parts.io.into_inner().inner.into_parts();
         io = back;
-        pre = match (parts.read_buf.is_empty(), rest.is_empty()) {
-            (true, _) => rest,
-            (false, true) => parts.read_buf,
-            (false, false) => {
-                let mut b = bytes::BytesMut::from(&parts.read_buf[..]);
-                b.extend_from_slice(&rest);
-                b.freeze()
-            }
-        };
+        // An empty remainder may still own a buffer: use a fresh one.
+        pre = if rest.is_empty() { Bytes::new() } else { rest };
         may_park = pre.is_empty();
         if pre.is_empty() {
             let woke = tokio::select! {

@@ -973,6 +973,18 @@ async fn passed(s: &RedisStore, range: std::ops::Range<u64>) -> Vec<u64> {
     out
 }
 
+/// Fails, saying how many and which first, when `s` passes any revoked
+/// token of `range`.
+async fn assert_none_passed(s: &RedisStore, range: std::ops::Range<u64>, what: &str) {
+    let missing = passed(s, range).await;
+    assert!(
+        missing.is_empty(),
+        "{what}: passes {} revoked tokens (first {:?})",
+        missing.len(),
+        missing.first()
+    );
+}
+
 // Found by tests/chaos.rs (LOST 5: five consecutive acknowledged tokens, in
 // Redis, passed for good by one instance): whether the stream still reached
 // back to a position was checked *before* reading from it, so the events
@@ -1003,14 +1015,12 @@ async fn a_stream_trimmed_past_the_snapshot_during_its_load_is_not_skipped() {
     trim_stream(&redis, 10);
     hold.release();
     ready(&c).await;
-    let missing = passed(&c, 0..150).await;
-    assert!(
-        missing.is_empty(),
-        "C is ready and passes {} revoked tokens (first {:?}): the events trimmed \
-         between its check and its catch-up",
-        missing.len(),
-        missing.first()
-    );
+    assert_none_passed(
+        &c,
+        0..150,
+        "C, ready (the events trimmed between its check and its catch-up)",
+    )
+    .await;
     a.flush().await.unwrap();
     c.flush().await.unwrap();
 }
@@ -1039,13 +1049,7 @@ async fn a_stream_trimmed_past_a_scan_load_before_its_catch_up_is_not_skipped() 
     trim_stream(&redis, 10);
     hold.release();
     ready(&c).await;
-    let missing = passed(&c, 0..100).await;
-    assert!(
-        missing.is_empty(),
-        "C is ready and passes {} revoked tokens (first {:?})",
-        missing.len(),
-        missing.first()
-    );
+    assert_none_passed(&c, 0..100, "C, ready").await;
     a.flush().await.unwrap();
     c.flush().await.unwrap();
 }
@@ -1083,13 +1087,7 @@ async fn a_stream_trimmed_past_a_resuming_instance_after_its_check_is_not_skippe
         is_revoked_exactly(&c, 99)
     })
     .await;
-    let missing = passed(&c, 0..100).await;
-    assert!(
-        missing.is_empty(),
-        "C resumed and passes {} revoked tokens (first {:?})",
-        missing.len(),
-        missing.first()
-    );
+    assert_none_passed(&c, 0..100, "C, resumed").await;
     a.flush().await.unwrap();
     c.flush().await.unwrap();
 }
@@ -1121,13 +1119,7 @@ async fn a_stream_trimmed_past_the_tail_between_two_reads_is_not_skipped() {
         is_revoked_exactly(&c, 99)
     })
     .await;
-    let missing = passed(&c, 0..100).await;
-    assert!(
-        missing.is_empty(),
-        "C tails and passes {} revoked tokens (first {:?})",
-        missing.len(),
-        missing.first()
-    );
+    assert_none_passed(&c, 0..100, "C, tailing").await;
     a.flush().await.unwrap();
     c.flush().await.unwrap();
 }

@@ -1,4 +1,7 @@
 //! Validation tests: each error names its key; shipped configs pass.
+//!
+//! Test code only (`#[cfg(test)]`): its `unwrap`s are on test set-up.
+#![cfg(test)]
 
 use std::time::Duration;
 

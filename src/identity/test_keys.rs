@@ -1,6 +1,9 @@
 //! Keys, tokens and a policy for the verifier's unit tests (`verify.rs`,
 //! `keys.rs`): one RSA key from `tests/data`, fresh EC and Ed25519 keys,
 //! tokens signed with `jsonwebtoken`.
+//!
+//! Test code only (`#[cfg(test)]`): its `unwrap`s are on test set-up.
+#![cfg(test)]
 
 use std::time::Duration;
 

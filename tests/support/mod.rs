@@ -134,41 +134,35 @@ impl DripSeen {
     }
 }
 
+/// The entries of `list` whose request carried `Bearer <token>`.
+fn bearing<T>(
+    list: &Mutex<Vec<Arc<T>>>,
+    token: &str,
+    authorization: impl Fn(&T) -> Option<&str>,
+) -> Vec<Arc<T>> {
+    let want = format!("Bearer {token}");
+    list.lock()
+        .unwrap()
+        .iter()
+        .filter(|u| authorization(u) == Some(want.as_str()))
+        .cloned()
+        .collect()
+}
+
 impl Seen {
     /// The upgraded connections whose request carried `Bearer <token>`.
     pub fn upgrades_of(&self, token: &str) -> Vec<Arc<UpgradeSeen>> {
-        let want = format!("Bearer {token}");
-        self.upgrades
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|u| u.authorization.as_deref() == Some(want.as_str()))
-            .cloned()
-            .collect()
+        bearing(&self.upgrades, token, |u| u.authorization.as_deref())
     }
 
     /// The `/sink` requests whose request carried `Bearer <token>`.
     pub fn sinks_of(&self, token: &str) -> Vec<Arc<UpgradeSeen>> {
-        let want = format!("Bearer {token}");
-        self.sinks
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|u| u.authorization.as_deref() == Some(want.as_str()))
-            .cloned()
-            .collect()
+        bearing(&self.sinks, token, |u| u.authorization.as_deref())
     }
 
     /// The `/drip` responses whose request carried `Bearer <token>`.
     pub fn drips_of(&self, token: &str) -> Vec<Arc<DripSeen>> {
-        let want = format!("Bearer {token}");
-        self.drips
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|u| u.authorization.as_deref() == Some(want.as_str()))
-            .cloned()
-            .collect()
+        bearing(&self.drips, token, |u| u.authorization.as_deref())
     }
 }
 

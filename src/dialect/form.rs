@@ -16,13 +16,9 @@ pub(crate) struct FormValue {
 
 /// Decodes one `application/x-www-form-urlencoded` component.
 fn form_decode(raw: &[u8]) -> FormValue {
+    /// A hex digit's value (std's `to_digit`, as `credentials::params` reads them).
     fn hex(b: u8) -> Option<u8> {
-        match b {
-            b'0'..=b'9' => Some(b - b'0'),
-            b'a'..=b'f' => Some(b - b'a' + 10),
-            b'A'..=b'F' => Some(b - b'A' + 10),
-            _ => None,
-        }
+        (b as char).to_digit(16).map(|d| d as u8)
     }
     let mut bytes = Vec::with_capacity(raw.len());
     let mut malformed_escape = false;

@@ -255,13 +255,9 @@ impl Chunks {
     }
 }
 
+/// A hex digit's value (std's `to_digit`, as `credentials::params` reads them).
 fn hex(b: u8) -> Option<u8> {
-    match b {
-        b'0'..=b'9' => Some(b - b'0'),
-        b'a'..=b'f' => Some(b - b'a' + 10),
-        b'A'..=b'F' => Some(b - b'A' + 10),
-        _ => None,
-    }
+    (b as char).to_digit(16).map(|d| d as u8)
 }
 
 /// A `Content-Length` value: 1 to 18 ASCII digits (no sign, no spaces

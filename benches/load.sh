@@ -297,19 +297,22 @@ pids_of() {
         revgateb) echo "$revgateb_PID" ;;
     esac
 }
-# "cpu_ticks ctx_switches" summed over processes (all their threads).
+# "cpu_ticks ctx_switches minor_faults" summed over processes (all their
+# threads). Page faults per request show an allocator that gives memory back
+# to the OS too eagerly (each fault is a page it must take again).
 usage_of() {
-    local ticks=0 ctx=0 pid t v n
+    local ticks=0 ctx=0 flt=0 pid t v n
     for pid in "$@"; do
         read -r -a t <"/proc/$pid/stat" || continue
         ticks=$((ticks + t[13] + t[14]))
+        flt=$((flt + t[9]))
         for f in /proc/"$pid"/task/*/status; do
             while read -r n v; do
                 case $n in voluntary_ctxt_switches:|nonvoluntary_ctxt_switches:) ctx=$((ctx + v)) ;; esac
             done <"$f"
         done
     done
-    echo "$ticks $ctx"
+    echo "$ticks $ctx $flt"
 }
 HZ=$(getconf CLK_TCK)
 
@@ -328,7 +331,7 @@ run_wrk() { # target seconds round
     python3 - "$1" "$3" "$out" "$before" "$after" "$HZ" >>"$RESULTS" <<'EOF'
 import re, sys
 target, rnd, path, before, after, hz = sys.argv[1:7]
-(t0, c0), (t1, c1) = map(int, before.split()), map(int, after.split())
+(t0, c0, f0), (t1, c1, f1) = map(int, before.split()), map(int, after.split())
 text = open(path).read()
 unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
@@ -343,9 +346,10 @@ m = re.search(r"Socket errors:.*", text)
 errors = m.group(0) if m else ""
 cpu_us = (t1 - t0) / int(hz) * 1e6 / max(1, total)
 ctx = (c1 - c0) / max(1, total)
-print(f"{target}\t{rnd}\t{rps}\t{p50}\t{p99}\t{total}\t{non2xx}\t{cpu_us:.2f}\t{ctx:.3f}\t{errors}")
+flt = (f1 - f0) / max(1, total)
+print(f"{target}\t{rnd}\t{rps}\t{p50}\t{p99}\t{total}\t{non2xx}\t{cpu_us:.2f}\t{ctx:.3f}\t{flt:.4f}\t{errors}")
 EOF
-    log "$(tail -1 "$RESULTS" | cut -f1-9 | tr '\t' ' ')"
+    log "$(tail -1 "$RESULTS" | cut -f1-10 | tr '\t' ' ')"
 }
 
 read -r -a T <<<"$TARGETS"
@@ -366,26 +370,27 @@ import statistics, sys
 path, conns, dur, rounds = sys.argv[1:5]
 rows = [l.rstrip("\n").split("\t") for l in open(path) if l.strip()]
 by = {}
-for t, r, rps, p50, p99, total, non2xx, cpu, ctx, *_ in rows:
+for t, r, rps, p50, p99, total, non2xx, cpu, ctx, flt, *_ in rows:
     by.setdefault(t, []).append((float(rps), float(p50), float(p99), int(total), int(non2xx),
-                                 float(cpu), float(ctx)))
+                                 float(cpu), float(ctx), float(flt)))
 med = {t: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v),
            statistics.median(x[2] for x in v), sum(x[4] for x in v) / max(1, sum(x[3] for x in v)),
-           statistics.median(x[5] for x in v), statistics.median(x[6] for x in v))
+           statistics.median(x[5] for x in v), statistics.median(x[6] for x in v),
+           statistics.median(x[7] for x in v))
        for t, v in by.items()}
 print()
 print(f"wrk -t1 -c{conns} -d{dur}s --latency, {rounds} rounds interleaved; medians over rounds")
 print()
-print("| target | req/s (median) | p50 ms | p99 ms (median) | non-2xx | CPU µs/req | ctx sw/req | req/s per round |")
-print("|---|---:|---:|---:|---:|---:|---:|---|")
+print("| target | req/s (median) | p50 ms | p99 ms (median) | non-2xx | CPU µs/req | ctx sw/req | faults/req | req/s per round |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
 targets = ["direct", "nginx", "revgate", "revgate1", "revgatehy", "revgatejm", "revgateb"]
 for t in targets:
     if t in med:
-        rps, p50, p99, bad, cpu, ctx = med[t]
+        rps, p50, p99, bad, cpu, ctx, flt = med[t]
         each = ", ".join(f"{x[0]:.0f}" for x in by[t])
-        print(f"| {t} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {bad:.2%} | {cpu:.1f} | {ctx:.2f} | {each} |")
+        print(f"| {t} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {bad:.2%} | {cpu:.1f} | {ctx:.2f} | {flt:.4f} | {each} |")
 print()
-print("CPU µs/req and ctx sw/req: CPU time (user+sys) and context switches of the proxy process")
+print("CPU µs/req, ctx sw/req, faults/req: CPU time (user+sys), context switches and minor page faults of the proxy process")
 print("(revgate, or nginx's worker; for direct, the upstream's worker) per request, median over rounds.")
 print()
 if "nginx" in med:

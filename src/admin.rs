@@ -10,6 +10,7 @@
 //! | `POST /admin/v1/revocations/lookup`    | `{"token":"..."}` or `{"fingerprint":".."}` | 200 `{"fingerprint":..,"revoked":bool}` |
 //! | `GET /admin/v1/scopes?limit=&cursor=`  |                                        | 200 `{"scopes":[...],"next_cursor":..}`, one page |
 //! | `DELETE /admin/v1/revocations`         | `{"token"}`, `{"fingerprint"}` or `{"scope"}` | 200 `{"removed":bool}`; audited in the log |
+//! | `/admin/v1/principals*`                | who holds a credential: see [`principals`] | |
 //!
 //! Tokens travel only in bodies, never in URLs, and are never echoed back:
 //! answers name the fingerprint. With `admin.token` set, every path but
@@ -55,6 +56,8 @@ use crate::dialect::{RevokeIntent, RevokeMode};
 use crate::proxy::{full, Body, Gateway, ScopeAdmission};
 use crate::store::{Applied, RevocationCommand, RevocationTarget, ScopeKey};
 use crate::verdict::json_response;
+
+mod principals;
 
 /// Largest admin request body.
 const MAX_BODY: usize = 64 * 1024;
@@ -355,6 +358,9 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: std::net::IpAddr) ->
         );
         return r;
     }
+    if principals::owns(&path) {
+        return principals::handle(gw, &method, &path, req.into_body()).await;
+    }
     let rt = gw.runtime();
     match (&method, path.as_str()) {
         (&Method::GET, "/metrics") => {
@@ -376,7 +382,7 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: std::net::IpAddr) ->
                 return error(StatusCode::BAD_REQUEST, "invalid_request", d);
             }
             let cmd = match named {
-                Named::Token(t) => match rt.command(RevokeIntent::Token(t), &Default::default(), None, RevokeMode::Terminate).await {
+                Named::Token(t) => match rt.command(RevokeIntent::Token(t), &crate::proxy::Caller { headers: &Default::default(), query: None, store: gw.store().as_ref(), key_header: None }, RevokeMode::Terminate).await {
                     Some(c) => c,
                     None => return error(StatusCode::BAD_REQUEST, "invalid_request", "cannot revoke this token"),
                 },

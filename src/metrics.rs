@@ -37,6 +37,8 @@
 //! | `revgate_live_sessions_closed_total` | counter | `kind` (`upgrade`, `h2_stream`) |
 //! | `revgate_connections_open` | gauge | |
 //! | `revgate_connections_limited_total` | counter | |
+//! | `revgate_bindings_recorded_total` | counter | `source` (`admin`, `issuance`) |
+//! | `revgate_store_bindings` | gauge | (embedded store; Redis holds them remotely) |
 //!
 //! Every counter whose labels are a fixed set is exported at 0 from
 //! [`install`] on (`export_at_zero`); `revgate_requests_total` from the
@@ -95,6 +97,8 @@ const LIVE_CLOSED: &str = "revgate_live_sessions_closed_total";
 const CONNECTIONS_OPEN: &str = "revgate_connections_open";
 const CONNECTIONS_LIMITED: &str = "revgate_connections_limited_total";
 const RATE_LIMITED: &str = "revgate_rate_limited_total";
+const BINDINGS_RECORDED: &str = "revgate_bindings_recorded_total";
+const STORE_BINDINGS: &str = "revgate_store_bindings";
 
 /// Buckets for the gateway's own time per request: 10 µs .. 1 s.
 pub const OVERHEAD_BUCKETS: &[f64] = &[
@@ -171,6 +175,9 @@ fn export_at_zero() {
     }
     metrics::counter!(CONNECTIONS_LIMITED).increment(0);
     metrics::gauge!(CONNECTIONS_OPEN).set(0.0);
+    for source in ["admin", "issuance"] {
+        metrics::counter!(BINDINGS_RECORDED, "source" => source).increment(0);
+    }
 }
 
 fn describe() {
@@ -231,6 +238,11 @@ fn describe() {
         RATE_LIMITED,
         "Calls refused with 429 by a per-client rate limit, by surface (revoke, admin)."
     );
+    describe_counter!(
+        BINDINGS_RECORDED,
+        "Credential bindings (who holds a credential) recorded, by source (admin, issuance)."
+    );
+    describe_gauge!(STORE_BINDINGS, "Credential bindings held (embedded store).");
 }
 
 /// Drains histogram samples every 5 s until `cancel` fires, so memory stays
@@ -381,6 +393,11 @@ pub fn revocation_applied(source: &str, mode: &str) {
         .increment(1);
 }
 
+/// Counts a credential binding recorded (`source`: `admin`, `issuance`).
+pub fn binding_recorded(source: &'static str) {
+    metrics::counter!(BINDINGS_RECORDED, "source" => source).increment(1);
+}
+
 /// Counts a revocation the store failed to apply (`source` as above).
 pub fn revocation_apply_failed(source: &str) {
     metrics::counter!(APPLY_FAILED, "source" => source.to_owned()).increment(1);
@@ -440,6 +457,7 @@ pub fn store_gauges(store: &dyn crate::store::RevocationStore) {
         status.token_rules,
         status.scope_rules,
     );
+    metrics::gauge!(STORE_BINDINGS).set(status.bindings as f64);
     let cache = store.cache();
     let filter = cache.bloom();
     bloom(filter.fill_ratio(), filter.bits(), filter.capacity() as u64);

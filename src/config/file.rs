@@ -34,6 +34,69 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Who holds a credential: principals learned from token issuance.
+    pub identity: IdentityConfig,
+}
+
+/// `[identity]`: where credential bindings (`crate::store::principal`)
+/// come from besides the admin API.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// Bind the tokens that token endpoints proxied through revgate issue
+    /// (`POST /oauth/token`, Nylas `POST /v3/connect/token`, OneLogin
+    /// `POST /auth/oauth2/v2/token`, and `issuance`).
+    pub learn_from_issuance: bool,
+    /// More token endpoints.
+    pub issuance: Vec<IssuanceConfig>,
+}
+
+impl Default for IdentityConfig {
+    fn default() -> Self {
+        IdentityConfig {
+            learn_from_issuance: true,
+            issuance: Vec::new(),
+        }
+    }
+}
+
+/// `[[identity.issuance]]`: one token endpoint whose answers bind the
+/// tokens they issue.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IssuanceConfig {
+    /// The endpoint's path, as clients send it.
+    pub path: String,
+    /// Its method.
+    #[serde(default = "post")]
+    pub method: String,
+    /// Which fields of the JSON answer name the subject, org and provider
+    /// (defaults: `sub` then `user_id` then `account_id`; `org_id`;
+    /// `provider`), read when the answer's `id_token` does not say.
+    #[serde(default)]
+    pub fields: IssuanceFields,
+    /// A provider every token of this endpoint has.
+    #[serde(default)]
+    pub provider: Option<String>,
+    /// An org every token of this endpoint has.
+    #[serde(default)]
+    pub org: Option<String>,
+}
+
+fn post() -> String {
+    "POST".into()
+}
+
+/// `[identity.issuance.fields]`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IssuanceFields {
+    /// The subject's field.
+    pub sub: Option<String>,
+    /// The org's field.
+    pub org: Option<String>,
+    /// The provider's field.
+    pub provider: Option<String>,
 }
 
 /// `[server]`

@@ -180,6 +180,11 @@ impl Settings {
         self.raw.tokens.form_body_limit
     }
 
+    /// `[identity]`.
+    pub fn identity(&self) -> &super::IdentityConfig {
+        &self.raw.identity
+    }
+
     /// `tokens.revoke_by_jti`.
     pub fn revoke_by_jti(&self) -> bool {
         self.raw.tokens.revoke_by_jti

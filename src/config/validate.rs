@@ -62,6 +62,7 @@ impl Config {
         let (dialects, dialect_secrets) = self.validate_revoke()?;
         let admin_listen = self.validate_admin()?;
         self.validate_log()?;
+        self.validate_identity()?;
         Ok(Settings {
             raw: self.clone(),
             listen,
@@ -73,6 +74,33 @@ impl Config {
             dialect_secrets,
             verify,
         })
+    }
+
+    /// `[identity]`: each token endpoint a path and a method, each field
+    /// name and static value non-empty.
+    fn validate_identity(&self) -> Result<(), ConfigError> {
+        for (i, e) in self.identity.issuance.iter().enumerate() {
+            let key = |k: &str| format!("identity.issuance[{i}].{k}");
+            if !e.path.starts_with('/') {
+                return Err(ConfigError::new(key("path"), "must start with /"));
+            }
+            if http::Method::from_bytes(e.method.as_bytes()).is_err() {
+                return Err(ConfigError::new(key("method"), "is not an HTTP method"));
+            }
+            let named = [
+                ("fields.sub", &e.fields.sub),
+                ("fields.org", &e.fields.org),
+                ("fields.provider", &e.fields.provider),
+                ("provider", &e.provider),
+                ("org", &e.org),
+            ];
+            for (k, v) in named {
+                if v.as_deref().is_some_and(str::is_empty) {
+                    return Err(ConfigError::new(key(k), "must not be empty"));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// `[server]`: the listen address, limits, timeouts, TLS files.

@@ -41,6 +41,11 @@ pub struct Credential<'a> {
 }
 
 impl<'a> Credential<'a> {
+    /// The raw token, owned when it had to be decoded. Never log it.
+    pub fn into_token(self) -> Cow<'a, str> {
+        self.token
+    }
+
     /// The raw token. Never log it.
     pub fn token(&self) -> &str {
         &self.token

@@ -28,7 +28,11 @@
 //! The current user is not the dialect's business: the proxy takes it from
 //! the call's own credential and answers [`Dialect::unauthenticated`] when
 //! there is none: 401 `{"detail":"Not authenticated"}`, what FastAPI's
-//! security helpers (`HTTPBearer`, `OAuth2PasswordBearer`) answer.
+//! security helpers (`HTTPBearer`, `OAuth2PasswordBearer`) answer. LangSmith's
+//! clients send their API key in `x-api-key` (`langchain-auth`'s `Client`
+//! sets it from `api_key`; no `Authorization`), so that header is the
+//! caller's credential too ([`Dialect::caller_key_header`]); an opaque key
+//! names its user through its binding (`crate::store::principal`).
 //!
 //! # Responses
 //! | case | status | body |
@@ -61,6 +65,10 @@ impl Dialect for LangSmith {
 
     fn method(&self) -> Method {
         Method::DELETE
+    }
+
+    fn caller_key_header(&self) -> Option<&'static str> {
+        Some("x-api-key")
     }
 
     fn parse(&self, call: &RevokeCall<'_>) -> Result<RevokeIntent, DialectResponse> {

@@ -231,6 +231,13 @@ pub trait Dialect: Send + Sync {
     /// what terminate mode answers.
     fn parse(&self, call: &RevokeCall<'_>) -> Result<RevokeIntent, DialectResponse>;
 
+    /// The vendor's own API-key header, where its clients send the caller's
+    /// key instead of `Authorization` (LangSmith's `x-api-key`); read for a
+    /// scope revoke's caller when `tokens` finds no credential.
+    fn caller_key_header(&self) -> Option<&'static str> {
+        None
+    }
+
     /// The vendor's success response.
     fn success(&self) -> DialectResponse;
 

@@ -205,6 +205,10 @@ pub(super) async fn plan(
                 ..
             },
         ) => return Plan::Handover,
+        // Token endpoints' answers are read for what they issue (hyper path).
+        Ok(Routed::Ordinary { .. }) if rt.issuance(method, path).is_some() => {
+            return Plan::Handover
+        }
         Ok(Routed::Ordinary { route, .. }) => route,
     };
     // 2. upstreams this path does not speak to

@@ -53,6 +53,7 @@
 //! `crate::admission`, `crate::hygiene`, `crate::refusal`.
 
 pub mod body;
+pub mod issuance;
 pub mod revoke;
 pub mod runtime;
 pub mod upstream;
@@ -343,10 +344,23 @@ impl Gateway {
         if session.as_ref().is_some_and(LiveSession::is_revoked) {
             return Err(Refusal::RevokedInFlight);
         }
+        // A token endpoint: its answer binds what it issued (`issuance`).
+        let learning = match rt.issuance(parts.method.as_str(), parts.uri.path()) {
+            Some(endpoint) => {
+                let caller = Caller::of(&parts, &**self.store(), None);
+                Some((endpoint, rt.verified_revoker(&caller).await))
+            }
+            None => None,
+        };
         let started = Instant::now();
         let result = forward(rt, route, parts, body, conn, session).await;
         h.upstream_time = Some(started.elapsed());
-        result
+        match (learning, result) {
+            (Some((endpoint, caller)), Ok(resp)) => {
+                Ok(rt.learn(&**self.store(), endpoint, caller, resp).await)
+            }
+            (_, result) => result,
+        }
     }
 
     /// Registers a request that passed with credential `fp` as a live

@@ -3,6 +3,7 @@
 //! the admin API uses), bounded ([`Runtime::scope_admission`]) and applied —
 //! at once in terminate mode, after the upstream's 2xx in forward mode.
 
+use std::borrow::Cow;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -18,6 +19,46 @@ use crate::dialect::{self, DialectResponse, RevokeCall, RevokeIntent, RevokeMode
 use crate::refusal::Refusal;
 use crate::store::{now_unix, LocalCache, RevocationCommand, ScopeKey, ScopeRule, TokenRule};
 
+/// Who makes a revoke call: its request head, and where its credential's
+/// binding is looked up.
+pub struct Caller<'a> {
+    /// The call's headers.
+    pub headers: &'a HeaderMap,
+    /// The call's query string.
+    pub query: Option<&'a str>,
+    /// The store holding bindings.
+    pub store: &'a dyn crate::store::RevocationStore,
+    /// The vendor's own API-key header, read when the call carries no
+    /// credential where `tokens` looks (LangSmith's `x-api-key`).
+    pub key_header: Option<&'static str>,
+}
+
+impl<'a> Caller<'a> {
+    /// The caller of a request with these parts.
+    pub fn of(
+        parts: &'a http::request::Parts,
+        store: &'a dyn crate::store::RevocationStore,
+        key_header: Option<&'static str>,
+    ) -> Self {
+        Caller {
+            headers: &parts.headers,
+            query: parts.uri.query(),
+            store,
+            key_header,
+        }
+    }
+
+    /// The caller's own credential: where `tokens` says credentials are,
+    /// else the dialect's API-key header.
+    fn credential(&self, checker: &crate::verdict::Checker) -> Option<Cow<'a, str>> {
+        if let Ok(Some(c)) = checker.credential(self.headers, self.query, None) {
+            return Some(c.into_token());
+        }
+        let v = self.headers.get(self.key_header?)?.to_str().ok()?.trim();
+        (!v.is_empty()).then_some(Cow::Borrowed(v))
+    }
+}
+
 impl Runtime {
     /// Turns a dialect's intent into a store command; `None` when a scope
     /// revocation's current user cannot be identified.
@@ -32,8 +73,7 @@ impl Runtime {
     pub async fn command(
         &self,
         intent: RevokeIntent,
-        headers: &HeaderMap,
-        query: Option<&str>,
+        caller: &Caller<'_>,
         mode: RevokeMode,
     ) -> Option<RevocationCommand> {
         match intent {
@@ -45,8 +85,8 @@ impl Runtime {
             }
             RevokeIntent::Scope { org, provider } => {
                 let sub = match mode {
-                    RevokeMode::Forward => self.peeked_revoker(headers, query),
-                    RevokeMode::Terminate => self.verified_revoker(headers, query).await,
+                    RevokeMode::Forward => self.peeked_revoker(caller).await,
+                    RevokeMode::Terminate => self.verified_revoker(caller).await,
                 }?;
                 Some(RevocationCommand::Scope(self.scope_rule(ScopeKey {
                     sub,
@@ -74,32 +114,34 @@ impl Runtime {
         }
     }
 
-    /// The caller's subject from its credential's peeked claims, else the
-    /// identity headers: only for forward mode, where the upstream vouches.
-    fn peeked_revoker(&self, headers: &HeaderMap, query: Option<&str>) -> Option<String> {
-        let mut attrs = match self.checker.credential(headers, query, None) {
-            Ok(Some(c)) => {
-                credentials::attributes(c.token(), headers, &self.settings.attribute_sources)
-            }
-            _ => Default::default(),
+    /// The caller's subject from its credential's peeked claims, else its
+    /// binding, else the identity headers: only for forward mode, where the
+    /// upstream vouches.
+    async fn peeked_revoker(&self, caller: &Caller<'_>) -> Option<String> {
+        let sources = &self.settings.attribute_sources;
+        let token = caller.credential(&self.checker);
+        let mut attrs = match token.as_deref() {
+            Some(t) => credentials::attributes(t, caller.headers, sources),
+            None => Default::default(),
         };
-        credentials::identity_fill(
-            &mut attrs,
-            headers,
-            &self.settings.attribute_sources.identity_headers,
-        );
+        if attrs.sub.is_none() {
+            if let Some(b) = self.bound_caller(caller, token.as_deref()).await {
+                return Some(b);
+            }
+        }
+        credentials::identity_fill(&mut attrs, caller.headers, &sources.identity_headers);
         attrs.sub
     }
 
     /// The caller's subject from a verified source only: its credential's
-    /// JWT if the verifier accepts it, else the trusted identity headers.
-    async fn verified_revoker(&self, headers: &HeaderMap, query: Option<&str>) -> Option<String> {
+    /// JWT if the verifier accepts it, else the credential's binding
+    /// (recorded by an operator or learned from its issuance), else the
+    /// trusted identity headers.
+    pub(crate) async fn verified_revoker(&self, caller: &Caller<'_>) -> Option<String> {
         let sources = &self.settings.attribute_sources;
-        if let (Some(verifier), Ok(Some(cred))) = (
-            &self.verifier,
-            self.checker.credential(headers, query, None),
-        ) {
-            if let Ok(claims) = verifier.verify(cred.token()).await {
+        let token = caller.credential(&self.checker);
+        if let (Some(verifier), Some(token)) = (&self.verifier, token.as_deref()) {
+            if let Ok(claims) = verifier.verify(token).await {
                 match claims.text(&sources.claims.sub) {
                     Some(sub) => return Some(sub),
                     None => tracing::warn!(
@@ -110,9 +152,25 @@ impl Runtime {
                 }
             }
         }
+        if let Some(sub) = self.bound_caller(caller, token.as_deref()).await {
+            return Some(sub);
+        }
         let mut attrs = credentials::Attributes::default();
-        credentials::identity_fill(&mut attrs, headers, &sources.identity_headers);
+        credentials::identity_fill(&mut attrs, caller.headers, &sources.identity_headers);
         attrs.sub
+    }
+
+    /// The subject a caller's credential is bound to, if any. A store that
+    /// cannot answer names nobody (the dialect's 401: retry).
+    async fn bound_caller(&self, caller: &Caller<'_>, token: Option<&str>) -> Option<String> {
+        let fp = self.checker.key.token_fingerprint(token?);
+        match caller.store.binding(&fp).await {
+            Ok(b) => b.map(|b| b.who.sub),
+            Err(e) => {
+                tracing::warn!(error = %e, "caller's binding could not be read");
+                None
+            }
+        }
     }
 
     /// A scope rule revoking every token of `key` issued up to now, kept
@@ -221,7 +279,8 @@ impl Gateway {
                     Ok(i) => i,
                     Err(vendor_error) => return Ok(Revoked::Answered(render(d, vendor_error))),
                 };
-                let command = rt.command(intent, &parts.headers, parts.uri.query(), d.mode);
+                let caller = Caller::of(&parts, &*self.store, d.dialect.caller_key_header());
+                let command = rt.command(intent, &caller, d.mode);
                 let Some(cmd) = command.await else {
                     return Ok(Revoked::Answered(render(d, d.dialect.unauthenticated())));
                 };
@@ -242,11 +301,9 @@ impl Gateway {
             }
             RevokeMode::Forward => {
                 // Decide what would be applied before the request is handed on.
+                let caller = Caller::of(&parts, &*self.store, d.dialect.caller_key_header());
                 let cmd = match parsed {
-                    Ok(intent) => Some(
-                        rt.command(intent, &parts.headers, parts.uri.query(), d.mode)
-                            .await,
-                    ),
+                    Ok(intent) => Some(rt.command(intent, &caller, d.mode).await),
                     Err(_) => None,
                 };
                 // A scope revocation revgate will not record (over the cap, or

@@ -64,6 +64,8 @@ pub struct Runtime {
     pub(crate) revoke_limiter: Option<crate::ratelimit::RateLimiter>,
     /// `[admin.rate_limit]`, `None` when off.
     pub(crate) admin_limiter: Option<crate::ratelimit::RateLimiter>,
+    /// Token endpoints whose answers bind what they issue.
+    pub(crate) issuance: Vec<super::issuance::Issuance>,
 }
 
 /// The warnings a client or a failing upstream can repeat at will, each
@@ -137,6 +139,7 @@ impl Runtime {
             })
             .collect();
         Ok(Runtime {
+            issuance: super::issuance::Issuance::all(settings.identity()),
             verifier,
             revoke_limiter: crate::ratelimit::RateLimiter::from_config(
                 settings.revoke_rate_limit(),

@@ -463,6 +463,18 @@ impl LocalCache {
             .is_some_and(|rules| rules.iter().any(|r| r.matches(attrs, now)))
     }
 
+    /// The scope rules of one subject.
+    pub fn scope_rules_of(&self, sub: &str) -> Vec<ScopeRule> {
+        self.scopes
+            .get(sub)
+            .map_or_else(Vec::new, |rules| rules.clone())
+    }
+
+    /// The subjects that have scope rules.
+    pub fn scope_subjects(&self) -> Vec<String> {
+        self.scopes.iter().map(|e| e.key().clone()).collect()
+    }
+
     /// Every scope rule, sorted by key (for the admin API and snapshots).
     pub fn scope_rules(&self) -> Vec<ScopeRule> {
         let mut all: Vec<ScopeRule> = self.scopes.iter().flat_map(|e| e.value().clone()).collect();

@@ -32,8 +32,9 @@ use std::path::Path;
 use dashmap::DashMap;
 
 use super::journal::{Journal, ReplayReport, Snapshot};
+use super::principal::Principals;
 use super::{
-    now_unix, Applied, LocalCache, RevocationCommand, RevocationStore, RevocationTarget,
+    now_unix, Applied, Binding, LocalCache, RevocationCommand, RevocationStore, RevocationTarget,
     StoreError, StoreStatus, TokenRule,
 };
 use crate::credentials::Fingerprint;
@@ -45,6 +46,9 @@ const TOKEN_RECORD_BYTES: u64 = 33;
 pub struct MemoryStore {
     tokens: DashMap<Fingerprint, u64>,
     cache: LocalCache,
+    /// Bindings, and the token rules scope rules derive from them
+    /// ([`super::principal`]).
+    principals: Principals,
     journal: Journal,
     /// Shared by an apply from its journal append to its memory update;
     /// exclusive while compaction takes its mark (see the module doc).
@@ -94,6 +98,7 @@ impl MemoryStore {
             .min(1 << 27) as usize;
         let tokens: DashMap<Fingerprint, u64> = DashMap::with_capacity(estimate);
         let cache = LocalCache::new(capacity, fp_rate);
+        let principals = Principals::new();
         let now = now_unix();
         let (journal, report) = Journal::open_with(path, |cmd| match cmd {
             // The bloom filter is built once from the map below; filling it
@@ -107,12 +112,18 @@ impl MemoryStore {
                 }
             }
             other => {
-                apply_to(&tokens, &cache, &other, now);
+                apply_to(&tokens, &cache, &principals, &other, now, false);
             }
         })?;
+        // Derived rules are not journaled: derived once here from what was
+        // replayed (the bloom filter built below includes them).
+        for sub in cache.scope_subjects() {
+            principals.rederive(&sub, &cache.scope_rules_of(&sub), now);
+        }
         let store = MemoryStore {
             tokens,
             cache,
+            principals,
             journal,
             gate: tokio::sync::RwLock::new(()),
             compaction: tokio::sync::Mutex::new(()),
@@ -126,7 +137,7 @@ impl MemoryStore {
 
     /// Applies a command to memory only; true when it changed anything.
     fn apply_local(&self, cmd: &RevocationCommand, now: u64) -> bool {
-        apply_to(&self.tokens, &self.cache, cmd, now)
+        apply_to(&self.tokens, &self.cache, &self.principals, cmd, now, true)
     }
 
     /// Would this command change anything? (Idempotent revokes skip the journal.)
@@ -149,14 +160,22 @@ impl MemoryStore {
             RevocationCommand::Remove(RevocationTarget::Scope(key)) => {
                 self.cache.scope_rule(key).is_some()
             }
+            RevocationCommand::Bind(b) => {
+                b.expires_at > now && self.principals.get(&b.fingerprint, now).as_ref() != Some(b)
+            }
+            RevocationCommand::Remove(RevocationTarget::Binding(fp)) => {
+                self.principals.get(fp, now).is_some()
+            }
         }
     }
 
     fn rebuild_bloom(&self) {
-        self.cache.rebuild(self.tokens.len(), |insert| {
+        let live = self.tokens.len() + self.principals.derived_count();
+        self.cache.rebuild(live, |insert| {
             for e in self.tokens.iter() {
                 insert(e.key());
             }
+            self.principals.for_each_derived(|fp| insert(fp));
         });
     }
 
@@ -174,6 +193,7 @@ impl MemoryStore {
             live
         });
         let expired_scopes = self.cache.expire_scopes(now);
+        self.principals.expire(now);
         self.rebuild_bloom();
         let mark = {
             // No apply is between its append and its memory update now, so
@@ -234,22 +254,43 @@ impl MemoryStore {
             snapshot.push(&RevocationCommand::Scope(rule))?;
             live += 1;
         }
+        for binding in self.principals.snapshot(now_unix()) {
+            snapshot.push(&RevocationCommand::Bind(binding))?;
+            live += 1;
+        }
         Ok(live)
     }
 
-    /// Token rules held.
+    /// Token rules held (explicit ones; derived rules are
+    /// [`MemoryStore::derived_count`]).
     pub fn token_count(&self) -> usize {
         self.tokens.len()
+    }
+
+    /// Token rules derived from bindings by scope rules.
+    pub fn derived_count(&self) -> usize {
+        self.principals.derived_count()
     }
 }
 
 /// Applies a command to the in-memory state; true when it changed anything.
+/// `derive`: re-derive the token rules a scope or binding change implies
+/// (off during replay, which derives once at its end).
 fn apply_to(
     tokens: &DashMap<Fingerprint, u64>,
     cache: &LocalCache,
+    principals: &Principals,
     cmd: &RevocationCommand,
     now: u64,
+    derive: bool,
 ) -> bool {
+    let rederive = |sub: &str| {
+        if derive {
+            for rule in principals.rederive(sub, &cache.scope_rules_of(sub), now) {
+                cache.insert_token(&rule.fingerprint);
+            }
+        }
+    };
     match cmd {
         RevocationCommand::Token(rule) => {
             if rule.expires_at <= now {
@@ -270,10 +311,41 @@ fn apply_to(
             cache.insert_token(&rule.fingerprint);
             changed
         }
-        RevocationCommand::Scope(rule) => rule.expires_at > now && cache.upsert_scope(rule),
+        RevocationCommand::Scope(rule) => {
+            let changed = rule.expires_at > now && cache.upsert_scope(rule);
+            if changed {
+                rederive(&rule.key.sub);
+            }
+            changed
+        }
         RevocationCommand::Remove(RevocationTarget::Token(fp)) => tokens.remove(fp).is_some(),
-        RevocationCommand::Remove(RevocationTarget::Scope(key)) => cache.remove_scope(key),
+        RevocationCommand::Remove(RevocationTarget::Scope(key)) => {
+            let changed = cache.remove_scope(key);
+            if changed {
+                rederive(&key.sub);
+            }
+            changed
+        }
+        RevocationCommand::Bind(b) => bind(cache, principals, b, now, derive),
+        RevocationCommand::Remove(RevocationTarget::Binding(fp)) => principals.unbind(fp),
     }
+}
+
+/// Records a binding; a scope rule already there may cover it at once.
+fn bind(cache: &LocalCache, principals: &Principals, b: &Binding, now: u64, derive: bool) -> bool {
+    if b.expires_at <= now {
+        return false;
+    }
+    let rules = if derive {
+        cache.scope_rules_of(&b.who.sub)
+    } else {
+        Vec::new()
+    };
+    let (changed, derived) = principals.bind(b, &rules, now);
+    if let Some(rule) = derived {
+        cache.insert_token(&rule.fingerprint);
+    }
+    changed
 }
 
 #[async_trait::async_trait]
@@ -302,7 +374,12 @@ impl RevocationStore for MemoryStore {
 
     async fn is_token_revoked(&self, fp: &Fingerprint) -> Result<bool, StoreError> {
         let now = now_unix();
-        Ok(self.tokens.get(fp).is_some_and(|exp| *exp > now))
+        Ok(self.tokens.get(fp).is_some_and(|exp| *exp > now)
+            || self.principals.is_derived_revoked(fp, now))
+    }
+
+    async fn binding(&self, fp: &Fingerprint) -> Result<Option<Binding>, StoreError> {
+        Ok(self.principals.get(fp, now_unix()))
     }
 
     fn cache(&self) -> &LocalCache {
@@ -317,6 +394,7 @@ impl RevocationStore for MemoryStore {
             journal_backlog: 0,
             token_rules: self.tokens.len() as u64,
             scope_rules: self.cache.scope_rule_count() as u64,
+            bindings: self.principals.len() as u64,
         }
     }
 

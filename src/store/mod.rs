@@ -22,6 +22,7 @@ pub mod cache;
 pub mod journal;
 pub mod live;
 pub mod memory;
+pub mod principal;
 pub mod redis;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -29,6 +30,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 pub use cache::LocalCache;
+pub use principal::Binding;
 
 use crate::credentials::{Attributes, Fingerprint};
 
@@ -119,8 +121,12 @@ pub enum RevocationCommand {
     Token(TokenRule),
     /// Revoke every token of a scope issued up to now.
     Scope(ScopeRule),
-    /// Un-revoke (admin only).
+    /// Un-revoke (admin only), or forget a binding.
     Remove(RevocationTarget),
+    /// Record who holds a credential ([`principal`]): not a revocation
+    /// itself, but it rides the same journal and shared store, and a scope
+    /// rule already there may cover it at once.
+    Bind(Binding),
 }
 
 /// What an un-revoke names.
@@ -131,6 +137,8 @@ pub enum RevocationTarget {
     Token(Fingerprint),
     /// A scope rule.
     Scope(ScopeKey),
+    /// A credential's binding (and what scope rules derived from it).
+    Binding(Fingerprint),
 }
 
 impl RevocationCommand {
@@ -140,6 +148,7 @@ impl RevocationCommand {
         match self {
             RevocationCommand::Token(t) => Some(t.expires_at),
             RevocationCommand::Scope(s) => Some(s.expires_at),
+            RevocationCommand::Bind(b) => Some(b.expires_at),
             RevocationCommand::Remove(_) => None,
         }
     }
@@ -195,6 +204,9 @@ pub struct StoreStatus {
     pub token_rules: u64,
     /// Scope rules known.
     pub scope_rules: u64,
+    /// Credential bindings known (embedded store; Redis counts none
+    /// locally: they live in Redis only).
+    pub bindings: u64,
 }
 
 /// The store the gateway checks and revokes against.
@@ -208,6 +220,10 @@ pub trait RevocationStore: Send + Sync + 'static {
 
     /// The exact answer for a fingerprint the bloom filter did not rule out.
     async fn is_token_revoked(&self, fp: &Fingerprint) -> Result<bool, StoreError>;
+
+    /// The binding of a credential's fingerprint, if one is recorded and
+    /// live ([`principal`]).
+    async fn binding(&self, fp: &Fingerprint) -> Result<Option<Binding>, StoreError>;
 
     /// The local cache this store keeps current.
     fn cache(&self) -> &LocalCache;

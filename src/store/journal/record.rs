@@ -11,6 +11,8 @@
 //! kind 2   Scope        revoked_at:u64le expires_at:u64le key
 //! kind 3   RemoveToken  fingerprint:[u8;16]
 //! kind 4   RemoveScope  key
+//! kind 5   Bind         fingerprint:[u8;16] issued_at:u64le expires_at:u64le key
+//! kind 6   RemoveBinding fingerprint:[u8;16]
 //! key      = flags:u8 sub:str [org:str if flags&1] [provider:str if flags&2]
 //! str      = len:u32le utf8-bytes
 //! ```
@@ -29,7 +31,7 @@
 //! dropping revocations.
 
 use crate::credentials::Fingerprint;
-use crate::store::{RevocationCommand, RevocationTarget, ScopeKey, ScopeRule, TokenRule};
+use crate::store::{Binding, RevocationCommand, RevocationTarget, ScopeKey, ScopeRule, TokenRule};
 
 /// The first four bytes of a versioned journal.
 pub const MAGIC: [u8; 4] = *b"RVGJ";
@@ -44,6 +46,8 @@ const KIND_TOKEN: u8 = 1;
 const KIND_SCOPE: u8 = 2;
 const KIND_REMOVE_TOKEN: u8 = 3;
 const KIND_REMOVE_SCOPE: u8 = 4;
+const KIND_BIND: u8 = 5;
+const KIND_REMOVE_BINDING: u8 = 6;
 
 const HAS_ORG: u8 = 1;
 const HAS_PROVIDER: u8 = 2;
@@ -85,6 +89,17 @@ pub fn encode_into(buf: &mut Vec<u8>, cmd: &RevocationCommand) {
         RevocationCommand::Remove(RevocationTarget::Scope(key)) => {
             buf.push(KIND_REMOVE_SCOPE);
             put_key(buf, key);
+        }
+        RevocationCommand::Bind(b) => {
+            buf.push(KIND_BIND);
+            buf.extend_from_slice(b.fingerprint.as_bytes());
+            buf.extend_from_slice(&b.issued_at.to_le_bytes());
+            buf.extend_from_slice(&b.expires_at.to_le_bytes());
+            put_key(buf, &b.who);
+        }
+        RevocationCommand::Remove(RevocationTarget::Binding(fp)) => {
+            buf.push(KIND_REMOVE_BINDING);
+            buf.extend_from_slice(fp.as_bytes());
         }
     }
     let payload_len = buf.len() - start - FRAME;
@@ -136,6 +151,15 @@ pub fn decode_payload(payload: &[u8]) -> Result<RevocationCommand, RecordError> 
         }
         KIND_REMOVE_TOKEN => RevocationCommand::Remove(RevocationTarget::Token(r.fingerprint()?)),
         KIND_REMOVE_SCOPE => RevocationCommand::Remove(RevocationTarget::Scope(r.key()?)),
+        KIND_BIND => RevocationCommand::Bind(Binding {
+            fingerprint: r.fingerprint()?,
+            issued_at: r.u64()?,
+            expires_at: r.u64()?,
+            who: r.key()?,
+        }),
+        KIND_REMOVE_BINDING => {
+            RevocationCommand::Remove(RevocationTarget::Binding(r.fingerprint()?))
+        }
         other => return Err(RecordError::UnknownKind(other)),
     };
     if !r.0.is_empty() {
@@ -232,6 +256,13 @@ mod tests {
             }),
             RevocationCommand::Remove(RevocationTarget::Token(Fingerprint::from_bytes([0; 16]))),
             RevocationCommand::Remove(RevocationTarget::Scope(key(Some("o"), None))),
+            RevocationCommand::Bind(Binding {
+                fingerprint: Fingerprint::from_bytes([9; 16]),
+                who: key(Some("42"), None),
+                issued_at: 1_700_000_000,
+                expires_at: u64::MAX,
+            }),
+            RevocationCommand::Remove(RevocationTarget::Binding(Fingerprint::from_bytes([8; 16]))),
         ]
     }
 

@@ -6,7 +6,20 @@
 //!   {P}:scope:<blake3(key)>     STRING  ScopeRule JSON            EXPIREAT expires_at
 //!   {P}:events                  STREAM  field "c" = RevocationCommand JSON, MAXLEN ~ N
 //!   {P}:snapshot                STRING  bloom snapshot (binary, see `snapshot.rs`), no TTL
+//!   {P}:bind:<fingerprint hex>  STRING  Binding JSON              EXPIREAT expires_at
+//!   {P}:subj:<blake3(sub)>      ZSET    fingerprint hex -> issued_at, EXPIREAT latest member's
+//!   {P}:dtok:<fingerprint hex>  STRING  "<expires_at>"            EXPIREAT expires_at
 //! ```
+//!
+//! `bind`, `subj` and `dtok` are the principals of `crate::store::principal`:
+//! a credential's binding, each subject's bound credentials by issue time
+//! (what a scope rule expands over), and the token rules scope rules derived
+//! from bindings (a lookup asks `tok` and `dtok` together). The scope and
+//! bind scripts read and write them in the same atomic step as the rule, so
+//! a binding and a rule recorded at once on two instances cannot miss each
+//! other. The scripts name `bind`/`dtok` keys they find in a `subj` set from
+//! the prefix passed to them: all share the deployment's hash tag, so they
+//! are in the script's slot.
 //!
 //! `P` is `store.key_prefix`. The braces make it a Cluster hash tag, so every
 //! key of one deployment lives in one slot and a script may touch a rule and
@@ -34,6 +47,9 @@ use crate::store::ScopeKey;
 pub struct Keys {
     token_prefix: String,
     scope_prefix: String,
+    bind_prefix: String,
+    subject_prefix: String,
+    derived_prefix: String,
     stream: String,
     snapshot: String,
     scan_pattern: String,
@@ -46,6 +62,9 @@ impl Keys {
         Keys {
             token_prefix: format!("{tag}:tok:"),
             scope_prefix: format!("{tag}:scope:"),
+            bind_prefix: format!("{tag}:bind:"),
+            subject_prefix: format!("{tag}:subj:"),
+            derived_prefix: format!("{tag}:dtok:"),
             stream: format!("{tag}:events"),
             snapshot: format!("{tag}:snapshot"),
             scan_pattern: format!("{}:*", glob_escape(&tag)),
@@ -58,6 +77,38 @@ impl Keys {
         k.push_str(&self.token_prefix);
         k.push_str(&fp.to_hex());
         k
+    }
+
+    /// The key of a derived token rule (see the module doc).
+    pub fn derived(&self, fp: &Fingerprint) -> String {
+        format!("{}{}", self.derived_prefix, fp.to_hex())
+    }
+
+    /// The key of a binding.
+    pub fn binding(&self, fp: &Fingerprint) -> String {
+        format!("{}{}", self.bind_prefix, fp.to_hex())
+    }
+
+    /// The prefixes of binding and derived keys, for the scripts that
+    /// name them from a subject's members.
+    pub fn binding_prefix(&self) -> &str {
+        &self.bind_prefix
+    }
+
+    /// See [`Keys::binding_prefix`].
+    pub fn derived_prefix(&self) -> &str {
+        &self.derived_prefix
+    }
+
+    /// The set of a subject's bound credentials (named by a hash: subject
+    /// strings never enter a key name's syntax).
+    pub fn subject(&self, sub: &str) -> String {
+        let hash = blake3::hash(sub.as_bytes());
+        format!(
+            "{}{}",
+            self.subject_prefix,
+            hex::encode(&hash.as_bytes()[..16])
+        )
     }
 
     /// The key of a scope rule.
@@ -96,6 +147,14 @@ impl Keys {
                 .and_then(Fingerprint::from_hex)
                 .map_or(KeyKind::Other, KeyKind::Token);
         }
+        // A derived rule is a revoked fingerprint like any other, for the
+        // bloom filter.
+        if let Some(hex) = key.strip_prefix(self.derived_prefix.as_bytes()) {
+            return std::str::from_utf8(hex)
+                .ok()
+                .and_then(Fingerprint::from_hex)
+                .map_or(KeyKind::Other, KeyKind::Token);
+        }
         if key.starts_with(self.scope_prefix.as_bytes()) {
             return KeyKind::Scope;
         }
@@ -106,7 +165,7 @@ impl Keys {
 /// What a key under the prefix holds.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum KeyKind {
-    /// A token rule, for this fingerprint.
+    /// A token rule (explicit or derived), for this fingerprint.
     Token(Fingerprint),
     /// A scope rule (its value is the rule).
     Scope,
@@ -171,14 +230,19 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'c', ARGV[4])
 return 1
 "#;
 
-/// KEYS: scope key, stream. ARGV: rule JSON, now, maxlen.
+/// KEYS: scope key, stream, the subject's `subj` set. ARGV: rule JSON, now,
+/// maxlen, bind prefix, dtok prefix.
 /// Merges with the stored rule (latest `revoked_at` and `expires_at` win);
-/// the event carries the merged rule. Returns 1 when anything changed.
+/// the event carries the merged rule. Then expands it: every credential
+/// bound to the subject, issued at or before `revoked_at`, whose binding the
+/// rule's org/provider filters admit, gets a derived rule (`dtok`) and a
+/// token event. Returns 1 when anything changed.
 const SCOPE_LUA: &str = r#"
 local rule = cjson.decode(ARGV[1])
 local r = tonumber(rule.revoked_at)
 local x = tonumber(rule.expires_at)
-if x <= tonumber(ARGV[2]) then return 0 end
+local now = tonumber(ARGV[2])
+if x <= now then return 0 end
 local old = redis.call('GET', KEYS[1])
 if old then
   local ok, cur = pcall(cjson.decode, old)
@@ -195,6 +259,28 @@ rule.expires_at = x
 redis.call('SET', KEYS[1], cjson.encode(rule), 'EXAT', x)
 rule.kind = 'scope'
 redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'c', cjson.encode(rule))
+local members = redis.call('ZRANGEBYSCORE', KEYS[3], '-inf', r)
+for _, fp in ipairs(members) do
+  local raw = redis.call('GET', ARGV[4] .. fp)
+  if not raw then
+    redis.call('ZREM', KEYS[3], fp)
+  else
+    local ok, b = pcall(cjson.decode, raw)
+    if ok and type(b) == 'table' and b.sub == rule.sub
+       and (rule.org == nil or rule.org == b.org)
+       and (rule.provider == nil or rule.provider == b.provider)
+       and (tonumber(b.issued_at) or 0) <= r then
+      local bx = tonumber(b.expires_at) or 0
+      local dk = ARGV[5] .. fp
+      local cur = tonumber(redis.call('GET', dk) or '0') or 0
+      if bx > now and cur < bx then
+        redis.call('SET', dk, tostring(bx), 'EXAT', bx)
+        redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[3], '*', 'c',
+          cjson.encode({kind = 'token', fingerprint = fp, expires_at = bx}))
+      end
+    end
+  end
+end
 return 1
 "#;
 

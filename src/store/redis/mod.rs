@@ -88,6 +88,7 @@
 mod keys;
 mod link;
 mod lookup;
+mod principals;
 #[doc(hidden)]
 pub mod snapshot;
 mod sync;
@@ -107,8 +108,8 @@ use self::link::{is_fatal, Link};
 use self::lookup::{Confirmed, MAX_CONFIRMED};
 use super::journal::Journal;
 use super::{
-    now_unix, Applied, CheckMode, LocalCache, RevocationCommand, RevocationStore, RevocationTarget,
-    StoreError, StoreStatus,
+    now_unix, Applied, Binding, CheckMode, LocalCache, RevocationCommand, RevocationStore,
+    RevocationTarget, StoreError, StoreStatus,
 };
 use crate::config::{StaleAction, StoreConfig};
 use crate::credentials::Fingerprint;
@@ -131,6 +132,7 @@ struct Inner {
     cfg: StoreConfig,
     keys: Keys,
     scripts: Scripts,
+    binding_scripts: principals::BindingScripts,
     link: Link,
     cache: LocalCache,
     confirmed: Confirmed,
@@ -179,6 +181,7 @@ impl RedisStore {
             cfg: cfg.clone(),
             keys: Keys::new(&cfg.key_prefix),
             scripts: Scripts::new(),
+            binding_scripts: principals::BindingScripts::new(),
             link,
             cache: LocalCache::new(cfg.bloom_capacity, cfg.bloom_fp_rate),
             confirmed: Confirmed::new(cfg.confirm_ttl, MAX_CONFIRMED),
@@ -260,6 +263,10 @@ impl Inner {
                 true
             }
             RevocationCommand::Remove(RevocationTarget::Scope(key)) => self.cache.remove_scope(key),
+            // Bindings live in Redis only; what they derive arrives as
+            // token events.
+            RevocationCommand::Bind(_)
+            | RevocationCommand::Remove(RevocationTarget::Binding(_)) => true,
         }
     }
 
@@ -311,20 +318,29 @@ impl Inner {
                 let mut inv = self.scripts.scope.prepare_invoke();
                 inv.key(self.keys.scope(&rule.key))
                     .key(self.keys.stream())
+                    .key(self.keys.subject(&rule.key.sub))
                     .arg(body)
                     .arg(now)
-                    .arg(maxlen);
+                    .arg(maxlen)
+                    .arg(self.keys.binding_prefix())
+                    .arg(self.keys.derived_prefix());
                 inv.invoke_async(conn).await?
             }
-            RevocationCommand::Remove(target) => {
-                let key = match target {
-                    RevocationTarget::Token(fp) => self.keys.token(fp),
-                    RevocationTarget::Scope(k) => self.keys.scope(k),
-                };
+            RevocationCommand::Remove(RevocationTarget::Token(fp)) => {
                 let event = to_json(cmd)?;
                 let mut inv = self.scripts.remove.prepare_invoke();
-                inv.key(key).key(self.keys.stream()).arg(maxlen).arg(event);
+                inv.key(self.keys.token(fp))
+                    .key(self.keys.stream())
+                    .arg(maxlen)
+                    .arg(event);
                 inv.invoke_async(conn).await?
+            }
+            RevocationCommand::Remove(RevocationTarget::Scope(key)) => {
+                return self.write_unscope(conn, key, to_json(cmd)?).await;
+            }
+            RevocationCommand::Bind(b) => return self.write_bind(conn, b, now).await,
+            RevocationCommand::Remove(RevocationTarget::Binding(fp)) => {
+                return self.write_unbind(conn, fp).await;
             }
         };
         Ok(n > 0)
@@ -424,14 +440,19 @@ impl RevocationStore for RedisStore {
                 let Some(mut conn) = inner.link.conn() else {
                     return Err("redis is not connected".to_string());
                 };
-                let value: Result<Option<String>, RedisError> = ::redis::cmd("GET")
+                // The explicit rule and the one a scope rule derived from a
+                // binding (`principal`), in one round trip.
+                let value: Result<[Option<String>; 2], RedisError> = ::redis::cmd("MGET")
                     .arg(inner.keys.token(fp))
+                    .arg(inner.keys.derived(fp))
                     .query_async(&mut conn)
                     .await;
                 match value {
-                    Ok(None) => Ok(false),
                     // Unreadable value: the key exists, so revoked (fail closed).
-                    Ok(Some(v)) => Ok(v.parse::<u64>().map_or(true, |exp| exp > now)),
+                    Ok(values) => Ok(values
+                        .iter()
+                        .flatten()
+                        .any(|v| v.parse::<u64>().map_or(true, |exp| exp > now))),
                     Err(e) => {
                         if is_fatal(&e) {
                             inner.note_lost(&e);
@@ -448,6 +469,35 @@ impl RevocationStore for RedisStore {
         };
         metrics::counter!("revgate_redis_lookups_total", "outcome" => outcome).increment(1);
         answer.map_err(StoreError::Redis)
+    }
+
+    async fn binding(&self, fp: &Fingerprint) -> Result<Option<Binding>, StoreError> {
+        let inner = &self.inner;
+        let now = now_unix();
+        // A binding or unbinding still in the outbox is the latest word.
+        {
+            let ob = inner.outbox.lock().await;
+            for cmd in ob.pending.iter().rev() {
+                match cmd {
+                    RevocationCommand::Bind(b) if b.fingerprint == *fp => {
+                        return Ok((b.expires_at > now).then(|| b.clone()));
+                    }
+                    RevocationCommand::Remove(RevocationTarget::Binding(f)) if f == fp => {
+                        return Ok(None);
+                    }
+                    _ => {}
+                }
+            }
+        }
+        let Some(mut conn) = inner.link.conn() else {
+            return Err(StoreError::Redis("redis is not connected".into()));
+        };
+        inner.read_binding(&mut conn, fp, now).await.map_err(|e| {
+            if is_fatal(&e) {
+                inner.note_lost(&e);
+            }
+            StoreError::Redis(e.to_string())
+        })
     }
 
     fn cache(&self) -> &LocalCache {
@@ -484,6 +534,7 @@ impl RevocationStore for RedisStore {
             journal_backlog: inner.backlog.load(Ordering::Acquire),
             token_rules: inner.token_rules.load(Ordering::Relaxed),
             scope_rules: inner.cache.scope_rule_count() as u64,
+            bindings: 0,
         }
     }
 

@@ -15,7 +15,10 @@
 //! the store really holds; the raw figure is what `ps` would show).
 //!
 //! Run: `cargo bench --bench memory` (about 10 s). Override the count with
-//! `REVGATE_BENCH_TOKENS=N`.
+//! `REVGATE_BENCH_TOKENS=N`. `REVGATE_BENCH_KIND=bindings` measures
+//! credential bindings instead (`store::principal`; target ≤ 96 B each):
+//! N bindings of opaque credentials, ten per subject, each subject with a
+//! provider and every other one an org.
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -23,10 +26,17 @@ use std::process::{Command, ExitCode};
 use revgate::credentials::FingerprintKey;
 use revgate::store::journal::Journal;
 use revgate::store::memory::MemoryStore;
-use revgate::store::{now_unix, RevocationCommand, RevocationStore, TokenRule};
+use revgate::store::{now_unix, Binding, RevocationCommand, RevocationStore, ScopeKey, TokenRule};
 
 /// The issue's target, bytes of RSS per revoked token.
 const TARGET_BYTES_PER_TOKEN: f64 = 64.0;
+
+/// The target for `REVGATE_BENCH_KIND=bindings`, bytes of RSS per binding.
+const TARGET_BYTES_PER_BINDING: f64 = 96.0;
+
+fn bindings_kind() -> bool {
+    std::env::var("REVGATE_BENCH_KIND").is_ok_and(|k| k == "bindings")
+}
 
 /// The gateway's default `store.bloom_capacity` and `store.bloom_fp_rate`.
 const BLOOM_CAPACITY: usize = 1_000_000;
@@ -54,11 +64,26 @@ fn trim() {
 fn prepare(path: &Path, n: usize) -> std::io::Result<()> {
     let key = FingerprintKey::from_bytes([9; 32]);
     let expires_at = now_unix() + 30 * 24 * 3600;
-    let commands = (0..n).map(|i| {
-        RevocationCommand::Token(TokenRule {
-            fingerprint: key.fingerprint(format!("rv1m-{i:035}").as_bytes()),
-            expires_at,
-        })
+    let bindings = bindings_kind();
+    let commands = (0..n).map(move |i| {
+        let fingerprint = key.fingerprint(format!("rv1m-{i:035}").as_bytes());
+        if bindings {
+            RevocationCommand::Bind(Binding {
+                fingerprint,
+                who: ScopeKey {
+                    sub: format!("user-{:08}", i / 10),
+                    org: (i % 20 < 10).then(|| format!("{}", i / 20)),
+                    provider: Some("github".into()),
+                },
+                issued_at: now_unix(),
+                expires_at,
+            })
+        } else {
+            RevocationCommand::Token(TokenRule {
+                fingerprint,
+                expires_at,
+            })
+        }
     });
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()
@@ -147,7 +172,12 @@ fn main() -> ExitCode {
     let opened = std::time::Instant::now();
     let full = match MemoryStore::open(&full_path, BLOOM_CAPACITY, BLOOM_FP_RATE) {
         Ok((s, report)) => {
-            if report.records != n as u64 || s.token_count() != n {
+            let held = if bindings_kind() {
+                s.status().bindings as usize
+            } else {
+                s.token_count()
+            };
+            if report.records != n as u64 || held != n {
                 eprintln!(
                     "replayed {} records, {} tokens; expected {n}",
                     report.records,
@@ -194,6 +224,17 @@ fn main() -> ExitCode {
             "MISSED"
         }
     );
+    if bindings_kind() {
+        println!(
+            "RESULT memory_per_binding: {per_token:.1} B/binding after malloc_trim \
+             ({per_token_raw:.1} B raw), target <= {TARGET_BYTES_PER_BINDING} B: {}",
+            if per_token <= TARGET_BYTES_PER_BINDING {
+                "MET"
+            } else {
+                "MISSED"
+            }
+        );
+    }
     drop(full);
     drop(empty);
     ExitCode::SUCCESS

@@ -27,6 +27,14 @@
 //!   its peek, next to a typed, borrowing decode of the same claims (a
 //!   comparison point written here, not the gateway's code).
 //!
+//! - `principals/*` (issue 12): a store of 1,000,000 bound opaque
+//!   credentials (ten per subject) and 10,000 scope rules, one per subject
+//!   for the first 10,000 subjects (so 100,000 derived rules): the verdict
+//!   for an unrevoked bound credential whose subject has no rule, and for
+//!   an unbound one, and for a covered one (revoked through its derived
+//!   rule). Scope rules reach bound credentials as derived token rules, so
+//!   the unrevoked cases should cost what `verdict/unrevoked` costs.
+//!
 //! Run: `cargo bench --bench verdict -- --warm-up-time 1 --measurement-time 3`;
 //! `python3 benches/medians.py` prints the medians criterion recorded.
 
@@ -461,5 +469,84 @@ fn scope(c: &mut Criterion) {
     g.finish();
 }
 
-criterion_group!(benches, verdict, fingerprint, membership, scope);
+// === principals ===
+
+/// Bound credentials in the `principals` store.
+const BOUND: usize = 1_000_000;
+
+fn principals(c: &mut Criterion) {
+    let rt = runtime();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("principals.journal");
+    let k = key();
+    let now = now_unix();
+    let who = |i: usize| ScopeKey {
+        sub: format!("user-{:08}", i / 10),
+        org: None,
+        provider: Some("github".into()),
+    };
+    let bindings = (0..BOUND).map(|i| {
+        RevocationCommand::Bind(revgate::store::Binding {
+            fingerprint: k.token_fingerprint(&revoked_token(i)),
+            who: who(i),
+            issued_at: now - 60,
+            expires_at: now + 30 * 24 * 3600,
+        })
+    });
+    let rules = (0..SCOPES).map(|s| {
+        RevocationCommand::Scope(ScopeRule {
+            key: ScopeKey {
+                sub: format!("user-{s:08}"),
+                org: None,
+                provider: None,
+            },
+            revoked_at: now,
+            expires_at: now + 24 * 3600,
+        })
+    });
+    let (journal, _, _) = Journal::open(&path).expect("journal");
+    rt.block_on(journal.rewrite(bindings.chain(rules).collect::<Vec<_>>()))
+        .expect("rewrite");
+    journal.close();
+    drop(journal);
+    let (store, _) = MemoryStore::open(&path, 1_000_000, 0.01).expect("store");
+    assert_eq!(store.status().bindings, BOUND as u64);
+    assert_eq!(store.derived_count(), SCOPES * 10);
+    let checker = checker();
+    // A bound credential of a subject past the ruled ones, that the bloom
+    // filter rules out; an unbound one likewise; one a rule covers.
+    let bound = (SCOPES * 10..BOUND)
+        .map(revoked_token)
+        .find(|t| !store.cache().may_contain(&checker.key.token_fingerprint(t)))
+        .expect("a bloom miss");
+    let unbound = (0..)
+        .map(live_token)
+        .find(|t| !store.cache().may_contain(&checker.key.token_fingerprint(t)))
+        .expect("a bloom miss");
+    let (bound, unbound, covered) = (bearer(&bound), bearer(&unbound), bearer(&revoked_token(5)));
+    rt.block_on(async {
+        assert!(matches!(
+            checker.judge(&bound, None, None, &store).await,
+            Verdict::Pass(_)
+        ));
+        assert!(matches!(
+            checker.judge(&covered, None, None, &store).await,
+            Verdict::Revoked(_)
+        ));
+    });
+    let mut g = c.benchmark_group("principals");
+    for (name, headers) in [
+        ("unrevoked_bound_1m_bindings_10k_scopes", &bound),
+        ("unrevoked_unbound_1m_bindings_10k_scopes", &unbound),
+        ("covered_by_scope", &covered),
+    ] {
+        g.bench_function(name, |b| {
+            b.to_async(&rt)
+                .iter(|| checker.judge(black_box(headers), None, None, &store))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, verdict, fingerprint, membership, scope, principals);
 criterion_main!(benches);

@@ -79,6 +79,13 @@ pub struct IdentityHeaders {
     pub iat: Option<http::HeaderName>,
 }
 
+impl IdentityHeaders {
+    /// Whether any identity header is configured.
+    pub fn any(&self) -> bool {
+        self.sub.is_some() || self.org.is_some() || self.provider.is_some() || self.iat.is_some()
+    }
+}
+
 /// How attributes are read: claim names and identity headers.
 #[derive(Clone, Debug, Default)]
 pub struct AttributeSources {

@@ -115,11 +115,17 @@ impl MemoryStore {
                 apply_to(&tokens, &cache, &principals, &other, now, false);
             }
         })?;
+        // Sized for a journal of token rules only: give back what other
+        // records (bindings, scope rules) left unused.
+        if tokens.len() < tokens.capacity() / 2 {
+            tokens.shrink_to_fit();
+        }
         // Derived rules are not journaled: derived once here from what was
         // replayed (the bloom filter built below includes them).
         for sub in cache.scope_subjects() {
             principals.rederive(&sub, &cache.scope_rules_of(&sub), now);
         }
+        principals.shrink();
         let store = MemoryStore {
             tokens,
             cache,

@@ -34,7 +34,7 @@
 //! (BENCHMARKS.md, "Principals").
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use dashmap::DashMap;
 use serde::{Deserialize, Serialize};
@@ -103,8 +103,8 @@ fn secs(t: u64) -> u32 {
 /// The distinct principals, each stored once, and their members.
 #[derive(Default)]
 struct Table {
-    ids: HashMap<ScopeKey, u32>,
-    keys: Vec<ScopeKey>,
+    ids: HashMap<Arc<ScopeKey>, u32>,
+    keys: Vec<Arc<ScopeKey>>,
     /// Principal ids by subject (a scope rule names a subject).
     by_sub: HashMap<String, Vec<u32>>,
     /// Fingerprints bound to each principal, by id.
@@ -117,8 +117,9 @@ impl Table {
             return id;
         }
         let id = self.keys.len() as u32;
-        self.ids.insert(who.clone(), id);
-        self.keys.push(who.clone());
+        let shared = Arc::new(who.clone());
+        self.ids.insert(shared.clone(), id);
+        self.keys.push(shared);
         self.members.push(Vec::new());
         self.by_sub.entry(who.sub.clone()).or_default().push(id);
         id
@@ -203,13 +204,21 @@ impl Principals {
         if u64::from(bound.expires_at) <= now {
             return None;
         }
-        let who = self.table().keys.get(bound.principal as usize)?.clone();
+        let who = ScopeKey::clone(self.table().keys.get(bound.principal as usize)?);
         Some(Binding {
             fingerprint: *fp,
             who,
             issued_at: u64::from(bound.issued_at),
             expires_at: u64::from(bound.expires_at),
         })
+    }
+
+    /// Gives back what replay's growth left unused (member lists grow by
+    /// doubling).
+    pub fn shrink(&self) {
+        for m in &mut self.table().members {
+            m.shrink_to_fit();
+        }
     }
 
     /// Bindings held (live or not yet dropped by maintenance).
@@ -236,7 +245,12 @@ impl Principals {
                 .get(sub)
                 .into_iter()
                 .flatten()
-                .map(|&id| (t.keys[id as usize].clone(), t.members[id as usize].clone()))
+                .map(|&id| {
+                    (
+                        ScopeKey::clone(&t.keys[id as usize]),
+                        t.members[id as usize].clone(),
+                    )
+                })
                 .collect()
         };
         let mut out = Vec::new();
@@ -326,7 +340,7 @@ impl Principals {
                 let b = *e.value();
                 Some(Binding {
                     fingerprint: *e.key(),
-                    who: keys.get(b.principal as usize)?.clone(),
+                    who: ScopeKey::clone(keys.get(b.principal as usize)?),
                     issued_at: u64::from(b.issued_at),
                     expires_at: u64::from(b.expires_at),
                 })

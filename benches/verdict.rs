@@ -89,6 +89,7 @@ fn checker() -> Checker {
         sources: CredentialSources::default(),
         attributes: AttributeSources::default(),
         jti: false,
+        introspection: None,
     }
 }
 

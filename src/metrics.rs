@@ -18,6 +18,8 @@
 //! metrics::store_gauges(store.as_ref());   // both of the above, from a RevocationStore
 //! metrics::reload("config" | "tls", ok);
 //! metrics::rate_limited("revoke" | "admin");   // one per 429 from a rate limit
+//! metrics::introspection("active" | "inactive" | "error" | "timeout");  // one per RFC 7662 call
+//! metrics::introspection_cache_hit();
 //! let text = metrics::render();            // the handle's render, installing if needed
 //! ```
 //!
@@ -37,6 +39,8 @@
 //! | `revgate_live_sessions_closed_total` | counter | `kind` (`upgrade`, `h2_stream`) |
 //! | `revgate_connections_open` | gauge | |
 //! | `revgate_connections_limited_total` | counter | |
+//! | `revgate_introspection_requests_total` | counter | `outcome` (`active`, `inactive`, `error`, `timeout`) |
+//! | `revgate_introspection_cache_hits_total` | counter | |
 //!
 //! Every counter whose labels are a fixed set is exported at 0 from
 //! [`install`] on (`export_at_zero`); `revgate_requests_total` from the
@@ -95,6 +99,8 @@ const LIVE_CLOSED: &str = "revgate_live_sessions_closed_total";
 const CONNECTIONS_OPEN: &str = "revgate_connections_open";
 const CONNECTIONS_LIMITED: &str = "revgate_connections_limited_total";
 const RATE_LIMITED: &str = "revgate_rate_limited_total";
+const INTROSPECTIONS: &str = "revgate_introspection_requests_total";
+const INTROSPECTION_HITS: &str = "revgate_introspection_cache_hits_total";
 
 /// Buckets for the gateway's own time per request: 10 µs .. 1 s.
 pub const OVERHEAD_BUCKETS: &[f64] = &[
@@ -171,6 +177,10 @@ fn export_at_zero() {
     }
     metrics::counter!(CONNECTIONS_LIMITED).increment(0);
     metrics::gauge!(CONNECTIONS_OPEN).set(0.0);
+    for outcome in ["active", "inactive", "error", "timeout"] {
+        metrics::counter!(INTROSPECTIONS, "outcome" => outcome).increment(0);
+    }
+    metrics::counter!(INTROSPECTION_HITS).increment(0);
 }
 
 fn describe() {
@@ -231,6 +241,14 @@ fn describe() {
         RATE_LIMITED,
         "Calls refused with 429 by a per-client rate limit, by surface (revoke, admin)."
     );
+    describe_counter!(
+        INTROSPECTIONS,
+        "RFC 7662 introspection calls made, by outcome (active, inactive, error, timeout)."
+    );
+    describe_counter!(
+        INTROSPECTION_HITS,
+        "Introspection answers served from the cache."
+    );
 }
 
 /// Drains histogram samples every 5 s until `cancel` fires, so memory stays
@@ -266,11 +284,14 @@ pub enum Outcome {
     RevokeCall,
     /// Refused because the store is too stale to decide: 503.
     Unavailable,
+    /// Refused because the credential's identity could not be introspected
+    /// (`identity.introspection.on_error = "reject"`): 503.
+    IdentityUnavailable,
 }
 
 impl Outcome {
     /// Every outcome, in a stable order.
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Forwarded,
         Outcome::Revoked,
         Outcome::BadRequest,
@@ -279,6 +300,7 @@ impl Outcome {
         Outcome::NoRoute,
         Outcome::RevokeCall,
         Outcome::Unavailable,
+        Outcome::IdentityUnavailable,
     ];
 
     /// The label value.
@@ -292,8 +314,20 @@ impl Outcome {
             Outcome::NoRoute => "no_route",
             Outcome::RevokeCall => "revoke_call",
             Outcome::Unavailable => "unavailable",
+            Outcome::IdentityUnavailable => "identity_unavailable",
         }
     }
+}
+
+/// Counts one RFC 7662 introspection call by how it ended (`active`,
+/// `inactive`, `error`, `timeout`).
+pub fn introspection(outcome: &'static str) {
+    metrics::counter!(INTROSPECTIONS, "outcome" => outcome).increment(1);
+}
+
+/// Counts one introspection answer served from the cache.
+pub fn introspection_cache_hit() {
+    metrics::counter!(INTROSPECTION_HITS).increment(1);
 }
 
 /// Counts one call refused by a per-client rate limit on `surface`.

@@ -34,6 +34,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Where credentials' attributes come from beyond their own claims.
+    pub identity: IdentityConfig,
 }
 
 /// `[server]`
@@ -281,6 +283,92 @@ pub struct IdentityHeadersConfig {
     pub provider: Option<String>,
     /// Header carrying the issue time (unix seconds).
     pub iat: Option<String>,
+}
+
+/// `[identity]`: sources of a credential's attributes beyond its own claims
+/// and the identity headers.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IdentityConfig {
+    /// RFC 7662 token introspection (`[identity.introspection]`); off when unset.
+    pub introspection: Option<IntrospectionConfig>,
+}
+
+/// `[identity.introspection]`: an RFC 7662 endpoint asked for the
+/// attributes of credentials whose own claims name no subject (see
+/// `identity::introspection`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    /// The introspection endpoint: `https://`, or `http://` to a loopback
+    /// host only (raw tokens and the client secret travel in the request).
+    pub url: String,
+    /// HTTP Basic client id (RFC 7662 §2.1); set with `client_secret`.
+    pub client_id: Option<String>,
+    /// HTTP Basic client secret.
+    pub client_secret: Option<String>,
+    /// The bound on one call (connect, request, response together).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long an `active: true` answer is kept (never past its `exp`).
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// How long an `active: false` answer is kept.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// Most answers kept; past it the least likely to be used again are
+    /// dropped (and asked for again when next seen).
+    pub max_entries: u64,
+    /// What a request whose credential could not be introspected gets.
+    pub on_error: IntrospectionOnError,
+    /// Names of the response's members; each unset one is the
+    /// `[tokens.claims]` name.
+    pub fields: IntrospectionFields,
+}
+
+impl Default for IntrospectionConfig {
+    fn default() -> Self {
+        IntrospectionConfig {
+            url: String::new(),
+            client_id: None,
+            client_secret: None,
+            timeout: Duration::from_secs(2),
+            cache_ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(10),
+            max_entries: 100_000,
+            on_error: IntrospectionOnError::Reject,
+            fields: IntrospectionFields::default(),
+        }
+    }
+}
+
+/// `identity.introspection.on_error`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntrospectionOnError {
+    /// 503: an unknown identity is never taken as one no rule covers.
+    #[default]
+    Reject,
+    /// Judge the credential as one with no attributes (scope rules cannot
+    /// match it).
+    Pass,
+}
+
+/// `[identity.introspection.fields]`: the response members that carry each
+/// attribute; unset ones are the `[tokens.claims]` names.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntrospectionFields {
+    /// Subject member.
+    pub sub: Option<String>,
+    /// Organisation member.
+    pub org: Option<String>,
+    /// Provider member.
+    pub provider: Option<String>,
+    /// Issued-at member.
+    pub iat: Option<String>,
+    /// Expiry member.
+    pub exp: Option<String>,
 }
 
 /// What a stale instance does once `store.max_staleness` is exceeded.

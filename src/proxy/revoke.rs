@@ -92,7 +92,8 @@ impl Runtime {
     }
 
     /// The caller's subject from a verified source only: its credential's
-    /// JWT if the verifier accepts it, else the trusted identity headers.
+    /// JWT if the verifier accepts it, else its introspection, else the
+    /// trusted identity headers.
     async fn verified_revoker(&self, headers: &HeaderMap, query: Option<&str>) -> Option<String> {
         let sources = &self.settings.attribute_sources;
         if let (Some(verifier), Ok(Some(cred))) = (
@@ -110,9 +111,26 @@ impl Runtime {
                 }
             }
         }
+        if let Some(sub) = self.introspected_revoker(headers, query).await {
+            return Some(sub);
+        }
         let mut attrs = credentials::Attributes::default();
         credentials::identity_fill(&mut attrs, headers, &sources.identity_headers);
         attrs.sub
+    }
+
+    /// The caller's subject as the authorization server names it when it
+    /// introspects the caller's own credential as active
+    /// (`[identity.introspection]`; see `identity::introspection`).
+    async fn introspected_revoker(
+        &self,
+        headers: &HeaderMap,
+        query: Option<&str>,
+    ) -> Option<String> {
+        let introspector = self.checker.introspection.as_ref()?;
+        let cred = self.checker.credential(headers, query, None).ok()??;
+        let fp = self.checker.key.token_fingerprint(cred.token());
+        introspector.caller_subject(fp, cred.token()).await
     }
 
     /// A scope rule revoking every token of `key` issued up to now, kept

@@ -486,7 +486,7 @@ fn scope(c: &mut Criterion) {
     // are cached by these first verdicts.
     let introspecting = Checker {
         introspection: Some(rt.block_on(introspector(revoked_at - 10))),
-        ..checker()
+        ..checker.clone()
     };
     let opaque_covered = bearer("opaque-user-5000");
     let opaque_stranger = bearer("opaque-someone-else");

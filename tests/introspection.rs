@@ -535,3 +535,128 @@ async fn terminate_mode_revokers_are_identified_by_introspecting_their_key() {
         scopes.text()
     );
 }
+
+// === live sessions ===
+
+/// Opens the upstream's `/ws` through the gateway with `Bearer <token>`
+/// and reads the 101.
+async fn open_ws(gw: &RunningGateway, token: &str) -> tokio::net::TcpStream {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: live.test\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nAuthorization: Bearer {token}\r\n\r\n"
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut b))
+            .await
+            .expect("101 in time")
+            .unwrap();
+        assert_eq!(
+            n,
+            1,
+            "closed before the 101: {:?}",
+            String::from_utf8_lossy(&head)
+        );
+        head.push(b[0]);
+    }
+    let head = String::from_utf8_lossy(&head);
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    s
+}
+
+/// Sends `msg` and reads it back: `None` when the connection closed instead.
+async fn echo(s: &mut tokio::net::TcpStream, msg: &[u8]) -> Option<()> {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    s.write_all(msg).await.ok()?;
+    let mut got = vec![0u8; msg.len()];
+    match tokio::time::timeout(Duration::from_secs(5), s.read_exact(&mut got)).await {
+        Ok(Ok(_)) => {
+            assert_eq!(got, msg);
+            Some(())
+        }
+        Ok(Err(_)) => None,
+        Err(_) => panic!("neither an echo nor a close in 5 s"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgraded_connection_is_closed_by_a_scope_rule_on_its_introspected_subject() {
+    use tokio::io::AsyncReadExt as _;
+    let t0 = now();
+    let server = AuthServer::spawn(vec![
+        (
+            "op-ws-erin",
+            active(serde_json::json!({"sub": "erin", "iat": t0 - 60})),
+        ),
+        (
+            "op-ws-frank",
+            active(serde_json::json!({"sub": "frank", "iat": t0 - 60})),
+        ),
+    ])
+    .await;
+    let up = Upstream::new().spawn().await;
+    let gw = gateway(&up, &server, "");
+    // A rule exists, so the connections' credentials are introspected as
+    // they are judged, and registered under their subjects.
+    revoke_scope(&gw, serde_json::json!({"sub": "zed"})).await;
+    let mut ws = open_ws(&gw, "op-ws-erin").await;
+    let mut control = open_ws(&gw, "op-ws-frank").await;
+    assert_eq!(echo(&mut ws, b"hi").await, Some(()));
+    assert_eq!(echo(&mut control, b"hi").await, Some(()));
+
+    revoke_scope(&gw, serde_json::json!({"sub": "erin"})).await;
+    let mut buf = [0u8; 64];
+    let read = tokio::time::timeout(Duration::from_secs(5), ws.read(&mut buf)).await;
+    assert!(
+        matches!(read, Ok(Ok(0)) | Ok(Err(_))),
+        "the connection of a covered subject stayed open: {read:?}"
+    );
+    assert_eq!(echo(&mut control, b"still here").await, Some(()));
+    assert_revoked(&gw, &up, "op-ws-erin").await;
+    assert_eq!(server.calls("op-ws-erin"), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forward_mode_revokers_are_identified_by_introspection_after_the_upstreams_2xx() {
+    let t0 = now();
+    let server = AuthServer::spawn(vec![
+        (
+            "ls-key-gina",
+            active(serde_json::json!({"sub": "gina", "iat": t0 - 600})),
+        ),
+        (
+            "op-gina-github",
+            active(serde_json::json!({"sub": "gina", "provider": "github", "iat": t0 - 60})),
+        ),
+    ])
+    .await;
+    let up = Upstream::new().spawn().await;
+    let refusing = Upstream::new().respond(401).spawn().await;
+    let gw = gateway(&up, &server, "");
+    let gw_refused = gateway(&refusing, &server, "");
+
+    // The upstream vouches (2xx): the introspected caller's scope is recorded.
+    let r = send(call(
+        "DELETE",
+        &format!("{}/v2/auth/tokens?provider_id=github", gw.url),
+        &[("authorization", "Bearer ls-key-gina")],
+        b"",
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_revoked(&gw, &up, "op-gina-github").await;
+    // The upstream refuses the caller: nothing is recorded.
+    let r = send(call(
+        "DELETE",
+        &format!("{}/v2/auth/tokens?provider_id=github", gw_refused.url),
+        &[("authorization", "Bearer ls-key-gina")],
+        b"",
+    ))
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    let scopes = fetch(&format!("{}/admin/v1/scopes", gw_refused.admin_url), &[]).await;
+    assert_eq!(scopes.json()["scopes"], serde_json::json!([]));
+}

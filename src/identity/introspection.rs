@@ -74,6 +74,12 @@
 //! every request). The cache belongs to the configuration: a reload
 //! (SIGHUP) starts an empty one.
 //!
+//! An upgraded connection or HTTP/2 stream is registered as a live session
+//! with the introspected attributes when its credential's answer is cached
+//! (it is when scope rules existed as it was judged), so a later scope rule
+//! for that subject closes it; one admitted while no scope rule existed was
+//! never introspected and is covered by token rules only.
+//!
 //! Counted in `revgate_introspection_requests_total{outcome}` (`active`,
 //! `inactive`, `error`, `timeout`: one per call made, not per waiter) and
 //! `revgate_introspection_cache_hits_total`.
@@ -343,6 +349,15 @@ impl Introspector {
                 tracing::warn!(error = %e, "caller's credential could not be introspected: not identified");
                 None
             }
+        }
+    }
+
+    /// The attributes of an active answer already cached for `fp`, without
+    /// asking the server (live sessions: see `store::live`).
+    pub async fn cached_attributes(&self, fp: Fingerprint) -> Option<Arc<Attributes>> {
+        match self.inner.cache.get(&fp).await? {
+            Answer::Active(attrs) => Some(attrs),
+            Answer::Inactive => None,
         }
     }
 

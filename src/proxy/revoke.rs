@@ -27,8 +27,10 @@ impl Runtime {
     /// the trusted identity headers name it, so a forged unsigned token
     /// cannot revoke someone else's tokens; in **forward** mode the
     /// upstream's 2xx authenticates the caller (the command is applied only
-    /// then), so the peeked claims may name it. Token revokes do not depend
-    /// on the mode.
+    /// then), so the peeked claims may name it. In both modes an
+    /// introspection that says the caller's credential is active names it
+    /// too (`[identity.introspection]`). Token revokes do not depend on the
+    /// mode.
     pub async fn command(
         &self,
         intent: RevokeIntent,
@@ -45,7 +47,10 @@ impl Runtime {
             }
             RevokeIntent::Scope { org, provider } => {
                 let sub = match mode {
-                    RevokeMode::Forward => self.peeked_revoker(headers, query),
+                    RevokeMode::Forward => match self.peeked_revoker(headers, query) {
+                        Some(sub) => Some(sub),
+                        None => self.introspected_revoker(headers, query).await,
+                    },
                     RevokeMode::Terminate => self.verified_revoker(headers, query).await,
                 }?;
                 Some(RevocationCommand::Scope(self.scope_rule(ScopeKey {

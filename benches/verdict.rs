@@ -25,7 +25,11 @@
 //!   has a rule and for one whose subject has none (both include the
 //!   unverified JWT peek), and that verdict's parts: the JWT's fingerprint and
 //!   its peek, next to a typed, borrowing decode of the same claims (a
-//!   comparison point written here, not the gateway's code).
+//!   comparison point written here, not the gateway's code); and the verdict
+//!   for an opaque token whose attributes come from RFC 7662 introspection
+//!   with the answer cached (a real endpoint on loopback, asked once while
+//!   warming up), covered and not, next to the same token without
+//!   introspection.
 //!
 //! - `principals/*` (issue 12): a store of 1,000,000 bound opaque
 //!   credentials (ten per subject) and 10,000 scope rules, one per subject
@@ -47,10 +51,12 @@ use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use dashmap::DashMap;
 use http::{HeaderMap, HeaderValue};
 
+use revgate::config::IntrospectionOnError;
 use revgate::credentials::{
     peek_jwt, AttributeSources, Attributes, ClaimNames, CredentialSources, Fingerprint,
     FingerprintKey,
 };
+use revgate::identity::{IntrospectionSettings, Introspector};
 use revgate::store::cache::AtomicBloom;
 use revgate::store::journal::Journal;
 use revgate::store::memory::MemoryStore;
@@ -97,7 +103,61 @@ fn checker() -> Checker {
         sources: CredentialSources::default(),
         attributes: AttributeSources::default(),
         jti: false,
+        introspection: None,
     }
+}
+
+/// A real RFC 7662 endpoint on 127.0.0.1:0 (on the current runtime) that
+/// answers `opaque-<sub>` as active for `<sub>` (provider `github`, issued
+/// at `iat`) and anything else as inactive, and an introspector for it.
+async fn introspector(iat: u64) -> Introspector {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        loop {
+            let Ok((stream, _)) = listener.accept().await else {
+                continue;
+            };
+            tokio::spawn(async move {
+                let svc = hyper::service::service_fn(
+                    move |req: http::Request<hyper::body::Incoming>| async move {
+                        use http_body_util::BodyExt as _;
+                        let body = req.into_body().collect().await?.to_bytes();
+                        let token = form_urlencoded::parse(&body)
+                            .find(|(k, _)| k == "token")
+                            .map(|(_, v)| v.into_owned())
+                            .unwrap_or_default();
+                        let answer = match token.strip_prefix("opaque-") {
+                            Some(sub) => serde_json::json!(
+                                {"active": true, "sub": sub, "provider": "github", "iat": iat}
+                            ),
+                            None => serde_json::json!({"active": false}),
+                        };
+                        Ok::<_, hyper::Error>(http::Response::new(http_body_util::Full::new(
+                            bytes::Bytes::from(answer.to_string()),
+                        )))
+                    },
+                );
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(hyper_util::rt::TokioIo::new(stream), svc)
+                    .await;
+            });
+        }
+    });
+    let settings = IntrospectionSettings {
+        uri: format!("http://{addr}/introspect").parse().expect("uri"),
+        authorization: None,
+        timeout: std::time::Duration::from_secs(2),
+        cache_ttl: std::time::Duration::from_secs(3600),
+        negative_ttl: std::time::Duration::from_secs(3600),
+        max_entries: 100_000,
+        on_error: IntrospectionOnError::Reject,
+        fields: ClaimNames::default(),
+    };
+    let tls = revgate::tls::upstream_client_config(None, None, None).expect("tls");
+    Introspector::new(&settings, tls)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
@@ -430,6 +490,34 @@ fn scope(c: &mut Criterion) {
         ));
     });
 
+    // Opaque tokens whose attributes come from introspection; the answers
+    // are cached by these first verdicts.
+    let introspecting = Checker {
+        introspection: Some(rt.block_on(introspector(revoked_at - 10))),
+        ..checker.clone()
+    };
+    let opaque_covered = bearer("opaque-user-5000");
+    let opaque_stranger = bearer("opaque-someone-else");
+    rt.block_on(async {
+        assert!(matches!(
+            introspecting
+                .judge(&opaque_covered, None, None, &store)
+                .await,
+            Verdict::Revoked(_)
+        ));
+        assert!(matches!(
+            introspecting
+                .judge(&opaque_stranger, None, None, &store)
+                .await,
+            Verdict::Pass(_)
+        ));
+        // Without introspection an opaque token names no one: it passes.
+        assert!(matches!(
+            checker.judge(&opaque_covered, None, None, &store).await,
+            Verdict::Pass(_)
+        ));
+    });
+
     let mut g = c.benchmark_group("scope");
     for (name, a) in [
         ("match_covered", &covered),
@@ -465,6 +553,18 @@ fn scope(c: &mut Criterion) {
     g.bench_function("verdict_jwt_no_rule", |b| {
         b.to_async(&rt)
             .iter(|| checker.judge(black_box(&jwt_stranger), None, None, &store))
+    });
+    g.bench_function("verdict_opaque_introspected_covered", |b| {
+        b.to_async(&rt)
+            .iter(|| introspecting.judge(black_box(&opaque_covered), None, None, &store))
+    });
+    g.bench_function("verdict_opaque_introspected_no_rule", |b| {
+        b.to_async(&rt)
+            .iter(|| introspecting.judge(black_box(&opaque_stranger), None, None, &store))
+    });
+    g.bench_function("verdict_opaque_no_introspection", |b| {
+        b.to_async(&rt)
+            .iter(|| checker.judge(black_box(&opaque_covered), None, None, &store))
     });
     g.finish();
 }

@@ -18,6 +18,8 @@
 //! metrics::store_gauges(store.as_ref());   // both of the above, from a RevocationStore
 //! metrics::reload("config" | "tls", ok);
 //! metrics::rate_limited("revoke" | "admin");   // one per 429 from a rate limit
+//! metrics::introspection("active" | "inactive" | "error" | "timeout");  // one per RFC 7662 call
+//! metrics::introspection_cache_hit();
 //! let text = metrics::render();            // the handle's render, installing if needed
 //! ```
 //!
@@ -39,6 +41,8 @@
 //! | `revgate_connections_limited_total` | counter | |
 //! | `revgate_bindings_recorded_total` | counter | `source` (`admin`, `issuance`) |
 //! | `revgate_store_bindings` | gauge | (embedded store; Redis holds them remotely) |
+//! | `revgate_introspection_requests_total` | counter | `outcome` (`active`, `inactive`, `error`, `timeout`) |
+//! | `revgate_introspection_cache_hits_total` | counter | |
 //!
 //! Every counter whose labels are a fixed set is exported at 0 from
 //! [`install`] on (`export_at_zero`); `revgate_requests_total` from the
@@ -99,6 +103,8 @@ const CONNECTIONS_LIMITED: &str = "revgate_connections_limited_total";
 const RATE_LIMITED: &str = "revgate_rate_limited_total";
 const BINDINGS_RECORDED: &str = "revgate_bindings_recorded_total";
 const STORE_BINDINGS: &str = "revgate_store_bindings";
+const INTROSPECTIONS: &str = "revgate_introspection_requests_total";
+const INTROSPECTION_HITS: &str = "revgate_introspection_cache_hits_total";
 
 /// Buckets for the gateway's own time per request: 10 µs .. 1 s.
 pub const OVERHEAD_BUCKETS: &[f64] = &[
@@ -178,6 +184,10 @@ fn export_at_zero() {
     for source in ["admin", "issuance"] {
         metrics::counter!(BINDINGS_RECORDED, "source" => source).increment(0);
     }
+    for outcome in ["active", "inactive", "error", "timeout"] {
+        metrics::counter!(INTROSPECTIONS, "outcome" => outcome).increment(0);
+    }
+    metrics::counter!(INTROSPECTION_HITS).increment(0);
 }
 
 fn describe() {
@@ -243,6 +253,14 @@ fn describe() {
         "Credential bindings (who holds a credential) recorded, by source (admin, issuance)."
     );
     describe_gauge!(STORE_BINDINGS, "Credential bindings held (embedded store).");
+    describe_counter!(
+        INTROSPECTIONS,
+        "RFC 7662 introspection calls made, by outcome (active, inactive, error, timeout)."
+    );
+    describe_counter!(
+        INTROSPECTION_HITS,
+        "Introspection answers served from the cache."
+    );
 }
 
 /// Drains histogram samples every 5 s until `cancel` fires, so memory stays
@@ -278,11 +296,14 @@ pub enum Outcome {
     RevokeCall,
     /// Refused because the store is too stale to decide: 503.
     Unavailable,
+    /// Refused because the credential's identity could not be introspected
+    /// (`identity.introspection.on_error = "reject"`): 503.
+    IdentityUnavailable,
 }
 
 impl Outcome {
     /// Every outcome, in a stable order.
-    pub const ALL: [Outcome; 8] = [
+    pub const ALL: [Outcome; 9] = [
         Outcome::Forwarded,
         Outcome::Revoked,
         Outcome::BadRequest,
@@ -291,6 +312,7 @@ impl Outcome {
         Outcome::NoRoute,
         Outcome::RevokeCall,
         Outcome::Unavailable,
+        Outcome::IdentityUnavailable,
     ];
 
     /// The label value.
@@ -304,8 +326,20 @@ impl Outcome {
             Outcome::NoRoute => "no_route",
             Outcome::RevokeCall => "revoke_call",
             Outcome::Unavailable => "unavailable",
+            Outcome::IdentityUnavailable => "identity_unavailable",
         }
     }
+}
+
+/// Counts one RFC 7662 introspection call by how it ended (`active`,
+/// `inactive`, `error`, `timeout`).
+pub fn introspection(outcome: &'static str) {
+    metrics::counter!(INTROSPECTIONS, "outcome" => outcome).increment(1);
+}
+
+/// Counts one introspection answer served from the cache.
+pub fn introspection_cache_hit() {
+    metrics::counter!(INTROSPECTION_HITS).increment(1);
 }
 
 /// Counts one call refused by a per-client rate limit on `surface`.

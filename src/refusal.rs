@@ -39,6 +39,11 @@ pub enum Refusal {
     /// `temporarily_unavailable`.
     #[error("revocation state unavailable")]
     Unavailable,
+    /// The credential's attributes, needed by a scope rule, could not be
+    /// introspected (`identity.introspection.on_error = "reject"`): 503
+    /// `temporarily_unavailable`.
+    #[error("credential identity unavailable")]
+    IdentityUnavailable,
     /// No route matches the host and path: 404 `no_route`.
     #[error("no route")]
     NoRoute,
@@ -81,7 +86,7 @@ impl Refusal {
             Refusal::BadCredential(_) | Refusal::BadHost | Refusal::ClientBody(_) => {
                 StatusCode::BAD_REQUEST
             }
-            Refusal::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Unavailable | Refusal::IdentityUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::TransferCoding => StatusCode::NOT_IMPLEMENTED,
@@ -102,6 +107,7 @@ impl Refusal {
             | Refusal::ClientBody(_) => Outcome::BadRequest,
             Refusal::ClientTimeout => Outcome::ClientTimeout,
             Refusal::Unavailable => Outcome::Unavailable,
+            Refusal::IdentityUnavailable => Outcome::IdentityUnavailable,
             Refusal::NoRoute => Outcome::NoRoute,
             Refusal::UpstreamUnavailable(_) | Refusal::UpstreamTimeout => Outcome::UpstreamError,
         }
@@ -174,6 +180,10 @@ impl Refusal {
                 "gateway_timeout",
                 "The upstream service did not answer in time",
             ),
+            Refusal::IdentityUnavailable => (
+                "temporarily_unavailable",
+                "The credential's identity could not be checked",
+            ),
             // Rendered by `verdict` with their challenges.
             Refusal::Revoked(_)
             | Refusal::RevokedInFlight
@@ -187,7 +197,7 @@ impl Refusal {
 mod tests {
     use super::*;
 
-    const KINDS: usize = 12;
+    const KINDS: usize = 13;
 
     /// Each variant's index (exhaustive: no wildcard arm).
     fn kind(r: &Refusal) -> usize {
@@ -204,6 +214,7 @@ mod tests {
             Refusal::ClientTimeout => 9,
             Refusal::UpstreamUnavailable(_) => 10,
             Refusal::UpstreamTimeout => 11,
+            Refusal::IdentityUnavailable => 12,
         }
     }
 
@@ -318,6 +329,14 @@ mod tests {
                 None,
                 false,
                 r#"{"error":"gateway_timeout","error_description":"The upstream service did not answer in time"}"#,
+            ),
+            (
+                Refusal::IdentityUnavailable,
+                503,
+                "identity_unavailable",
+                None,
+                false,
+                r#"{"error":"temporarily_unavailable","error_description":"The credential's identity could not be checked"}"#,
             ),
         ];
         // One row per variant: `kind` has no wildcard, so a new variant does

@@ -9,6 +9,15 @@
 //! `stale_action = "lookup"`) and cannot answer, the request is refused with
 //! 503 rather than passed. Scope rules are checked only when any exist, since
 //! only then are the credential's attributes (a JWT peek) worth reading.
+//!
+//! When the credential names no subject of its own (an opaque token, an API
+//! key; no identity header) and `[identity.introspection]` is configured,
+//! its attributes are asked of the authorization server (RFC 7662, cached,
+//! one call per credential at a time: `identity::introspection`) and
+//! matched against the scope rules in the same way. Only then: with no
+//! scope rule the path above is unchanged (no await, no allocation). An
+//! inactive answer matches no rule; an introspection error is a 503
+//! ([`Verdict::IdentityUnavailable`]) unless `on_error = "pass"`.
 
 use std::sync::Arc;
 
@@ -34,6 +43,9 @@ pub enum Verdict {
     BadRequest(CredentialError),
     /// The store is too stale to judge and is configured to refuse: 503.
     Unavailable,
+    /// Scope rules exist, the credential names no subject of its own, and
+    /// introspection failed (`on_error = "reject"`): 503.
+    IdentityUnavailable,
 }
 
 /// Everything the check needs besides the store.
@@ -47,6 +59,9 @@ pub struct Checker {
     pub attributes: AttributeSources,
     /// Whether revocations by `jti` are matched (`tokens.revoke_by_jti`).
     pub jti: bool,
+    /// RFC 7662 introspection of credentials that name no subject
+    /// (`[identity.introspection]`), when configured.
+    pub introspection: Option<crate::identity::Introspector>,
 }
 
 impl Checker {
@@ -92,10 +107,12 @@ impl Checker {
         let cache = store.cache();
         let scopes = cache.has_scope_rules();
         // An opaque credential says nothing of itself: only identity
-        // headers could name its holder (a bound one is covered by derived
-        // token rules, above), so without them there is nothing to read.
+        // headers or introspection could name its holder (a bound one is
+        // covered by derived token rules, above), so without them there is
+        // nothing to read.
         let readable = || {
             self.attributes.identity_headers.any()
+                || self.introspection.is_some()
                 || matches!(
                     credentials::token_identity(cred.token()),
                     credentials::TokenIdentity::Jws(_)
@@ -107,6 +124,16 @@ impl Checker {
             // covered by derived token rules, above): skip the clock.
             if scopes && attrs.sub.is_some() && cache.scope_matches(&attrs, now_unix()) {
                 return Verdict::Revoked(fp);
+            }
+            if let (true, None, Some(introspector)) =
+                (scopes, &attrs.sub, self.introspection.as_ref())
+            {
+                // Boxed: the introspection's state stays out of the
+                // verdict's future, which every request carries.
+                let judged = Box::pin(introspected(introspector, fp, cred.token(), store));
+                if let Some(v) = judged.await {
+                    return v;
+                }
             }
             if let (true, Some(jti)) = (self.jti, attrs.jti.as_deref()) {
                 let by_issuer = attrs
@@ -128,6 +155,30 @@ impl Checker {
             }
         }
         Verdict::Pass(fp)
+    }
+}
+
+/// The verdict on a credential whose attributes come from introspection,
+/// when it settles the request: revoked by a scope rule, or refused because
+/// it could not be introspected (`on_error = "reject"`).
+async fn introspected(
+    introspector: &crate::identity::Introspector,
+    fp: Fingerprint,
+    token: &str,
+    store: &dyn RevocationStore,
+) -> Option<Verdict> {
+    use crate::config::IntrospectionOnError;
+    use crate::identity::Answer;
+    match introspector.introspect(fp, token).await {
+        Ok(Answer::Active(attrs)) => store
+            .cache()
+            .scope_matches(&attrs, now_unix())
+            .then_some(Verdict::Revoked(fp)),
+        Ok(Answer::Inactive) => None,
+        Err(_) => match introspector.on_error() {
+            IntrospectionOnError::Reject => Some(Verdict::IdentityUnavailable),
+            IntrospectionOnError::Pass => None,
+        },
     }
 }
 
@@ -169,6 +220,7 @@ impl Verdict {
             Verdict::Revoked(fp) => Err(Refusal::Revoked(fp)),
             Verdict::BadRequest(e) => Err(Refusal::BadCredential(e)),
             Verdict::Unavailable => Err(Refusal::Unavailable),
+            Verdict::IdentityUnavailable => Err(Refusal::IdentityUnavailable),
         }
     }
 }
@@ -244,6 +296,7 @@ mod tests {
             sources: CredentialSources::default(),
             attributes: AttributeSources::default(),
             jti: true,
+            introspection: None,
         }
     }
 

@@ -66,6 +66,7 @@ fn an_unrevoked_jwt_and_an_opaque_token_are_judged_without_allocating() {
         sources: CredentialSources::default(),
         attributes: AttributeSources::default(),
         jti: false,
+        introspection: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

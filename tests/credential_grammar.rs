@@ -355,6 +355,7 @@ fn world() -> World {
         },
         attributes: AttributeSources::default(),
         jti: false,
+        introspection: None,
     };
     let rt = tokio::runtime::Builder::new_current_thread()
         .build()

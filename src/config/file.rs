@@ -39,8 +39,9 @@ pub struct Config {
 }
 
 /// `[identity]`: where credential bindings (`crate::store::principal`)
-/// come from besides the admin API.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+/// come from besides the admin API, and where a credential's attributes
+/// come from beyond its own claims (introspection).
+#[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct IdentityConfig {
     /// Bind the tokens that token endpoints proxied through revgate issue
@@ -49,6 +50,8 @@ pub struct IdentityConfig {
     pub learn_from_issuance: bool,
     /// More token endpoints.
     pub issuance: Vec<IssuanceConfig>,
+    /// RFC 7662 token introspection (`[identity.introspection]`); off when unset.
+    pub introspection: Option<IntrospectionConfig>,
 }
 
 impl Default for IdentityConfig {
@@ -56,6 +59,7 @@ impl Default for IdentityConfig {
         IdentityConfig {
             learn_from_issuance: true,
             issuance: Vec::new(),
+            introspection: None,
         }
     }
 }
@@ -344,6 +348,84 @@ pub struct IdentityHeadersConfig {
     pub provider: Option<String>,
     /// Header carrying the issue time (unix seconds).
     pub iat: Option<String>,
+}
+
+
+/// `[identity.introspection]`: an RFC 7662 endpoint asked for the
+/// attributes of credentials whose own claims name no subject (see
+/// `identity::introspection`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntrospectionConfig {
+    /// The introspection endpoint: `https://`, or `http://` to a loopback
+    /// host only (raw tokens and the client secret travel in the request).
+    pub url: String,
+    /// HTTP Basic client id (RFC 7662 §2.1); set with `client_secret`.
+    pub client_id: Option<String>,
+    /// HTTP Basic client secret.
+    pub client_secret: Option<String>,
+    /// The bound on one call (connect, request, response together).
+    #[serde(with = "humantime_serde")]
+    pub timeout: Duration,
+    /// How long an `active: true` answer is kept (never past its `exp`).
+    #[serde(with = "humantime_serde")]
+    pub cache_ttl: Duration,
+    /// How long an `active: false` answer is kept.
+    #[serde(with = "humantime_serde")]
+    pub negative_ttl: Duration,
+    /// Most answers kept; past it the least likely to be used again are
+    /// dropped (and asked for again when next seen).
+    pub max_entries: u64,
+    /// What a request whose credential could not be introspected gets.
+    pub on_error: IntrospectionOnError,
+    /// Names of the response's members; each unset one is the
+    /// `[tokens.claims]` name.
+    pub fields: IntrospectionFields,
+}
+
+impl Default for IntrospectionConfig {
+    fn default() -> Self {
+        IntrospectionConfig {
+            url: String::new(),
+            client_id: None,
+            client_secret: None,
+            timeout: Duration::from_secs(2),
+            cache_ttl: Duration::from_secs(60),
+            negative_ttl: Duration::from_secs(10),
+            max_entries: 100_000,
+            on_error: IntrospectionOnError::Reject,
+            fields: IntrospectionFields::default(),
+        }
+    }
+}
+
+/// `identity.introspection.on_error`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum IntrospectionOnError {
+    /// 503: an unknown identity is never taken as one no rule covers.
+    #[default]
+    Reject,
+    /// Judge the credential as one with no attributes (scope rules cannot
+    /// match it).
+    Pass,
+}
+
+/// `[identity.introspection.fields]`: the response members that carry each
+/// attribute; unset ones are the `[tokens.claims]` names.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct IntrospectionFields {
+    /// Subject member.
+    pub sub: Option<String>,
+    /// Organisation member.
+    pub org: Option<String>,
+    /// Provider member.
+    pub provider: Option<String>,
+    /// Issued-at member.
+    pub iat: Option<String>,
+    /// Expiry member.
+    pub exp: Option<String>,
 }
 
 /// What a stale instance does once `store.max_staleness` is exceeded.

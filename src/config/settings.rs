@@ -75,6 +75,8 @@ pub struct Settings {
     pub dialect_secrets: DialectSecrets,
     /// JWT verification of revokers, when `[tokens.verify]` is set.
     pub verify: Option<crate::identity::VerifySettings>,
+    /// `[identity.introspection]`, checked.
+    pub(super) introspection: Option<crate::identity::IntrospectionSettings>,
 }
 
 // === impl Settings ===
@@ -233,6 +235,13 @@ impl Settings {
     /// `log.format`.
     pub fn log_format(&self) -> LogFormat {
         self.raw.log.format
+    }
+
+    /// `[identity.introspection]`, when set: the endpoint (https or
+    /// loopback http), its Basic authorization, timings within their bounds,
+    /// the member names resolved against `[tokens.claims]`.
+    pub fn introspection(&self) -> Option<&crate::identity::IntrospectionSettings> {
+        self.introspection.as_ref()
     }
 
     /// `log.access_log`.

@@ -352,3 +352,98 @@ fn a_refresh_interval_below_the_minimum_is_refused() {
         "tokens.verify.refresh_interval: must be at least min_refresh_interval"
     );
 }
+
+#[test]
+fn introspection_is_checked_key_by_key() {
+    let base = "[upstream]\nurl = \"http://u\"\n[identity.introspection]\n";
+    let good =
+        "url = \"https://as.example/introspect\"\nclient_id = \"rg\"\nclient_secret = \"s3cret\"\n";
+    assert!(check("[upstream]\nurl = \"http://u\"\n")
+        .unwrap()
+        .introspection()
+        .is_none());
+    let s = check(&format!("{base}{good}")).unwrap();
+    let i = s.introspection().unwrap();
+    assert_eq!(i.uri, "https://as.example/introspect");
+    assert_eq!(i.timeout, Duration::from_secs(2));
+    assert_eq!(i.cache_ttl, Duration::from_secs(60));
+    assert_eq!(i.negative_ttl, Duration::from_secs(10));
+    assert_eq!(i.max_entries, 100_000);
+    assert_eq!(i.on_error, IntrospectionOnError::Reject);
+    assert_eq!(i.fields, crate::credentials::ClaimNames::default());
+    assert_eq!(i.authorization.as_ref().unwrap(), "Basic cmc6czNjcmV0");
+    assert!(!format!("{i:?}").contains("cmc6czNjcmV0"), "{i:?}");
+    // Loopback http, no client pair, `pass`, and member names: each unset
+    // one is the `[tokens.claims]` name.
+    let s = check(&format!(
+        "[tokens.claims]\nsub = \"uid\"\n{base}url = \"http://127.0.0.1:9/i\"\non_error = \"pass\"\n[identity.introspection.fields]\norg = \"tenant\"\n"
+    ))
+    .unwrap();
+    let i = s.introspection().unwrap();
+    assert!(i.authorization.is_none());
+    assert_eq!(i.on_error, IntrospectionOnError::Pass);
+    assert_eq!(
+        (
+            i.fields.sub.as_str(),
+            i.fields.org.as_str(),
+            i.fields.provider.as_str()
+        ),
+        ("uid", "tenant", "provider")
+    );
+    let cases = [
+        ("url = \"\"", "identity.introspection.url"),
+        (
+            "url = \"http://as.example/i\"",
+            "identity.introspection.url",
+        ),
+        ("url = \"ftp://as.example/i\"", "identity.introspection.url"),
+        (
+            "url = \"https://a/i\"\nclient_id = \"rg\"",
+            "identity.introspection.client_secret",
+        ),
+        (
+            "url = \"https://a/i\"\nclient_secret = \"s\"",
+            "identity.introspection.client_id",
+        ),
+        (
+            "url = \"https://a/i\"\nclient_id = \"\"\nclient_secret = \"s\"",
+            "identity.introspection.client_id",
+        ),
+        (
+            "url = \"https://a/i\"\ntimeout = \"0s\"",
+            "identity.introspection.timeout",
+        ),
+        (
+            "url = \"https://a/i\"\ntimeout = \"2m\"",
+            "identity.introspection.timeout",
+        ),
+        (
+            "url = \"https://a/i\"\ncache_ttl = \"0s\"",
+            "identity.introspection.cache_ttl",
+        ),
+        (
+            "url = \"https://a/i\"\nnegative_ttl = \"0s\"",
+            "identity.introspection.negative_ttl",
+        ),
+        (
+            "url = \"https://a/i\"\nmax_entries = 0",
+            "identity.introspection.max_entries",
+        ),
+        (
+            "url = \"https://a/i\"\n[identity.introspection.fields]\nsub = \"\"",
+            "identity.introspection.fields.sub",
+        ),
+    ];
+    for (toml, key) in cases {
+        let err = check(&format!("{base}{toml}")).unwrap_err();
+        assert_eq!(err.key, key, "{toml}: {err}");
+    }
+    // Unknown keys and values are refused by the parser, with the line.
+    for toml in [
+        "url = \"https://a/i\"\non_error = \"maybe\"",
+        "url = \"https://a/i\"\nttl = \"1s\"",
+    ] {
+        let err = check(&format!("{base}{toml}")).unwrap_err();
+        assert!(err.key.starts_with("line "), "{toml}: {err}");
+    }
+}

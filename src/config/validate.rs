@@ -62,7 +62,8 @@ impl Config {
         let (dialects, dialect_secrets) = self.validate_revoke()?;
         let admin_listen = self.validate_admin()?;
         self.validate_log()?;
-        self.validate_identity()?;
+        self.validate_issuance()?;
+        let introspection = self.validate_identity()?;
         Ok(Settings {
             raw: self.clone(),
             listen,
@@ -73,12 +74,13 @@ impl Config {
             dialects,
             dialect_secrets,
             verify,
+            introspection,
         })
     }
 
-    /// `[identity]`: each token endpoint a path and a method, each field
-    /// name and static value non-empty.
-    fn validate_identity(&self) -> Result<(), ConfigError> {
+    /// `[[identity.issuance]]`: each token endpoint a path and a method,
+    /// each field name and static value non-empty.
+    fn validate_issuance(&self) -> Result<(), ConfigError> {
         for (i, e) in self.identity.issuance.iter().enumerate() {
             let key = |k: &str| format!("identity.issuance[{i}].{k}");
             if !e.path.starts_with('/') {
@@ -101,6 +103,104 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// `[identity]`: `[identity.introspection]` (the endpoint, its client
+    /// pair, timings, the cache bound, the response's member names).
+    fn validate_identity(
+        &self,
+    ) -> Result<Option<crate::identity::IntrospectionSettings>, ConfigError> {
+        let Some(i) = &self.identity.introspection else {
+            return Ok(None);
+        };
+        let uri = super::verify::secure_url(
+            "identity.introspection.url",
+            &i.url,
+            "raw tokens and the client secret would cross the network in the clear",
+        )?;
+        let authorization = match (&i.client_id, &i.client_secret) {
+            (Some(id), Some(secret)) => {
+                if id.is_empty() {
+                    return Err(ConfigError::new(
+                        "identity.introspection.client_id",
+                        "must not be empty",
+                    ));
+                }
+                Some(
+                    crate::identity::introspection::basic_authorization(id, secret).ok_or_else(
+                        || {
+                            ConfigError::new(
+                                "identity.introspection.client_id",
+                                "cannot be sent in an Authorization header",
+                            )
+                        },
+                    )?,
+                )
+            }
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(ConfigError::new(
+                    "identity.introspection.client_secret",
+                    "required with client_id",
+                ))
+            }
+            (None, Some(_)) => {
+                return Err(ConfigError::new(
+                    "identity.introspection.client_id",
+                    "required with client_secret",
+                ))
+            }
+        };
+        within("identity.introspection.timeout", i.timeout, MIN, MINUTE)?;
+        within("identity.introspection.cache_ttl", i.cache_ttl, MIN, DAY)?;
+        within(
+            "identity.introspection.negative_ttl",
+            i.negative_ttl,
+            MIN,
+            DAY,
+        )?;
+        if !(1..=100_000_000).contains(&i.max_entries) {
+            return Err(ConfigError::new(
+                "identity.introspection.max_entries",
+                "must be between 1 and 100000000",
+            ));
+        }
+        let claims = &self.tokens.claims;
+        let f = &i.fields;
+        let mut fields = crate::credentials::ClaimNames::default();
+        for (key, target, set, default) in [
+            ("sub", &mut fields.sub, &f.sub, &claims.sub),
+            ("org", &mut fields.org, &f.org, &claims.org),
+            (
+                "provider",
+                &mut fields.provider,
+                &f.provider,
+                &claims.provider,
+            ),
+            ("iat", &mut fields.iat, &f.iat, &claims.iat),
+            ("exp", &mut fields.exp, &f.exp, &claims.exp),
+        ] {
+            match set {
+                Some(name) if name.is_empty() => {
+                    return Err(ConfigError::new(
+                        format!("identity.introspection.fields.{key}"),
+                        "must not be empty",
+                    ))
+                }
+                Some(name) => *target = name.clone(),
+                None => *target = default.clone(),
+            }
+        }
+        Ok(Some(crate::identity::IntrospectionSettings {
+            uri,
+            authorization,
+            timeout: i.timeout,
+            cache_ttl: i.cache_ttl,
+            negative_ttl: i.negative_ttl,
+            max_entries: i.max_entries,
+            on_error: i.on_error,
+            fields,
+        }))
     }
 
     /// `[server]`: the listen address, limits, timeouts, TLS files.

@@ -107,6 +107,16 @@ impl VerifyConfig {
 /// A JWKS URL: `https://`, or `http://` to a loopback host (where no one
 /// can tamper with the keys in transit).
 pub(super) fn jwks_url(key: &str, v: &str) -> Result<http::Uri, ConfigError> {
+    secure_url(
+        key,
+        v,
+        "keys fetched in the clear can be replaced in transit",
+    )
+}
+
+/// A URL revgate sends to or trusts answers from: `https://`, or `http://`
+/// to a loopback host only; `why` says what the clear would risk.
+pub(super) fn secure_url(key: &str, v: &str, why: &str) -> Result<http::Uri, ConfigError> {
     let uri: http::Uri = v
         .parse()
         .map_err(|_| ConfigError::new(key, format!("not a URL: {v:?}")))?;
@@ -127,7 +137,7 @@ pub(super) fn jwks_url(key: &str, v: &str) -> Result<http::Uri, ConfigError> {
             } else {
                 Err(ConfigError::new(
                     key,
-                    "must be https:// (http:// only to a loopback host): keys fetched in the clear can be replaced in transit",
+                    format!("must be https:// (http:// only to a loopback host): {why}"),
                 ))
             }
         }

@@ -105,6 +105,17 @@ pub fn peek_jwt(token: &str, names: &ClaimNames) -> Option<Attributes> {
     let serde_json::Value::Object(claims) = serde_json::from_slice(&bytes).ok()? else {
         return None;
     };
+    Some(from_claims(&claims, names))
+}
+
+/// The attributes named by `names` in a JSON object of claims (a JWT's
+/// payload, an RFC 7662 introspection response): strings or numbers for
+/// the identifiers (empty strings count as absent), unix seconds as
+/// numbers or numeric strings for the times.
+pub fn from_claims(
+    claims: &serde_json::Map<String, serde_json::Value>,
+    names: &ClaimNames,
+) -> Attributes {
     let text = |name: &str| match claims.get(name) {
         Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
         Some(serde_json::Value::Number(n)) => Some(n.to_string()),
@@ -117,7 +128,7 @@ pub fn peek_jwt(token: &str, names: &ClaimNames) -> Option<Attributes> {
         Some(serde_json::Value::String(s)) => s.parse().ok(),
         _ => None,
     };
-    Some(Attributes {
+    Attributes {
         sub: text(&names.sub),
         org: text(&names.org),
         provider: text(&names.provider),
@@ -125,7 +136,7 @@ pub fn peek_jwt(token: &str, names: &ClaimNames) -> Option<Attributes> {
         exp: time(&names.exp),
         jti: text("jti"),
         iss: text("iss"),
-    })
+    }
 }
 
 /// A credential's attributes: JWT claims first, then trusted identity headers

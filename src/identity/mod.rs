@@ -12,7 +12,11 @@
 //! 2. else the trusted identity headers (`[tokens.identity_headers]`), which
 //!    an authenticating layer in front of revgate sets.
 //!
-//! Without either, the call gets the dialect's 401 and nothing is revoked.
+//! Between the two, when `[identity.introspection]` is configured, the
+//! authorization server's RFC 7662 answer for the caller's own credential
+//! ([`introspection`]): an active credential's `sub`.
+//!
+//! Without any, the call gets the dialect's 401 and nothing is revoked.
 //!
 //! A scope rule names a subject, not an issuer (tokens are judged on their
 //! peeked `sub` alone): list several `issuers` only when their subject
@@ -27,9 +31,12 @@
 //! already been fooled independently of revgate.
 //!
 //! *Judging* a request keeps using peeked claims (`credentials::peek_jwt`):
-//! a forged claim there can only get its own bearer rejected.
+//! a forged claim there can only get its own bearer rejected. A credential
+//! that names no subject that way is introspected when scope rules exist
+//! and `[identity.introspection]` is set ([`introspection`]).
 
 mod claims;
+pub mod introspection;
 pub mod jwks;
 mod keys;
 #[cfg(test)]
@@ -40,6 +47,7 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use introspection::{Answer, IntrospectionSettings, Introspector};
 pub use jwks::Verifier;
 pub use verify::{KeySet, KeySetError, Policy, VerifiedClaims, VerifyError};
 

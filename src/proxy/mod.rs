@@ -391,6 +391,12 @@ impl Gateway {
                 admitted.also(checker.key.jti_fingerprint(None, jti));
             }
             admitted.attributes = attributes;
+            if let (None, Some(introspector)) = (&admitted.attributes.sub, &checker.introspection) {
+                // Judged by its introspected subject: registered under it.
+                if let Some(introspected) = introspector.cached_attributes(fp).await {
+                    admitted.attributes = (*introspected).clone();
+                }
+            }
         }
         live::admit(&*self.store, admitted, kind).await
     }

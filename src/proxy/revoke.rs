@@ -68,8 +68,10 @@ impl Runtime {
     /// the trusted identity headers name it, so a forged unsigned token
     /// cannot revoke someone else's tokens; in **forward** mode the
     /// upstream's 2xx authenticates the caller (the command is applied only
-    /// then), so the peeked claims may name it. Token revokes do not depend
-    /// on the mode.
+    /// then), so the peeked claims may name it. In both modes an
+    /// introspection that says the caller's credential is active names it
+    /// too (`[identity.introspection]`). Token revokes do not depend on the
+    /// mode.
     pub async fn command(
         &self,
         intent: RevokeIntent,
@@ -85,7 +87,10 @@ impl Runtime {
             }
             RevokeIntent::Scope { org, provider } => {
                 let sub = match mode {
-                    RevokeMode::Forward => self.peeked_revoker(caller).await,
+                    RevokeMode::Forward => match self.peeked_revoker(caller).await {
+                        Some(sub) => Some(sub),
+                        None => self.introspected_revoker(caller).await,
+                    },
                     RevokeMode::Terminate => self.verified_revoker(caller).await,
                 }?;
                 Some(RevocationCommand::Scope(self.scope_rule(ScopeKey {
@@ -135,8 +140,8 @@ impl Runtime {
 
     /// The caller's subject from a verified source only: its credential's
     /// JWT if the verifier accepts it, else the credential's binding
-    /// (recorded by an operator or learned from its issuance), else the
-    /// trusted identity headers.
+    /// (recorded by an operator or learned from its issuance), else its
+    /// introspection, else the trusted identity headers.
     pub(crate) async fn verified_revoker(&self, caller: &Caller<'_>) -> Option<String> {
         let sources = &self.settings.attribute_sources;
         let token = caller.credential(&self.checker);
@@ -155,6 +160,9 @@ impl Runtime {
         if let Some(sub) = self.bound_caller(caller, token.as_deref()).await {
             return Some(sub);
         }
+        if let Some(sub) = self.introspected_revoker(caller).await {
+            return Some(sub);
+        }
         let mut attrs = credentials::Attributes::default();
         credentials::identity_fill(&mut attrs, caller.headers, &sources.identity_headers);
         attrs.sub
@@ -171,6 +179,16 @@ impl Runtime {
                 None
             }
         }
+    }
+
+    /// The caller's subject as the authorization server names it when it
+    /// introspects the caller's own credential as active
+    /// (`[identity.introspection]`; see `identity::introspection`).
+    async fn introspected_revoker(&self, caller: &Caller<'_>) -> Option<String> {
+        let introspector = self.checker.introspection.as_ref()?;
+        let token = caller.credential(&self.checker)?;
+        let fp = self.checker.key.token_fingerprint(&token);
+        introspector.caller_subject(fp, &token).await
     }
 
     /// A scope rule revoking every token of `key` issued up to now, kept

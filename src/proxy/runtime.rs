@@ -101,6 +101,10 @@ impl Runtime {
             .verify
             .as_ref()
             .map(|v| crate::identity::Verifier::new(v, tls.clone()));
+        // So is the introspection endpoint.
+        let introspection = settings
+            .introspection()
+            .map(|i| crate::identity::Introspector::new(i, tls.clone()));
         warn_unidentifiable_revokers(&settings);
         let client = crate::tls::OutboundClient {
             connect_timeout: up.connect_timeout,
@@ -155,6 +159,7 @@ impl Runtime {
                 sources: settings.credential_sources.clone(),
                 attributes: settings.attribute_sources.clone(),
                 jti: settings.revoke_by_jti(),
+                introspection,
             },
             dialects,
             client,
@@ -265,10 +270,14 @@ impl Runtime {
 }
 
 /// Says loudly when a terminate-mode scope dialect can never identify its
-/// caller (no `[tokens.verify]`, no identity header for the subject): every
+/// caller (no `[tokens.verify]`, no `[identity.introspection]`, no identity
+/// header for the subject): every
 /// such call will be a 401.
 pub(crate) fn warn_unidentifiable_revokers(settings: &Settings) {
-    if settings.verify.is_some() || settings.attribute_sources.identity_headers.sub.is_some() {
+    if settings.verify.is_some()
+        || settings.introspection().is_some()
+        || settings.attribute_sources.identity_headers.sub.is_some()
+    {
         return;
     }
     for d in &settings.dialects {

@@ -47,7 +47,8 @@
 //!                  shared: form.rs (query/form decoding), secrets.rs,
 //!                  fastapi.rs (LangSmith's and Codegen's FastAPI shapes)
 //! identity/        principals: the verified identity of a revoker (JWT
-//!                  against a JWKS, or trusted identity headers)
+//!                  against a JWKS, or trusted identity headers);
+//!                  introspection.rs (RFC 7662, cached, single-flight)
 //! store/           RevocationStore trait, LocalCache (bloom + scopes), live
 //!                  (open upgrades and h2 streams a revocation must close),
 //!                  journal/ (record format, replay, group-commit writer,

@@ -59,6 +59,7 @@
 //! metrics.rs       Prometheus metrics
 //! telemetry.rs     logging, throttled warnings
 //! demo.rs          `revgate demo`: the gateway in front of a built-in echo upstream
+//! cli/             `revgate admin ...` (the admin API from a shell), the version
 //! ```
 //!
 //! The design, and this map in more detail: `docs/architecture.md`.
@@ -71,6 +72,7 @@
 
 pub mod admin;
 pub(crate) mod admission;
+pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod demo;
@@ -236,15 +238,21 @@ pub fn build(
     Ok(Arc::new(Gateway::new(runtime, store, shutdown)))
 }
 
-/// Runs the gateway on bound listeners until `shutdown` is cancelled, then
-/// drains in-flight requests (up to `server.drain_timeout`) and flushes the
-/// store. `on_start` receives the handles once serving.
-pub async fn run(
-    listeners: Listeners,
-    settings: Settings,
-    shutdown: CancellationToken,
-    on_start: impl FnOnce(&Running),
-) -> Result<(), StartError> {
+/// A gateway ready to serve: store opened (journal replayed or Redis
+/// loaded), TLS loaded, nothing listening yet. [`start`] makes it; print
+/// `listening` only after it, so a store that cannot open fails start-up
+/// before anyone is told the gateway is up.
+pub struct Started {
+    gateway: Arc<Gateway>,
+    store: Arc<dyn RevocationStore>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    resolver: Option<Arc<tls::ReloadingCertResolver>>,
+    options: server::Options,
+}
+
+/// Opens the store, loads TLS and builds the gateway: everything that can
+/// fail at start-up but binding.
+pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Started, StartError> {
     let key = fingerprint_key(&settings)?;
     match metrics::install() {
         Ok(handle) => {
@@ -283,19 +291,57 @@ pub async fn run(
         None => (None, None),
     };
     let gateway = build(settings, store.clone(), key, shutdown.clone())?;
-    on_start(&Running {
-        gateway: gateway.clone(),
-        tls: resolver,
-    });
-    let admin = tokio::spawn(admin::serve(
-        listeners.admin,
-        gateway.clone(),
-        shutdown.clone(),
-    ));
-    server::serve(listeners.http, acceptor, gateway, options, shutdown).await;
-    let _ = admin.await;
-    if let Err(e) = store.flush().await {
-        tracing::error!(error = %e, "store flush at shutdown failed");
+    Ok(Started {
+        gateway,
+        store,
+        acceptor,
+        resolver,
+        options,
+    })
+}
+
+impl Started {
+    /// The handles a caller keeps (reloads).
+    pub fn running(&self) -> Running {
+        Running {
+            gateway: self.gateway.clone(),
+            tls: self.resolver.clone(),
+        }
     }
+
+    /// Serves on bound listeners until `shutdown`, drains, flushes the store.
+    pub async fn serve(self, listeners: Listeners, shutdown: CancellationToken) {
+        let admin = tokio::spawn(admin::serve(
+            listeners.admin,
+            self.gateway.clone(),
+            shutdown.clone(),
+        ));
+        server::serve(
+            listeners.http,
+            self.acceptor,
+            self.gateway,
+            self.options,
+            shutdown,
+        )
+        .await;
+        let _ = admin.await;
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "store flush at shutdown failed");
+        }
+    }
+}
+
+/// Runs the gateway on bound listeners until `shutdown` is cancelled, then
+/// drains in-flight requests (up to `server.drain_timeout`) and flushes the
+/// store. `on_start` receives the handles once serving.
+pub async fn run(
+    listeners: Listeners,
+    settings: Settings,
+    shutdown: CancellationToken,
+    on_start: impl FnOnce(&Running),
+) -> Result<(), StartError> {
+    let started = start(settings, shutdown.clone()).await?;
+    on_start(&started.running());
+    started.serve(listeners, shutdown).await;
     Ok(())
 }

@@ -75,6 +75,30 @@ impl Config {
         })
     }
 
+    /// Every error at once, one per section at most (a section stops at its
+    /// first bad key, since later checks in it build on earlier ones), for
+    /// `check-config` and start-up. Empty when [`Config::validate`] passes.
+    pub fn check_all(&self) -> Vec<ConfigError> {
+        let errors: Vec<ConfigError> = [
+            self.validate_server().err(),
+            self.validate_upstream().err(),
+            self.validate_routes().err(),
+            self.validate_tokens().err(),
+            self.validate_store().err(),
+            self.validate_revoke().err(),
+            self.validate_admin().err(),
+            self.validate_log().err(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if errors.is_empty() {
+            // Whatever `validate` checks across sections.
+            return self.validate().err().into_iter().collect();
+        }
+        errors
+    }
+
     /// `[server]`: the listen address, limits, timeouts, TLS files.
     fn validate_server(&self) -> Result<SocketAddr, ConfigError> {
         let s = &self.server;

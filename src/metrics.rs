@@ -37,6 +37,7 @@
 //! | `revgate_live_sessions_closed_total` | counter | `kind` (`upgrade`, `h2_stream`) |
 //! | `revgate_connections_open` | gauge | |
 //! | `revgate_connections_limited_total` | counter | |
+//! | `revgate_store_fenced` | gauge | |
 //! | `revgate_build_info` | gauge (always 1) | `version`, `commit` |
 //! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_start_time_seconds`, `process_threads` | gauge/counter | |
 //!
@@ -103,6 +104,7 @@ const CONNECTIONS_OPEN: &str = "revgate_connections_open";
 const CONNECTIONS_LIMITED: &str = "revgate_connections_limited_total";
 const RATE_LIMITED: &str = "revgate_rate_limited_total";
 const BUILD_INFO: &str = "revgate_build_info";
+const STORE_FENCED: &str = "revgate_store_fenced";
 
 /// The process-metrics collector (`process_*`), made once.
 fn process() -> &'static metrics_process::Collector {
@@ -247,6 +249,10 @@ fn describe() {
     describe_counter!(
         CONNECTIONS_LIMITED,
         "Times accepting paused at server.max_connections."
+    );
+    describe_gauge!(
+        STORE_FENCED,
+        "1 while the store is stale past store.max_staleness: requests are refused (stale_action = reject) or each looked up."
     );
     describe_gauge!(
         BUILD_INFO,
@@ -466,6 +472,8 @@ pub fn store_gauges(store: &dyn crate::store::RevocationStore) {
         status.token_rules,
         status.scope_rules,
     );
+    let fenced = store.check_mode() != crate::store::CheckMode::Local;
+    metrics::gauge!(STORE_FENCED).set(if fenced { 1.0 } else { 0.0 });
     let cache = store.cache();
     let filter = cache.bloom();
     bloom(filter.fill_ratio(), filter.bits(), filter.capacity() as u64);

@@ -223,7 +223,7 @@ pub struct Running {
     /// The gateway (for reloads).
     pub gateway: Arc<Gateway>,
     /// Certificate reloader, when TLS is on.
-    pub tls: Option<Arc<tls::ReloadingCertResolver>>,
+    pub tls: Option<Arc<tls::SniResolver>>,
 }
 
 /// Builds the gateway over an opened store.
@@ -246,7 +246,7 @@ pub struct Started {
     gateway: Arc<Gateway>,
     store: Arc<dyn RevocationStore>,
     acceptor: Option<tokio_rustls::TlsAcceptor>,
-    resolver: Option<Arc<tls::ReloadingCertResolver>>,
+    resolver: Option<Arc<tls::SniResolver>>,
     options: server::Options,
 }
 
@@ -275,15 +275,15 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<St
     };
     let (acceptor, resolver) = match settings.tls() {
         Some(t) => {
-            let resolver = Arc::new(
-                tls::ReloadingCertResolver::load(&t.cert, &t.key)
-                    .map_err(|e| StartError::Tls(e.to_string()))?,
-            );
-            tokio::spawn(tls::watch(
-                resolver.clone(),
-                Duration::from_secs(2),
-                shutdown.clone(),
-            ));
+            let resolver =
+                Arc::new(tls::SniResolver::load(t).map_err(|e| StartError::Tls(e.to_string()))?);
+            for r in resolver.resolvers() {
+                tokio::spawn(tls::watch(
+                    r.clone(),
+                    Duration::from_secs(2),
+                    shutdown.clone(),
+                ));
+            }
             let cfg =
                 tls::server_config(resolver.clone()).map_err(|e| StartError::Tls(e.to_string()))?;
             (Some(tokio_rustls::TlsAcceptor::from(cfg)), Some(resolver))

@@ -23,7 +23,7 @@ use clap::{Parser, Subcommand};
 use revgate::config::{Config, Overrides};
 use revgate::dialect::RevokeMode;
 use revgate::proxy::Gateway;
-use revgate::tls::ReloadingCertResolver;
+use revgate::tls::SniResolver;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
@@ -218,7 +218,7 @@ fn signals(
     shutdown: CancellationToken,
     overrides: Overrides,
     gateway: Arc<Gateway>,
-    tls: Option<Arc<ReloadingCertResolver>>,
+    tls: Option<Arc<SniResolver>>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
@@ -240,7 +240,7 @@ fn signals(
     });
 }
 
-fn reload(overrides: &Overrides, gateway: &Gateway, tls: Option<&ReloadingCertResolver>) {
+fn reload(overrides: &Overrides, gateway: &Gateway, tls: Option<&SniResolver>) {
     let settings = match overrides.load().and_then(|c| c.validate()) {
         Ok(s) => s,
         Err(e) => {

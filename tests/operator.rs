@@ -583,3 +583,193 @@ async fn demo_starts_fresh_each_run() {
     second.kill().unwrap();
     second.wait().unwrap();
 }
+
+/// The metric names an expression text mentions (`revgate_*`, `process_*`),
+/// histogram series folded into their family.
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut out = std::collections::BTreeSet::new();
+    for prefix in ["revgate_", "process_"] {
+        for (i, _) in text.match_indices(prefix) {
+            if i > 0 && text.as_bytes()[i - 1].is_ascii_alphanumeric() {
+                continue;
+            }
+            let name: String = text[i..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            let name = ["_bucket", "_count", "_sum"]
+                .iter()
+                .fold(name.as_str(), |n, s| n.strip_suffix(s).unwrap_or(n))
+                .to_string();
+            out.insert(name);
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn alert_rules_and_the_dashboard_use_only_series_exported_at_start_up() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy/kubernetes/monitoring");
+    let rules = std::fs::read_to_string(root.join("prometheusrule.yaml")).unwrap();
+    let exprs: String = rules
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#'))
+        .collect::<Vec<_>>()
+        .join("\n");
+    let mut names = metric_names(&exprs);
+    for alert in [
+        "RevgateStoreStale",
+        "RevgateStoreFenced",
+        "RevgateRevocationApplyFailures",
+        "RevgateJournalBacklog",
+        "RevgateRevokedRequestSpike",
+        "RevgateUpstreamErrors",
+    ] {
+        assert!(rules.contains(&format!("alert: {alert}\n")), "{alert}");
+    }
+    let dashboard: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("revgate-dashboard.json")).unwrap(),
+    )
+    .unwrap();
+    let panels = dashboard["panels"].as_array().unwrap();
+    assert!(panels.len() >= 12);
+    for p in panels {
+        let targets = p["targets"].as_array().unwrap();
+        assert!(!targets.is_empty(), "{}", p["title"]);
+        for t in targets {
+            names.extend(metric_names(t["expr"].as_str().unwrap()));
+        }
+    }
+    assert!(names.len() >= 15, "{names:?}");
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new().upstream(&up.url).spawn();
+    let r = fetch(&format!("{}/metrics", gw.admin_url), &[]).await;
+    let m = prometheus::parse(&r.text()).unwrap();
+    for name in &names {
+        assert!(
+            m.family_type(name).is_some(),
+            "{name} is used by an alert or the dashboard but not exported at start-up"
+        );
+    }
+    assert_eq!(m.sum("revgate_store_fenced", &[]), 0.0);
+}
+
+/// The leaf certificate the listener at `addr` presents for SNI `sni`,
+/// verified against `ca` for that name (`Err` when it does not cover it).
+async fn served_cert(addr: std::net::SocketAddr, ca: &str, sni: &str) -> Result<Vec<u8>, String> {
+    use rustls_pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls_pki_types::CertificateDer::from_pem_slice(ca.as_bytes()).unwrap())
+        .unwrap();
+    let cfg = rustls::ClientConfig::builder_with_provider(revgate::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls_pki_types::ServerName::try_from(sni.to_string()).unwrap();
+    let tls = tokio_rustls::TlsConnector::from(std::sync::Arc::new(cfg))
+        .connect(name, tcp)
+        .await
+        .map_err(|e| e.to_string())?;
+    Ok(tls.get_ref().1.peer_certificates().unwrap()[0].to_vec())
+}
+
+fn der(pem: &str) -> Vec<u8> {
+    use rustls_pki_types::pem::PemObject as _;
+    rustls_pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .unwrap()
+        .to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_listener_serves_several_certificates_chosen_by_sni() {
+    let ca = support::certs::TestCa::new("sni test CA");
+    let dir = tempfile::tempdir().unwrap();
+    let mut files = Vec::new();
+    let mut pems = Vec::new();
+    for (i, sans) in [&["default.test"][..], &["api.test"], &["*.apps.test"]]
+        .iter()
+        .enumerate()
+    {
+        let (cert, key) = ca.issue_server(sans);
+        let (c, k) = (
+            dir.path().join(format!("{i}.crt")),
+            dir.path().join(format!("{i}.key")),
+        );
+        std::fs::write(&c, &cert).unwrap();
+        std::fs::write(&k, &key).unwrap();
+        files.push((c, k));
+        pems.push(cert);
+    }
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new()
+        .upstream(&up.url)
+        .toml(&format!(
+            "[server.tls]\ncert = {:?}\nkey = {:?}\n\
+             [[server.tls.certificates]]\nnames = [\"API.test\"]\ncert = {:?}\nkey = {:?}\n\
+             [[server.tls.certificates]]\nnames = [\"*.apps.test\"]\ncert = {:?}\nkey = {:?}\n",
+            files[0].0, files[0].1, files[1].0, files[1].1, files[2].0, files[2].1
+        ))
+        .spawn();
+    let ca_pem = ca.cert_pem();
+    assert_eq!(
+        served_cert(gw.addr, ca_pem, "default.test").await,
+        Ok(der(&pems[0]))
+    );
+    assert_eq!(
+        served_cert(gw.addr, ca_pem, "api.test").await,
+        Ok(der(&pems[1]))
+    );
+    assert_eq!(
+        served_cert(gw.addr, ca_pem, "x.apps.test").await,
+        Ok(der(&pems[2]))
+    );
+    // A wildcard covers one label only: a.b.apps.test gets the default,
+    // which does not cover it either, and the client refuses it.
+    let err = served_cert(gw.addr, ca_pem, "a.b.apps.test")
+        .await
+        .unwrap_err();
+    assert!(
+        err.contains(r#"only valid for DnsName("default.test")"#),
+        "{err}"
+    );
+    assert_eq!(up.hits(), 0);
+
+    // Bad entries are refused, naming the entry.
+    let config = dir.path().join("bad.toml");
+    for (entry, want) in [
+        (
+            format!("names = [\"api.test\", \"API.TEST\"]\ncert = {:?}\nkey = {:?}", files[1].0, files[1].1),
+            "server.tls.certificates[0].names: \"API.TEST\" is already listed by server.tls.certificates[0]",
+        ),
+        (
+            format!("names = [\"bad name\"]\ncert = {:?}\nkey = {:?}", files[1].0, files[1].1),
+            "server.tls.certificates[0].names: \"bad name\" is not a host name or *.domain",
+        ),
+        (
+            format!("names = []\ncert = {:?}\nkey = {:?}", files[1].0, files[1].1),
+            "server.tls.certificates[0].names: must list at least one name",
+        ),
+        (
+            format!("names = [\"x.test\"]\ncert = \"/nonexistent.crt\"\nkey = {:?}", files[1].1),
+            "server.tls.certificates[0].cert: no such file: /nonexistent.crt",
+        ),
+    ] {
+        std::fs::write(
+            &config,
+            format!(
+                "[upstream]\nurl = \"http://127.0.0.1:1\"\n[server.tls]\ncert = {:?}\nkey = {:?}\n[[server.tls.certificates]]\n{entry}\n",
+                files[0].0, files[0].1
+            ),
+        )
+        .unwrap();
+        let out = check_config(&config, &[]);
+        assert_eq!(out.status.code(), Some(2));
+        assert_eq!(
+            text(&out.stderr),
+            format!("revgate: invalid configuration:\n{}: {want}\n", config.display())
+        );
+    }
+}

@@ -115,6 +115,24 @@ impl Default for ServerConfig {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerTlsConfig {
+    /// PEM certificate chain: the default, for a client that sends no SNI
+    /// name or one no `certificates` entry lists.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// `[[server.tls.certificates]]`: more certificates on the same
+    /// listener, each chosen when the client's SNI name is one of its
+    /// `names` (`api.example.com`, or `*.example.com` for one label).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<SniCertificateConfig>,
+}
+
+/// `[[server.tls.certificates]]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SniCertificateConfig {
+    /// The SNI names this certificate answers: host names, or `*.domain`.
+    pub names: Vec<String>,
     /// PEM certificate chain.
     pub cert: PathBuf,
     /// PEM private key.

@@ -146,6 +146,7 @@ impl Config {
                     ));
                 }
             }
+            crate::tls::sni::validate(&tls.certificates)?;
         }
         Ok(listen)
     }

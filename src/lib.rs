@@ -58,6 +58,7 @@
 //! tls.rs           rustls configs, certificate reload
 //! metrics.rs       Prometheus metrics
 //! telemetry.rs     logging, throttled warnings
+//! otel.rs          request ids, OpenTelemetry traces (OTLP)
 //! demo.rs          `revgate demo`: the gateway in front of a built-in echo upstream
 //! cli/             `revgate admin ...` (the admin API from a shell), the version
 //! ```
@@ -82,6 +83,7 @@ pub(crate) mod hygiene;
 pub mod identity;
 pub mod idle;
 pub mod metrics;
+pub mod otel;
 pub mod proxy;
 pub mod ratelimit;
 pub mod refusal;
@@ -115,6 +117,9 @@ pub enum StartError {
     /// TLS material could not be loaded.
     #[error("tls: {0}")]
     Tls(String),
+    /// The OTLP exporter could not start.
+    #[error(transparent)]
+    Tracing(#[from] otel::OtelError),
     /// A listener could not be bound.
     #[error("bind {addr}: {source}")]
     Bind {
@@ -260,6 +265,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<St
         }
         Err(e) => tracing::warn!(error = %e, "metrics disabled"),
     }
+    otel::init(settings.tracing())?;
     let store = open_store(&settings, shutdown.clone()).await?;
     let server = settings.server();
     let options = server::Options {
@@ -328,6 +334,8 @@ impl Started {
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "store flush at shutdown failed");
         }
+        // The last spans, from a blocking thread: the exporter's client is.
+        let _ = tokio::task::spawn_blocking(otel::shutdown).await;
     }
 }
 

@@ -34,6 +34,8 @@ pub struct Config {
     pub admin: AdminConfig,
     /// Logging.
     pub log: LogConfig,
+    /// Request ids and OpenTelemetry traces (`otel.rs`).
+    pub tracing: TracingConfig,
 }
 
 /// `[server]`
@@ -522,6 +524,42 @@ impl Default for LogConfig {
             format: LogFormat::Text,
             filter: "info".into(),
             access_log: true,
+        }
+    }
+}
+
+/// `[tracing]` (see `otel.rs`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Keep the client's `x-request-id` (or make one), send it upstream,
+    /// log it.
+    pub request_id: bool,
+    /// OTLP/HTTP traces endpoint (`http://host:4318/v1/traces`); empty:
+    /// no traces.
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// Fraction of the traces revgate starts that are sampled (a caller's
+    /// `traceparent` decides for its own).
+    pub sample_ratio: f64,
+    /// How often batched spans are sent.
+    #[serde(with = "humantime_serde")]
+    pub export_interval: Duration,
+    /// How long one export may take.
+    #[serde(with = "humantime_serde")]
+    pub export_timeout: Duration,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            request_id: true,
+            otlp_endpoint: String::new(),
+            service_name: "revgate".into(),
+            sample_ratio: 1.0,
+            export_interval: Duration::from_secs(5),
+            export_timeout: Duration::from_secs(10),
         }
     }
 }

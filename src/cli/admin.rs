@@ -433,12 +433,15 @@ async fn list(
     }
 }
 
+/// A table's cells from one answer.
+type Cells = fn(&Value) -> Vec<String>;
+
 fn print(args: &AdminArgs, rows: &[Value]) {
     if args.output == Output::Json {
         println!("{}", Value::Array(rows.to_vec()));
         return;
     }
-    let (head, cells): (&[&str], fn(&Value) -> Vec<String>) = match &args.action {
+    let (head, cells): (&[&str], Cells) = match &args.action {
         Action::Revoke(_) => (&["KIND", "TARGET", "EXPIRES_AT", "CHANGED"], |v| {
             let r = &v["recorded"];
             let target = match r["kind"].as_str() {

@@ -6,9 +6,13 @@
 
 mod support;
 
+#[path = "support/redis.rs"]
+mod redis_support;
+
 use std::io::Write as _;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
+use std::time::Duration;
 
 use serde_json::Value;
 use support::*;
@@ -772,4 +776,70 @@ async fn one_listener_serves_several_certificates_chosen_by_sni() {
             format!("revgate: invalid configuration:\n{}: {want}\n", config.display())
         );
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cli_lists_token_revocations_kept_in_redis_across_instances() {
+    let redis = redis_support::RedisServer::spawn();
+    let up = Upstream::new().spawn().await;
+    let shared = |up: &RunningUpstream| {
+        Gateway::new()
+            .upstream(&up.url)
+            .arg("--store")
+            .arg(&redis.url())
+            .toml(&format!(
+                "[tokens]\nfingerprint_key = \"{}\"\n[store]\nkey_prefix = \"opkit\"\n[admin]\ntoken = \"{ADMIN_TOKEN}\"",
+                "cd".repeat(32)
+            ))
+            .spawn()
+    };
+    let a = shared(&up);
+    let b = shared(&up);
+    for g in [&a, &b] {
+        wait_for("ready", Duration::from_secs(20), async || {
+            fetch(&format!("{}/readyz", g.admin_url), &[]).await.status == 200
+        })
+        .await;
+    }
+    let tokens: Vec<String> = (0..7).map(|i| format!("redis-tok-{i}")).collect();
+    let revoked = ok_json(&admin(
+        &a,
+        Some(ADMIN_TOKEN),
+        &["revoke", "-o", "json"],
+        &tokens.join("\n"),
+    ));
+    let mut want: Vec<String> = revoked
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["recorded"]["fingerprint"].as_str().unwrap().to_string())
+        .collect();
+    want.sort();
+    // Listed through the other instance, page by page (SCAN), from Redis.
+    let listed = ok_json(&admin(
+        &b,
+        Some(ADMIN_TOKEN),
+        &["list", "--page-size", "2", "-o", "json"],
+        "",
+    ));
+    let mut got: Vec<String> = listed
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["source"], "redis", "{r}");
+            r["fingerprint"].as_str().unwrap().to_string()
+        })
+        .collect();
+    got.sort();
+    got.dedup();
+    assert_eq!(got, want);
+    // The API's own cursor is Redis's; a bad one is refused.
+    let r = fetch(
+        &format!("{}/admin/v1/revocations?cursor=nope", b.admin_url),
+        &[("authorization", &format!("Bearer {ADMIN_TOKEN}"))],
+    )
+    .await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_revoked(&b, &up, "redis-tok-3").await;
 }

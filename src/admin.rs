@@ -9,6 +9,7 @@
 //! | `POST /admin/v1/revocations`           | `{"token":"..."}` or `{"scope":{"sub":..,"org":..,"provider":..}}` | 200 what was recorded, once durable |
 //! | `POST /admin/v1/revocations/lookup`    | `{"token":"..."}` or `{"fingerprint":".."}` | 200 `{"fingerprint":..,"revoked":bool}` |
 //! | `GET /admin/v1/scopes?limit=&cursor=`  |                                        | 200 `{"scopes":[...],"next_cursor":..}`, one page |
+//! | `GET /admin/v1/revocations?limit=&cursor=` |                          | 200 `{"revocations":[{"fingerprint","expires_at","source"}],"next_cursor":..}` (`admin/list.rs`) |
 //! | `DELETE /admin/v1/revocations`         | `{"token"}`, `{"fingerprint"}` or `{"scope"}` | 200 `{"removed":bool}`; audited in the log |
 //! | `/admin/v1/principals*`                | who holds a credential: see [`principals`] | |
 //!
@@ -38,6 +39,8 @@
 //!   The cursor names the last key of the page (keyset pagination), so a page
 //!   walk never repeats or skips a rule that exists throughout it, whatever
 //!   is added or removed meanwhile.
+
+mod list;
 
 use std::sync::Arc;
 
@@ -373,6 +376,7 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: std::net::IpAddr) ->
             r
         }
         (&Method::GET, "/admin/v1/scopes") => scopes_page(gw, req.uri().query()),
+        (&Method::GET, "/admin/v1/revocations") => list::tokens_page(gw, req.uri().query()).await,
         (&Method::POST, "/admin/v1/revocations") => {
             let named = match target(req.into_body()).await {
                 Err(r) => return *r,

@@ -59,7 +59,9 @@
 //! tls.rs           rustls configs, certificate reload
 //! metrics.rs       Prometheus metrics
 //! telemetry.rs     logging, throttled warnings
+//! otel.rs          request ids, OpenTelemetry traces (OTLP)
 //! demo.rs          `revgate demo`: the gateway in front of a built-in echo upstream
+//! cli/             `revgate admin ...` (the admin API from a shell), the version
 //! ```
 //!
 //! The design, and this map in more detail: `docs/architecture.md`.
@@ -72,6 +74,7 @@
 
 pub mod admin;
 pub(crate) mod admission;
+pub mod cli;
 pub mod config;
 pub mod credentials;
 pub mod demo;
@@ -81,6 +84,7 @@ pub(crate) mod hygiene;
 pub mod identity;
 pub mod idle;
 pub mod metrics;
+pub mod otel;
 pub mod proxy;
 pub mod ratelimit;
 pub mod refusal;
@@ -114,6 +118,9 @@ pub enum StartError {
     /// TLS material could not be loaded.
     #[error("tls: {0}")]
     Tls(String),
+    /// The OTLP exporter could not start.
+    #[error(transparent)]
+    Tracing(#[from] otel::OtelError),
     /// A listener could not be bound.
     #[error("bind {addr}: {source}")]
     Bind {
@@ -222,7 +229,7 @@ pub struct Running {
     /// The gateway (for reloads).
     pub gateway: Arc<Gateway>,
     /// Certificate reloader, when TLS is on.
-    pub tls: Option<Arc<tls::ReloadingCertResolver>>,
+    pub tls: Option<Arc<tls::SniResolver>>,
 }
 
 /// Builds the gateway over an opened store.
@@ -237,15 +244,21 @@ pub fn build(
     Ok(Arc::new(Gateway::new(runtime, store, shutdown)))
 }
 
-/// Runs the gateway on bound listeners until `shutdown` is cancelled, then
-/// drains in-flight requests (up to `server.drain_timeout`) and flushes the
-/// store. `on_start` receives the handles once serving.
-pub async fn run(
-    listeners: Listeners,
-    settings: Settings,
-    shutdown: CancellationToken,
-    on_start: impl FnOnce(&Running),
-) -> Result<(), StartError> {
+/// A gateway ready to serve: store opened (journal replayed or Redis
+/// loaded), TLS loaded, nothing listening yet. [`start`] makes it; print
+/// `listening` only after it, so a store that cannot open fails start-up
+/// before anyone is told the gateway is up.
+pub struct Started {
+    gateway: Arc<Gateway>,
+    store: Arc<dyn RevocationStore>,
+    acceptor: Option<tokio_rustls::TlsAcceptor>,
+    resolver: Option<Arc<tls::SniResolver>>,
+    options: server::Options,
+}
+
+/// Opens the store, loads TLS and builds the gateway: everything that can
+/// fail at start-up but binding.
+pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Started, StartError> {
     let key = fingerprint_key(&settings)?;
     match metrics::install() {
         Ok(handle) => {
@@ -253,6 +266,7 @@ pub async fn run(
         }
         Err(e) => tracing::warn!(error = %e, "metrics disabled"),
     }
+    otel::init(settings.tracing())?;
     let store = open_store(&settings, shutdown.clone()).await?;
     let server = settings.server();
     let options = server::Options {
@@ -268,15 +282,15 @@ pub async fn run(
     };
     let (acceptor, resolver) = match settings.tls() {
         Some(t) => {
-            let resolver = Arc::new(
-                tls::ReloadingCertResolver::load(&t.cert, &t.key)
-                    .map_err(|e| StartError::Tls(e.to_string()))?,
-            );
-            tokio::spawn(tls::watch(
-                resolver.clone(),
-                Duration::from_secs(2),
-                shutdown.clone(),
-            ));
+            let resolver =
+                Arc::new(tls::SniResolver::load(t).map_err(|e| StartError::Tls(e.to_string()))?);
+            for r in resolver.resolvers() {
+                tokio::spawn(tls::watch(
+                    r.clone(),
+                    Duration::from_secs(2),
+                    shutdown.clone(),
+                ));
+            }
             let cfg =
                 tls::server_config(resolver.clone()).map_err(|e| StartError::Tls(e.to_string()))?;
             (Some(tokio_rustls::TlsAcceptor::from(cfg)), Some(resolver))
@@ -284,19 +298,59 @@ pub async fn run(
         None => (None, None),
     };
     let gateway = build(settings, store.clone(), key, shutdown.clone())?;
-    on_start(&Running {
-        gateway: gateway.clone(),
-        tls: resolver,
-    });
-    let admin = tokio::spawn(admin::serve(
-        listeners.admin,
-        gateway.clone(),
-        shutdown.clone(),
-    ));
-    server::serve(listeners.http, acceptor, gateway, options, shutdown).await;
-    let _ = admin.await;
-    if let Err(e) = store.flush().await {
-        tracing::error!(error = %e, "store flush at shutdown failed");
+    Ok(Started {
+        gateway,
+        store,
+        acceptor,
+        resolver,
+        options,
+    })
+}
+
+impl Started {
+    /// The handles a caller keeps (reloads).
+    pub fn running(&self) -> Running {
+        Running {
+            gateway: self.gateway.clone(),
+            tls: self.resolver.clone(),
+        }
     }
+
+    /// Serves on bound listeners until `shutdown`, drains, flushes the store.
+    pub async fn serve(self, listeners: Listeners, shutdown: CancellationToken) {
+        let admin = tokio::spawn(admin::serve(
+            listeners.admin,
+            self.gateway.clone(),
+            shutdown.clone(),
+        ));
+        server::serve(
+            listeners.http,
+            self.acceptor,
+            self.gateway,
+            self.options,
+            shutdown,
+        )
+        .await;
+        let _ = admin.await;
+        if let Err(e) = self.store.flush().await {
+            tracing::error!(error = %e, "store flush at shutdown failed");
+        }
+        // The last spans, from a blocking thread: the exporter's client is.
+        let _ = tokio::task::spawn_blocking(otel::shutdown).await;
+    }
+}
+
+/// Runs the gateway on bound listeners until `shutdown` is cancelled, then
+/// drains in-flight requests (up to `server.drain_timeout`) and flushes the
+/// store. `on_start` receives the handles once serving.
+pub async fn run(
+    listeners: Listeners,
+    settings: Settings,
+    shutdown: CancellationToken,
+    on_start: impl FnOnce(&Running),
+) -> Result<(), StartError> {
+    let started = start(settings, shutdown.clone()).await?;
+    on_start(&started.running());
+    started.serve(listeners, shutdown).await;
     Ok(())
 }

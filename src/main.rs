@@ -1,7 +1,10 @@
-//! The `revgate` binary: `run` (the default), `check-config`, `demo`.
+//! The `revgate` binary: `run` (the default), `check-config`, `demo`,
+//! `admin` (the admin API from a shell, `revgate::cli::admin`) and
+//! `completions bash|zsh|fish|...` (clap_complete).
 //!
-//! Exit codes: 0 after a clean shutdown; 2 for a bad configuration (the
-//! message names the key); 1 for any other start-up failure.
+//! Exit codes: 0 after a clean shutdown; 2 for a bad configuration (every
+//! error, each naming its file and key); 1 for any other start-up failure
+//! (the store that cannot open among them: reported before `listening`).
 
 #![deny(unsafe_code)]
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
@@ -41,14 +44,14 @@ use clap::{Parser, Subcommand};
 use revgate::config::{Config, Overrides};
 use revgate::dialect::RevokeMode;
 use revgate::proxy::Gateway;
-use revgate::tls::ReloadingCertResolver;
+use revgate::tls::SniResolver;
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
 #[command(
     name = "revgate",
-    version,
+    version = revgate::cli::VERSION,
     about = "A reverse proxy that makes bearer-token revocation real"
 )]
 struct Cli {
@@ -75,6 +78,13 @@ enum Command {
         #[command(flatten)]
         overrides: Overrides,
     },
+    /// Call the admin API: revoke, look up, un-revoke, list.
+    Admin(revgate::cli::admin::AdminArgs),
+    /// Print a shell completion script, e.g. `revgate completions bash > /etc/bash_completion.d/revgate`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn main() -> ExitCode {
@@ -85,25 +95,53 @@ fn main() -> ExitCode {
         Some(Command::Run { overrides }) => ("run", overrides),
         Some(Command::CheckConfig { overrides }) => ("check-config", overrides),
         Some(Command::Demo { overrides }) => ("demo", overrides),
+        Some(Command::Admin(args)) => {
+            return match revgate::cli::admin::run(args) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("revgate admin: {e}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        Some(Command::Completions { shell }) => {
+            use clap::CommandFactory as _;
+            use std::io::Write as _;
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "revgate", &mut script);
+            // A closed pipe (`| head`) is not an error worth a panic.
+            let _ = std::io::stdout().write_all(&script);
+            return ExitCode::SUCCESS;
+        }
     };
-    let config = match overrides.load() {
+    // The demo's own defaults are applied in `serve`; check its file and
+    // flags like any other.
+    let config = match overrides.load_all() {
         Ok(c) => c,
-        Err(e) => {
-            eprintln!("revgate: invalid configuration: {e}");
+        Err(report) => {
+            eprintln!("revgate: invalid configuration:\n{report}");
             return ExitCode::from(2);
         }
     };
+    if cmd != "demo" {
+        if let Err(report) =
+            revgate::config::ConfigReport::check(&config, overrides.config.as_deref())
+        {
+            eprintln!("revgate: invalid configuration:\n{report}");
+            return ExitCode::from(2);
+        }
+    }
     if cmd == "check-config" {
-        return match config.validate() {
-            Ok(_) => {
-                println!("configuration ok");
-                ExitCode::SUCCESS
-            }
-            Err(e) => {
-                eprintln!("revgate: invalid configuration: {e}");
-                ExitCode::from(2)
-            }
-        };
+        if let Err(e) = revgate::config::journal_writable(&config.store.journal) {
+            let report = revgate::config::ConfigReport {
+                file: overrides.config.clone(),
+                errors: vec![e],
+            };
+            eprintln!("revgate: invalid configuration:\n{report}");
+            return ExitCode::from(2);
+        }
+        println!("configuration ok");
+        return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -136,7 +174,15 @@ async fn serve(demo: bool, mut config: Config, overrides: Overrides) -> anyhow::
             config.revoke.mode = RevokeMode::Terminate;
         }
         if overrides.journal.is_none() && overrides.config.is_none() {
-            config.store.journal = std::env::temp_dir().join("revgate-demo.journal");
+            // A fresh journal each run, so `demo-token` starts allowed: the
+            // previous run's file is removed (with its fingerprint key).
+            let journal = std::env::temp_dir().join("revgate-demo.journal");
+            for suffix in ["", ".key"] {
+                let mut p = journal.clone().into_os_string();
+                p.push(suffix);
+                let _ = std::fs::remove_file(p);
+            }
+            config.store.journal = journal;
         }
     }
     let settings = match config.validate() {
@@ -153,6 +199,19 @@ async fn serve(demo: bool, mut config: Config, overrides: Overrides) -> anyhow::
             return Ok(ExitCode::FAILURE);
         }
     };
+    // The store opens (journal replayed, Redis loaded) before `listening` is
+    // printed: a journal that cannot be written fails here, not after.
+    let started = match revgate::start(settings, shutdown.clone()).await {
+        Ok(s) => s,
+        Err(revgate::StartError::Config(e)) => {
+            eprintln!("revgate: invalid configuration: {e}");
+            return Ok(ExitCode::from(2));
+        }
+        Err(e) => {
+            eprintln!("revgate: {e}");
+            return Ok(ExitCode::FAILURE);
+        }
+    };
     let http = listeners.http.local_addr()?;
     let admin = listeners.admin.local_addr()?;
     // One machine-readable line on stdout: tests and scripts read the bound
@@ -162,31 +221,17 @@ async fn serve(demo: bool, mut config: Config, overrides: Overrides) -> anyhow::
         serde_json::json!({"event": "listening", "listen": http.to_string(), "admin": admin.to_string()})
     );
     if demo {
-        eprintln!("revgate demo: gateway on http://{http}, admin on http://{admin}, echo upstream behind it");
+        eprintln!("revgate demo: gateway on http://{http}, admin on http://{admin}, echo upstream behind it (fresh journal each run)");
         eprintln!("  curl -i -H 'Authorization: Bearer demo-token' http://{http}/hello");
         eprintln!("  curl -i -X POST http://{http}/oauth/revoke -d token=demo-token");
         eprintln!(
             "  curl -i -H 'Authorization: Bearer demo-token' http://{http}/hello   # now 401"
         );
     }
-    let stop = shutdown.clone();
-    let result = revgate::run(listeners, settings, shutdown.clone(), move |running| {
-        signals(
-            stop,
-            overrides,
-            running.gateway.clone(),
-            running.tls.clone(),
-        );
-    })
-    .await;
-    match result {
-        Ok(()) => Ok(ExitCode::SUCCESS),
-        Err(revgate::StartError::Config(e)) => {
-            eprintln!("revgate: invalid configuration: {e}");
-            Ok(ExitCode::from(2))
-        }
-        Err(e) => Err(e.into()),
-    }
+    let running = started.running();
+    signals(shutdown.clone(), overrides, running.gateway, running.tls);
+    started.serve(listeners, shutdown).await;
+    Ok(ExitCode::SUCCESS)
 }
 
 /// SIGTERM/SIGINT: graceful shutdown. SIGHUP: reload the config file and
@@ -195,7 +240,7 @@ fn signals(
     shutdown: CancellationToken,
     overrides: Overrides,
     gateway: Arc<Gateway>,
-    tls: Option<Arc<ReloadingCertResolver>>,
+    tls: Option<Arc<SniResolver>>,
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
@@ -217,7 +262,7 @@ fn signals(
     });
 }
 
-fn reload(overrides: &Overrides, gateway: &Gateway, tls: Option<&ReloadingCertResolver>) {
+fn reload(overrides: &Overrides, gateway: &Gateway, tls: Option<&SniResolver>) {
     let settings = match overrides.load().and_then(|c| c.validate()) {
         Ok(s) => s,
         Err(e) => {

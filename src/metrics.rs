@@ -43,6 +43,9 @@
 //! | `revgate_store_bindings` | gauge | (embedded store; Redis holds them remotely) |
 //! | `revgate_introspection_requests_total` | counter | `outcome` (`active`, `inactive`, `error`, `timeout`) |
 //! | `revgate_introspection_cache_hits_total` | counter | |
+//! | `revgate_store_fenced` | gauge | |
+//! | `revgate_build_info` | gauge (always 1) | `version`, `commit` |
+//! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_start_time_seconds`, `process_threads` | gauge/counter | |
 //!
 //! Every counter whose labels are a fixed set is exported at 0 from
 //! [`install`] on (`export_at_zero`); `revgate_requests_total` from the
@@ -67,6 +70,11 @@
 //! - With no HTTP listener from the exporter crate, nothing drains the
 //!   histograms between scrapes; [`upkeep`] does, so memory stays bounded
 //!   when nobody scrapes.
+//!
+//! - Process metrics are the standard `process_*` series (the names every
+//!   Prometheus client library exports, so stock dashboards work), from the
+//!   `metrics-process` crate, read at each render: a scrape costs one read
+//!   of `/proc/self`, a request nothing.
 //!
 //! Size: ~460 lines of code (every metric in one file, by design) and ~140
 //! of tests.
@@ -105,6 +113,14 @@ const BINDINGS_RECORDED: &str = "revgate_bindings_recorded_total";
 const STORE_BINDINGS: &str = "revgate_store_bindings";
 const INTROSPECTIONS: &str = "revgate_introspection_requests_total";
 const INTROSPECTION_HITS: &str = "revgate_introspection_cache_hits_total";
+const BUILD_INFO: &str = "revgate_build_info";
+const STORE_FENCED: &str = "revgate_store_fenced";
+
+/// The process-metrics collector (`process_*`), made once.
+fn process() -> &'static metrics_process::Collector {
+    static PROCESS: OnceLock<metrics_process::Collector> = OnceLock::new();
+    PROCESS.get_or_init(metrics_process::Collector::default)
+}
 
 /// Buckets for the gateway's own time per request: 10 µs .. 1 s.
 pub const OVERHEAD_BUCKETS: &[f64] = &[
@@ -188,6 +204,13 @@ fn export_at_zero() {
         metrics::counter!(INTROSPECTIONS, "outcome" => outcome).increment(0);
     }
     metrics::counter!(INTROSPECTION_HITS).increment(0);
+    metrics::gauge!(
+        BUILD_INFO,
+        "version" => env!("CARGO_PKG_VERSION"),
+        "commit" => crate::cli::COMMIT
+    )
+    .set(1.0);
+    process().collect();
 }
 
 fn describe() {
@@ -244,6 +267,15 @@ fn describe() {
         CONNECTIONS_LIMITED,
         "Times accepting paused at server.max_connections."
     );
+    describe_gauge!(
+        STORE_FENCED,
+        "1 while the store is stale past store.max_staleness: requests are refused (stale_action = reject) or each looked up."
+    );
+    describe_gauge!(
+        BUILD_INFO,
+        "Always 1; its labels say which version and commit is running."
+    );
+    process().describe();
     describe_counter!(
         RATE_LIMITED,
         "Calls refused with 429 by a per-client rate limit, by surface (revoke, admin)."
@@ -492,6 +524,8 @@ pub fn store_gauges(store: &dyn crate::store::RevocationStore) {
         status.scope_rules,
     );
     metrics::gauge!(STORE_BINDINGS).set(status.bindings as f64);
+    let fenced = store.check_mode() != crate::store::CheckMode::Local;
+    metrics::gauge!(STORE_FENCED).set(if fenced { 1.0 } else { 0.0 });
     let cache = store.cache();
     let filter = cache.bloom();
     bloom(filter.fill_ratio(), filter.bits(), filter.capacity() as u64);
@@ -502,6 +536,7 @@ pub fn store_gauges(store: &dyn crate::store::RevocationStore) {
 /// [`install`] was not called (then only what is recorded from now on
 /// shows). Empty if another recorder owns the process.
 pub fn render() -> String {
+    process().collect();
     install().map(|h| h.render()).unwrap_or_default()
 }
 

@@ -158,11 +158,13 @@ pub struct AccessLog<'a> {
     pub fingerprint: Option<&'a Fingerprint>,
     /// Client address.
     pub peer: Option<SocketAddr>,
+    /// The request id (`tracing.request_id`), as sent upstream.
+    pub request_id: Option<&'a str>,
 }
 
 /// Emits `entry` at `info` on target [`ACCESS_TARGET`]: fields `method`,
 /// `path`, `version`, `status`, `route`, `outcome`, `duration_us`,
-/// `upstream_us`, `fp`, `peer`.
+/// `upstream_us`, `fp`, `peer`, `request_id`.
 pub fn access(entry: &AccessLog<'_>) {
     if !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
         return;
@@ -181,6 +183,7 @@ pub fn access(entry: &AccessLog<'_>) {
         upstream_us = entry.upstream.map(|d| d.as_micros() as u64),
         fp = fp.as_deref(),
         peer = entry.peer.map(tracing::field::display),
+        request_id = entry.request_id,
         "access"
     );
 }
@@ -308,6 +311,7 @@ mod tests {
             upstream: None,
             fingerprint: Some(fp),
             peer: Some("127.0.0.1:5555".parse().unwrap()),
+            request_id: Some("req-42"),
         }
     }
 
@@ -347,6 +351,7 @@ mod tests {
         assert_eq!(access_line["duration_us"], 1234);
         assert_eq!(access_line["level"], "INFO");
         assert!(access_line.get("upstream_us").is_none());
+        assert_eq!(access_line["request_id"], "req-42");
     }
 
     #[test]

@@ -1,16 +1,21 @@
-//! Offline checks of `deploy/`: every Kubernetes manifest validates against
-//! the Kubernetes schemas (`kubernetes-validate`, strict, oldest and newest
-//! version we support), every revgate config a ConfigMap embeds parses and
-//! validates, the pods are wired to their configs (ports, probes, config
-//! path, writable journal dir, grace period covering preStop + drain), the
-//! selectors select something, and the Dockerfile's build and run commands
-//! are the ones the docs show.
+//! Offline checks of `deploy/`: every Kustomize overlay renders (`kubectl
+//! kustomize`, Debian's `kubectl`) and every rendered object validates: the
+//! built-in kinds against the Kubernetes schemas (`kubernetes-validate`,
+//! strict, oldest and newest version we support), the custom resources
+//! (cert-manager's Certificate, the Prometheus Operator's ServiceMonitor and
+//! PrometheusRule) against models generated from their CRDs
+//! (`deploy/tools/check_crds.py`, strict too); every revgate config an
+//! overlay generates parses and validates; the pods are wired to their
+//! configs (ports, probes, config path, writable journal dir, admin token
+//! and fingerprint key from a Secret, TLS files from a mounted Secret, grace
+//! period covering preStop + drain); the selectors select something; and
+//! the Dockerfile's build and run commands are the ones the docs show.
 //!
-//! `kubernetes-validate` comes from PyPI: the test installs it into a venv
-//! under the target directory the first time (`python3 -m venv
-//! target/kv && target/kv/bin/pip install kubernetes-validate==1.37.0`), and
-//! reuses it afterwards. The same venv's PyYAML turns the manifests into
-//! JSON (`deploy/tools/manifest_facts.py`), so no YAML crate is needed.
+//! The Python tools come from PyPI: the test installs them into a venv
+//! under the target directory the first time (`python3 -m venv target/kv`,
+//! then `pip install` of [`PY_PACKAGES`]), and reuses it afterwards. The
+//! same venv's PyYAML turns the rendered manifests into JSON
+//! (`deploy/tools/manifest_facts.py`), so no YAML crate is needed.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -23,11 +28,26 @@ use serde_json::Value;
 
 /// The validator release (and so the schema set) the test installs.
 const KUBERNETES_VALIDATE: &str = "kubernetes-validate==1.37.0";
+/// Everything the venv holds: the validator, and the CRD models.
+const PY_PACKAGES: [&str; 4] = [
+    KUBERNETES_VALIDATE,
+    "cloudcoil==0.6.0",
+    "cloudcoil-models-prometheus-operator==0.80.1.0",
+    "cloudcoil-models-cert-manager==1.17.1.0",
+];
 /// Kubernetes versions the manifests must validate against: the oldest we
 /// claim to support and the newest the validator knows.
 const KUBERNETES_VERSIONS: [&str; 2] = ["1.29.0", "1.37.0"];
 /// What a pod's grace period must leave beyond preStop + drain.
 const GRACE_SLACK: u64 = 5;
+/// Every kustomization one applies (`kubectl apply -k deploy/kubernetes/X`).
+const OVERLAYS: [&str; 5] = [
+    "overlays/ingress",
+    "overlays/ingress-redis",
+    "overlays/sidecar",
+    "overlays/tls",
+    "monitoring",
+];
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -55,21 +75,24 @@ fn run(cmd: &mut Command) -> std::process::Output {
     out
 }
 
-/// The venv holding kubernetes-validate (and PyYAML), installed on first use.
+/// The venv holding kubernetes-validate, the CRD models and PyYAML,
+/// installed on first use (and again when [`PY_PACKAGES`] changes).
 fn venv() -> &'static Path {
     static VENV: OnceLock<PathBuf> = OnceLock::new();
     VENV.get_or_init(|| {
         let dir = target_dir().join("kv");
-        let validator = dir.join("bin").join("kubernetes-validate");
-        if !validator.exists() {
-            run(Command::new("python3").arg("-m").arg("venv").arg(&dir));
-            run(Command::new(dir.join("bin").join("pip")).args([
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-                KUBERNETES_VALIDATE,
-            ]));
+        let stamp = dir.join("revgate-packages.txt");
+        let want = PY_PACKAGES.join("\n");
+        if std::fs::read_to_string(&stamp).ok().as_deref() != Some(want.as_str()) {
+            if !dir.join("bin").join("pip").exists() {
+                run(Command::new("python3").arg("-m").arg("venv").arg(&dir));
+            }
+            run(Command::new(dir.join("bin").join("pip"))
+                .args(["install", "--quiet", "--disable-pip-version-check"])
+                .args(PY_PACKAGES));
+            std::fs::write(&stamp, &want).unwrap();
         }
+        let validator = dir.join("bin").join("kubernetes-validate");
         assert!(
             validator.exists(),
             "{} missing after install",
@@ -79,25 +102,42 @@ fn venv() -> &'static Path {
     })
 }
 
-/// Every `*.yaml` under deploy/kubernetes, sorted.
-fn manifests() -> Vec<PathBuf> {
-    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
-        for entry in std::fs::read_dir(dir).unwrap() {
-            let path = entry.unwrap().path();
-            if path.is_dir() {
-                walk(&path, out);
-            } else if matches!(
-                path.extension().and_then(|e| e.to_str()),
-                Some("yaml" | "yml")
-            ) {
-                out.push(path);
-            }
-        }
-    }
-    let mut out = Vec::new();
-    walk(&root().join("deploy/kubernetes"), &mut out);
-    out.sort();
-    out
+/// One overlay, rendered: everything, the built-in kinds, the custom
+/// resources (each a YAML file under target/kustomize/).
+struct Rendered {
+    overlay: &'static str,
+    all: PathBuf,
+    core: PathBuf,
+    crds: PathBuf,
+}
+
+/// `kubectl kustomize` of every overlay.
+fn rendered() -> &'static [Rendered] {
+    static RENDERED: OnceLock<Vec<Rendered>> = OnceLock::new();
+    RENDERED.get_or_init(|| {
+        let out_dir = target_dir().join("kustomize");
+        std::fs::create_dir_all(&out_dir).unwrap();
+        OVERLAYS
+            .iter()
+            .map(|overlay| {
+                let out = run(Command::new("kubectl")
+                    .arg("kustomize")
+                    .arg(root().join("deploy/kubernetes").join(overlay)));
+                let stem = overlay.replace('/', "-");
+                let r = Rendered {
+                    overlay,
+                    all: out_dir.join(format!("{stem}.yaml")),
+                    core: out_dir.join(format!("{stem}.core.yaml")),
+                    crds: out_dir.join(format!("{stem}.crds.yaml")),
+                };
+                std::fs::write(&r.all, &out.stdout).unwrap();
+                run(Command::new(venv().join("bin").join("python"))
+                    .arg(root().join("deploy/tools/split_manifests.py"))
+                    .args([&r.all, &r.core, &r.crds]));
+                r
+            })
+            .collect()
+    })
 }
 
 /// Runs kubernetes-validate on `files`; returns (success, output).
@@ -121,32 +161,57 @@ fn validate(version: &str, files: &[PathBuf]) -> (bool, String) {
     (clean, text)
 }
 
-/// Every document of every manifest, as JSON.
-fn docs() -> &'static [(PathBuf, Value)] {
-    static DOCS: OnceLock<Vec<(PathBuf, Value)>> = OnceLock::new();
+/// Runs check_crds.py on `files`; returns (success, output).
+fn check_crds(files: &[PathBuf]) -> (bool, String) {
+    let out = Command::new(venv().join("bin").join("python"))
+        .arg(root().join("deploy/tools/check_crds.py"))
+        .args(files)
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Every rendered document, with its overlay.
+fn docs() -> &'static [(&'static str, Value)] {
+    static DOCS: OnceLock<Vec<(&'static str, Value)>> = OnceLock::new();
     DOCS.get_or_init(|| {
+        let by_file: BTreeMap<String, &'static str> = rendered()
+            .iter()
+            .map(|r| (r.all.display().to_string(), r.overlay))
+            .collect();
         let out = run(Command::new(venv().join("bin").join("python"))
             .arg(root().join("deploy/tools/manifest_facts.py"))
-            .args(manifests()));
+            .args(rendered().iter().map(|r| &r.all)));
         let all: Vec<Value> = serde_json::from_slice(&out.stdout).unwrap();
         all.into_iter()
-            .map(|v| (PathBuf::from(v["file"].as_str().unwrap()), v["doc"].clone()))
+            .map(|v| (by_file[v["file"].as_str().unwrap()], v["doc"].clone()))
             .collect()
     })
 }
 
-fn kind<'a>(kind: &'a str) -> impl Iterator<Item = &'static (PathBuf, Value)> + 'a {
+/// The documents of `kind`, in any overlay.
+fn kind<'a>(kind: &'a str) -> impl Iterator<Item = &'static (&'static str, Value)> + 'a {
     docs().iter().filter(move |(_, d)| d["kind"] == kind)
+}
+
+/// The documents of `kind` in `overlay`.
+fn kind_in<'a>(overlay: &'a str, k: &'a str) -> impl Iterator<Item = &'static Value> + 'a {
+    kind(k).filter(move |(o, _)| *o == overlay).map(|(_, d)| d)
 }
 
 fn name(doc: &Value) -> &str {
     doc["metadata"]["name"].as_str().unwrap()
 }
 
-/// The revgate configs embedded in ConfigMaps, by ConfigMap name.
-fn embedded_configs() -> BTreeMap<String, Config> {
+/// The revgate configs the overlays generate, by (overlay, ConfigMap name).
+fn embedded_configs() -> BTreeMap<(String, String), Config> {
     let mut out = BTreeMap::new();
-    for (file, doc) in kind("ConfigMap") {
+    for (overlay, doc) in kind("ConfigMap") {
         let Some(data) = doc["data"].as_object() else {
             continue;
         };
@@ -155,13 +220,27 @@ fn embedded_configs() -> BTreeMap<String, Config> {
                 continue;
             }
             let text = text.as_str().unwrap();
-            let config = Config::from_toml(text).unwrap_or_else(|e| {
-                panic!("{}: ConfigMap {} key {key}: {e}", file.display(), name(doc))
-            });
-            out.insert(name(doc).to_string(), config);
+            let config = Config::from_toml(text)
+                .unwrap_or_else(|e| panic!("{overlay}: ConfigMap {} key {key}: {e}", name(doc)));
+            out.insert((overlay.to_string(), name(doc).to_string()), config);
         }
     }
     out
+}
+
+/// A certificate and key for configs whose TLS files come from a Secret
+/// (they do not exist here): generated once.
+fn stand_in_tls() -> &'static (PathBuf, PathBuf) {
+    static FILES: OnceLock<(PathBuf, PathBuf)> = OnceLock::new();
+    FILES.get_or_init(|| {
+        let dir = target_dir().join("kustomize");
+        std::fs::create_dir_all(&dir).unwrap();
+        let cert = rcgen::generate_simple_self_signed(vec!["api.example.com".into()]).unwrap();
+        let (c, k) = (dir.join("stand-in.crt"), dir.join("stand-in.key"));
+        std::fs::write(&c, cert.cert.pem()).unwrap();
+        std::fs::write(&k, cert.signing_key.serialize_pem()).unwrap();
+        (c, k)
+    })
 }
 
 /// `config` as a pod runs it: with a shared store, the fingerprint key comes
@@ -176,10 +255,16 @@ fn as_deployed(config: &Config) -> Config {
     if c.admin.token.is_none() {
         c.admin.token = Some("placeholder-admin-token".into());
     }
+    // And the TLS files (a mounted Secret, checked above).
+    if let Some(tls) = &mut c.server.tls {
+        let (cert, key) = stand_in_tls();
+        tls.cert = cert.clone();
+        tls.key = key.clone();
+    }
     c
 }
 
-fn pods() -> impl Iterator<Item = (&'static PathBuf, &'static str, &'static Value)> {
+fn pods() -> impl Iterator<Item = (&'static str, &'static str, &'static Value)> {
     docs()
         .iter()
         .filter(|(_, d)| {
@@ -188,7 +273,7 @@ fn pods() -> impl Iterator<Item = (&'static PathBuf, &'static str, &'static Valu
                 Some("Deployment" | "StatefulSet" | "DaemonSet")
             )
         })
-        .map(|(f, d)| (f, name(d), &d["spec"]["template"]))
+        .map(|(o, d)| (*o, name(d), &d["spec"]["template"]))
 }
 
 fn prestop_sleep(container: &Value) -> Option<u64> {
@@ -228,29 +313,70 @@ fn dockerfile() -> Dockerfile {
 // === tests ===
 
 #[test]
-fn manifests_validate_against_kubernetes_schemas() {
-    let files = manifests();
-    let names: Vec<String> = files
-        .iter()
-        .map(|p| p.strip_prefix(root()).unwrap().display().to_string())
-        .collect();
-    for want in [
-        "deploy/kubernetes/sidecar.yaml",
-        "deploy/kubernetes/redis.yaml",
-        "deploy/kubernetes/ingress/deployment.yaml",
-        "deploy/kubernetes/ingress/service.yaml",
-        "deploy/kubernetes/ingress/configmap.yaml",
-        "deploy/kubernetes/ingress/pdb.yaml",
-        "deploy/kubernetes/ingress/hpa.yaml",
-    ] {
-        assert!(names.iter().any(|n| n == want), "{want} missing: {names:?}");
+fn every_overlay_renders_and_every_object_validates() {
+    // Every kustomization under deploy/kubernetes that is not the base or a
+    // component is in OVERLAYS (so none goes untested), and the other way.
+    fn walk(dir: &Path, out: &mut Vec<String>) {
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                walk(&path, out);
+            } else if path.file_name().is_some_and(|n| n == "kustomization.yaml") {
+                let rel = path
+                    .parent()
+                    .unwrap()
+                    .strip_prefix(root().join("deploy/kubernetes"));
+                out.push(rel.unwrap().display().to_string());
+            }
+        }
     }
-    for version in KUBERNETES_VERSIONS {
-        let (ok, out) = validate(version, &files);
-        assert!(ok, "manifests do not validate against {version}:\n{out}");
-    }
+    let mut found = Vec::new();
+    walk(&root().join("deploy/kubernetes"), &mut found);
+    found.retain(|d| d != "base" && !d.starts_with("components/"));
+    found.sort();
+    let mut want: Vec<String> = OVERLAYS.iter().map(|s| s.to_string()).collect();
+    want.sort();
+    assert_eq!(found, want);
+    // No plain manifests beside the kustomizations: everything is rendered.
+    assert!(!root().join("deploy/kubernetes/sidecar.yaml").exists());
 
-    // The validator really validates: a broken manifest and an unknown kind fail.
+    let core: Vec<PathBuf> = rendered().iter().map(|r| r.core.clone()).collect();
+    for version in KUBERNETES_VERSIONS {
+        let (ok, out) = validate(version, &core);
+        assert!(
+            ok,
+            "rendered overlays do not validate against {version}:\n{out}"
+        );
+    }
+    let crds: Vec<PathBuf> = rendered().iter().map(|r| r.crds.clone()).collect();
+    let (ok, out) = check_crds(&crds);
+    assert!(ok, "custom resources do not validate:\n{out}");
+    // Each overlay has what it is for.
+    let has = |overlay: &str, k: &str| kind_in(overlay, k).count();
+    assert_eq!(has("overlays/tls", "Certificate"), 1);
+    assert_eq!(has("monitoring", "ServiceMonitor"), 1);
+    assert_eq!(has("monitoring", "PrometheusRule"), 1);
+    assert_eq!(has("overlays/ingress", "PersistentVolumeClaim"), 1);
+    for o in ["overlays/ingress-redis", "overlays/sidecar", "overlays/tls"] {
+        assert_eq!(has(o, "StatefulSet"), 1, "{o}: Redis with Sentinel");
+    }
+    for o in ["overlays/ingress-redis", "overlays/tls"] {
+        assert_eq!(has(o, "HorizontalPodAutoscaler"), 1, "{o}");
+        assert_eq!(has(o, "PodDisruptionBudget"), 1, "{o}");
+    }
+    // Nobody is handed a made-up registry or a Secret's value.
+    for r in rendered() {
+        let text = std::fs::read_to_string(&r.all).unwrap();
+        assert!(!text.contains("registry.example.com"), "{}", r.overlay);
+    }
+    assert_eq!(
+        kind("Secret").count(),
+        0,
+        "Secrets are the operator's to create"
+    );
+
+    // The validators really validate: a broken manifest, an unknown kind
+    // and a custom resource with a misspelt field all fail.
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
     std::fs::write(
@@ -264,21 +390,56 @@ fn manifests_validate_against_kubernetes_schemas() {
         "apiVersion: example.com/v1\nkind: Gadget\nmetadata:\n  name: x\n",
     )
     .unwrap();
-    assert!(!validate(KUBERNETES_VERSIONS[0], &[bad]).0);
+    assert!(!validate(KUBERNETES_VERSIONS[0], std::slice::from_ref(&bad)).0);
+    assert!(!check_crds(std::slice::from_ref(&bad)).0);
+    std::fs::write(
+        &bad,
+        "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: x\nspec:\n  selector: {}\n  endpoints:\n    - port: admin\n      intervall: 30s\n",
+    )
+    .unwrap();
+    let (ok, out) = check_crds(std::slice::from_ref(&bad));
+    assert!(!ok && out.contains("intervall: unknown field"), "{out}");
 }
 
 #[test]
 fn embedded_configs_parse_and_validate() {
     let configs = embedded_configs();
-    assert!(
-        configs.len() >= 2,
-        "sidecar and ingress configs: {configs:?}"
-    );
-    for (name, config) in &configs {
+    for overlay in [
+        "overlays/ingress",
+        "overlays/ingress-redis",
+        "overlays/sidecar",
+        "overlays/tls",
+    ] {
+        assert!(
+            configs.keys().any(|(o, _)| o == overlay),
+            "{overlay} generates no revgate config: {configs:?}"
+        );
+    }
+    for ((overlay, name), config) in &configs {
         as_deployed(config)
             .validate()
-            .unwrap_or_else(|e| panic!("ConfigMap {name}: {e}"));
+            .unwrap_or_else(|e| panic!("{overlay}: ConfigMap {name}: {e}"));
     }
+    // The ingress overlay keeps the embedded store on its claim; the others
+    // share Redis through Sentinel; the tls overlay terminates TLS.
+    let store = |o: &str| {
+        configs
+            .iter()
+            .find(|((ov, _), _)| ov == o)
+            .map(|(_, c)| c.clone())
+            .unwrap()
+    };
+    assert_eq!(store("overlays/ingress").store.url, "memory");
+    for o in ["overlays/ingress-redis", "overlays/sidecar", "overlays/tls"] {
+        assert!(
+            store(o)
+                .store
+                .url
+                .starts_with("redis+sentinel://revgate-redis-sentinel:26379/"),
+            "{o}"
+        );
+    }
+    assert!(store("overlays/tls").server.tls.is_some());
 }
 
 #[test]
@@ -286,8 +447,8 @@ fn pods_are_wired_to_their_configs() {
     let configs = embedded_configs();
     let cmd = dockerfile().cmd;
     let mut revgate_pods = 0;
-    for (file, workload, pod) in pods() {
-        let at = format!("{}: {workload}", file.display());
+    for (overlay, workload, pod) in pods() {
+        let at = format!("{overlay}: {workload}");
         let spec = &pod["spec"];
         let containers = spec["containers"].as_array().unwrap();
         let grace = spec["terminationGracePeriodSeconds"].as_u64().unwrap_or(30);
@@ -340,8 +501,8 @@ fn pods_are_wired_to_their_configs() {
             .unwrap_or_else(|| panic!("{at}: nothing mounted at {config_path}'s directory"));
         let cm_name = volume(config_mount)["configMap"]["name"].as_str().unwrap();
         let config = configs
-            .get(cm_name)
-            .unwrap_or_else(|| panic!("{at}: ConfigMap {cm_name} not in deploy/"));
+            .get(&(overlay.to_string(), cm_name.to_string()))
+            .unwrap_or_else(|| panic!("{at}: ConfigMap {cm_name} not rendered"));
         // A shared store needs the fingerprint key shared by every replica.
         if config.store.url != "memory" && config.tokens.fingerprint_key.is_none() {
             let env = rg["env"].as_array().cloned().unwrap_or_default();
@@ -368,9 +529,25 @@ fn pods_are_wired_to_their_configs() {
             .to_str()
             .unwrap();
         assert!(
-            kind("ConfigMap").any(|(_, d)| name(d) == cm_name && d["data"][file_name].is_string()),
+            kind_in(overlay, "ConfigMap")
+                .any(|d| name(d) == cm_name && d["data"][file_name].is_string()),
             "{at}: ConfigMap {cm_name} has no key {file_name}"
         );
+        // The listener's certificate: files in a mounted Secret.
+        if let Some(tls) = &config.server.tls {
+            for file in [&tls.cert, &tls.key] {
+                let m = mounts
+                    .iter()
+                    .find(|m| file.parent() == Some(Path::new(m["mountPath"].as_str().unwrap())))
+                    .unwrap_or_else(|| {
+                        panic!("{at}: {} is not in a mounted volume", file.display())
+                    });
+                assert!(
+                    volume(m)["secret"]["secretName"].is_string(),
+                    "{at}: TLS from a Secret"
+                );
+            }
+        }
 
         // The journal's directory is writable: a mounted emptyDir or PVC, since
         // the root filesystem is read-only.
@@ -437,12 +614,21 @@ fn pods_are_wired_to_their_configs() {
             );
         }
     }
-    assert!(revgate_pods >= 2, "sidecar and ingress pods");
+    assert_eq!(revgate_pods, 4, "the four revgate overlays' pods");
 }
 
 #[test]
 fn selectors_and_references_resolve() {
-    let templates: Vec<&Value> = pods().map(|(_, _, pod)| pod).collect();
+    for overlay in OVERLAYS {
+        references_resolve_in(overlay);
+    }
+}
+
+fn references_resolve_in(overlay: &str) {
+    let templates: Vec<&Value> = pods()
+        .filter(|(o, _, _)| *o == overlay)
+        .map(|(_, _, pod)| pod)
+        .collect();
     let selects = |selector: &Value| -> Vec<&Value> {
         let want = selector.as_object().unwrap();
         templates
@@ -464,7 +650,7 @@ fn selectors_and_references_resolve() {
             .collect()
     };
 
-    for (_, svc) in kind("Service") {
+    for svc in kind_in(overlay, "Service") {
         let pods = selects(&svc["spec"]["selector"]);
         assert!(!pods.is_empty(), "Service {} selects no pod", name(svc));
         for p in svc["spec"]["ports"].as_array().unwrap() {
@@ -479,7 +665,7 @@ fn selectors_and_references_resolve() {
         }
     }
     for k in ["PodDisruptionBudget", "NetworkPolicy"] {
-        for (_, d) in kind(k) {
+        for d in kind_in(overlay, k) {
             let sel = if k == "NetworkPolicy" {
                 &d["spec"]["podSelector"]["matchLabels"]
             } else {
@@ -488,21 +674,21 @@ fn selectors_and_references_resolve() {
             assert!(!selects(sel).is_empty(), "{k} {} selects no pod", name(d));
         }
     }
-    for (_, hpa) in kind("HorizontalPodAutoscaler") {
+    for hpa in kind_in(overlay, "HorizontalPodAutoscaler") {
         let target = &hpa["spec"]["scaleTargetRef"];
         assert!(
-            kind(target["kind"].as_str().unwrap()).any(|(_, d)| name(d) == target["name"]),
+            kind_in(overlay, target["kind"].as_str().unwrap()).any(|d| name(d) == target["name"]),
             "HPA {} targets a missing {}",
             name(hpa),
             target["name"]
         );
         assert!(hpa["spec"]["minReplicas"].as_u64().unwrap() >= 2);
     }
-    for (_, pdb) in kind("PodDisruptionBudget") {
+    for pdb in kind_in(overlay, "PodDisruptionBudget") {
         // maxUnavailable 1 with the HPA's minimum leaves someone serving.
         assert_eq!(pdb["spec"]["maxUnavailable"], 1, "PDB {}", name(pdb));
     }
-    for (_, workload, pod) in pods() {
+    for (_, workload, pod) in pods().filter(|(o, _, _)| *o == overlay) {
         for v in pod["spec"]["volumes"]
             .as_array()
             .cloned()
@@ -510,8 +696,8 @@ fn selectors_and_references_resolve() {
         {
             if let Some(cm) = v["configMap"]["name"].as_str() {
                 assert!(
-                    kind("ConfigMap").any(|(_, d)| name(d) == cm),
-                    "{workload}: ConfigMap {cm} not in deploy/"
+                    kind_in(overlay, "ConfigMap").any(|d| name(d) == cm),
+                    "{overlay}/{workload}: ConfigMap {cm} not rendered"
                 );
             }
         }

@@ -36,6 +36,8 @@ pub struct Config {
     pub log: LogConfig,
     /// Who holds a credential: principals learned from token issuance.
     pub identity: IdentityConfig,
+    /// Request ids and OpenTelemetry traces (`otel.rs`).
+    pub tracing: TracingConfig,
 }
 
 /// `[identity]`: where credential bindings (`crate::store::principal`)
@@ -182,6 +184,24 @@ impl Default for ServerConfig {
 #[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ServerTlsConfig {
+    /// PEM certificate chain: the default, for a client that sends no SNI
+    /// name or one no `certificates` entry lists.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+    /// `[[server.tls.certificates]]`: more certificates on the same
+    /// listener, each chosen when the client's SNI name is one of its
+    /// `names` (`api.example.com`, or `*.example.com` for one label).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<SniCertificateConfig>,
+}
+
+/// `[[server.tls.certificates]]`
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SniCertificateConfig {
+    /// The SNI names this certificate answers: host names, or `*.domain`.
+    pub names: Vec<String>,
     /// PEM certificate chain.
     pub cert: PathBuf,
     /// PEM private key.
@@ -349,7 +369,6 @@ pub struct IdentityHeadersConfig {
     /// Header carrying the issue time (unix seconds).
     pub iat: Option<String>,
 }
-
 
 /// `[identity.introspection]`: an RFC 7662 endpoint asked for the
 /// attributes of credentials whose own claims name no subject (see
@@ -653,23 +672,102 @@ impl Default for LogConfig {
     }
 }
 
+/// `[tracing]` (see `otel.rs`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TracingConfig {
+    /// Keep the client's `x-request-id` (or make one), send it upstream,
+    /// log it.
+    pub request_id: bool,
+    /// OTLP/HTTP traces endpoint (`http://host:4318/v1/traces`); empty:
+    /// no traces.
+    pub otlp_endpoint: String,
+    /// `service.name` of the spans.
+    pub service_name: String,
+    /// Fraction of the traces revgate starts that are sampled (a caller's
+    /// `traceparent` decides for its own).
+    pub sample_ratio: f64,
+    /// How often batched spans are sent.
+    #[serde(with = "humantime_serde")]
+    pub export_interval: Duration,
+    /// How long one export may take.
+    #[serde(with = "humantime_serde")]
+    pub export_timeout: Duration,
+}
+
+impl Default for TracingConfig {
+    fn default() -> Self {
+        TracingConfig {
+            request_id: true,
+            otlp_endpoint: String::new(),
+            service_name: "revgate".into(),
+            sample_ratio: 1.0,
+            export_interval: Duration::from_secs(5),
+            export_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
 impl Config {
-    /// Parses TOML; unknown keys are errors that name them.
+    /// Parses TOML; every error (unknown key, wrong type, bad duration)
+    /// names its dotted key. Only the first error: [`Config::from_toml_all`]
+    /// gathers them all.
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
-        toml::from_str(text).map_err(|e| {
-            let key = e
-                .span()
-                .map(|s| {
-                    let line = text.as_bytes()[..s.start.min(text.len())]
-                        .iter()
-                        .filter(|b| **b == b'\n')
-                        .count()
-                        + 1;
-                    format!("line {line}")
-                })
-                .unwrap_or_else(|| "config".into());
-            ConfigError::new(key, e.message().to_string())
-        })
+        Config::from_toml_all(text).map_err(|mut errors| errors.swap_remove(0))
+    }
+
+    /// Parses TOML and reports every key that does not fit, not just the
+    /// first. Never an empty `Err`.
+    pub fn from_toml_all(text: &str) -> Result<Config, Vec<ConfigError>> {
+        match Config::from_toml_salvaged(text) {
+            (Some(config), errors) if errors.is_empty() => Ok(config),
+            (_, errors) => Err(errors),
+        }
+    }
+
+    /// Parses TOML, dropping each key that does not fit (its default stands
+    /// in) and parsing the rest again, so that one pass lists every such
+    /// key: the errors, and the config made of what did fit (for the
+    /// section checks to look at too). A syntax error stops at once, names
+    /// its line, and salvages nothing.
+    pub fn from_toml_salvaged(text: &str) -> (Option<Config>, Vec<ConfigError>) {
+        let mut table: toml::Table = match toml::from_str(text) {
+            Ok(t) => t,
+            Err(e) => {
+                let line = e
+                    .span()
+                    .map(|s| {
+                        let upto = &text.as_bytes()[..s.start.min(text.len())];
+                        upto.iter().filter(|b| **b == b'\n').count() + 1
+                    })
+                    .map_or_else(|| "config".to_string(), |l| format!("line {l}"));
+                return (
+                    None,
+                    vec![ConfigError::new(line, e.message().trim().to_string())],
+                );
+            }
+        };
+        let mut errors = Vec::new();
+        // Bounded: each round drops one key, and a file has finitely many;
+        // the cap only guards against a key that cannot be dropped.
+        for _ in 0..64 {
+            match serde_path_to_error::deserialize::<_, Config>(toml::Value::Table(table.clone())) {
+                Ok(config) => return (Some(config), errors),
+                Err(e) => {
+                    let key = dotted(e.path());
+                    let message = e.inner().message().trim().to_string();
+                    let dropped = drop_key(&mut table, e.path(), &message);
+                    errors.push(ConfigError::new(
+                        if key.is_empty() { "config".into() } else { key },
+                        message,
+                    ));
+                    if !dropped {
+                        return (None, errors);
+                    }
+                }
+            }
+        }
+        (None, errors)
     }
 
     /// The settings of one dialect.
@@ -682,4 +780,82 @@ impl Config {
             DialectKind::Rfc7009 => &self.revoke.rfc7009,
         }
     }
+}
+
+/// The dotted form of a serde path: `server.max_header_bytes`, `routes[1].upstream`.
+fn dotted(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut out = String::new();
+    for seg in path.iter() {
+        match seg {
+            Segment::Seq { index } => out.push_str(&format!("[{index}]")),
+            Segment::Map { key } | Segment::Enum { variant: key } => {
+                if !out.is_empty() {
+                    out.push('.');
+                }
+                out.push_str(key);
+            }
+            Segment::Unknown => {}
+        }
+    }
+    out
+}
+
+/// Removes what `path` names from `table` so that the next parse gets past
+/// it; an unknown key is named by the message (serde's "unknown field
+/// `x`"), not the path. False when nothing could be removed.
+fn drop_key(table: &mut toml::Table, path: &serde_path_to_error::Path, message: &str) -> bool {
+    use serde_path_to_error::Segment;
+    let mut segs: Vec<&Segment> = path.iter().collect();
+    let unknown = message
+        .strip_prefix("unknown field `")
+        .and_then(|m| m.split('`').next());
+    let mut owned_last = None;
+    if let Some(field) = unknown {
+        if !matches!(segs.last(), Some(Segment::Map { key }) if key == field) {
+            owned_last = Some(field.to_string());
+        }
+    }
+    let last_key = match &owned_last {
+        Some(k) => k.clone(),
+        None => match segs.pop() {
+            Some(Segment::Map { key }) => key.clone(),
+            Some(Segment::Seq { index }) => {
+                return parent(table, &segs).is_some_and(|v| match v {
+                    toml::Value::Array(a) if *index < a.len() => {
+                        a.remove(*index);
+                        true
+                    }
+                    _ => false,
+                })
+            }
+            _ => return false,
+        },
+    };
+    match parent(table, &segs) {
+        Some(toml::Value::Table(t)) => t.remove(&last_key).is_some(),
+        None if segs.is_empty() => table.remove(&last_key).is_some(),
+        _ => false,
+    }
+}
+
+/// The value `segs` leads to (`None` for the root or a missing path).
+fn parent<'a>(
+    table: &'a mut toml::Table,
+    segs: &[&serde_path_to_error::Segment],
+) -> Option<&'a mut toml::Value> {
+    use serde_path_to_error::Segment;
+    let (first, rest) = segs.split_first()?;
+    let Segment::Map { key } = first else {
+        return None;
+    };
+    let mut v = table.get_mut(key.as_str())?;
+    for seg in rest {
+        v = match (seg, v) {
+            (Segment::Map { key }, toml::Value::Table(t)) => t.get_mut(key.as_str())?,
+            (Segment::Seq { index }, toml::Value::Array(a)) => a.get_mut(*index)?,
+            _ => return None,
+        };
+    }
+    Some(v)
 }

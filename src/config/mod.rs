@@ -13,10 +13,12 @@
 //! validate.rs    one check per section; duration caps; builds Settings
 //! verify.rs      [tokens.verify]: the JWKS source, issuers, audiences
 //! settings.rs    Settings and its typed accessors
+//! report.rs      every error at once, with its file; the journal-dir check
 //! ```
 
 mod file;
 mod overrides;
+mod report;
 mod settings;
 mod validate;
 mod verify;
@@ -26,6 +28,7 @@ mod tests;
 
 pub use file::*;
 pub use overrides::Overrides;
+pub use report::{journal_writable, ConfigReport};
 pub use settings::{DialectSetting, Lifetimes, Route, ServerSettings, Settings, UpstreamUrl};
 pub use validate::parse_upstream;
 

@@ -248,4 +248,14 @@ impl Settings {
     pub fn access_log(&self) -> bool {
         self.raw.log.access_log
     }
+
+    /// `tracing.request_id`.
+    pub fn request_id(&self) -> bool {
+        self.raw.tracing.request_id
+    }
+
+    /// `[tracing]`.
+    pub fn tracing(&self) -> &super::TracingConfig {
+        &self.raw.tracing
+    }
 }

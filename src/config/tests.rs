@@ -152,12 +152,59 @@ fn jwks_urls_are_https_or_loopback() {
 }
 
 #[test]
-fn unknown_keys_and_bad_types_are_refused_with_a_line() {
+fn unknown_keys_and_bad_types_are_refused_with_their_dotted_key() {
     let err = check("[upstream]\nurl = \"http://u\"\nbogus = 1\n").unwrap_err();
-    assert_eq!(err.key, "line 3");
-    assert!(err.message.contains("bogus"), "{err}");
+    assert_eq!(err.key, "upstream.bogus");
+    assert!(err.message.contains("unknown field `bogus`"), "{err}");
     let err = check("[upstream]\nconnect_timeout = \"soon\"\n").unwrap_err();
-    assert!(err.key.starts_with("line"), "{err}");
+    assert_eq!(err.key, "upstream.connect_timeout", "{err}");
+    let err = check("[server]\nmax_header_bytes = \"32k\"\n").unwrap_err();
+    assert_eq!(err.key, "server.max_header_bytes", "{err}");
+    assert_eq!(err.message, "invalid type: string \"32k\", expected usize");
+    let err =
+        check("[upstream]\nurl = \"http://u\"\n[[routes]]\npath_prefix = \"/a\"\nupstream = 3\n")
+            .unwrap_err();
+    assert_eq!(err.key, "routes[0].upstream", "{err}");
+    // A syntax error has no key yet: its line.
+    let err = check("[upstream\n").unwrap_err();
+    assert_eq!(err.key, "line 1", "{err}");
+}
+
+#[test]
+fn every_bad_key_is_reported_in_one_pass() {
+    let text = "[server]\nmax_header_bytes = \"32k\"\nbogus = 1\n[upstream]\nurl = \"http://u\"\nconnect_timeout = \"soon\"\n";
+    let errors = Config::from_toml_all(text).unwrap_err();
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        [
+            "server.bogus",
+            "server.max_header_bytes",
+            "upstream.connect_timeout"
+        ],
+        "{errors:?}"
+    );
+    let c = Config::from_toml(
+        "[upstream]\nurl = \"http://u\"\n[store]\nbloom_capacity = 0\n[admin]\nlisten = \"nope\"\n",
+    )
+    .unwrap();
+    let keys: Vec<String> = c.check_all().into_iter().map(|e| e.key).collect();
+    assert_eq!(keys, ["store.bloom_capacity", "admin.listen"]);
+}
+
+#[test]
+fn the_journal_directory_must_take_a_file() {
+    let dir = tempfile::tempdir().unwrap();
+    assert_eq!(super::journal_writable(&dir.path().join("j")), Ok(()));
+    // A directory still to be made is judged by the nearest existing one.
+    assert_eq!(super::journal_writable(&dir.path().join("a/b/j")), Ok(()));
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    let err = super::journal_writable(&file.join("j")).unwrap_err();
+    assert_eq!(err.key, "store.journal");
+    assert!(err.message.contains("is not a directory"), "{err}");
+    // The probe leaves nothing behind.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
 }
 
 #[test]

@@ -64,6 +64,7 @@ impl Config {
         self.validate_log()?;
         self.validate_issuance()?;
         let introspection = self.validate_identity()?;
+        self.validate_tracing()?;
         Ok(Settings {
             raw: self.clone(),
             listen,
@@ -203,6 +204,68 @@ impl Config {
         }))
     }
 
+    /// Every error at once, one per section at most (a section stops at its
+    /// first bad key, since later checks in it build on earlier ones), for
+    /// `check-config` and start-up. Empty when [`Config::validate`] passes.
+    pub fn check_all(&self) -> Vec<ConfigError> {
+        let errors: Vec<ConfigError> = [
+            self.validate_server().err(),
+            self.validate_upstream().err(),
+            self.validate_routes().err(),
+            self.validate_tokens().err(),
+            self.validate_store().err(),
+            self.validate_revoke().err(),
+            self.validate_admin().err(),
+            self.validate_log().err(),
+            self.validate_tracing().err(),
+        ]
+        .into_iter()
+        .flatten()
+        .collect();
+        if errors.is_empty() {
+            // Whatever `validate` checks across sections.
+            return self.validate().err().into_iter().collect();
+        }
+        errors
+    }
+
+    /// `[tracing]`: the OTLP endpoint (plain `http://`: a collector beside
+    /// the gateway), the sample ratio, the export times.
+    fn validate_tracing(&self) -> Result<(), ConfigError> {
+        let t = &self.tracing;
+        if !t.otlp_endpoint.is_empty() {
+            let ok = t
+                .otlp_endpoint
+                .parse::<http::Uri>()
+                .ok()
+                .is_some_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
+            if !ok {
+                return Err(ConfigError::new(
+                    "tracing.otlp_endpoint",
+                    format!(
+                        "expected http://host:port/v1/traces (OTLP/HTTP), got {:?}",
+                        t.otlp_endpoint
+                    ),
+                ));
+            }
+        }
+        if t.service_name.is_empty() {
+            return Err(ConfigError::new(
+                "tracing.service_name",
+                "must not be empty",
+            ));
+        }
+        if !(0.0..=1.0).contains(&t.sample_ratio) {
+            return Err(ConfigError::new(
+                "tracing.sample_ratio",
+                "must be between 0 and 1",
+            ));
+        }
+        within("tracing.export_interval", t.export_interval, MIN, HOUR)?;
+        within("tracing.export_timeout", t.export_timeout, MIN, HOUR)?;
+        Ok(())
+    }
+
     /// `[server]`: the listen address, limits, timeouts, TLS files.
     fn validate_server(&self) -> Result<SocketAddr, ConfigError> {
         let s = &self.server;
@@ -250,6 +313,7 @@ impl Config {
                     ));
                 }
             }
+            crate::tls::sni::validate(&tls.certificates)?;
         }
         Ok(listen)
     }

@@ -61,7 +61,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
     pub(super) async fn answer(
         &mut self,
         rt: &Runtime,
-        a: Answer,
+        mut a: Answer,
         head_len: usize,
         start: Instant,
     ) -> Next {
@@ -81,7 +81,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
             rt,
             self.peer,
             start,
-            &a.meta,
+            &mut a.meta,
             response.status().as_u16(),
             a.route,
             a.refusal.outcome(),
@@ -139,7 +139,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
             pool,
             fingerprint,
             mut body,
-            meta,
+            mut meta,
         } = f;
         self.buf.drain(..head_len);
         // The body bytes already read go out with the head.
@@ -239,7 +239,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
             rt,
             self.peer,
             start,
-            &meta,
+            &mut meta,
             status,
             Some(route),
             Outcome::Forwarded,
@@ -433,22 +433,26 @@ pub(super) fn account(
     rt: &Runtime,
     peer: ClientConn,
     start: Instant,
-    meta: &Meta,
+    meta: &mut Meta,
     status: u16,
     route: Option<usize>,
     outcome: Outcome,
     upstream_time: Option<Duration>,
     fingerprint: Option<&Fingerprint>,
 ) {
-    rt.account(&Finished {
-        start,
-        logged: meta.logged.as_ref().map(|(m, p)| (m.as_str(), p.as_str())),
-        version: http::Version::HTTP_11,
-        status,
-        route,
-        outcome,
-        upstream_time,
-        fingerprint,
-        peer: peer.addr,
-    });
+    rt.account(
+        &Finished {
+            start,
+            logged: meta.logged.as_ref().map(|(m, p)| (m.as_str(), p.as_str())),
+            version: http::Version::HTTP_11,
+            status,
+            route,
+            outcome,
+            upstream_time,
+            fingerprint,
+            peer: peer.addr,
+            request_id: meta.trace.id.as_ref(),
+        },
+        meta.trace.span.take(),
+    );
 }

@@ -53,6 +53,8 @@ pub(super) struct Meta {
     pub(super) head: bool,
     /// Method and path, copied only when the access log is on.
     pub(super) logged: Option<(String, String)>,
+    /// Request id and span, each only when on.
+    pub(super) trace: crate::otel::Trace,
 }
 
 /// Target bytes taken as they are: RFC 3986 unreserved, sub-delims, `:`,
@@ -165,6 +167,30 @@ pub(super) async fn plan(
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
+    // Made only once this path keeps the request (a hand-over makes its own
+    // on the hyper path): the request id and the span, each when on.
+    let traced = || {
+        let mut trace = crate::otel::Trace::default();
+        if rt.settings().request_id() {
+            trace.id = Some(crate::otel::RequestId::for_request(
+                fields
+                    .iter()
+                    .filter(|f| f.name.eq_ignore_ascii_case(crate::otel::REQUEST_ID))
+                    .map(|f| f.value),
+            ));
+        }
+        if crate::otel::enabled() {
+            trace.span = crate::otel::start(
+                method,
+                path,
+                fields
+                    .iter()
+                    .filter(|f| f.name.eq_ignore_ascii_case(crate::otel::TRACEPARENT))
+                    .map(|f| f.value),
+            );
+        }
+        trace
+    };
     let meta = Meta {
         close,
         head: method == "HEAD",
@@ -172,6 +198,7 @@ pub(super) async fn plan(
             .settings()
             .access_log()
             .then(|| (method.to_owned(), path.to_owned())),
+        trace: crate::otel::Trace::default(),
     };
 
     // 1. route (the Host rule, revoke calls): the stages the hyper path
@@ -185,7 +212,10 @@ pub(super) async fn plan(
         hosts,
         headers: fields,
     };
-    let refuse = |refusal, route, body, meta| {
+    let refuse = |refusal, route, body, mut meta: Meta| {
+        if meta.trace.id.is_none() && meta.trace.span.is_none() {
+            meta.trace = traced();
+        }
         Plan::Answer(Answer {
             refusal,
             route,
@@ -215,6 +245,8 @@ pub(super) async fn plan(
     let Some(pool) = rt.pool(index) else {
         return Plan::Handover;
     };
+    let mut meta = meta;
+    meta.trace = traced();
     // 3. verdict
     let fingerprint = match admission::judge(rt, &**gw.store(), &head, None).await {
         Ok(fp) => fp,
@@ -232,13 +264,29 @@ pub(super) async fn plan(
     out.extend_from_slice(route.upstream.authority.as_str().as_bytes());
     out.extend_from_slice(b"\r\n");
     let named = &named[..n_named];
+    // Ours replace the client's (when on).
+    let own_id = meta.trace.id.is_some();
+    let own_parent = meta.trace.span.is_some();
     for f in fields {
         let name = f.name.as_bytes();
         let connection_named = named.iter().any(|n| name.eq_ignore_ascii_case(n));
         // This path never relays an upgrade (those go to hyper).
-        if hygiene::field_fate(name, Direction::Request, connection_named, false) == Fate::Keep {
+        if hygiene::field_fate(name, Direction::Request, connection_named, false) == Fate::Keep
+            && !(own_id && name.eq_ignore_ascii_case(crate::otel::REQUEST_ID.as_bytes()))
+            && !(own_parent && name.eq_ignore_ascii_case(crate::otel::TRACEPARENT.as_bytes()))
+        {
             push_field(out, name, f.value);
         }
+    }
+    if let Some(id) = &meta.trace.id {
+        push_field(out, crate::otel::REQUEST_ID.as_bytes(), id.as_bytes());
+    }
+    if let Some(span) = &meta.trace.span {
+        push_field(
+            out,
+            crate::otel::TRACEPARENT.as_bytes(),
+            &span.traceparent(),
+        );
     }
     push_joined(out, fields, "x-forwarded-for", ip.as_bytes());
     out.extend_from_slice(if peer.tls {

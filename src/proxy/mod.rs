@@ -136,6 +136,8 @@ pub(crate) struct Finished<'a> {
     pub fingerprint: Option<&'a crate::credentials::Fingerprint>,
     /// Client address.
     pub peer: SocketAddr,
+    /// The request id, when `tracing.request_id` is on.
+    pub request_id: Option<&'a crate::otel::RequestId>,
 }
 
 struct Handled {
@@ -194,24 +196,30 @@ impl Gateway {
     ) -> Result<Response<Body>, std::convert::Infallible> {
         let start = Instant::now();
         let rt = self.runtime.load_full();
+        let mut req = req;
         // Copied only when they will be logged.
         let logged = rt
             .settings
             .access_log()
             .then(|| (req.method().clone(), req.uri().path().to_owned()));
+        let trace = crate::otel::Trace::for_hyper(&rt.settings, &mut req);
         let version = req.version();
         let h = self.handle_inner(&rt, req, conn).await;
-        rt.account(&Finished {
-            start,
-            logged: logged.as_ref().map(|(m, p)| (m.as_str(), p.as_str())),
-            version,
-            status: h.response.status().as_u16(),
-            route: h.route,
-            outcome: h.outcome,
-            upstream_time: h.upstream_time,
-            fingerprint: h.fingerprint.as_ref(),
-            peer: conn.addr,
-        });
+        rt.account(
+            &Finished {
+                start,
+                logged: logged.as_ref().map(|(m, p)| (m.as_str(), p.as_str())),
+                version,
+                status: h.response.status().as_u16(),
+                route: h.route,
+                outcome: h.outcome,
+                upstream_time: h.upstream_time,
+                fingerprint: h.fingerprint.as_ref(),
+                peer: conn.addr,
+                request_id: trace.id.as_ref(),
+            },
+            trace.span,
+        );
         Ok(h.response)
     }
 

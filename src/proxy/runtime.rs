@@ -188,8 +188,9 @@ impl Runtime {
         &self.checker.key
     }
 
-    /// Records one finished request: metrics, and the access log when on.
-    pub(crate) fn account(&self, f: &Finished<'_>) {
+    /// Records one finished request: metrics, the access log when on, and
+    /// ends its span when traced.
+    pub(crate) fn account(&self, f: &Finished<'_>, span: Option<crate::otel::RequestSpan>) {
         let elapsed = f.start.elapsed();
         let metrics = f
             .route
@@ -204,21 +205,27 @@ impl Runtime {
         if let Some(t) = f.upstream_time {
             metrics.upstream_time(t.as_secs_f64());
         }
+        let route = || {
+            f.route
+                .and_then(|i| self.settings.routes.get(i))
+                .map_or("-", |r| r.name.as_str())
+        };
+        if let Some(span) = span {
+            span.finish(f.status, f.outcome.as_str(), route(), f.request_id);
+        }
         if let Some((method, path)) = f.logged {
             crate::telemetry::access(&crate::telemetry::AccessLog {
                 method,
                 path,
                 version: f.version,
                 status: f.status,
-                route: f
-                    .route
-                    .and_then(|i| self.settings.routes.get(i))
-                    .map_or("-", |r| r.name.as_str()),
+                route: route(),
                 outcome: f.outcome,
                 duration: elapsed,
                 upstream: f.upstream_time,
                 fingerprint: f.fingerprint,
                 peer: Some(f.peer),
+                request_id: f.request_id.map(crate::otel::RequestId::as_str),
             });
         }
     }

@@ -356,6 +356,44 @@ fn bind(cache: &LocalCache, principals: &Principals, b: &Binding, now: u64, deri
 
 #[async_trait::async_trait]
 impl RevocationStore for MemoryStore {
+    async fn list_tokens(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<super::TokenPage, super::ListError> {
+        // The cursor is the last fingerprint of the previous page (keyset):
+        // a walk never repeats or skips a rule that exists throughout it.
+        // Sorting every call is O(n log n): fine for an operator's listing.
+        let after = match cursor {
+            None => None,
+            Some(c) => Some(Fingerprint::from_hex(c).ok_or(super::ListError::BadCursor)?),
+        };
+        let now = now_unix();
+        let mut all: Vec<(Fingerprint, u64)> = self
+            .tokens
+            .iter()
+            .filter(|e| *e.value() > now && after.is_none_or(|a| *e.key() > a))
+            .map(|e| (*e.key(), *e.value()))
+            .collect();
+        all.sort_unstable();
+        let more = all.len() > limit;
+        all.truncate(limit);
+        let next = if more {
+            all.last().map(|(fp, _)| fp.to_hex())
+        } else {
+            None
+        };
+        let tokens = all
+            .into_iter()
+            .map(|(fingerprint, expires_at)| super::ListedToken {
+                fingerprint,
+                expires_at,
+                source: "journal",
+            })
+            .collect();
+        Ok(super::TokenPage { tokens, next })
+    }
+
     async fn apply(&self, cmd: RevocationCommand) -> Result<Applied, StoreError> {
         let _applying = self.gate.read().await;
         let now = now_unix();

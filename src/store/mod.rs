@@ -177,6 +177,17 @@ pub enum StoreError {
     Closed,
 }
 
+/// Why [`RevocationStore::list_tokens`] gave no page.
+#[derive(Debug, thiserror::Error)]
+pub enum ListError {
+    /// The cursor is not one this store gave out.
+    #[error("bad cursor")]
+    BadCursor,
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
 /// How the per-request check must behave, given how fresh the store is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum CheckMode {
@@ -209,6 +220,29 @@ pub struct StoreStatus {
     pub bindings: u64,
 }
 
+/// One live token revocation, as the admin API lists it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ListedToken {
+    /// The revoked token's fingerprint (never the token).
+    pub fingerprint: Fingerprint,
+    /// Unix seconds when the rule lapses (the token's own expiry).
+    pub expires_at: u64,
+    /// Where this instance found the rule: `journal` (embedded store),
+    /// `redis`, or `outbox` (acknowledged here, not yet written to Redis).
+    pub source: &'static str,
+}
+
+/// One page of [`RevocationStore::list_tokens`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct TokenPage {
+    /// About the page size asked for: exactly at most that from the
+    /// embedded store; from Redis, what one `SCAN` step found (fewer, or a
+    /// few more), plus the outbox on the first page.
+    pub tokens: Vec<ListedToken>,
+    /// Pass back to get the next page; `None` on the last.
+    pub next: Option<String>,
+}
+
 /// The store the gateway checks and revokes against.
 #[async_trait::async_trait]
 pub trait RevocationStore: Send + Sync + 'static {
@@ -236,6 +270,10 @@ pub trait RevocationStore: Send + Sync + 'static {
     /// State for `/readyz` and `/metrics`.
     fn status(&self) -> StoreStatus;
 
+    /// One page of live token revocations, `limit` at most, after `cursor`
+    /// (a [`TokenPage::next`] this store gave out; `None` for the first).
+    async fn list_tokens(&self, cursor: Option<&str>, limit: usize)
+        -> Result<TokenPage, ListError>;
     /// Flushes whatever is buffered (journal) before shutdown.
     async fn flush(&self) -> Result<(), StoreError>;
 }

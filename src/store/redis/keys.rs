@@ -111,6 +111,16 @@ impl Keys {
         )
     }
 
+    /// The `SCAN MATCH` pattern of every token rule (admin listing).
+    pub fn token_pattern(&self) -> String {
+        format!("{}*", glob_escape(&self.token_prefix))
+    }
+
+    /// The fingerprint a token rule's key names.
+    pub fn token_of(&self, key: &str) -> Option<Fingerprint> {
+        Fingerprint::from_hex(key.strip_prefix(&self.token_prefix)?)
+    }
+
     /// The key of a scope rule.
     pub fn scope(&self, key: &ScopeKey) -> String {
         // Serializing a ScopeKey cannot fail (strings and options only); the

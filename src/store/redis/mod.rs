@@ -87,6 +87,7 @@
 
 mod keys;
 mod link;
+mod list;
 mod lookup;
 mod principals;
 #[doc(hidden)]
@@ -398,6 +399,14 @@ fn to_json<T: serde::Serialize>(v: &T) -> Result<String, RedisError> {
 
 #[async_trait::async_trait]
 impl RevocationStore for RedisStore {
+    async fn list_tokens(
+        &self,
+        cursor: Option<&str>,
+        limit: usize,
+    ) -> Result<super::TokenPage, super::ListError> {
+        list::tokens(&self.inner, cursor, limit).await
+    }
+
     async fn apply(&self, cmd: RevocationCommand) -> Result<Applied, StoreError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {

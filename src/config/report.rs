@@ -1,0 +1,140 @@
+//! Every configuration error at once, each naming its file and dotted key:
+//! what `check-config` prints and what `run` refuses to start with.
+//!
+//! [`Overrides::load_all`] parses the file (every key of the wrong type or
+//! an unknown key, [`Config::from_toml_all`]); [`ConfigReport::check`]
+//! checks every section ([`Config::check_all`]); [`journal_writable`] is the one
+//! check that looks at the machine: the journal's directory must take a new
+//! file, so that a permission problem shows in `check-config` rather than
+//! after the gateway printed `listening`.
+//!
+//! A key set by a flag or an environment variable is still reported under
+//! the file's name: the message names the key, which says which flag.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use super::{Config, ConfigError, Overrides};
+
+/// The errors of one configuration, with the file they came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigReport {
+    /// The `--config` file, if any.
+    pub file: Option<PathBuf>,
+    /// Every error found; never empty.
+    pub errors: Vec<ConfigError>,
+}
+
+impl fmt::Display for ConfigReport {
+    /// One error per line: `FILE: KEY: MESSAGE`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.errors.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            match &self.file {
+                Some(file) => write!(f, "{}: {e}", file.display())?,
+                None => write!(f, "{e}")?,
+            }
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigReport {}
+
+impl Overrides {
+    /// Loads the file and the flags, reporting every key that does not parse
+    /// at once; [`ConfigReport::check`] then checks every section.
+    pub fn load_all(&self) -> Result<Config, ConfigReport> {
+        let report = |errors| ConfigReport {
+            file: self.config.clone(),
+            errors,
+        };
+        let mut config = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
+                    report(vec![ConfigError::new(
+                        "--config",
+                        format!("cannot read {}: {e}", path.display()),
+                    )])
+                })?;
+                match Config::from_toml_salvaged(&text) {
+                    (Some(config), errors) if errors.is_empty() => config,
+                    (salvaged, mut errors) => {
+                        // What did parse is checked too, so that one run
+                        // shows every error; a key already reported is not
+                        // reported again.
+                        if let Some(mut config) = salvaged {
+                            self.apply(&mut config);
+                            for e in config.check_all() {
+                                if !errors.iter().any(|p| p.key == e.key) {
+                                    errors.push(e);
+                                }
+                            }
+                        }
+                        return Err(report(errors));
+                    }
+                }
+            }
+            None => Config::default(),
+        };
+        self.apply(&mut config);
+        Ok(config)
+    }
+}
+
+impl ConfigReport {
+    /// Every section's error of `config` (from `file`), or `Ok`.
+    pub fn check(config: &Config, file: Option<&Path>) -> Result<(), ConfigReport> {
+        let errors = config.check_all();
+        if errors.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigReport {
+            file: file.map(Path::to_path_buf),
+            errors,
+        })
+    }
+}
+
+/// Whether the journal (`store.journal`) can be written: its directory, or
+/// the nearest one that exists when it is still to be made, must take a new
+/// file, and an existing journal must open for appending. Probes with a
+/// file it removes at once; never touches the journal's contents.
+pub fn journal_writable(journal: &Path) -> Result<(), ConfigError> {
+    let fail = |what: String| Err(ConfigError::new("store.journal", what));
+    if journal.exists() {
+        if let Err(e) = std::fs::OpenOptions::new().append(true).open(journal) {
+            return fail(format!(
+                "{} cannot be opened for writing: {e}",
+                journal.display()
+            ));
+        }
+    }
+    let mut dir = match journal.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    while !dir.exists() {
+        match dir.parent() {
+            Some(p) if !p.as_os_str().is_empty() => dir = p.to_path_buf(),
+            _ => dir = PathBuf::from("."),
+        }
+    }
+    if !dir.is_dir() {
+        return fail(format!("{} is not a directory", dir.display()));
+    }
+    let probe = dir.join(format!(".revgate-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => fail(format!("directory {} is not writable: {e}", dir.display())),
+    }
+}

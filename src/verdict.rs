@@ -34,6 +34,8 @@ pub enum Verdict {
     BadRequest(CredentialError),
     /// The store is too stale to judge and is configured to refuse: 503.
     Unavailable,
+    /// This instance is fenced (confirmed consistency): 503 until caught up.
+    Fenced,
 }
 
 /// Everything the check needs besides the store.
@@ -75,8 +77,10 @@ impl Checker {
             Err(e) => return Verdict::BadRequest(e),
         };
         let mode = store.check_mode();
-        if mode == CheckMode::Reject {
-            return Verdict::Unavailable;
+        match mode {
+            CheckMode::Reject => return Verdict::Unavailable,
+            CheckMode::Fenced => return Verdict::Fenced,
+            CheckMode::Local | CheckMode::AlwaysLookup => {}
         }
         let fp = self.key.token_fingerprint(cred.token());
         if let Some(v) = exact(fp, mode, store).await {
@@ -157,6 +161,7 @@ impl Verdict {
             Verdict::Revoked(fp) => Err(Refusal::Revoked(fp)),
             Verdict::BadRequest(e) => Err(Refusal::BadCredential(e)),
             Verdict::Unavailable => Err(Refusal::Unavailable),
+            Verdict::Fenced => Err(Refusal::Fenced),
         }
     }
 }

@@ -71,6 +71,10 @@ pub struct Link {
     /// The endpoint, for logs.
     pub endpoint: Endpoint,
     conn: ArcSwapOption<MultiplexedConnection>,
+    /// Revocation writes when `store.redis.min_replicas_acked` > 0: `WAIT`
+    /// blocks its connection, and must not hold up the lookups queued on
+    /// the command connection.
+    writer: ArcSwapOption<MultiplexedConnection>,
     connected: AtomicBool,
     /// Wakes the sync task: a connection was lost, or the outbox has work.
     pub wake: Notify,
@@ -84,6 +88,7 @@ impl Link {
             target,
             endpoint,
             conn: ArcSwapOption::empty(),
+            writer: ArcSwapOption::empty(),
             connected: AtomicBool::new(false),
             wake: Notify::new(),
         })
@@ -92,6 +97,20 @@ impl Link {
     /// The command connection, when Redis is up.
     pub fn conn(&self) -> Option<MultiplexedConnection> {
         self.conn.load().as_deref().cloned()
+    }
+
+    /// The connection revocations are written on: the writer when there is
+    /// one, else the command connection.
+    pub fn writer(&self) -> Option<MultiplexedConnection> {
+        match self.writer.load().as_deref() {
+            Some(w) => Some(w.clone()),
+            None => self.conn(),
+        }
+    }
+
+    /// Installs the writer connection (see [`Link::writer`]).
+    pub fn set_writer(&self, conn: Option<MultiplexedConnection>) {
+        self.writer.store(conn.map(std::sync::Arc::new));
     }
 
     /// Whether the command connection is up.
@@ -110,6 +129,7 @@ impl Link {
     /// true when this is a change of state. Wakes the sync task either way.
     pub fn lost(&self) -> bool {
         self.conn.store(None);
+        self.writer.store(None);
         let was = self.connected.swap(false, Ordering::AcqRel);
         self.wake.notify_one();
         was
@@ -119,7 +139,8 @@ impl Link {
     /// master.
     pub async fn connect(
         &self,
-    ) -> Result<(MultiplexedConnection, MultiplexedConnection), RedisError> {
+        with_writer: bool,
+    ) -> Result<Connected, RedisError> {
         let attempt = async {
             let client = match &self.target {
                 Target::Direct(c) => c.clone(),
@@ -154,7 +175,16 @@ impl Link {
             let tail = client
                 .get_multiplexed_async_connection_with_config(&tail_cfg)
                 .await?;
-            Ok((cmd, tail))
+            let writer = if with_writer {
+                Some(
+                    client
+                        .get_multiplexed_async_connection_with_config(&cmd_cfg)
+                        .await?,
+                )
+            } else {
+                None
+            };
+            Ok((cmd, tail, writer))
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(r) => r,
@@ -165,6 +195,13 @@ impl Link {
         }
     }
 }
+
+/// The command, tail and (optional) writer connections of one session.
+pub type Connected = (
+    MultiplexedConnection,
+    MultiplexedConnection,
+    Option<MultiplexedConnection>,
+);
 
 /// True when an error means the connection (or the node behind it) must be
 /// replaced, not just that one command failed.

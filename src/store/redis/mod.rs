@@ -86,11 +86,14 @@
 //! that gap at a latency cost and is not done here.
 
 mod keys;
+pub mod lease;
 mod link;
 mod lookup;
 #[doc(hidden)]
 pub mod snapshot;
 mod sync;
+mod thread;
+mod wait;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -110,7 +113,7 @@ use super::{
     now_unix, Applied, CheckMode, LocalCache, RevocationCommand, RevocationStore, RevocationTarget,
     StoreError, StoreStatus,
 };
-use crate::config::{StaleAction, StoreConfig};
+use crate::config::{Consistency, StaleAction, StoreConfig};
 use crate::credentials::Fingerprint;
 
 /// The Redis-backed revocation store; see the module docs.
@@ -153,6 +156,10 @@ struct Inner {
     /// Asks the maintenance task for a rebuild now (a load found the filter
     /// undersized).
     rebuild_now: tokio::sync::Notify,
+    /// Confirmed consistency: this instance's lease (see `lease.rs`).
+    lease: Option<Arc<lease::Lease>>,
+    /// `WAIT` / `WAITAOF` after each revocation (see `wait.rs`).
+    durability: wait::Durability,
 }
 
 impl RedisStore {
@@ -197,6 +204,9 @@ impl RedisStore {
             snapshot_loads: AtomicU64::new(0),
             rebuild_gate: tokio::sync::Mutex::new(()),
             rebuild_now: tokio::sync::Notify::new(),
+            lease: (cfg.consistency == Consistency::Confirmed)
+                .then(|| Arc::new(lease::Lease::new(&cfg.key_prefix, cfg.lease))),
+            durability: wait::Durability::new(&cfg.redis),
         });
         if !replayed.is_empty() {
             tracing::info!(
@@ -212,10 +222,17 @@ impl RedisStore {
         }
         tracing::info!(endpoint = %inner.link.endpoint.display, prefix = %cfg.key_prefix, "redis store starting");
         let stop = shutdown.child_token();
-        let tasks = vec![
-            tokio::spawn(sync::run(inner.clone(), stop.clone())),
+        let own = thread::StoreThread::start(stop.clone())
+            .map_err(|e| StoreError::Redis(format!("cannot start the store thread: {e}")))?;
+        let mut tasks = vec![
+            own.spawn(sync::run(inner.clone(), stop.clone())),
             tokio::spawn(sync::maintain(inner.clone(), stop.clone())),
         ];
+        if let Some(l) = &inner.lease {
+            tracing::info!(member = %l.member(), lease = ?cfg.lease, "confirmed consistency: fenced until the first lease renewal");
+            tasks.push(own.spawn(lease::member(l.clone(), inner.clone(), stop.clone())));
+            tasks.push(own.spawn(lease::waiter(l.clone(), inner.clone(), stop.clone())));
+        }
         Ok(Arc::new(RedisStore {
             inner,
             stop,
@@ -227,6 +244,11 @@ impl RedisStore {
     /// rather than scanning.
     pub fn snapshot_loads(&self) -> u64 {
         self.inner.snapshot_loads.load(Ordering::Relaxed)
+    }
+
+    /// This instance's lease, in confirmed consistency.
+    pub fn lease(&self) -> Option<&lease::Lease> {
+        self.inner.lease.as_deref()
     }
 
     /// Confirmed answers currently cached (for metrics).
@@ -363,6 +385,28 @@ impl Inner {
         })
     }
 
+    /// The tail has applied every event up to `at`.
+    fn note_applied(&self, at: keys::EventId) {
+        if let Some(l) = &self.lease {
+            l.applied(at);
+        }
+    }
+
+    /// What a revocation written to Redis still needs before it is
+    /// acknowledged: `WAIT`/`WAITAOF`, then, confirmed, every live instance.
+    async fn settle(&self, conn: &mut MultiplexedConnection) -> Result<(), StoreError> {
+        self.durability
+            .wait(conn)
+            .await
+            .map_err(StoreError::Unconfirmed)?;
+        if let Some(l) = &self.lease {
+            l.confirm(self.cfg.confirm_timeout)
+                .await
+                .map_err(StoreError::Unconfirmed)?;
+        }
+        Ok(())
+    }
+
     fn touch_sync(&self) {
         let ms = self.origin.elapsed().as_millis() as u64;
         self.last_sync_ms.store(ms, Ordering::Release);
@@ -392,10 +436,11 @@ impl RevocationStore for RedisStore {
             return Ok(Applied::Unchanged);
         }
         if inner.direct.load(Ordering::Acquire) {
-            if let Some(mut conn) = inner.link.conn() {
+            if let Some(mut conn) = inner.link.writer() {
                 match inner.write(&mut conn, &cmd, now).await {
                     Ok(changed) => {
                         inner.apply_local(&cmd);
+                        inner.settle(&mut conn).await?;
                         return Ok(if changed {
                             Applied::Changed
                         } else {
@@ -409,7 +454,15 @@ impl RevocationStore for RedisStore {
                 }
             }
         }
-        inner.append_outbox(cmd).await
+        let queued = inner.append_outbox(cmd).await?;
+        if inner.lease.is_some() {
+            // Recorded (the outbox replays it), but no other instance can
+            // have it yet.
+            return Err(StoreError::Unconfirmed(
+                "redis is unreachable: queued in the outbox".into(),
+            ));
+        }
+        Ok(queued)
     }
 
     async fn is_token_revoked(&self, fp: &Fingerprint) -> Result<bool, StoreError> {
@@ -456,6 +509,9 @@ impl RevocationStore for RedisStore {
 
     fn check_mode(&self) -> CheckMode {
         let inner = &self.inner;
+        if inner.lease.as_ref().is_some_and(|l| l.fenced()) {
+            return CheckMode::Fenced;
+        }
         if !inner.ready.load(Ordering::Acquire) {
             // The start-up load is not done: the filter may not hold every
             // revoked fingerprint yet. Ask Redis about every credential while
@@ -490,6 +546,9 @@ impl RevocationStore for RedisStore {
     async fn flush(&self) -> Result<(), StoreError> {
         let inner = &self.inner;
         inner.closed.store(true, Ordering::Release);
+        if let Some(l) = &inner.lease {
+            l.leave(&inner.link).await;
+        }
         self.stop.cancel();
         let tasks: Vec<_> =
             std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));

@@ -120,11 +120,12 @@ pub(super) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
         }
         let connected = tokio::select! {
             _ = stop.cancelled() => return,
-            c = inner.link.connect() => c,
+            c = inner.link.connect(inner.cfg.redis.min_replicas_acked > 0) => c,
         };
         let ended = match connected {
-            Ok((cmd, tail)) => {
+            Ok((cmd, tail, writer)) => {
                 metrics::counter!("revgate_redis_connects_total").increment(1);
+                inner.link.set_writer(writer);
                 if inner.link.set_connected(cmd.clone()) || told_down {
                     tracing::info!(endpoint = %inner.link.endpoint.display, "redis connected");
                 }
@@ -200,6 +201,7 @@ async fn session_inner(
     };
     *pos = Some(at);
     inner.touch_sync();
+    inner.note_applied(at);
     loop {
         if !inner.link.is_connected() {
             return Err(Ended::Lost);
@@ -241,6 +243,7 @@ async fn session_inner(
             at = full_load(inner, cmd).await?;
             *pos = Some(at);
         }
+        inner.note_applied(at);
     }
 }
 

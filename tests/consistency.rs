@@ -13,7 +13,11 @@
 //! cannot reach Redis is fenced (503 + `Retry-After` to credentialed
 //! requests only); `store.redis.min_replicas_acked` against a real replica:
 //! acknowledged revocations are on the replica, and a stopped replica turns
-//! the answer into 503 with the rule still on the primary.
+//! the answer into 503 with the rule still on the primary; a Sentinel
+//! fail-over (SIGKILL of the primary) in the middle of a revoke burst, with
+//! and without `min_replicas_acked`; Redis Cluster (three masters through
+//! `redis+cluster://`): every key of the deployment on one node, revocations
+//! propagated, and the node holding them restarted.
 
 #[path = "support/redis.rs"]
 mod redis_support;
@@ -23,7 +27,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use redis_support::{RedisServer, TcpRelay};
+use redis_support::{RedisCluster, RedisServer, TcpRelay};
 
 const FP_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 const PREFIX: &str = "cgw";
@@ -544,4 +548,76 @@ async fn without_min_replicas_acked_a_sentinel_fail_over_mid_burst_is_followed_a
             "without WAIT, replicas synced first: {synced}: {lost} gateway answers not 401, {missing} revocations missing in the new primary"
         );
     }
+}
+
+/// `redis+cluster://` gateway.
+fn on_cluster(url: &str, upstream: &str) -> support::RunningGateway {
+    support::Gateway::new()
+        .upstream(upstream)
+        .arg("--store")
+        .arg(url)
+        .arg("--revoke-mode")
+        .arg("terminate")
+        .toml(&format!(
+            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"{PREFIX}\""
+        ))
+        .spawn()
+}
+
+/// How many keys each node holds.
+fn keys_per_node(cluster: &RedisCluster) -> Vec<i64> {
+    cluster
+        .nodes
+        .iter()
+        .map(|n| redis::cmd("DBSIZE").query(&mut n.conn()).unwrap())
+        .collect()
+}
+
+async fn rejected_by(g: &support::RunningGateway, token: &str) {
+    let url = format!("{}/c", g.url);
+    support::wait_for("the revocation reaches the gateway", Duration::from_secs(20), async || {
+        support::get_bearer(&url, token).await.status == 401
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_revocations_propagate_and_survive_a_restart_of_their_master() {
+    let mut cluster = RedisCluster::spawn(3);
+    let up = support::Upstream::new().spawn().await;
+    let a = on_cluster(&cluster.url(), &up.url);
+    let b = on_cluster(&cluster.url(), &up.url);
+    ready(&a).await;
+    ready(&b).await;
+    let r = rfc7009_revoke(&a, "cluster-token-1").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    rejected_by(&b, "cluster-token-1").await;
+    support::assert_revoked(&a, &up, "cluster-token-1").await;
+    // One deployment is one slot: all its keys on one node.
+    let per_node = keys_per_node(&cluster);
+    let holders: Vec<usize> = (0..per_node.len()).filter(|&i| per_node[i] > 0).collect();
+    assert_eq!(holders.len(), 1, "keys per node: {per_node:?}");
+    let holder = holders[0];
+
+    // Restart the node that holds them (AOF): while it is down revocations
+    // go to the outbox; once it is back the cluster client finds it again.
+    cluster.nodes[holder].stop();
+    let r = rfc7009_revoke(&a, "cluster-token-2").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    support::assert_revoked(&a, &up, "cluster-token-2").await;
+    cluster.nodes[holder].start();
+    cluster.wait_ok();
+    rejected_by(&b, "cluster-token-2").await;
+    let r = rfc7009_revoke(&b, "cluster-token-3").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    rejected_by(&a, "cluster-token-3").await;
+    for g in [&a, &b] {
+        for t in ["cluster-token-1", "cluster-token-2", "cluster-token-3"] {
+            support::assert_revoked(g, &up, t).await;
+        }
+    }
+    let per_node = keys_per_node(&cluster);
+    assert!(per_node[holder] >= 4, "three rules and the stream: {per_node:?}");
+    assert_eq!(per_node.iter().sum::<i64>(), per_node[holder], "{per_node:?}");
+    assert_eq!(reached(&up, "cluster-token-1"), 0);
 }

@@ -299,7 +299,8 @@ pub enum StaleAction {
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// `memory`, `redis://host:port/db`, `rediss://...`, or
-    /// `redis+sentinel://host:port,host:port/master-name`.
+    /// `redis+sentinel://host:port,host:port/master-name`, or
+    /// `redis+cluster://host:port,host:port`.
     pub url: String,
     /// Journal file (embedded store), or outbox while Redis is away.
     pub journal: PathBuf,

@@ -321,13 +321,15 @@ impl Config {
                 "rediss://",
                 "redis+sentinel://",
                 "rediss+sentinel://",
+                "redis+cluster://",
+                "rediss+cluster://",
             ]
             .iter()
             .any(|p| s.url.starts_with(p) && s.url.len() > p.len());
         if !url_ok {
             return Err(ConfigError::new(
                 "store.url",
-                format!("expected memory, redis://host:port/db, rediss://... or redis+sentinel://host:port,.../master; got {:?}", s.url),
+                format!("expected memory, redis://host:port/db, rediss://..., redis+sentinel://host:port,.../master or redis+cluster://host:port,...; got {:?}", s.url),
             ));
         }
         if s.url != "memory" && self.tokens.fingerprint_key.is_none() {

@@ -58,7 +58,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::MultiplexedConnection;
+use super::conn::Conn;
 use ::redis::{RedisError, Script};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio_util::sync::CancellationToken;
@@ -267,7 +267,7 @@ impl Lease {
 
     async fn call(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
         pos: EventId,
         need: &str,
         renew: bool,
@@ -431,7 +431,7 @@ pub(super) async fn waiter(lease: Arc<Lease>, inner: Arc<super::Inner>, stop: Ca
 /// membership is settled.
 async fn poll(
     lease: &Lease,
-    conn: &mut MultiplexedConnection,
+    conn: &mut Conn,
 ) -> Result<(EventId, Option<EventId>, bool), RedisError> {
     let mut inv = lease.confirm.prepare_invoke();
     for k in &lease.keys {

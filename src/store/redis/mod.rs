@@ -85,6 +85,7 @@
 //! backwards) and resyncs, but what Redis lost stays lost; `WAIT` would close
 //! that gap at a latency cost and is not done here.
 
+mod conn;
 mod keys;
 pub mod lease;
 mod link;
@@ -99,7 +100,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ::redis::aio::MultiplexedConnection;
+use self::conn::Conn;
 use ::redis::{ErrorKind, RedisError};
 use dashmap::DashMap;
 use tokio::task::JoinHandle;
@@ -173,7 +174,7 @@ impl RedisStore {
         cfg: &StoreConfig,
         shutdown: CancellationToken,
     ) -> Result<Arc<RedisStore>, StoreError> {
-        let link = Link::new(url)?;
+        let link = Link::new(url, &cfg.key_prefix)?;
         let (journal, replayed, report) = Journal::open(&cfg.journal)?;
         if report.torn_bytes > 0 {
             tracing::warn!(
@@ -311,7 +312,7 @@ impl Inner {
     /// Redis changed.
     async fn write(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
         cmd: &RevocationCommand,
         now: u64,
     ) -> Result<bool, RedisError> {
@@ -394,7 +395,7 @@ impl Inner {
 
     /// What a revocation written to Redis still needs before it is
     /// acknowledged: `WAIT`/`WAITAOF`, then, confirmed, every live instance.
-    async fn settle(&self, conn: &mut MultiplexedConnection) -> Result<(), StoreError> {
+    async fn settle(&self, conn: &mut Conn) -> Result<(), StoreError> {
         self.durability
             .wait(conn)
             .await

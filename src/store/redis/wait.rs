@@ -23,7 +23,7 @@
 use std::sync::atomic::{AtomicU8, Ordering};
 use std::time::Duration;
 
-use ::redis::aio::MultiplexedConnection;
+use super::conn::Conn;
 use ::redis::RedisError;
 
 use crate::config::RedisDurability;
@@ -50,7 +50,7 @@ impl Durability {
 
     /// Waits for the replicas after a write on `conn`; `Err` says why the
     /// write is not acknowledged.
-    pub async fn wait(&self, conn: &mut MultiplexedConnection) -> Result<(), String> {
+    pub async fn wait(&self, conn: &mut Conn) -> Result<(), String> {
         if self.replicas == 0 {
             return Ok(());
         }
@@ -87,7 +87,7 @@ impl Durability {
         Ok(())
     }
 
-    async fn waitaof_supported(&self, conn: &mut MultiplexedConnection) -> bool {
+    async fn waitaof_supported(&self, conn: &mut Conn) -> bool {
         match self.has_waitaof.load(Ordering::Relaxed) {
             1 => return true,
             2 => return false,

@@ -62,7 +62,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::MultiplexedConnection;
+use super::conn::Conn;
 use ::redis::streams::StreamReadReply;
 use ::redis::{RedisError, Value};
 use tokio_util::sync::CancellationToken;
@@ -168,8 +168,8 @@ pub(super) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
 async fn session(
     inner: &Inner,
     stop: &CancellationToken,
-    mut cmd: MultiplexedConnection,
-    mut tail: MultiplexedConnection,
+    mut cmd: Conn,
+    mut tail: Conn,
     pos: &mut Option<EventId>,
 ) -> Ended {
     match session_inner(inner, stop, &mut cmd, &mut tail, pos).await {
@@ -181,8 +181,8 @@ async fn session(
 async fn session_inner(
     inner: &Inner,
     stop: &CancellationToken,
-    cmd: &mut MultiplexedConnection,
-    tail: &mut MultiplexedConnection,
+    cmd: &mut Conn,
+    tail: &mut Conn,
     pos: &mut Option<EventId>,
 ) -> Result<(), Ended> {
     replay_outbox(inner, cmd).await?;
@@ -249,7 +249,7 @@ async fn session_inner(
 
 /// Writes the outbox to Redis in order, then empties it. On failure, what
 /// was written is dropped from the outbox and the rest stays.
-async fn replay_outbox(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result<(), RedisError> {
+async fn replay_outbox(inner: &Inner, cmd: &mut Conn) -> Result<(), RedisError> {
     let mut ob = inner.outbox.lock().await;
     if ob.pending.is_empty() {
         inner.direct.store(true, Ordering::Release);

@@ -946,13 +946,18 @@ fn wrk(target: SocketAddr, conns: usize, secs: u64, dir: &std::path::Path) -> Re
         "local n = 0\nrequest = function()\n  n = n + 1\n  return wrk.format(\"GET\", \"/load\", {[\"Authorization\"] = \"Bearer load-token-\" .. (n % 1000)})\nend\n",
     )?;
     let mut cmd = Command::new("wrk");
-    cmd.args(["-t1", &format!("-c{conns}"), &format!("-d{secs}s"), "--latency"])
-        .arg("-s")
-        .arg(&script)
-        .arg(format!("http://{target}/"))
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null());
+    cmd.args([
+        "-t1",
+        &format!("-c{conns}"),
+        &format!("-d{secs}s"),
+        "--latency",
+    ])
+    .arg("-s")
+    .arg(&script)
+    .arg(format!("http://{target}/"))
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
     die_with_parent(&mut cmd);
     Ok(cmd.spawn()?)
 }
@@ -1123,8 +1128,11 @@ async fn confirmed(_upstream: SocketAddr) -> Res<()> {
                 let mut c = Conn::open(addr).await?;
                 let mut k = 0u64;
                 while Instant::now() < stop_at {
-                    let body = serde_json::json!({ "token": format!("tp-{mode}-{w}-{k}") }).to_string();
-                    let (s, _) = c.send("POST", "/admin/v1/revocations", None, Some(body)).await?;
+                    let body =
+                        serde_json::json!({ "token": format!("tp-{mode}-{w}-{k}") }).to_string();
+                    let (s, _) = c
+                        .send("POST", "/admin/v1/revocations", None, Some(body))
+                        .await?;
                     if s != 200 {
                         return Err::<u64, BoxError>(format!("throughput revoke: {s}").into());
                     }

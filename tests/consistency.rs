@@ -393,13 +393,17 @@ async fn sentinel_burst(
         .collect();
     for r in replicas.iter().filter(|_| synced) {
         let mut rconn = r.conn();
-        support::wait_for("the replicas in sync", Duration::from_secs(30), async || {
-            let info: String = redis::cmd("INFO")
-                .arg("replication")
-                .query(&mut rconn)
-                .unwrap();
-            info.contains("master_link_status:up")
-        })
+        support::wait_for(
+            "the replicas in sync",
+            Duration::from_secs(30),
+            async || {
+                let info: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut rconn)
+                    .unwrap();
+                info.contains("master_link_status:up")
+            },
+        )
         .await;
     }
     let mut sconn = sentinels[0].conn();
@@ -485,15 +489,19 @@ async fn sentinel_burst(
     // Both gateways have followed the fail-over once a marker revoked now
     // reaches both.
     let marker = "burst-marker";
-    support::wait_for("a marker is acknowledged", Duration::from_secs(30), async || {
-        rfc7009_revoke(&gws[0], marker).await.status == 200
-    })
+    support::wait_for(
+        "a marker is acknowledged",
+        Duration::from_secs(30),
+        async || rfc7009_revoke(&gws[0], marker).await.status == 200,
+    )
     .await;
     for g in &gws {
         let url = format!("{}/m", g.url);
-        support::wait_for("the marker reaches both", Duration::from_secs(30), async || {
-            support::get_bearer(&url, marker).await.status == 401
-        })
+        support::wait_for(
+            "the marker reaches both",
+            Duration::from_secs(30),
+            async || support::get_bearer(&url, marker).await.status == 401,
+        )
         .await;
     }
     let mut lost_on_gateways = 0;
@@ -527,13 +535,18 @@ async fn sentinel_burst(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_min_replicas_acked_a_sentinel_fail_over_mid_burst_loses_no_acknowledged_revocation()
-{
+async fn with_min_replicas_acked_a_sentinel_fail_over_mid_burst_loses_no_acknowledged_revocation() {
     // Replicas still syncing: without `WAIT` most of the burst before the
     // kill is lost (296 of 402 in one run); with it, none.
     let (lost, missing) = sentinel_burst(1, false, 150, 50).await;
-    assert_eq!(lost, 0, "acknowledged revocations not enforced after the fail-over");
-    assert_eq!(missing, 0, "acknowledged revocations missing in the new primary");
+    assert_eq!(
+        lost, 0,
+        "acknowledged revocations not enforced after the fail-over"
+    );
+    assert_eq!(
+        missing, 0,
+        "acknowledged revocations missing in the new primary"
+    );
 }
 
 /// The same burst without `WAIT`: what a fail-over loses is reported (it
@@ -575,9 +588,11 @@ fn keys_per_node(cluster: &RedisCluster) -> Vec<i64> {
 
 async fn rejected_by(g: &support::RunningGateway, token: &str) {
     let url = format!("{}/c", g.url);
-    support::wait_for("the revocation reaches the gateway", Duration::from_secs(20), async || {
-        support::get_bearer(&url, token).await.status == 401
-    })
+    support::wait_for(
+        "the revocation reaches the gateway",
+        Duration::from_secs(20),
+        async || support::get_bearer(&url, token).await.status == 401,
+    )
     .await;
 }
 
@@ -617,7 +632,14 @@ async fn on_a_redis_cluster_revocations_propagate_and_survive_a_restart_of_their
         }
     }
     let per_node = keys_per_node(&cluster);
-    assert!(per_node[holder] >= 4, "three rules and the stream: {per_node:?}");
-    assert_eq!(per_node.iter().sum::<i64>(), per_node[holder], "{per_node:?}");
+    assert!(
+        per_node[holder] >= 4,
+        "three rules and the stream: {per_node:?}"
+    );
+    assert_eq!(
+        per_node.iter().sum::<i64>(),
+        per_node[holder],
+        "{per_node:?}"
+    );
     assert_eq!(reached(&up, "cluster-token-1"), 0);
 }

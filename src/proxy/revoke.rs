@@ -273,7 +273,8 @@ impl Gateway {
                 if resp.status().is_success() {
                     match cmd {
                         Some(Some(cmd)) => {
-                            if !self.apply_or_retry(cmd, source).await {
+                            let acknowledged = self.apply_or_retry(cmd, source).await;
+                            if !acknowledged {
                                 // Recorded, not confirmed (see `StoreError::Unconfirmed`):
                                 // the caller must not take the upstream's 2xx
                                 // as "revoked everywhere"; a retry is safe.

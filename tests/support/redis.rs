@@ -576,7 +576,10 @@ impl RedisCluster {
             if ok {
                 return;
             }
-            assert!(Instant::now() < deadline, "cluster never reached cluster_state:ok");
+            assert!(
+                Instant::now() < deadline,
+                "cluster never reached cluster_state:ok"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }

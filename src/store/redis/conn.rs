@@ -38,15 +38,9 @@ impl Conn {
 /// Keyless commands that must reach the node holding the deployment's slot.
 fn to_the_slot(cmd: &Cmd) -> bool {
     match cmd.args_iter().next() {
-        Some(Arg::Simple(name)) => [
-            &b"SCAN"[..],
-            b"DBSIZE",
-            b"INFO",
-            b"WAIT",
-            b"WAITAOF",
-        ]
-        .iter()
-        .any(|n| name.eq_ignore_ascii_case(n)),
+        Some(Arg::Simple(name)) => [&b"SCAN"[..], b"DBSIZE", b"INFO", b"WAIT", b"WAITAOF"]
+            .iter()
+            .any(|n| name.eq_ignore_ascii_case(n)),
         _ => false,
     }
 }

@@ -367,12 +367,7 @@ pub(super) async fn member(lease: Arc<Lease>, inner: Arc<super::Inner>, stop: Ca
 /// The confirmation task: while revokes wait, polls every [`POLL`] for the
 /// least applied position among the other live members.
 pub(super) async fn waiter(lease: Arc<Lease>, inner: Arc<super::Inner>, stop: CancellationToken) {
-    let Some(mut inbox) = lease
-        .inbox
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .take()
-    else {
+    let Some(mut inbox) = lease.inbox.lock().unwrap_or_else(|p| p.into_inner()).take() else {
         return;
     };
     let mut pending: Vec<Waiter> = Vec::new();

@@ -144,10 +144,7 @@ impl Link {
 
     /// Opens a command connection and a tail connection to the current
     /// master.
-    pub async fn connect(
-        &self,
-        with_writer: bool,
-    ) -> Result<Connected, RedisError> {
+    pub async fn connect(&self, with_writer: bool) -> Result<Connected, RedisError> {
         let attempt = async {
             let client = match &self.target {
                 Target::Direct(c) => c.clone(),
@@ -242,11 +239,7 @@ impl Link {
 }
 
 /// The command, tail and (optional) writer connections of one session.
-pub type Connected = (
-    Conn,
-    Conn,
-    Option<Conn>,
-);
+pub type Connected = (Conn, Conn, Option<Conn>);
 
 /// True when an error means the connection (or the node behind it) must be
 /// replaced, not just that one command failed.
@@ -276,7 +269,10 @@ fn bad_url(why: impl Into<String>) -> StoreError {
 /// The user and password, if any, are the master's (the sentinels are
 /// reached without them); `rediss+sentinel` uses TLS to sentinels and master.
 fn parse(url: &str) -> Result<(Target, Endpoint), StoreError> {
-    for (prefix, scheme) in [("redis+cluster://", "redis"), ("rediss+cluster://", "rediss")] {
+    for (prefix, scheme) in [
+        ("redis+cluster://", "redis"),
+        ("rediss+cluster://", "rediss"),
+    ] {
         if let Some(rest) = url.strip_prefix(prefix) {
             return parse_cluster(scheme, rest);
         }

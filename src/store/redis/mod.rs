@@ -75,15 +75,23 @@
 //! Redis should run with `maxmemory-policy noeviction`: an evicted rule key
 //! is a forgotten revocation, while a refused write only goes to the outbox.
 //!
-//! Redis Cluster: every key of a deployment shares one hash tag, so the
-//! scripts and `SCAN` work within one slot; a cluster client is not wired
-//! in (a deployment's keys would live on one shard anyway; separate
-//! deployments spread by prefix).
+//! Redis Cluster (`redis+cluster://host:port,host:port`, redis-rs's
+//! cluster client; `conn.rs`): every key of a deployment shares one hash
+//! tag, so the scripts and `SCAN` work within one slot, on one master;
+//! separate deployments (prefixes) spread over the cluster.
 //!
-//! Known limit: Redis replication is asynchronous, so a fail-over can lose
-//! writes Redis had acknowledged. The store notices (the stream went
-//! backwards) and resyncs, but what Redis lost stays lost; `WAIT` would close
-//! that gap at a latency cost and is not done here.
+//! Replication is asynchronous, so a fail-over can lose writes Redis had
+//! acknowledged; the store notices (the stream went backwards) and resyncs.
+//! `store.redis.min_replicas_acked` (`wait.rs`) closes the gap: a
+//! revocation is acknowledged only once that many replicas have it.
+//!
+//! `store.consistency = "confirmed"` (`lease.rs`): each instance holds a
+//! lease in Redis and publishes the stream position it applied; a revoke is
+//! acknowledged once every live member applied it, and an instance that
+//! cannot renew its lease or falls behind fences itself
+//! ([`CheckMode::Fenced`]). The sync task (and the lease tasks) run on the
+//! store's own thread (`thread.rs`), so the tail never queues behind
+//! request work.
 
 mod conn;
 mod keys;

@@ -93,10 +93,8 @@ impl Durability {
             2 => return false,
             _ => {}
         }
-        let info: Result<String, RedisError> = ::redis::cmd("INFO")
-            .arg("server")
-            .query_async(conn)
-            .await;
+        let info: Result<String, RedisError> =
+            ::redis::cmd("INFO").arg("server").query_async(conn).await;
         let Ok(info) = info else { return false };
         let version = info
             .lines()

@@ -90,10 +90,7 @@ pub(super) async fn fetch_scopes(
 /// The start-up load (and full resync): returns the stream id to tail from.
 /// From the snapshot when there is a usable one, else by `SCAN` (which then
 /// writes a new snapshot).
-pub(super) async fn full_load(
-    inner: &Inner,
-    cmd: &mut Conn,
-) -> Result<EventId, RedisError> {
+pub(super) async fn full_load(inner: &Inner, cmd: &mut Conn) -> Result<EventId, RedisError> {
     let _one = inner.rebuild_gate.lock().await;
     metrics::counter!("revgate_redis_resyncs_total").increment(1);
     let started = std::time::Instant::now();
@@ -377,10 +374,7 @@ pub(super) async fn install_scopes(
     }
 }
 
-pub(super) async fn rebuild_bloom(
-    inner: &Inner,
-    cmd: &mut Conn,
-) -> Result<u64, RedisError> {
+pub(super) async fn rebuild_bloom(inner: &Inner, cmd: &mut Conn) -> Result<u64, RedisError> {
     let _one = inner.rebuild_gate.lock().await;
     // Noted before the scan, for the snapshot (as in `full_load`).
     let at = last_event_id(inner, cmd).await?;

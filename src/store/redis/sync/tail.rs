@@ -246,10 +246,7 @@ pub(super) fn value_id(v: &Value) -> Option<EventId> {
 /// trimmed or deleted when it is empty now), or `0-0` when there is no
 /// stream. Not the newest *entry*: for a stream emptied by an `XTRIM`, that
 /// would be `0-0`, which every later check would take for "trimmed past".
-pub(super) async fn last_event_id(
-    inner: &Inner,
-    cmd: &mut Conn,
-) -> Result<EventId, RedisError> {
+pub(super) async fn last_event_id(inner: &Inner, cmd: &mut Conn) -> Result<EventId, RedisError> {
     let info: Result<Value, RedisError> = ::redis::cmd("XINFO")
         .arg("STREAM")
         .arg(inner.keys.stream())

@@ -33,6 +33,9 @@ const FP_KEY: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789
 const PREFIX: &str = "cgw";
 /// The RFC 7009 dialect's 503 body.
 const RFC7009_UNAVAILABLE: &str = r#"{"error":"temporarily_unavailable"}"#;
+/// The revoke rate limits off: the tests revoke faster than a client should.
+const NO_RATE_LIMITS: &str =
+    "[revoke.rate_limit]\nenabled = false\n[admin.rate_limit]\nenabled = false\n";
 /// The body of a fenced instance's 503.
 const FENCED_BODY: &str = r#"{"error":"temporarily_unavailable","error_description":"This instance is catching up with revocations; retry"}"#;
 
@@ -47,7 +50,7 @@ fn confirmed(store: &str, upstream: &str, by_env: bool) -> support::RunningGatew
         .arg("--revoke-mode")
         .arg("terminate")
         .toml(&format!(
-            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"{PREFIX}\"\nlease = \"1s\"\nconfirm_timeout = \"4s\""
+            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n{NO_RATE_LIMITS}[store]\nkey_prefix = \"{PREFIX}\"\nlease = \"1s\"\nconfirm_timeout = \"4s\""
         ));
     let g = if by_env {
         g.env("REVGATE_CONSISTENCY", "confirmed")
@@ -306,7 +309,7 @@ fn eventual_with_replicas(store: &str, upstream: &str, replicas: u32) -> support
         .arg("--revoke-mode")
         .arg("terminate")
         .toml(&format!(
-            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"{PREFIX}\"\n[store.redis]\nmin_replicas_acked = {replicas}\nwait_timeout = \"300ms\"\nwait_aof = true"
+            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n{NO_RATE_LIMITS}[store]\nkey_prefix = \"{PREFIX}\"\n[store.redis]\nmin_replicas_acked = {replicas}\nwait_timeout = \"300ms\"\nwait_aof = true"
         ))
         .spawn()
 }
@@ -572,7 +575,7 @@ fn on_cluster(url: &str, upstream: &str) -> support::RunningGateway {
         .arg("--revoke-mode")
         .arg("terminate")
         .toml(&format!(
-            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"{PREFIX}\""
+            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n{NO_RATE_LIMITS}[store]\nkey_prefix = \"{PREFIX}\""
         ))
         .spawn()
 }

@@ -31,8 +31,9 @@
 //! command before waiting, so it is not waited for. The target is the
 //! stream's last id as seen by the first poll after the write (at or past
 //! the write's own event), so no script change on the write path is needed.
-//! One waiter task per instance polls for all revokes in flight (one script
-//! call per millisecond while any wait), not one loop per revoke.
+//! One waiter task per instance polls for all revokes in flight (back to
+//! back for a revoke's first 3 ms, then one script call per millisecond
+//! while any wait), not one loop per revoke.
 //!
 //! **Renewal.** A renewal of a lease that is still live needs the member to
 //! have applied what the stream held at its previous heartbeat (it has not
@@ -76,8 +77,14 @@ pub(crate) fn boot_ms() -> u64 {
         .saturating_add(t.tv_nsec as u64 / 1_000_000)
 }
 
-/// How often a waiting revoke's confirmation is polled.
+/// How often a waiting revoke's confirmation is polled, once it has
+/// waited [`EAGER`]: before that, polls go back to back (one in flight at a
+/// time, so at most one round trip's worth of load on Redis): the usual
+/// confirmation arrives within a millisecond or two, and tokio's timer
+/// cannot sleep for less than one.
 const POLL: Duration = Duration::from_millis(1);
+/// See [`POLL`].
+const EAGER: Duration = Duration::from_millis(3);
 
 /// Shared Lua helpers: stream-id comparison and the stream's last id.
 const LUA_PRELUDE: &str = r#"
@@ -160,6 +167,7 @@ return 1
 struct Waiter {
     /// Set by the first poll after registration.
     target: Option<EventId>,
+    since: std::time::Instant,
     done: oneshot::Sender<()>,
 }
 
@@ -240,7 +248,11 @@ impl Lease {
     pub async fn confirm(&self, timeout: Duration) -> Result<(), String> {
         let (done, wait) = oneshot::channel();
         self.register
-            .send(Waiter { target: None, done })
+            .send(Waiter {
+                target: None,
+                since: std::time::Instant::now(),
+                done,
+            })
             .map_err(|_| "the confirmation task is not running".to_string())?;
         match tokio::time::timeout(timeout, wait).await {
             Ok(Ok(())) => Ok(()),
@@ -412,11 +424,15 @@ pub(super) async fn waiter(lease: Arc<Lease>, inner: Arc<super::Inner>, stop: Ca
                 tracing::debug!(error = %e, "confirmation poll failed");
             }
         }
-        if !pending.is_empty() {
+        let eager = pending.iter().any(|w| w.since.elapsed() < EAGER);
+        if !pending.is_empty() && !eager {
             tokio::select! {
                 _ = stop.cancelled() => return,
                 _ = tokio::time::sleep(POLL) => {}
             }
+        } else if eager {
+            // Let the tail and member tasks of this thread run in between.
+            tokio::task::yield_now().await;
         }
     }
 }

@@ -2,13 +2,14 @@
 //! stream tail (and, in confirmed mode, the lease and confirmation tasks),
 //! so propagation never queues behind request work.
 //!
-//! Measured before this existed (three instances on one Redis, ~61k req/s,
-//! BENCHMARKS.md "Propagation under load"): the tail shared the request
-//! runtime's workers, and an event that had reached the instance's socket
-//! waited behind every runnable request task before it was applied, p99
-//! 6.9-11.2 ms. On its own thread the tail is woken by the OS, which
-//! favours a thread that has been sleeping, so an event is applied within
-//! one scheduling slice of its arrival, whatever the request load.
+//! Before, the tail shared the request runtime's workers: under load an
+//! event that had reached the instance's socket waited behind the runnable
+//! request tasks before it was applied (issue 14: p99 6.9-11.2 ms at ~61k
+//! req/s; `benches/redis_store.rs propagation_load` here: probes of B still
+//! passed up to 3.7-19 ms after A's 200). On its own thread the tail is
+//! woken by the OS, which favours a thread that has been sleeping: in the
+//! same bench no probe passed later than 0.5 ms after A's 200
+//! (BENCHMARKS.md, "Issue 14").
 //!
 //! The connections the sync task opens are driven here too (redis-rs spawns
 //! a connection's driver on the runtime that opened it), so the tail's

@@ -43,21 +43,33 @@ const FENCED_BODY: &str = r#"{"error":"temporarily_unavailable","error_descripti
 /// a 1 s lease; the mode from the flag, or from the environment when
 /// `by_env`.
 fn confirmed(store: &str, upstream: &str, by_env: bool) -> support::RunningGateway {
-    let g = support::Gateway::new()
-        .upstream(upstream)
-        .arg("--store")
-        .arg(store)
-        .arg("--revoke-mode")
-        .arg("terminate")
-        .toml(&format!(
-            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n{NO_RATE_LIMITS}[store]\nkey_prefix = \"{PREFIX}\"\nlease = \"1s\"\nconfirm_timeout = \"4s\""
-        ));
+    let g = confirmed_gateway(store, upstream, "terminate");
     let g = if by_env {
         g.env("REVGATE_CONSISTENCY", "confirmed")
     } else {
         g.arg("--consistency").arg("confirmed")
     };
     g.spawn()
+}
+
+/// A confirmed-mode gateway whose revoke endpoints run in `mode`.
+fn confirmed_with(store: &str, upstream: &str, mode: &str) -> support::RunningGateway {
+    confirmed_gateway(store, upstream, mode)
+        .arg("--consistency")
+        .arg("confirmed")
+        .spawn()
+}
+
+fn confirmed_gateway(store: &str, upstream: &str, mode: &str) -> support::Gateway {
+    support::Gateway::new()
+        .upstream(upstream)
+        .arg("--store")
+        .arg(store)
+        .arg("--revoke-mode")
+        .arg(mode)
+        .toml(&format!(
+            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n{NO_RATE_LIMITS}[store]\nkey_prefix = \"{PREFIX}\"\nlease = \"1s\"\nconfirm_timeout = \"4s\""
+        ))
 }
 
 async fn ready(g: &support::RunningGateway) {
@@ -266,6 +278,16 @@ async fn a_live_instance_that_never_applies_turns_the_revoke_into_503_and_the_re
     .await;
     assert_eq!(r.status, 503, "{}", r.text());
     assert_eq!(r.json()["error"], "temporarily_unavailable");
+    // Forwarding, the upstream's 2xx is not passed on as the answer.
+    let f = confirmed_with(&redis.url(), &up.url, "forward");
+    serving(&f).await;
+    let hits = up.hits();
+    let r = rfc7009_revoke(&f, "unconfirmed-forwarded-token").await;
+    assert_eq!(up.hits(), hits + 1, "the revoke call was forwarded");
+    assert_eq!(up.last().unwrap().uri, "/oauth/revoke");
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.text(), RFC7009_UNAVAILABLE);
+    support::assert_revoked(&b, &up, "unconfirmed-forwarded-token").await;
 
     // The stuck member gone, a retry is confirmed (and changes nothing).
     let () = redis::cmd("ZREM")
@@ -645,4 +667,16 @@ async fn on_a_redis_cluster_revocations_propagate_and_survive_a_restart_of_their
         "{per_node:?}"
     );
     assert_eq!(reached(&up, "cluster-token-1"), 0);
+
+    // Confirmed mode on the cluster: the lease scripts run in the slot too.
+    let c1 = confirmed(&cluster.url(), &up.url, false);
+    let c2 = confirmed(&cluster.url(), &up.url, false);
+    serving(&c1).await;
+    serving(&c2).await;
+    for i in 0..20 {
+        let token = format!("cluster-confirmed-{i}");
+        let r = rfc7009_revoke(&c1, &token).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        support::assert_revoked(&c2, &up, &token).await;
+    }
 }

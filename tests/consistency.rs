@@ -231,6 +231,10 @@ async fn an_instance_cut_off_from_redis_does_not_block_the_revoke_and_is_fenced_
     // Without a credential there is nothing to judge: it passes.
     let r = support::fetch(&format!("{}/anonymous", c.url), &[]).await;
     assert_eq!(r.status, 200);
+    // And its readiness probe sends traffic elsewhere meanwhile.
+    let r = support::fetch(&format!("{}/readyz", c.admin_url), &[]).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.text(), r#"{"status":"not_ready"}"#);
 
     relay.restore();
     refused_until_caught_up(&c, token).await;

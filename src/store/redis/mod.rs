@@ -543,7 +543,10 @@ impl RevocationStore for RedisStore {
     fn status(&self) -> StoreStatus {
         let inner = &self.inner;
         StoreStatus {
-            ready: inner.ready.load(Ordering::Acquire),
+            // Fenced (confirmed mode) is not ready either: a load balancer
+            // sends the traffic to the instances that can judge it.
+            ready: inner.ready.load(Ordering::Acquire)
+                && !inner.lease.as_ref().is_some_and(|l| l.fenced()),
             connected: inner.link.is_connected(),
             staleness: Some(inner.staleness()),
             journal_backlog: inner.backlog.load(Ordering::Acquire),

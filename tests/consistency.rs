@@ -207,7 +207,11 @@ async fn a_paused_instance_does_not_block_the_revoke_and_is_fenced_when_it_resum
     println!("after SIGCONT: {fenced} fenced answers before 401");
     // And it serves again once caught up.
     serving(&c).await;
-    assert!(c.logs().contains("fenced"), "{}", c.logs());
+    assert!(
+        c.logs().contains("the lease ran out before it was renewed"),
+        "{}",
+        c.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,6 +243,11 @@ async fn an_instance_cut_off_from_redis_does_not_block_the_revoke_and_is_fenced_
     relay.restore();
     refused_until_caught_up(&c, token).await;
     assert_eq!(reached(&up, token), 0);
+    assert!(
+        c.logs().contains("the lease ran out before it was renewed"),
+        "{}",
+        c.logs()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -264,12 +264,16 @@ impl Lease {
         }
     }
 
-    fn fence(&self, why: &str) {
-        if self.valid_until.swap(0, Ordering::AcqRel) > boot_ms() {
-            self.fences.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("revgate_redis_fences_total").increment(1);
-            tracing::warn!(member = %self.member, why, "fenced: answering 503 to credentialed requests until caught up");
-        }
+    /// Fences now (fell behind); the member task logs it.
+    fn fence(&self) {
+        self.valid_until.store(0, Ordering::Release);
+    }
+
+    /// Counts and logs the start of a fenced period.
+    fn fenced_now(&self, why: &str) {
+        self.fences.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("revgate_redis_fences_total").increment(1);
+        tracing::warn!(member = %self.member, why, "fenced: answering 503 to credentialed requests until caught up");
     }
 
     /// How many times this instance fenced itself while serving.
@@ -318,6 +322,10 @@ pub(super) async fn member(lease: Arc<Lease>, inner: Arc<super::Inner>, stop: Ca
     let mut changed = lease.applied.subscribe();
     let mut must_reach = EventId::ZERO;
     let mut next = tokio::time::Instant::now();
+    // Whether this instance was serving when last looked at: a lease that
+    // ran out (no renewal: Redis away, the process paused) fences by the
+    // clock alone, and is logged here, at the first look after it.
+    let mut serving = false;
     loop {
         let beat = tokio::select! {
             _ = stop.cancelled() => return,
@@ -327,6 +335,10 @@ pub(super) async fn member(lease: Arc<Lease>, inner: Arc<super::Inner>, stop: Ca
                 false
             }
         };
+        if serving && lease.fenced() {
+            serving = false;
+            lease.fenced_now("the lease ran out before it was renewed");
+        }
         let Some(mut conn) = inner.link.conn() else {
             if beat {
                 next += every;
@@ -356,12 +368,15 @@ pub(super) async fn member(lease: Arc<Lease>, inner: Arc<super::Inner>, stop: Ca
                 let last = EventId::parse(&last).unwrap_or(EventId::ZERO);
                 if renewed == 1 {
                     let until = sent + (lease.lease - margin).as_millis() as u64;
-                    let was = lease.valid_until.swap(until, Ordering::AcqRel);
-                    if was <= sent {
+                    lease.valid_until.store(until, Ordering::Release);
+                    if !serving {
+                        serving = true;
                         tracing::info!(member = %lease.member, at = %pos, "lease held: serving");
                     }
                 } else if !fenced {
-                    lease.fence("fell behind the revocation stream");
+                    lease.fence();
+                    serving = false;
+                    lease.fenced_now("fell behind the revocation stream");
                 }
                 must_reach = last;
             }

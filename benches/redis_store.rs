@@ -16,8 +16,17 @@
 //!   token rules in Redis (after its bloom filter settled), with the default
 //!   `store.bloom_capacity` and with one sized for N.
 //!
+//! * `propagation_load` (issue 14): A and B on one Redis, B under `wrk`
+//!   load (nginx upstream); from A's 200 to a revoke, how many probes of B
+//!   still passed and when B first answered 401.
+//! * `confirmed`: three instances in confirmed consistency: revoke latency
+//!   and revocations/s (and the same in eventual mode).
+//! * `confirmed_throughput`: proxy req/s, confirmed vs eventual, `wrk`
+//!   rounds interleaved.
+//!
 //! ```text
 //! cargo bench --bench redis_store -- [propagation] [coldstart] [memory]
+//! cargo bench --bench redis_store -- propagation_load | confirmed | confirmed_throughput
 //! REVGATE_BENCH_N_PROP=1000 REVGATE_BENCH_N_COLD=1000000 REVGATE_BENCH_N_MEM=10000000
 //! ```
 //!
@@ -840,6 +849,17 @@ fn main() {
         if want("memory") {
             memory(upstream).await?;
         }
+        // Issue 14's figures: named only (they need wrk and nginx).
+        let named = |name: &str| args.iter().any(|a| a == name);
+        if named("propagation_load") {
+            propagation_load(upstream).await?;
+        }
+        if named("confirmed") {
+            confirmed(upstream).await?;
+        }
+        if named("confirmed_throughput") {
+            confirmed_throughput(upstream).await?;
+        }
         stop.cancel();
         Ok(())
     });
@@ -849,4 +869,373 @@ fn main() {
         #[allow(clippy::disallowed_methods)]
         std::process::exit(1);
     }
+}
+
+// === issue 14: propagation under load, confirmed consistency ===
+
+/// nginx answering `200 ok` on a free port (1 worker, no logging), for the
+/// load figures: the in-process echo upstream would share the bench's
+/// runtime with its probes.
+struct Nginx {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Nginx {
+    fn spawn() -> Res<Nginx> {
+        let dir = tempfile::tempdir()?;
+        let port = free_port();
+        let d = dir.path().display();
+        let conf = format!(
+            "worker_processes 1;\ndaemon off;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\n\
+             events {{ worker_connections 4096; }}\nhttp {{ access_log off; client_body_temp_path {d}/b; \
+             proxy_temp_path {d}/p; fastcgi_temp_path {d}/f; uwsgi_temp_path {d}/u; scgi_temp_path {d}/s; \
+             keepalive_requests 100000000; keepalive_timeout 120s; \
+             server {{ listen 127.0.0.1:{port}; location / {{ return 200 \"ok\"; }} }} }}\n"
+        );
+        std::fs::write(dir.path().join("nginx.conf"), conf)?;
+        let nginx = ["/usr/sbin/nginx", "/usr/bin/nginx"]
+            .into_iter()
+            .find(|p| std::path::Path::new(p).exists())
+            .ok_or("needs nginx")?;
+        let mut cmd = Command::new(nginx);
+        cmd.arg("-p")
+            .arg(dir.path())
+            .arg("-c")
+            .arg(dir.path().join("nginx.conf"))
+            .arg("-e")
+            .arg(dir.path().join("error.log"))
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        die_with_parent(&mut cmd);
+        let child = cmd.spawn()?;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if Instant::now() > deadline {
+                return Err("nginx did not listen within 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(Nginx {
+            child,
+            port,
+            _dir: dir,
+        })
+    }
+
+    fn addr(&self) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.port))
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        stop_child(&mut self.child);
+    }
+}
+
+/// `wrk -t1 -c<conns> -d<secs>s` against `target`, every request with a
+/// bearer token out of 1,000 (none revoked); returns the child (its stdout
+/// has the report).
+fn wrk(target: SocketAddr, conns: usize, secs: u64, dir: &std::path::Path) -> Res<Child> {
+    let script = dir.join("tokens.lua");
+    std::fs::write(
+        &script,
+        "local n = 0\nrequest = function()\n  n = n + 1\n  return wrk.format(\"GET\", \"/load\", {[\"Authorization\"] = \"Bearer load-token-\" .. (n % 1000)})\nend\n",
+    )?;
+    let mut cmd = Command::new("wrk");
+    cmd.args([
+        "-t1",
+        &format!("-c{conns}"),
+        &format!("-d{secs}s"),
+        "--latency",
+    ])
+    .arg("-s")
+    .arg(&script)
+    .arg(format!("http://{target}/"))
+    .stdin(Stdio::null())
+    .stdout(Stdio::piped())
+    .stderr(Stdio::null());
+    die_with_parent(&mut cmd);
+    Ok(cmd.spawn()?)
+}
+
+/// Waits for wrk (bounded) and returns its Requests/sec.
+fn wrk_rate(child: Child, limit: Duration) -> Res<f64> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let out = rx
+        .recv_timeout(limit)
+        .map_err(|_| "wrk did not finish in time")??;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Requests/sec:"))
+        .and_then(|v| v.trim().parse().ok())
+        .ok_or_else(|| format!("no Requests/sec in wrk output: {text}").into())
+}
+
+const LOAD_TOML: &str =
+    "[log]\naccess_log = false\n[admin.rate_limit]\nenabled = false\n[revoke.rate_limit]\nenabled = false\n";
+
+/// `propagation_load`: A and B (eventual) on one Redis, B under wrk load;
+/// for each revocation through A's admin API, from A's 200: every probe of
+/// B (kept-alive, back to back) until B's first 401. Reports A's 200 → B's
+/// first 401 and, the figure that matters, how many probes sent after A's
+/// 200 still passed (reached the upstream), and how long after the 200 the
+/// last of them was sent.
+async fn propagation_load(_upstream: SocketAddr) -> Res<()> {
+    let n = env_usize("REVGATE_BENCH_N_PROP", 600);
+    let conns = env_usize("REVGATE_BENCH_CONNS", 64);
+    let secs = env_usize("REVGATE_BENCH_SECS", 40) as u64;
+    let nginx = Nginx::spawn()?;
+    let redis = Redis::spawn()?;
+    let key = new_key_hex()?;
+    let toml = std::env::var("REVGATE_BENCH_TOML").unwrap_or_else(|_| LOAD_TOML.into());
+    let a = Gateway::spawn(&redis.url(), nginx.addr(), &key, Some(&toml))?;
+    let b = Gateway::spawn(&redis.url(), nginx.addr(), &key, Some(&toml))?;
+    a.wait_ready(Duration::from_secs(30)).await?;
+    b.wait_ready(Duration::from_secs(30)).await?;
+    let load = wrk(b.listen, conns, secs, b.dir.path())?;
+    // wrk's connections warm up before the first revocation.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let mut admin = Conn::open(a.admin).await?;
+    let mut poll = Conn::open(b.listen).await?;
+    let run = &key[..8];
+    let (mut first_401, mut window) = (Vec::with_capacity(n), Vec::with_capacity(n));
+    let mut passed_after = 0usize;
+    let mut revocations_with_pass = 0usize;
+    let started = Instant::now();
+    let budget = Duration::from_secs(secs.saturating_sub(6));
+    let mut done = 0;
+    for i in 0..n {
+        if started.elapsed() > budget {
+            break;
+        }
+        let token = format!("rbench-load-{run}-{i}");
+        let (s, _) = poll.send("GET", "/p", Some(&token), None).await?;
+        if s != 200 {
+            return Err(format!("B answered {s} before the revocation of #{i}").into());
+        }
+        let body = serde_json::json!({ "token": token }).to_string();
+        let (s, _) = admin
+            .send("POST", "/admin/v1/revocations", None, Some(body))
+            .await?;
+        let acked = Instant::now();
+        if s != 200 {
+            return Err(format!("A answered {s} to revocation #{i}").into());
+        }
+        let mut last_pass = None;
+        let mut seen = None;
+        while acked.elapsed() < Duration::from_secs(5) {
+            let t = Instant::now();
+            let (s, _) = poll.send("GET", "/p", Some(&token), None).await?;
+            if s == 401 {
+                seen = Some(Instant::now());
+                break;
+            }
+            last_pass = Some(t);
+            passed_after += 1;
+        }
+        let Some(seen) = seen else {
+            return Err(format!("B never rejected #{i}").into());
+        };
+        first_401.push((seen - acked).as_secs_f64() * 1e3);
+        window.push(last_pass.map_or(0.0, |t| (t - acked).as_secs_f64() * 1e3));
+        if last_pass.is_some() {
+            revocations_with_pass += 1;
+        }
+        done += 1;
+    }
+    let rate = wrk_rate(load, Duration::from_secs(secs + 30))?;
+    first_401.sort_by(|x, y| x.total_cmp(y));
+    window.sort_by(|x, y| x.total_cmp(y));
+    println!(
+        "propagation_load: B at {rate:.0} req/s (wrk -c{conns}), n={done}; A's 200 -> B's first 401: p50={:.3} p99={:.3} max={:.3} ms; \
+         probes passed after A's 200: {passed_after} (in {revocations_with_pass} revocations); last passing probe sent after the 200: p99={:.3} max={:.3} ms",
+        percentile(&first_401, 50.0),
+        percentile(&first_401, 99.0),
+        first_401.last().copied().unwrap_or(f64::NAN),
+        percentile(&window, 99.0),
+        window.last().copied().unwrap_or(f64::NAN),
+    );
+    report(
+        "propagation_load",
+        serde_json::json!({
+            "b_req_per_s": rate, "n": done, "p50_ms": percentile(&first_401, 50.0), "p99_ms": percentile(&first_401, 99.0),
+            "max_ms": first_401.last(), "passed_after_ack": passed_after, "revocations_with_pass": revocations_with_pass,
+            "window_p99_ms": percentile(&window, 99.0), "window_max_ms": window.last(), "target_p99_ms": 5.0,
+        }),
+    );
+    Ok(())
+}
+
+const CONFIRMED_TOML: &str = "[log]\naccess_log = false\n[admin.rate_limit]\nenabled = false\n[revoke.rate_limit]\nenabled = false\n[store]\nconsistency = \"confirmed\"\n";
+
+/// `confirmed`: three instances in confirmed consistency on one Redis.
+/// Revoke latency through A's admin API (sequential, N), then revocations/s
+/// with 32 concurrent revokers for 5 s; the same two figures in eventual
+/// mode for comparison.
+async fn confirmed(_upstream: SocketAddr) -> Res<()> {
+    let n = env_usize("REVGATE_BENCH_N_CONFIRMED", 1000);
+    let nginx = Nginx::spawn()?;
+    for (mode, toml) in [("confirmed", CONFIRMED_TOML), ("eventual", LOAD_TOML)] {
+        let redis = Redis::spawn()?;
+        let key = new_key_hex()?;
+        let gws = (0..3)
+            .map(|_| Gateway::spawn(&redis.url(), nginx.addr(), &key, Some(toml)))
+            .collect::<Res<Vec<_>>>()?;
+        for g in &gws {
+            g.wait_ready(Duration::from_secs(30)).await?;
+            // Serving (its lease held): a credentialed request passes.
+            let mut c = Conn::open(g.listen).await?;
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while c.send("GET", "/", Some("probe"), None).await?.0 != 200 {
+                if Instant::now() > deadline {
+                    return Err("an instance never held its lease".into());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        let a = &gws[0];
+        let mut admin = Conn::open(a.admin).await?;
+        let mut lat = Vec::with_capacity(n);
+        let started = Instant::now();
+        // Not counted: a fresh deployment confirms nothing for its first
+        // lease (`{P}:born`, docs/consistency.md).
+        let warmup = 20;
+        for i in 0..n + warmup {
+            if started.elapsed() > Duration::from_secs(120) {
+                break;
+            }
+            let body = serde_json::json!({ "token": format!("conf-{mode}-{i}") }).to_string();
+            let t = Instant::now();
+            let (s, resp) = admin
+                .send("POST", "/admin/v1/revocations", None, Some(body))
+                .await?;
+            if s != 200 {
+                return Err(format!("revoke #{i}: {s} {}", String::from_utf8_lossy(&resp)).into());
+            }
+            if i >= warmup {
+                lat.push(t.elapsed().as_secs_f64() * 1e3);
+            }
+        }
+        // Where a slow revoke came from: an instance that fenced itself.
+        for (i, g) in gws.iter().enumerate() {
+            for l in g
+                .log()
+                .lines()
+                .filter(|l| l.contains("fenced") || l.contains("lease held"))
+            {
+                println!("  instance {i}: {l}");
+            }
+        }
+        let slow: Vec<(usize, f64)> = lat
+            .iter()
+            .copied()
+            .enumerate()
+            .filter(|(_, l)| *l > 50.0)
+            .collect();
+        if !slow.is_empty() {
+            println!("  revokes over 50 ms (index, ms): {slow:?}");
+        }
+        lat.sort_by(|x, y| x.total_cmp(y));
+        // Throughput: 32 revokers on their own connections for 5 s.
+        let stop_at = Instant::now() + Duration::from_secs(5);
+        let mut set = tokio::task::JoinSet::new();
+        for w in 0..32 {
+            let addr = a.admin;
+            let mode = mode.to_string();
+            set.spawn(async move {
+                let mut c = Conn::open(addr).await?;
+                let mut k = 0u64;
+                while Instant::now() < stop_at {
+                    let body =
+                        serde_json::json!({ "token": format!("tp-{mode}-{w}-{k}") }).to_string();
+                    let (s, _) = c
+                        .send("POST", "/admin/v1/revocations", None, Some(body))
+                        .await?;
+                    if s != 200 {
+                        return Err::<u64, BoxError>(format!("throughput revoke: {s}").into());
+                    }
+                    k += 1;
+                }
+                Ok(k)
+            });
+        }
+        let t0 = Instant::now();
+        let mut total = 0u64;
+        while let Some(r) = set.join_next().await {
+            total += r??;
+        }
+        let per_s = total as f64 / t0.elapsed().as_secs_f64();
+        println!(
+            "confirmed bench [{mode}], 3 instances: revoke latency p50={:.3} p99={:.3} max={:.3} ms (n={}); {per_s:.0} revocations/s with 32 concurrent revokers",
+            percentile(&lat, 50.0),
+            percentile(&lat, 99.0),
+            lat.last().copied().unwrap_or(f64::NAN),
+            lat.len(),
+        );
+        report(
+            "confirmed",
+            serde_json::json!({"mode": mode, "n": lat.len(), "p50_ms": percentile(&lat, 50.0), "p99_ms": percentile(&lat, 99.0),
+                "max_ms": lat.last(), "revocations_per_s": per_s, "target_p99_ms": 10.0}),
+        );
+    }
+    Ok(())
+}
+
+/// `confirmed_throughput`: proxy throughput of one instance in confirmed
+/// mode against one in eventual mode (same Redis, own prefixes), wrk
+/// rounds interleaved; the ratio of the medians.
+async fn confirmed_throughput(_upstream: SocketAddr) -> Res<()> {
+    let rounds = env_usize("REVGATE_BENCH_ROUNDS", 3);
+    let secs = env_usize("REVGATE_BENCH_SECS", 10) as u64;
+    let conns = env_usize("REVGATE_BENCH_CONNS", 64);
+    let nginx = Nginx::spawn()?;
+    let redis = Redis::spawn()?;
+    let key = new_key_hex()?;
+    let e_toml = format!("{LOAD_TOML}[store]\nkey_prefix = \"ev\"\n");
+    let c_toml = format!("{CONFIRMED_TOML}key_prefix = \"cf\"\n");
+    let e = Gateway::spawn(&redis.url(), nginx.addr(), &key, Some(&e_toml))?;
+    let c = Gateway::spawn(&redis.url(), nginx.addr(), &key, Some(&c_toml))?;
+    e.wait_ready(Duration::from_secs(30)).await?;
+    c.wait_ready(Duration::from_secs(30)).await?;
+    let mut probe = Conn::open(c.listen).await?;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while probe.send("GET", "/", Some("probe"), None).await?.0 != 200 {
+        if Instant::now() > deadline {
+            return Err("the confirmed instance never held its lease".into());
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let (mut ev, mut cf) = (Vec::new(), Vec::new());
+    for r in 0..rounds {
+        let order: [(&Gateway, &mut Vec<f64>); 2] = if r % 2 == 0 {
+            [(&e, &mut ev), (&c, &mut cf)]
+        } else {
+            [(&c, &mut cf), (&e, &mut ev)]
+        };
+        for (g, into) in order {
+            let child = wrk(g.listen, conns, secs, g.dir.path())?;
+            into.push(wrk_rate(child, Duration::from_secs(secs + 30))?);
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(|x, y| x.total_cmp(y));
+        v[v.len() / 2]
+    };
+    let (me, mc) = (median(&mut ev), median(&mut cf));
+    println!(
+        "confirmed_throughput: eventual {me:.0} req/s {ev:?}, confirmed {mc:.0} req/s {cf:?}; ratio {:.3}",
+        mc / me
+    );
+    report(
+        "confirmed_throughput",
+        serde_json::json!({"eventual": ev, "confirmed": cf, "ratio": mc / me, "target": 0.98}),
+    );
+    Ok(())
 }

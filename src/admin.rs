@@ -57,7 +57,7 @@ use tokio_util::sync::CancellationToken;
 use crate::credentials::Fingerprint;
 use crate::dialect::{RevokeIntent, RevokeMode};
 use crate::proxy::{full, Body, Gateway, ScopeAdmission};
-use crate::store::{Applied, RevocationCommand, RevocationTarget, ScopeKey};
+use crate::store::{Applied, RevocationCommand, RevocationTarget, ScopeKey, StoreError};
 use crate::verdict::json_response;
 
 mod principals;
@@ -432,6 +432,15 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: std::net::IpAddr) ->
                 Ok(applied) => {
                     crate::metrics::revocation_applied("admin", "api");
                     ok(serde_json::json!({"recorded": cmd, "changed": applied == Applied::Changed}))
+                }
+                Err(e @ StoreError::Unconfirmed(_)) => {
+                    crate::metrics::revocation_apply_failed("admin");
+                    tracing::warn!(error = %e, "admin revocation recorded but not confirmed");
+                    error(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "temporarily_unavailable",
+                        "the revocation is recorded but not yet confirmed by every instance; retry",
+                    )
                 }
                 Err(e) => {
                     crate::metrics::revocation_apply_failed("admin");

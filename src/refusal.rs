@@ -44,6 +44,12 @@ pub enum Refusal {
     /// `temporarily_unavailable`.
     #[error("credential identity unavailable")]
     IdentityUnavailable,
+    /// Confirmed consistency: this instance has no live lease or fell behind
+    /// the revocation stream, so it may miss a revocation another instance
+    /// already acknowledged: 503 `temporarily_unavailable` with
+    /// `Retry-After: 1`, to every credentialed request until it caught up.
+    #[error("instance fenced")]
+    Fenced,
     /// No route matches the host and path: 404 `no_route`.
     #[error("no route")]
     NoRoute,
@@ -86,7 +92,9 @@ impl Refusal {
             Refusal::BadCredential(_) | Refusal::BadHost | Refusal::ClientBody(_) => {
                 StatusCode::BAD_REQUEST
             }
-            Refusal::Unavailable | Refusal::IdentityUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            Refusal::Unavailable | Refusal::IdentityUnavailable | Refusal::Fenced => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
             Refusal::NoRoute => StatusCode::NOT_FOUND,
             Refusal::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::TransferCoding => StatusCode::NOT_IMPLEMENTED,
@@ -106,7 +114,7 @@ impl Refusal {
             | Refusal::TransferCoding
             | Refusal::ClientBody(_) => Outcome::BadRequest,
             Refusal::ClientTimeout => Outcome::ClientTimeout,
-            Refusal::Unavailable => Outcome::Unavailable,
+            Refusal::Unavailable | Refusal::Fenced => Outcome::Unavailable,
             Refusal::IdentityUnavailable => Outcome::IdentityUnavailable,
             Refusal::NoRoute => Outcome::NoRoute,
             Refusal::UpstreamUnavailable(_) | Refusal::UpstreamTimeout => Outcome::UpstreamError,
@@ -146,6 +154,10 @@ impl Refusal {
                 verdict::json_response(other.status(), Bytes::from(body.to_string()))
             }
         };
+        if matches!(self, Refusal::Fenced) {
+            resp.headers_mut()
+                .insert(http::header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
         if self.closes() {
             resp.headers_mut()
                 .insert(http::header::CONNECTION, HeaderValue::from_static("close"));
@@ -170,6 +182,10 @@ impl Refusal {
                 "The request's transfer coding is not supported",
             ),
             Refusal::ClientBody(_) => ("invalid_request", "The request body could not be read"),
+            Refusal::Fenced => (
+                "temporarily_unavailable",
+                "This instance is catching up with revocations; retry",
+            ),
             Refusal::ClientTimeout => {
                 ("request_timeout", "The request body did not arrive in time")
             }
@@ -197,7 +213,7 @@ impl Refusal {
 mod tests {
     use super::*;
 
-    const KINDS: usize = 13;
+    const KINDS: usize = 14;
 
     /// Each variant's index (exhaustive: no wildcard arm).
     fn kind(r: &Refusal) -> usize {
@@ -215,6 +231,7 @@ mod tests {
             Refusal::UpstreamUnavailable(_) => 10,
             Refusal::UpstreamTimeout => 11,
             Refusal::IdentityUnavailable => 12,
+            Refusal::Fenced => 13,
         }
     }
 
@@ -265,6 +282,14 @@ mod tests {
                 None,
                 false,
                 verdict::UNAVAILABLE_BODY,
+            ),
+            (
+                Refusal::Fenced,
+                503,
+                "unavailable",
+                None,
+                false,
+                r#"{"error":"temporarily_unavailable","error_description":"This instance is catching up with revocations; retry"}"#,
             ),
             (
                 Refusal::NoRoute,
@@ -371,6 +396,11 @@ mod tests {
             assert_eq!(
                 h.get("connection").map(|v| v.to_str().unwrap()),
                 close.then_some("close"),
+                "{refusal:?}"
+            );
+            assert_eq!(
+                h.get("retry-after").map(|v| v.to_str().unwrap()),
+                matches!(refusal, Refusal::Fenced).then_some("1"),
                 "{refusal:?}"
             );
             // The body is JSON whatever the variant; the cause never in it.

@@ -46,6 +46,8 @@ pub enum Verdict {
     /// Scope rules exist, the credential names no subject of its own, and
     /// introspection failed (`on_error = "reject"`): 503.
     IdentityUnavailable,
+    /// This instance is fenced (confirmed consistency): 503 until caught up.
+    Fenced,
 }
 
 /// Everything the check needs besides the store.
@@ -90,8 +92,10 @@ impl Checker {
             Err(e) => return Verdict::BadRequest(e),
         };
         let mode = store.check_mode();
-        if mode == CheckMode::Reject {
-            return Verdict::Unavailable;
+        match mode {
+            CheckMode::Reject => return Verdict::Unavailable,
+            CheckMode::Fenced => return Verdict::Fenced,
+            CheckMode::Local | CheckMode::AlwaysLookup => {}
         }
         let fp = self.key.token_fingerprint(cred.token());
         if let Some(v) = exact(fp, mode, store).await {
@@ -221,6 +225,7 @@ impl Verdict {
             Verdict::BadRequest(e) => Err(Refusal::BadCredential(e)),
             Verdict::Unavailable => Err(Refusal::Unavailable),
             Verdict::IdentityUnavailable => Err(Refusal::IdentityUnavailable),
+            Verdict::Fenced => Err(Refusal::Fenced),
         }
     }
 }

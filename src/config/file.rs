@@ -463,7 +463,8 @@ pub enum StaleAction {
 #[serde(default, deny_unknown_fields)]
 pub struct StoreConfig {
     /// `memory`, `redis://host:port/db`, `rediss://...`, or
-    /// `redis+sentinel://host:port,host:port/master-name`.
+    /// `redis+sentinel://host:port,host:port/master-name`, or
+    /// `redis+cluster://host:port,host:port`.
     pub url: String,
     /// Journal file (embedded store), or outbox while Redis is away.
     pub journal: PathBuf,
@@ -486,6 +487,57 @@ pub struct StoreConfig {
     /// How long a confirmed Redis answer is cached locally.
     #[serde(with = "humantime_serde")]
     pub confirm_ttl: Duration,
+    /// `eventual` (default) or `confirmed`: whether a revoke's success
+    /// answer waits until every live instance has applied it (see
+    /// `docs/consistency.md`).
+    pub consistency: Consistency,
+    /// Confirmed mode: how long an instance's lease in Redis lasts; the
+    /// bound on a confirmed revoke's wait for a paused or cut-off instance.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// Confirmed mode: how long a revoke waits for every live instance
+    /// before it answers the dialect's 503 (the revocation stays recorded).
+    #[serde(with = "humantime_serde")]
+    pub confirm_timeout: Duration,
+    /// `[store.redis]`: Redis-only durability settings.
+    pub redis: RedisDurability,
+}
+
+/// `store.consistency`: what a revoke's success answer promises.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consistency {
+    /// Answered once recorded; other instances learn it within milliseconds.
+    #[default]
+    Eventual,
+    /// Answered once every instance with a live lease has applied it (or
+    /// has fenced itself).
+    Confirmed,
+}
+
+/// `[store.redis]`
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RedisDurability {
+    /// Replicas that must acknowledge a revocation (`WAIT n`) before it is
+    /// acknowledged; 0 (default) sends no `WAIT`.
+    pub min_replicas_acked: u32,
+    /// How long `WAIT` (and `WAITAOF`) may block.
+    #[serde(with = "humantime_serde")]
+    pub wait_timeout: Duration,
+    /// Also `WAITAOF 1 <min_replicas_acked>` (the write is in the AOF of the
+    /// primary and of that many replicas); used only on Redis >= 7.2.
+    pub wait_aof: bool,
+}
+
+impl Default for RedisDurability {
+    fn default() -> Self {
+        RedisDurability {
+            min_replicas_acked: 0,
+            wait_timeout: Duration::from_millis(500),
+            wait_aof: false,
+        }
+    }
 }
 
 impl Default for StoreConfig {
@@ -501,6 +553,10 @@ impl Default for StoreConfig {
             max_staleness: None,
             stale_action: StaleAction::Reject,
             confirm_ttl: Duration::from_secs(1),
+            consistency: Consistency::Eventual,
+            lease: Duration::from_secs(2),
+            confirm_timeout: Duration::from_secs(5),
+            redis: RedisDurability::default(),
         }
     }
 }

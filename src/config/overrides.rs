@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use super::{Config, ConfigError, LogFormat};
+use super::{Config, ConfigError, Consistency, LogFormat};
 use crate::dialect::RevokeMode;
 
 /// The command-line flags that override the file (the fixed contract).
@@ -37,6 +37,17 @@ pub struct Overrides {
     /// Log format.
     #[arg(long, env = "REVGATE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// `eventual` or `confirmed` (`store.consistency`).
+    #[arg(long, env = "REVGATE_CONSISTENCY", value_parser = parse_consistency)]
+    pub consistency: Option<Consistency>,
+}
+
+fn parse_consistency(s: &str) -> Result<Consistency, String> {
+    match s {
+        "eventual" => Ok(Consistency::Eventual),
+        "confirmed" => Ok(Consistency::Confirmed),
+        other => Err(format!("expected eventual or confirmed, got {other:?}")),
+    }
 }
 
 fn parse_mode(s: &str) -> Result<RevokeMode, String> {
@@ -94,6 +105,9 @@ impl Overrides {
         }
         if let Some(v) = self.log_format {
             c.log.format = v;
+        }
+        if let Some(v) = self.consistency {
+            c.store.consistency = v;
         }
         if c.tokens.fingerprint_key.is_none() {
             if let Ok(k) = std::env::var("REVGATE_FINGERPRINT_KEY") {

@@ -485,12 +485,92 @@ fn introspection_is_checked_key_by_key() {
         let err = check(&format!("{base}{toml}")).unwrap_err();
         assert_eq!(err.key, key, "{toml}: {err}");
     }
-    // Unknown keys and values are refused by the parser, with the line.
-    for toml in [
-        "url = \"https://a/i\"\non_error = \"maybe\"",
-        "url = \"https://a/i\"\nttl = \"1s\"",
+    // Unknown keys and values are refused by the parser, naming the key.
+    for (toml, key) in [
+        (
+            "url = \"https://a/i\"\non_error = \"maybe\"",
+            "identity.introspection.on_error",
+        ),
+        ("url = \"https://a/i\"\nttl = \"1s\"", "identity.introspection.ttl"),
     ] {
         let err = check(&format!("{base}{toml}")).unwrap_err();
-        assert!(err.key.starts_with("line "), "{toml}: {err}");
+        assert!(err.to_string().contains(key), "{toml}: {err}");
     }
+}
+
+#[test]
+fn consistency_and_redis_durability_are_read_and_checked() {
+    let base = "[upstream]\nurl = \"http://u\"\n";
+    let s = check(base).unwrap();
+    assert_eq!(s.store().consistency, Consistency::Eventual);
+    assert_eq!(s.store().redis.min_replicas_acked, 0);
+    let s = check(&format!(
+        "{base}[store]\nconsistency = \"confirmed\"\nlease = \"1s\"\nconfirm_timeout = \"3s\"\n\
+         [store.redis]\nmin_replicas_acked = 2\nwait_timeout = \"250ms\"\nwait_aof = true\n"
+    ))
+    .unwrap();
+    let st = s.store();
+    assert_eq!(st.consistency, Consistency::Confirmed);
+    assert_eq!(st.lease, Duration::from_secs(1));
+    assert_eq!(st.confirm_timeout, Duration::from_secs(3));
+    assert_eq!(st.redis.min_replicas_acked, 2);
+    assert_eq!(st.redis.wait_timeout, Duration::from_millis(250));
+    assert!(st.redis.wait_aof);
+
+    let refused = |extra: &str| check(&format!("{base}{extra}")).unwrap_err().to_string();
+    let unknown = refused("[store]\nconsistency = \"strong\"\n");
+    assert!(
+        unknown.contains("eventual") && unknown.contains("confirmed"),
+        "{unknown}"
+    );
+    assert_eq!(
+        refused("[store]\nlease = \"100ms\"\n"),
+        "store.lease: must be between 200ms and 1m"
+    );
+    assert_eq!(
+        refused("[store]\nlease = \"5s\"\nconfirm_timeout = \"5s\"\n"),
+        "store.confirm_timeout: must be longer than store.lease (a paused instance is waited for that long) and at most 2m"
+    );
+    assert_eq!(
+        refused("[store.redis]\nmin_replicas_acked = 17\n"),
+        "store.redis.min_replicas_acked: must be between 0 and 16"
+    );
+    assert_eq!(
+        refused("[store.redis]\nwait_timeout = \"0s\"\n"),
+        "store.redis.wait_timeout: must be between 1ms and 1m"
+    );
+    assert!(refused("[store.redis]\nwait = 1\n").contains("unknown field"));
+    assert_eq!(
+        refused("[store]\nurl = \"redis+clusterx://h:1\"\n"),
+        "store.url: expected memory, redis://host:port/db, rediss://..., redis+sentinel://host:port,.../master or redis+cluster://host:port,...; got \"redis+clusterx://h:1\""
+    );
+}
+
+#[test]
+fn the_consistency_flag_overrides_the_file() {
+    let mut c =
+        Config::from_toml("[upstream]\nurl = \"http://u\"\n[store]\nconsistency = \"eventual\"\n")
+            .unwrap();
+    let o = Overrides {
+        consistency: Some(Consistency::Confirmed),
+        ..Default::default()
+    };
+    o.apply(&mut c);
+    assert_eq!(c.store.consistency, Consistency::Confirmed);
+    use clap::Parser;
+    #[derive(clap::Parser)]
+    struct Cli {
+        #[command(flatten)]
+        o: Overrides,
+    }
+    let cli = Cli::try_parse_from(["revgate", "--consistency", "confirmed"]).unwrap();
+    assert_eq!(cli.o.consistency, Some(Consistency::Confirmed));
+    let err = Cli::try_parse_from(["revgate", "--consistency", "strong"])
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("expected eventual or confirmed, got \"strong\""),
+        "{err}"
+    );
 }

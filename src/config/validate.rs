@@ -513,13 +513,15 @@ impl Config {
                 "rediss://",
                 "redis+sentinel://",
                 "rediss+sentinel://",
+                "redis+cluster://",
+                "rediss+cluster://",
             ]
             .iter()
             .any(|p| s.url.starts_with(p) && s.url.len() > p.len());
         if !url_ok {
             return Err(ConfigError::new(
                 "store.url",
-                format!("expected memory, redis://host:port/db, rediss://... or redis+sentinel://host:port,.../master; got {:?}", s.url),
+                format!("expected memory, redis://host:port/db, rediss://..., redis+sentinel://host:port,.../master or redis+cluster://host:port,...; got {:?}", s.url),
             ));
         }
         if s.url != "memory" && self.tokens.fingerprint_key.is_none() {
@@ -560,6 +562,30 @@ impl Config {
         if s.stream_maxlen == 0 {
             return Err(ConfigError::new("store.stream_maxlen", "must be positive"));
         }
+        within(
+            "store.lease",
+            s.lease,
+            Duration::from_millis(200),
+            Duration::from_secs(60),
+        )?;
+        if s.confirm_timeout <= s.lease || s.confirm_timeout > Duration::from_secs(120) {
+            return Err(ConfigError::new(
+                "store.confirm_timeout",
+                "must be longer than store.lease (a paused instance is waited for that long) and at most 2m",
+            ));
+        }
+        if s.redis.min_replicas_acked > 16 {
+            return Err(ConfigError::new(
+                "store.redis.min_replicas_acked",
+                "must be between 0 and 16",
+            ));
+        }
+        within(
+            "store.redis.wait_timeout",
+            s.redis.wait_timeout,
+            MIN,
+            Duration::from_secs(60),
+        )?;
         Ok(())
     }
 

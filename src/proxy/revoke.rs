@@ -17,7 +17,9 @@ use crate::config::Route;
 use crate::credentials::{self};
 use crate::dialect::{self, DialectResponse, RevokeCall, RevokeIntent, RevokeMode};
 use crate::refusal::Refusal;
-use crate::store::{now_unix, LocalCache, RevocationCommand, ScopeKey, ScopeRule, TokenRule};
+use crate::store::{
+    now_unix, LocalCache, RevocationCommand, ScopeKey, ScopeRule, StoreError, TokenRule,
+};
 
 /// Who makes a revoke call: its request head, and where its credential's
 /// binding is looked up.
@@ -310,6 +312,11 @@ impl Gateway {
                         crate::metrics::revocation_applied(source, "terminate");
                         render(d, d.dialect.success())
                     }
+                    Err(e @ StoreError::Unconfirmed(_)) => {
+                        crate::metrics::revocation_apply_failed(source);
+                        tracing::warn!(error = %e, dialect = source, "revocation recorded but not confirmed");
+                        render(d, d.dialect.unavailable())
+                    }
                     Err(e) => {
                         crate::metrics::revocation_apply_failed(source);
                         tracing::error!(error = %e, dialect = source, "revocation not recorded");
@@ -337,10 +344,18 @@ impl Gateway {
                     (None, Some(s)) => s,
                     (None, None) => full(Bytes::new()),
                 };
-                let resp = forward(rt, route, parts, body, conn, None).await?;
+                let mut resp = forward(rt, route, parts, body, conn, None).await?;
                 if resp.status().is_success() {
                     match cmd {
-                        Some(Some(cmd)) => self.apply_or_retry(cmd, source).await,
+                        Some(Some(cmd)) => {
+                            let acknowledged = self.apply_or_retry(cmd, source).await;
+                            if !acknowledged {
+                                // Recorded, not confirmed (see `StoreError::Unconfirmed`):
+                                // the caller must not take the upstream's 2xx
+                                // as "revoked everywhere"; a retry is safe.
+                                resp = render(d, d.dialect.unavailable());
+                            }
+                        }
                         Some(None) => {
                             crate::metrics::unidentified_revoke(source);
                             tracing::warn!(
@@ -359,9 +374,17 @@ impl Gateway {
 
     /// Applies a forwarded revocation; on failure keeps retrying in the
     /// background (with backoff) until it is recorded or the gateway stops.
-    async fn apply_or_retry(&self, cmd: RevocationCommand, source: &'static str) {
+    /// False when it was recorded but not confirmed in time (confirmed
+    /// consistency, or too few replicas): nothing to retry, but the answer
+    /// must not say success.
+    async fn apply_or_retry(&self, cmd: RevocationCommand, source: &'static str) -> bool {
         match self.store.apply(cmd.clone()).await {
             Ok(_) => crate::metrics::revocation_applied(source, "forward"),
+            Err(e @ StoreError::Unconfirmed(_)) => {
+                crate::metrics::revocation_apply_failed(source);
+                tracing::warn!(error = %e, dialect = source, "forwarded revocation recorded but not confirmed");
+                return false;
+            }
             Err(e) => {
                 crate::metrics::revocation_apply_failed(source);
                 tracing::error!(error = %e, dialect = source, "revocation not recorded; retrying in the background");
@@ -393,6 +416,7 @@ impl Gateway {
                 });
             }
         }
+        true
     }
 }
 

@@ -175,6 +175,11 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("store is closed")]
     Closed,
+    /// The revocation is recorded, but what `store.consistency = "confirmed"`
+    /// or `store.redis.min_replicas_acked` promises could not be had in
+    /// time: the revoke answers 503, and a retry is safe (it merges).
+    #[error("recorded but not confirmed: {0}")]
+    Unconfirmed(String),
 }
 
 /// Why [`RevocationStore::list_tokens`] gave no page.
@@ -198,6 +203,10 @@ pub enum CheckMode {
     /// Stale beyond `store.max_staleness`, configured to ask the store for
     /// every request.
     AlwaysLookup,
+    /// Confirmed consistency, and this instance holds no live lease or has
+    /// fallen behind: answer 503 to every credentialed request until it has
+    /// caught up (see `store::redis::lease`).
+    Fenced,
 }
 
 /// A store's state, for `/readyz` and metrics.

@@ -48,6 +48,7 @@ pub struct RedisBuilder {
     tls: Option<(PathBuf, PathBuf)>,
     replica_of: Option<u16>,
     sentinel: Option<(String, u16)>,
+    cluster: bool,
 }
 
 impl RedisBuilder {
@@ -73,6 +74,12 @@ impl RedisBuilder {
     /// A replica of the server on `port`.
     pub fn replica_of(mut self, port: u16) -> Self {
         self.replica_of = Some(port);
+        self
+    }
+
+    /// A Redis Cluster node (`cluster-enabled`); see [`RedisCluster`].
+    pub fn cluster(mut self) -> Self {
+        self.cluster = true;
         self
     }
 
@@ -216,6 +223,16 @@ impl RedisServer {
         ] {
             a.push(k.into());
             a.push(v);
+        }
+        if self.spec.cluster {
+            for (k, v) in [
+                ("--cluster-enabled", "yes"),
+                ("--cluster-config-file", "nodes.conf"),
+                ("--cluster-node-timeout", "2000"),
+            ] {
+                a.push(k.into());
+                a.push(v.into());
+            }
         }
         if let Some(m) = self.spec.replica_of {
             a.push("--replicaof".into());
@@ -508,5 +525,72 @@ impl Drop for TcpRelay {
     fn drop(&mut self) {
         self.stop.cancel();
         self.conns.lock().unwrap().cancel();
+    }
+}
+
+/// A Redis Cluster of `n` masters (no replicas), each with AOF, made with
+/// `redis-cli --cluster create`; ready when every node says `cluster_state:ok`.
+pub struct RedisCluster {
+    /// The nodes, in the order given to `--cluster create`.
+    pub nodes: Vec<RedisServer>,
+}
+
+impl RedisCluster {
+    /// Starts the nodes and creates the cluster.
+    pub fn spawn(n: usize) -> RedisCluster {
+        let nodes: Vec<RedisServer> = (0..n)
+            .map(|_| RedisServer::builder().cluster().aof().spawn())
+            .collect();
+        let mut cmd = Command::new("redis-cli");
+        cmd.arg("--cluster").arg("create");
+        for node in &nodes {
+            cmd.arg(format!("127.0.0.1:{}", node.port()));
+        }
+        let out = cmd
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdin(Stdio::null())
+            .output()
+            .expect("run redis-cli --cluster create");
+        assert!(
+            out.status.success(),
+            "redis-cli --cluster create failed: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let cluster = RedisCluster { nodes };
+        cluster.wait_ok();
+        cluster
+    }
+
+    /// Waits (bounded) until every running node says `cluster_state:ok`.
+    pub fn wait_ok(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let ok = self.nodes.iter().filter(|n| n.is_running()).all(|n| {
+                let mut c = n.conn();
+                let info: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut c)
+                    .unwrap_or_default();
+                info.contains("cluster_state:ok")
+            });
+            if ok {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster never reached cluster_state:ok"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `redis+cluster://` naming every node.
+    pub fn url(&self) -> String {
+        let hosts: Vec<String> = self
+            .nodes
+            .iter()
+            .map(|n| format!("127.0.0.1:{}", n.port()))
+            .collect();
+        format!("redis+cluster://{}", hosts.join(","))
     }
 }

@@ -1,7 +1,7 @@
 //! The connection to Redis: where it is (a URL, or Sentinel naming the
 //! master), the current command connection, and whether it is up.
 //!
-//! Two connections per instance, both `MultiplexedConnection`s made by
+//! Two connections per instance, both `Conn`s made by
 //! [`Link::connect`]: one for commands (lookups, writes, scans: many requests
 //! in flight on one socket), one only for the stream tail, because a blocking
 //! `XREAD` would hold up every request queued behind it on a shared socket.
@@ -18,7 +18,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use ::redis::aio::MultiplexedConnection;
+use ::redis::cluster::{ClusterClient, ClusterConfig};
 use ::redis::sentinel::{SentinelClient, SentinelNodeConnectionInfo, SentinelServerType};
 use ::redis::{
     AsyncConnectionConfig, Client, ErrorKind, RedisConnectionInfo, RedisError, ServerErrorKind,
@@ -27,6 +27,7 @@ use ::redis::{
 use arc_swap::ArcSwapOption;
 use tokio::sync::Notify;
 
+use super::conn::Conn;
 use crate::store::StoreError;
 
 /// How long one connection attempt may take, Sentinel lookup included.
@@ -56,6 +57,8 @@ enum Target {
         client: tokio::sync::Mutex<SentinelClient>,
         master: String,
     },
+    /// `redis+cluster://`: redis-rs's cluster client (see `conn.rs`).
+    Cluster(ClusterClient),
 }
 
 /// A parsed store URL, for logs (never carries a password).
@@ -70,28 +73,51 @@ pub struct Link {
     target: Target,
     /// The endpoint, for logs.
     pub endpoint: Endpoint,
-    conn: ArcSwapOption<MultiplexedConnection>,
+    conn: ArcSwapOption<Conn>,
+    /// Revocation writes when `store.redis.min_replicas_acked` > 0: `WAIT`
+    /// blocks its connection, and must not hold up the lookups queued on
+    /// the command connection.
+    writer: ArcSwapOption<Conn>,
     connected: AtomicBool,
+    /// The deployment's hash tag, `{prefix}`: its slot, in a cluster.
+    tag: String,
     /// Wakes the sync task: a connection was lost, or the outbox has work.
     pub wake: Notify,
 }
 
 impl Link {
-    /// Parses the store URL; connects nothing yet.
-    pub fn new(url: &str) -> Result<Link, StoreError> {
+    /// Parses the store URL for the deployment under `prefix`; connects
+    /// nothing yet.
+    pub fn new(url: &str, prefix: &str) -> Result<Link, StoreError> {
         let (target, endpoint) = parse(url)?;
         Ok(Link {
+            tag: format!("{{{prefix}}}"),
             target,
             endpoint,
             conn: ArcSwapOption::empty(),
+            writer: ArcSwapOption::empty(),
             connected: AtomicBool::new(false),
             wake: Notify::new(),
         })
     }
 
     /// The command connection, when Redis is up.
-    pub fn conn(&self) -> Option<MultiplexedConnection> {
+    pub fn conn(&self) -> Option<Conn> {
         self.conn.load().as_deref().cloned()
+    }
+
+    /// The connection revocations are written on: the writer when there is
+    /// one, else the command connection.
+    pub fn writer(&self) -> Option<Conn> {
+        match self.writer.load().as_deref() {
+            Some(w) => Some(w.clone()),
+            None => self.conn(),
+        }
+    }
+
+    /// Installs the writer connection (see [`Link::writer`]).
+    pub fn set_writer(&self, conn: Option<Conn>) {
+        self.writer.store(conn.map(std::sync::Arc::new));
     }
 
     /// Whether the command connection is up.
@@ -101,7 +127,7 @@ impl Link {
 
     /// Installs a fresh command connection; true when this is a change of
     /// state (for the one log line per change).
-    pub fn set_connected(&self, conn: MultiplexedConnection) -> bool {
+    pub fn set_connected(&self, conn: Conn) -> bool {
         self.conn.store(Some(std::sync::Arc::new(conn)));
         !self.connected.swap(true, Ordering::AcqRel)
     }
@@ -110,6 +136,7 @@ impl Link {
     /// true when this is a change of state. Wakes the sync task either way.
     pub fn lost(&self) -> bool {
         self.conn.store(None);
+        self.writer.store(None);
         let was = self.connected.swap(false, Ordering::AcqRel);
         self.wake.notify_one();
         was
@@ -117,13 +144,12 @@ impl Link {
 
     /// Opens a command connection and a tail connection to the current
     /// master.
-    pub async fn connect(
-        &self,
-    ) -> Result<(MultiplexedConnection, MultiplexedConnection), RedisError> {
+    pub async fn connect(&self, with_writer: bool) -> Result<Connected, RedisError> {
         let attempt = async {
             let client = match &self.target {
                 Target::Direct(c) => c.clone(),
                 Target::Sentinel { client, .. } => client.lock().await.async_get_client().await?,
+                Target::Cluster(c) => return self.connect_cluster(c, with_writer).await,
             };
             let cmd_cfg = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
@@ -131,9 +157,11 @@ impl Link {
             let tail_cfg = AsyncConnectionConfig::new()
                 .set_connection_timeout(Some(CONNECT_TIMEOUT))
                 .set_response_timeout(Some(TAIL_BLOCK + RESPONSE_TIMEOUT));
-            let mut cmd = client
-                .get_multiplexed_async_connection_with_config(&cmd_cfg)
-                .await?;
+            let mut cmd = Conn::Single(
+                client
+                    .get_multiplexed_async_connection_with_config(&cmd_cfg)
+                    .await?,
+            );
             // A Sentinel may still name a master that has just been demoted:
             // only a node that says it is master is worth writing to.
             // Connecting is not enough (a proxy or a half-open path may accept
@@ -151,10 +179,21 @@ impl Link {
                     )));
                 }
             }
-            let tail = client
-                .get_multiplexed_async_connection_with_config(&tail_cfg)
-                .await?;
-            Ok((cmd, tail))
+            let tail = Conn::Single(
+                client
+                    .get_multiplexed_async_connection_with_config(&tail_cfg)
+                    .await?,
+            );
+            let writer = if with_writer {
+                Some(Conn::Single(
+                    client
+                        .get_multiplexed_async_connection_with_config(&cmd_cfg)
+                        .await?,
+                ))
+            } else {
+                None
+            };
+            Ok((cmd, tail, writer))
         };
         match tokio::time::timeout(CONNECT_TIMEOUT, attempt).await {
             Ok(r) => r,
@@ -165,6 +204,42 @@ impl Link {
         }
     }
 }
+
+impl Link {
+    /// [`Link::connect`] for a cluster: three cluster connections (each
+    /// with its own connection per node: the tail's blocking `XREAD` must
+    /// not hold up the command connection's node socket either).
+    async fn connect_cluster(
+        &self,
+        client: &ClusterClient,
+        with_writer: bool,
+    ) -> Result<Connected, RedisError> {
+        let config = |response| {
+            ClusterConfig::new()
+                .set_connection_timeout(CONNECT_TIMEOUT)
+                .set_response_timeout(response)
+        };
+        let open = |response| async move {
+            let c = client
+                .get_async_connection_with_config(config(response))
+                .await?;
+            Ok::<_, RedisError>(Conn::cluster(c, &self.tag))
+        };
+        let mut cmd = open(RESPONSE_TIMEOUT).await?;
+        // The deployment's slot must be served: a `DBSIZE` goes to its master.
+        let _: i64 = ::redis::cmd("DBSIZE").query_async(&mut cmd).await?;
+        let tail = open(TAIL_BLOCK + RESPONSE_TIMEOUT).await?;
+        let writer = if with_writer {
+            Some(open(RESPONSE_TIMEOUT).await?)
+        } else {
+            None
+        };
+        Ok((cmd, tail, writer))
+    }
+}
+
+/// The command, tail and (optional) writer connections of one session.
+pub type Connected = (Conn, Conn, Option<Conn>);
 
 /// True when an error means the connection (or the node behind it) must be
 /// replaced, not just that one command failed.
@@ -187,13 +262,21 @@ fn bad_url(why: impl Into<String>) -> StoreError {
     StoreError::Redis(format!("store.url: {}", why.into()))
 }
 
-/// Parses `redis://`, `rediss://`, `redis+sentinel://` and
-/// `rediss+sentinel://` URLs.
+/// Parses `redis://`, `rediss://`, `redis+sentinel://`,
+/// `rediss+sentinel://`, `redis+cluster://` and `rediss+cluster://` URLs.
 ///
 /// Sentinel: `redis+sentinel://[user:password@]host:port[,host:port...]/master-name[/db]`.
 /// The user and password, if any, are the master's (the sentinels are
 /// reached without them); `rediss+sentinel` uses TLS to sentinels and master.
 fn parse(url: &str) -> Result<(Target, Endpoint), StoreError> {
+    for (prefix, scheme) in [
+        ("redis+cluster://", "redis"),
+        ("rediss+cluster://", "rediss"),
+    ] {
+        if let Some(rest) = url.strip_prefix(prefix) {
+            return parse_cluster(scheme, rest);
+        }
+    }
     let (tls, rest) = if let Some(r) = url.strip_prefix("redis+sentinel://") {
         (false, r)
     } else if let Some(r) = url.strip_prefix("rediss+sentinel://") {
@@ -269,6 +352,47 @@ fn parse(url: &str) -> Result<(Target, Endpoint), StoreError> {
     ))
 }
 
+/// `redis+cluster://[user:password@]host:port[,host:port...][/]`: the
+/// nodes to learn the slot map from (any subset of the cluster); the
+/// credentials are every node's.
+fn parse_cluster(scheme: &str, rest: &str) -> Result<(Target, Endpoint), StoreError> {
+    let (userinfo, hosts) = match rest.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    let hosts = hosts.trim_end_matches('/');
+    if hosts.contains('/') {
+        return Err(bad_url(
+            "a cluster URL names nodes only (a cluster has no database numbers)",
+        ));
+    }
+    let nodes: Vec<String> = hosts
+        .split(',')
+        .filter(|h| !h.is_empty())
+        .map(|h| match userinfo {
+            Some(u) => format!("{scheme}://{u}@{h}"),
+            None => format!("{scheme}://{h}"),
+        })
+        .collect();
+    if nodes.is_empty() {
+        return Err(bad_url("cluster URL names no node"));
+    }
+    // Few, short retries: a request must fail fast (a bloom hit then fails
+    // closed, a revocation goes to the outbox) rather than wait out the
+    // client's default of 16 retries while a node is down.
+    let client = ClusterClient::builder(nodes)
+        .retries(2)
+        .min_retry_wait(10)
+        .max_retry_wait(200)
+        .connection_timeout(CONNECT_TIMEOUT)
+        .response_timeout(RESPONSE_TIMEOUT)
+        .overall_response_timeout(Some(RESPONSE_TIMEOUT))
+        .build()
+        .map_err(|e| bad_url(e.to_string()))?;
+    let display = format!("{scheme}+cluster://{hosts}");
+    Ok((Target::Cluster(client), Endpoint { display }))
+}
+
 fn strip_credentials(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(s), Some(at)) if at > s => format!("{}{}", &url[..s + 3], &url[at + 1..]),
@@ -294,5 +418,10 @@ mod tests {
         assert!(parse("redis+sentinel://10.0.0.1:26379").is_err());
         assert!(parse("redis+sentinel://10.0.0.1:26379/").is_err());
         assert!(parse("redis+sentinel://h:1/m/notanumber").is_err());
+        let (t, e) = parse("redis+cluster://u:secret@10.0.0.1:7000,10.0.0.2:7001/").unwrap();
+        assert_eq!(e.display, "redis+cluster://10.0.0.1:7000,10.0.0.2:7001");
+        assert!(matches!(t, Target::Cluster(_)));
+        assert!(parse("redis+cluster://").is_err());
+        assert!(parse("redis+cluster://h:1/0").is_err());
     }
 }

@@ -75,17 +75,27 @@
 //! Redis should run with `maxmemory-policy noeviction`: an evicted rule key
 //! is a forgotten revocation, while a refused write only goes to the outbox.
 //!
-//! Redis Cluster: every key of a deployment shares one hash tag, so the
-//! scripts and `SCAN` work within one slot; a cluster client is not wired
-//! in (a deployment's keys would live on one shard anyway; separate
-//! deployments spread by prefix).
+//! Redis Cluster (`redis+cluster://host:port,host:port`, redis-rs's
+//! cluster client; `conn.rs`): every key of a deployment shares one hash
+//! tag, so the scripts and `SCAN` work within one slot, on one master;
+//! separate deployments (prefixes) spread over the cluster.
 //!
-//! Known limit: Redis replication is asynchronous, so a fail-over can lose
-//! writes Redis had acknowledged. The store notices (the stream went
-//! backwards) and resyncs, but what Redis lost stays lost; `WAIT` would close
-//! that gap at a latency cost and is not done here.
+//! Replication is asynchronous, so a fail-over can lose writes Redis had
+//! acknowledged; the store notices (the stream went backwards) and resyncs.
+//! `store.redis.min_replicas_acked` (`wait.rs`) closes the gap: a
+//! revocation is acknowledged only once that many replicas have it.
+//!
+//! `store.consistency = "confirmed"` (`lease.rs`): each instance holds a
+//! lease in Redis and publishes the stream position it applied; a revoke is
+//! acknowledged once every live member applied it, and an instance that
+//! cannot renew its lease or falls behind fences itself
+//! ([`CheckMode::Fenced`]). The sync task (and the lease tasks) run on the
+//! store's own thread (`thread.rs`), so the tail never queues behind
+//! request work.
 
+mod conn;
 mod keys;
+pub mod lease;
 mod link;
 mod list;
 mod lookup;
@@ -93,12 +103,14 @@ mod principals;
 #[doc(hidden)]
 pub mod snapshot;
 mod sync;
+mod thread;
+mod wait;
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ::redis::aio::MultiplexedConnection;
+use self::conn::Conn;
 use ::redis::{ErrorKind, RedisError};
 use dashmap::DashMap;
 use tokio::task::JoinHandle;
@@ -112,7 +124,7 @@ use super::{
     now_unix, Applied, Binding, CheckMode, LocalCache, RevocationCommand, RevocationStore,
     RevocationTarget, StoreError, StoreStatus,
 };
-use crate::config::{StaleAction, StoreConfig};
+use crate::config::{Consistency, StaleAction, StoreConfig};
 use crate::credentials::Fingerprint;
 
 /// The Redis-backed revocation store; see the module docs.
@@ -156,6 +168,10 @@ struct Inner {
     /// Asks the maintenance task for a rebuild now (a load found the filter
     /// undersized).
     rebuild_now: tokio::sync::Notify,
+    /// Confirmed consistency: this instance's lease (see `lease.rs`).
+    lease: Option<Arc<lease::Lease>>,
+    /// `WAIT` / `WAITAOF` after each revocation (see `wait.rs`).
+    durability: wait::Durability,
 }
 
 impl RedisStore {
@@ -169,7 +185,7 @@ impl RedisStore {
         cfg: &StoreConfig,
         shutdown: CancellationToken,
     ) -> Result<Arc<RedisStore>, StoreError> {
-        let link = Link::new(url)?;
+        let link = Link::new(url, &cfg.key_prefix)?;
         let (journal, replayed, report) = Journal::open(&cfg.journal)?;
         if report.torn_bytes > 0 {
             tracing::warn!(
@@ -201,6 +217,9 @@ impl RedisStore {
             snapshot_loads: AtomicU64::new(0),
             rebuild_gate: tokio::sync::Mutex::new(()),
             rebuild_now: tokio::sync::Notify::new(),
+            lease: (cfg.consistency == Consistency::Confirmed)
+                .then(|| Arc::new(lease::Lease::new(&cfg.key_prefix, cfg.lease))),
+            durability: wait::Durability::new(&cfg.redis),
         });
         if !replayed.is_empty() {
             tracing::info!(
@@ -216,10 +235,17 @@ impl RedisStore {
         }
         tracing::info!(endpoint = %inner.link.endpoint.display, prefix = %cfg.key_prefix, "redis store starting");
         let stop = shutdown.child_token();
-        let tasks = vec![
-            tokio::spawn(sync::run(inner.clone(), stop.clone())),
+        let own = thread::StoreThread::start(stop.clone())
+            .map_err(|e| StoreError::Redis(format!("cannot start the store thread: {e}")))?;
+        let mut tasks = vec![
+            own.spawn(sync::run(inner.clone(), stop.clone())),
             tokio::spawn(sync::maintain(inner.clone(), stop.clone())),
         ];
+        if let Some(l) = &inner.lease {
+            tracing::info!(member = %l.member(), lease = ?cfg.lease, "confirmed consistency: fenced until the first lease renewal");
+            tasks.push(own.spawn(lease::member(l.clone(), inner.clone(), stop.clone())));
+            tasks.push(own.spawn(lease::waiter(l.clone(), inner.clone(), stop.clone())));
+        }
         Ok(Arc::new(RedisStore {
             inner,
             stop,
@@ -231,6 +257,11 @@ impl RedisStore {
     /// rather than scanning.
     pub fn snapshot_loads(&self) -> u64 {
         self.inner.snapshot_loads.load(Ordering::Relaxed)
+    }
+
+    /// This instance's lease, in confirmed consistency.
+    pub fn lease(&self) -> Option<&lease::Lease> {
+        self.inner.lease.as_deref()
     }
 
     /// Confirmed answers currently cached (for metrics).
@@ -297,7 +328,7 @@ impl Inner {
     /// Redis changed.
     async fn write(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
         cmd: &RevocationCommand,
         now: u64,
     ) -> Result<bool, RedisError> {
@@ -380,6 +411,28 @@ impl Inner {
         })
     }
 
+    /// The tail has applied every event up to `at`.
+    fn note_applied(&self, at: keys::EventId) {
+        if let Some(l) = &self.lease {
+            l.applied(at);
+        }
+    }
+
+    /// What a revocation written to Redis still needs before it is
+    /// acknowledged: `WAIT`/`WAITAOF`, then, confirmed, every live instance.
+    async fn settle(&self, conn: &mut Conn) -> Result<(), StoreError> {
+        self.durability
+            .wait(conn)
+            .await
+            .map_err(StoreError::Unconfirmed)?;
+        if let Some(l) = &self.lease {
+            l.confirm(self.cfg.confirm_timeout)
+                .await
+                .map_err(StoreError::Unconfirmed)?;
+        }
+        Ok(())
+    }
+
     fn touch_sync(&self) {
         let ms = self.origin.elapsed().as_millis() as u64;
         self.last_sync_ms.store(ms, Ordering::Release);
@@ -417,10 +470,11 @@ impl RevocationStore for RedisStore {
             return Ok(Applied::Unchanged);
         }
         if inner.direct.load(Ordering::Acquire) {
-            if let Some(mut conn) = inner.link.conn() {
+            if let Some(mut conn) = inner.link.writer() {
                 match inner.write(&mut conn, &cmd, now).await {
                     Ok(changed) => {
                         inner.apply_local(&cmd);
+                        inner.settle(&mut conn).await?;
                         return Ok(if changed {
                             Applied::Changed
                         } else {
@@ -434,7 +488,15 @@ impl RevocationStore for RedisStore {
                 }
             }
         }
-        inner.append_outbox(cmd).await
+        let queued = inner.append_outbox(cmd).await?;
+        if inner.lease.is_some() {
+            // Recorded (the outbox replays it), but no other instance can
+            // have it yet.
+            return Err(StoreError::Unconfirmed(
+                "redis is unreachable: queued in the outbox".into(),
+            ));
+        }
+        Ok(queued)
     }
 
     async fn is_token_revoked(&self, fp: &Fingerprint) -> Result<bool, StoreError> {
@@ -515,6 +577,9 @@ impl RevocationStore for RedisStore {
 
     fn check_mode(&self) -> CheckMode {
         let inner = &self.inner;
+        if inner.lease.as_ref().is_some_and(|l| l.fenced()) {
+            return CheckMode::Fenced;
+        }
         if !inner.ready.load(Ordering::Acquire) {
             // The start-up load is not done: the filter may not hold every
             // revoked fingerprint yet. Ask Redis about every credential while
@@ -537,7 +602,10 @@ impl RevocationStore for RedisStore {
     fn status(&self) -> StoreStatus {
         let inner = &self.inner;
         StoreStatus {
-            ready: inner.ready.load(Ordering::Acquire),
+            // Fenced (confirmed mode) is not ready either: a load balancer
+            // sends the traffic to the instances that can judge it.
+            ready: inner.ready.load(Ordering::Acquire)
+                && !inner.lease.as_ref().is_some_and(|l| l.fenced()),
             connected: inner.link.is_connected(),
             staleness: Some(inner.staleness()),
             journal_backlog: inner.backlog.load(Ordering::Acquire),
@@ -550,6 +618,9 @@ impl RevocationStore for RedisStore {
     async fn flush(&self) -> Result<(), StoreError> {
         let inner = &self.inner;
         inner.closed.store(true, Ordering::Release);
+        if let Some(l) = &inner.lease {
+            l.leave(&inner.link).await;
+        }
         self.stop.cancel();
         let tasks: Vec<_> =
             std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));

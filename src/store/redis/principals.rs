@@ -3,9 +3,9 @@
 //! each with the rule checks in the same atomic step; and the binding
 //! lookup. Key layout in `keys.rs`.
 
-use ::redis::aio::MultiplexedConnection;
 use ::redis::{RedisError, Script};
 
+use super::conn::Conn;
 use super::{to_json, Inner};
 use crate::credentials::Fingerprint;
 use crate::store::{Binding, RevocationCommand, RevocationTarget, ScopeKey, ScopeRule, TokenRule};
@@ -151,7 +151,7 @@ impl Inner {
     /// Records a binding (and its derived rule, when a rule covers it).
     pub(super) async fn write_bind(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
         b: &Binding,
         now: u64,
     ) -> Result<bool, RedisError> {
@@ -186,7 +186,7 @@ impl Inner {
     /// Forgets a binding and its derived rule.
     pub(super) async fn write_unbind(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
         fp: &Fingerprint,
     ) -> Result<bool, RedisError> {
         let removal = to_json(&RevocationCommand::Remove(RevocationTarget::Token(*fp)))?;
@@ -206,7 +206,7 @@ impl Inner {
     /// may withdraw what that one derived (revoke again to restore it).
     pub(super) async fn write_unscope(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
         key: &ScopeKey,
         event: String,
     ) -> Result<bool, RedisError> {
@@ -232,7 +232,7 @@ impl Inner {
     /// The binding of a fingerprint, read from Redis.
     pub(super) async fn read_binding(
         &self,
-        conn: &mut MultiplexedConnection,
+        conn: &mut Conn,
         fp: &Fingerprint,
         now: u64,
     ) -> Result<Option<Binding>, RedisError> {

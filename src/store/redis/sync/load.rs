@@ -15,7 +15,7 @@ pub(super) struct Scanned {
 /// scope rules are fetched (`MGET`) when `with_scopes`.
 pub(super) async fn scan(
     inner: &Inner,
-    cmd: &mut MultiplexedConnection,
+    cmd: &mut Conn,
     rebuild: &crate::store::cache::BloomRebuild,
     with_scopes: bool,
 ) -> Result<Scanned, RedisError> {
@@ -27,7 +27,7 @@ pub(super) async fn scan(
     let pattern = inner.keys.scan_pattern().to_string();
     // The next page is always in flight while this one is processed: Redis
     // scans while this side parses and fills the filter.
-    let page = |conn: MultiplexedConnection, cursor: u64| {
+    let page = |conn: Conn, cursor: u64| {
         let pattern = pattern.clone();
         tokio::spawn(async move {
             let mut conn = conn;
@@ -70,7 +70,7 @@ pub(super) async fn scan(
 }
 
 pub(super) async fn fetch_scopes(
-    cmd: &mut MultiplexedConnection,
+    cmd: &mut Conn,
     keys: &mut Vec<Vec<u8>>,
     into: &mut Vec<ScopeRule>,
 ) -> Result<(), RedisError> {
@@ -90,10 +90,7 @@ pub(super) async fn fetch_scopes(
 /// The start-up load (and full resync): returns the stream id to tail from.
 /// From the snapshot when there is a usable one, else by `SCAN` (which then
 /// writes a new snapshot).
-pub(super) async fn full_load(
-    inner: &Inner,
-    cmd: &mut MultiplexedConnection,
-) -> Result<EventId, RedisError> {
+pub(super) async fn full_load(inner: &Inner, cmd: &mut Conn) -> Result<EventId, RedisError> {
     let _one = inner.rebuild_gate.lock().await;
     metrics::counter!("revgate_redis_resyncs_total").increment(1);
     let started = std::time::Instant::now();
@@ -119,7 +116,7 @@ pub(super) async fn full_load(
 /// the stream no longer reached back to the scan's id by its catch-up.
 async fn scan_load(
     inner: &Inner,
-    cmd: &mut MultiplexedConnection,
+    cmd: &mut Conn,
     started: std::time::Instant,
 ) -> Result<Option<EventId>, RedisError> {
     let at = last_event_id(inner, cmd).await?;
@@ -185,7 +182,7 @@ async fn scan_load(
 /// [`LocalCache::begin_install`]: crate::store::LocalCache::begin_install
 pub(super) async fn load_snapshot(
     inner: &Inner,
-    cmd: &mut MultiplexedConnection,
+    cmd: &mut Conn,
     started: std::time::Instant,
 ) -> Result<Option<EventId>, RedisError> {
     let key = inner.keys.snapshot();
@@ -282,7 +279,7 @@ pub(super) async fn load_snapshot(
 /// Closes the live sessions whose credential a freshly installed snapshot
 /// revoked: a bloom hit is looked up exactly (`GET`); one that cannot be
 /// answered closes the session (fail closed, as the verdict would).
-pub(super) async fn recheck_live(inner: &Inner, cmd: &mut MultiplexedConnection) {
+pub(super) async fn recheck_live(inner: &Inner, cmd: &mut Conn) {
     let live = inner.cache.live();
     let now = now_unix();
     for fp in live.fingerprints() {
@@ -311,7 +308,7 @@ pub(super) async fn recheck_live(inner: &Inner, cmd: &mut MultiplexedConnection)
 /// only carry stale bits).
 pub(super) fn save_snapshot(
     inner: &Inner,
-    cmd: &MultiplexedConnection,
+    cmd: &Conn,
     at: EventId,
     token_rules: u64,
     scopes: Vec<ScopeRule>,
@@ -377,10 +374,7 @@ pub(super) async fn install_scopes(
     }
 }
 
-pub(super) async fn rebuild_bloom(
-    inner: &Inner,
-    cmd: &mut MultiplexedConnection,
-) -> Result<u64, RedisError> {
+pub(super) async fn rebuild_bloom(inner: &Inner, cmd: &mut Conn) -> Result<u64, RedisError> {
     let _one = inner.rebuild_gate.lock().await;
     // Noted before the scan, for the snapshot (as in `full_load`).
     let at = last_event_id(inner, cmd).await?;

@@ -62,7 +62,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
-use ::redis::aio::MultiplexedConnection;
+use super::conn::Conn;
 use ::redis::streams::StreamReadReply;
 use ::redis::{RedisError, Value};
 use tokio_util::sync::CancellationToken;
@@ -120,11 +120,12 @@ pub(super) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
         }
         let connected = tokio::select! {
             _ = stop.cancelled() => return,
-            c = inner.link.connect() => c,
+            c = inner.link.connect(inner.cfg.redis.min_replicas_acked > 0) => c,
         };
         let ended = match connected {
-            Ok((cmd, tail)) => {
+            Ok((cmd, tail, writer)) => {
                 metrics::counter!("revgate_redis_connects_total").increment(1);
+                inner.link.set_writer(writer);
                 if inner.link.set_connected(cmd.clone()) || told_down {
                     tracing::info!(endpoint = %inner.link.endpoint.display, "redis connected");
                 }
@@ -167,8 +168,8 @@ pub(super) async fn run(inner: Arc<Inner>, stop: CancellationToken) {
 async fn session(
     inner: &Inner,
     stop: &CancellationToken,
-    mut cmd: MultiplexedConnection,
-    mut tail: MultiplexedConnection,
+    mut cmd: Conn,
+    mut tail: Conn,
     pos: &mut Option<EventId>,
 ) -> Ended {
     match session_inner(inner, stop, &mut cmd, &mut tail, pos).await {
@@ -180,8 +181,8 @@ async fn session(
 async fn session_inner(
     inner: &Inner,
     stop: &CancellationToken,
-    cmd: &mut MultiplexedConnection,
-    tail: &mut MultiplexedConnection,
+    cmd: &mut Conn,
+    tail: &mut Conn,
     pos: &mut Option<EventId>,
 ) -> Result<(), Ended> {
     replay_outbox(inner, cmd).await?;
@@ -200,6 +201,7 @@ async fn session_inner(
     };
     *pos = Some(at);
     inner.touch_sync();
+    inner.note_applied(at);
     loop {
         if !inner.link.is_connected() {
             return Err(Ended::Lost);
@@ -241,12 +243,13 @@ async fn session_inner(
             at = full_load(inner, cmd).await?;
             *pos = Some(at);
         }
+        inner.note_applied(at);
     }
 }
 
 /// Writes the outbox to Redis in order, then empties it. On failure, what
 /// was written is dropped from the outbox and the rest stays.
-async fn replay_outbox(inner: &Inner, cmd: &mut MultiplexedConnection) -> Result<(), RedisError> {
+async fn replay_outbox(inner: &Inner, cmd: &mut Conn) -> Result<(), RedisError> {
     let mut ob = inner.outbox.lock().await;
     if ob.pending.is_empty() {
         inner.direct.store(true, Ordering::Release);

@@ -7,7 +7,7 @@ use super::*;
 
 pub(super) async fn xread(
     inner: &Inner,
-    tail: &mut MultiplexedConnection,
+    tail: &mut Conn,
     at: EventId,
 ) -> Result<Option<StreamReadReply>, RedisError> {
     ::redis::cmd("XREAD")
@@ -85,7 +85,7 @@ pub(super) fn apply_command(inner: &Inner, cmd: &RevocationCommand) {
 /// `tests/chaos.rs`; `tests/redis_store.rs` `a_stream_trimmed_past_*`).
 pub(super) async fn catch_up(
     inner: &Inner,
-    cmd: &mut MultiplexedConnection,
+    cmd: &mut Conn,
     mut at: EventId,
     mut defer_scopes: Option<&mut Vec<RevocationCommand>>,
 ) -> Result<Option<EventId>, RedisError> {
@@ -146,7 +146,7 @@ pub(super) async fn catch_up(
 /// a snapshot's, from long ago).
 pub(super) async fn read_was_whole(
     inner: &Inner,
-    cmd: &mut MultiplexedConnection,
+    cmd: &mut Conn,
     from: EventId,
 ) -> Result<bool, RedisError> {
     Ok(!needs_resync(inner, cmd, from).await?)
@@ -157,7 +157,7 @@ pub(super) async fn read_was_whole(
 /// persistence).
 pub(super) async fn needs_resync(
     inner: &Inner,
-    cmd: &mut MultiplexedConnection,
+    cmd: &mut Conn,
     pos: EventId,
 ) -> Result<bool, RedisError> {
     let info: Result<Value, RedisError> = ::redis::cmd("XINFO")
@@ -246,10 +246,7 @@ pub(super) fn value_id(v: &Value) -> Option<EventId> {
 /// trimmed or deleted when it is empty now), or `0-0` when there is no
 /// stream. Not the newest *entry*: for a stream emptied by an `XTRIM`, that
 /// would be `0-0`, which every later check would take for "trimmed past".
-pub(super) async fn last_event_id(
-    inner: &Inner,
-    cmd: &mut MultiplexedConnection,
-) -> Result<EventId, RedisError> {
+pub(super) async fn last_event_id(inner: &Inner, cmd: &mut Conn) -> Result<EventId, RedisError> {
     let info: Result<Value, RedisError> = ::redis::cmd("XINFO")
         .arg("STREAM")
         .arg(inner.keys.stream())

@@ -241,7 +241,8 @@ async fn langsmith_provider_id_over_256_characters_is_its_422() {
         b"",
     ))
     .await;
-    assert_eq!((r.status, r.text().as_str()), (200, "{}"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["provider_id"], "\u{fc}".repeat(256));
     assert_eq!(all_scopes(&gw).await.len(), 1);
 }
 
@@ -354,7 +355,11 @@ async fn scope_rules_per_subject_are_capped() {
     };
     for p in ["a", "b", "c"] {
         let r = revoke(p.into()).await;
-        assert_eq!((r.status, r.text().as_str()), (200, "{}"));
+        assert_eq!(r.status, 200, "{}", r.text());
+        assert_eq!(
+            r.text(),
+            format!(r#"{{"message":"Tokens revoked","provider_id":"{p}"}}"#)
+        );
     }
     let r = revoke("d".into()).await;
     assert_eq!(r.status, 429);
@@ -365,7 +370,10 @@ async fn scope_rules_per_subject_are_capped() {
     assert_eq!(r.header("retry-after"), None, "waiting does not lift a cap");
     // Revoking an existing scope again is no new rule: still answered.
     let r = revoke("b".into()).await;
-    assert_eq!((r.status, r.text().as_str()), (200, "{}"));
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, r#"{"message":"Tokens revoked","provider_id":"b"}"#)
+    );
     // Another subject has its own allowance.
     let other = caller("someone-else");
     let r = send(call(

@@ -473,7 +473,13 @@ async fn terminate_mode_revokers_are_identified_by_introspecting_their_key() {
     let ls = format!("{}/v2/auth/tokens?provider_id=github", gw.url);
     assert_passes(&gw, &up, "op-alice-github").await;
     let r = send(call("DELETE", &ls, &[("x-api-key", "ls-key-alice")], b"")).await;
-    assert_eq!((r.status, r.text().as_str()), (200, "{}"));
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            200,
+            r#"{"message":"Tokens revoked","provider_id":"github"}"#
+        )
+    );
     assert_revoked(&gw, &up, "op-alice-github").await;
     // An unknown key (inactive) identifies no one, as before.
     let r = send(call("DELETE", &ls, &[("x-api-key", "ls-key-nobody")], b"")).await;

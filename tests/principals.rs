@@ -377,7 +377,13 @@ async fn langsmith_and_codegen_callers_are_known_by_their_bound_opaque_keys() {
         b"",
     ))
     .await;
-    assert_eq!((r.status, r.text()), (200, "{}".into()));
+    assert_eq!(
+        (r.status, r.text()),
+        (
+            200,
+            r#"{"message":"Tokens revoked","provider_id":"github"}"#.into()
+        )
+    );
     assert_revoked(&gw, &up, "dana-github-token").await;
     // The API key itself has no provider: not covered by a github rule.
     assert_passes(&gw, &up, "ls-api-key-1").await;

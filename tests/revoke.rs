@@ -250,7 +250,14 @@ async fn langsmith_terminate_revokes_the_current_users_scope() {
         b"",
     ))
     .await;
-    assert_eq!((r.status, r.text().as_str()), (200, "{}"));
+    // What langchain-auth's `revoke_tokens` reads back (src/dialect/langsmith.rs).
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (
+            200,
+            r#"{"message":"Tokens revoked","provider_id":"github"}"#
+        )
+    );
     assert_revoked(&gw, &up, &mine).await;
     assert_passes(&gw, &up, &my_other_provider).await;
     assert_passes(&gw, &up, &theirs).await;

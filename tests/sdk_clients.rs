@@ -2,7 +2,10 @@
 //! in terminate mode: `nylas` (`Client(api_key, api_uri).auth.revoke(token)`),
 //! `onelogin` 4.x (`OAuth2Api.revoke_tokens`, HTTP Basic client credentials)
 //! and `onelogin` 2.x (`OneLoginClient.revoke_token()`, the documented
-//! `client_id:..., client_secret:...` header). Each SDK call must succeed and
+//! `client_id:..., client_secret:...` header), and `langchain-auth` 0.3
+//! (`Client(api_key, api_url).revoke_tokens(provider_id)`, the key in
+//! `x-api-key`, opaque and bound to its user through the admin API). Each
+//! SDK call must succeed and
 //! the revoked token must then be refused (401) without reaching the
 //! upstream, while other tokens still pass.
 //!
@@ -35,7 +38,7 @@ const ONELOGIN_AUTH_FAILURE: &str = r#"{"status":{"error":true,"code":401,"type"
 /// The SDK versions whose source was read to write the dialects (see
 /// `src/dialect/nylas.rs` and `onelogin.rs`); pinned so that a new SDK
 /// release is a deliberate change.
-const CURRENT_SDKS: &[&str] = &["nylas==6.18.0", "onelogin==4.0.1"];
+const CURRENT_SDKS: &[&str] = &["nylas==6.18.0", "onelogin==4.0.1", "langchain-auth==0.3.0"];
 const LEGACY_SDKS: &[&str] = &["onelogin==2.0.4"];
 
 static CURRENT: OnceLock<Option<PathBuf>> = OnceLock::new();
@@ -254,6 +257,9 @@ async fn nylas_sdk_revoke_works_against_terminate_mode() {
 
 // === onelogin 4.x ===
 
+/// What HTTP Basic callers are answered (src/dialect/onelogin.rs).
+const ONELOGIN_BASIC_SUCCESS: &str = r#"{"status":{"error":false,"code":200,"type":"success","message":"Success"},"error":false,"code":200,"type":"success","message":"Success"}"#;
+
 const ONELOGIN_SCRIPT: &str = r#"
 import json, sys
 import onelogin
@@ -305,13 +311,23 @@ async fn onelogin_sdk_revoke_works_against_terminate_mode() {
         ],
     )
     .await;
-    // The SDK's raw call: the documented success body, byte for byte.
+    // The SDK's raw call: the documented success body with its members also
+    // at the top level (HTTP Basic callers; see src/dialect/onelogin.rs).
     assert_eq!(out["raw"]["status"], 200, "{out}");
-    assert_eq!(out["raw"]["body"], ONELOGIN_SUCCESS, "{out}");
-    // The SDK's plain call revokes, then fails to parse the documented body
-    // into its flat `Error` model (it would against OneLogin itself): see
-    // src/dialect/onelogin.rs. Recorded here so a change in either shows.
-    assert_eq!(out["plain"]["raised"], "ValidationError", "{out}");
+    assert_eq!(out["raw"]["body"], ONELOGIN_BASIC_SUCCESS, "{out}");
+    let documented: serde_json::Value = serde_json::from_str(ONELOGIN_SUCCESS).unwrap();
+    let answered: serde_json::Value =
+        serde_json::from_str(out["raw"]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(answered["status"], documented["status"], "{out}");
+    // The SDK's plain call succeeds: it parses the top-level members into
+    // its flat `Error` model (the documented body alone made it raise
+    // pydantic's ValidationError after the revocation).
+    assert_eq!(out["plain"]["raised"], serde_json::Value::Null, "{out}");
+    let result = out["plain"]["result"].as_str().unwrap_or_default();
+    assert!(
+        result.contains("code=200") && result.contains("message='Success'"),
+        "{out}"
+    );
     // Wrong client secret: 401 in the documented shape.
     assert_eq!(out["wrong_secret"]["status"], 401, "{out}");
     assert_eq!(out["wrong_secret"]["body"], ONELOGIN_AUTH_FAILURE, "{out}");
@@ -383,4 +399,80 @@ async fn legacy_onelogin_sdk_revoke_works_against_terminate_mode() {
         "the revoked token still passes"
     );
     assert!(passes(&gw, &up, other).await, "another token is refused");
+}
+
+// === langchain-auth (LangSmith) ===
+
+const LANGCHAIN_AUTH_SCRIPT: &str = r#"
+import asyncio, json, sys
+from langchain_auth import Client
+url, key, unknown = sys.argv[1:4]
+async def main():
+    out = {}
+    r = await Client(api_key=key, api_url=url).revoke_tokens("github")
+    out["revoke"] = {"message": r.message, "provider_id": r.provider_id}
+    try:
+        await Client(api_key=unknown, api_url=url).revoke_tokens("github")
+        out["unknown"] = None
+    except Exception as e:
+        out["unknown"] = str(e)
+    print(json.dumps(out))
+asyncio.run(main())
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn langchain_auth_revoke_tokens_works_with_a_bound_opaque_api_key() {
+    let Some(python) = current_python() else {
+        return;
+    };
+    let up = Upstream::new().spawn().await;
+    let gw = terminate_gateway(&up.url);
+    let bind = |credential: &str, provider: Option<&str>| {
+        let mut body = serde_json::json!({"credential": credential, "sub": "ls-user", "issued_at": now() - 60});
+        if let Some(p) = provider {
+            body["provider"] = p.into();
+        }
+        let url = format!("{}/admin/v1/principals", gw.admin_url);
+        async move { post_json(&url, &body).await }
+    };
+    assert_eq!(bind("lsv2_pt_opaque_key_1", None).await.status, 200);
+    assert_eq!(
+        bind("ls-user-github-token", Some("github")).await.status,
+        200
+    );
+    assert_eq!(
+        bind("ls-user-gitlab-token", Some("gitlab")).await.status,
+        200
+    );
+    for t in ["ls-user-github-token", "ls-user-gitlab-token"] {
+        assert!(passes(&gw, &up, t).await);
+    }
+    let out = run_script(
+        &python,
+        LANGCHAIN_AUTH_SCRIPT,
+        vec![
+            gw.url.clone(),
+            "lsv2_pt_opaque_key_1".into(),
+            "lsv2_unknown".into(),
+        ],
+    )
+    .await;
+    assert_eq!(
+        out["revoke"],
+        serde_json::json!({"message": "Tokens revoked", "provider_id": "github"}),
+        "{out}"
+    );
+    // An unknown key names nobody: the client raises on the dialect's 401.
+    assert_eq!(
+        out["unknown"], r#"HTTP 401: {"detail":"Not authenticated"}"#,
+        "{out}"
+    );
+    assert!(
+        refused(&gw, &up, "ls-user-github-token").await,
+        "the user's github token still passes"
+    );
+    assert!(
+        passes(&gw, &up, "ls-user-gitlab-token").await,
+        "another provider's token is refused"
+    );
 }

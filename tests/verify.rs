@@ -58,6 +58,20 @@ fn scope_calls(gw: &RunningGateway) -> [(&'static str, String); 2] {
     ]
 }
 
+/// LangSmith's success answer to `provider_id=github` (what
+/// `langchain-auth` reads back; src/dialect/langsmith.rs).
+const LANGSMITH_OK: &str = r#"{"message":"Tokens revoked","provider_id":"github"}"#;
+
+/// The success body of a `scope_calls` call: LangSmith's (DELETE) or
+/// Codegen's (POST, `{}`).
+fn ok_body(method: &str) -> &'static str {
+    if method == "DELETE" {
+        LANGSMITH_OK
+    } else {
+        "{}"
+    }
+}
+
 async fn revoke_as(method: &str, url: &str, token: &str) -> Got {
     let auth = format!("Bearer {token}");
     send(call(method, url, &[("authorization", &auth)], b"")).await
@@ -194,7 +208,7 @@ async fn forged_expired_and_misaddressed_callers_revoke_nothing() {
         &rsa.sign(&caller("someone")),
     )
     .await;
-    assert_eq!((r.status, r.text().as_str()), (200, "{}"));
+    assert_eq!((r.status, r.text().as_str()), (200, LANGSMITH_OK));
     assert_eq!(scopes(&gw).await.len(), 1);
 }
 
@@ -222,7 +236,7 @@ async fn rs256_es256_and_eddsa_callers_revoke_their_own_scope() {
             let r = revoke_as(method, &url, &key.sign(&caller(&user))).await;
             assert_eq!(
                 (r.status, r.text().as_str()),
-                (200, "{}"),
+                (200, ok_body(method)),
                 "{:?} {url}",
                 key.alg
             );
@@ -256,7 +270,7 @@ async fn a_rotated_key_is_picked_up_without_a_restart() {
     );
     let url = &scope_calls(&gw)[0].1;
     let r = revoke_as("DELETE", url, &old.sign(&caller("before"))).await;
-    assert_eq!((r.status, r.text().as_str()), (200, "{}"));
+    assert_eq!((r.status, r.text().as_str()), (200, LANGSMITH_OK));
     // The provider rotates: the new key is published, tokens are signed with it.
     idp.set(jwks(&[&old, &new]));
     let before = idp.hits();
@@ -265,7 +279,12 @@ async fn a_rotated_key_is_picked_up_without_a_restart() {
     let mine = victim("after");
     assert_passes(&gw, &up, &mine).await;
     let r = revoke_as("DELETE", url, &new.sign(&caller("after"))).await;
-    assert_eq!((r.status, r.text().as_str()), (200, "{}"), "{}", gw.logs());
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, LANGSMITH_OK),
+        "{}",
+        gw.logs()
+    );
     assert_eq!(idp.hits(), before + 1, "one refetch for the unknown kid");
     assert_revoked(&gw, &up, &mine).await;
 }
@@ -284,7 +303,7 @@ async fn spraying_unknown_kids_does_not_hammer_the_identity_provider() {
     );
     let url = scope_calls(&gw)[0].1.clone();
     let r = revoke_as("DELETE", &url, &key.sign(&caller("legit"))).await;
-    assert_eq!((r.status, r.text().as_str()), (200, "{}"));
+    assert_eq!((r.status, r.text().as_str()), (200, LANGSMITH_OK));
     assert_eq!(idp.hits(), 1);
     // 60 calls, each naming a kid no one has published, 6 at a time.
     let mut tasks = Vec::new();
@@ -388,7 +407,7 @@ async fn a_jwks_answer_that_is_not_200_too_large_or_not_jwks_is_not_trusted() {
         &key.sign(&caller("recovered")),
     )
     .await;
-    assert_eq!((r.status, r.text().as_str()), (200, "{}"));
+    assert_eq!((r.status, r.text().as_str()), (200, LANGSMITH_OK));
     assert_revoked(&gw, &up, &mine).await;
 }
 
@@ -403,7 +422,7 @@ async fn a_reload_while_the_identity_provider_is_down_keeps_the_keys() {
     );
     let url = scope_calls(&gw)[0].1.clone();
     let r = revoke_as("DELETE", &url, &key.sign(&caller("first"))).await;
-    assert_eq!((r.status, r.text().as_str()), (200, "{}"));
+    assert_eq!((r.status, r.text().as_str()), (200, LANGSMITH_OK));
     idp.set_raw(503, "down".into());
     let before = idp.hits();
     gw.signal("HUP");
@@ -418,7 +437,12 @@ async fn a_reload_while_the_identity_provider_is_down_keeps_the_keys() {
     let mine = victim("second");
     assert_passes(&gw, &up, &mine).await;
     let r = revoke_as("DELETE", &url, &key.sign(&caller("second"))).await;
-    assert_eq!((r.status, r.text().as_str()), (200, "{}"), "{}", gw.logs());
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, LANGSMITH_OK),
+        "{}",
+        gw.logs()
+    );
     assert_revoked(&gw, &up, &mine).await;
 }
 
@@ -446,7 +470,12 @@ async fn a_jwks_url_is_fetched_with_the_outbound_tls_settings() {
         &key.sign(&caller("tls-user")),
     )
     .await;
-    assert_eq!((r.status, r.text().as_str()), (200, "{}"), "{}", gw.logs());
+    assert_eq!(
+        (r.status, r.text().as_str()),
+        (200, LANGSMITH_OK),
+        "{}",
+        gw.logs()
+    );
     assert_revoked(&gw, &up, &mine).await;
     // The system roots do not know the test CA: no keys, nothing revoked.
     let gw = terminate_with(

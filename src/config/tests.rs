@@ -491,7 +491,10 @@ fn introspection_is_checked_key_by_key() {
             "url = \"https://a/i\"\non_error = \"maybe\"",
             "identity.introspection.on_error",
         ),
-        ("url = \"https://a/i\"\nttl = \"1s\"", "identity.introspection.ttl"),
+        (
+            "url = \"https://a/i\"\nttl = \"1s\"",
+            "identity.introspection.ttl",
+        ),
     ] {
         let err = check(&format!("{base}{toml}")).unwrap_err();
         assert!(err.to_string().contains(key), "{toml}: {err}");

@@ -37,7 +37,7 @@
 //! # Responses
 //! | case | status | body |
 //! |---|---|---|
-//! | success | 200 | `{}` (the seed documents a JSON 200 without a schema; an empty object is the most neutral JSON for clients that index into it) |
+//! | success | 200 | `{"message":"Tokens revoked","provider_id":"<provider_id>"}` (the seed documents a JSON 200 without a schema; `langchain-auth` 0.3's `Client.revoke_tokens` reads `message` and `provider_id` from it and fails without them; [`Dialect::success`] alone, with no call at hand, is `{}`) |
 //! | no current user | 401 | `{"detail":"Not authenticated"}` |
 //! | wrong method | 405 | `{"detail":"Method Not Allowed"}` |
 //! | body over the limit | 413 | `{"detail":"Request Entity Too Large"}` |
@@ -86,6 +86,16 @@ impl Dialect for LangSmith {
 
     fn success(&self) -> DialectResponse {
         DialectResponse::static_json(StatusCode::OK, "{}")
+    }
+
+    fn success_for(&self, call: &RevokeCall<'_>) -> DialectResponse {
+        match self.parse(call) {
+            Ok(RevokeIntent::Scope { provider, .. }) => DialectResponse::json(
+                StatusCode::OK,
+                &serde_json::json!({"message": "Tokens revoked", "provider_id": provider}),
+            ),
+            _ => self.success(),
+        }
     }
 
     fn unauthenticated(&self) -> DialectResponse {

@@ -241,6 +241,14 @@ pub trait Dialect: Send + Sync {
     /// The vendor's success response.
     fn success(&self) -> DialectResponse;
 
+    /// The success response to this call: [`Dialect::success`] unless the
+    /// vendor's clients need more of it (OneLogin's current SDK, known by
+    /// its HTTP Basic credentials; LangSmith's client reads the provider back).
+    fn success_for(&self, call: &RevokeCall<'_>) -> DialectResponse {
+        let _ = call;
+        self.success()
+    }
+
     /// The answer when the call's own credential names no current user
     /// (LangSmith, Codegen) or lacks the credential the vendor requires.
     fn unauthenticated(&self) -> DialectResponse;

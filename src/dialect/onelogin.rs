@@ -50,9 +50,15 @@
 //!   `revoke_tokens()` raise pydantic's `ValidationError` **after** the
 //!   revocation succeeded, against OneLogin itself as against revgate. The
 //!   SDK's `revoke_tokens_with_http_info(..., _preload_content=False)`
-//!   returns the raw 200 response and works. revgate keeps the documented
-//!   body, as the issue requires; a flat-body compatibility switch would be a
-//!   config decision.
+//!   returns the raw 200 response. Its `Error.from_dict` reads only the
+//!   top-level `error`, `code`, `type` and `message`, so a caller that
+//!   authenticates with HTTP Basic (this SDK's form; the documentation's is
+//!   the `client_id:..., client_secret:...` header) is answered the
+//!   documented body with those four members also at the top level:
+//!   `{"status":{...},"error":false,"code":200,"type":"success","message":"Success"}`
+//!   ([`BASIC_SUCCESS`]). `revoke_tokens()` then returns; a client reading
+//!   `status` reads what the documentation says. Callers with the documented
+//!   header get exactly the documented body.
 //! - `onelogin` 2.x (`OneLoginClient.revoke_token()`): posts the same JSON
 //!   with `Authorization: client_id:<id>,client_secret:<secret>`, and only
 //!   checks for status 200; on an error it reads `status.message`, which every
@@ -88,6 +94,8 @@ impl OneLogin {
 
 const SUCCESS: &str =
     r#"{"status":{"error":false,"code":200,"type":"success","message":"Success"}}"#;
+/// The success body for HTTP Basic callers (see the module doc).
+pub const BASIC_SUCCESS: &str = r#"{"status":{"error":false,"code":200,"type":"success","message":"Success"},"error":false,"code":200,"type":"success","message":"Success"}"#;
 const BAD_CONTENT_TYPE: &str = r#"{"status":{"error":true,"code":400,"type":"bad request","message":"Content Type is not specified or specified incorrectly. Content-Type header must be set to application/json"}}"#;
 const TOKEN_MISSING: &str =
     r#"{"status":{"error":true,"code":400,"type":"bad request","message":"Access Token Missing"}}"#;
@@ -236,6 +244,19 @@ impl Dialect for OneLogin {
 
     fn success(&self) -> DialectResponse {
         DialectResponse::static_json(StatusCode::OK, SUCCESS)
+    }
+
+    fn success_for(&self, call: &RevokeCall<'_>) -> DialectResponse {
+        let basic = call
+            .headers
+            .get(AUTHORIZATION)
+            .and_then(|v| v.as_bytes().get(..6))
+            .is_some_and(|s| s.eq_ignore_ascii_case(b"basic "));
+        if basic {
+            DialectResponse::static_json(StatusCode::OK, BASIC_SUCCESS)
+        } else {
+            self.success()
+        }
     }
 
     fn unauthenticated(&self) -> DialectResponse {

@@ -310,7 +310,7 @@ impl Gateway {
                 match self.store.apply(cmd).await {
                     Ok(_) => {
                         crate::metrics::revocation_applied(source, "terminate");
-                        render(d, d.dialect.success())
+                        render(d, d.dialect.success_for(&call))
                     }
                     Err(e @ StoreError::Unconfirmed(_)) => {
                         crate::metrics::revocation_apply_failed(source);

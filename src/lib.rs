@@ -38,7 +38,8 @@
 //!                  place a refusal is answered), runtime.rs (what SIGHUP
 //!                  replaces), revoke.rs (revoke endpoints; intent -> command,
 //!                  also the admin API's), body.rs, upstream.rs (forwarding,
-//!                  upgrades, live sessions' bodies)
+//!                  upgrades, live sessions' bodies), issuance.rs (token
+//!                  endpoints' answers bind what they issue; every binding)
 //! credentials/     grammar.rs (every place a server may read a token),
 //!                  params.rs (`access_token`), identity.rs (a JWS by its
 //!                  signing input), fingerprint.rs, attributes.rs (claim peek)
@@ -53,8 +54,12 @@
 //!                  (open upgrades and h2 streams a revocation must close),
 //!                  journal/ (record format, replay, group-commit writer,
 //!                  lossless compaction), MemoryStore (embedded), redis/
-//!                  (RedisStore: keys, link, lookup, snapshot, sync/ (tail, load))
-//! admin.rs         /healthz /readyz /metrics and the admin revocation API
+//!                  (RedisStore: keys, link, lookup, snapshot, sync/ (tail, load),
+//!                  principals.rs (binding scripts)), principal.rs (who holds
+//!                  a credential: bindings, scope rules expanded into derived
+//!                  token rules)
+//! admin.rs         /healthz /readyz /metrics and the admin revocation API;
+//!                  admin/principals.rs (`/admin/v1/principals*`)
 //! ratelimit.rs     per-client-IP token buckets (revoke endpoints, admin API)
 //! tls.rs           rustls configs, certificate reload
 //! metrics.rs       Prometheus metrics

@@ -9,7 +9,9 @@ use std::sync::Arc;
 use http::{HeaderMap, HeaderValue};
 use revgate::credentials::{AttributeSources, CredentialSources, FingerprintKey};
 use revgate::store::memory::MemoryStore;
-use revgate::store::{now_unix, RevocationCommand, RevocationStore, TokenRule};
+use revgate::store::{
+    now_unix, Binding, RevocationCommand, RevocationStore, ScopeKey, ScopeRule, TokenRule,
+};
 use revgate::verdict::{Checker, Verdict};
 
 struct Counting;
@@ -95,6 +97,57 @@ fn an_unrevoked_jwt_and_an_opaque_token_are_judged_without_allocating() {
         });
         assert!(matches!(verdict, Some(Verdict::Pass(_))), "{verdict:?}");
         assert_eq!(n, 0, "judging {token} allocated");
+    }
+    // With bindings and scope rules (issue 12): a bound opaque credential no
+    // rule covers, and an unbound one, are judged without allocating too
+    // (scope rules reach bound credentials as derived token rules).
+    rt.block_on(async {
+        let now = now_unix();
+        for i in 0..100 {
+            store
+                .apply(RevocationCommand::Scope(ScopeRule {
+                    key: ScopeKey {
+                        sub: format!("ruled-{i}"),
+                        org: None,
+                        provider: None,
+                    },
+                    revoked_at: now,
+                    expires_at: now + 600,
+                }))
+                .await
+                .unwrap();
+            store
+                .apply(RevocationCommand::Bind(Binding {
+                    fingerprint: key.token_fingerprint(&format!("bound-{i}")),
+                    who: ScopeKey {
+                        sub: format!("free-{i}"),
+                        org: None,
+                        provider: None,
+                    },
+                    issued_at: now - 60,
+                    expires_at: now + 600,
+                }))
+                .await
+                .unwrap();
+        }
+    });
+    assert!(store.cache().has_scope_rules());
+    for token in ["bound-7", "unbound-opaque-1"] {
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "authorization",
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        let _ = rt.block_on(checker.judge(&headers, None, None, &store));
+        let mut verdict = None;
+        let n = allocations_in(|| {
+            verdict = Some(rt.block_on(checker.judge(&headers, None, None, &store)));
+        });
+        assert!(matches!(verdict, Some(Verdict::Pass(_))), "{verdict:?}");
+        assert_eq!(
+            n, 0,
+            "judging {token} with scope rules and bindings allocated"
+        );
     }
     // The counter works: a revoked token's lookup is allowed to allocate,
     // and a plain allocation is seen.

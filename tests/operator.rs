@@ -843,3 +843,94 @@ async fn cli_lists_token_revocations_kept_in_redis_across_instances() {
     assert_eq!(r.status, 400, "{}", r.text());
     assert_revoked(&b, &up, "redis-tok-3").await;
 }
+
+#[tokio::test]
+async fn cli_binds_looks_up_and_unbinds_principals_through_the_admin_api() {
+    let up = Upstream::new().spawn().await;
+    let gw = guarded_gateway(&up);
+    let tok = Some(ADMIN_TOKEN);
+    // bind: credentials from standard input, never echoed.
+    let issued = now() - 60;
+    let out = admin(
+        &gw,
+        tok,
+        &[
+            "principals",
+            "bind",
+            "--sub",
+            "cli-user",
+            "--provider",
+            "github",
+            "--issued-at",
+            &issued.to_string(),
+            "-o",
+            "json",
+        ],
+        "cli-opaque-1\ncli-opaque-2\n",
+    );
+    let bound = ok_json(&out);
+    let bound = bound.as_array().unwrap();
+    assert_eq!(bound.len(), 2, "{bound:?}");
+    for b in bound {
+        assert_eq!(b["sub"], "cli-user");
+        assert_eq!(b["provider"], "github");
+        assert_eq!(b["issued_at"], issued);
+        assert_eq!(b["fingerprint"].as_str().unwrap().len(), 32);
+    }
+    assert!(
+        !text(&out.stdout).contains("cli-opaque"),
+        "{}",
+        text(&out.stdout)
+    );
+    // A scope rule for the holder now covers the bound credentials.
+    let auth = format!("Bearer {ADMIN_TOKEN}");
+    let r = send(call(
+        "POST",
+        &format!("{}/admin/v1/revocations", gw.admin_url),
+        &[
+            ("authorization", &auth),
+            ("content-type", "application/json"),
+        ],
+        br#"{"scope":{"sub":"cli-user"}}"#,
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_revoked(&gw, &up, "cli-opaque-1").await;
+    // lookup: a table naming the holder; one not bound says so.
+    let out = admin(
+        &gw,
+        tok,
+        &["principals", "lookup"],
+        "cli-opaque-2\nnot-bound\n",
+    );
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let table = text(&out.stdout);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 3, "{table}");
+    assert_eq!(
+        lines[0].split_whitespace().collect::<Vec<_>>(),
+        [
+            "FINGERPRINT",
+            "HOLDER",
+            "ISSUED_AT",
+            "EXPIRES_AT",
+            "REVOKED"
+        ]
+    );
+    assert!(
+        lines[1].contains("sub=cli-user") && lines[1].ends_with("true"),
+        "{table}"
+    );
+    assert!(lines[2].contains("(not bound)"), "{table}");
+    // unbind by fingerprint: the derived rule goes with the binding.
+    let fp = bound[0]["fingerprint"].as_str().unwrap();
+    let out = admin(
+        &gw,
+        tok,
+        &["principals", "unbind", "--fingerprint", fp, "-o", "json"],
+        "",
+    );
+    assert_eq!(ok_json(&out), serde_json::json!([{"removed": true}]));
+    assert_passes(&gw, &up, "cli-opaque-1").await;
+    assert_revoked(&gw, &up, "cli-opaque-2").await;
+}

@@ -115,6 +115,67 @@ pub enum Action {
         #[arg(long)]
         max: Option<usize>,
     },
+    /// Who holds credentials (bindings, `/admin/v1/principals`).
+    #[command(subcommand)]
+    Principals(PrincipalAction),
+}
+
+/// `revgate admin principals ...`: credentials from stdin or `--file`,
+/// one per line (never as arguments), or `--fingerprint`.
+#[derive(Debug, clap::Subcommand)]
+pub enum PrincipalAction {
+    /// Bind credentials (stdin or --file) to a holder.
+    Bind {
+        /// The holder's subject.
+        #[arg(long)]
+        sub: String,
+        /// The holder's org.
+        #[arg(long)]
+        org: Option<String>,
+        /// The credentials' provider.
+        #[arg(long)]
+        provider: Option<String>,
+        /// Issued at, unix seconds (default: now).
+        #[arg(long)]
+        issued_at: Option<u64>,
+        /// Expires at, unix seconds (default: the credential's own, or tokens.max_lifetime).
+        #[arg(long)]
+        expires_at: Option<u64>,
+        /// Read credentials from this file (`-` = stdin).
+        #[arg(long)]
+        file: Option<PathBuf>,
+    },
+    /// Show who holds credentials (stdin or --file) or fingerprints.
+    Lookup(Credentials),
+    /// Forget the bindings of credentials (stdin or --file) or fingerprints.
+    Unbind(Credentials),
+}
+
+/// Credentials from stdin or `--file`, or fingerprints.
+#[derive(Debug, Default, clap::Args)]
+pub struct Credentials {
+    /// Read credentials from this file (`-` = stdin).
+    #[arg(long)]
+    pub file: Option<PathBuf>,
+    /// A credential's fingerprint (32 hex), instead; repeatable.
+    #[arg(long, conflicts_with = "file")]
+    pub fingerprint: Vec<String>,
+}
+
+impl Credentials {
+    fn bodies(&self) -> Result<Vec<Value>, CliError> {
+        if !self.fingerprint.is_empty() {
+            return Ok(self
+                .fingerprint
+                .iter()
+                .map(|f| json!({"fingerprint": f}))
+                .collect());
+        }
+        Ok(read_tokens(self.file.as_ref())?
+            .into_iter()
+            .map(|c| json!({"credential": c}))
+            .collect())
+    }
 }
 
 /// What `list` lists.
@@ -391,10 +452,69 @@ pub fn run(args: AdminArgs) -> Result<(), CliError> {
                 page_size,
                 max,
             } => list(&api, *kind, *page_size, *max).await?,
+            Action::Principals(p) => principals(&api, p).await?,
         };
         print(&args, &rows);
         Ok(())
     })
+}
+
+async fn principals(api: &Api, action: &PrincipalAction) -> Result<Vec<Value>, CliError> {
+    let mut out = Vec::new();
+    match action {
+        PrincipalAction::Bind {
+            sub,
+            org,
+            provider,
+            issued_at,
+            expires_at,
+            file,
+        } => {
+            for credential in read_tokens(file.as_ref())? {
+                let mut body = json!({"credential": credential, "sub": sub});
+                for (k, v) in [("org", org), ("provider", provider)] {
+                    if let Some(v) = v {
+                        body[k] = json!(v);
+                    }
+                }
+                for (k, v) in [("issued_at", issued_at), ("expires_at", expires_at)] {
+                    if let Some(v) = v {
+                        body[k] = json!(v);
+                    }
+                }
+                out.push(
+                    api.call(Method::POST, "/admin/v1/principals", Some(body))
+                        .await?,
+                );
+            }
+        }
+        PrincipalAction::Lookup(c) => {
+            for body in c.bodies()? {
+                match api
+                    .call(Method::POST, "/admin/v1/principals/lookup", Some(body))
+                    .await
+                {
+                    Ok(v) => out.push(v),
+                    // Not bound: a row saying so, not a failure.
+                    Err(CliError::Refused { status, .. })
+                        if status == http::StatusCode::NOT_FOUND =>
+                    {
+                        out.push(json!({"sub": null}));
+                    }
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        PrincipalAction::Unbind(c) => {
+            for body in c.bodies()? {
+                out.push(
+                    api.call(Method::DELETE, "/admin/v1/principals", Some(body))
+                        .await?,
+                );
+            }
+        }
+    }
+    Ok(out)
 }
 
 async fn list(
@@ -488,6 +608,31 @@ fn print(args: &AdminArgs, rows: &[Value]) {
                 text(&v["expires_at"]),
             ]
         }),
+        Action::Principals(PrincipalAction::Unbind(_)) => {
+            (&["REMOVED"], |v| vec![text(&v["removed"])])
+        }
+        Action::Principals(_) => (
+            &[
+                "FINGERPRINT",
+                "HOLDER",
+                "ISSUED_AT",
+                "EXPIRES_AT",
+                "REVOKED",
+            ],
+            |v| {
+                vec![
+                    text(&v["fingerprint"]),
+                    if v["sub"].is_null() {
+                        "(not bound)".into()
+                    } else {
+                        scope_name(v)
+                    },
+                    text(&v["issued_at"]),
+                    text(&v["expires_at"]),
+                    text(&v["revoked"]),
+                ]
+            },
+        ),
     };
     let table: Vec<Vec<String>> = rows.iter().map(cells).collect();
     let widths: Vec<usize> = (0..head.len())

@@ -213,6 +213,22 @@ async fn scope_rules_cover_bound_credentials(gws: &[&RunningGateway], up: &Runni
         assert_passes(g, up, "opaque-after").await;
         assert_passes(g, up, "opaque-bob").await;
     }
+    // Rebinding a revoked credential to someone no rule covers (as a token
+    // endpoint's answer naming it again would) does not un-revoke it.
+    let r = bind(
+        a,
+        json!({"credential": "opaque-before-2", "sub": "mallory", "issued_at": t - 30}),
+    )
+    .await;
+    assert_eq!(r.json()["revoked"], json!(true), "{}", r.text());
+    for g in gws {
+        assert_revoked(g, up, "opaque-before-2").await;
+    }
+    bind(
+        a,
+        json!({"credential": "opaque-before-2", "sub": "alice", "provider": "github", "issued_at": t - 30}),
+    )
+    .await;
     // Bound after the rule: issued before it is covered, after it is not.
     let r = bind(
         a,

@@ -22,7 +22,9 @@
 //! embedded store a map of their own; in Redis `{P}:dtok:` keys), because
 //! they are a function of the bindings and the scope rules: un-revoking a
 //! scope rule (admin `DELETE`) withdraws what it alone derived, and
-//! removing a binding withdraws its derived rule. The embedded store does
+//! removing a binding (admin `DELETE`) withdraws its derived rule. Nothing
+//! else withdraws one: rebinding a revoked credential to someone no rule
+//! covers (a token endpoint's answer naming it again) leaves it revoked. The embedded store does
 //! not journal them (replay derives them again from the bindings and the
 //! rules it replayed); Redis keeps them as keys, written by the same Lua
 //! script that writes the rule or the binding, so the two orders (rule
@@ -169,14 +171,13 @@ impl Principals {
                 None => t.members[principal as usize].push(b.fingerprint),
             }
         }
+        // A rebinding never withdraws a derived rule: a credential a scope
+        // rule revoked stays revoked whoever it is bound to next (only an
+        // operator's unbind or un-revoke withdraws), so a token endpoint's
+        // answer naming a revoked token cannot un-revoke it.
         let derived = b.derived(rules, now);
-        match derived {
-            Some(rule) => {
-                self.derived.insert(rule.fingerprint, rule.expires_at);
-            }
-            None => {
-                self.derived.remove(&b.fingerprint);
-            }
+        if let Some(rule) = derived {
+            self.derived.insert(rule.fingerprint, rule.expires_at);
         }
         (true, derived)
     }
@@ -424,12 +425,17 @@ mod tests {
     }
 
     #[test]
-    fn rebinding_to_another_principal_moves_the_member() {
+    fn rebinding_to_another_principal_moves_the_member_and_never_unrevokes() {
         let now = 1_800_000_000;
         let p = Principals::new();
         p.bind(&binding(1, "u1", now - 10), &[], now);
         p.bind(&binding(1, "u2", now - 10), &[], now);
         assert!(p.rederive("u1", &[rule("u1", None, now)], now).is_empty());
         assert_eq!(p.rederive("u2", &[rule("u2", None, now)], now).len(), 1);
+        // Revoked through u2's rule, then rebound to u3 (no rule): still
+        // revoked.
+        let fp = Fingerprint::from_bytes([1; 16]);
+        assert_eq!(p.bind(&binding(1, "u3", now - 10), &[], now), (true, None));
+        assert!(p.is_derived_revoked(&fp, now));
     }
 }

@@ -13,10 +13,10 @@ use crate::store::{Binding, RevocationCommand, RevocationTarget, ScopeKey, Scope
 /// KEYS: bind key, subj set, dtok key, stream, then the keys of the scope
 /// rules that could cover the binding (its subject with and without its
 /// org and provider). ARGV: binding JSON, fingerprint hex, issued_at,
-/// expires_at, now, maxlen, token event, removal event.
+/// expires_at, now, maxlen, token event.
 /// Records the binding, then derives its token rule when a covering rule
-/// is there (or withdraws the one it had, when rebound to someone no rule
-/// covers). Returns 1 when anything changed.
+/// is there. A rebinding never withdraws a derived rule (see
+/// `store::principal`). Returns 1 when anything changed.
 const BIND_LUA: &str = r#"
 local iat = tonumber(ARGV[3])
 local exp = tonumber(ARGV[4])
@@ -42,16 +42,13 @@ for i = 5, #KEYS do
     end
   end
 end
-local cur = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
 if covered then
+  local cur = tonumber(redis.call('GET', KEYS[3]) or '0') or 0
   if cur < exp then
     redis.call('SET', KEYS[3], ARGV[4], 'EXAT', exp)
     redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'c', ARGV[7])
     changed = 1
   end
-elseif redis.call('DEL', KEYS[3]) == 1 then
-  redis.call('XADD', KEYS[4], 'MAXLEN', '~', ARGV[6], '*', 'c', ARGV[8])
-  changed = 1
 end
 return changed
 "#;
@@ -160,9 +157,6 @@ impl Inner {
             fingerprint: b.fingerprint,
             expires_at: b.expires_at,
         }))?;
-        let removal = to_json(&RevocationCommand::Remove(RevocationTarget::Token(
-            b.fingerprint,
-        )))?;
         let mut inv = self.binding_scripts.bind.prepare_invoke();
         inv.key(self.keys.binding(&b.fingerprint))
             .key(self.keys.subject(&b.who.sub))
@@ -177,8 +171,7 @@ impl Inner {
             .arg(b.expires_at)
             .arg(now)
             .arg(self.cfg.stream_maxlen)
-            .arg(token_event)
-            .arg(removal);
+            .arg(token_event);
         let n: i64 = inv.invoke_async(conn).await?;
         Ok(n > 0)
     }

@@ -4,7 +4,10 @@
 //! and `onelogin` 2.x (`OneLoginClient.revoke_token()`, the documented
 //! `client_id:..., client_secret:...` header), and `langchain-auth` 0.3
 //! (`Client(api_key, api_url).revoke_tokens(provider_id)`, the key in
-//! `x-api-key`, opaque and bound to its user through the admin API). Each
+//! `x-api-key`, opaque and bound to its user through the admin API), and
+//! `codegen-api-client` 1.0 (it has no revoke method: its `ApiClient`, with
+//! the opaque key as its default `Authorization: Bearer` header, sends the
+//! documented call through its own `param_serialize`/`call_api`). Each
 //! SDK call must succeed and
 //! the revoked token must then be refused (401) without reaching the
 //! upstream, while other tokens still pass.
@@ -38,7 +41,12 @@ const ONELOGIN_AUTH_FAILURE: &str = r#"{"status":{"error":true,"code":401,"type"
 /// The SDK versions whose source was read to write the dialects (see
 /// `src/dialect/nylas.rs` and `onelogin.rs`); pinned so that a new SDK
 /// release is a deliberate change.
-const CURRENT_SDKS: &[&str] = &["nylas==6.18.0", "onelogin==4.0.1", "langchain-auth==0.3.0"];
+const CURRENT_SDKS: &[&str] = &[
+    "nylas==6.18.0",
+    "onelogin==4.0.1",
+    "langchain-auth==0.3.0",
+    "codegen-api-client==1.0.0",
+];
 const LEGACY_SDKS: &[&str] = &["onelogin==2.0.4"];
 
 static CURRENT: OnceLock<Option<PathBuf>> = OnceLock::new();
@@ -475,4 +483,68 @@ async fn langchain_auth_revoke_tokens_works_with_a_bound_opaque_api_key() {
         passes(&gw, &up, "ls-user-gitlab-token").await,
         "another provider's token is refused"
     );
+}
+
+// === codegen-api-client ===
+
+const CODEGEN_SCRIPT: &str = r#"
+import json, sys
+import codegen_api_client as cg
+url, key = sys.argv[1:3]
+cfg = cg.Configuration(host=url)
+client = cg.ApiClient(cfg, header_name="Authorization", header_value="Bearer " + key)
+params = client.param_serialize("POST", "/v1/oauth/tokens/revoke",
+                                query_params=[("provider", "github"), ("org_id", 7)])
+r = client.call_api(*params)
+r.read()
+print(json.dumps({"status": r.status, "body": r.data.decode()}))
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codegen_api_client_revokes_with_a_bound_opaque_key() {
+    let Some(python) = current_python() else {
+        return;
+    };
+    let up = Upstream::new().spawn().await;
+    let gw = terminate_gateway(&up.url);
+    let t = now();
+    for (credential, org, provider) in [
+        ("cg-opaque-key-1", None, None),
+        ("cg-user-org7-github", Some("7"), Some("github")),
+        ("cg-user-org8-github", Some("8"), Some("github")),
+    ] {
+        let mut body =
+            serde_json::json!({"credential": credential, "sub": "cg-user", "issued_at": t - 60});
+        if let (Some(o), Some(p)) = (org, provider) {
+            body["org"] = o.into();
+            body["provider"] = p.into();
+        }
+        let r = post_json(&format!("{}/admin/v1/principals", gw.admin_url), &body).await;
+        assert_eq!(r.status, 200, "{}", r.text());
+    }
+    assert!(passes(&gw, &up, "cg-user-org7-github").await);
+    let out = run_script(
+        &python,
+        CODEGEN_SCRIPT,
+        vec![gw.url.clone(), "cg-opaque-key-1".into()],
+    )
+    .await;
+    assert_eq!(out["status"], 200, "{out}");
+    assert!(
+        refused(&gw, &up, "cg-user-org7-github").await,
+        "the user's org-7 github token still passes"
+    );
+    assert!(
+        passes(&gw, &up, "cg-user-org8-github").await,
+        "another org's token is refused"
+    );
+    // An unknown key names nobody: the dialect's 401, nothing revoked.
+    let out = run_script(
+        &python,
+        CODEGEN_SCRIPT,
+        vec![gw.url.clone(), "cg-unknown".into()],
+    )
+    .await;
+    assert_eq!(out["status"], 401, "{out}");
+    assert!(passes(&gw, &up, "cg-user-org8-github").await);
 }

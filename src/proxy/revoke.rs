@@ -88,6 +88,9 @@ impl Runtime {
                 Some(RevocationCommand::Token(self.token_rule(fingerprint, exp)))
             }
             RevokeIntent::Scope { org, provider } => {
+                if self.caller_is_revoked(caller).await {
+                    return None;
+                }
                 let sub = match mode {
                     RevokeMode::Forward => match self.peeked_revoker(caller).await {
                         Some(sub) => Some(sub),
@@ -101,6 +104,32 @@ impl Runtime {
                     provider: Some(provider),
                 })))
             }
+        }
+    }
+
+    /// Whether the caller's own credential is refused as a request's would
+    /// be (revoked, or the store cannot say): such a credential names no
+    /// one, so a stolen key its holder revoked cannot go on revoking their
+    /// other tokens. A credential where `tokens` looks is judged whole (its
+    /// token, `jti` and scope rules); one in the dialect's API-key header
+    /// by its token rule.
+    async fn caller_is_revoked(&self, caller: &Caller<'_>) -> bool {
+        match self.checker.credential(caller.headers, caller.query, None) {
+            Ok(Some(_)) => {
+                let verdict = self
+                    .checker
+                    .judge(caller.headers, caller.query, None, caller.store)
+                    .await;
+                !matches!(verdict, crate::verdict::Verdict::Pass(_))
+            }
+            _ => match caller.credential(&self.checker) {
+                Some(key) => {
+                    let fp = self.checker.key.token_fingerprint(&key);
+                    caller.store.cache().may_contain(&fp)
+                        && caller.store.is_token_revoked(&fp).await.unwrap_or(true)
+                }
+                None => false,
+            },
         }
     }
 

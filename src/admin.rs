@@ -267,21 +267,29 @@ fn decode_cursor(cursor: &str) -> Option<ScopeKey> {
     serde_json::from_slice(&json).ok()
 }
 
+/// A listing's `limit` (1 to [`MAX_PAGE`]); `None` is answered [`bad_limit`].
+fn page_limit(value: &str) -> Option<usize> {
+    value.parse().ok().filter(|n| (1..=MAX_PAGE).contains(n))
+}
+
+/// The 400 for a `limit` [`page_limit`] refused.
+fn bad_limit() -> Response<Body> {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "limit must be an integer from 1 to 1000",
+    )
+}
+
 /// `GET /admin/v1/scopes?limit=&cursor=`: one page, in key order.
 fn scopes_page(gw: &Gateway, query: Option<&str>) -> Response<Body> {
     let mut limit = DEFAULT_PAGE;
     let mut after = None;
     for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match &*name {
-            "limit" => match value.parse::<usize>() {
-                Ok(n) if (1..=MAX_PAGE).contains(&n) => limit = n,
-                _ => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request",
-                        "limit must be an integer from 1 to 1000",
-                    )
-                }
+            "limit" => match page_limit(&value) {
+                Some(n) => limit = n,
+                None => return bad_limit(),
             },
             "cursor" => match decode_cursor(&value) {
                 Some(key) => after = Some(key),

@@ -403,6 +403,27 @@ async fn langsmith_and_codegen_callers_are_known_by_their_bound_opaque_keys() {
     assert_revoked(&gw, &up, "dana-github-token").await;
     // The API key itself has no provider: not covered by a github rule.
     assert_passes(&gw, &up, "ls-api-key-1").await;
+    // Once the key itself is revoked it names no one: a stolen key its
+    // holder revoked cannot go on revoking their other tokens.
+    bind(
+        &gw,
+        json!({"credential": "dana-gitlab-token", "sub": "dana", "provider": "gitlab", "issued_at": t - 50}),
+    )
+    .await;
+    admin_revoke(&gw, "ls-api-key-1").await;
+    let gitlab = format!("{}/v2/auth/tokens?provider_id=gitlab", gw.url);
+    let r = send(call(
+        "DELETE",
+        &gitlab,
+        &[("x-api-key", "ls-api-key-1")],
+        b"",
+    ))
+    .await;
+    assert_eq!(
+        (r.status, r.text()),
+        (401, r#"{"detail":"Not authenticated"}"#.into())
+    );
+    assert_passes(&gw, &up, "dana-gitlab-token").await;
 
     // Codegen: an opaque bearer API key, bound to its user.
     bind(
@@ -432,8 +453,28 @@ async fn langsmith_and_codegen_callers_are_known_by_their_bound_opaque_keys() {
         b"",
     ))
     .await;
-    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!((r.status, r.text()), (200, "{}".into()));
     assert_revoked(&gw, &up, "erin-org7-token").await;
+    // A revoked bearer names no one either.
+    bind(
+        &gw,
+        json!({"credential": "erin-org8-token", "sub": "erin", "org": "8", "provider": "github", "issued_at": t - 50}),
+    )
+    .await;
+    admin_revoke(&gw, "cg-key-1").await;
+    let cg8 = format!("{}/v1/oauth/tokens/revoke?provider=github&org_id=8", gw.url);
+    let r = send(call(
+        "POST",
+        &cg8,
+        &[("authorization", "Bearer cg-key-1")],
+        b"",
+    ))
+    .await;
+    assert_eq!(
+        (r.status, r.text()),
+        (401, r#"{"detail":"Not authenticated"}"#.into())
+    );
+    assert_passes(&gw, &up, "erin-org8-token").await;
 }
 
 /// A token endpoint that answers as an authorization server does.
@@ -511,4 +552,46 @@ async fn a_token_endpoints_answer_is_relayed_unchanged_and_binds_what_it_issued(
         assert_revoked(&gw, &up, "issued-opaque-at-1").await;
         assert_revoked(&gw, &up, "issued-opaque-rt-1").await;
     }
+}
+
+#[tokio::test]
+async fn an_answer_that_names_no_holder_binds_to_the_requests_own_bound_caller() {
+    const ANSWER: &str = r#"{"access_token":"issued-no-holder-1","expires_in":600}"#;
+    let (token_url, _task) = token_endpoint(ANSWER).await;
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new()
+        .upstream(&up.url)
+        .toml(&format!(
+            "[[routes]]\npath_prefix = \"/v3/connect/token\"\nupstream = \"{token_url}\"\n"
+        ))
+        .spawn();
+    let lookup = format!("{}/admin/v1/principals/lookup", gw.admin_url);
+    // Without a caller the tokens it issued are bound to no one.
+    let r = send(call(
+        "POST",
+        &format!("{}/v3/connect/token", gw.url),
+        &[],
+        b"",
+    ))
+    .await;
+    assert_eq!((r.status, r.text()), (200, ANSWER.into()));
+    let b = post_json(&lookup, &json!({"credential": "issued-no-holder-1"})).await;
+    assert_eq!(b.status, 404, "{}", b.text());
+    // With a bound caller, they are its holder's.
+    bind(
+        &gw,
+        json!({"credential": "grace-refreshing-key", "sub": "grace"}),
+    )
+    .await;
+    let r = send(call(
+        "POST",
+        &format!("{}/v3/connect/token", gw.url),
+        &[("authorization", "Bearer grace-refreshing-key")],
+        b"",
+    ))
+    .await;
+    assert_eq!((r.status, r.text()), (200, ANSWER.into()));
+    let b = post_json(&lookup, &json!({"credential": "issued-no-holder-1"})).await;
+    assert_eq!(b.status, 200, "{}", b.text());
+    assert_eq!(b.json()["sub"], json!("grace"));
 }

@@ -12,7 +12,7 @@
 use bytes::Bytes;
 use http::{Response, StatusCode};
 
-use super::{error, DEFAULT_PAGE, MAX_PAGE};
+use super::{bad_limit, error, page_limit, DEFAULT_PAGE};
 use crate::proxy::{full, Body, Gateway};
 use crate::store::ListError;
 use crate::verdict::json_response;
@@ -23,15 +23,9 @@ pub(super) async fn tokens_page(gw: &Gateway, query: Option<&str>) -> Response<B
     let mut cursor = None;
     for (name, value) in form_urlencoded::parse(query.unwrap_or("").as_bytes()) {
         match &*name {
-            "limit" => match value.parse::<usize>() {
-                Ok(n) if (1..=MAX_PAGE).contains(&n) => limit = n,
-                _ => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        "invalid_request",
-                        "limit must be an integer from 1 to 1000",
-                    )
-                }
+            "limit" => match page_limit(&value) {
+                Some(n) => limit = n,
+                None => return bad_limit(),
             },
             "cursor" => cursor = Some(value.into_owned()),
             _ => {}

@@ -47,6 +47,24 @@ pub const MAX_ANSWER: usize = 64 * 1024;
 /// it, what arrived is relayed with the rest, unlearned.
 const ANSWER_WAIT: Duration = Duration::from_secs(10);
 
+/// What learning keeps of a token request: its headers and query, to name
+/// its verified caller if the answer names no holder (copied because the
+/// request itself goes upstream).
+pub(crate) struct Asked {
+    headers: http::HeaderMap,
+    query: Option<String>,
+}
+
+impl Asked {
+    /// The head of the request in `parts`.
+    pub(crate) fn of(parts: &http::request::Parts) -> Asked {
+        Asked {
+            headers: parts.headers.clone(),
+            query: parts.uri.query().map(str::to_owned),
+        }
+    }
+}
+
 /// One token endpoint, checked.
 #[derive(Clone, Debug)]
 pub(crate) struct Issuance {
@@ -137,13 +155,13 @@ impl Runtime {
     }
 
     /// Reads a token endpoint's answer, binds what it issued, and relays it
-    /// unchanged. `caller`: the request's verified caller, the holder of
-    /// last resort.
+    /// unchanged. `asked`: the request's head, whose verified caller is the
+    /// holder of last resort (resolved only when the answer names none).
     pub(crate) async fn learn(
         &self,
         store: &dyn RevocationStore,
         endpoint: &Issuance,
-        caller: Option<String>,
+        asked: Asked,
         resp: Response<Body>,
     ) -> Response<Body> {
         if !resp.status().is_success()
@@ -183,7 +201,7 @@ impl Runtime {
         };
         let bytes = buf.freeze();
         if whole {
-            self.bind_issued(store, endpoint, caller, &bytes).await;
+            self.bind_issued(store, endpoint, asked, &bytes).await;
             return Response::from_parts(parts, super::full(bytes));
         }
         let body = Relayed {
@@ -198,7 +216,7 @@ impl Runtime {
         &self,
         store: &dyn RevocationStore,
         endpoint: &Issuance,
-        caller: Option<String>,
+        asked: Asked,
         answer: &[u8],
     ) {
         let Ok(serde_json::Value::Object(json)) = serde_json::from_slice(answer) else {
@@ -230,10 +248,21 @@ impl Runtime {
             None => None,
         }
         .unwrap_or_default();
-        let sub = id
+        let sub = match id
             .sub
             .or_else(|| endpoint.sub_fields.iter().find_map(|f| text(f)))
-            .or(caller);
+        {
+            Some(sub) => Some(sub),
+            None => {
+                let caller = super::Caller {
+                    headers: &asked.headers,
+                    query: asked.query.as_deref(),
+                    store,
+                    key_header: None,
+                };
+                self.verified_revoker(&caller).await
+            }
+        };
         let Some(sub) = sub.filter(|s| s.len() <= crate::dialect::MAX_ID_LEN) else {
             return;
         };

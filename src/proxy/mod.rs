@@ -353,19 +353,15 @@ impl Gateway {
             return Err(Refusal::RevokedInFlight);
         }
         // A token endpoint: its answer binds what it issued (`issuance`).
-        let learning = match rt.issuance(parts.method.as_str(), parts.uri.path()) {
-            Some(endpoint) => {
-                let caller = Caller::of(&parts, &**self.store(), None);
-                Some((endpoint, rt.verified_revoker(&caller).await))
-            }
-            None => None,
-        };
+        let learning = rt
+            .issuance(parts.method.as_str(), parts.uri.path())
+            .map(|endpoint| (endpoint, issuance::Asked::of(&parts)));
         let started = Instant::now();
         let result = forward(rt, route, parts, body, conn, session).await;
         h.upstream_time = Some(started.elapsed());
         match (learning, result) {
-            (Some((endpoint, caller)), Ok(resp)) => {
-                Ok(rt.learn(&**self.store(), endpoint, caller, resp).await)
+            (Some((endpoint, asked)), Ok(resp)) => {
+                Ok(rt.learn(&**self.store(), endpoint, asked, resp).await)
             }
             (_, result) => result,
         }

@@ -118,6 +118,14 @@ fn jti_off() -> Response<Body> {
     )
 }
 
+fn family_on_revoke_only() -> Response<Body> {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        "family goes with a revocation (POST /admin/v1/revocations)",
+    )
+}
+
 fn ok(value: serde_json::Value) -> Response<Body> {
     json_response(StatusCode::OK, Bytes::from(value.to_string())).map(full)
 }
@@ -131,10 +139,15 @@ struct Target {
     scope: Option<ScopeKey>,
     jti: Option<String>,
     iss: Option<String>,
+    /// With `token`, on a revocation: the token's whole family (grant).
+    #[serde(default)]
+    family: bool,
 }
 
 enum Named {
     Token(String),
+    /// A token and every token of its family (`"family": true`).
+    Grant(String),
     Fingerprint(Fingerprint),
     Scope(ScopeKey),
     /// A JWT by its `jti`, under one issuer or any.
@@ -162,6 +175,9 @@ fn parse_target(body: &[u8]) -> Result<Named, Refusal> {
     if t.iss.is_some() && t.jti.is_none() {
         return bad("iss goes with jti");
     }
+    if t.family && (t.token.is_none() || t.fingerprint.is_some() || t.scope.is_some() || t.jti.is_some()) {
+        return bad("family goes with token");
+    }
     if let Some(jti) = t.jti {
         if t.token.is_some() || t.fingerprint.is_some() || t.scope.is_some() {
             return bad("give exactly one of token, fingerprint, scope or jti");
@@ -179,7 +195,11 @@ fn parse_target(body: &[u8]) -> Result<Named, Refusal> {
             if tok.is_empty() || !tok.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
                 return bad("token must be non-empty visible ASCII");
             }
-            Ok(Named::Token(tok))
+            Ok(if t.family {
+                Named::Grant(tok)
+            } else {
+                Named::Token(tok)
+            })
         }
         (None, Some(fp), None) => match Fingerprint::from_hex(&fp) {
             Some(fp) => Ok(Named::Fingerprint(fp)),
@@ -240,7 +260,9 @@ fn authorized(gw: &Gateway, req: &Request<Incoming>) -> bool {
 fn recordable(named: &Named) -> Result<(), Refusal> {
     use crate::dialect::{MAX_ID_LEN, MAX_TOKEN_BYTES};
     match named {
-        Named::Token(t) if t.len() > MAX_TOKEN_BYTES => Err("token is at most 8192 bytes"),
+        Named::Token(t) | Named::Grant(t) if t.len() > MAX_TOKEN_BYTES => {
+            Err("token is at most 8192 bytes")
+        }
         Named::Scope(k)
             if k.sub.len() > MAX_ID_LEN
                 || k.org.as_ref().is_some_and(|o| o.len() > MAX_ID_LEN)
@@ -398,6 +420,29 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: std::net::IpAddr) ->
                     Some(c) => c,
                     None => return error(StatusCode::BAD_REQUEST, "invalid_request", "cannot revoke this token"),
                 },
+                Named::Grant(t) => {
+                    let token = RevocationCommand::Token(rt.token_rule(
+                        rt.key().token_fingerprint(&t),
+                        crate::credentials::peek_jwt(&t, &rt.settings().attribute_sources.claims)
+                            .and_then(|a| a.exp),
+                    ));
+                    match rt.widen(gw.store().as_ref(), token, Some(crate::store::family::Reach::Grant)).await {
+                        Ok((cmd, reach)) => {
+                            if reach.is_some() {
+                                crate::metrics::family_revoked("admin");
+                            }
+                            cmd
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "admin family revocation: the family could not be read");
+                            return error(
+                                StatusCode::SERVICE_UNAVAILABLE,
+                                "temporarily_unavailable",
+                                "the token's family could not be read; retry",
+                            );
+                        }
+                    }
+                }
                 Named::Fingerprint(_) => {
                     return error(
                         StatusCode::BAD_REQUEST,
@@ -473,6 +518,7 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: std::net::IpAddr) ->
                         "invalid_request",
                         "look up a token or fingerprint; GET /admin/v1/scopes lists scope rules",
                     ),
+                    Ok(Named::Grant(_)) => return family_on_revoke_only(),
                 };
             match gw.store().is_token_revoked(&fp).await {
                 Ok(revoked) => ok(serde_json::json!({"fingerprint": fp, "revoked": revoked})),
@@ -495,6 +541,7 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: std::net::IpAddr) ->
                 Ok(Named::Jti { jti, iss }) => {
                     RevocationTarget::Token(rt.key().jti_fingerprint(iss.as_deref(), &jti))
                 }
+                Ok(Named::Grant(_)) => return family_on_revoke_only(),
             };
             match gw
                 .store()

@@ -41,6 +41,8 @@
 //! | `revgate_connections_limited_total` | counter | |
 //! | `revgate_bindings_recorded_total` | counter | `source` (`admin`, `issuance`) |
 //! | `revgate_store_bindings` | gauge | (embedded store; Redis holds them remotely) |
+//! | `revgate_refresh_refused_total` | counter | `reason` (`revoked`, `reused`): token requests answered `invalid_grant` |
+//! | `revgate_families_revoked_total` | counter | `source` (dialect, `admin`, `reuse`) |
 //! | `revgate_introspection_requests_total` | counter | `outcome` (`active`, `inactive`, `error`, `timeout`) |
 //! | `revgate_introspection_cache_hits_total` | counter | |
 //! | `revgate_store_fenced` | gauge | |
@@ -110,6 +112,8 @@ const CONNECTIONS_OPEN: &str = "revgate_connections_open";
 const CONNECTIONS_LIMITED: &str = "revgate_connections_limited_total";
 const RATE_LIMITED: &str = "revgate_rate_limited_total";
 const BINDINGS_RECORDED: &str = "revgate_bindings_recorded_total";
+const REFRESH_REFUSED: &str = "revgate_refresh_refused_total";
+const FAMILIES_REVOKED: &str = "revgate_families_revoked_total";
 const STORE_BINDINGS: &str = "revgate_store_bindings";
 const INTROSPECTIONS: &str = "revgate_introspection_requests_total";
 const INTROSPECTION_HITS: &str = "revgate_introspection_cache_hits_total";
@@ -200,6 +204,12 @@ fn export_at_zero() {
     for source in ["admin", "issuance"] {
         metrics::counter!(BINDINGS_RECORDED, "source" => source).increment(0);
     }
+    for reason in ["revoked", "reused"] {
+        metrics::counter!(REFRESH_REFUSED, "reason" => reason).increment(0);
+    }
+    for source in ["nylas", "onelogin", "rfc7009", "admin", "reuse"] {
+        metrics::counter!(FAMILIES_REVOKED, "source" => source).increment(0);
+    }
     for outcome in ["active", "inactive", "error", "timeout"] {
         metrics::counter!(INTROSPECTIONS, "outcome" => outcome).increment(0);
     }
@@ -285,6 +295,14 @@ fn describe() {
         "Credential bindings (who holds a credential) recorded, by source (admin, issuance)."
     );
     describe_gauge!(STORE_BINDINGS, "Credential bindings held (embedded store).");
+    describe_counter!(
+        REFRESH_REFUSED,
+        "Token requests answered invalid_grant by revgate, by reason (revoked, reused refresh token)."
+    );
+    describe_counter!(
+        FAMILIES_REVOKED,
+        "Token families revoked, by source (a dialect, admin, reuse detection)."
+    );
     describe_counter!(
         INTROSPECTIONS,
         "RFC 7662 introspection calls made, by outcome (active, inactive, error, timeout)."
@@ -462,6 +480,17 @@ pub fn revocation_applied(source: &str, mode: &str) {
 /// Counts a credential binding recorded (`source`: `admin`, `issuance`).
 pub fn binding_recorded(source: &'static str) {
     metrics::counter!(BINDINGS_RECORDED, "source" => source).increment(1);
+}
+
+/// Counts a token request answered `invalid_grant` (`reason`: `revoked`,
+/// `reused`).
+pub fn refresh_refused(reason: &'static str) {
+    metrics::counter!(REFRESH_REFUSED, "reason" => reason).increment(1);
+}
+
+/// Counts a family revoked (`source`: a dialect's name, `admin`, `reuse`).
+pub fn family_revoked(source: &'static str) {
+    metrics::counter!(FAMILIES_REVOKED, "source" => source).increment(1);
 }
 
 /// Counts a revocation the store failed to apply (`source` as above).

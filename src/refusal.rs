@@ -61,6 +61,17 @@ pub enum Refusal {
     /// carry an `access_token` that cannot be judged: 413 `invalid_request`.
     #[error("form body too large to judge")]
     FormTooLarge,
+    /// A token endpoint's request presents a refresh token that is revoked,
+    /// or one already exchanged for another (reuse detection, which has just
+    /// revoked its family): RFC 6749 §5.2's 400 `invalid_grant`, never
+    /// forwarded (`crate::proxy::issuance`).
+    #[error("refresh token revoked or reused")]
+    InvalidGrant,
+    /// A token endpoint's request body over
+    /// `crate::proxy::issuance::MAX_REQUEST`: 413 `invalid_request` (its
+    /// refresh token could not be checked).
+    #[error("token request too large to check")]
+    TokenRequestTooLarge,
     /// A request transfer coding other than `chunked` alone (RFC 9112
     /// §6.1): 501 `not_implemented`; relaying it would hand the upstream
     /// coded bytes as plain ones.
@@ -89,14 +100,15 @@ impl Refusal {
     pub fn status(&self) -> StatusCode {
         match self {
             Refusal::Revoked(_) | Refusal::RevokedInFlight => StatusCode::UNAUTHORIZED,
-            Refusal::BadCredential(_) | Refusal::BadHost | Refusal::ClientBody(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Refusal::BadCredential(_)
+            | Refusal::BadHost
+            | Refusal::ClientBody(_)
+            | Refusal::InvalidGrant => StatusCode::BAD_REQUEST,
             Refusal::Unavailable | Refusal::IdentityUnavailable | Refusal::Fenced => {
                 StatusCode::SERVICE_UNAVAILABLE
             }
             Refusal::NoRoute => StatusCode::NOT_FOUND,
-            Refusal::FormTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            Refusal::FormTooLarge | Refusal::TokenRequestTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             Refusal::TransferCoding => StatusCode::NOT_IMPLEMENTED,
             Refusal::ClientTimeout => StatusCode::REQUEST_TIMEOUT,
             Refusal::UpstreamUnavailable(_) => StatusCode::BAD_GATEWAY,
@@ -107,10 +119,13 @@ impl Refusal {
     /// How it is counted in `revgate_requests_total`.
     pub fn outcome(&self) -> Outcome {
         match self {
-            Refusal::Revoked(_) | Refusal::RevokedInFlight => Outcome::Revoked,
+            Refusal::Revoked(_) | Refusal::RevokedInFlight | Refusal::InvalidGrant => {
+                Outcome::Revoked
+            }
             Refusal::BadCredential(_)
             | Refusal::BadHost
             | Refusal::FormTooLarge
+            | Refusal::TokenRequestTooLarge
             | Refusal::TransferCoding
             | Refusal::ClientBody(_) => Outcome::BadRequest,
             Refusal::ClientTimeout => Outcome::ClientTimeout,
@@ -177,6 +192,14 @@ impl Refusal {
                 "invalid_request",
                 "The form body is too large to be checked for an access token",
             ),
+            Refusal::InvalidGrant => (
+                "invalid_grant",
+                "The refresh token is revoked or was already used",
+            ),
+            Refusal::TokenRequestTooLarge => (
+                "invalid_request",
+                "The token request is too large to be checked",
+            ),
             Refusal::TransferCoding => (
                 "not_implemented",
                 "The request's transfer coding is not supported",
@@ -213,7 +236,7 @@ impl Refusal {
 mod tests {
     use super::*;
 
-    const KINDS: usize = 14;
+    const KINDS: usize = 16;
 
     /// Each variant's index (exhaustive: no wildcard arm).
     fn kind(r: &Refusal) -> usize {
@@ -232,6 +255,8 @@ mod tests {
             Refusal::UpstreamTimeout => 11,
             Refusal::IdentityUnavailable => 12,
             Refusal::Fenced => 13,
+            Refusal::InvalidGrant => 14,
+            Refusal::TokenRequestTooLarge => 15,
         }
     }
 
@@ -362,6 +387,22 @@ mod tests {
                 None,
                 false,
                 r#"{"error":"temporarily_unavailable","error_description":"The credential's identity could not be checked"}"#,
+            ),
+            (
+                Refusal::InvalidGrant,
+                400,
+                "revoked",
+                None,
+                false,
+                r#"{"error":"invalid_grant","error_description":"The refresh token is revoked or was already used"}"#,
+            ),
+            (
+                Refusal::TokenRequestTooLarge,
+                413,
+                "bad_request",
+                None,
+                false,
+                r#"{"error":"invalid_request","error_description":"The token request is too large to be checked"}"#,
             ),
         ];
         // One row per variant: `kind` has no wildcard, so a new variant does

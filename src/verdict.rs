@@ -186,6 +186,21 @@ async fn introspected(
     }
 }
 
+/// The verdict on a credential known only by its fingerprint (a refresh
+/// token in a token request's body): its token rule (explicit, derived from
+/// a binding, or from its family), with the store's state as a request's
+/// credential would be judged by it.
+pub async fn judge_fingerprint(fp: Fingerprint, store: &dyn RevocationStore) -> Verdict {
+    let mode = store.check_mode();
+    match mode {
+        CheckMode::Reject => Verdict::Unavailable,
+        CheckMode::Fenced => Verdict::Fenced,
+        CheckMode::Local | CheckMode::AlwaysLookup => {
+            exact(fp, mode, store).await.unwrap_or(Verdict::Pass(fp))
+        }
+    }
+}
+
 /// The verdict on one fingerprint when it settles the request (revoked, or
 /// the store cannot answer); `None` when it is not revoked.
 #[inline]

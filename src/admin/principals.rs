@@ -8,7 +8,12 @@
 //! | `DELETE /admin/v1/principals`        | `{"credential":".."}` or `{"fingerprint":".."}` | 200 `{"removed":bool}` |
 //!
 //! `org`, `provider`, `issued_at` (default: now) and `expires_at` are
-//! optional. Without `expires_at` the binding lasts as long as a revocation
+//! optional. `"family": "<name>"` also puts the credential in the token
+//! family of that name (`crate::store::family`; `"token_type":
+//! "refresh_token"` says it is a refresh token, default `access_token`):
+//! a family revocation (`{"token":..,"family":true}`) of any member then
+//! revokes it, and a family already revoked revokes it at once. A binding's
+//! view shows its family (`family`, `generation`) when it has one. Without `expires_at` the binding lasts as long as a revocation
 //! of the credential would: its own `exp` (plus `tokens.clock_skew`) when it
 //! is a JWT, else `tokens.max_lifetime`. The credential is never stored or
 //! echoed: answers name its fingerprint. Bounds: a credential of at most
@@ -22,7 +27,9 @@ use serde::Deserialize;
 use super::{error, ok, read_body};
 use crate::credentials::Fingerprint;
 use crate::proxy::{Body, Gateway};
-use crate::store::{now_unix, Applied, Binding, RevocationCommand, RevocationTarget, ScopeKey};
+use crate::store::{
+    now_unix, Applied, Binding, Member, RevocationCommand, RevocationTarget, ScopeKey,
+};
 
 /// `POST /admin/v1/principals`.
 #[derive(Deserialize)]
@@ -38,6 +45,10 @@ struct Record {
     issued_at: Option<u64>,
     #[serde(default)]
     expires_at: Option<u64>,
+    #[serde(default)]
+    family: Option<String>,
+    #[serde(default)]
+    token_type: Option<String>,
 }
 
 /// Lookups and removals: a credential or a fingerprint.
@@ -173,6 +184,17 @@ async fn record(gw: &Gateway, bytes: &[u8]) -> Response<Body> {
     {
         return bad("sub, org and provider are at most 256 bytes each");
     }
+    if empty(&r.family) || r.family.as_deref().is_some_and(long) {
+        return bad("family, when given, is 1 to 256 bytes");
+    }
+    let refresh = match r.token_type.as_deref() {
+        None | Some("access_token") => false,
+        Some("refresh_token") => true,
+        Some(_) => return bad("token_type is access_token or refresh_token"),
+    };
+    if r.token_type.is_some() && r.family.is_none() {
+        return bad("token_type goes with family");
+    }
     let rt = gw.runtime();
     let now = now_unix();
     let binding = rt.binding(
@@ -191,11 +213,32 @@ async fn record(gw: &Gateway, bytes: &[u8]) -> Response<Body> {
     if binding.issued_at > binding.expires_at {
         return bad("issued_at is after expires_at");
     }
-    match gw
+    let member = r.family.as_deref().map(|name| Member {
+        fingerprint: binding.fingerprint,
+        family: rt.key().family_fingerprint(None, name),
+        generation: 0,
+        refresh,
+        expires_at: binding.expires_at,
+        superseded_at: 0,
+    });
+    let mut applied = gw
         .store()
         .apply(RevocationCommand::Bind(binding.clone()))
-        .await
-    {
+        .await;
+    if let (Ok(bound), Some(m)) = (&applied, member) {
+        applied = gw
+            .store()
+            .apply(RevocationCommand::Join(m))
+            .await
+            .map(|joined| {
+                if joined == Applied::Changed {
+                    joined
+                } else {
+                    *bound
+                }
+            });
+    }
+    match applied {
         Ok(applied) => {
             crate::metrics::binding_recorded("admin");
             let mut v = view(gw, &binding).await;
@@ -216,5 +259,9 @@ async fn view(gw: &Gateway, b: &Binding) -> serde_json::Value {
         .unwrap_or(false);
     let mut v = serde_json::to_value(b).unwrap_or_default();
     v["revoked"] = serde_json::Value::Bool(revoked);
+    if let Ok(Some(m)) = gw.store().member(&b.fingerprint).await {
+        v["family"] = serde_json::Value::String(m.family.to_hex());
+        v["generation"] = m.generation.into();
+    }
     v
 }

@@ -38,6 +38,33 @@ pub struct Config {
     pub identity: IdentityConfig,
     /// Request ids and OpenTelemetry traces (`otel.rs`).
     pub tracing: TracingConfig,
+    /// Token families (`crate::store::family`): reuse detection.
+    pub families: FamiliesConfig,
+}
+
+/// `[families]`: what token endpoints proxied through revgate enforce of
+/// refresh-token rotation (`crate::proxy::issuance`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FamiliesConfig {
+    /// A refresh token presented again after it was exchanged for a new
+    /// refresh token revokes its whole family (RFC 9700 §4.14.2), answered
+    /// `invalid_grant` without reaching the token endpoint.
+    pub reuse_detection: bool,
+    /// How long after the exchange a superseded refresh token may still be
+    /// presented without tripping reuse detection (clients that retry a
+    /// refresh whose answer they lost); forwarded to the token endpoint.
+    #[serde(with = "humantime_serde")]
+    pub reuse_grace: Duration,
+}
+
+impl Default for FamiliesConfig {
+    fn default() -> Self {
+        FamiliesConfig {
+            reuse_detection: true,
+            reuse_grace: Duration::ZERO,
+        }
+    }
 }
 
 /// `[identity]`: where credential bindings (`crate::store::principal`)
@@ -642,6 +669,12 @@ pub struct DialectConfig {
     pub api_keys: Vec<String>,
     /// OneLogin only: accepted client pairs.
     pub clients: Vec<ClientPair>,
+    /// How much of a revoked token's family goes with it (Nylas, OneLogin,
+    /// RFC 7009): `token`, `pair` or `grant`. Default: Nylas `grant`,
+    /// OneLogin `pair`, RFC 7009 `grant` for a refresh token and `token`
+    /// for an access token (by `token_type_hint`, else what revgate knows
+    /// of the token).
+    pub family: Option<crate::store::family::Reach>,
 }
 
 impl Default for DialectConfig {
@@ -652,6 +685,7 @@ impl Default for DialectConfig {
             mode: None,
             api_keys: Vec::new(),
             clients: Vec::new(),
+            family: None,
         }
     }
 }

@@ -52,6 +52,8 @@ pub struct DialectSetting {
     pub path: String,
     /// Its mode.
     pub mode: RevokeMode,
+    /// `family`, when set (else the dialect's default).
+    pub family: Option<crate::store::family::Reach>,
 }
 
 /// The checked configuration.
@@ -175,6 +177,11 @@ impl Settings {
             max_lifetime: self.raw.tokens.max_lifetime,
             clock_skew: self.raw.tokens.clock_skew,
         }
+    }
+
+    /// `[families]`.
+    pub fn families(&self) -> &super::FamiliesConfig {
+        &self.raw.families
     }
 
     /// `tokens.form_body_limit` (0 = form bodies pass unjudged).

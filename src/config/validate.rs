@@ -65,6 +65,12 @@ impl Config {
         self.validate_issuance()?;
         let introspection = self.validate_identity()?;
         self.validate_tracing()?;
+        if self.families.reuse_grace > std::time::Duration::from_secs(3600) {
+            return Err(ConfigError::new(
+                "families.reuse_grace",
+                "must be at most 1h",
+            ));
+        }
         Ok(Settings {
             raw: self.clone(),
             listen,
@@ -621,6 +627,14 @@ impl Config {
                     "only OneLogin checks client pairs",
                 ));
             }
+            if d.family.is_some()
+                && matches!(kind, DialectKind::LangSmith | DialectKind::Codegen)
+            {
+                return Err(ConfigError::new(
+                    format!("{key}.family"),
+                    "only the token dialects (nylas, onelogin, rfc7009) revoke families",
+                ));
+            }
             if !d.enabled {
                 continue;
             }
@@ -644,6 +658,7 @@ impl Config {
                 kind,
                 path,
                 mode: d.mode.unwrap_or(r.mode),
+                family: d.family,
             });
         }
         for (i, c) in r.onelogin.clients.iter().enumerate() {

@@ -100,12 +100,17 @@ pub struct AttributeSources {
 /// size limit beyond what carried the token (the header limit, a body
 /// limit): a large payload must not hide a subject from a scope rule.
 pub fn peek_jwt(token: &str, names: &ClaimNames) -> Option<Attributes> {
+    Some(from_claims(&peek_claims(token)?, names))
+}
+
+/// The claims of a JWT, unverified (as [`peek_jwt`] reads them).
+pub fn peek_claims(token: &str) -> Option<serde_json::Map<String, serde_json::Value>> {
     let (_, payload) = jws_parts(token)?;
     let bytes = LENIENT_B64URL.decode(payload.as_bytes()).ok()?;
-    let serde_json::Value::Object(claims) = serde_json::from_slice(&bytes).ok()? else {
-        return None;
-    };
-    Some(from_claims(&claims, names))
+    match serde_json::from_slice(&bytes).ok()? {
+        serde_json::Value::Object(claims) => Some(claims),
+        _ => None,
+    }
 }
 
 /// The attributes named by `names` in a JSON object of claims (a JWT's

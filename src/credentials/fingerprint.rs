@@ -217,11 +217,24 @@ impl FingerprintKey {
         }
     }
 
+    /// The id of a token family ([`crate::store::family`]) named by the
+    /// session its tokens carry (`sid` under its issuer: OIDC Back-Channel
+    /// Logout names a session so), or by an operator's name for it
+    /// (`iss = None`).
+    pub fn family_fingerprint(&self, iss: Option<&str>, name: &str) -> Fingerprint {
+        self.named(b"\0family\0", iss, name)
+    }
+
     /// The fingerprint of a `jti` revocation: the `jti` under one issuer, or
     /// under any (`iss = None`). A JWT is covered by either.
     pub fn jti_fingerprint(&self, iss: Option<&str>, jti: &str) -> Fingerprint {
+        self.named(b"\0jti\0", iss, jti)
+    }
+
+    /// A name under an issuer (or any), in its own domain.
+    fn named(&self, domain: &[u8], iss: Option<&str>, name: &str) -> Fingerprint {
         let mut h = blake3::Hasher::new_keyed(&self.key);
-        h.update(b"\0jti\0");
+        h.update(domain);
         match iss {
             Some(iss) => {
                 h.update(&(iss.len() as u64).to_le_bytes());
@@ -231,7 +244,7 @@ impl FingerprintKey {
                 h.update(&u64::MAX.to_le_bytes());
             }
         }
-        h.update(jti.as_bytes());
+        h.update(name.as_bytes());
         let mut out = [0u8; 16];
         out.copy_from_slice(&h.finalize().as_bytes()[..16]);
         Fingerprint(out)

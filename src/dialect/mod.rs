@@ -94,6 +94,22 @@ impl DialectKind {
         DialectKind::Rfc7009,
     ];
 
+    /// How far its token revokes reach into a token's family by default
+    /// (`revoke.<dialect>.family`; `None`: by what the token is), as the
+    /// vendors document their revoke endpoints.
+    pub fn family(self) -> Option<crate::store::family::Reach> {
+        use crate::store::family::Reach;
+        match self {
+            // "the access token, its child tokens and its parent refresh token"
+            DialectKind::Nylas => Some(Reach::Grant),
+            // "the access token and its refresh token"
+            DialectKind::OneLogin => Some(Reach::Pair),
+            // §2.1: a refresh token's grant; an access token alone.
+            DialectKind::Rfc7009 => None,
+            DialectKind::LangSmith | DialectKind::Codegen => Some(Reach::Token),
+        }
+    }
+
     /// Its name in config, metrics and logs.
     pub fn name(self) -> &'static str {
         match self {

@@ -25,6 +25,31 @@
 //! a client that revokes right after its token arrived finds it bound.
 //! A binding that cannot be recorded is logged and counted; the answer is
 //! still relayed (the token endpoint did issue the token).
+//!
+//! **Families** (`crate::store::family`). The request is read first (at
+//! most [`MAX_REQUEST`] bytes; a larger one is refused, 413, since its
+//! refresh token could not be checked), and every `refresh_token` it
+//! carries, as a form or JSON parameter (both parsers, whatever the
+//! `Content-Type` says, so no spelling hides one), is judged like a
+//! credential: revoked (its own rule, a rule derived from its binding or
+//! its family) → RFC 6749 §5.2 `400 invalid_grant`, never forwarded. A
+//! refresh token already exchanged for a *different* refresh token and
+//! presented again more than `families.reuse_grace` later is reuse
+//! (RFC 9700 §4.14.2): its whole family is revoked (one family rule, every
+//! instance) and the request answered `invalid_grant` (with
+//! `families.reuse_detection`, the default). A server that does not rotate
+//! (answers with the same refresh token, or none) never trips it. Two
+//! refreshes racing with one refresh token both pass: the second to answer
+//! supersedes it again, and its next presentation trips.
+//!
+//! What the answer issued joins a family: the presented refresh token's
+//! (one generation later; a refresh token revgate never saw issued starts
+//! a family of its own, as generation 0), else, at a first issuance, the
+//! session's (`sid` of the `id_token`, under its `iss`: what back-channel
+//! logout names) or a new one named by the issued refresh token (else the
+//! access token). Memberships are recorded whether or not a holder is
+//! known, before the answer is relayed. A token that joins a family
+//! already revoked is revoked as it joins.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -37,11 +62,17 @@ use http_body_util::BodyExt;
 
 use super::{Body, BoxError, Runtime};
 use crate::config::IssuanceConfig;
-use crate::credentials;
-use crate::store::{now_unix, Binding, RevocationCommand, RevocationStore, ScopeKey};
+use crate::credentials::{self, Fingerprint};
+use crate::refusal::Refusal;
+use crate::store::family::Reach;
+use crate::store::{now_unix, Binding, Member, RevocationCommand, RevocationStore, ScopeKey};
+use crate::verdict::Verdict;
 
 /// Largest token-endpoint answer read for learning.
 pub const MAX_ANSWER: usize = 64 * 1024;
+
+/// Largest token-endpoint request read (its refresh token is checked).
+pub const MAX_REQUEST: usize = 64 * 1024;
 
 /// How long the answer's body may take to arrive once its head has: past
 /// it, what arrived is relayed with the rest, unlearned.
@@ -49,19 +80,72 @@ const ANSWER_WAIT: Duration = Duration::from_secs(10);
 
 /// What learning keeps of a token request: its headers and query, to name
 /// its verified caller if the answer names no holder (copied because the
-/// request itself goes upstream).
+/// request itself goes upstream), and the refresh token it presented.
 pub(crate) struct Asked {
     headers: http::HeaderMap,
     query: Option<String>,
+    presented: Option<Presented>,
+}
+
+/// The one refresh token a token request presented (with its family
+/// membership, if it has one); a request carrying several distinct ones
+/// presents none for learning (each was still judged).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Presented {
+    fingerprint: Fingerprint,
+    member: Option<Member>,
 }
 
 impl Asked {
-    /// The head of the request in `parts`.
-    pub(crate) fn of(parts: &http::request::Parts) -> Asked {
+    /// The head of the request in `parts`, and what it presented.
+    pub(crate) fn of(parts: &http::request::Parts, presented: Option<Presented>) -> Asked {
         Asked {
             headers: parts.headers.clone(),
             query: parts.uri.query().map(str::to_owned),
+            presented,
         }
+    }
+}
+
+/// Every `refresh_token` parameter of a token request's body: form pairs
+/// and JSON members alike (duplicates kept), as UTF-8.
+fn refresh_tokens(body: &[u8]) -> Vec<String> {
+    let mut out: Vec<String> = crate::dialect::form_values(body, "refresh_token")
+        .into_iter()
+        .filter_map(|v| String::from_utf8(v.bytes).ok())
+        .collect();
+    if let Ok(Pairs(pairs)) = serde_json::from_slice::<Pairs>(body) {
+        out.extend(pairs.into_iter().filter_map(|(k, v)| match v {
+            serde_json::Value::String(s) if k == "refresh_token" => Some(s),
+            _ => None,
+        }));
+    }
+    out.retain(|t| !t.is_empty());
+    out
+}
+
+/// A JSON object's members in order, duplicates kept (a parser that keeps
+/// the last would let a first, revoked, one through to one that keeps the
+/// first).
+struct Pairs(Vec<(String, serde_json::Value)>);
+
+impl<'de> serde::Deserialize<'de> for Pairs {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Pairs;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Pairs, A::Error> {
+                let mut out = Vec::new();
+                while let Some(pair) = map.next_entry::<String, serde_json::Value>()? {
+                    out.push(pair);
+                }
+                Ok(Pairs(out))
+            }
+        }
+        d.deserialize_map(Visitor)
     }
 }
 
@@ -141,17 +225,83 @@ impl Runtime {
         expires_at: Option<u64>,
     ) -> Binding {
         let fingerprint = self.checker.key.token_fingerprint(credential);
-        let expires_at = expires_at.unwrap_or_else(|| {
-            let exp = credentials::peek_jwt(credential, &self.settings.attribute_sources.claims)
-                .and_then(|a| a.exp);
-            self.token_rule(fingerprint, exp).expires_at
-        });
+        let expires_at = expires_at.unwrap_or_else(|| self.lifetime_of(credential, fingerprint));
         Binding {
             fingerprint,
             who,
             issued_at,
             expires_at,
         }
+    }
+
+    /// Judges the refresh tokens a token request presents (see the module
+    /// doc): a revoked or reused one refuses the request (`invalid_grant`);
+    /// reuse revokes its family first.
+    pub(crate) async fn token_request(
+        &self,
+        store: &dyn RevocationStore,
+        body: &[u8],
+    ) -> Result<Option<Presented>, Refusal> {
+        let mut fps: Vec<Fingerprint> = refresh_tokens(body)
+            .iter()
+            .filter(|t| t.len() <= crate::dialect::MAX_TOKEN_BYTES)
+            .map(|t| self.checker.key.token_fingerprint(t))
+            .collect();
+        fps.sort_unstable();
+        fps.dedup();
+        for &fp in &fps {
+            match crate::verdict::judge_fingerprint(fp, store).await {
+                Verdict::Pass(_) => {}
+                Verdict::Revoked(_) => {
+                    crate::metrics::refresh_refused("revoked");
+                    return Err(Refusal::InvalidGrant);
+                }
+                Verdict::Fenced => return Err(Refusal::Fenced),
+                _ => return Err(Refusal::Unavailable),
+            }
+        }
+        let families = self.settings.families();
+        let now = now_unix();
+        let mut presented = None;
+        for &fingerprint in &fps {
+            let member = store.member(&fingerprint).await.map_err(|e| {
+                tracing::warn!(error = %e, "refresh token's family could not be read");
+                Refusal::Unavailable
+            })?;
+            if let Some(m) = member.filter(|m| {
+                families.reuse_detection
+                    && m.superseded_at != 0
+                    && now >= m.superseded_at.saturating_add(families.reuse_grace.as_secs())
+            }) {
+                crate::metrics::refresh_refused("reused");
+                crate::metrics::family_revoked("reuse");
+                tracing::warn!(
+                    family = %m.family.short(),
+                    generation = m.generation,
+                    "superseded refresh token presented again: its family is revoked"
+                );
+                let rule = self.family_rule(&m, Reach::Grant);
+                if let Err(e) = store.apply(RevocationCommand::Family(rule)).await {
+                    tracing::error!(error = %e, family = %m.family.short(), "reused refresh token's family not revoked");
+                }
+                return Err(Refusal::InvalidGrant);
+            }
+            if fps.len() == 1 {
+                presented = Some(Presented {
+                    fingerprint,
+                    member,
+                });
+            }
+        }
+        Ok(presented)
+    }
+
+    /// When a credential with no stated expiry is taken to expire: its JWT
+    /// `exp` plus `tokens.clock_skew`, else `tokens.max_lifetime` from now.
+    fn lifetime_of(&self, credential: &str, fingerprint: Fingerprint) -> u64 {
+        let exp = credentials::peek_jwt(credential, &self.settings.attribute_sources.claims)
+            .and_then(|a| a.exp);
+        self.token_rule(fingerprint, exp).expires_at
     }
 
     /// Reads a token endpoint's answer, binds what it issued, and relays it
@@ -229,25 +379,51 @@ impl Runtime {
         };
         let secs = |name: &str| json.get(name).and_then(serde_json::Value::as_u64);
         let names = &self.settings.attribute_sources.claims;
-        let id = match json.get("id_token").and_then(|v| v.as_str()) {
+        let now = now_unix();
+        let skew = self.settings.lifetimes().clock_skew.as_secs();
+        let expiry = |name: &str| secs(name).map(|s| now.saturating_add(s).saturating_add(skew));
+        let issued: Vec<(&str, bool, Option<u64>)> = [
+            ("access_token", false, expiry("expires_in")),
+            ("refresh_token", true, expiry("refresh_token_expires_in")),
+        ]
+        .into_iter()
+        .filter_map(|(field, refresh, expires_at)| {
+            let token = json.get(field).and_then(|v| v.as_str())?;
+            (!token.is_empty() && token.len() <= crate::dialect::MAX_TOKEN_BYTES)
+                .then_some((token, refresh, expires_at))
+        })
+        .collect();
+        // The id_token's claims: `None` when it failed verification (it
+        // names nobody, and no session).
+        let id_claims = match json.get("id_token").and_then(|v| v.as_str()) {
             Some(id_token) => match &self.verifier {
                 Some(v) => match v.verify(id_token).await {
-                    Ok(claims) => Some(credentials::Attributes {
-                        sub: claims.text(&names.sub),
-                        org: claims.text(&names.org),
-                        provider: claims.text(&names.provider),
-                        ..Default::default()
-                    }),
+                    Ok(claims) => Some(Claims::Verified(claims)),
                     Err(_) => {
                         tracing::warn!("token endpoint's id_token failed verification; its tokens are not bound");
-                        return;
+                        None
                     }
                 },
-                None => credentials::peek_jwt(id_token, names),
+                None => Some(Claims::Peeked(
+                    credentials::peek_claims(id_token).unwrap_or_default(),
+                )),
             },
-            None => None,
-        }
-        .unwrap_or_default();
+            None => Some(Claims::Peeked(Default::default())),
+        };
+        let session = id_claims
+            .as_ref()
+            .and_then(|c| Some((c.text("iss"), c.text("sid")?)));
+        self.join_issued(store, &issued, asked.presented, session, now)
+            .await;
+        let Some(id_claims) = id_claims else {
+            return;
+        };
+        let id = credentials::Attributes {
+            sub: id_claims.text(&names.sub),
+            org: id_claims.text(&names.org),
+            provider: id_claims.text(&names.provider),
+            ..Default::default()
+        };
         let sub = match id
             .sub
             .or_else(|| endpoint.sub_fields.iter().find_map(|f| text(f)))
@@ -278,33 +454,124 @@ impl Runtime {
                 .or_else(|| text(&endpoint.provider_field))
                 .or(id.provider),
         };
-        let now = now_unix();
-        let skew = self.settings.lifetimes().clock_skew.as_secs();
-        let issued = [
-            (
-                "access_token",
-                secs("expires_in").map(|s| now.saturating_add(s).saturating_add(skew)),
-            ),
-            (
-                "refresh_token",
-                secs("refresh_token_expires_in")
-                    .map(|s| now.saturating_add(s).saturating_add(skew)),
-            ),
-        ];
-        for (field, expires_at) in issued {
-            let Some(token) = json.get(field).and_then(|v| v.as_str()) else {
-                continue;
-            };
-            if token.is_empty() || token.len() > crate::dialect::MAX_TOKEN_BYTES {
-                continue;
-            }
+        for &(token, refresh, expires_at) in &issued {
             let b = self.binding(token, who.clone(), now, expires_at);
             match store.apply(RevocationCommand::Bind(b)).await {
                 Ok(_) => crate::metrics::binding_recorded("issuance"),
                 Err(e) => {
+                    let field = if refresh { "refresh_token" } else { "access_token" };
                     tracing::error!(error = %e, field, "issued token not bound");
                 }
             }
+        }
+    }
+
+    /// Records the families of what a token endpoint issued (see the
+    /// module doc): `issued` is (token, is a refresh token, expiry).
+    async fn join_issued(
+        &self,
+        store: &dyn RevocationStore,
+        issued: &[(&str, bool, Option<u64>)],
+        presented: Option<Presented>,
+        session: Option<(Option<String>, String)>,
+        now: u64,
+    ) {
+        if issued.is_empty() {
+            return;
+        }
+        let key = &self.checker.key;
+        let mut joins = Vec::with_capacity(3);
+        let (family, generation) = match presented {
+            Some(Presented {
+                member: Some(m), ..
+            }) => (m.family, m.generation.saturating_add(1)),
+            Some(Presented {
+                fingerprint,
+                member: None,
+            }) => {
+                // A refresh token revgate never saw issued: generation 0 of
+                // a family named by it.
+                let rule = self.token_rule(fingerprint, None);
+                joins.push(Member {
+                    fingerprint,
+                    family: fingerprint,
+                    generation: 0,
+                    refresh: true,
+                    expires_at: rule.expires_at,
+                    superseded_at: 0,
+                });
+                (fingerprint, 1)
+            }
+            None => {
+                let named = match &session {
+                    Some((iss, sid)) => key.family_fingerprint(iss.as_deref(), sid),
+                    None => {
+                        let first = issued
+                            .iter()
+                            .find(|(_, refresh, _)| *refresh)
+                            .unwrap_or(&issued[0]);
+                        key.token_fingerprint(first.0)
+                    }
+                };
+                (named, 0)
+            }
+        };
+        let mut rotated = false;
+        for &(token, refresh, exp) in issued {
+            let fingerprint = key.token_fingerprint(token);
+            if refresh && presented.is_some_and(|p| p.fingerprint != fingerprint) {
+                rotated = true;
+            }
+            if presented.is_some_and(|p| p.fingerprint == fingerprint) {
+                // The same refresh token again: the server does not rotate.
+                continue;
+            }
+            joins.push(Member {
+                fingerprint,
+                family,
+                generation,
+                refresh,
+                expires_at: exp.unwrap_or_else(|| self.lifetime_of(token, fingerprint)),
+                superseded_at: 0,
+            });
+        }
+        if let (true, Some(p)) = (rotated, presented) {
+            let old = joins
+                .iter_mut()
+                .find(|m| m.fingerprint == p.fingerprint)
+                .map(|m| *m)
+                .or(p.member);
+            if let Some(old) = old {
+                joins.retain(|m| m.fingerprint != p.fingerprint);
+                joins.push(Member {
+                    superseded_at: now,
+                    ..old
+                });
+            }
+        }
+        for m in joins {
+            if let Err(e) = store.apply(RevocationCommand::Join(m)).await {
+                tracing::error!(error = %e, family = %m.family.short(), "issued token's family not recorded");
+            }
+        }
+    }
+}
+
+/// An `id_token`'s claims: verified, or peeked (no verifier configured).
+enum Claims {
+    Verified(crate::identity::VerifiedClaims),
+    Peeked(serde_json::Map<String, serde_json::Value>),
+}
+
+impl Claims {
+    fn text(&self, name: &str) -> Option<String> {
+        match self {
+            Claims::Verified(c) => c.text(name),
+            Claims::Peeked(c) => match c.get(name) {
+                Some(serde_json::Value::String(s)) if !s.is_empty() => Some(s.clone()),
+                Some(serde_json::Value::Number(n)) => Some(n.to_string()),
+                _ => None,
+            },
         }
     }
 }

@@ -321,8 +321,33 @@ impl Gateway {
 
         // 2. verdict; a form-encoded body may carry the token too (RFC 6750
         // §2.2), so it is read first, within `tokens.form_body_limit`.
-        let (form, body) = read_form(rt, &parts.headers, body).await?;
+        // A token endpoint's request is read whole (bounded): the refresh
+        // token it presents is judged too (`issuance`).
+        let endpoint = rt.issuance(parts.method.as_str(), parts.uri.path());
+        let (form, body, token_request) = match endpoint {
+            Some(_) => {
+                let bytes = read_limited(rt, &parts.headers, body, issuance::MAX_REQUEST)
+                    .await
+                    .map_err(|e| match e {
+                        BodyError::TooLarge => Refusal::TokenRequestTooLarge,
+                        BodyError::Read(e) => Refusal::ClientBody(e),
+                        BodyError::Idle => Refusal::ClientTimeout,
+                    })?;
+                let form = (rt.settings.form_body_limit() > 0
+                    && credentials::is_form(&parts.headers))
+                .then(|| bytes.clone());
+                (form, full(bytes.clone()), Some(bytes))
+            }
+            None => {
+                let (form, body) = read_form(rt, &parts.headers, body).await?;
+                (form, body, None)
+            }
+        };
         h.fingerprint = admission::judge(rt, &**self.store(), &head, form.as_deref()).await?;
+        let presented = match &token_request {
+            Some(bytes) => rt.token_request(&**self.store(), bytes).await?,
+            None => None,
+        };
 
         // A terminating revoke path answers a wrong method itself, in the
         // vendor's format (OneLogin's 404, the others' 405).
@@ -353,9 +378,7 @@ impl Gateway {
             return Err(Refusal::RevokedInFlight);
         }
         // A token endpoint: its answer binds what it issued (`issuance`).
-        let learning = rt
-            .issuance(parts.method.as_str(), parts.uri.path())
-            .map(|endpoint| (endpoint, issuance::Asked::of(&parts)));
+        let learning = endpoint.map(|endpoint| (endpoint, issuance::Asked::of(&parts, presented)));
         let started = Instant::now();
         let result = forward(rt, route, parts, body, conn, session).await;
         h.upstream_time = Some(started.elapsed());

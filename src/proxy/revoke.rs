@@ -17,8 +17,10 @@ use crate::config::Route;
 use crate::credentials::{self};
 use crate::dialect::{self, DialectResponse, RevokeCall, RevokeIntent, RevokeMode};
 use crate::refusal::Refusal;
+use crate::store::family::Reach;
 use crate::store::{
-    now_unix, LocalCache, RevocationCommand, ScopeKey, ScopeRule, StoreError, TokenRule,
+    now_unix, FamilyRule, LocalCache, Member, RevocationCommand, ScopeKey, ScopeRule, StoreError,
+    TokenRule,
 };
 
 /// Who makes a revoke call: its request head, and where its credential's
@@ -236,6 +238,57 @@ impl Runtime {
         }
     }
 
+    /// A rule revoking `m`'s family as far as `reach` goes (`Token`: the
+    /// generation of `m` alone, as `Pair`), kept as long as a scope rule
+    /// made now, or `m` itself, could matter. Carries `m`'s own token rule,
+    /// so the token is revoked even where its membership is not known.
+    pub fn family_rule(&self, m: &Member, reach: Reach) -> FamilyRule {
+        let lifetime = self.scope_rule(ScopeKey {
+            sub: String::new(),
+            org: None,
+            provider: None,
+        });
+        FamilyRule {
+            family: m.family,
+            generation: (reach != Reach::Grant).then_some(m.generation),
+            revoked_at: lifetime.revoked_at,
+            expires_at: lifetime.expires_at.max(m.expires_at),
+            members: vec![TokenRule {
+                fingerprint: m.fingerprint,
+                expires_at: m.expires_at,
+            }],
+        }
+    }
+
+    /// A token revocation widened to the token's family as far as `reach`
+    /// goes (`None`: by what the token is, a refresh token's grant or an
+    /// access token alone: RFC 7009 §2.1). Unchanged for a token with no
+    /// known family, or reach `token`; a store that cannot say refuses
+    /// (the revoke answers 503: a retry is safe).
+    pub async fn widen(
+        &self,
+        store: &dyn crate::store::RevocationStore,
+        cmd: RevocationCommand,
+        reach: Option<Reach>,
+    ) -> Result<(RevocationCommand, Option<Reach>), StoreError> {
+        let RevocationCommand::Token(rule) = &cmd else {
+            return Ok((cmd, None));
+        };
+        if reach == Some(Reach::Token) {
+            return Ok((cmd, None));
+        }
+        let Some(m) = store.member(&rule.fingerprint).await? else {
+            return Ok((cmd, None));
+        };
+        let reach = reach.unwrap_or(if m.refresh { Reach::Grant } else { Reach::Token });
+        if reach == Reach::Token {
+            return Ok((cmd, None));
+        }
+        let mut family = self.family_rule(&m, reach);
+        family.members[0].expires_at = family.members[0].expires_at.max(rule.expires_at);
+        Ok((RevocationCommand::Family(family), Some(reach)))
+    }
+
     /// The one check every scope revocation (each dialect in both modes,
     /// and the admin API) passes before it is applied or forwarded:
     /// - a subject over 256 bytes names no user revgate will record (the
@@ -336,6 +389,10 @@ impl Gateway {
                 if let Some(refused) = refuse_scope(rt, d, &cmd, self.store.cache()) {
                     return Ok(Revoked::Answered(refused));
                 }
+                let cmd = match self.widened(rt, d, cmd).await {
+                    Ok(cmd) => cmd,
+                    Err(refused) => return Ok(Revoked::Answered(refused)),
+                };
                 match self.store.apply(cmd).await {
                     Ok(_) => {
                         crate::metrics::revocation_applied(source, "terminate");
@@ -368,6 +425,16 @@ impl Gateway {
                         return Ok(Revoked::Answered(refused));
                     }
                 }
+                // The family is looked up before the call goes on, too: a
+                // store that cannot say is answered before the upstream
+                // revokes anything.
+                let cmd = match cmd {
+                    Some(Some(c)) => match self.widened(rt, d, c).await {
+                        Ok(c) => Some(Some(c)),
+                        Err(refused) => return Ok(Revoked::Answered(refused)),
+                    },
+                    other => other,
+                };
                 let body = match (buffered, stream) {
                     (Some(bytes), _) => full(bytes),
                     (None, Some(s)) => s,
@@ -399,6 +466,29 @@ impl Gateway {
             }
         };
         Ok(Revoked::Answered(answered))
+    }
+
+    /// `cmd` widened to its token's family by the dialect's `family` reach
+    /// (see [`Runtime::widen`]); the dialect's 503 when the store cannot
+    /// say what the family is.
+    async fn widened(
+        &self,
+        rt: &Runtime,
+        d: &DialectEntry,
+        cmd: RevocationCommand,
+    ) -> Result<RevocationCommand, Response<Body>> {
+        match rt.widen(&*self.store, cmd, d.family).await {
+            Ok((cmd, reach)) => {
+                if reach.is_some() {
+                    crate::metrics::family_revoked(d.dialect.kind().name());
+                }
+                Ok(cmd)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, dialect = d.dialect.kind().name(), "revoked token's family could not be read");
+                Err(render(d, d.dialect.unavailable()))
+            }
+        }
     }
 
     /// Applies a forwarded revocation; on failure keeps retrying in the

@@ -38,6 +38,9 @@ pub(crate) struct DialectEntry {
     pub(crate) path: String,
     pub(crate) mode: RevokeMode,
     pub(crate) dialect: Box<dyn Dialect>,
+    /// How far a token revoke reaches into the token's family (`None`: by
+    /// what the token is; see `Runtime::widen`).
+    pub(crate) family: Option<crate::store::family::Reach>,
 }
 
 /// The reloadable part of the gateway: routes, dialects, credential settings,
@@ -120,6 +123,7 @@ impl Runtime {
                 path: d.path.clone(),
                 mode: d.mode,
                 dialect: dialect::build(d.kind, &settings.dialect_secrets),
+                family: d.family.or_else(|| d.kind.family()),
             })
             .collect();
         let route_metrics = settings

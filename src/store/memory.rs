@@ -31,11 +31,12 @@ use std::path::Path;
 
 use dashmap::DashMap;
 
+use super::family::Families;
 use super::journal::{Journal, ReplayReport, Snapshot};
 use super::principal::Principals;
 use super::{
-    now_unix, Applied, Binding, LocalCache, RevocationCommand, RevocationStore, RevocationTarget,
-    StoreError, StoreStatus, TokenRule,
+    now_unix, Applied, Binding, LocalCache, Member, RevocationCommand, RevocationStore,
+    RevocationTarget, StoreError, StoreStatus, TokenRule,
 };
 use crate::credentials::Fingerprint;
 
@@ -49,6 +50,9 @@ pub struct MemoryStore {
     /// Bindings, and the token rules scope rules derive from them
     /// ([`super::principal`]).
     principals: Principals,
+    /// Token families ([`super::family`]); what their rules revoke is in
+    /// `tokens`.
+    families: Families,
     journal: Journal,
     /// Shared by an apply from its journal append to its memory update;
     /// exclusive while compaction takes its mark (see the module doc).
@@ -99,6 +103,7 @@ impl MemoryStore {
         let tokens: DashMap<Fingerprint, u64> = DashMap::with_capacity(estimate);
         let cache = LocalCache::new(capacity, fp_rate);
         let principals = Principals::new();
+        let families = Families::new();
         let now = now_unix();
         let (journal, report) = Journal::open_with(path, |cmd| match cmd {
             // The bloom filter is built once from the map below; filling it
@@ -112,7 +117,13 @@ impl MemoryStore {
                 }
             }
             other => {
-                apply_to(&tokens, &cache, &principals, &other, now, false);
+                let state = State {
+                    tokens: &tokens,
+                    cache: &cache,
+                    principals: &principals,
+                    families: &families,
+                };
+                state.apply(&other, now, false);
             }
         })?;
         // Sized for a journal of token rules only: give back what other
@@ -130,6 +141,7 @@ impl MemoryStore {
             tokens,
             cache,
             principals,
+            families,
             journal,
             gate: tokio::sync::RwLock::new(()),
             compaction: tokio::sync::Mutex::new(()),
@@ -143,7 +155,16 @@ impl MemoryStore {
 
     /// Applies a command to memory only; true when it changed anything.
     fn apply_local(&self, cmd: &RevocationCommand, now: u64) -> bool {
-        apply_to(&self.tokens, &self.cache, &self.principals, cmd, now, true)
+        self.state().apply(cmd, now, true)
+    }
+
+    fn state(&self) -> State<'_> {
+        State {
+            tokens: &self.tokens,
+            cache: &self.cache,
+            principals: &self.principals,
+            families: &self.families,
+        }
     }
 
     /// Would this command change anything? (Idempotent revokes skip the journal.)
@@ -171,6 +192,14 @@ impl MemoryStore {
             }
             RevocationCommand::Remove(RevocationTarget::Binding(fp)) => {
                 self.principals.get(fp, now).is_some()
+            }
+            RevocationCommand::Join(m) => self.families.would_join(m, now),
+            RevocationCommand::Family(rule) => {
+                self.families.would_revoke(rule, now)
+                    || rule
+                        .members
+                        .iter()
+                        .any(|t| !self.tokens.contains_key(&t.fingerprint))
             }
         }
     }
@@ -200,6 +229,7 @@ impl MemoryStore {
         });
         let expired_scopes = self.cache.expire_scopes(now);
         self.principals.expire(now);
+        self.families.expire(now);
         self.rebuild_bloom();
         let mark = {
             // No apply is between its append and its memory update now, so
@@ -260,8 +290,18 @@ impl MemoryStore {
             snapshot.push(&RevocationCommand::Scope(rule))?;
             live += 1;
         }
-        for binding in self.principals.snapshot(now_unix()) {
+        let now = now_unix();
+        for binding in self.principals.snapshot(now) {
             snapshot.push(&RevocationCommand::Bind(binding))?;
+            live += 1;
+        }
+        let (rules, members) = self.families.snapshot(now);
+        for cmd in rules
+            .into_iter()
+            .map(RevocationCommand::Family)
+            .chain(members.into_iter().map(RevocationCommand::Join))
+        {
+            snapshot.push(&cmd)?;
             live += 1;
         }
         Ok(live)
@@ -279,61 +319,82 @@ impl MemoryStore {
     }
 }
 
-/// Applies a command to the in-memory state; true when it changed anything.
-/// `derive`: re-derive the token rules a scope or binding change implies
-/// (off during replay, which derives once at its end).
-fn apply_to(
-    tokens: &DashMap<Fingerprint, u64>,
-    cache: &LocalCache,
-    principals: &Principals,
-    cmd: &RevocationCommand,
-    now: u64,
-    derive: bool,
-) -> bool {
-    let rederive = |sub: &str| {
-        if derive {
-            for rule in principals.rederive(sub, &cache.scope_rules_of(sub), now) {
-                cache.insert_token(&rule.fingerprint);
+/// The in-memory state a command changes.
+struct State<'a> {
+    tokens: &'a DashMap<Fingerprint, u64>,
+    cache: &'a LocalCache,
+    principals: &'a Principals,
+    families: &'a Families,
+}
+
+impl State<'_> {
+    /// Applies a command; true when it changed anything. `derive`:
+    /// re-derive the token rules a scope or binding change implies (off
+    /// during replay, which derives once at its end).
+    fn apply(&self, cmd: &RevocationCommand, now: u64, derive: bool) -> bool {
+        let (tokens, cache, principals) = (self.tokens, self.cache, self.principals);
+        let rederive = |sub: &str| {
+            if derive {
+                for rule in principals.rederive(sub, &cache.scope_rules_of(sub), now) {
+                    cache.insert_token(&rule.fingerprint);
+                }
+            }
+        };
+        match cmd {
+            RevocationCommand::Token(rule) => self.revoke_token(rule, now),
+            RevocationCommand::Scope(rule) => {
+                let changed = rule.expires_at > now && cache.upsert_scope(rule);
+                if changed {
+                    rederive(&rule.key.sub);
+                }
+                changed
+            }
+            RevocationCommand::Remove(RevocationTarget::Token(fp)) => tokens.remove(fp).is_some(),
+            RevocationCommand::Remove(RevocationTarget::Scope(key)) => {
+                let changed = cache.remove_scope(key);
+                if changed {
+                    rederive(&key.sub);
+                }
+                changed
+            }
+            RevocationCommand::Bind(b) => bind(cache, principals, b, now, derive),
+            RevocationCommand::Remove(RevocationTarget::Binding(fp)) => principals.unbind(fp),
+            RevocationCommand::Join(m) => {
+                let (changed, covered) = self.families.join(m, now);
+                match covered {
+                    Some(rule) => self.revoke_token(&rule, now) || changed,
+                    None => changed,
+                }
+            }
+            RevocationCommand::Family(rule) => {
+                let (mut changed, covered) = self.families.revoke(rule, now);
+                for t in covered.iter().chain(&rule.members) {
+                    changed |= self.revoke_token(t, now);
+                }
+                changed
             }
         }
-    };
-    match cmd {
-        RevocationCommand::Token(rule) => {
-            if rule.expires_at <= now {
-                return false;
-            }
-            let mut changed = false;
-            tokens
-                .entry(rule.fingerprint)
-                .and_modify(|exp| {
-                    if rule.expires_at > *exp {
-                        *exp = rule.expires_at;
-                    }
-                })
-                .or_insert_with(|| {
-                    changed = true;
-                    rule.expires_at
-                });
-            cache.insert_token(&rule.fingerprint);
-            changed
+    }
+
+    /// A token rule into the exact set and the bloom filter.
+    fn revoke_token(&self, rule: &TokenRule, now: u64) -> bool {
+        if rule.expires_at <= now {
+            return false;
         }
-        RevocationCommand::Scope(rule) => {
-            let changed = rule.expires_at > now && cache.upsert_scope(rule);
-            if changed {
-                rederive(&rule.key.sub);
-            }
-            changed
-        }
-        RevocationCommand::Remove(RevocationTarget::Token(fp)) => tokens.remove(fp).is_some(),
-        RevocationCommand::Remove(RevocationTarget::Scope(key)) => {
-            let changed = cache.remove_scope(key);
-            if changed {
-                rederive(&key.sub);
-            }
-            changed
-        }
-        RevocationCommand::Bind(b) => bind(cache, principals, b, now, derive),
-        RevocationCommand::Remove(RevocationTarget::Binding(fp)) => principals.unbind(fp),
+        let mut changed = false;
+        self.tokens
+            .entry(rule.fingerprint)
+            .and_modify(|exp| {
+                if rule.expires_at > *exp {
+                    *exp = rule.expires_at;
+                }
+            })
+            .or_insert_with(|| {
+                changed = true;
+                rule.expires_at
+            });
+        self.cache.insert_token(&rule.fingerprint);
+        changed
     }
 }
 
@@ -424,6 +485,10 @@ impl RevocationStore for MemoryStore {
 
     async fn binding(&self, fp: &Fingerprint) -> Result<Option<Binding>, StoreError> {
         Ok(self.principals.get(fp, now_unix()))
+    }
+
+    async fn member(&self, fp: &Fingerprint) -> Result<Option<Member>, StoreError> {
+        Ok(self.families.get(fp, now_unix()))
     }
 
     fn cache(&self) -> &LocalCache {

@@ -19,6 +19,7 @@
 //! closed).
 
 pub mod cache;
+pub mod family;
 pub mod journal;
 pub mod live;
 pub mod memory;
@@ -30,6 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use serde::{Deserialize, Serialize};
 
 pub use cache::LocalCache;
+pub use family::{FamilyRule, Member};
 pub use principal::Binding;
 
 use crate::credentials::{Attributes, Fingerprint};
@@ -127,6 +129,12 @@ pub enum RevocationCommand {
     /// itself, but it rides the same journal and shared store, and a scope
     /// rule already there may cover it at once.
     Bind(Binding),
+    /// Record that a token belongs to a family ([`family`]); a rule of the
+    /// family already there may revoke it at once.
+    Join(Member),
+    /// Revoke a family's tokens (all, or one generation's): one command,
+    /// one journal record, one stream event, however many members.
+    Family(FamilyRule),
 }
 
 /// What an un-revoke names.
@@ -149,6 +157,8 @@ impl RevocationCommand {
             RevocationCommand::Token(t) => Some(t.expires_at),
             RevocationCommand::Scope(s) => Some(s.expires_at),
             RevocationCommand::Bind(b) => Some(b.expires_at),
+            RevocationCommand::Join(m) => Some(m.expires_at),
+            RevocationCommand::Family(f) => Some(f.expires_at),
             RevocationCommand::Remove(_) => None,
         }
     }
@@ -267,6 +277,10 @@ pub trait RevocationStore: Send + Sync + 'static {
     /// The binding of a credential's fingerprint, if one is recorded and
     /// live ([`principal`]).
     async fn binding(&self, fp: &Fingerprint) -> Result<Option<Binding>, StoreError>;
+
+    /// The family membership of a token's fingerprint, if recorded and
+    /// live ([`family`]).
+    async fn member(&self, fp: &Fingerprint) -> Result<Option<Member>, StoreError>;
 
     /// The local cache this store keeps current.
     fn cache(&self) -> &LocalCache;

@@ -13,6 +13,10 @@
 //! kind 4   RemoveScope  key
 //! kind 5   Bind         fingerprint:[u8;16] issued_at:u64le expires_at:u64le key
 //! kind 6   RemoveBinding fingerprint:[u8;16]
+//! kind 7   Join         fingerprint:[u8;16] family:[u8;16] generation:u32le flags:u8
+//!                       expires_at:u64le superseded_at:u64le     flags&1 = refresh token
+//! kind 8   Family       family:[u8;16] generation:u32le revoked_at:u64le expires_at:u64le
+//!                       generation u32::MAX = every generation (the grant)
 //! key      = flags:u8 sub:str [org:str if flags&1] [provider:str if flags&2]
 //! str      = len:u32le utf8-bytes
 //! ```
@@ -31,7 +35,9 @@
 //! dropping revocations.
 
 use crate::credentials::Fingerprint;
-use crate::store::{Binding, RevocationCommand, RevocationTarget, ScopeKey, ScopeRule, TokenRule};
+use crate::store::{
+    Binding, FamilyRule, Member, RevocationCommand, RevocationTarget, ScopeKey, ScopeRule, TokenRule,
+};
 
 /// The first four bytes of a versioned journal.
 pub const MAGIC: [u8; 4] = *b"RVGJ";
@@ -48,6 +54,11 @@ const KIND_REMOVE_TOKEN: u8 = 3;
 const KIND_REMOVE_SCOPE: u8 = 4;
 const KIND_BIND: u8 = 5;
 const KIND_REMOVE_BINDING: u8 = 6;
+const KIND_JOIN: u8 = 7;
+const KIND_FAMILY: u8 = 8;
+
+/// A family rule's generation on disk when it covers every generation.
+const EVERY_GENERATION: u32 = u32::MAX;
 
 const HAS_ORG: u8 = 1;
 const HAS_PROVIDER: u8 = 2;
@@ -100,6 +111,24 @@ pub fn encode_into(buf: &mut Vec<u8>, cmd: &RevocationCommand) {
         RevocationCommand::Remove(RevocationTarget::Binding(fp)) => {
             buf.push(KIND_REMOVE_BINDING);
             buf.extend_from_slice(fp.as_bytes());
+        }
+        RevocationCommand::Join(m) => {
+            buf.push(KIND_JOIN);
+            buf.extend_from_slice(m.fingerprint.as_bytes());
+            buf.extend_from_slice(m.family.as_bytes());
+            buf.extend_from_slice(&m.generation.to_le_bytes());
+            buf.push(u8::from(m.refresh));
+            buf.extend_from_slice(&m.expires_at.to_le_bytes());
+            buf.extend_from_slice(&m.superseded_at.to_le_bytes());
+        }
+        // The members it expanded into are not written: replay expands again.
+        RevocationCommand::Family(f) => {
+            buf.push(KIND_FAMILY);
+            buf.extend_from_slice(f.family.as_bytes());
+            let g = f.generation.unwrap_or(EVERY_GENERATION);
+            buf.extend_from_slice(&g.to_le_bytes());
+            buf.extend_from_slice(&f.revoked_at.to_le_bytes());
+            buf.extend_from_slice(&f.expires_at.to_le_bytes());
         }
     }
     let payload_len = buf.len() - start - FRAME;
@@ -160,6 +189,25 @@ pub fn decode_payload(payload: &[u8]) -> Result<RevocationCommand, RecordError> 
         KIND_REMOVE_BINDING => {
             RevocationCommand::Remove(RevocationTarget::Binding(r.fingerprint()?))
         }
+        KIND_JOIN => RevocationCommand::Join(Member {
+            fingerprint: r.fingerprint()?,
+            family: r.fingerprint()?,
+            generation: r.u32()?,
+            refresh: match r.take(1)?[0] {
+                0 => false,
+                1 => true,
+                _ => return Err(RecordError::Malformed),
+            },
+            expires_at: r.u64()?,
+            superseded_at: r.u64()?,
+        }),
+        KIND_FAMILY => RevocationCommand::Family(FamilyRule {
+            family: r.fingerprint()?,
+            generation: Some(r.u32()?).filter(|&g| g != EVERY_GENERATION),
+            revoked_at: r.u64()?,
+            expires_at: r.u64()?,
+            members: Vec::new(),
+        }),
         other => return Err(RecordError::UnknownKind(other)),
     };
     if !r.0.is_empty() {
@@ -191,6 +239,11 @@ impl Reader<'_> {
         let mut a = [0u8; 8];
         a.copy_from_slice(b);
         Ok(u64::from_le_bytes(a))
+    }
+
+    fn u32(&mut self) -> Result<u32, RecordError> {
+        let b = self.take(4)?;
+        Ok(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     fn fingerprint(&mut self) -> Result<Fingerprint, RecordError> {
@@ -263,6 +316,28 @@ mod tests {
                 expires_at: u64::MAX,
             }),
             RevocationCommand::Remove(RevocationTarget::Binding(Fingerprint::from_bytes([8; 16]))),
+            RevocationCommand::Join(Member {
+                fingerprint: Fingerprint::from_bytes([7; 16]),
+                family: Fingerprint::from_bytes([6; 16]),
+                generation: 3,
+                refresh: true,
+                expires_at: 1_800_000_000,
+                superseded_at: 1_700_000_001,
+            }),
+            RevocationCommand::Family(FamilyRule {
+                family: Fingerprint::from_bytes([6; 16]),
+                generation: Some(2),
+                revoked_at: 5,
+                expires_at: 6,
+                members: Vec::new(),
+            }),
+            RevocationCommand::Family(FamilyRule {
+                family: Fingerprint::from_bytes([5; 16]),
+                generation: None,
+                revoked_at: 5,
+                expires_at: u64::MAX,
+                members: Vec::new(),
+            }),
         ]
     }
 

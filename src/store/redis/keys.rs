@@ -9,6 +9,8 @@
 //!   {P}:bind:<fingerprint hex>  STRING  Binding JSON              EXPIREAT expires_at
 //!   {P}:subj:<blake3(sub)>      ZSET    fingerprint hex -> issued_at, EXPIREAT latest member's
 //!   {P}:dtok:<fingerprint hex>  STRING  "<expires_at>"            EXPIREAT expires_at
+//!   {P}:fmem:<fingerprint hex>  STRING  a token's family membership (see `family.rs`)
+//!   {P}:fam:<family hex>        HASH    a family's members and rules (see `family.rs`)
 //! ```
 //!
 //! `bind`, `subj` and `dtok` are the principals of `crate::store::principal`:
@@ -50,6 +52,8 @@ pub struct Keys {
     bind_prefix: String,
     subject_prefix: String,
     derived_prefix: String,
+    member_prefix: String,
+    family_prefix: String,
     stream: String,
     snapshot: String,
     scan_pattern: String,
@@ -65,6 +69,8 @@ impl Keys {
             bind_prefix: format!("{tag}:bind:"),
             subject_prefix: format!("{tag}:subj:"),
             derived_prefix: format!("{tag}:dtok:"),
+            member_prefix: format!("{tag}:fmem:"),
+            family_prefix: format!("{tag}:fam:"),
             stream: format!("{tag}:events"),
             snapshot: format!("{tag}:snapshot"),
             scan_pattern: format!("{}:*", glob_escape(&tag)),
@@ -82,6 +88,22 @@ impl Keys {
     /// The key of a derived token rule (see the module doc).
     pub fn derived(&self, fp: &Fingerprint) -> String {
         format!("{}{}", self.derived_prefix, fp.to_hex())
+    }
+
+    /// The key of a token's family membership.
+    pub fn member(&self, fp: &Fingerprint) -> String {
+        format!("{}{}", self.member_prefix, fp.to_hex())
+    }
+
+    /// The key of a family (its members and rules).
+    pub fn family(&self, family: &Fingerprint) -> String {
+        format!("{}{}", self.family_prefix, family.to_hex())
+    }
+
+    /// The prefix of token rule keys, for the scripts that name them from
+    /// a family's members.
+    pub fn token_prefix(&self) -> &str {
+        &self.token_prefix
     }
 
     /// The key of a binding.

@@ -94,6 +94,7 @@
 //! request work.
 
 mod conn;
+mod family;
 mod keys;
 pub mod lease;
 mod link;
@@ -121,8 +122,8 @@ use self::link::{is_fatal, Link};
 use self::lookup::{Confirmed, MAX_CONFIRMED};
 use super::journal::Journal;
 use super::{
-    now_unix, Applied, Binding, CheckMode, LocalCache, RevocationCommand, RevocationStore,
-    RevocationTarget, StoreError, StoreStatus,
+    now_unix, Applied, Binding, CheckMode, LocalCache, Member, RevocationCommand,
+    RevocationStore, RevocationTarget, StoreError, StoreStatus,
 };
 use crate::config::{Consistency, StaleAction, StoreConfig};
 use crate::credentials::Fingerprint;
@@ -146,6 +147,7 @@ struct Inner {
     keys: Keys,
     scripts: Scripts,
     binding_scripts: principals::BindingScripts,
+    family_scripts: family::FamilyScripts,
     link: Link,
     cache: LocalCache,
     confirmed: Confirmed,
@@ -199,6 +201,7 @@ impl RedisStore {
             keys: Keys::new(&cfg.key_prefix),
             scripts: Scripts::new(),
             binding_scripts: principals::BindingScripts::new(),
+            family_scripts: family::FamilyScripts::new(),
             link,
             cache: LocalCache::new(cfg.bloom_capacity, cfg.bloom_fp_rate),
             confirmed: Confirmed::new(cfg.confirm_ttl, MAX_CONFIRMED),
@@ -298,7 +301,16 @@ impl Inner {
             // Bindings live in Redis only; what they derive arrives as
             // token events.
             RevocationCommand::Bind(_)
-            | RevocationCommand::Remove(RevocationTarget::Binding(_)) => true,
+            | RevocationCommand::Remove(RevocationTarget::Binding(_))
+            | RevocationCommand::Join(_) => true,
+            // The members the rule revoked, as its script or event names them.
+            RevocationCommand::Family(rule) => {
+                for t in &rule.members {
+                    self.cache.insert_token(&t.fingerprint);
+                    self.confirmed.invalidate(&t.fingerprint);
+                }
+                true
+            }
         }
     }
 
@@ -373,6 +385,10 @@ impl Inner {
             RevocationCommand::Bind(b) => return self.write_bind(conn, b, now).await,
             RevocationCommand::Remove(RevocationTarget::Binding(fp)) => {
                 return self.write_unbind(conn, fp).await;
+            }
+            RevocationCommand::Join(m) => return self.write_join(conn, m, now).await,
+            RevocationCommand::Family(rule) => {
+                return Ok(!self.write_family(conn, rule, now).await?.is_empty());
             }
         };
         Ok(n > 0)
@@ -471,9 +487,18 @@ impl RevocationStore for RedisStore {
         }
         if inner.direct.load(Ordering::Acquire) {
             if let Some(mut conn) = inner.link.writer() {
-                match inner.write(&mut conn, &cmd, now).await {
-                    Ok(changed) => {
-                        inner.apply_local(&cmd);
+                let written = match &cmd {
+                    // This instance learns what the rule revoked from its
+                    // script, as the others do from its event.
+                    RevocationCommand::Family(rule) => inner
+                        .write_family(&mut conn, rule, now)
+                        .await
+                        .map(|members| (!members.is_empty(), Some(family::expanded(rule, members)))),
+                    _ => inner.write(&mut conn, &cmd, now).await.map(|c| (c, None)),
+                };
+                match written {
+                    Ok((changed, expanded)) => {
+                        inner.apply_local(expanded.as_ref().unwrap_or(&cmd));
                         inner.settle(&mut conn).await?;
                         return Ok(if changed {
                             Applied::Changed
@@ -540,6 +565,30 @@ impl RevocationStore for RedisStore {
         };
         metrics::counter!("revgate_redis_lookups_total", "outcome" => outcome).increment(1);
         answer.map_err(StoreError::Redis)
+    }
+
+    async fn member(&self, fp: &Fingerprint) -> Result<Option<Member>, StoreError> {
+        let inner = &self.inner;
+        let now = now_unix();
+        // A membership still in the outbox is the latest word.
+        {
+            let ob = inner.outbox.lock().await;
+            if let Some(m) = ob.pending.iter().rev().find_map(|cmd| match cmd {
+                RevocationCommand::Join(m) if m.fingerprint == *fp => Some(*m),
+                _ => None,
+            }) {
+                return Ok((m.expires_at > now).then_some(m));
+            }
+        }
+        let Some(mut conn) = inner.link.conn() else {
+            return Err(StoreError::Redis("redis is not connected".into()));
+        };
+        inner.read_member(&mut conn, fp, now).await.map_err(|e| {
+            if is_fatal(&e) {
+                inner.note_lost(&e);
+            }
+            StoreError::Redis(e.to_string())
+        })
     }
 
     async fn binding(&self, fp: &Fingerprint) -> Result<Option<Binding>, StoreError> {

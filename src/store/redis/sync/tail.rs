@@ -51,6 +51,11 @@ pub(super) fn apply_command(inner: &Inner, cmd: &RevocationCommand) {
         RevocationCommand::Token(_) => {
             inner.token_rules.fetch_add(1, Ordering::Relaxed);
         }
+        RevocationCommand::Family(rule) => {
+            inner
+                .token_rules
+                .fetch_add(rule.members.len() as u64, Ordering::Relaxed);
+        }
         RevocationCommand::Remove(RevocationTarget::Token(_)) => {
             let _ = inner
                 .token_rules

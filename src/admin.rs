@@ -175,7 +175,9 @@ fn parse_target(body: &[u8]) -> Result<Named, Refusal> {
     if t.iss.is_some() && t.jti.is_none() {
         return bad("iss goes with jti");
     }
-    if t.family && (t.token.is_none() || t.fingerprint.is_some() || t.scope.is_some() || t.jti.is_some()) {
+    if t.family
+        && (t.token.is_none() || t.fingerprint.is_some() || t.scope.is_some() || t.jti.is_some())
+    {
         return bad("family goes with token");
     }
     if let Some(jti) = t.jti {

@@ -39,7 +39,8 @@
 //!                  replaces), revoke.rs (revoke endpoints; intent -> command,
 //!                  also the admin API's), body.rs, upstream.rs (forwarding,
 //!                  upgrades, live sessions' bodies), issuance.rs (token
-//!                  endpoints' answers bind what they issue; every binding)
+//!                  endpoints: what they issue is bound and joins its family,
+//!                  the refresh tokens they are shown are judged)
 //! credentials/     grammar.rs (every place a server may read a token),
 //!                  params.rs (`access_token`), identity.rs (a JWS by its
 //!                  signing input), fingerprint.rs, attributes.rs (claim peek)
@@ -55,9 +56,10 @@
 //!                  journal/ (record format, replay, group-commit writer,
 //!                  lossless compaction), MemoryStore (embedded), redis/
 //!                  (RedisStore: keys, link, lookup, snapshot, sync/ (tail, load),
-//!                  principals.rs (binding scripts)), principal.rs (who holds
-//!                  a credential: bindings, scope rules expanded into derived
-//!                  token rules)
+//!                  principals.rs (binding scripts), family.rs (family scripts)),
+//!                  principal.rs (who holds a credential: bindings, scope rules
+//!                  expanded into derived token rules), family.rs (token
+//!                  families: one revoke for a grant)
 //! admin.rs         /healthz /readyz /metrics and the admin revocation API;
 //!                  admin/principals.rs (`/admin/v1/principals*`)
 //! ratelimit.rs     per-client-IP token buckets (revoke endpoints, admin API)

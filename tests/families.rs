@@ -63,24 +63,26 @@ impl TokenServer {
                             let body = req.into_body().collect().await.unwrap().to_bytes();
                             let form: Vec<(String, String)> =
                                 form_urlencoded::parse(&body).into_owned().collect();
-                            let get = |k: &str| {
-                                form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone())
-                            };
+                            let get =
+                                |k: &str| form.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone());
                             let n = counter.fetch_add(1, Ordering::SeqCst);
                             let tag = get("tag").unwrap_or_default();
                             let refresh = match (get("grant_type").as_deref(), rotating) {
                                 (Some("refresh_token"), false) => get("refresh_token").unwrap(),
                                 _ => format!("{tag}-rt{n}"),
                             };
-                            let answer = json!({
+                            let mut answer = json!({
                                 "access_token": format!("{tag}-at{n}"),
                                 "token_type": "Bearer",
                                 "expires_in": 3600,
                                 "refresh_token": refresh,
                             });
-                            let mut r = hyper::Response::new(Full::new(Bytes::from(
-                                answer.to_string(),
-                            )));
+                            // Keycloak names the session in its answer.
+                            if let Some(s) = get("session") {
+                                answer["session_state"] = json!(s);
+                            }
+                            let mut r =
+                                hyper::Response::new(Full::new(Bytes::from(answer.to_string())));
                             r.headers_mut()
                                 .insert("content-type", "application/json".parse().unwrap());
                             Ok::<_, std::convert::Infallible>(r)
@@ -140,7 +142,10 @@ async fn three_generations(gw: &RunningGateway, tag: &str) -> Vec<(String, Strin
             j["access_token"].as_str().unwrap().to_owned(),
             j["refresh_token"].as_str().unwrap().to_owned(),
         );
-        body = format!("grant_type=refresh_token&refresh_token={}&tag={tag}", pair.1);
+        body = format!(
+            "grant_type=refresh_token&refresh_token={}&tag={tag}",
+            pair.1
+        );
         out.push(pair);
     }
     out
@@ -156,7 +161,11 @@ async fn rejected(gw: &RunningGateway, up: &RunningUpstream, tokens: &[&str]) ->
         match r.status {
             401 => {
                 assert_revoked_response(&r);
-                assert_eq!(up.hits(), hits, "{t}: a rejected token reached the upstream");
+                assert_eq!(
+                    up.hits(),
+                    hits,
+                    "{t}: a rejected token reached the upstream"
+                );
                 out.push(true);
             }
             200 => {
@@ -262,6 +271,58 @@ async fn each_dialect_revokes_its_documented_share_of_the_family_in_both_modes()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_redis_a_family_revoke_through_one_instance_is_enforced_by_the_other() {
+    let redis = RedisServer::spawn();
+    let ts = TokenServer::spawn(true).await;
+    let up = Upstream::new().spawn().await;
+    let a = redis_gateway(&redis, &up.url, &ts);
+    let b = redis_gateway(&redis, &up.url, &ts);
+    ready(&a).await;
+    ready(&b).await;
+    for (i, (dialect, refresh, expected)) in CASES.iter().enumerate() {
+        let tag = format!("redis-{i}-{dialect}");
+        let g = three_generations(&a, &tag).await;
+        let all = flat(&g);
+        settles(&b, &up, &all, &[false; 6]).await;
+        let named = if *refresh { &g[1].1 } else { &g[1].0 };
+        revoke(&a, dialect, named, *refresh).await;
+        assert_eq!(rejected(&a, &up, &all).await, *expected, "{tag} on A");
+        settles(&b, &up, &all, expected).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logins_of_one_session_share_a_family() {
+    let ts = TokenServer::spawn(true).await;
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new()
+        .upstream(&up.url)
+        .toml(&config(&ts, "terminate", ""))
+        .spawn();
+    let mut logins = Vec::new();
+    for (tag, session) in [("s1", "sess-A"), ("s2", "sess-A"), ("s3", "sess-B")] {
+        let r = token_call(
+            &gw,
+            &format!("grant_type=authorization_code&code=c&tag={tag}&session={session}"),
+        )
+        .await;
+        assert_eq!(r.status, 200, "{}", r.text());
+        let j = r.json();
+        logins.push((
+            j["access_token"].as_str().unwrap().to_owned(),
+            j["refresh_token"].as_str().unwrap().to_owned(),
+        ));
+    }
+    // The first login's refresh token, revoked through RFC 7009: its grant
+    // is the session's, so the second login of the session goes too.
+    revoke(&gw, "rfc7009", &logins[0].1, true).await;
+    assert_eq!(
+        rejected(&gw, &up, &flat(&logins)).await,
+        [true, true, true, true, false, false]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_revoked_refresh_token_is_invalid_grant_and_never_reaches_the_token_endpoint() {
     let ts = TokenServer::spawn(true).await;
     let up = Upstream::new().spawn().await;
@@ -279,11 +340,18 @@ async fn a_revoked_refresh_token_is_invalid_grant_and_never_reaches_the_token_en
         for body in [
             format!("grant_type=refresh_token&refresh_token={}", g[1].1),
             format!("refresh_token={}&grant_type=refresh_token", g[1].1),
-            format!("grant_type=refresh_token&refresh_token=x&refresh_token={}", g[1].1),
+            format!(
+                "grant_type=refresh_token&refresh_token=x&refresh_token={}",
+                g[1].1
+            ),
             format!("grant_type=refresh_token&%72efresh_token={}", g[1].1),
         ] {
             let r = token_call(&gw, &body).await;
-            assert_eq!((r.status, r.text().as_str()), (400, INVALID_GRANT), "{name}: {body}");
+            assert_eq!(
+                (r.status, r.text().as_str()),
+                (400, INVALID_GRANT),
+                "{name}: {body}"
+            );
             assert_eq!(r.header("cache-control"), Some("no-store"));
         }
         let json_body = json!({"grant_type": "refresh_token", "refresh_token": g[1].1});
@@ -294,8 +362,16 @@ async fn a_revoked_refresh_token_is_invalid_grant_and_never_reaches_the_token_en
             json_body.to_string().as_bytes(),
         ))
         .await;
-        assert_eq!((r.status, r.text().as_str()), (400, INVALID_GRANT), "{name}: JSON");
-        assert_eq!(ts.calls(), calls, "{name}: a revoked refresh token reached the token endpoint");
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (400, INVALID_GRANT),
+            "{name}: JSON"
+        );
+        assert_eq!(
+            ts.calls(),
+            calls,
+            "{name}: a revoked refresh token reached the token endpoint"
+        );
         // A token request too large to check is refused, not forwarded.
         let big = format!("grant_type=refresh_token&pad={}", "p".repeat(70 * 1024));
         let r = token_call(&gw, &big).await;
@@ -309,7 +385,10 @@ async fn a_revoked_refresh_token_is_invalid_grant_and_never_reaches_the_token_en
         // joins the family: a grant revoke through Nylas takes it along.
         let r = token_call(
             &gw,
-            &format!("grant_type=refresh_token&refresh_token={}&tag={tag}", g[2].1),
+            &format!(
+                "grant_type=refresh_token&refresh_token={}&tag={tag}",
+                g[2].1
+            ),
         )
         .await;
         assert_eq!(r.status, 200, "{name}: {}", r.text());
@@ -330,9 +409,7 @@ async fn a_token_that_joins_a_revoked_family_later_is_revoked_as_it_joins() {
         .toml(&format!("[tokens]\nfingerprint_key = \"{FP_KEY}\""))
         .spawn();
     let principals = format!("{}/admin/v1/principals", gw.admin_url);
-    let bind = |credential: &str| {
-        json!({"credential": credential, "sub": "fam-user", "family": "grant-7"})
-    };
+    let bind = |credential: &str| json!({"credential": credential, "sub": "fam-user", "family": "grant-7"});
     let r = post_json(&principals, &bind("joined-first")).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(r.json()["generation"], json!(0));
@@ -350,8 +427,14 @@ async fn a_token_that_joins_a_revoked_family_later_is_revoked_as_it_joins() {
     assert_eq!(rejected(&gw, &up, &["other-family"]).await, [false]);
     // The admin API's bad inputs, nothing recorded.
     for (body, msg) in [
-        (json!({"fingerprint": "00".repeat(16), "family": true}), "family goes with token"),
-        (json!({"scope": {"sub": "x"}, "family": true}), "family goes with token"),
+        (
+            json!({"fingerprint": "00".repeat(16), "family": true}),
+            "family goes with token",
+        ),
+        (
+            json!({"scope": {"sub": "x"}, "family": true}),
+            "family goes with token",
+        ),
     ] {
         let r = post_json(&format!("{}/admin/v1/revocations", gw.admin_url), &body).await;
         assert_eq!(r.status, 400);
@@ -360,7 +443,10 @@ async fn a_token_that_joins_a_revoked_family_later_is_revoked_as_it_joins() {
     let bad = json!({"credential": "c", "sub": "s", "token_type": "refresh_token"});
     let r = post_json(&principals, &bad).await;
     assert_eq!(r.status, 400);
-    assert_eq!(r.json()["error_description"], json!("token_type goes with family"));
+    assert_eq!(
+        r.json()["error_description"],
+        json!("token_type goes with family")
+    );
 }
 
 fn redis_gateway(redis: &RedisServer, up: &str, ts: &TokenServer) -> RunningGateway {
@@ -411,14 +497,25 @@ async fn reuse_of_a_superseded_refresh_token_revokes_the_family_on_every_instanc
     // rt0 was exchanged for rt1: presenting it again (through the other
     // instance) is reuse.
     let calls = ts.calls();
-    let r = token_call(&b, &format!("grant_type=refresh_token&refresh_token={}", g[0].1)).await;
+    let r = token_call(
+        &b,
+        &format!("grant_type=refresh_token&refresh_token={}", g[0].1),
+    )
+    .await;
     assert_eq!((r.status, r.text().as_str()), (400, INVALID_GRANT));
-    assert_eq!(ts.calls(), calls, "the reused refresh token reached the token endpoint");
+    assert_eq!(
+        ts.calls(),
+        calls,
+        "the reused refresh token reached the token endpoint"
+    );
     settles(&a, &up, &all, &[true; 6]).await;
     assert_eq!(rejected(&b, &up, &all).await, [true; 6]);
     // One family rule in Redis, and its event on the stream.
     let mut conn = redis.conn();
-    let fam_keys: Vec<String> = redis::cmd("KEYS").arg("{fam}:fam:*").query(&mut conn).unwrap();
+    let fam_keys: Vec<String> = redis::cmd("KEYS")
+        .arg("{fam}:fam:*")
+        .query(&mut conn)
+        .unwrap();
     assert_eq!(fam_keys.len(), 1, "{fam_keys:?}");
     let rev: Option<String> = redis::cmd("HGET")
         .arg(&fam_keys[0])
@@ -442,7 +539,10 @@ async fn reuse_of_a_superseded_refresh_token_revokes_the_family_on_every_instanc
     // Raw tokens never reach Redis.
     let keys: Vec<String> = redis::cmd("KEYS").arg("*").query(&mut conn).unwrap();
     for k in &keys {
-        let dump: Vec<u8> = redis::cmd("DUMP").arg(k).query(&mut conn).unwrap_or_default();
+        let dump: Vec<u8> = redis::cmd("DUMP")
+            .arg(k)
+            .query(&mut conn)
+            .unwrap_or_default();
         let text = String::from_utf8_lossy(&dump);
         assert!(!text.contains("reuse-"), "{k} holds a raw token");
     }
@@ -478,12 +578,20 @@ async fn with_a_reuse_grace_a_retried_refresh_is_forwarded_and_embedded_families
     let up = Upstream::new().spawn().await;
     let mut gw = Gateway::new()
         .upstream(&up.url)
-        .toml(&config(&ts, "terminate", "[families]\nreuse_grace = \"1h\"\n"))
+        .toml(&config(
+            &ts,
+            "terminate",
+            "[families]\nreuse_grace = \"1h\"\n",
+        ))
         .spawn();
     let g = three_generations(&gw, "grace").await;
     let calls = ts.calls();
     // Within the grace: forwarded, nothing revoked.
-    let r = token_call(&gw, &format!("grant_type=refresh_token&refresh_token={}", g[0].1)).await;
+    let r = token_call(
+        &gw,
+        &format!("grant_type=refresh_token&refresh_token={}", g[0].1),
+    )
+    .await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_eq!(ts.calls(), calls + 1);
     assert_eq!(rejected(&gw, &up, &flat(&g)).await, [false; 6]);

@@ -627,9 +627,7 @@ impl Config {
                     "only OneLogin checks client pairs",
                 ));
             }
-            if d.family.is_some()
-                && matches!(kind, DialectKind::LangSmith | DialectKind::Codegen)
-            {
+            if d.family.is_some() && matches!(kind, DialectKind::LangSmith | DialectKind::Codegen) {
                 return Err(ConfigError::new(
                     format!("{key}.family"),
                     "only the token dialects (nylas, onelogin, rfc7009) revoke families",

@@ -137,7 +137,10 @@ impl<'de> serde::Deserialize<'de> for Pairs {
             fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.write_str("a JSON object")
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Pairs, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                mut map: A,
+            ) -> Result<Pairs, A::Error> {
                 let mut out = Vec::new();
                 while let Some(pair) = map.next_entry::<String, serde_json::Value>()? {
                     out.push(pair);
@@ -271,7 +274,9 @@ impl Runtime {
             if let Some(m) = member.filter(|m| {
                 families.reuse_detection
                     && m.superseded_at != 0
-                    && now >= m.superseded_at.saturating_add(families.reuse_grace.as_secs())
+                    && now
+                        >= m.superseded_at
+                            .saturating_add(families.reuse_grace.as_secs())
             }) {
                 crate::metrics::refresh_refused("reused");
                 crate::metrics::family_revoked("reuse");
@@ -410,9 +415,26 @@ impl Runtime {
             },
             None => Some(Claims::Peeked(Default::default())),
         };
+        // The session the tokens belong to: the id_token's `sid`, else the
+        // answer's `session_state` (Keycloak), else the access token's own
+        // `sid` / `session_state` claim; under the issuer that says so.
+        let access_claims = issued
+            .iter()
+            .find(|(_, refresh, _)| !refresh)
+            .and_then(|(t, _, _)| credentials::peek_claims(t))
+            .map(Claims::Peeked);
         let session = id_claims
             .as_ref()
-            .and_then(|c| Some((c.text("iss"), c.text("sid")?)));
+            .and_then(|c| Some((c.text("iss"), c.text("sid")?)))
+            .or_else(|| {
+                let iss = access_claims.as_ref().and_then(|c| c.text("iss"));
+                let state = text("session_state").or_else(|| {
+                    let c = access_claims.as_ref()?;
+                    c.text("sid").or_else(|| c.text("session_state"))
+                })?;
+                Some((iss, state))
+            })
+            .filter(|(_, sid)| sid.len() <= crate::dialect::MAX_ID_LEN);
         self.join_issued(store, &issued, asked.presented, session, now)
             .await;
         let Some(id_claims) = id_claims else {
@@ -459,7 +481,11 @@ impl Runtime {
             match store.apply(RevocationCommand::Bind(b)).await {
                 Ok(_) => crate::metrics::binding_recorded("issuance"),
                 Err(e) => {
-                    let field = if refresh { "refresh_token" } else { "access_token" };
+                    let field = if refresh {
+                        "refresh_token"
+                    } else {
+                        "access_token"
+                    };
                     tracing::error!(error = %e, field, "issued token not bound");
                 }
             }
@@ -476,11 +502,9 @@ impl Runtime {
         session: Option<(Option<String>, String)>,
         now: u64,
     ) {
-        if issued.is_empty() {
-            return;
-        }
         let key = &self.checker.key;
         let mut joins = Vec::with_capacity(3);
+        let session = session.map(|(iss, sid)| key.family_fingerprint(iss.as_deref(), &sid));
         let (family, generation) = match presented {
             Some(Presented {
                 member: Some(m), ..
@@ -490,30 +514,27 @@ impl Runtime {
                 member: None,
             }) => {
                 // A refresh token revgate never saw issued: generation 0 of
-                // a family named by it.
-                let rule = self.token_rule(fingerprint, None);
+                // the session's family, or of one named by it.
+                let family = session.unwrap_or(fingerprint);
                 joins.push(Member {
                     fingerprint,
-                    family: fingerprint,
+                    family,
                     generation: 0,
                     refresh: true,
-                    expires_at: rule.expires_at,
+                    expires_at: self.token_rule(fingerprint, None).expires_at,
                     superseded_at: 0,
                 });
-                (fingerprint, 1)
+                (family, 1)
             }
             None => {
-                let named = match &session {
-                    Some((iss, sid)) => key.family_fingerprint(iss.as_deref(), sid),
-                    None => {
-                        let first = issued
-                            .iter()
-                            .find(|(_, refresh, _)| *refresh)
-                            .unwrap_or(&issued[0]);
-                        key.token_fingerprint(first.0)
-                    }
-                };
-                (named, 0)
+                let first = issued
+                    .iter()
+                    .find(|(_, refresh, _)| *refresh)
+                    .or(issued.first());
+                match session.or_else(|| first.map(|i| key.token_fingerprint(i.0))) {
+                    Some(named) => (named, 0),
+                    None => return,
+                }
             }
         };
         let mut rotated = false;

@@ -280,7 +280,11 @@ impl Runtime {
         let Some(m) = store.member(&rule.fingerprint).await? else {
             return Ok((cmd, None));
         };
-        let reach = reach.unwrap_or(if m.refresh { Reach::Grant } else { Reach::Token });
+        let reach = reach.unwrap_or(if m.refresh {
+            Reach::Grant
+        } else {
+            Reach::Token
+        });
         if reach == Reach::Token {
             return Ok((cmd, None));
         }

@@ -148,7 +148,9 @@ impl Families {
         Families::default()
     }
 
-    fn families(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<Fingerprint, Family>> {
+    fn families(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<Fingerprint, Family>> {
         self.families.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -292,22 +294,21 @@ impl Families {
     /// Every live rule and member (for a compaction snapshot): rules first,
     /// so a replay expands members as they join.
     pub fn snapshot(&self, now: u64) -> (Vec<FamilyRule>, Vec<Member>) {
-        let rules = self
-            .families()
-            .iter()
-            .flat_map(|(id, f)| {
-                f.rules
-                    .iter()
-                    .filter(|&&(_, exp)| exp > now)
-                    .map(|&(generation, expires_at)| FamilyRule {
-                        family: *id,
-                        generation,
-                        revoked_at: now,
-                        expires_at,
-                        members: Vec::new(),
-                    })
-            })
-            .collect();
+        let rules =
+            self.families()
+                .iter()
+                .flat_map(|(id, f)| {
+                    f.rules.iter().filter(|&&(_, exp)| exp > now).map(
+                        |&(generation, expires_at)| FamilyRule {
+                            family: *id,
+                            generation,
+                            revoked_at: now,
+                            expires_at,
+                            members: Vec::new(),
+                        },
+                    )
+                })
+                .collect();
         let members = self
             .members
             .iter()
@@ -395,7 +396,7 @@ mod tests {
         assert_eq!((m.family, m.generation, m.superseded_at), (fp(9), 0, now));
         // Joining again with no supersession does not clear it.
         assert!(!f.would_join(&member(1, 9, 0, true, now), now));
-        assert_eq!(f.join(&member(1, 9, 0, true, now), now).0, false);
+        assert!(!f.join(&member(1, 9, 0, true, now), now).0);
         assert_eq!(f.get(&fp(1), now).unwrap().superseded_at, now);
         // Expiry drops members, rules and empty families.
         f.revoke(&rule(9, None, now), now);

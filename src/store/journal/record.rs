@@ -36,7 +36,8 @@
 
 use crate::credentials::Fingerprint;
 use crate::store::{
-    Binding, FamilyRule, Member, RevocationCommand, RevocationTarget, ScopeKey, ScopeRule, TokenRule,
+    Binding, FamilyRule, Member, RevocationCommand, RevocationTarget, ScopeKey, ScopeRule,
+    TokenRule,
 };
 
 /// The first four bytes of a versioned journal.

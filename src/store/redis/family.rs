@@ -268,7 +268,10 @@ mod tests {
         let m = parse_member(&fp, &format!("{fam} 3 1 1800000000 1700000000")).unwrap();
         assert_eq!(m.family, Fingerprint::from_hex(&fam).unwrap());
         assert_eq!((m.generation, m.refresh), (3, true));
-        assert_eq!((m.expires_at, m.superseded_at), (1_800_000_000, 1_700_000_000));
+        assert_eq!(
+            (m.expires_at, m.superseded_at),
+            (1_800_000_000, 1_700_000_000)
+        );
         for bad in [
             format!("{fam} 3 2 1 1"),
             format!("{fam} 3 1 1"),

@@ -122,8 +122,8 @@ use self::link::{is_fatal, Link};
 use self::lookup::{Confirmed, MAX_CONFIRMED};
 use super::journal::Journal;
 use super::{
-    now_unix, Applied, Binding, CheckMode, LocalCache, Member, RevocationCommand,
-    RevocationStore, RevocationTarget, StoreError, StoreStatus,
+    now_unix, Applied, Binding, CheckMode, LocalCache, Member, RevocationCommand, RevocationStore,
+    RevocationTarget, StoreError, StoreStatus,
 };
 use crate::config::{Consistency, StaleAction, StoreConfig};
 use crate::credentials::Fingerprint;
@@ -493,7 +493,9 @@ impl RevocationStore for RedisStore {
                     RevocationCommand::Family(rule) => inner
                         .write_family(&mut conn, rule, now)
                         .await
-                        .map(|members| (!members.is_empty(), Some(family::expanded(rule, members)))),
+                        .map(|members| {
+                            (!members.is_empty(), Some(family::expanded(rule, members)))
+                        }),
                     _ => inner.write(&mut conn, &cmd, now).await.map(|c| (c, None)),
                 };
                 match written {

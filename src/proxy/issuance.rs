@@ -435,73 +435,83 @@ impl Runtime {
                 Some((iss, state))
             })
             .filter(|(_, sid)| sid.len() <= crate::dialect::MAX_ID_LEN);
-        self.join_issued(store, &issued, asked.presented, session, now)
-            .await;
-        let Some(id_claims) = id_claims else {
-            return;
-        };
-        let id = credentials::Attributes {
-            sub: id_claims.text(&names.sub),
-            org: id_claims.text(&names.org),
-            provider: id_claims.text(&names.provider),
-            ..Default::default()
-        };
-        let sub = match id
-            .sub
-            .or_else(|| endpoint.sub_fields.iter().find_map(|f| text(f)))
-        {
-            Some(sub) => Some(sub),
-            None => {
-                let caller = super::Caller {
-                    headers: &asked.headers,
-                    query: asked.query.as_deref(),
-                    store,
-                    key_header: None,
-                };
-                self.verified_revoker(&caller).await
-            }
-        };
-        let Some(sub) = sub.filter(|s| s.len() <= crate::dialect::MAX_ID_LEN) else {
-            return;
-        };
-        let who = ScopeKey {
-            sub,
-            org: id
-                .org
-                .or_else(|| text(&endpoint.org_field))
-                .or_else(|| endpoint.org.clone()),
-            provider: endpoint
-                .provider
-                .clone()
-                .or_else(|| text(&endpoint.provider_field))
-                .or(id.provider),
-        };
-        for &(token, refresh, expires_at) in &issued {
-            let b = self.binding(token, who.clone(), now, expires_at);
-            match store.apply(RevocationCommand::Bind(b)).await {
-                Ok(_) => crate::metrics::binding_recorded("issuance"),
-                Err(e) => {
-                    let field = if refresh {
-                        "refresh_token"
-                    } else {
-                        "access_token"
+        let joins = self.family_joins(&issued, asked.presented, session, now);
+        let who = async {
+            let Some(id_claims) = id_claims else {
+                return None;
+            };
+            let id = credentials::Attributes {
+                sub: id_claims.text(&names.sub),
+                org: id_claims.text(&names.org),
+                provider: id_claims.text(&names.provider),
+                ..Default::default()
+            };
+            let sub = match id
+                .sub
+                .or_else(|| endpoint.sub_fields.iter().find_map(|f| text(f)))
+            {
+                Some(sub) => Some(sub),
+                None => {
+                    let caller = super::Caller {
+                        headers: &asked.headers,
+                        query: asked.query.as_deref(),
+                        store,
+                        key_header: None,
                     };
-                    tracing::error!(error = %e, field, "issued token not bound");
+                    self.verified_revoker(&caller).await
                 }
+            };
+            let sub = sub.filter(|s| s.len() <= crate::dialect::MAX_ID_LEN)?;
+            Some(ScopeKey {
+                sub,
+                org: id
+                    .org
+                    .or_else(|| text(&endpoint.org_field))
+                    .or_else(|| endpoint.org.clone()),
+                provider: endpoint
+                    .provider
+                    .clone()
+                    .or_else(|| text(&endpoint.provider_field))
+                    .or(id.provider),
+            })
+        }
+        .await;
+        // Recorded at once, so the journal's group commit (or Redis's
+        // pipeline) takes them together: one fsync for an answer, not one
+        // per token.
+        let mut cmds: Vec<RevocationCommand> =
+            joins.into_iter().map(RevocationCommand::Join).collect();
+        if let Some(who) = &who {
+            for &(token, _, expires_at) in &issued {
+                let b = self.binding(token, who.clone(), now, expires_at);
+                cmds.push(RevocationCommand::Bind(b));
+            }
+        }
+        let done =
+            futures_util::future::join_all(cmds.iter().map(|c| store.apply(c.clone()))).await;
+        for (cmd, result) in cmds.iter().zip(done) {
+            match (cmd, result) {
+                (RevocationCommand::Bind(_), Ok(_)) => crate::metrics::binding_recorded("issuance"),
+                (RevocationCommand::Bind(_), Err(e)) => {
+                    tracing::error!(error = %e, "issued token not bound");
+                }
+                (RevocationCommand::Join(m), Err(e)) => {
+                    tracing::error!(error = %e, family = %m.family.short(), "issued token's family not recorded");
+                }
+                _ => {}
             }
         }
     }
 
-    /// Records the families of what a token endpoint issued (see the
+    /// The family memberships of what a token endpoint issued (see the
     /// module doc): `issued` is (token, is a refresh token, expiry).
-    async fn join_issued(
+    fn family_joins(
         &self,
-        store: &dyn RevocationStore,
         issued: &[(&str, bool, Option<u64>)],
         presented: Option<Presented>,
         session: Option<(Option<String>, String)>,
         now: u64,
-    ) {
+    ) -> Vec<Member> {
         let key = &self.checker.key;
         let mut joins = Vec::with_capacity(3);
         let session = session.map(|(iss, sid)| key.family_fingerprint(iss.as_deref(), &sid));
@@ -533,7 +543,7 @@ impl Runtime {
                     .or(issued.first());
                 match session.or_else(|| first.map(|i| key.token_fingerprint(i.0))) {
                     Some(named) => (named, 0),
-                    None => return,
+                    None => return Vec::new(),
                 }
             }
         };
@@ -570,11 +580,7 @@ impl Runtime {
                 });
             }
         }
-        for m in joins {
-            if let Err(e) = store.apply(RevocationCommand::Join(m)).await {
-                tracing::error!(error = %e, family = %m.family.short(), "issued token's family not recorded");
-            }
-        }
+        joins
     }
 }
 

@@ -437,9 +437,7 @@ impl Runtime {
             .filter(|(_, sid)| sid.len() <= crate::dialect::MAX_ID_LEN);
         let joins = self.family_joins(&issued, asked.presented, session, now);
         let who = async {
-            let Some(id_claims) = id_claims else {
-                return None;
-            };
+            let id_claims = id_claims?;
             let id = credentials::Attributes {
                 sub: id_claims.text(&names.sub),
                 org: id_claims.text(&names.org),

@@ -18,7 +18,10 @@
 //! `REVGATE_BENCH_TOKENS=N`. `REVGATE_BENCH_KIND=bindings` measures
 //! credential bindings instead (`store::principal`; target ≤ 96 B each):
 //! N bindings of opaque credentials, ten per subject, each subject with a
-//! provider and every other one an org.
+//! provider and every other one an org. `REVGATE_BENCH_KIND=families`
+//! measures token-family members (`store::family`; no target): N members,
+//! ten per family, alternating access and refresh tokens over five
+//! generations.
 
 use std::path::Path;
 use std::process::{Command, ExitCode};
@@ -26,7 +29,9 @@ use std::process::{Command, ExitCode};
 use revgate::credentials::FingerprintKey;
 use revgate::store::journal::Journal;
 use revgate::store::memory::MemoryStore;
-use revgate::store::{now_unix, Binding, RevocationCommand, RevocationStore, ScopeKey, TokenRule};
+use revgate::store::{
+    now_unix, Binding, Member, RevocationCommand, RevocationStore, ScopeKey, TokenRule,
+};
 
 /// The issue's target, bytes of RSS per revoked token.
 const TARGET_BYTES_PER_TOKEN: f64 = 64.0;
@@ -36,6 +41,10 @@ const TARGET_BYTES_PER_BINDING: f64 = 96.0;
 
 fn bindings_kind() -> bool {
     std::env::var("REVGATE_BENCH_KIND").is_ok_and(|k| k == "bindings")
+}
+
+fn families_kind() -> bool {
+    std::env::var("REVGATE_BENCH_KIND").is_ok_and(|k| k == "families")
 }
 
 /// The gateway's default `store.bloom_capacity` and `store.bloom_fp_rate`.
@@ -65,9 +74,19 @@ fn prepare(path: &Path, n: usize) -> std::io::Result<()> {
     let key = FingerprintKey::from_bytes([9; 32]);
     let expires_at = now_unix() + 30 * 24 * 3600;
     let bindings = bindings_kind();
+    let families = families_kind();
     let commands = (0..n).map(move |i| {
         let fingerprint = key.fingerprint(format!("rv1m-{i:035}").as_bytes());
-        if bindings {
+        if families {
+            RevocationCommand::Join(Member {
+                fingerprint,
+                family: key.family_fingerprint(None, &format!("grant-{}", i / 10)),
+                generation: (i % 10 / 2) as u32,
+                refresh: i % 2 == 1,
+                expires_at,
+                superseded_at: 0,
+            })
+        } else if bindings {
             RevocationCommand::Bind(Binding {
                 fingerprint,
                 who: ScopeKey {
@@ -174,6 +193,8 @@ fn main() -> ExitCode {
         Ok((s, report)) => {
             let held = if bindings_kind() {
                 s.status().bindings as usize
+            } else if families_kind() {
+                s.family_members()
             } else {
                 s.token_count()
             };
@@ -215,7 +236,12 @@ fn main() -> ExitCode {
         mib(bloom.memory_bytes() as u64),
         bloom.hashes()
     );
-    if !bindings_kind() {
+    if families_kind() {
+        println!(
+            "RESULT memory_per_family_member: {per_token:.1} B/member after malloc_trim \
+             ({per_token_raw:.1} B raw)"
+        );
+    } else if !bindings_kind() {
         println!(
             "RESULT memory_per_revoked_token: {per_token:.1} B/token after malloc_trim \
              ({per_token_raw:.1} B/token raw), target <= {TARGET_BYTES_PER_TOKEN} B/token: {}",

@@ -313,6 +313,11 @@ impl MemoryStore {
         self.tokens.len()
     }
 
+    /// Token-family members held.
+    pub fn family_members(&self) -> usize {
+        self.families.len()
+    }
+
     /// Token rules derived from bindings by scope rules.
     pub fn derived_count(&self) -> usize {
         self.principals.derived_count()

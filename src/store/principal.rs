@@ -30,10 +30,22 @@
 //! script that writes the rule or the binding, so the two orders (rule
 //! then binding, binding then rule) cannot race between instances.
 //!
-//! Memory (embedded): a binding is its fingerprint, an interned principal
-//! id and two `u32` times in a map, plus the fingerprint once more in its
-//! principal's member list; distinct principals are stored once
-//! (BENCHMARKS.md, "Principals").
+//! Memory (embedded; BENCHMARKS.md, "Principals"): a binding is one
+//! 36-byte slot of a `Vec` (fingerprint, principal id, two `u32` times,
+//! and the previous and next slot of its principal's member list, so an
+//! unbind is O(1)), found through a hashbrown table of `u32` slot ids (5
+//! bytes a bucket); a freed slot is reused by the next binding. A
+//! principal is stored once, its three strings in one allocation, found by
+//! its subject's hash and chained to its subject's other principals; it is
+//! released with its last binding, so principals whose credentials all
+//! expired do not accumulate.
+//!
+//! Locking: one `RwLock` covers slots and principals. A bind or unbind
+//! holds it for O(1) work (plus a walk of its subject's principals), a
+//! lookup shares it, expiry and snapshots take it a chunk of 65,536 slots
+//! at a time. Binds were already serialized (on the principal table's
+//! mutex) when the bindings were in a DashMap. The per-request verdict
+//! never takes it: it reads the bloom filter and the derived rules' map.
 
 use std::hash::BuildHasher;
 use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
@@ -110,6 +122,9 @@ struct Slot {
     prev: u32,
     next: u32,
 }
+
+// What the module doc and BENCHMARKS.md count on.
+const _: () = assert!(std::mem::size_of::<Slot>() == 36);
 
 fn secs(t: u64) -> u32 {
     t.min(u64::from(u32::MAX)) as u32

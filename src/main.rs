@@ -123,6 +123,15 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if cmd == "check-config" {
+        let file = overrides.config.as_deref();
+        if let Err(report) = revgate::config::ConfigReport::check_with_journal(&config, file) {
+            eprintln!("revgate: invalid configuration:\n{report}");
+            return ExitCode::from(2);
+        }
+        println!("configuration ok");
+        return ExitCode::SUCCESS;
+    }
     if cmd != "demo" {
         if let Err(report) =
             revgate::config::ConfigReport::check(&config, overrides.config.as_deref())
@@ -130,18 +139,6 @@ fn main() -> ExitCode {
             eprintln!("revgate: invalid configuration:\n{report}");
             return ExitCode::from(2);
         }
-    }
-    if cmd == "check-config" {
-        if let Err(e) = revgate::config::journal_writable(&config.store.journal) {
-            let report = revgate::config::ConfigReport {
-                file: overrides.config.clone(),
-                errors: vec![e],
-            };
-            eprintln!("revgate: invalid configuration:\n{report}");
-            return ExitCode::from(2);
-        }
-        println!("configuration ok");
-        return ExitCode::SUCCESS;
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -396,6 +396,58 @@ fn config_errors_name_the_file_and_every_key_at_once() {
 }
 
 #[test]
+fn check_config_names_several_bad_keys_of_one_section_and_of_every_section() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("bad.toml");
+    // The journal's directory is a file: the one check of the machine is
+    // reported with the rest.
+    let not_dir = dir.path().join("file");
+    std::fs::write(&not_dir, "x").unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nmax_connections = 0\nmax_header_bytes = 100\n\
+         [upstream]\nurl = \"http://127.0.0.1:1\"\nconnect_timeout = \"2h\"\n\
+         [store]\nbloom_capacity = 0\nbloom_fp_rate = 0.9\njournal = {:?}\n\
+         [admin]\nlisten = \"nope\"\n[admin.rate_limit]\nburst = 0\nmax_clients = 0\n\
+         [identity.introspection]\nurl = \"http://example.com/introspect\"\nmax_entries = 0\n",
+            not_dir.join("j")
+        ),
+    )
+    .unwrap();
+    let f = config.display();
+    let want = format!(
+        "revgate: invalid configuration:\n\
+         {f}: server.max_connections: must be positive\n\
+         {f}: server.max_header_bytes: must be at least 8192\n\
+         {f}: upstream.connect_timeout: must be between 1ms and 1h\n\
+         {f}: store.bloom_capacity: must be positive\n\
+         {f}: store.bloom_fp_rate: must be between 0 and 0.5\n\
+         {f}: admin.listen: expected ip:port, got \"nope\"\n\
+         {f}: admin.rate_limit.burst: must be between 1 and 1000000\n\
+         {f}: admin.rate_limit.max_clients: must be between 1 and 10000000\n\
+         {f}: identity.introspection.url: must be https:// (http:// only to a loopback host): raw tokens and the client secret would cross the network in the clear\n\
+         {f}: identity.introspection.max_entries: must be between 1 and 100000000\n\
+         {f}: store.journal: {} is not a directory\n",
+        not_dir.display()
+    );
+    let out = check_config(&config, &[]);
+    assert_eq!(out.status.code(), Some(2));
+    assert_eq!(text(&out.stderr), want);
+    // Once fixed, the file passes: nothing else was hiding behind them.
+    std::fs::write(
+        &config,
+        format!(
+            "[upstream]\nurl = \"http://127.0.0.1:1\"\n[store]\njournal = {:?}\n",
+            dir.path().join("j")
+        ),
+    )
+    .unwrap();
+    let out = check_config(&config, &[]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
 fn an_unwritable_journal_fails_check_config_and_run_before_listening() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("ok.toml");

@@ -98,6 +98,25 @@ impl ConfigReport {
     }
 }
 
+impl ConfigReport {
+    /// [`ConfigReport::check`] and [`journal_writable`] together: what
+    /// `check-config` reports, every error of the file and the journal's
+    /// directory in one run.
+    pub fn check_with_journal(config: &Config, file: Option<&Path>) -> Result<(), ConfigReport> {
+        let mut errors = config.check_all();
+        if let Err(e) = journal_writable(&config.store.journal) {
+            errors.push(e);
+        }
+        if errors.is_empty() {
+            return Ok(());
+        }
+        Err(ConfigReport {
+            file: file.map(Path::to_path_buf),
+            errors,
+        })
+    }
+}
+
 /// Whether the journal (`store.journal`) can be written: its directory, or
 /// the nearest one that exists when it is still to be made, must take a new
 /// file, and an existing journal must open for appending. Probes with a

@@ -193,6 +193,32 @@ fn every_bad_key_is_reported_in_one_pass() {
 }
 
 #[test]
+fn several_bad_keys_of_one_section_are_all_reported() {
+    let c = Config::from_toml(
+        "[upstream]\nurl = \"http://u\"\n\
+         [[routes]]\nupstream = \"ftp://x\"\npath_prefix = \"a\"\n\
+         [tokens.verify]\njwks_url = \"http://example.com/jwks\"\nissuers = []\naudiences = [\"\"]\n\
+         [revoke.rate_limit]\nper_second = 0\nburst = 0\n",
+    )
+    .unwrap();
+    let keys: Vec<String> = c.check_all().into_iter().map(|e| e.key).collect();
+    assert_eq!(
+        keys,
+        [
+            "routes[0].upstream",
+            "routes[0].path_prefix",
+            "tokens.verify.jwks_url",
+            "tokens.verify.issuers",
+            "tokens.verify.audiences[0]",
+            "revoke.rate_limit.per_second",
+            "revoke.rate_limit.burst",
+        ]
+    );
+    // `validate` refuses the file with the first of them.
+    assert_eq!(c.validate().unwrap_err().key, "routes[0].upstream");
+}
+
+#[test]
 fn the_journal_directory_must_take_a_file() {
     let dir = tempfile::tempdir().unwrap();
     assert_eq!(super::journal_writable(&dir.path().join("j")), Ok(()));

@@ -1,6 +1,9 @@
 //! Validation: [`Config::validate`] checks the file section by section, each
 //! section's function returning the typed parts it builds, and assembles the
-//! [`Settings`]. Every error names the offending key.
+//! [`Settings`]. Every error names the offending key. A section records
+//! every bad key it finds ([`Found`]) and goes on, so [`Config::check_all`]
+//! (what `check-config` prints) names all of them in one run; a check that
+//! compares two keys is skipped while either is itself out of bounds.
 //!
 //! Every configured duration has an upper bound (and most a lower one):
 //! deadlines are computed as `Instant + Duration` on the request path and
@@ -12,10 +15,7 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use super::{
-    Config, ConfigError, DialectSetting, RateLimitConfig, Route, Settings, UpstreamUrl,
-    VerifyConfig,
-};
+use super::{Config, ConfigError, DialectSetting, RateLimitConfig, Route, Settings, UpstreamUrl};
 use crate::credentials::{AttributeSources, CredentialSources, IdentityHeaders};
 use crate::dialect::{DialectKind, DialectSecrets};
 
@@ -51,25 +51,82 @@ pub(super) fn within(
 /// The least a duration that must be "more than 0" may be.
 pub(super) const MIN: Duration = Duration::from_millis(1);
 
+/// The errors found so far. A section goes on past a bad key, so one run
+/// names every bad key; a check that builds on an earlier one (a route's
+/// prefix on its URL) is skipped when that one failed.
+#[derive(Debug, Default)]
+pub(super) struct Found(Vec<ConfigError>);
+
+impl Found {
+    /// Records an error.
+    pub(super) fn add(&mut self, e: ConfigError) {
+        self.0.push(e);
+    }
+
+    /// The value, or `None` with its error recorded.
+    pub(super) fn ok<T>(&mut self, r: Result<T, ConfigError>) -> Option<T> {
+        match r {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.add(e);
+                None
+            }
+        }
+    }
+}
+
 impl Config {
-    /// Checks every key and builds the [`Settings`].
+    /// Checks every key and builds the [`Settings`]; the first error of
+    /// [`Config::check_all`] when there is any.
     pub fn validate(&self) -> Result<Settings, ConfigError> {
-        let listen = self.validate_server()?;
-        self.validate_upstream()?;
-        let routes = self.validate_routes()?;
-        let (credential_sources, attribute_sources, verify) = self.validate_tokens()?;
-        self.validate_store()?;
-        let (dialects, dialect_secrets) = self.validate_revoke()?;
-        let admin_listen = self.validate_admin()?;
-        self.validate_log()?;
-        self.validate_issuance()?;
-        let introspection = self.validate_identity()?;
-        self.validate_tracing()?;
+        self.validate_all().map_err(|errors| {
+            errors
+                .into_iter()
+                .next()
+                .unwrap_or_else(|| ConfigError::new("config", "invalid"))
+        })
+    }
+
+    /// Every error at once, in the file's section order, for `check-config`
+    /// and start-up. Empty when [`Config::validate`] passes.
+    pub fn check_all(&self) -> Vec<ConfigError> {
+        self.validate_all().err().unwrap_or_default()
+    }
+
+    /// Runs every section's checks; `Err` holds every error (never empty).
+    fn validate_all(&self) -> Result<Settings, Vec<ConfigError>> {
+        let mut f = Found::default();
+        let listen = self.validate_server(&mut f);
+        self.validate_upstream(&mut f);
+        let routes = self.validate_routes(&mut f);
+        let tokens = self.validate_tokens(&mut f);
+        self.validate_store(&mut f);
+        let revoke = self.validate_revoke(&mut f);
+        let admin_listen = self.validate_admin(&mut f);
+        self.validate_log(&mut f);
+        self.validate_tracing(&mut f);
+        self.validate_issuance(&mut f);
+        let introspection = self.validate_identity(&mut f);
         if self.families.reuse_grace > std::time::Duration::from_secs(3600) {
-            return Err(ConfigError::new(
-                "families.reuse_grace",
-                "must be at most 1h",
-            ));
+            f.add(ConfigError::new("families.reuse_grace", "must be at most 1h"));
+        }
+        let (
+            Some(listen),
+            Some(routes),
+            Some((credential_sources, attribute_sources, verify)),
+            Some((dialects, dialect_secrets)),
+            Some(admin_listen),
+            Some(introspection),
+        ) = (listen, routes, tokens, revoke, admin_listen, introspection)
+        else {
+            if f.0.is_empty() {
+                // A section that built nothing says why; this is a backstop.
+                f.add(ConfigError::new("config", "invalid"));
+            }
+            return Err(f.0);
+        };
+        if !f.0.is_empty() {
+            return Err(f.0);
         }
         Ok(Settings {
             raw: self.clone(),
@@ -87,14 +144,14 @@ impl Config {
 
     /// `[[identity.issuance]]`: each token endpoint a path and a method,
     /// each field name and static value non-empty.
-    fn validate_issuance(&self) -> Result<(), ConfigError> {
+    fn validate_issuance(&self, f: &mut Found) {
         for (i, e) in self.identity.issuance.iter().enumerate() {
             let key = |k: &str| format!("identity.issuance[{i}].{k}");
             if !e.path.starts_with('/') {
-                return Err(ConfigError::new(key("path"), "must start with /"));
+                f.add(ConfigError::new(key("path"), "must start with /"));
             }
             if http::Method::from_bytes(e.method.as_bytes()).is_err() {
-                return Err(ConfigError::new(key("method"), "is not an HTTP method"));
+                f.add(ConfigError::new(key("method"), "is not an HTTP method"));
             }
             let named = [
                 ("fields.sub", &e.fields.sub),
@@ -105,102 +162,111 @@ impl Config {
             ];
             for (k, v) in named {
                 if v.as_deref().is_some_and(str::is_empty) {
-                    return Err(ConfigError::new(key(k), "must not be empty"));
+                    f.add(ConfigError::new(key(k), "must not be empty"));
                 }
             }
         }
-        Ok(())
     }
 
     /// `[identity]`: `[identity.introspection]` (the endpoint, its client
     /// pair, timings, the cache bound, the response's member names).
     fn validate_identity(
         &self,
-    ) -> Result<Option<crate::identity::IntrospectionSettings>, ConfigError> {
+        f: &mut Found,
+    ) -> Option<Option<crate::identity::IntrospectionSettings>> {
         let Some(i) = &self.identity.introspection else {
-            return Ok(None);
+            return Some(None);
         };
-        let uri = super::verify::secure_url(
+        let uri = f.ok(super::verify::secure_url(
             "identity.introspection.url",
             &i.url,
             "raw tokens and the client secret would cross the network in the clear",
-        )?;
+        ));
         let authorization = match (&i.client_id, &i.client_secret) {
-            (Some(id), Some(secret)) => {
-                if id.is_empty() {
-                    return Err(ConfigError::new(
-                        "identity.introspection.client_id",
-                        "must not be empty",
-                    ));
-                }
-                Some(
-                    crate::identity::introspection::basic_authorization(id, secret).ok_or_else(
-                        || {
-                            ConfigError::new(
-                                "identity.introspection.client_id",
-                                "cannot be sent in an Authorization header",
-                            )
-                        },
-                    )?,
-                )
+            (Some(id), Some(_)) if id.is_empty() => {
+                f.add(ConfigError::new(
+                    "identity.introspection.client_id",
+                    "must not be empty",
+                ));
+                None
             }
-            (None, None) => None,
+            (Some(id), Some(secret)) => f.ok(crate::identity::introspection::basic_authorization(
+                id, secret,
+            )
+            .map(Some)
+            .ok_or_else(|| {
+                ConfigError::new(
+                    "identity.introspection.client_id",
+                    "cannot be sent in an Authorization header",
+                )
+            })),
+            (None, None) => Some(None),
             (Some(_), None) => {
-                return Err(ConfigError::new(
+                f.add(ConfigError::new(
                     "identity.introspection.client_secret",
                     "required with client_id",
-                ))
+                ));
+                None
             }
             (None, Some(_)) => {
-                return Err(ConfigError::new(
+                f.add(ConfigError::new(
                     "identity.introspection.client_id",
                     "required with client_secret",
-                ))
+                ));
+                None
             }
         };
-        within("identity.introspection.timeout", i.timeout, MIN, MINUTE)?;
-        within("identity.introspection.cache_ttl", i.cache_ttl, MIN, DAY)?;
-        within(
+        f.ok(within(
+            "identity.introspection.timeout",
+            i.timeout,
+            MIN,
+            MINUTE,
+        ));
+        f.ok(within(
+            "identity.introspection.cache_ttl",
+            i.cache_ttl,
+            MIN,
+            DAY,
+        ));
+        f.ok(within(
             "identity.introspection.negative_ttl",
             i.negative_ttl,
             MIN,
             DAY,
-        )?;
+        ));
         if !(1..=100_000_000).contains(&i.max_entries) {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 "identity.introspection.max_entries",
                 "must be between 1 and 100000000",
             ));
         }
         let claims = &self.tokens.claims;
-        let f = &i.fields;
+        let n = &i.fields;
         let mut fields = crate::credentials::ClaimNames::default();
         for (key, target, set, default) in [
-            ("sub", &mut fields.sub, &f.sub, &claims.sub),
-            ("org", &mut fields.org, &f.org, &claims.org),
+            ("sub", &mut fields.sub, &n.sub, &claims.sub),
+            ("org", &mut fields.org, &n.org, &claims.org),
             (
                 "provider",
                 &mut fields.provider,
-                &f.provider,
+                &n.provider,
                 &claims.provider,
             ),
-            ("iat", &mut fields.iat, &f.iat, &claims.iat),
-            ("exp", &mut fields.exp, &f.exp, &claims.exp),
+            ("iat", &mut fields.iat, &n.iat, &claims.iat),
+            ("exp", &mut fields.exp, &n.exp, &claims.exp),
         ] {
             match set {
-                Some(name) if name.is_empty() => {
-                    return Err(ConfigError::new(
-                        format!("identity.introspection.fields.{key}"),
-                        "must not be empty",
-                    ))
-                }
+                Some(name) if name.is_empty() => f.add(ConfigError::new(
+                    format!("identity.introspection.fields.{key}"),
+                    "must not be empty",
+                )),
                 Some(name) => *target = name.clone(),
                 None => *target = default.clone(),
             }
         }
-        Ok(Some(crate::identity::IntrospectionSettings {
-            uri,
-            authorization,
+        Some(Some(crate::identity::IntrospectionSettings {
+            uri: uri?,
+            authorization: authorization?,
             timeout: i.timeout,
             cache_ttl: i.cache_ttl,
             negative_ttl: i.negative_ttl,
@@ -210,34 +276,9 @@ impl Config {
         }))
     }
 
-    /// Every error at once, one per section at most (a section stops at its
-    /// first bad key, since later checks in it build on earlier ones), for
-    /// `check-config` and start-up. Empty when [`Config::validate`] passes.
-    pub fn check_all(&self) -> Vec<ConfigError> {
-        let errors: Vec<ConfigError> = [
-            self.validate_server().err(),
-            self.validate_upstream().err(),
-            self.validate_routes().err(),
-            self.validate_tokens().err(),
-            self.validate_store().err(),
-            self.validate_revoke().err(),
-            self.validate_admin().err(),
-            self.validate_log().err(),
-            self.validate_tracing().err(),
-        ]
-        .into_iter()
-        .flatten()
-        .collect();
-        if errors.is_empty() {
-            // Whatever `validate` checks across sections.
-            return self.validate().err().into_iter().collect();
-        }
-        errors
-    }
-
     /// `[tracing]`: the OTLP endpoint (plain `http://`: a collector beside
     /// the gateway), the sample ratio, the export times.
-    fn validate_tracing(&self) -> Result<(), ConfigError> {
+    fn validate_tracing(&self, f: &mut Found) {
         let t = &self.tracing;
         if !t.otlp_endpoint.is_empty() {
             let ok = t
@@ -246,7 +287,7 @@ impl Config {
                 .ok()
                 .is_some_and(|u| u.scheme_str() == Some("http") && u.host().is_some());
             if !ok {
-                return Err(ConfigError::new(
+                f.add(ConfigError::new(
                     "tracing.otlp_endpoint",
                     format!(
                         "expected http://host:port/v1/traces (OTLP/HTTP), got {:?}",
@@ -256,40 +297,49 @@ impl Config {
             }
         }
         if t.service_name.is_empty() {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 "tracing.service_name",
                 "must not be empty",
             ));
         }
         if !(0.0..=1.0).contains(&t.sample_ratio) {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 "tracing.sample_ratio",
                 "must be between 0 and 1",
             ));
         }
-        within("tracing.export_interval", t.export_interval, MIN, HOUR)?;
-        within("tracing.export_timeout", t.export_timeout, MIN, HOUR)?;
-        Ok(())
+        f.ok(within(
+            "tracing.export_interval",
+            t.export_interval,
+            MIN,
+            HOUR,
+        ));
+        f.ok(within(
+            "tracing.export_timeout",
+            t.export_timeout,
+            MIN,
+            HOUR,
+        ));
     }
 
     /// `[server]`: the listen address, limits, timeouts, TLS files.
-    fn validate_server(&self) -> Result<SocketAddr, ConfigError> {
+    fn validate_server(&self, f: &mut Found) -> Option<SocketAddr> {
         let s = &self.server;
-        let listen = parse_addr("server.listen", &s.listen)?;
+        let listen = f.ok(parse_addr("server.listen", &s.listen));
         if s.io_threads > 1024 {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 "server.io_threads",
                 "must be at most 1024 (0 = one per CPU)",
             ));
         }
         if s.max_connections == 0 {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 "server.max_connections",
                 "must be positive",
             ));
         }
         if s.h2_max_concurrent_streams == 0 {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 "server.h2_max_concurrent_streams",
                 "must be positive",
             ));
@@ -300,12 +350,17 @@ impl Config {
             ("server.h2_keepalive_timeout", s.h2_keepalive_timeout),
             ("server.upgrade_idle_timeout", s.upgrade_idle_timeout),
         ] {
-            within(key, d, MIN, DAY)?;
+            f.ok(within(key, d, MIN, DAY));
         }
         // 0 is allowed: stop at once, cutting in-flight requests.
-        within("server.drain_timeout", s.drain_timeout, Duration::ZERO, DAY)?;
+        f.ok(within(
+            "server.drain_timeout",
+            s.drain_timeout,
+            Duration::ZERO,
+            DAY,
+        ));
         if s.max_header_bytes < 8192 {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 "server.max_header_bytes",
                 "must be at least 8192",
             ));
@@ -313,22 +368,22 @@ impl Config {
         if let Some(tls) = &s.tls {
             for (key, path) in [("server.tls.cert", &tls.cert), ("server.tls.key", &tls.key)] {
                 if !path.is_file() {
-                    return Err(ConfigError::new(
+                    f.add(ConfigError::new(
                         key,
                         format!("no such file: {}", path.display()),
                     ));
                 }
             }
-            crate::tls::sni::validate(&tls.certificates)?;
+            f.ok(crate::tls::sni::validate(&tls.certificates));
         }
-        Ok(listen)
+        listen
     }
 
     /// `[upstream]`: TLS files and timeouts (the URL is checked with the routes).
-    fn validate_upstream(&self) -> Result<(), ConfigError> {
+    fn validate_upstream(&self, f: &mut Found) {
         let u = &self.upstream;
         if u.client_cert.is_some() != u.client_key.is_some() {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 "upstream.client_cert",
                 "client_cert and client_key go together",
             ));
@@ -340,61 +395,74 @@ impl Config {
         ] {
             if let Some(p) = path {
                 if !p.is_file() {
-                    return Err(ConfigError::new(
+                    f.add(ConfigError::new(
                         key,
                         format!("no such file: {}", p.display()),
                     ));
                 }
             }
         }
-        within("upstream.connect_timeout", u.connect_timeout, MIN, HOUR)?;
-        within(
+        f.ok(within(
+            "upstream.connect_timeout",
+            u.connect_timeout,
+            MIN,
+            HOUR,
+        ));
+        f.ok(within(
             "upstream.response_header_timeout",
             u.response_header_timeout,
             MIN,
             DAY,
-        )?;
-        within(
+        ));
+        f.ok(within(
             "upstream.pool_idle_timeout",
             u.pool_idle_timeout,
             Duration::ZERO,
             DAY,
-        )?;
-        Ok(())
+        ));
     }
 
     /// `[[routes]]` and `upstream.url`: most specific first, the default last.
-    fn validate_routes(&self) -> Result<Vec<Route>, ConfigError> {
+    fn validate_routes(&self, f: &mut Found) -> Option<Vec<Route>> {
         let mut routes = Vec::new();
+        let mut whole = true;
         for (i, r) in self.routes.iter().enumerate() {
             let key = format!("routes[{i}]");
-            let upstream = parse_upstream(&format!("{key}.upstream"), &r.upstream)?;
+            let upstream = f.ok(parse_upstream(&format!("{key}.upstream"), &r.upstream));
             let path_prefix = match &r.path_prefix {
                 Some(p) if !p.starts_with('/') => {
-                    return Err(ConfigError::new(
+                    f.add(ConfigError::new(
                         format!("{key}.path_prefix"),
                         "must start with '/'",
-                    ))
+                    ));
+                    None
                 }
-                Some(p) => p.clone(),
-                None => "/".into(),
+                Some(p) => Some(p.clone()),
+                None => Some("/".into()),
             };
             let host = match &r.host {
                 Some(h) if h.is_empty() || h.contains('/') || h.contains(' ') => {
-                    return Err(ConfigError::new(
+                    f.add(ConfigError::new(
                         format!("{key}.host"),
                         "must be a host name",
-                    ))
+                    ));
+                    None
                 }
-                Some(h) => Some(h.to_ascii_lowercase()),
-                None => None,
+                Some(h) => Some(Some(h.to_ascii_lowercase())),
+                None => Some(None),
             };
-            if host.is_none() && r.path_prefix.is_none() {
-                return Err(ConfigError::new(
+            if r.host.is_none() && r.path_prefix.is_none() {
+                f.add(ConfigError::new(
                     key,
                     "a route needs a host or a path_prefix (upstream.url is the default route)",
                 ));
+                whole = false;
             }
+            let (Some(upstream), Some(path_prefix), Some(host)) = (upstream, path_prefix, host)
+            else {
+                whole = false;
+                continue;
+            };
             routes.push(Route {
                 name: r
                     .name
@@ -413,21 +481,23 @@ impl Config {
                 .then(b.path_prefix.len().cmp(&a.path_prefix.len()))
         });
         if let Some(url) = &self.upstream.url {
-            let upstream = parse_upstream("upstream.url", url)?;
-            routes.push(Route {
-                name: "default".into(),
-                host: None,
-                path_prefix: "/".into(),
-                upstream,
-            });
-        }
-        if routes.is_empty() {
-            return Err(ConfigError::new(
+            match f.ok(parse_upstream("upstream.url", url)) {
+                Some(upstream) => routes.push(Route {
+                    name: "default".into(),
+                    host: None,
+                    path_prefix: "/".into(),
+                    upstream,
+                }),
+                None => whole = false,
+            }
+        } else if self.routes.is_empty() {
+            f.add(ConfigError::new(
                 "upstream.url",
                 "required (or at least one [[routes]] entry): where do requests go?",
             ));
+            whole = false;
         }
-        Ok(routes)
+        whole.then_some(routes)
     }
 
     /// `[tokens]`: the key, limits, lifetimes, where credentials and
@@ -435,55 +505,62 @@ impl Config {
     #[allow(clippy::type_complexity)]
     fn validate_tokens(
         &self,
-    ) -> Result<
-        (
-            CredentialSources,
-            AttributeSources,
-            Option<crate::identity::VerifySettings>,
-        ),
-        ConfigError,
-    > {
+        f: &mut Found,
+    ) -> Option<(
+        CredentialSources,
+        AttributeSources,
+        Option<crate::identity::VerifySettings>,
+    )> {
         let t = &self.tokens;
         if let Some(k) = &t.fingerprint_key {
-            crate::credentials::FingerprintKey::from_hex(k)
-                .map_err(|e| ConfigError::new("tokens.fingerprint_key", e.to_string()))?;
+            if let Err(e) = crate::credentials::FingerprintKey::from_hex(k) {
+                f.add(ConfigError::new("tokens.fingerprint_key", e.to_string()));
+            }
         }
         if t.form_body_limit > 16 * 1024 * 1024 {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 "tokens.form_body_limit",
                 "must be at most 16777216 bytes (it is held in memory while judged)",
             ));
         }
         // A revocation kept beyond ten years is a mistake in the file.
-        within(
+        f.ok(within(
             "tokens.max_lifetime",
             t.max_lifetime,
             Duration::from_secs(1),
             10 * YEAR,
-        )?;
-        within("tokens.clock_skew", t.clock_skew, Duration::ZERO, HOUR)?;
+        ));
+        f.ok(within(
+            "tokens.clock_skew",
+            t.clock_skew,
+            Duration::ZERO,
+            HOUR,
+        ));
         let mut api_key_headers = Vec::new();
         for (i, h) in t.api_key_headers.iter().enumerate() {
-            let name = header_name(&format!("tokens.api_key_headers[{i}]"), h)?;
+            let key = format!("tokens.api_key_headers[{i}]");
+            let Some(name) = f.ok(header_name(&key, h)) else {
+                continue;
+            };
             if name == http::header::AUTHORIZATION {
-                return Err(ConfigError::new(
-                    format!("tokens.api_key_headers[{i}]"),
+                f.add(ConfigError::new(
+                    key,
                     "Authorization is read as a Bearer header already",
                 ));
+                continue;
             }
             api_key_headers.push(name);
         }
         let ih = &t.identity_headers;
-        let opt_header =
-            |key: &str, v: &Option<String>| -> Result<Option<http::HeaderName>, ConfigError> {
-                v.as_deref().map(|h| header_name(key, h)).transpose()
-            };
-        let identity_headers = IdentityHeaders {
-            sub: opt_header("tokens.identity_headers.sub", &ih.sub)?,
-            org: opt_header("tokens.identity_headers.org", &ih.org)?,
-            provider: opt_header("tokens.identity_headers.provider", &ih.provider)?,
-            iat: opt_header("tokens.identity_headers.iat", &ih.iat)?,
+        let mut opt_header = |key: &str, v: &Option<String>| -> Option<Option<http::HeaderName>> {
+            f.ok(v.as_deref().map(|h| header_name(key, h)).transpose())
         };
+        let identity_headers = (
+            opt_header("tokens.identity_headers.sub", &ih.sub),
+            opt_header("tokens.identity_headers.org", &ih.org),
+            opt_header("tokens.identity_headers.provider", &ih.provider),
+            opt_header("tokens.identity_headers.iat", &ih.iat),
+        );
         for (key, v) in [
             ("tokens.claims.sub", &t.claims.sub),
             ("tokens.claims.org", &t.claims.org),
@@ -492,18 +569,29 @@ impl Config {
             ("tokens.claims.exp", &t.claims.exp),
         ] {
             if v.is_empty() {
-                return Err(ConfigError::new(key, "must not be empty"));
+                f.add(ConfigError::new(key, "must not be empty"));
             }
         }
-        let verify = t.verify.as_ref().map(VerifyConfig::validate).transpose()?;
-        Ok((
+        let verify = match &t.verify {
+            Some(v) => Some(v.validate(f)?),
+            None => None,
+        };
+        let (Some(sub), Some(org), Some(provider), Some(iat)) = identity_headers else {
+            return None;
+        };
+        Some((
             CredentialSources {
                 query_param: t.query_param,
                 api_key_headers,
             },
             AttributeSources {
                 claims: t.claims.clone(),
-                identity_headers,
+                identity_headers: IdentityHeaders {
+                    sub,
+                    org,
+                    provider,
+                    iat,
+                },
             },
             verify,
         ))
@@ -511,7 +599,7 @@ impl Config {
 
     /// `[store]`: the URL (and the key a shared store needs), journal,
     /// bloom sizing, intervals.
-    fn validate_store(&self) -> Result<(), ConfigError> {
+    fn validate_store(&self, f: &mut Found) {
         let s = &self.store;
         let url_ok = s.url == "memory"
             || [
@@ -525,110 +613,117 @@ impl Config {
             .iter()
             .any(|p| s.url.starts_with(p) && s.url.len() > p.len());
         if !url_ok {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 "store.url",
                 format!("expected memory, redis://host:port/db, rediss://..., redis+sentinel://host:port,.../master or redis+cluster://host:port,...; got {:?}", s.url),
             ));
         }
         if s.url != "memory" && self.tokens.fingerprint_key.is_none() {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 "tokens.fingerprint_key",
                 "required with a shared store: every instance must fingerprint tokens alike (or set REVGATE_FINGERPRINT_KEY)",
             ));
         }
         if s.journal.as_os_str().is_empty() {
-            return Err(ConfigError::new("store.journal", "must be a file path"));
+            f.add(ConfigError::new("store.journal", "must be a file path"));
         }
         if s.bloom_capacity == 0 {
-            return Err(ConfigError::new("store.bloom_capacity", "must be positive"));
+            f.add(ConfigError::new("store.bloom_capacity", "must be positive"));
         }
         if !(s.bloom_fp_rate > 0.0 && s.bloom_fp_rate < 0.5) {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 "store.bloom_fp_rate",
                 "must be between 0 and 0.5",
             ));
         }
-        within(
+        f.ok(within(
             "store.maintenance_interval",
             s.maintenance_interval,
             MIN,
             DAY,
-        )?;
+        ));
         if let Some(d) = s.max_staleness {
-            within("store.max_staleness", d, MIN, DAY)?;
+            f.ok(within("store.max_staleness", d, MIN, DAY));
         }
         // 0 is allowed: every bloom hit asks Redis.
-        within("store.confirm_ttl", s.confirm_ttl, Duration::ZERO, HOUR)?;
+        f.ok(within(
+            "store.confirm_ttl",
+            s.confirm_ttl,
+            Duration::ZERO,
+            HOUR,
+        ));
         if s.key_prefix.is_empty() || s.key_prefix.contains(['{', '}', ' ']) {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 "store.key_prefix",
                 "must be non-empty, without braces or spaces",
             ));
         }
         if s.stream_maxlen == 0 {
-            return Err(ConfigError::new("store.stream_maxlen", "must be positive"));
+            f.add(ConfigError::new("store.stream_maxlen", "must be positive"));
         }
-        within(
+        let lease = f.ok(within(
             "store.lease",
             s.lease,
             Duration::from_millis(200),
             Duration::from_secs(60),
-        )?;
-        if s.confirm_timeout <= s.lease || s.confirm_timeout > Duration::from_secs(120) {
-            return Err(ConfigError::new(
+        ));
+        // Measured against the lease only when the lease itself is right.
+        if lease.is_some()
+            && (s.confirm_timeout <= s.lease || s.confirm_timeout > Duration::from_secs(120))
+        {
+            f.add(ConfigError::new(
                 "store.confirm_timeout",
                 "must be longer than store.lease (a paused instance is waited for that long) and at most 2m",
             ));
         }
         if s.redis.min_replicas_acked > 16 {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 "store.redis.min_replicas_acked",
                 "must be between 0 and 16",
             ));
         }
-        within(
+        f.ok(within(
             "store.redis.wait_timeout",
             s.redis.wait_timeout,
             MIN,
             Duration::from_secs(60),
-        )?;
-        Ok(())
+        ));
     }
 
     /// `[revoke]`: limits, the rate limit, each dialect's path, mode and secrets.
-    fn validate_revoke(&self) -> Result<(Vec<DialectSetting>, DialectSecrets), ConfigError> {
+    fn validate_revoke(&self, f: &mut Found) -> Option<(Vec<DialectSetting>, DialectSecrets)> {
         let r = &self.revoke;
         if r.max_body_bytes == 0 || r.max_body_bytes > 16 * 1024 * 1024 {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 "revoke.max_body_bytes",
                 "must be between 1 and 16 MiB",
             ));
         }
         if r.max_scopes_per_subject == 0 || r.max_scopes_per_subject > 100_000 {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 "revoke.max_scopes_per_subject",
                 "must be between 1 and 100000",
             ));
         }
-        r.rate_limit.validate("revoke.rate_limit")?;
+        r.rate_limit.validate("revoke.rate_limit", f);
         let mut dialects = Vec::new();
         for kind in DialectKind::ALL {
             let d = self.dialect(kind);
             let key = format!("revoke.{}", kind.name());
             if !d.api_keys.is_empty() && kind != DialectKind::Nylas {
-                return Err(ConfigError::new(
+                f.add(ConfigError::new(
                     format!("{key}.api_keys"),
                     "only Nylas checks API keys",
                 ));
             }
             if !d.clients.is_empty() && kind != DialectKind::OneLogin {
-                return Err(ConfigError::new(
+                f.add(ConfigError::new(
                     format!("{key}.clients"),
                     "only OneLogin checks client pairs",
                 ));
             }
             if d.family.is_some() && matches!(kind, DialectKind::LangSmith | DialectKind::Codegen) {
-                return Err(ConfigError::new(
+                f.add(ConfigError::new(
                     format!("{key}.family"),
                     "only the token dialects (nylas, onelogin, rfc7009) revoke families",
                 ));
@@ -641,16 +736,18 @@ impl Config {
                 .clone()
                 .unwrap_or_else(|| kind.default_path().to_string());
             if !path.starts_with('/') || path.contains('?') {
-                return Err(ConfigError::new(
+                f.add(ConfigError::new(
                     format!("{key}.path"),
                     "must start with '/' and have no query",
                 ));
+                continue;
             }
             if let Some(other) = dialects.iter().find(|o: &&DialectSetting| o.path == path) {
-                return Err(ConfigError::new(
+                f.add(ConfigError::new(
                     format!("{key}.path"),
                     format!("{path} is already the {} endpoint", other.kind.name()),
                 ));
+                continue;
             }
             dialects.push(DialectSetting {
                 kind,
@@ -661,14 +758,14 @@ impl Config {
         }
         for (i, c) in r.onelogin.clients.iter().enumerate() {
             if c.client_id.is_empty() || c.client_secret.is_empty() {
-                return Err(ConfigError::new(
+                f.add(ConfigError::new(
                     format!("revoke.onelogin.clients[{i}]"),
                     "client_id and client_secret must be non-empty",
                 ));
             }
         }
         if r.nylas.api_keys.iter().any(|k| k.is_empty()) {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 "revoke.nylas.api_keys",
                 "keys must be non-empty",
             ));
@@ -682,65 +779,66 @@ impl Config {
                 .map(|c| (c.client_id.clone(), c.client_secret.clone()))
                 .collect(),
         };
-        Ok((dialects, secrets))
+        Some((dialects, secrets))
     }
 
     /// `[admin]`: the listener, its token (required off loopback), its rate limit.
-    fn validate_admin(&self) -> Result<SocketAddr, ConfigError> {
-        let admin_listen = parse_addr("admin.listen", &self.admin.listen)?;
-        self.admin.rate_limit.validate("admin.rate_limit")?;
+    fn validate_admin(&self, f: &mut Found) -> Option<SocketAddr> {
+        let admin_listen = f.ok(parse_addr("admin.listen", &self.admin.listen));
+        self.admin.rate_limit.validate("admin.rate_limit", f);
         if let Some(t) = &self.admin.token {
             if t.len() < 16 {
-                return Err(ConfigError::new(
+                f.add(ConfigError::new(
                     "admin.token",
                     "must be at least 16 characters",
                 ));
             }
-        } else if !admin_listen.ip().is_loopback() && !self.admin.allow_unauthenticated {
-            return Err(ConfigError::new(
-                "admin.token",
-                format!(
-                    "required when admin.listen ({admin_listen}) is not a loopback address \
-                     (or REVGATE_ADMIN_TOKEN; admin.allow_unauthenticated = true to run without one)"
-                ),
-            ));
+        } else if let Some(listen) = admin_listen {
+            if !listen.ip().is_loopback() && !self.admin.allow_unauthenticated {
+                f.add(ConfigError::new(
+                    "admin.token",
+                    format!(
+                        "required when admin.listen ({listen}) is not a loopback address \
+                         (or REVGATE_ADMIN_TOKEN; admin.allow_unauthenticated = true to run without one)"
+                    ),
+                ));
+            }
         }
-        Ok(admin_listen)
+        admin_listen
     }
 
     /// `[log]`: the filter parses.
-    fn validate_log(&self) -> Result<(), ConfigError> {
+    fn validate_log(&self, f: &mut Found) {
         if !self.log.filter.is_empty() {
-            tracing_subscriber::EnvFilter::try_new(&self.log.filter)
-                .map_err(|e| ConfigError::new("log.filter", e.to_string()))?;
+            if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
+                f.add(ConfigError::new("log.filter", e.to_string()));
+            }
         }
-        Ok(())
     }
 }
 
 // === impl RateLimitConfig ===
 
 impl RateLimitConfig {
-    fn validate(&self, key: &str) -> Result<(), ConfigError> {
+    fn validate(&self, key: &str, f: &mut Found) {
         if !self.per_second.is_finite() || self.per_second <= 0.0 || self.per_second > 1e9 {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 format!("{key}.per_second"),
                 "must be a number above 0 and at most 1e9",
             ));
         }
         if self.burst == 0 || self.burst > 1_000_000 {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 format!("{key}.burst"),
                 "must be between 1 and 1000000",
             ));
         }
         if self.max_clients == 0 || self.max_clients > 10_000_000 {
-            return Err(ConfigError::new(
+            f.add(ConfigError::new(
                 format!("{key}.max_clients"),
                 "must be between 1 and 10000000",
             ));
         }
-        Ok(())
     }
 }
 

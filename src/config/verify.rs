@@ -4,55 +4,58 @@
 
 use std::time::Duration;
 
-use super::validate::{within, DAY, MIN, MINUTE};
+use super::validate::{within, Found, DAY, MIN, MINUTE};
 use super::{ConfigError, VerifyConfig};
 
 impl VerifyConfig {
-    /// Checks the section; reads `jwks_file`.
-    pub(super) fn validate(&self) -> Result<crate::identity::VerifySettings, ConfigError> {
+    /// Checks the section (every bad key into `f`); reads `jwks_file`.
+    pub(super) fn validate(&self, f: &mut Found) -> Option<crate::identity::VerifySettings> {
         use crate::identity::{KeySet, KeySource, Policy, VerifySettings};
         let source = match (&self.jwks_url, &self.jwks_file) {
             (Some(_), Some(_)) => {
-                return Err(ConfigError::new(
+                f.add(ConfigError::new(
                     "tokens.verify.jwks_url",
                     "set jwks_url or jwks_file, not both",
-                ))
+                ));
+                None
             }
             (None, None) => {
-                return Err(ConfigError::new(
+                f.add(ConfigError::new(
                     "tokens.verify.jwks_url",
                     "required (or jwks_file): where are the signature keys?",
-                ))
+                ));
+                None
             }
-            (Some(url), None) => KeySource::Url(jwks_url("tokens.verify.jwks_url", url)?),
-            (None, Some(path)) => {
-                let keys = KeySet::load_file(path).map_err(|e| {
+            (Some(url), None) => f
+                .ok(jwks_url("tokens.verify.jwks_url", url))
+                .map(KeySource::Url),
+            (None, Some(path)) => f
+                .ok(KeySet::load_file(path).map_err(|e| {
                     ConfigError::new(
                         "tokens.verify.jwks_file",
                         format!("{}: {e}", path.display()),
                     )
-                })?;
-                KeySource::File {
+                }))
+                .map(|keys| KeySource::File {
                     path: path.clone(),
                     keys: std::sync::Arc::new(keys),
-                }
-            }
+                }),
         };
         for (key, values) in [
             ("tokens.verify.issuers", &self.issuers),
             ("tokens.verify.audiences", &self.audiences),
         ] {
             if values.is_empty() {
-                return Err(ConfigError::new(
+                f.add(ConfigError::new(
                     key,
                     "at least one is required: a token minted for anyone else must not pass",
                 ));
             }
-            if let Some(i) = values.iter().position(|v| v.is_empty()) {
-                return Err(ConfigError::new(format!("{key}[{i}]"), "must not be empty"));
+            for (i, _) in values.iter().enumerate().filter(|(_, v)| v.is_empty()) {
+                f.add(ConfigError::new(format!("{key}[{i}]"), "must not be empty"));
             }
         }
-        within(
+        f.ok(within(
             "tokens.verify.leeway",
             self.leeway,
             Duration::ZERO,
@@ -64,34 +67,37 @@ impl VerifyConfig {
                 e.message
             ),
             ..e
-        })?;
-        within(
+        }));
+        f.ok(within(
             "tokens.verify.fetch_timeout",
             self.fetch_timeout,
             MIN,
             5 * MINUTE,
-        )?;
+        ));
         // It is what stops an unknown-kid spray from hammering the identity provider.
-        within(
+        let min_refresh = f.ok(within(
             "tokens.verify.min_refresh_interval",
             self.min_refresh_interval,
             MIN,
             DAY,
-        )?;
-        within(
+        ));
+        let refresh = f.ok(within(
             "tokens.verify.refresh_interval",
             self.refresh_interval,
             MIN,
             7 * DAY,
-        )?;
-        if self.refresh_interval < self.min_refresh_interval {
-            return Err(ConfigError::new(
+        ));
+        if min_refresh.is_some()
+            && refresh.is_some()
+            && self.refresh_interval < self.min_refresh_interval
+        {
+            f.add(ConfigError::new(
                 "tokens.verify.refresh_interval",
                 "must be at least min_refresh_interval",
             ));
         }
-        Ok(VerifySettings {
-            source,
+        Some(VerifySettings {
+            source: source?,
             policy: Policy {
                 issuers: self.issuers.clone(),
                 audiences: self.audiences.clone(),

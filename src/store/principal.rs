@@ -30,15 +30,28 @@
 //! script that writes the rule or the binding, so the two orders (rule
 //! then binding, binding then rule) cannot race between instances.
 //!
-//! Memory (embedded): a binding is its fingerprint, an interned principal
-//! id and two `u32` times in a map, plus the fingerprint once more in its
-//! principal's member list; distinct principals are stored once
-//! (BENCHMARKS.md, "Principals").
+//! Memory (embedded; BENCHMARKS.md, "Principals"): a binding is one
+//! 36-byte slot of a `Vec` (fingerprint, principal id, two `u32` times,
+//! and the previous and next slot of its principal's member list, so an
+//! unbind is O(1)), found through a hashbrown table of `u32` slot ids (5
+//! bytes a bucket); a freed slot is reused by the next binding. A
+//! principal is stored once, its three strings in one allocation, found by
+//! its subject's hash and chained to its subject's other principals; it is
+//! released with its last binding, so principals whose credentials all
+//! expired do not accumulate.
+//!
+//! Locking: one `RwLock` covers slots and principals. A bind or unbind
+//! holds it for O(1) work (plus a walk of its subject's principals), a
+//! lookup shares it, expiry and snapshots take it a chunk of 65,536 slots
+//! at a time. Binds were already serialized (on the principal table's
+//! mutex) when the bindings were in a DashMap. The per-request verdict
+//! never takes it: it reads the bloom filter and the derived rules' map.
 
-use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::hash::BuildHasher;
+use std::sync::{RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use dashmap::DashMap;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use serde::{Deserialize, Serialize};
 
 use super::{ScopeKey, ScopeRule, TokenRule};
@@ -89,50 +102,337 @@ impl Binding {
     }
 }
 
-/// A binding as the embedded store holds it: an interned principal and
-/// two times (`u32` unix seconds: until 2106).
+/// "No slot / no principal" in a link field.
+const NONE: u32 = u32::MAX;
+
+/// Slots expired or snapshotted per lock hold: a bind waits for at most
+/// one chunk's work (about a millisecond), never a scan of every binding.
+const CHUNK: usize = 1 << 16;
+
+/// One binding as the embedded store holds it (36 bytes): the fingerprint,
+/// its interned principal, two times (`u32` unix seconds: until 2106) and
+/// its links in the principal's member list. A free slot has `principal ==
+/// NONE` and `next` in the free list.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-struct Bound {
+struct Slot {
+    fingerprint: Fingerprint,
     principal: u32,
     issued_at: u32,
     expires_at: u32,
+    prev: u32,
+    next: u32,
 }
+
+// What the module doc and BENCHMARKS.md count on.
+const _: () = assert!(std::mem::size_of::<Slot>() == 36);
 
 fn secs(t: u64) -> u32 {
     t.min(u64::from(u32::MAX)) as u32
 }
 
-/// The distinct principals, each stored once, and their members.
-#[derive(Default)]
+/// A distinct principal, stored once: its three strings in one allocation.
+struct Principal {
+    /// `sub`, `org` and `provider` back to back.
+    text: Box<str>,
+    sub_end: u32,
+    org_end: u32,
+    /// Bit 0: has an org; bit 1: has a provider.
+    has: u8,
+    /// First slot of its member list (`NONE`: no member, the principal is
+    /// released).
+    head: u32,
+    /// The next principal of the same subject (`NONE`: the last).
+    next_of_sub: u32,
+}
+
+impl Principal {
+    fn new(who: &ScopeKey) -> Self {
+        let org = who.org.as_deref().unwrap_or_default();
+        let provider = who.provider.as_deref().unwrap_or_default();
+        let mut text = String::with_capacity(who.sub.len() + org.len() + provider.len());
+        text.push_str(&who.sub);
+        text.push_str(org);
+        text.push_str(provider);
+        Principal {
+            text: text.into_boxed_str(),
+            sub_end: who.sub.len() as u32,
+            org_end: (who.sub.len() + org.len()) as u32,
+            has: u8::from(who.org.is_some()) | (u8::from(who.provider.is_some()) << 1),
+            head: NONE,
+            next_of_sub: NONE,
+        }
+    }
+
+    fn part(&self, from: u32, to: Option<u32>) -> &str {
+        let from = from as usize;
+        let part = match to {
+            Some(to) => self.text.get(from..to as usize),
+            None => self.text.get(from..),
+        };
+        part.unwrap_or_default()
+    }
+
+    fn sub(&self) -> &str {
+        self.part(0, Some(self.sub_end))
+    }
+
+    fn org(&self) -> Option<&str> {
+        (self.has & 1 != 0).then(|| self.part(self.sub_end, Some(self.org_end)))
+    }
+
+    fn provider(&self) -> Option<&str> {
+        (self.has & 2 != 0).then(|| self.part(self.org_end, None))
+    }
+
+    fn is(&self, who: &ScopeKey) -> bool {
+        self.sub() == who.sub
+            && self.org() == who.org.as_deref()
+            && self.provider() == who.provider.as_deref()
+    }
+
+    fn key(&self) -> ScopeKey {
+        ScopeKey {
+            sub: self.sub().to_owned(),
+            org: self.org().map(str::to_owned),
+            provider: self.provider().map(str::to_owned),
+        }
+    }
+}
+
+/// The bindings and their principals, behind one lock.
 struct Table {
-    ids: HashMap<Arc<ScopeKey>, u32>,
-    keys: Vec<Arc<ScopeKey>>,
-    /// Principal ids by subject (a scope rule names a subject).
-    by_sub: HashMap<String, Vec<u32>>,
-    /// Fingerprints bound to each principal, by id.
-    members: Vec<Vec<Fingerprint>>,
+    /// Bindings by slot; a slot never moves while its binding lives.
+    slots: Vec<Slot>,
+    /// First free slot (`NONE`: none).
+    free_slot: u32,
+    /// Slots in use.
+    len: usize,
+    /// Slot of each fingerprint: 4 bytes a bucket (plus a control byte)
+    /// instead of the 28-byte entry of a map holding the binding itself.
+    by_fingerprint: HashTable<u32>,
+    /// Principals by id (`None`: released, its id in `free_principals`).
+    principals: Vec<Option<Principal>>,
+    free_principals: Vec<u32>,
+    /// The first principal of each subject (the rest follow `next_of_sub`),
+    /// keyed by the subject's hash.
+    by_sub: HashTable<u32>,
+    hasher: DefaultHashBuilder,
+}
+
+impl Default for Table {
+    fn default() -> Self {
+        Table {
+            slots: Vec::new(),
+            free_slot: NONE,
+            len: 0,
+            by_fingerprint: HashTable::new(),
+            principals: Vec::new(),
+            free_principals: Vec::new(),
+            by_sub: HashTable::new(),
+            hasher: DefaultHashBuilder::default(),
+        }
+    }
 }
 
 impl Table {
+    fn principal(&self, id: u32) -> Option<&Principal> {
+        self.principals.get(id as usize)?.as_ref()
+    }
+
+    fn principal_mut(&mut self, id: u32) -> Option<&mut Principal> {
+        self.principals.get_mut(id as usize)?.as_mut()
+    }
+
+    fn slot_of(&self, fp: &Fingerprint) -> Option<u32> {
+        let hash = self.hasher.hash_one(fp);
+        let slots = &self.slots;
+        self.by_fingerprint
+            .find(hash, |&i| slots[i as usize].fingerprint == *fp)
+            .copied()
+    }
+
+    /// The first principal of `sub`, if it has one.
+    fn first_of(&self, sub: &str) -> Option<u32> {
+        let hash = self.hasher.hash_one(sub);
+        let principals = &self.principals;
+        self.by_sub
+            .find(hash, |&p| {
+                principals[p as usize]
+                    .as_ref()
+                    .is_some_and(|x| x.sub() == sub)
+            })
+            .copied()
+    }
+
+    /// The id of `who`, interned on first sight.
     fn intern(&mut self, who: &ScopeKey) -> u32 {
-        if let Some(&id) = self.ids.get(who) {
-            return id;
+        let first = self.first_of(&who.sub);
+        let mut at = first.unwrap_or(NONE);
+        while let Some(p) = self.principal(at) {
+            if p.is(who) {
+                return at;
+            }
+            at = p.next_of_sub;
         }
-        let id = self.keys.len() as u32;
-        let shared = Arc::new(who.clone());
-        self.ids.insert(shared.clone(), id);
-        self.keys.push(shared);
-        self.members.push(Vec::new());
-        self.by_sub.entry(who.sub.clone()).or_default().push(id);
+        let mut principal = Principal::new(who);
+        let id = match self.free_principals.pop() {
+            Some(id) => id,
+            None => {
+                self.principals.push(None);
+                (self.principals.len() - 1) as u32
+            }
+        };
+        // Second in its subject's list when it has one (the index entry
+        // stays as it is), else the first.
+        if let Some(head) = first.and_then(|f| self.principal_mut(f)) {
+            principal.next_of_sub = head.next_of_sub;
+            head.next_of_sub = id;
+        }
+        self.principals[id as usize] = Some(principal);
+        if first.is_none() {
+            let hash = self.hasher.hash_one(who.sub.as_str());
+            let Table {
+                by_sub,
+                principals,
+                hasher,
+                ..
+            } = self;
+            by_sub.insert_unique(hash, id, |&p| {
+                hasher.hash_one(principals[p as usize].as_ref().map_or("", |x| x.sub()))
+            });
+        }
         id
+    }
+
+    /// Gives a principal's id back once its last member is gone, so
+    /// principals whose bindings all expired do not accumulate.
+    fn release(&mut self, id: u32) {
+        let Some(gone) = self.principals.get_mut(id as usize).and_then(Option::take) else {
+            return;
+        };
+        self.free_principals.push(id);
+        let Table {
+            by_sub,
+            principals,
+            hasher,
+            ..
+        } = self;
+        let hash = hasher.hash_one(gone.sub());
+        let Ok(entry) = by_sub.find_entry(hash, |&p| {
+            p == id
+                || principals[p as usize]
+                    .as_ref()
+                    .is_some_and(|x| x.sub() == gone.sub())
+        }) else {
+            return;
+        };
+        let first = *entry.get();
+        if first == id {
+            if gone.next_of_sub == NONE {
+                entry.remove();
+            } else {
+                *entry.into_mut() = gone.next_of_sub;
+            }
+            return;
+        }
+        let mut at = first;
+        while let Some(p) = self.principal_mut(at) {
+            if p.next_of_sub == id {
+                p.next_of_sub = gone.next_of_sub;
+                return;
+            }
+            at = p.next_of_sub;
+        }
+    }
+
+    /// Puts slot `i` first in its principal's member list.
+    fn link(&mut self, i: u32) {
+        let id = self.slots[i as usize].principal;
+        let Some(p) = self.principal_mut(id) else {
+            return;
+        };
+        let next = std::mem::replace(&mut p.head, i);
+        let slot = &mut self.slots[i as usize];
+        slot.prev = NONE;
+        slot.next = next;
+        if next != NONE {
+            self.slots[next as usize].prev = i;
+        }
+    }
+
+    /// Takes slot `i` out of its principal's member list (releasing the
+    /// principal when it was the last member).
+    fn unlink(&mut self, i: u32) {
+        let Slot {
+            principal,
+            prev,
+            next,
+            ..
+        } = self.slots[i as usize];
+        if prev == NONE {
+            if let Some(p) = self.principal_mut(principal) {
+                p.head = next;
+            }
+        } else {
+            self.slots[prev as usize].next = next;
+        }
+        if next != NONE {
+            self.slots[next as usize].prev = prev;
+        }
+        if self.principal(principal).is_some_and(|p| p.head == NONE) {
+            self.release(principal);
+        }
+    }
+
+    fn insert(&mut self, slot: Slot) {
+        let i = if self.free_slot == NONE {
+            self.slots.push(slot);
+            (self.slots.len() - 1) as u32
+        } else {
+            let i = self.free_slot;
+            self.free_slot = self.slots[i as usize].next;
+            self.slots[i as usize] = slot;
+            i
+        };
+        let hash = self.hasher.hash_one(slot.fingerprint);
+        let Table {
+            by_fingerprint,
+            slots,
+            hasher,
+            ..
+        } = self;
+        by_fingerprint.insert_unique(hash, i, |&j| hasher.hash_one(slots[j as usize].fingerprint));
+        self.link(i);
+        self.len += 1;
+    }
+
+    fn remove(&mut self, i: u32) {
+        let hash = self.hasher.hash_one(self.slots[i as usize].fingerprint);
+        if let Ok(entry) = self.by_fingerprint.find_entry(hash, |&j| j == i) {
+            entry.remove();
+        }
+        self.unlink(i);
+        let slot = &mut self.slots[i as usize];
+        slot.principal = NONE;
+        slot.next = self.free_slot;
+        self.free_slot = i;
+        self.len -= 1;
+    }
+
+    fn binding(&self, slot: &Slot) -> Option<Binding> {
+        Some(Binding {
+            fingerprint: slot.fingerprint,
+            who: self.principal(slot.principal)?.key(),
+            issued_at: u64::from(slot.issued_at),
+            expires_at: u64::from(slot.expires_at),
+        })
     }
 }
 
 /// The embedded store's bindings and the token rules derived from them.
 #[derive(Default)]
 pub struct Principals {
-    bindings: DashMap<Fingerprint, Bound>,
-    table: Mutex<Table>,
+    table: RwLock<Table>,
     /// Token rules derived from a binding and a scope rule (see the module
     /// doc): fingerprint -> expiry.
     derived: DashMap<Fingerprint, u64>,
@@ -144,8 +444,12 @@ impl Principals {
         Principals::default()
     }
 
-    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
-        self.table.lock().unwrap_or_else(|p| p.into_inner())
+    fn read(&self) -> RwLockReadGuard<'_, Table> {
+        self.table.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn write(&self) -> RwLockWriteGuard<'_, Table> {
+        self.table.write().unwrap_or_else(|p| p.into_inner())
     }
 
     /// Records (or replaces) a binding; returns the derived rule when one
@@ -153,22 +457,36 @@ impl Principals {
     /// second place when nothing changed.
     pub fn bind(&self, b: &Binding, rules: &[ScopeRule], now: u64) -> (bool, Option<TokenRule>) {
         {
-            let mut t = self.table();
+            let mut t = self.write();
             let principal = t.intern(&b.who);
-            let bound = Bound {
-                principal,
-                issued_at: secs(b.issued_at),
-                expires_at: secs(b.expires_at),
-            };
-            match self.bindings.insert(b.fingerprint, bound) {
-                Some(old) if old == bound => return (false, self.derived_rule(&b.fingerprint)),
-                Some(old) => {
-                    if old.principal != principal {
-                        t.members[old.principal as usize].retain(|f| f != &b.fingerprint);
-                        t.members[principal as usize].push(b.fingerprint);
+            let (issued_at, expires_at) = (secs(b.issued_at), secs(b.expires_at));
+            match t.slot_of(&b.fingerprint) {
+                Some(i) => {
+                    let old = t.slots[i as usize];
+                    if old.principal == principal
+                        && old.issued_at == issued_at
+                        && old.expires_at == expires_at
+                    {
+                        drop(t);
+                        return (false, self.derived_rule(&b.fingerprint));
                     }
+                    if old.principal != principal {
+                        t.unlink(i);
+                        t.slots[i as usize].principal = principal;
+                        t.link(i);
+                    }
+                    let slot = &mut t.slots[i as usize];
+                    slot.issued_at = issued_at;
+                    slot.expires_at = expires_at;
                 }
-                None => t.members[principal as usize].push(b.fingerprint),
+                None => t.insert(Slot {
+                    fingerprint: b.fingerprint,
+                    principal,
+                    issued_at,
+                    expires_at,
+                    prev: NONE,
+                    next: NONE,
+                }),
             }
         }
         // A rebinding never withdraws a derived rule: a credential a scope
@@ -191,45 +509,57 @@ impl Principals {
 
     /// Removes a binding and what it derived; true when there was one.
     pub fn unbind(&self, fp: &Fingerprint) -> bool {
-        let Some((_, old)) = self.bindings.remove(fp) else {
-            return false;
-        };
-        self.table().members[old.principal as usize].retain(|f| f != fp);
+        {
+            let mut t = self.write();
+            let Some(i) = t.slot_of(fp) else {
+                return false;
+            };
+            t.remove(i);
+        }
         self.derived.remove(fp);
         true
     }
 
     /// The binding of a fingerprint, if any and live at `now`.
     pub fn get(&self, fp: &Fingerprint, now: u64) -> Option<Binding> {
-        let bound = *self.bindings.get(fp)?;
-        if u64::from(bound.expires_at) <= now {
+        let t = self.read();
+        let slot = t.slots[t.slot_of(fp)? as usize];
+        if u64::from(slot.expires_at) <= now {
             return None;
         }
-        let who = ScopeKey::clone(self.table().keys.get(bound.principal as usize)?);
-        Some(Binding {
-            fingerprint: *fp,
-            who,
-            issued_at: u64::from(bound.issued_at),
-            expires_at: u64::from(bound.expires_at),
-        })
+        t.binding(&slot)
     }
 
-    /// Gives back what replay's growth left unused (member lists grow by
-    /// doubling).
+    /// Gives back what replay's growth left unused (the slots and the
+    /// index grow by doubling).
     pub fn shrink(&self) {
-        for m in &mut self.table().members {
-            m.shrink_to_fit();
-        }
+        let mut t = self.write();
+        let Table {
+            slots,
+            by_fingerprint,
+            principals,
+            free_principals,
+            by_sub,
+            hasher,
+            ..
+        } = &mut *t;
+        slots.shrink_to_fit();
+        by_fingerprint.shrink_to_fit(|&j| hasher.hash_one(slots[j as usize].fingerprint));
+        by_sub.shrink_to_fit(|&p| {
+            hasher.hash_one(principals[p as usize].as_ref().map_or("", |x| x.sub()))
+        });
+        principals.shrink_to_fit();
+        free_principals.shrink_to_fit();
     }
 
     /// Bindings held (live or not yet dropped by maintenance).
     pub fn len(&self) -> usize {
-        self.bindings.len()
+        self.read().len
     }
 
     /// True when no binding is held.
     pub fn is_empty(&self) -> bool {
-        self.bindings.is_empty()
+        self.len() == 0
     }
 
     /// Whether a derived rule revokes this fingerprint at `now`.
@@ -237,39 +567,26 @@ impl Principals {
         self.derived.get(fp).is_some_and(|exp| *exp > now)
     }
 
-    /// Every live binding of `sub` (whose principal `key`'s filters admit,
-    /// when given).
+    /// Every live binding of `sub`.
     fn bindings_of(&self, sub: &str, now: u64) -> Vec<Binding> {
-        let members: Vec<(ScopeKey, Vec<Fingerprint>)> = {
-            let t = self.table();
-            t.by_sub
-                .get(sub)
-                .into_iter()
-                .flatten()
-                .map(|&id| {
-                    (
-                        ScopeKey::clone(&t.keys[id as usize]),
-                        t.members[id as usize].clone(),
-                    )
-                })
-                .collect()
-        };
+        let t = self.read();
         let mut out = Vec::new();
-        for (who, fps) in members {
-            for fp in fps {
-                let Some(bound) = self.bindings.get(&fp).map(|b| *b) else {
-                    continue;
-                };
-                if u64::from(bound.expires_at) <= now {
-                    continue;
+        let mut at = t.first_of(sub).unwrap_or(NONE);
+        while let Some(p) = t.principal(at) {
+            let who = p.key();
+            let mut i = p.head;
+            while let Some(slot) = t.slots.get(i as usize) {
+                if u64::from(slot.expires_at) > now {
+                    out.push(Binding {
+                        fingerprint: slot.fingerprint,
+                        who: who.clone(),
+                        issued_at: u64::from(slot.issued_at),
+                        expires_at: u64::from(slot.expires_at),
+                    });
                 }
-                out.push(Binding {
-                    fingerprint: fp,
-                    who: who.clone(),
-                    issued_at: u64::from(bound.issued_at),
-                    expires_at: u64::from(bound.expires_at),
-                });
+                i = slot.next;
             }
+            at = p.next_of_sub;
         }
         out
     }
@@ -311,42 +628,51 @@ impl Principals {
         self.derived.len()
     }
 
-    /// Drops expired bindings and derived rules; returns the bindings dropped.
+    /// Drops expired bindings (and principals left without one) and
+    /// derived rules; returns the bindings dropped.
     pub fn expire(&self, now: u64) -> usize {
-        let mut gone = Vec::new();
-        self.bindings.retain(|fp, b| {
-            let live = u64::from(b.expires_at) > now;
-            if !live {
-                gone.push((*fp, b.principal));
+        let mut gone = 0;
+        let mut from = 0;
+        loop {
+            let mut t = self.write();
+            let to = t.slots.len().min(from + CHUNK);
+            if from >= to {
+                break;
             }
-            live
-        });
-        if !gone.is_empty() {
-            let mut t = self.table();
-            for (fp, p) in &gone {
-                t.members[*p as usize].retain(|f| f != fp);
+            for i in from..to {
+                let slot = t.slots[i];
+                if slot.principal != NONE && u64::from(slot.expires_at) <= now {
+                    t.remove(i as u32);
+                    gone += 1;
+                }
             }
+            from = to;
         }
         self.derived.retain(|_, exp| *exp > now);
-        gone.len()
+        gone
     }
 
-    /// Every live binding (for a compaction snapshot).
+    /// Every live binding (for a compaction snapshot). Read a chunk of
+    /// slots at a time: a binding live throughout is in it (slots do not
+    /// move); one bound or removed meanwhile is in the journal's tail.
     pub fn snapshot(&self, now: u64) -> Vec<Binding> {
-        let keys = self.table().keys.clone();
-        self.bindings
-            .iter()
-            .filter(|e| u64::from(e.value().expires_at) > now)
-            .filter_map(|e| {
-                let b = *e.value();
-                Some(Binding {
-                    fingerprint: *e.key(),
-                    who: ScopeKey::clone(keys.get(b.principal as usize)?),
-                    issued_at: u64::from(b.issued_at),
-                    expires_at: u64::from(b.expires_at),
-                })
-            })
-            .collect()
+        let mut out = Vec::with_capacity(self.len());
+        let mut from = 0;
+        loop {
+            let t = self.read();
+            let to = t.slots.len().min(from + CHUNK);
+            if from >= to {
+                break;
+            }
+            out.extend(
+                t.slots[from..to]
+                    .iter()
+                    .filter(|s| s.principal != NONE && u64::from(s.expires_at) > now)
+                    .filter_map(|s| t.binding(s)),
+            );
+            from = to;
+        }
+        out
     }
 }
 
@@ -437,5 +763,141 @@ mod tests {
         let fp = Fingerprint::from_bytes([1; 16]);
         assert_eq!(p.bind(&binding(1, "u3", now - 10), &[], now), (true, None));
         assert!(p.is_derived_revoked(&fp, now));
+    }
+
+    fn fp(i: u32) -> Fingerprint {
+        let mut b = [0u8; 16];
+        b[..4].copy_from_slice(&i.to_le_bytes());
+        Fingerprint::from_bytes(b)
+    }
+
+    /// What the table holds, for comparing with a model: every binding
+    /// by fingerprint, and the principals still interned.
+    fn held(p: &Principals, now: u64) -> (Vec<Binding>, usize) {
+        let mut all = p.snapshot(now);
+        all.sort_by_key(|b| b.fingerprint);
+        let t = p.read();
+        (all, t.principals.iter().flatten().count())
+    }
+
+    #[test]
+    fn principals_of_one_subject_are_found_and_released_with_their_last_member() {
+        let now = 1_800_000_000;
+        let p = Principals::new();
+        let orgs = [Some("a"), Some("b"), None, Some("c")];
+        for (i, org) in orgs.iter().enumerate() {
+            for j in 0..3 {
+                let b = Binding {
+                    fingerprint: fp((i * 10 + j) as u32),
+                    who: who("u1", *org),
+                    issued_at: now - 10,
+                    expires_at: now + 100,
+                };
+                assert_eq!(p.bind(&b, &[], now), (true, None));
+            }
+        }
+        p.bind(&binding(200, "u2", now - 10), &[], now);
+        assert_eq!(p.len(), 13);
+        assert_eq!(p.bindings_of("u1", now).len(), 12);
+        assert_eq!(held(&p, now).1, 5);
+        // The org filter picks one principal's members.
+        assert_eq!(
+            p.rederive("u1", &[rule("u1", Some("b"), now)], now).len(),
+            3
+        );
+        // Release principals at the head and in the middle of u1's list.
+        for j in 0..3 {
+            assert!(p.unbind(&fp(10 + j)));
+            assert!(p.unbind(&fp(j)));
+        }
+        assert!(!p.unbind(&fp(0)));
+        assert_eq!(held(&p, now).1, 3);
+        let left = p.bindings_of("u1", now);
+        assert_eq!(left.len(), 6);
+        assert!(left
+            .iter()
+            .all(|b| b.who.org.is_none() || b.who.org.as_deref() == Some("c")));
+        // A released principal is interned again on its next binding.
+        let again = Binding {
+            fingerprint: fp(99),
+            who: who("u1", Some("a")),
+            issued_at: now - 1,
+            expires_at: now + 100,
+        };
+        p.bind(&again, &[], now);
+        assert_eq!(p.get(&fp(99), now), Some(again));
+        assert_eq!(p.bindings_of("u1", now).len(), 7);
+        // Expiry releases every principal and every slot's index entry.
+        assert_eq!(p.expire(now + 100), 7);
+        assert_eq!(p.len(), 1);
+        assert_eq!(p.expire(now + 4000), 1);
+        assert_eq!(p.expire(now + 4000), 0);
+        let t = p.read();
+        assert_eq!((t.len, t.by_fingerprint.len(), t.by_sub.len()), (0, 0, 0));
+        assert_eq!(t.principals.iter().flatten().count(), 0);
+    }
+
+    /// Random binds, rebinds, unbinds and expiries, checked against a plain
+    /// map after each step: the slots, the index, the member lists and the
+    /// subject lists must agree with it.
+    #[test]
+    fn the_table_agrees_with_a_map_through_random_changes() {
+        let now = 1_800_000_000;
+        let p = Principals::new();
+        let mut model: std::collections::HashMap<Fingerprint, Binding> = Default::default();
+        let mut seed: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut next = move |n: u64| {
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
+            (seed >> 33) % n
+        };
+        let mut clock = now;
+        for step in 0..4000 {
+            let f = fp(next(300) as u32);
+            match next(10) {
+                0..=5 => {
+                    let sub = format!("u{}", next(7));
+                    let org = ["x", "y", "z"].get(next(4) as usize).copied();
+                    let b = Binding {
+                        fingerprint: f,
+                        who: ScopeKey {
+                            sub,
+                            org: org.map(Into::into),
+                            provider: (next(3) > 0).then(|| "github".into()),
+                        },
+                        issued_at: clock - next(50),
+                        expires_at: clock + 1 + next(400),
+                    };
+                    let changed = model.get(&f) != Some(&b);
+                    assert_eq!(p.bind(&b, &[], clock).0, changed, "step {step}");
+                    model.insert(f, b);
+                }
+                6..=7 => assert_eq!(p.unbind(&f), model.remove(&f).is_some(), "step {step}"),
+                8 => {
+                    clock += next(60);
+                    let before = model.len();
+                    model.retain(|_, b| b.expires_at > clock);
+                    assert_eq!(p.expire(clock), before - model.len(), "step {step}");
+                }
+                _ => assert_eq!(p.get(&f, clock), model.get(&f).cloned(), "step {step}"),
+            }
+            let mut want: Vec<Binding> = model.values().cloned().collect();
+            want.sort_by_key(|b| b.fingerprint);
+            let (got, principals) = held(&p, clock);
+            assert_eq!(got, want, "step {step}");
+            let distinct: std::collections::HashSet<&ScopeKey> =
+                model.values().map(|b| &b.who).collect();
+            assert_eq!(principals, distinct.len(), "step {step}");
+            assert_eq!(p.len(), model.len());
+            for s in 0..7 {
+                let sub = format!("u{s}");
+                let mut of: Vec<Binding> = p.bindings_of(&sub, clock);
+                of.sort_by_key(|b| b.fingerprint);
+                let mine: Vec<Binding> =
+                    want.iter().filter(|b| b.who.sub == sub).cloned().collect();
+                assert_eq!(of, mine, "step {step}, {sub}");
+            }
+        }
     }
 }

@@ -416,6 +416,80 @@ impl RevocationStore for MemoryStore {
         })
     }
 
+    async fn apply_batch(
+        &self,
+        cmds: Vec<RevocationCommand>,
+    ) -> Result<Vec<Applied>, StoreError> {
+        // One journal job for the whole batch: one write, one fsync. The
+        // gate is held across it as for one apply, so a compaction waits
+        // at most one batch's fsync.
+        let _applying = self.gate.read().await;
+        let now = now_unix();
+        let changing: Vec<bool> = cmds.iter().map(|c| self.would_change(c, now)).collect();
+        self.journal
+            .append_batch(
+                cmds.iter()
+                    .zip(&changing)
+                    .filter(|(_, &c)| c)
+                    .map(|(cmd, _)| cmd),
+            )
+            .await?;
+        Ok(cmds
+            .iter()
+            .zip(changing)
+            .map(|(cmd, changing)| {
+                if changing && self.apply_local(cmd, now) {
+                    Applied::Changed
+                } else {
+                    Applied::Unchanged
+                }
+            })
+            .collect())
+    }
+
+    async fn export_tokens(
+        &self,
+        cursor: Option<&str>,
+    ) -> Result<super::TokenPage, super::ListError> {
+        // Cursor "<pass>/<passes>": the map is walked in passes by the
+        // fingerprint's first byte (uniform for a keyed hash), each copying
+        // about 1M rules (24 MiB) at most, so an export of 10M rules holds
+        // a tenth of them at once and never sorts them. A rule added or
+        // removed during the walk may be missed or not, as with any walk
+        // of a live set; one that exists throughout is in exactly one pass.
+        let (pass, passes) = match cursor {
+            None => (0, self.tokens.len().div_ceil(1 << 20).clamp(1, 256)),
+            Some(c) => {
+                let parsed = c
+                    .split_once('/')
+                    .and_then(|(p, n)| Some((p.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+                match parsed {
+                    Some((p, n)) if (1..=256).contains(&n) && p < n => (p, n),
+                    _ => return Err(super::ListError::BadCursor),
+                }
+            }
+        };
+        let now = now_unix();
+        let tokens = self
+            .tokens
+            .iter()
+            .filter(|e| {
+                *e.value() > now && (passes == 1 || e.key().as_bytes()[0] as usize % passes == pass)
+            })
+            .map(|e| super::ListedToken {
+                fingerprint: *e.key(),
+                expires_at: *e.value(),
+                source: "journal",
+            })
+            .collect();
+        let next = (pass + 1 < passes).then(|| format!("{}/{passes}", pass + 1));
+        Ok(super::TokenPage { tokens, next })
+    }
+
+    async fn export_bindings(&self) -> Result<Vec<Binding>, StoreError> {
+        Ok(self.principals.snapshot(now_unix()))
+    }
+
     async fn is_token_revoked(&self, fp: &Fingerprint) -> Result<bool, StoreError> {
         let now = now_unix();
         Ok(self.tokens.get(fp).is_some_and(|exp| *exp > now)

@@ -340,6 +340,18 @@ impl Gateway {
             };
         }
 
+        // 3a. a built-in upstream answers here: nothing is forwarded.
+        if let Some(builtin) = route.upstream.builtin {
+            drop(body);
+            let answer = builtin.respond(
+                parts.method.as_str(),
+                parts.uri.path(),
+                &parts.headers,
+                &rt.settings.credential_sources.api_key_headers,
+            );
+            return Ok(answer.map(full));
+        }
+
         // 3. forward; an upgrade or an h2 stream as a live session, closed
         // when a revocation covers its credential.
         let session = match h.fingerprint {

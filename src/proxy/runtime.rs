@@ -131,7 +131,8 @@ impl Runtime {
             .routes
             .iter()
             .map(|r| {
-                (r.upstream.scheme == http::uri::Scheme::HTTP).then(|| {
+                // A built-in upstream has nothing to connect to.
+                (r.upstream.scheme == http::uri::Scheme::HTTP && r.upstream.builtin.is_none()).then(|| {
                     Arc::new(crate::h1::pool::Pool::new(
                         &r.upstream.authority,
                         settings.io_threads(),

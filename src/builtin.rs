@@ -90,7 +90,12 @@ pub fn ok_response() -> Response<Bytes> {
 
 /// Header fields an echo never shows: they carry credentials.
 fn is_credential(name: &[u8], api_key_headers: &[http::HeaderName]) -> bool {
-    const ALWAYS: [&[u8]; 4] = [b"authorization", b"proxy-authorization", b"cookie", b"x-api-key"];
+    const ALWAYS: [&[u8]; 4] = [
+        b"authorization",
+        b"proxy-authorization",
+        b"cookie",
+        b"x-api-key",
+    ];
     ALWAYS.iter().any(|c| name.eq_ignore_ascii_case(c))
         || api_key_headers
             .iter()

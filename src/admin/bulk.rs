@@ -203,7 +203,11 @@ impl Lines {
 }
 
 /// Parses one line into a command (see the module doc for the forms).
-async fn parse_line(rt: &Runtime, store: &dyn RevocationStore, line: &[u8]) -> Result<Parsed, &'static str> {
+async fn parse_line(
+    rt: &Runtime,
+    store: &dyn RevocationStore,
+    line: &[u8],
+) -> Result<Parsed, &'static str> {
     let line = std::str::from_utf8(line).map_err(|_| "the line is not UTF-8")?;
     let line = line.trim();
     if line.is_empty() {
@@ -304,7 +308,9 @@ async fn parse_line(rt: &Runtime, store: &dyn RevocationStore, line: &[u8]) -> R
             }
             let jti = j.jti.unwrap_or_default();
             if !rt.settings().revoke_by_jti() {
-                return Err("revocation by jti is off: set tokens.revoke_by_jti = true on every instance");
+                return Err(
+                    "revocation by jti is off: set tokens.revoke_by_jti = true on every instance",
+                );
             }
             if jti.is_empty() || j.iss.as_deref().is_some_and(str::is_empty) {
                 return Err("jti (and iss, when given) must be non-empty");
@@ -313,7 +319,9 @@ async fn parse_line(rt: &Runtime, store: &dyn RevocationStore, line: &[u8]) -> R
                 return Err("jti and iss are at most 1024 bytes");
             }
             let fp = rt.key().jti_fingerprint(j.iss.as_deref(), &jti);
-            Ok(Parsed::Command(RevocationCommand::Token(rt.token_rule(fp, None))))
+            Ok(Parsed::Command(RevocationCommand::Token(
+                rt.token_rule(fp, None),
+            )))
         }
     }
 }
@@ -358,7 +366,10 @@ fn scope_key(
             "scope.sub is required; scope.org and scope.provider, when given, must be non-empty",
         );
     }
-    let long = |v: &Option<String>| v.as_ref().is_some_and(|s| s.len() > crate::dialect::MAX_ID_LEN);
+    let long = |v: &Option<String>| {
+        v.as_ref()
+            .is_some_and(|s| s.len() > crate::dialect::MAX_ID_LEN)
+    };
     if sub.len() > crate::dialect::MAX_ID_LEN || long(&org) || long(&provider) {
         return Err("scope.sub, scope.org and scope.provider are at most 256 bytes each");
     }
@@ -366,7 +377,11 @@ fn scope_key(
 }
 
 /// The per-subject cap on scope rules, as for every scope revoke.
-fn admit(rt: &Runtime, store: &dyn RevocationStore, cmd: &RevocationCommand) -> Result<(), &'static str> {
+fn admit(
+    rt: &Runtime,
+    store: &dyn RevocationStore,
+    cmd: &RevocationCommand,
+) -> Result<(), &'static str> {
     match rt.scope_admission(cmd, store.cache()) {
         ScopeAdmission::Admitted => Ok(()),
         ScopeAdmission::SubjectTooLong => {
@@ -449,7 +464,8 @@ pub(super) async fn import(gw: &Gateway, body: Incoming) -> Response<Body> {
         match applied {
             Ok(answers) => {
                 summary.accepted += answers.len() as u64;
-                summary.changed += answers.iter().filter(|a| **a == Applied::Changed).count() as u64;
+                summary.changed +=
+                    answers.iter().filter(|a| **a == Applied::Changed).count() as u64;
                 crate::metrics::revocation_applied("admin", "import");
             }
             Err(e) => {

@@ -295,7 +295,9 @@ impl Api {
 
 /// The admin API's connector: TLS for an `https://` URL (system roots),
 /// plain HTTP otherwise.
-pub(crate) fn connector(base: &str) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, CliError> {
+pub(crate) fn connector(
+    base: &str,
+) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, CliError> {
     let tls = if base.starts_with("https://") {
         crate::tls::upstream_client_config(None, None, None)
             .map_err(|e| CliError::Usage(format!("TLS: {e}")))?

@@ -173,8 +173,9 @@ impl Totals {
                 break;
             }
             let line = e.get("line").and_then(Value::as_u64).unwrap_or(0) + offset;
-            self.errors
-                .push(json!({"line": line, "error": e.get("error").cloned().unwrap_or(Value::Null)}));
+            self.errors.push(
+                json!({"line": line, "error": e.get("error").cloned().unwrap_or(Value::Null)}),
+            );
         }
     }
 
@@ -209,7 +210,11 @@ impl Totals {
             "accepted  {} ({} new){}",
             self.accepted,
             self.changed,
-            if complete { "" } else { "  (import INCOMPLETE: see the error)" }
+            if complete {
+                ""
+            } else {
+                "  (import INCOMPLETE: see the error)"
+            }
         );
         let _ = writeln!(out, "rejected  {}", self.rejected);
         for e in &self.errors {
@@ -256,7 +261,8 @@ pub async fn import(args: &AdminArgs, i: &ImportArgs) -> Result<(), CliError> {
             Some(Ok(Block::Cut)) => continue,
             Some(Ok(Block::Data(d))) => d,
         };
-        let (body_tx, body_rx) = tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(8);
+        let (body_tx, body_rx) =
+            tokio::sync::mpsc::channel::<Result<Frame<Bytes>, std::io::Error>>(8);
         let stream = futures_util::stream::unfold(body_rx, |mut rx| async move {
             rx.recv().await.map(|item| (item, rx))
         });
@@ -404,15 +410,15 @@ pub async fn export(args: &AdminArgs, e: &ExportArgs) -> Result<(), CliError> {
     }
     let mut out: Box<dyn std::io::Write> = match &e.file {
         Some(p) if p.as_os_str() != "-" => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).map_err(|e| CliError::Usage(format!("{}: {e}", p.display())))?,
+            std::fs::File::create(p)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", p.display())))?,
         )),
         _ => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let mut lines = 0u64;
     while let Some(frame) = body.frame().await {
-        let frame = frame.map_err(|e| {
-            unreachable(format!("the export broke off after {lines} rules: {e}"))
-        })?;
+        let frame = frame
+            .map_err(|e| unreachable(format!("the export broke off after {lines} rules: {e}")))?;
         if let Ok(data) = frame.into_data() {
             lines += data.iter().filter(|&&b| b == b'\n').count() as u64;
             out.write_all(&data)

@@ -132,15 +132,17 @@ impl Runtime {
             .iter()
             .map(|r| {
                 // A built-in upstream has nothing to connect to.
-                (r.upstream.scheme == http::uri::Scheme::HTTP && r.upstream.builtin.is_none()).then(|| {
-                    Arc::new(crate::h1::pool::Pool::new(
-                        &r.upstream.authority,
-                        settings.io_threads(),
-                        up.pool_max_idle_per_host,
-                        up.pool_idle_timeout,
-                        up.connect_timeout,
-                    ))
-                })
+                (r.upstream.scheme == http::uri::Scheme::HTTP && r.upstream.builtin.is_none()).then(
+                    || {
+                        Arc::new(crate::h1::pool::Pool::new(
+                            &r.upstream.authority,
+                            settings.io_threads(),
+                            up.pool_max_idle_per_host,
+                            up.pool_idle_timeout,
+                            up.connect_timeout,
+                        ))
+                    },
+                )
             })
             .collect();
         Ok(Runtime {

@@ -416,10 +416,7 @@ impl RevocationStore for MemoryStore {
         })
     }
 
-    async fn apply_batch(
-        &self,
-        cmds: Vec<RevocationCommand>,
-    ) -> Result<Vec<Applied>, StoreError> {
+    async fn apply_batch(&self, cmds: Vec<RevocationCommand>) -> Result<Vec<Applied>, StoreError> {
         // One journal job for the whole batch: one write, one fsync. The
         // gate is held across it as for one apply, so a compaction waits
         // at most one batch's fsync.

@@ -269,10 +269,7 @@ pub trait RevocationStore: Send + Sync + 'static {
     /// the whole batch. On `Err` some commands may be recorded and others
     /// not; a retry of the whole batch is safe (every command merges).
     /// This default applies them one by one.
-    async fn apply_batch(
-        &self,
-        cmds: Vec<RevocationCommand>,
-    ) -> Result<Vec<Applied>, StoreError> {
+    async fn apply_batch(&self, cmds: Vec<RevocationCommand>) -> Result<Vec<Applied>, StoreError> {
         let mut out = Vec::with_capacity(cmds.len());
         for cmd in cmds {
             out.push(self.apply(cmd).await?);

@@ -587,10 +587,7 @@ impl RevocationStore for RedisStore {
         Ok(queued)
     }
 
-    async fn apply_batch(
-        &self,
-        cmds: Vec<RevocationCommand>,
-    ) -> Result<Vec<Applied>, StoreError> {
+    async fn apply_batch(&self, cmds: Vec<RevocationCommand>) -> Result<Vec<Applied>, StoreError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {
             return Err(StoreError::Closed);
@@ -635,7 +632,13 @@ impl RevocationStore for RedisStore {
                         return Ok(spread(
                             changed
                                 .into_iter()
-                                .map(|c| if c { Applied::Changed } else { Applied::Unchanged })
+                                .map(|c| {
+                                    if c {
+                                        Applied::Changed
+                                    } else {
+                                        Applied::Unchanged
+                                    }
+                                })
                                 .collect(),
                         ));
                     }

@@ -309,7 +309,7 @@ async fn a_kill_9_during_an_import_loses_nothing_the_summary_counted() {
             let _ = progress_tx.send(line);
         }
     });
-    let mut write = |from: usize, to: usize| {
+    let write = |stdin: &mut std::process::ChildStdin, from: usize, to: usize| {
         let mut chunk = String::new();
         for i in from..=to {
             chunk.push_str(&token("k9", i));
@@ -320,7 +320,7 @@ async fn a_kill_9_during_an_import_loses_nothing_the_summary_counted() {
     };
     // Two requests' worth, answered; then a third in flight when the
     // gateway dies.
-    write(1, 20_000);
+    write(&mut stdin, 1, 20_000);
     let mut answered = 0;
     while answered < 2 {
         let line = progress
@@ -329,9 +329,8 @@ async fn a_kill_9_during_an_import_loses_nothing_the_summary_counted() {
         assert!(line.starts_with("import: "), "{line}");
         answered += 1;
     }
-    write(20_001, 25_000);
+    write(&mut stdin, 20_001, 25_000);
     gw.kill9();
-    drop(write);
     drop(stdin);
     let out = cli.wait_with_output().unwrap();
     assert_eq!(out.status.code(), Some(1), "the import must fail");

@@ -591,6 +591,86 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_batch_is_answered_per_command_written_once_and_survives_reopen() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("j");
+        let later = now_unix() + 3600;
+        let scope = RevocationCommand::Scope(ScopeRule {
+            key: ScopeKey {
+                sub: "u".into(),
+                org: None,
+                provider: None,
+            },
+            revoked_at: now_unix(),
+            expires_at: later,
+        });
+        {
+            let (s, _) = MemoryStore::open(&p, 100, 0.01).unwrap();
+            s.apply(token(1, later)).await.unwrap();
+            let batch = vec![
+                token(1, later),     // already there
+                token(2, later),     // new
+                token(2, later),     // twice in one batch
+                token(3, 1),         // expired
+                scope.clone(),       // new
+                token(4, later + 1), // new
+            ];
+            let answers = s.apply_batch(batch).await.unwrap();
+            use Applied::{Changed as C, Unchanged as U};
+            assert_eq!(answers, vec![U, C, U, U, C, C]);
+            // Appended: the first apply, then the batch's four changing
+            // records (token 2 twice: both were new when judged).
+            assert_eq!(s.journal.appended_since_rewrite(), 1 + 4);
+            assert!(s.apply_batch(Vec::new()).await.unwrap().is_empty());
+        }
+        let (s, report) = MemoryStore::open(&p, 100, 0.01).unwrap();
+        assert_eq!(report.records, 5);
+        assert_eq!(s.token_count(), 3);
+        assert_eq!(s.cache().scope_rule_count(), 1);
+        for i in [1, 2, 4] {
+            assert!(s
+                .is_token_revoked(&Fingerprint::from_bytes([i; 16]))
+                .await
+                .unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_export_walks_every_live_rule_once_in_passes() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = MemoryStore::open(&dir.path().join("j"), 10_000, 0.01).unwrap();
+        let later = now_unix() + 3600;
+        let batch: Vec<_> = (0..3000u32)
+            .map(|i| {
+                RevocationCommand::Token(TokenRule {
+                    fingerprint: fp(i, 7),
+                    expires_at: later,
+                })
+            })
+            .collect();
+        s.apply_batch(batch).await.unwrap();
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = None;
+        loop {
+            let page = s.export_tokens(cursor.as_deref()).await.unwrap();
+            for t in page.tokens {
+                assert!(seen.insert(t.fingerprint), "exported twice");
+            }
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 3000);
+        for bad in ["x", "3/2", "0/0", "1/999"] {
+            assert!(matches!(
+                s.export_tokens(Some(bad)).await,
+                Err(crate::store::ListError::BadCursor)
+            ));
+        }
+    }
+
+    #[tokio::test]
     async fn removal_unrevokes() {
         let dir = tempfile::tempdir().unwrap();
         let (s, _) = MemoryStore::open(&dir.path().join("j"), 100, 0.01).unwrap();

@@ -595,7 +595,7 @@ impl RevocationStore for RedisStore {
         let now = now_unix();
         let live: Vec<bool> = cmds
             .iter()
-            .map(|c| !c.expires_at().is_some_and(|exp| exp <= now))
+            .map(|c| c.expires_at().is_none_or(|exp| exp > now))
             .collect();
         let todo: Vec<RevocationCommand> = cmds
             .into_iter()

@@ -283,3 +283,44 @@ pub(super) async fn last_event_id(inner: &Inner, cmd: &mut Conn) -> Result<Event
         Err(e) => Err(e),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn an_event_carries_one_command_or_a_batch_of_token_rules() {
+        let fp = crate::credentials::Fingerprint::from_bytes([7; 16]);
+        let one = RevocationCommand::Token(crate::store::TokenRule {
+            fingerprint: fp,
+            expires_at: 42,
+        });
+        let c = HashMap::from([(
+            "c".to_string(),
+            Value::BulkString(serde_json::to_vec(&one).unwrap()),
+        )]);
+        assert_eq!(decode_event(&c), vec![one.clone()]);
+        let mut blob = Vec::new();
+        for i in 0..3u8 {
+            blob.extend_from_slice(&[i; 16]);
+            blob.extend_from_slice(&(100 + u64::from(i)).to_le_bytes());
+        }
+        let tb = HashMap::from([("tb".to_string(), Value::BulkString(blob.clone()))]);
+        let got = decode_event(&tb);
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            got[2],
+            RevocationCommand::Token(crate::store::TokenRule {
+                fingerprint: crate::credentials::Fingerprint::from_bytes([2; 16]),
+                expires_at: 102,
+            })
+        );
+        // A torn batch or an unknown field is skipped whole.
+        blob.pop();
+        let torn = HashMap::from([("tb".to_string(), Value::BulkString(blob))]);
+        assert!(decode_event(&torn).is_empty());
+        let other = HashMap::from([("x".to_string(), Value::BulkString(b"1".to_vec()))]);
+        assert!(decode_event(&other).is_empty());
+    }
+}

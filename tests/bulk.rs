@@ -563,6 +563,18 @@ async fn builtin_ok_and_echo_answer_after_the_verdict_with_no_upstream_anywhere(
         assert_eq!((r.status, r.text().as_str()), (200, "ok\n"), "{name}");
         let r = get_bearer(&format!("{}/any/path", ok.url), "revoked-builtin").await;
         assert_revoked_response(&r);
+        // A forward-mode revoke call (RFC 7009): the built-in's 200 is the
+        // upstream's 2xx, so the revocation is applied.
+        let r = send(call(
+            "POST",
+            &format!("{}/oauth/revoke", ok.url),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            b"token=revoked-by-call",
+        ))
+        .await;
+        assert_eq!((r.status, r.text().as_str()), (200, "ok\n"), "{name}");
+        let r = get_bearer(&format!("{}/any/path", ok.url), "revoked-by-call").await;
+        assert_revoked_response(&r);
         // HTTP/2 (always the hyper path).
         let r = send_with(
             &h2c_client(),

@@ -340,16 +340,10 @@ impl Gateway {
             };
         }
 
-        // 3a. a built-in upstream answers here: nothing is forwarded.
-        if let Some(builtin) = route.upstream.builtin {
-            drop(body);
-            let answer = builtin.respond(
-                parts.method.as_str(),
-                parts.uri.path(),
-                &parts.headers,
-                &rt.settings.credential_sources.api_key_headers,
-            );
-            return Ok(answer.map(full));
+        // 3a. a built-in upstream answers here (no live session to
+        // register: nothing is forwarded).
+        if let Some(answer) = upstream::builtin_answer(rt, route, &parts) {
+            return Ok(answer);
         }
 
         // 3. forward; an upgrade or an h2 stream as a live session, closed

@@ -211,6 +211,37 @@ async fn the_cli_imports_into_redis_and_both_instances_enforce_it() {
     .await;
     assert_samples(&a, &up, "red").await;
     assert_samples(&b, &up, "red").await;
+    // The export from either instance: every rule once, bindings too.
+    let r = post_json(
+        &format!("{}/admin/v1/principals", a.admin_url),
+        &json!({"credential": "opaque-red-key", "sub": "red-bound"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let exported = b.dir.join("export.ndjson");
+    let (code, _, stderr) = admin_cli(
+        &b.admin_url,
+        &["export", "--file", exported.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let text = std::fs::read_to_string(&exported).unwrap();
+    let mut kinds = std::collections::BTreeMap::new();
+    let mut fingerprints = std::collections::HashSet::new();
+    for l in text.lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        *kinds
+            .entry(v["kind"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+        if v["kind"] == json!("token") {
+            assert_eq!(v["source"], json!("redis"));
+            fingerprints.insert(v["fingerprint"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(fingerprints.len(), 100_000);
+    assert_eq!(kinds.get("scope"), Some(&1_000));
+    assert_eq!(kinds.get("bind"), Some(&1));
+    assert!(!text.contains("opaque"), "the export holds a raw token");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -43,8 +43,8 @@
 //! Streamed NDJSON of every live rule, in the import's `kind` form: token
 //! rules (revocations by `jti` are token rules under their own fingerprint,
 //! so they are among them) with their `source`, scope rules, then bindings
-//! (the embedded store's; Redis keeps bindings in Redis only and exports
-//! none). Never a raw token: the gateway has none. Another deployment that
+//! (on Redis, those written to Redis; one still in the outbox is exported
+//! once written). Never a raw token: the gateway has none. Another deployment that
 //! shares `tokens.fingerprint_key` enforces the same rules after importing
 //! it. Written through a small bounded channel, so a slow reader holds the
 //! export back instead of growing memory; a store error mid-way aborts the

@@ -117,6 +117,11 @@ impl Keys {
         format!("{}*", glob_escape(&self.token_prefix))
     }
 
+    /// The `SCAN MATCH` pattern of every binding (export).
+    pub fn binding_pattern(&self) -> String {
+        format!("{}*", glob_escape(&self.bind_prefix))
+    }
+
     /// The fingerprint a token rule's key names.
     pub fn token_of(&self, key: &str) -> Option<Fingerprint> {
         Fingerprint::from_hex(key.strip_prefix(&self.token_prefix)?)

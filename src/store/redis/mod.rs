@@ -587,6 +587,10 @@ impl RevocationStore for RedisStore {
         Ok(queued)
     }
 
+    async fn export_bindings(&self) -> Result<Vec<Binding>, StoreError> {
+        list::bindings(&self.inner).await
+    }
+
     async fn apply_batch(&self, cmds: Vec<RevocationCommand>) -> Result<Vec<Applied>, StoreError> {
         let inner = &self.inner;
         if inner.closed.load(Ordering::Acquire) {

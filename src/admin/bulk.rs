@@ -158,7 +158,7 @@ impl Lines {
     /// The next line; `None` at the end of the body.
     async fn next(&mut self) -> Result<Option<Line>, hyper::Error> {
         loop {
-            if let Some(nl) = self.buf.iter().position(|&b| b == b'\n') {
+            if let Some(nl) = memchr::memchr(b'\n', &self.buf) {
                 let mut line = self.buf.split_to(nl + 1);
                 line.truncate(nl);
                 if self.skipping {

@@ -11,7 +11,9 @@
 //! import loses nothing the CLI's summary counted as accepted; export ->
 //! import into a fresh deployment with the same fingerprint key enforces
 //! the same rules (tokens, scopes, jti, bindings) and the export holds no
-//! raw token; the admin token guards both endpoints; `builtin:ok` and
+//! raw token; in confirmed consistency an import's answer means every
+//! instance enforces it (one confirmation per batch); the admin token
+//! guards both endpoints; `builtin:ok` and
 //! `builtin:echo` answer as documented on the fast path and on hyper (h1
 //! and h2c), after the verdict, with no upstream listening anywhere; an
 //! unknown `builtin:` URL is refused at start. Proof is the upstream's hit
@@ -683,4 +685,55 @@ fn an_unknown_builtin_upstream_is_refused_at_start() {
         stderr.contains("upstream.url") && stderr.contains("builtin:ok or builtin:echo"),
         "{stderr}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmed_import_is_enforced_by_every_instance_the_moment_it_is_answered() {
+    redis_support::require_redis_server();
+    let redis = RedisServer::spawn();
+    let up = Upstream::new().spawn().await;
+    let instance = || {
+        Gateway::new()
+            .upstream(&up.url)
+            .arg("--store")
+            .arg(&redis.url())
+            .arg("--consistency")
+            .arg("confirmed")
+            .toml(&format!(
+                "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"conf\"\nlease = \"1s\"\nconfirm_timeout = \"4s\""
+            ))
+            .spawn()
+    };
+    let (a, b) = (instance(), instance());
+    for g in [&a, &b] {
+        ready(g).await;
+        let url = format!("{}/probe", g.url);
+        wait_for(
+            "the instance holds its lease",
+            Duration::from_secs(20),
+            || async { get_bearer(&url, "probe-token").await.status == 200 },
+        )
+        .await;
+    }
+    let hits = up.hits();
+    let mut body = String::new();
+    for i in 1..=25_000 {
+        body.push_str(&token("conf", i));
+        body.push('\n');
+    }
+    let r = send(call(
+        "POST",
+        &format!("{}/admin/v1/revocations/import", a.admin_url),
+        &[],
+        body.as_bytes(),
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["accepted"], json!(25_000));
+    // Answered: B already has every batch (three of them), no waiting.
+    for i in [1, 9_999, 10_000, 10_001, 20_001, 25_000] {
+        let r = get_bearer(&format!("{}/after", b.url), &token("conf", i)).await;
+        assert_revoked_response(&r);
+    }
+    assert_eq!(up.hits(), hits, "a revoked token reached the upstream");
 }

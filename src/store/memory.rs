@@ -17,6 +17,11 @@
 //! out of the map in passes of at most 4M (96 MiB), so compacting 10M rules
 //! needs no full copy of them in memory and holds no shard lock across I/O.
 //!
+//! A bulk import's batch ([`RevocationStore::apply_batch`]) is one journal
+//! job: every record that changes anything is written with one `write` and
+//! one `fdatasync`, then the whole batch is applied to memory, under the
+//! same gate as a single apply.
+//!
 //! Replay at start fills the map only (sized from the journal's length) and
 //! builds the bloom filter once from it afterwards.
 //!

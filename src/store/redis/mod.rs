@@ -29,6 +29,13 @@
 //!   its [`LocalCache`]. After a reconnect it resumes from that id, unless the
 //!   stream was trimmed past it (or went backwards: a fail-over that lost
 //!   writes, a Redis that restarted empty), in which case it resyncs fully.
+//! * **Bulk** (`apply_batch`, the admin import's batches): the token rules
+//!   of a batch go in one script call (`keys.rs`, `TOKEN_BATCH_LUA`) that
+//!   merges each as a single write would and appends ONE stream event for
+//!   those written (field `tb`: 24 bytes per rule, binary; every other
+//!   event keeps its `c` JSON, which every build reads); other commands are
+//!   written one by one; `WAIT`/confirmation runs once for the batch. With
+//!   Redis away the whole batch goes to the outbox with one fsync.
 //! * **Start-up**: from the snapshot when there is a usable one, else by
 //!   scanning; [`StoreStatus::ready`] is false until then, and tailing
 //!   starts from the id the load used, so nothing falls in between.

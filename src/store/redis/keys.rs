@@ -323,11 +323,19 @@ for i = 2, #KEYS do
   local exp = tonumber(ARGV[i + 2])
   local flag = 0
   if exp > now then
-    local cur = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
-    if cur < exp then
-      redis.call('SET', KEYS[i], ARGV[i + 2], 'EXAT', ARGV[i + 2])
-      written[#written + 1] = string.sub(blob, (i - 2) * 24 + 1, (i - 1) * 24)
+    -- A new rule (the common case of an import) in one call; an existing
+    -- one merges: the later expiry wins.
+    if redis.call('SET', KEYS[i], ARGV[i + 2], 'NX', 'EXAT', ARGV[i + 2]) then
       flag = 1
+    else
+      local cur = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+      if cur < exp then
+        redis.call('SET', KEYS[i], ARGV[i + 2], 'EXAT', ARGV[i + 2])
+        flag = 1
+      end
+    end
+    if flag == 1 then
+      written[#written + 1] = string.sub(blob, (i - 2) * 24 + 1, (i - 1) * 24)
     end
   end
   changed[i - 1] = flag

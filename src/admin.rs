@@ -12,6 +12,8 @@
 //! | `GET /admin/v1/revocations?limit=&cursor=` |                          | 200 `{"revocations":[{"fingerprint","expires_at","source"}],"next_cursor":..}` (`admin/list.rs`) |
 //! | `DELETE /admin/v1/revocations`         | `{"token"}`, `{"fingerprint"}` or `{"scope"}` | 200 `{"removed":bool}`; audited in the log |
 //! | `/admin/v1/principals*`                | who holds a credential: see [`principals`] | |
+//! | `POST /admin/v1/revocations/import`    | NDJSON, streamed: raw tokens or the shapes above, one per line (`admin/bulk.rs`) | 200 `{"lines","accepted","changed","expired","rejected","errors":[{"line","error"}]}` once every batch is durable |
+//! | `GET /admin/v1/revocations/export`     |                                        | 200 streamed NDJSON of every live rule, importable (`admin/bulk.rs`) |
 //!
 //! Tokens travel only in bodies, never in URLs, and are never echoed back:
 //! answers name the fingerprint. With `admin.token` set, every path but
@@ -40,6 +42,7 @@
 //!   walk never repeats or skips a rule that exists throughout it, whatever
 //!   is added or removed meanwhile.
 
+mod bulk;
 mod list;
 
 use std::sync::Arc;
@@ -409,6 +412,8 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: std::net::IpAddr) ->
         }
         (&Method::GET, "/admin/v1/scopes") => scopes_page(gw, req.uri().query()),
         (&Method::GET, "/admin/v1/revocations") => list::tokens_page(gw, req.uri().query()).await,
+        (&Method::POST, "/admin/v1/revocations/import") => bulk::import(gw, req.into_body()).await,
+        (&Method::GET, "/admin/v1/revocations/export") => bulk::export(gw),
         (&Method::POST, "/admin/v1/revocations") => {
             let named = match target(req.into_body()).await {
                 Err(r) => return *r,
@@ -572,7 +577,9 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: std::net::IpAddr) ->
             | "/metrics"
             | "/admin/v1/scopes"
             | "/admin/v1/revocations"
-            | "/admin/v1/revocations/lookup",
+            | "/admin/v1/revocations/lookup"
+            | "/admin/v1/revocations/import"
+            | "/admin/v1/revocations/export",
         ) => error(
             StatusCode::METHOD_NOT_ALLOWED,
             "invalid_request",

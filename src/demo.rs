@@ -2,14 +2,16 @@
 //! echo upstream, in terminate mode, so a newcomer can revoke a token and see
 //! the 401 with nothing else installed.
 //!
-//! The echo upstream answers every request with a small JSON description of
-//! what reached it (method, path, and whether a credential came through —
-//! never the credential itself).
+//! The demo's upstream is `builtin:echo` ([`crate::builtin`]): every
+//! request answered inside the gateway with a small JSON description of
+//! what reached it (method, path, whether a credential came through, the
+//! header fields minus credentials — never a credential itself).
+//! [`spawn_echo_upstream`] serves the same answer from a real socket, for
+//! benchmarks that need an upstream across the loopback.
 
 use std::net::SocketAddr;
 
-use bytes::Bytes;
-use http::{Request, Response};
+use http::Request;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -29,18 +31,13 @@ pub async fn spawn_echo_upstream(shutdown: CancellationToken) -> std::io::Result
             };
             tokio::spawn(async move {
                 let svc = service_fn(|req: Request<Incoming>| async move {
-                    let body = serde_json::json!({
-                        "upstream": "revgate demo echo",
-                        "method": req.method().as_str(),
-                        "path": req.uri().path(),
-                        "authorized": req.headers().contains_key(http::header::AUTHORIZATION),
-                    });
-                    let mut r = Response::new(Full::new(Bytes::from(format!("{body}\n"))));
-                    r.headers_mut().insert(
-                        http::header::CONTENT_TYPE,
-                        http::HeaderValue::from_static("application/json"),
+                    let r = crate::builtin::echo_response(
+                        req.method().as_str(),
+                        req.uri().path(),
+                        req.headers(),
+                        &[],
                     );
-                    Ok::<_, std::convert::Infallible>(r)
+                    Ok::<_, std::convert::Infallible>(r.map(Full::new))
                 });
                 let _ = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new())
                     .serve_connection(TokioIo::new(stream), svc)

@@ -67,6 +67,8 @@
 //! metrics.rs       Prometheus metrics
 //! telemetry.rs     logging, throttled warnings
 //! otel.rs          request ids, OpenTelemetry traces (OTLP)
+//! builtin.rs       `builtin:ok` / `builtin:echo` upstreams, answered in the
+//!                  gateway after the verdict (load tests, demos)
 //! demo.rs          `revgate demo`: the gateway in front of a built-in echo upstream
 //! cli/             `revgate admin ...` (the admin API from a shell), the version
 //! ```
@@ -81,6 +83,7 @@
 
 pub mod admin;
 pub(crate) mod admission;
+pub mod builtin;
 pub mod cli;
 pub mod config;
 pub mod credentials;

@@ -39,7 +39,6 @@ fn purge_freed_memory_at_once() {
 
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use revgate::config::{Config, Overrides};
 use revgate::dialect::RevokeMode;
@@ -163,10 +162,8 @@ async fn serve(demo: bool, mut config: Config, overrides: Overrides) -> anyhow::
     revgate::telemetry::init(config.log.format, &config.log.filter);
     let shutdown = CancellationToken::new();
     if demo {
-        let echo = revgate::demo::spawn_echo_upstream(shutdown.clone())
-            .await
-            .context("echo upstream")?;
-        config.upstream.url = Some(format!("http://{echo}"));
+        // The echo answers inside the gateway (`revgate::builtin`).
+        config.upstream.url = Some("builtin:echo".into());
         if overrides.revoke_mode.is_none() {
             config.revoke.mode = RevokeMode::Terminate;
         }

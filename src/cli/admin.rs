@@ -5,7 +5,11 @@
 //!                                                     lookup   [--file F] | --fingerprint FP.. | --jti J [--iss I]
 //!                                                     unrevoke [--file F] | --fingerprint FP.. | --scope-sub S [..] | --jti J
 //!                                                     list     [tokens|scopes] [--page-size N] [--max N]
+//!                                                     import   [--file F] [--request-lines N]
+//!                                                     export   [--file F]
 //! ```
+//!
+//! `import` and `export` are in `cli/bulk.rs`.
 //!
 //! Decisions:
 //! - **Raw tokens never on the command line** (any user can read another's
@@ -118,6 +122,11 @@ pub enum Action {
     /// Who holds credentials (bindings, `/admin/v1/principals`).
     #[command(subcommand)]
     Principals(PrincipalAction),
+    /// Import revocations in bulk (stdin or --file): raw tokens, one per
+    /// line, or NDJSON in the admin API's or the export's shapes.
+    Import(super::bulk::ImportArgs),
+    /// Export every live rule as NDJSON (stdout or --file), importable.
+    Export(super::bulk::ExportArgs),
 }
 
 /// `revgate admin principals ...`: credentials from stdin or `--file`,
@@ -221,37 +230,9 @@ struct Api {
 
 impl Api {
     fn new(args: &AdminArgs) -> Result<Api, CliError> {
-        let token = match &args.admin_token_file {
-            Some(path) => Some(
-                std::fs::read_to_string(path)
-                    .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?
-                    .trim()
-                    .to_string(),
-            ),
-            None => std::env::var("REVGATE_ADMIN_TOKEN")
-                .ok()
-                .filter(|t| !t.is_empty()),
-        };
+        let token = admin_token(args)?;
         let base = args.admin_url.trim_end_matches('/').to_string();
-        let tls = if base.starts_with("https://") {
-            crate::tls::upstream_client_config(None, None, None)
-                .map_err(|e| CliError::Usage(format!("TLS: {e}")))?
-        } else {
-            // Plain HTTP needs no trust roots; do not fail on a machine
-            // without them.
-            rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-                rustls::crypto::ring::default_provider(),
-            ))
-            .with_safe_default_protocol_versions()
-            .map_err(|e| CliError::Usage(format!("TLS: {e}")))?
-            .with_root_certificates(rustls::RootCertStore::empty())
-            .with_no_client_auth()
-        };
-        let https = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(tls)
-            .https_or_http()
-            .enable_http1()
-            .build();
+        let https = connector(&base)?;
         Ok(Api {
             base,
             token,
@@ -310,6 +291,47 @@ impl Api {
         }
         Ok(value)
     }
+}
+
+/// The admin API's connector: TLS for an `https://` URL (system roots),
+/// plain HTTP otherwise.
+pub(crate) fn connector(
+    base: &str,
+) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, CliError> {
+    let tls = if base.starts_with("https://") {
+        crate::tls::upstream_client_config(None, None, None)
+            .map_err(|e| CliError::Usage(format!("TLS: {e}")))?
+    } else {
+        // Plain HTTP needs no trust roots; do not fail on a machine
+        // without them.
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .map_err(|e| CliError::Usage(format!("TLS: {e}")))?
+        .with_root_certificates(rustls::RootCertStore::empty())
+        .with_no_client_auth()
+    };
+    Ok(hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .build())
+}
+
+/// The admin token: `--admin-token-file`, else `REVGATE_ADMIN_TOKEN`.
+pub(crate) fn admin_token(args: &AdminArgs) -> Result<Option<String>, CliError> {
+    Ok(match &args.admin_token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?
+                .trim()
+                .to_string(),
+        ),
+        None => std::env::var("REVGATE_ADMIN_TOKEN")
+            .ok()
+            .filter(|t| !t.is_empty()),
+    })
 }
 
 /// Reads raw tokens, one per line, from `file` (`-` or none: stdin).
@@ -397,6 +419,11 @@ pub fn run(args: AdminArgs) -> Result<(), CliError> {
         .build()
         .map_err(|e| CliError::Usage(format!("cannot start the runtime: {e}")))?;
     runtime.block_on(async {
+        match &args.action {
+            Action::Import(i) => return super::bulk::import(&args, i).await,
+            Action::Export(e) => return super::bulk::export(&args, e).await,
+            _ => {}
+        }
         let api = Api::new(&args)?;
         let rows = match &args.action {
             Action::Revoke(t) => {
@@ -453,6 +480,7 @@ pub fn run(args: AdminArgs) -> Result<(), CliError> {
                 max,
             } => list(&api, *kind, *page_size, *max).await?,
             Action::Principals(p) => principals(&api, p).await?,
+            Action::Import(_) | Action::Export(_) => Vec::new(),
         };
         print(&args, &rows);
         Ok(())
@@ -562,6 +590,8 @@ fn print(args: &AdminArgs, rows: &[Value]) {
         return;
     }
     let (head, cells): (&[&str], Cells) = match &args.action {
+        // They print their own summaries.
+        Action::Import(_) | Action::Export(_) => return,
         Action::Revoke(_) => (&["KIND", "TARGET", "EXPIRES_AT", "CHANGED"], |v| {
             let r = &v["recorded"];
             let target = match r["kind"].as_str() {

@@ -4,6 +4,7 @@
 //! by `build.rs`).
 
 pub mod admin;
+pub mod bulk;
 
 /// `0.1.0 (commit 1a2b3c4d5e6f)`, or `(commit unknown)` when built outside
 /// a git checkout (a source tarball, a container build without `.git`).

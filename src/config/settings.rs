@@ -28,6 +28,10 @@ pub struct UpstreamUrl {
     pub authority: http::uri::Authority,
     /// Path prefix to prepend to forwarded paths ("" when the URL has none).
     pub base_path: String,
+    /// `builtin:ok` / `builtin:echo`: answered in the gateway, nothing
+    /// forwarded ([`crate::builtin`]; load tests and demos only). The
+    /// other fields then hold a placeholder (`http://builtin.invalid`).
+    pub builtin: Option<crate::builtin::Builtin>,
 }
 
 /// One checked route.

@@ -852,8 +852,24 @@ fn header_name(key: &str, v: &str) -> Result<http::HeaderName, ConfigError> {
         .map_err(|_| ConfigError::new(key, format!("not a valid header name: {v:?}")))
 }
 
-/// Parses an upstream URL: `http://` or `https://`, a host, no query.
+/// Parses an upstream URL: `http://` or `https://`, a host, no query; or
+/// a built-in upstream, `builtin:ok` or `builtin:echo` ([`crate::builtin`]).
 pub fn parse_upstream(key: &str, v: &str) -> Result<UpstreamUrl, ConfigError> {
+    if v.starts_with("builtin:") {
+        let builtin = crate::builtin::Builtin::parse(v).ok_or_else(|| {
+            ConfigError::new(
+                key,
+                format!("unknown built-in upstream {v:?}: builtin:ok or builtin:echo"),
+            )
+        })?;
+        return Ok(UpstreamUrl {
+            uri: http::Uri::from_static("http://builtin.invalid"),
+            scheme: http::uri::Scheme::HTTP,
+            authority: http::uri::Authority::from_static("builtin.invalid"),
+            base_path: String::new(),
+            builtin: Some(builtin),
+        });
+    }
     let uri: http::Uri = v
         .parse()
         .map_err(|_| ConfigError::new(key, format!("not a URL: {v:?}")))?;
@@ -877,5 +893,6 @@ pub fn parse_upstream(key: &str, v: &str) -> Result<UpstreamUrl, ConfigError> {
         scheme,
         authority,
         base_path,
+        builtin: None,
     })
 }

@@ -95,6 +95,53 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
         }
     }
 
+    /// A built-in upstream's answer ([`crate::builtin`]): written at once,
+    /// then the request's body read and dropped as for a refusal.
+    pub(super) async fn local(
+        &mut self,
+        rt: &Runtime,
+        mut l: Local,
+        head_len: usize,
+        start: Instant,
+    ) -> Next {
+        self.buf.drain(..head_len);
+        let mut body = l.body;
+        let may_discard = match &body {
+            Framing::Done | Framing::Chunked(_) => true,
+            Framing::Length(n) => *n <= DISCARD_LIMIT,
+            Framing::UntilClose => false,
+        };
+        let close = l.meta.close || !may_discard;
+        let status = match &l.echo {
+            Some(r) => {
+                write_response(&mut self.out, r, close, l.meta.head);
+                r.status().as_u16()
+            }
+            None => {
+                write_ok(&mut self.out, close, l.meta.head);
+                200
+            }
+        };
+        let written = self.io.write_all(&self.out).await.is_ok();
+        let written = written && (close || self.discard(&mut body).await);
+        account(
+            rt,
+            self.peer,
+            start,
+            &mut l.meta,
+            status,
+            Some(l.route),
+            Outcome::Forwarded,
+            None,
+            l.fingerprint.as_ref(),
+        );
+        if close || !written {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+
     /// Reads and drops the rest of a request body the gateway answered
     /// without forwarding, up to [`DISCARD_LIMIT`] bytes and within the
     /// header timeout; false when that fails (the connection is closed).

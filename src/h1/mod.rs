@@ -271,6 +271,7 @@ where
             Plan::Handover => return Phase::End(c.handover()),
             Plan::Answer(a) => c.answer(rt, a, head_len, start).await,
             Plan::Forward(f) => c.forward(rt, f, head_len, start).await,
+            Plan::Local(l) => c.local(rt, l, head_len, start).await,
         };
         if next == Next::Close || drain.is_cancelled() {
             let _ = c.io.shutdown().await;
@@ -344,6 +345,7 @@ pub async fn plan_for_fuzzing(
             Plan::Handover => ("handover", out, Framing::Done, n),
             Plan::Answer(a) => ("answer", Vec::new(), a.body, n),
             Plan::Forward(f) => ("forward", out, f.body, n),
+            Plan::Local(l) => ("local", Vec::new(), l.body, n),
         },
     )
 }

@@ -22,6 +22,19 @@ pub(super) enum Plan {
     Answer(Answer),
     /// Relay to the upstream; `Conn::out` holds the upstream request head.
     Forward(Forward),
+    /// A built-in upstream answers, here ([`crate::builtin`]).
+    Local(Local),
+}
+
+/// A request a built-in upstream answers, admitted.
+pub(super) struct Local {
+    pub(super) route: usize,
+    /// The echo's answer; `None` for `builtin:ok` (written without one).
+    pub(super) echo: Option<http::Response<bytes::Bytes>>,
+    pub(super) fingerprint: Option<Fingerprint>,
+    /// The request's body, to read and drop.
+    pub(super) body: Framing,
+    pub(super) meta: Meta,
 }
 
 pub(super) struct Answer {
@@ -241,9 +254,12 @@ pub(super) async fn plan(
         }
         Ok(Routed::Ordinary { route, .. }) => route,
     };
-    // 2. upstreams this path does not speak to
-    let Some(pool) = rt.pool(index) else {
-        return Plan::Handover;
+    // 2. upstreams this path does not speak to; a built-in one it answers
+    let builtin = rt.settings().routes[index].upstream.builtin;
+    let pool = match rt.pool(index) {
+        Some(pool) => Some(pool),
+        None if builtin.is_some() => None,
+        None => return Plan::Handover,
     };
     let mut meta = meta;
     meta.trace = traced();
@@ -251,6 +267,24 @@ pub(super) async fn plan(
     let fingerprint = match admission::judge(rt, &**gw.store(), &head, None).await {
         Ok(fp) => fp,
         Err(refusal) => return refuse(refusal, Some(index), body, meta),
+    };
+    let Some(pool) = pool else {
+        let echo = match builtin {
+            Some(crate::builtin::Builtin::Echo) => Some(crate::builtin::echo_response(
+                method,
+                path,
+                fields,
+                &rt.settings().credential_sources.api_key_headers,
+            )),
+            _ => None,
+        };
+        return Plan::Local(Local {
+            route: index,
+            echo,
+            fingerprint,
+            body,
+            meta,
+        });
     };
 
     // 4. the upstream request head

@@ -179,6 +179,26 @@ pub(super) fn write_response(out: &mut Vec<u8>, resp: &Response<Bytes>, close: b
     }
 }
 
+/// `builtin:ok`'s answer, written without building a response.
+pub(super) fn write_ok(out: &mut Vec<u8>, close: bool, head: bool) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 200 OK\r\ncontent-type: text/plain\r\n");
+    let mut len = itoa::Buffer::new();
+    push_field(
+        out,
+        b"content-length",
+        len.format(crate::builtin::OK_BODY.len()).as_bytes(),
+    );
+    push_field(out, b"date", date::now().as_bytes());
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !head {
+        out.extend_from_slice(crate::builtin::OK_BODY);
+    }
+}
+
 pub(super) fn bad_body() -> Refusal {
     Refusal::ClientBody("malformed or incomplete request body".into())
 }

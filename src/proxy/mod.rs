@@ -365,6 +365,12 @@ impl Gateway {
             };
         }
 
+        // 3a. a built-in upstream answers here (no live session to
+        // register: nothing is forwarded).
+        if let Some(answer) = upstream::builtin_answer(rt, route, &parts) {
+            return Ok(answer);
+        }
+
         // 3. forward; an upgrade or an h2 stream as a live session, closed
         // when a revocation covers its credential.
         let session = match h.fingerprint {

@@ -135,15 +135,18 @@ impl Runtime {
             .routes
             .iter()
             .map(|r| {
-                (r.upstream.scheme == http::uri::Scheme::HTTP).then(|| {
-                    Arc::new(crate::h1::pool::Pool::new(
-                        &r.upstream.authority,
-                        settings.io_threads(),
-                        up.pool_max_idle_per_host,
-                        up.pool_idle_timeout,
-                        up.connect_timeout,
-                    ))
-                })
+                // A built-in upstream has nothing to connect to.
+                (r.upstream.scheme == http::uri::Scheme::HTTP && r.upstream.builtin.is_none()).then(
+                    || {
+                        Arc::new(crate::h1::pool::Pool::new(
+                            &r.upstream.authority,
+                            settings.io_threads(),
+                            up.pool_max_idle_per_host,
+                            up.pool_idle_timeout,
+                            up.connect_timeout,
+                        ))
+                    },
+                )
             })
             .collect();
         Ok(Runtime {

@@ -64,6 +64,23 @@ pub(crate) fn is_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
     false
 }
 
+/// A built-in upstream's answer ([`crate::builtin`]), when the route has
+/// one: the request goes nowhere.
+pub(crate) fn builtin_answer(
+    rt: &Runtime,
+    route: &Route,
+    parts: &http::request::Parts,
+) -> Option<Response<Body>> {
+    let builtin = route.upstream.builtin?;
+    let answer = builtin.respond(
+        parts.method.as_str(),
+        parts.uri.path(),
+        &parts.headers,
+        &rt.settings.credential_sources.api_key_headers,
+    );
+    Some(answer.map(full))
+}
+
 /// Sends a request to the route's upstream and returns its response, with
 /// hygiene applied both ways; splices upgraded connections on a 101. With a
 /// live `session`, both bodies, the wait for the head and the splice end
@@ -76,6 +93,11 @@ pub(crate) async fn forward(
     conn: ClientConn,
     session: Option<LiveSession>,
 ) -> Result<Response<Body>, Refusal> {
+    // A forward-mode revoke call to a built-in upstream: its 200 is the
+    // upstream's 2xx, so the revocation is applied.
+    if let Some(answer) = builtin_answer(rt, route, &parts) {
+        return Ok(answer);
+    }
     let revoked = session.as_ref().map(|s| s.token().clone());
     let body = match &revoked {
         Some(token) => EndOnRevoke::new(body, token.clone(), None).boxed(),

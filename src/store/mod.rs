@@ -271,6 +271,22 @@ pub trait RevocationStore: Send + Sync + 'static {
     /// next request through this instance is already judged by it.
     async fn apply(&self, cmd: RevocationCommand) -> Result<Applied, StoreError>;
 
+    /// Records many commands durably in one go (a bulk import's batch):
+    /// one answer per command, in order, once every one of them survives a
+    /// crash. The embedded store writes the batch with one journal group
+    /// commit (one fsync), Redis with pipelined writes and one stream event
+    /// per batch of token rules, and confirmed consistency waits once for
+    /// the whole batch. On `Err` some commands may be recorded and others
+    /// not; a retry of the whole batch is safe (every command merges).
+    /// This default applies them one by one.
+    async fn apply_batch(&self, cmds: Vec<RevocationCommand>) -> Result<Vec<Applied>, StoreError> {
+        let mut out = Vec::with_capacity(cmds.len());
+        for cmd in cmds {
+            out.push(self.apply(cmd).await?);
+        }
+        Ok(out)
+    }
+
     /// The exact answer for a fingerprint the bloom filter did not rule out.
     async fn is_token_revoked(&self, fp: &Fingerprint) -> Result<bool, StoreError>;
 
@@ -297,6 +313,22 @@ pub trait RevocationStore: Send + Sync + 'static {
     /// (a [`TokenPage::next`] this store gave out; `None` for the first).
     async fn list_tokens(&self, cursor: Option<&str>, limit: usize)
         -> Result<TokenPage, ListError>;
+
+    /// One chunk of every live token rule, for an export: like
+    /// [`RevocationStore::list_tokens`] but in whatever order and chunk
+    /// size is cheapest for the store over millions of rules (the embedded
+    /// store walks its map in passes instead of sorting it per page). Walk
+    /// until `next` is `None`; a rule that exists throughout the walk is
+    /// in it at least once.
+    async fn export_tokens(&self, cursor: Option<&str>) -> Result<TokenPage, ListError> {
+        self.list_tokens(cursor, 10_000).await
+    }
+
+    /// Every live binding, for an export (the embedded store holds them;
+    /// this default knows none).
+    async fn export_bindings(&self) -> Result<Vec<Binding>, StoreError> {
+        Ok(Vec::new())
+    }
     /// Flushes whatever is buffered (journal) before shutdown.
     async fn flush(&self) -> Result<(), StoreError>;
 }

@@ -46,15 +46,17 @@ impl Writer {
                 },
             };
             match job {
-                Job::Append(record, ack) => {
+                Job::Append(record, n, ack) => {
                     batch.clear();
                     acks.clear();
+                    let mut records = n;
                     batch.extend_from_slice(&record);
                     acks.push(ack);
                     // Gather whatever else is already waiting: one fsync for all.
                     while acks.len() < MAX_BATCH {
                         match rx.try_recv() {
-                            Ok(Job::Append(r, a)) => {
+                            Ok(Job::Append(r, n, a)) => {
+                                records += n;
                                 batch.extend_from_slice(&r);
                                 acks.push(a);
                             }
@@ -67,8 +69,7 @@ impl Writer {
                     }
                     let result = self.append(&batch);
                     if result.is_ok() {
-                        self.appended
-                            .fetch_add(acks.len() as u64, Ordering::Relaxed);
+                        self.appended.fetch_add(records, Ordering::Relaxed);
                     }
                     for ack in acks.drain(..) {
                         let _ = ack.send(result.as_ref().map(|_| ()).map_err(copy_err));

@@ -4,7 +4,8 @@
 //! ```text
 //!   {P}:tok:<fingerprint hex>   STRING  "<expires_at>"            EXPIREAT expires_at
 //!   {P}:scope:<blake3(key)>     STRING  ScopeRule JSON            EXPIREAT expires_at
-//!   {P}:events                  STREAM  field "c" = RevocationCommand JSON, MAXLEN ~ N
+//!   {P}:events                  STREAM  field "c" = RevocationCommand JSON, or
+//!                                       field "tb" = a batch of token rules (binary), MAXLEN ~ N
 //!   {P}:snapshot                STRING  bloom snapshot (binary, see `snapshot.rs`), no TTL
 //!   {P}:bind:<fingerprint hex>  STRING  Binding JSON              EXPIREAT expires_at
 //!   {P}:subj:<blake3(sub)>      ZSET    fingerprint hex -> issued_at, EXPIREAT latest member's
@@ -136,6 +137,11 @@ impl Keys {
     /// The `SCAN MATCH` pattern of every token rule (admin listing).
     pub fn token_pattern(&self) -> String {
         format!("{}*", glob_escape(&self.token_prefix))
+    }
+
+    /// The `SCAN MATCH` pattern of every binding (export).
+    pub fn binding_pattern(&self) -> String {
+        format!("{}*", glob_escape(&self.bind_prefix))
     }
 
     /// The fingerprint a token rule's key names.
@@ -325,6 +331,50 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'c', ARGV[2])
 return n
 "#;
 
+/// KEYS: stream, then N token keys. ARGV: now, maxlen, the batch's
+/// records (N × 24 bytes: fingerprint, expires_at u64 LE), then N
+/// expiries. The bulk import's batch of token rules: each merges as in
+/// `TOKEN_LUA`, and the ones written go out as ONE stream event, field
+/// `tb` = their records concatenated (see [`TOKEN_BATCH_RECORD`]).
+/// Returns one 0/1 per key: written or not needed.
+const TOKEN_BATCH_LUA: &str = r#"
+local now = tonumber(ARGV[1])
+local blob = ARGV[3]
+local changed, written = {}, {}
+for i = 2, #KEYS do
+  local exp = tonumber(ARGV[i + 2])
+  local flag = 0
+  if exp > now then
+    -- A new rule (the common case of an import) in one call; an existing
+    -- one merges: the later expiry wins.
+    if redis.call('SET', KEYS[i], ARGV[i + 2], 'NX', 'EXAT', ARGV[i + 2]) then
+      flag = 1
+    else
+      local cur = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+      if cur < exp then
+        redis.call('SET', KEYS[i], ARGV[i + 2], 'EXAT', ARGV[i + 2])
+        flag = 1
+      end
+    end
+    if flag == 1 then
+      written[#written + 1] = string.sub(blob, (i - 2) * 24 + 1, (i - 1) * 24)
+    end
+  end
+  changed[i - 1] = flag
+end
+if #written > 0 then
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'tb', table.concat(written))
+end
+return changed
+"#;
+
+/// Bytes of one token rule in a batch event's `tb` field: the fingerprint
+/// (16) and `expires_at` (u64 little-endian). An event carries either `c`
+/// (one command's JSON, every event before issue 18) or `tb`; a build that
+/// predates `tb` skips such an event with a warning (upgrade every instance
+/// before importing in bulk).
+pub const TOKEN_BATCH_RECORD: usize = 24;
+
 /// The write scripts (loaded lazily: `EVALSHA`, falling back to `EVAL`).
 pub struct Scripts {
     /// Token rule + event.
@@ -333,15 +383,18 @@ pub struct Scripts {
     pub scope: Script,
     /// Removal + event.
     pub remove: Script,
+    /// A batch of token rules + one event.
+    pub token_batch: Script,
 }
 
 impl Scripts {
-    /// The three scripts.
+    /// The write scripts.
     pub fn new() -> Scripts {
         Scripts {
             token: Script::new(TOKEN_LUA),
             scope: Script::new(SCOPE_LUA),
             remove: Script::new(REMOVE_LUA),
+            token_batch: Script::new(TOKEN_BATCH_LUA),
         }
     }
 }

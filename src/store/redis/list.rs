@@ -13,7 +13,7 @@ use ::redis::RedisError;
 
 use super::link::is_fatal;
 use super::Inner;
-use crate::store::{now_unix, ListError, ListedToken, StoreError, TokenPage};
+use crate::store::{now_unix, Binding, ListError, ListedToken, StoreError, TokenPage};
 
 pub(super) async fn tokens(
     inner: &Inner,
@@ -82,4 +82,55 @@ pub(super) async fn tokens(
         tokens,
         next: (next != 0).then(|| next.to_string()),
     })
+}
+
+/// Every live binding in Redis, for an export: a whole `SCAN` of the
+/// binding keys, values by `MGET`. Bindings still in the outbox are not
+/// among them (exported once written).
+pub(super) async fn bindings(inner: &Inner) -> Result<Vec<Binding>, StoreError> {
+    let Some(mut conn) = inner.link.conn() else {
+        return Err(StoreError::Redis("redis is not connected".into()));
+    };
+    let fail = |e: RedisError| {
+        if is_fatal(&e) {
+            inner.note_lost(&e);
+        }
+        StoreError::Redis(e.to_string())
+    };
+    let now = now_unix();
+    let mut out = Vec::new();
+    let mut cursor = 0u64;
+    loop {
+        let (next, keys): (u64, Vec<String>) = ::redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(inner.keys.binding_pattern())
+            .arg("COUNT")
+            .arg(1000)
+            .query_async(&mut conn)
+            .await
+            .map_err(fail)?;
+        if !keys.is_empty() {
+            let values: Vec<Option<Vec<u8>>> = ::redis::cmd("MGET")
+                .arg(&keys)
+                .query_async(&mut conn)
+                .await
+                .map_err(fail)?;
+            out.extend(
+                values
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| serde_json::from_slice::<Binding>(&v).ok())
+                    .filter(|b| b.expires_at > now),
+            );
+        }
+        if next == 0 {
+            break;
+        }
+        cursor = next;
+    }
+    // SCAN may return a key twice.
+    out.sort_by_key(|b| b.fingerprint);
+    out.dedup_by_key(|b| b.fingerprint);
+    Ok(out)
 }

@@ -29,6 +29,13 @@
 //!   its [`LocalCache`]. After a reconnect it resumes from that id, unless the
 //!   stream was trimmed past it (or went backwards: a fail-over that lost
 //!   writes, a Redis that restarted empty), in which case it resyncs fully.
+//! * **Bulk** (`apply_batch`, the admin import's batches): the token rules
+//!   of a batch go in one script call (`keys.rs`, `TOKEN_BATCH_LUA`) that
+//!   merges each as a single write would and appends ONE stream event for
+//!   those written (field `tb`: 24 bytes per rule, binary; every other
+//!   event keeps its `c` JSON, which every build reads); other commands are
+//!   written one by one; `WAIT`/confirmation runs once for the batch. With
+//!   Redis away the whole batch goes to the outbox with one fsync.
 //! * **Start-up**: from the snapshot when there is a usable one, else by
 //!   scanning; [`StoreStatus::ready`] is false until then, and tailing
 //!   starts from the id the load used, so nothing falls in between.
@@ -394,6 +401,90 @@ impl Inner {
         Ok(n > 0)
     }
 
+    /// Writes a bulk import's token rules in one script call: every rule
+    /// merged as [`Inner::write`] would, and ONE stream event for those
+    /// written. Returns, per rule, whether Redis changed.
+    async fn write_token_batch(
+        &self,
+        conn: &mut Conn,
+        rules: &[super::TokenRule],
+        now: u64,
+    ) -> Result<Vec<bool>, RedisError> {
+        let mut blob = Vec::with_capacity(rules.len() * keys::TOKEN_BATCH_RECORD);
+        for r in rules {
+            blob.extend_from_slice(r.fingerprint.as_bytes());
+            blob.extend_from_slice(&r.expires_at.to_le_bytes());
+        }
+        let mut inv = self.scripts.token_batch.prepare_invoke();
+        inv.key(self.keys.stream());
+        for r in rules {
+            inv.key(self.keys.token(&r.fingerprint));
+        }
+        inv.arg(now).arg(self.cfg.stream_maxlen).arg(blob);
+        for r in rules {
+            inv.arg(r.expires_at);
+        }
+        let flags: Vec<i64> = inv.invoke_async(conn).await?;
+        Ok(flags.into_iter().map(|f| f > 0).collect())
+    }
+
+    /// Writes a batch to Redis: token rules in script calls of at most
+    /// [`TOKEN_BATCH_MAX`] (one event each), every other command as
+    /// [`Inner::write`] does. Per command, whether Redis changed.
+    async fn write_batch(
+        &self,
+        conn: &mut Conn,
+        cmds: &[RevocationCommand],
+        now: u64,
+    ) -> Result<Vec<bool>, RedisError> {
+        let mut changed = vec![false; cmds.len()];
+        let mut run: Vec<(usize, super::TokenRule)> = Vec::new();
+        for (i, cmd) in cmds.iter().enumerate() {
+            match cmd {
+                RevocationCommand::Token(rule) => run.push((i, *rule)),
+                other => changed[i] = self.write(conn, other, now).await?,
+            }
+        }
+        for chunk in run.chunks(TOKEN_BATCH_MAX) {
+            let rules: Vec<super::TokenRule> = chunk.iter().map(|(_, r)| *r).collect();
+            let flags = self.write_token_batch(conn, &rules, now).await?;
+            for ((i, _), f) in chunk.iter().zip(flags) {
+                changed[*i] = f;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Queues a batch in the outbox with one journal append (one fsync)
+    /// and applies it locally.
+    async fn append_outbox_batch(
+        &self,
+        cmds: Vec<RevocationCommand>,
+    ) -> Result<Vec<Applied>, StoreError> {
+        let out = {
+            let mut ob = self.outbox.lock().await;
+            ob.journal.append_batch(&cmds).await?;
+            self.direct.store(false, Ordering::Release);
+            let mut out = Vec::with_capacity(cmds.len());
+            for cmd in &cmds {
+                self.index_outbox_one(cmd);
+                out.push(if self.apply_local(cmd) {
+                    Applied::Changed
+                } else {
+                    Applied::Unchanged
+                });
+            }
+            let n = cmds.len() as u64;
+            ob.pending.extend(cmds);
+            self.backlog
+                .store(ob.pending.len() as u64, Ordering::Release);
+            metrics::counter!("revgate_redis_outbox_appends_total").increment(n);
+            out
+        };
+        self.link.wake.notify_one();
+        Ok(out)
+    }
+
     /// Records that the connection is unusable; logs on the change of state only.
     fn note_lost(&self, e: &RedisError) {
         if self.link.lost() {
@@ -460,6 +551,10 @@ impl Inner {
     }
 }
 
+/// Most token rules in one batch script call (one stream event): about
+/// 240 KB of event and half a megabyte of script arguments.
+const TOKEN_BATCH_MAX: usize = 10_000;
+
 /// JSON for a script argument (cannot fail for these types; mapped anyway).
 fn to_json<T: serde::Serialize>(v: &T) -> Result<String, RedisError> {
     serde_json::to_string(v)
@@ -524,6 +619,83 @@ impl RevocationStore for RedisStore {
             ));
         }
         Ok(queued)
+    }
+
+    async fn export_bindings(&self) -> Result<Vec<Binding>, StoreError> {
+        list::bindings(&self.inner).await
+    }
+
+    async fn apply_batch(&self, cmds: Vec<RevocationCommand>) -> Result<Vec<Applied>, StoreError> {
+        let inner = &self.inner;
+        if inner.closed.load(Ordering::Acquire) {
+            return Err(StoreError::Closed);
+        }
+        let now = now_unix();
+        let live: Vec<bool> = cmds
+            .iter()
+            .map(|c| c.expires_at().is_none_or(|exp| exp > now))
+            .collect();
+        let todo: Vec<RevocationCommand> = cmds
+            .into_iter()
+            .zip(&live)
+            .filter(|(_, &l)| l)
+            .map(|(c, _)| c)
+            .collect();
+        // Answers for the live commands, in order; the expired ones are
+        // `Unchanged` without a write, as in `apply`.
+        let spread = |answers: Vec<Applied>| {
+            let mut answers = answers.into_iter();
+            live.iter()
+                .map(|&l| {
+                    if l {
+                        answers.next().unwrap_or(Applied::Unchanged)
+                    } else {
+                        Applied::Unchanged
+                    }
+                })
+                .collect::<Vec<_>>()
+        };
+        if todo.is_empty() {
+            return Ok(spread(Vec::new()));
+        }
+        if inner.direct.load(Ordering::Acquire) {
+            if let Some(mut conn) = inner.link.writer() {
+                match inner.write_batch(&mut conn, &todo, now).await {
+                    Ok(changed) => {
+                        for cmd in &todo {
+                            inner.apply_local(cmd);
+                        }
+                        // WAIT / confirmation once for the whole batch.
+                        inner.settle(&mut conn).await?;
+                        return Ok(spread(
+                            changed
+                                .into_iter()
+                                .map(|c| {
+                                    if c {
+                                        Applied::Changed
+                                    } else {
+                                        Applied::Unchanged
+                                    }
+                                })
+                                .collect(),
+                        ));
+                    }
+                    Err(e) if is_fatal(&e) => inner.note_lost(&e),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "redis refused a batch of revocations; it goes to the outbox");
+                    }
+                }
+            }
+        }
+        // Part of the batch may be in Redis already: the outbox replays
+        // all of it, and every write merges, so nothing moves backwards.
+        let queued = inner.append_outbox_batch(todo).await?;
+        if inner.lease.is_some() {
+            return Err(StoreError::Unconfirmed(
+                "redis is unreachable: queued in the outbox".into(),
+            ));
+        }
+        Ok(spread(queued))
     }
 
     async fn is_token_revoked(&self, fp: &Fingerprint) -> Result<bool, StoreError> {

@@ -24,24 +24,47 @@ pub(super) async fn xread(
 
 /// Applies one stream event to the local cache.
 pub(super) fn apply_event(inner: &Inner, fields: &std::collections::HashMap<String, Value>) {
-    if let Some(cmd) = decode_event(fields) {
+    for cmd in decode_event(fields) {
         apply_command(inner, &cmd);
     }
 }
 
-/// The command an event carries (`None`, logged, when unreadable).
+/// The commands an event carries: one (`c`, a command's JSON), or a bulk
+/// import's batch of token rules (`tb`, see `super::super::keys::TOKEN_BATCH_RECORD`);
+/// none, logged, when unreadable.
 pub(super) fn decode_event(
     fields: &std::collections::HashMap<String, Value>,
-) -> Option<RevocationCommand> {
-    let cmd = match fields.get("c") {
-        Some(Value::BulkString(b)) => serde_json::from_slice::<RevocationCommand>(b).ok(),
-        Some(Value::SimpleString(s)) => serde_json::from_str::<RevocationCommand>(s).ok(),
+) -> Vec<RevocationCommand> {
+    let bytes = |v: &Value| match v {
+        Value::BulkString(b) => Some(b.clone()),
+        Value::SimpleString(s) => Some(s.as_bytes().to_vec()),
         _ => None,
     };
-    if cmd.is_none() {
-        tracing::warn!("unreadable revocation event in the stream; skipped");
+    if let Some(batch) = fields.get("tb").and_then(bytes) {
+        if batch.len() % super::super::keys::TOKEN_BATCH_RECORD == 0 {
+            return batch
+                .chunks_exact(super::super::keys::TOKEN_BATCH_RECORD)
+                .map(|r| {
+                    let mut fp = [0u8; 16];
+                    fp.copy_from_slice(&r[..16]);
+                    let mut exp = [0u8; 8];
+                    exp.copy_from_slice(&r[16..]);
+                    RevocationCommand::Token(crate::store::TokenRule {
+                        fingerprint: crate::credentials::Fingerprint::from_bytes(fp),
+                        expires_at: u64::from_le_bytes(exp),
+                    })
+                })
+                .collect();
+        }
+    } else if let Some(one) = fields
+        .get("c")
+        .and_then(bytes)
+        .and_then(|b| serde_json::from_slice::<RevocationCommand>(&b).ok())
+    {
+        return vec![one];
     }
-    cmd
+    tracing::warn!("unreadable revocation event in the stream; skipped");
+    Vec::new()
 }
 
 /// Applies one event's command to the local cache.
@@ -114,7 +137,7 @@ pub(super) async fn catch_up(
         for key in reply.keys {
             for entry in key.ids {
                 n += 1;
-                if let Some(c) = decode_event(&entry.map) {
+                for c in decode_event(&entry.map) {
                     let scope = matches!(
                         c,
                         RevocationCommand::Scope(_)
@@ -263,5 +286,46 @@ pub(super) async fn last_event_id(inner: &Inner, cmd: &mut Conn) -> Result<Event
             .unwrap_or(EventId::ZERO)),
         Err(e) if !is_fatal(&e) && e.to_string().contains("no such key") => Ok(EventId::ZERO),
         Err(e) => Err(e),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    #[test]
+    fn an_event_carries_one_command_or_a_batch_of_token_rules() {
+        let fp = crate::credentials::Fingerprint::from_bytes([7; 16]);
+        let one = RevocationCommand::Token(crate::store::TokenRule {
+            fingerprint: fp,
+            expires_at: 42,
+        });
+        let c = HashMap::from([(
+            "c".to_string(),
+            Value::BulkString(serde_json::to_vec(&one).unwrap()),
+        )]);
+        assert_eq!(decode_event(&c), vec![one.clone()]);
+        let mut blob = Vec::new();
+        for i in 0..3u8 {
+            blob.extend_from_slice(&[i; 16]);
+            blob.extend_from_slice(&(100 + u64::from(i)).to_le_bytes());
+        }
+        let tb = HashMap::from([("tb".to_string(), Value::BulkString(blob.clone()))]);
+        let got = decode_event(&tb);
+        assert_eq!(got.len(), 3);
+        assert_eq!(
+            got[2],
+            RevocationCommand::Token(crate::store::TokenRule {
+                fingerprint: crate::credentials::Fingerprint::from_bytes([2; 16]),
+                expires_at: 102,
+            })
+        );
+        // A torn batch or an unknown field is skipped whole.
+        blob.pop();
+        let torn = HashMap::from([("tb".to_string(), Value::BulkString(blob))]);
+        assert!(decode_event(&torn).is_empty());
+        let other = HashMap::from([("x".to_string(), Value::BulkString(b"1".to_vec()))]);
+        assert!(decode_event(&other).is_empty());
     }
 }

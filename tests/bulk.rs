@@ -1,0 +1,739 @@
+//! Issue 18 against the real binary: bulk import and export of revocations
+//! through `revgate admin import|export` and the streamed admin endpoints,
+//! and the built-in upstreams `builtin:ok` / `builtin:echo`.
+//!
+//! Covered: 100,000 plain-line tokens and 1,000 NDJSON scope rules imported
+//! through the CLI into the embedded store (enforced, and again after a
+//! kill -9) and into a real redis-server (enforced on two instances: the
+//! second learns them from the batch stream events); a malformed line
+//! reported with its number while the rest apply; every per-line error of
+//! the endpoint by number, exactly; a kill -9 of the gateway during an
+//! import loses nothing the CLI's summary counted as accepted; export ->
+//! import into a fresh deployment with the same fingerprint key enforces
+//! the same rules (tokens, scopes, jti, bindings) and the export holds no
+//! raw token; in confirmed consistency an import's answer means every
+//! instance enforces it (one confirmation per batch); the admin token
+//! guards both endpoints; `builtin:ok` and
+//! `builtin:echo` answer as documented on the fast path and on hyper (h1
+//! and h2c), after the verdict, with no upstream listening anywhere; an
+//! unknown `builtin:` URL is refused at start. Proof is the upstream's hit
+//! counter where there is an upstream, the exact status and body, and the
+//! store's own answers (admin lookups, export) where there is none.
+
+#[path = "support/redis.rs"]
+mod redis_support;
+mod support;
+
+use std::io::{BufRead as _, Write as _};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use redis_support::RedisServer;
+use serde_json::{json, Value};
+use support::*;
+
+const FP_KEY: &str = "62756c6b2d696d706f72742d746573742d6b65792d33322d62797465732d2121";
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_revgate")
+}
+
+/// `revgate admin --admin-url URL -o json ARGS..`: exit code, stdout's last
+/// line as JSON, stderr.
+fn admin_cli(admin_url: &str, args: &[&str], stdin: Option<&Path>) -> (i32, Value, String) {
+    let mut cmd = Command::new(bin());
+    cmd.args(["admin", "--admin-url", admin_url, "-o", "json"])
+        .args(args)
+        .env_remove("REVGATE_ADMIN_TOKEN")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    match stdin {
+        Some(p) => cmd.stdin(std::fs::File::open(p).unwrap()),
+        None => cmd.stdin(Stdio::null()),
+    };
+    let out = cmd.output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let last = stdout.lines().last().unwrap_or("null");
+    let v = serde_json::from_str(last).unwrap_or(Value::String(stdout.clone()));
+    (
+        out.status.code().unwrap_or(-1),
+        v,
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The token of import line `i` (1-based among the token lines).
+fn token(prefix: &str, i: usize) -> String {
+    format!("{prefix}-{i:06}-opaque")
+}
+
+/// Writes the issue's input: 100,000 raw tokens (one malformed line after
+/// the 50,000th), then 1,000 NDJSON scope rules (`sub` = `<prefix>-user-<n>`).
+/// Returns the malformed line's number.
+fn write_input(path: &Path, prefix: &str) -> u64 {
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    let mut line = 0u64;
+    let mut bad = 0;
+    for i in 1..=100_000 {
+        writeln!(f, "{}", token(prefix, i)).unwrap();
+        line += 1;
+        if i == 50_000 {
+            writeln!(f, r#"{{"token": "#).unwrap();
+            line += 1;
+            bad = line;
+        }
+    }
+    for n in 0..1_000 {
+        writeln!(
+            f,
+            "{}",
+            json!({"scope": {"sub": format!("{prefix}-user-{n}"), "provider": "github"}})
+        )
+        .unwrap();
+    }
+    f.flush().unwrap();
+    bad
+}
+
+fn assert_issue_summary(v: &Value, bad_line: u64) {
+    assert_eq!(v["accepted"], json!(101_000), "{v}");
+    assert_eq!(v["changed"], json!(101_000), "{v}");
+    assert_eq!(v["rejected"], json!(1), "{v}");
+    assert_eq!(v["lines"], json!(101_001), "{v}");
+    assert_eq!(v["complete"], json!(true), "{v}");
+    assert_eq!(
+        v["errors"],
+        json!([{"line": bad_line, "error": "the line is not valid JSON"}]),
+        "{v}"
+    );
+}
+
+/// A JWT of scope subject `sub` (provider github) issued a minute ago.
+fn scoped_jwt(sub: &str) -> String {
+    jwt(&json!({"sub": sub, "provider": "github", "iat": now() - 60, "exp": now() + 3600}))
+}
+
+/// The issue's samples: tokens across the file and scope subjects are
+/// refused and never reach `up`; a token not imported, and a subject with
+/// no rule, pass.
+async fn assert_samples(gw: &RunningGateway, up: &RunningUpstream, prefix: &str) {
+    for i in [1, 2, 49_999, 50_000, 50_001, 77_777, 99_999, 100_000] {
+        assert_revoked(gw, up, &token(prefix, i)).await;
+    }
+    for n in [0, 500, 999] {
+        assert_revoked(gw, up, &scoped_jwt(&format!("{prefix}-user-{n}"))).await;
+    }
+    assert_passes(gw, up, &token(prefix, 100_001)).await;
+    assert_passes(gw, up, &scoped_jwt(&format!("{prefix}-user-1000"))).await;
+}
+
+async fn ready(g: &RunningGateway) {
+    let url = format!("{}/readyz", g.admin_url);
+    wait_for("/readyz 200", Duration::from_secs(20), || async {
+        fetch(&url, &[]).await.status == 200
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_imports_100k_tokens_and_1k_scope_rules_into_the_embedded_store() {
+    let up = Upstream::new().spawn().await;
+    let mut gw = Gateway::new().upstream(&up.url).spawn();
+    let input = gw.dir.join("input.ndjson");
+    let bad = write_input(&input, "emb");
+    let (code, v, stderr) = admin_cli(
+        &gw.admin_url,
+        &["import", "--file", input.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_issue_summary(&v, bad);
+    assert!(
+        stderr.contains("import: 100000 lines"),
+        "no progress line: {stderr}"
+    );
+    assert_samples(&gw, &up, "emb").await;
+    // Durable: a kill -9 right after the summary keeps every rule.
+    gw.restart();
+    assert_samples(&gw, &up, "emb").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_imports_into_redis_and_both_instances_enforce_it() {
+    redis_support::require_redis_server();
+    let redis = RedisServer::spawn();
+    let up = Upstream::new().spawn().await;
+    let instance = || {
+        Gateway::new()
+            .upstream(&up.url)
+            .arg("--store")
+            .arg(&redis.url())
+            .toml(&format!(
+                "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"bulk\""
+            ))
+            .spawn()
+    };
+    let (a, b) = (instance(), instance());
+    ready(&a).await;
+    ready(&b).await;
+    let input = a.dir.join("input.ndjson");
+    let bad = write_input(&input, "red");
+    let (code, v, stderr) = admin_cli(
+        &a.admin_url,
+        &["import", "--file", input.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_issue_summary(&v, bad);
+    // In Redis: one key per token rule, fingerprints only.
+    let mut conn = redis.conn();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("{bulk}:tok:*")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(keys.len(), 100_000);
+    let stream: Vec<redis::Value> = redis::cmd("XRANGE")
+        .arg("{bulk}:events")
+        .arg("-")
+        .arg("+")
+        .query(&mut conn)
+        .unwrap();
+    // One event per batch of tokens, one per scope rule: the CLI's first
+    // request (lines 1 to 100,000) is ten batches, the second holds the
+    // last token and the scope rules (one more batch).
+    assert_eq!(stream.len(), 11 + 1_000, "stream events");
+    // B learned every batch from the stream.
+    let last = token("red", 100_000);
+    wait_for(
+        "instance B has the last batch",
+        Duration::from_secs(10),
+        || async { get_bearer(&format!("{}/data", b.url), &last).await.status == 401 },
+    )
+    .await;
+    assert_samples(&a, &up, "red").await;
+    assert_samples(&b, &up, "red").await;
+    // The export from either instance: every rule once, bindings too.
+    let r = post_json(
+        &format!("{}/admin/v1/principals", a.admin_url),
+        &json!({"credential": "opaque-red-key", "sub": "red-bound"}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let exported = b.dir.join("export.ndjson");
+    let (code, _, stderr) = admin_cli(
+        &b.admin_url,
+        &["export", "--file", exported.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let text = std::fs::read_to_string(&exported).unwrap();
+    let mut kinds = std::collections::BTreeMap::new();
+    let mut fingerprints = std::collections::HashSet::new();
+    for l in text.lines() {
+        let v: Value = serde_json::from_str(l).unwrap();
+        *kinds
+            .entry(v["kind"].as_str().unwrap().to_string())
+            .or_insert(0) += 1;
+        if v["kind"] == json!("token") {
+            assert_eq!(v["source"], json!("redis"));
+            fingerprints.insert(v["fingerprint"].as_str().unwrap().to_string());
+        }
+    }
+    assert_eq!(fingerprints.len(), 100_000);
+    assert_eq!(kinds.get("scope"), Some(&1_000));
+    assert_eq!(kinds.get("bind"), Some(&1));
+    assert!(!text.contains("opaque"), "the export holds a raw token");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_endpoint_reports_each_bad_line_by_number_and_applies_the_rest() {
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new().upstream(&up.url).spawn();
+    let long = "x".repeat(20 * 1024);
+    let mut body = Vec::new();
+    let lines: Vec<&[u8]> = vec![
+        b"good-token-1",                                                   // 1
+        b"",                                                               // 2 blank
+        b"{not json",                                                      // 3
+        br#"{"token":"good-token-2"}"#,                                    // 4
+        br#"{"tokn":"typo"}"#,                                             // 5
+        long.as_bytes(),                                                   // 6
+        b"bad\xfftoken",                                                   // 7
+        br#"{"kind":"token","fingerprint":"zz","expires_at":9999999999}"#, // 8
+        br#"{"kind":"token","fingerprint":"00112233445566778899aabbccddeeff","expires_at":1}"#, // 9 expired
+        br#"{"jti":"j-1"}"#,        // 10 (jti off)
+        br#"{"scope":{"sub":""}}"#, // 11
+        br#"{"kind":"remove","fingerprint":"00112233445566778899aabbccddeeff"}"#, // 12
+        b"good token 3",            // 13 (space)
+        br#"{"scope":{"sub":"u-9","provider":"github"}}"#, // 14
+        b"good-token-4\r",          // 15 (CRLF)
+    ];
+    for l in &lines {
+        body.extend_from_slice(l);
+        body.push(b'\n');
+    }
+    // The last line without its newline.
+    body.extend_from_slice(b"good-token-5");
+    let r = send(call(
+        "POST",
+        &format!("{}/admin/v1/revocations/import", gw.admin_url),
+        &[("content-type", "application/x-ndjson")],
+        &body,
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({
+            "lines": 16, "accepted": 5, "changed": 5, "expired": 1, "rejected": 9,
+            "errors": [
+                {"line": 3, "error": "the line is not valid JSON"},
+                {"line": 5, "error": "unknown field or wrong type: see the import's line forms"},
+                {"line": 6, "error": "the line is over 16 KiB"},
+                {"line": 7, "error": "the line is not UTF-8"},
+                {"line": 8, "error": "fingerprint must be 32 hex characters"},
+                {"line": 10, "error": "revocation by jti is off: set tokens.revoke_by_jti = true on every instance"},
+                {"line": 11, "error": "scope.sub is required; scope.org and scope.provider, when given, must be non-empty"},
+                {"line": 12, "error": "unknown kind: token, scope and bind are imported"},
+                {"line": 13, "error": "a token must be non-empty visible ASCII"},
+            ],
+            "errors_truncated": false,
+        })
+    );
+    assert!(!r.text().contains("typo") && !r.text().contains("good"));
+    for t in [
+        "good-token-1",
+        "good-token-2",
+        "good-token-4",
+        "good-token-5",
+    ] {
+        assert_revoked(&gw, &up, t).await;
+    }
+    assert_revoked(&gw, &up, &scoped_jwt("u-9")).await;
+    assert_passes(&gw, &up, "good-token-6").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_9_during_an_import_loses_nothing_the_summary_counted() {
+    let up = Upstream::new().spawn().await;
+    // The lookups below are 20,000 admin calls.
+    let mut gw = Gateway::new()
+        .upstream(&up.url)
+        .toml("[admin.rate_limit]\nenabled = false")
+        .spawn();
+    let mut cli = Command::new(bin())
+        .args(["admin", "--admin-url", &gw.admin_url, "-o", "json"])
+        .args(["import", "--request-lines", "10000"])
+        .env_remove("REVGATE_ADMIN_TOKEN")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = cli.stdin.take().unwrap();
+    let stderr = cli.stderr.take().unwrap();
+    let (progress_tx, progress) = std::sync::mpsc::channel::<String>();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr)
+            .lines()
+            .map_while(Result::ok)
+        {
+            let _ = progress_tx.send(line);
+        }
+    });
+    let write = |stdin: &mut std::process::ChildStdin, from: usize, to: usize| {
+        let mut chunk = String::new();
+        for i in from..=to {
+            chunk.push_str(&token("k9", i));
+            chunk.push('\n');
+        }
+        stdin.write_all(chunk.as_bytes()).unwrap();
+        stdin.flush().unwrap();
+    };
+    // Two requests' worth, answered; then a third in flight when the
+    // gateway dies.
+    write(&mut stdin, 1, 20_000);
+    let mut answered = 0;
+    while answered < 2 {
+        let line = progress
+            .recv_timeout(Duration::from_secs(20))
+            .expect("progress line");
+        assert!(line.starts_with("import: "), "{line}");
+        answered += 1;
+    }
+    write(&mut stdin, 20_001, 25_000);
+    gw.kill9();
+    drop(stdin);
+    let out = cli.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "the import must fail");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let v: Value = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    assert_eq!(v["complete"], json!(false), "{v}");
+    let accepted = v["accepted"].as_u64().unwrap();
+    assert!(accepted >= 20_000, "{v}");
+    assert_eq!(v["lines"].as_u64().unwrap(), accepted, "{v}");
+    // Every line the summary counted is enforced after a restart.
+    gw.restart();
+    let counted = gw.dir.join("counted.txt");
+    {
+        let mut f = std::fs::File::create(&counted).unwrap();
+        for i in 1..=accepted as usize {
+            writeln!(f, "{}", token("k9", i)).unwrap();
+        }
+    }
+    let (code, looked, stderr) = admin_cli(
+        &gw.admin_url,
+        &["lookup", "--file", counted.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let looked = looked.as_array().unwrap();
+    assert_eq!(looked.len(), accepted as usize);
+    let lost: Vec<_> = looked
+        .iter()
+        .filter(|l| l["revoked"] != json!(true))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} counted revocations lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(3)]
+    );
+    assert_revoked(&gw, &up, &token("k9", accepted as usize)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_then_import_into_a_fresh_deployment_enforces_the_same_rules() {
+    let up = Upstream::new().spawn().await;
+    let deployment = || {
+        Gateway::new()
+            .upstream(&up.url)
+            .toml(&format!(
+                "[tokens]\nfingerprint_key = \"{FP_KEY}\"\nrevoke_by_jti = true"
+            ))
+            .spawn()
+    };
+    let a = deployment();
+    let input = a.dir.join("input.txt");
+    {
+        let mut f = std::fs::File::create(&input).unwrap();
+        for i in 1..=1_000 {
+            writeln!(f, "{}", token("ex", i)).unwrap();
+        }
+        writeln!(
+            f,
+            "{}",
+            json!({"scope": {"sub": "ex-user", "provider": "github"}})
+        )
+        .unwrap();
+        writeln!(f, "{}", json!({"jti": "jti-ex-1"})).unwrap();
+    }
+    let (code, v, stderr) = admin_cli(
+        &a.admin_url,
+        &["import", "--file", input.to_str().unwrap()],
+        None,
+    );
+    assert_eq!((code, &v["accepted"]), (0, &json!(1_002)), "{v} {stderr}");
+    // A binding: an opaque credential held by a subject a scope rule covers.
+    let r = post_json(
+        &format!("{}/admin/v1/principals", a.admin_url),
+        &json!({"credential": "opaque-ex-key", "sub": "ex-bound", "issued_at": now() - 100}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = post_json(
+        &format!("{}/admin/v1/revocations", a.admin_url),
+        &json!({"scope": {"sub": "ex-bound"}}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_revoked(&a, &up, "opaque-ex-key").await;
+
+    let exported = a.dir.join("export.ndjson");
+    let (code, _, stderr) = admin_cli(
+        &a.admin_url,
+        &["export", "--file", exported.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let text = std::fs::read_to_string(&exported).unwrap();
+    // 1,000 tokens + the jti rule, 2 scope rules, 1 binding.
+    assert_eq!(text.lines().count(), 1_004, "{stderr}");
+    assert!(stderr.contains("export: 1004 rules"), "{stderr}");
+    for secret in ["ex-000001-opaque", "opaque-ex-key", "jti-ex-1"] {
+        assert!(!text.contains(secret), "the export holds a raw token");
+    }
+    let kinds = |k: &str| {
+        text.lines()
+            .filter(|l| serde_json::from_str::<Value>(l).unwrap()["kind"] == json!(k))
+            .count()
+    };
+    assert_eq!(
+        (kinds("token"), kinds("scope"), kinds("bind")),
+        (1_001, 2, 1)
+    );
+
+    let b = deployment();
+    // Nothing yet on B.
+    assert_passes(&b, &up, &token("ex", 1)).await;
+    let (code, v, stderr) = admin_cli(
+        &b.admin_url,
+        &["import", "--file", exported.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        (&v["accepted"], &v["rejected"]),
+        (&json!(1_004), &json!(0)),
+        "{v}"
+    );
+    for i in [1, 500, 1_000] {
+        assert_revoked(&b, &up, &token("ex", i)).await;
+    }
+    assert_revoked(&b, &up, &scoped_jwt("ex-user")).await;
+    assert_revoked(
+        &b,
+        &up,
+        &jwt(&json!({"jti": "jti-ex-1", "exp": now() + 600})),
+    )
+    .await;
+    assert_revoked(&b, &up, "opaque-ex-key").await;
+    assert_passes(&b, &up, &token("ex", 1_001)).await;
+    // Importing the same export again changes nothing.
+    let (_, v, _) = admin_cli(
+        &b.admin_url,
+        &["import", "--file", exported.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(
+        (&v["accepted"], &v["changed"]),
+        (&json!(1_004), &json!(0)),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn import_and_export_need_the_admin_token() {
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new()
+        .upstream(&up.url)
+        .toml("[admin]\ntoken = \"admin-secret-bulk-0123456789\"")
+        .spawn();
+    let url = format!("{}/admin/v1/revocations/import", gw.admin_url);
+    let r = send(call("POST", &url, &[], b"tok-a\n")).await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"error": "invalid_token", "error_description": "admin token required"})
+    );
+    let r = fetch(
+        &format!("{}/admin/v1/revocations/export", gw.admin_url),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 401, "{}", r.text());
+    assert_passes(&gw, &up, "tok-a").await;
+    let r = send(call(
+        "POST",
+        &url,
+        &[("authorization", "Bearer admin-secret-bulk-0123456789")],
+        b"tok-a\n",
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["accepted"], json!(1));
+    assert_revoked(&gw, &up, "tok-a").await;
+    let r = fetch(
+        &format!("{}/admin/v1/revocations/export", gw.admin_url),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status, 401);
+    // The CLI with the token in the environment.
+    let out = Command::new(bin())
+        .args(["admin", "--admin-url", &gw.admin_url, "export"])
+        .env("REVGATE_ADMIN_TOKEN", "admin-secret-bulk-0123456789")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout).lines().count(), 1);
+    // A wrong method is named.
+    let r = fetch(
+        &url,
+        &[("authorization", "Bearer admin-secret-bulk-0123456789")],
+    )
+    .await;
+    assert_eq!(r.status, 405, "{}", r.text());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn builtin_ok_and_echo_answer_after_the_verdict_with_no_upstream_anywhere() {
+    for (name, path_toml) in PATHS {
+        let ok = Gateway::new()
+            .upstream("builtin:ok")
+            .toml(path_toml)
+            .spawn();
+        admin_revoke(&ok, "revoked-builtin").await;
+        for _ in 0..3 {
+            let r = get_bearer(&format!("{}/any/path", ok.url), "valid-builtin").await;
+            assert_eq!(r.status, 200, "{name}: {}", r.text());
+            assert_eq!(r.text(), "ok\n", "{name}");
+            assert_eq!(r.header("content-type"), Some("text/plain"), "{name}");
+        }
+        // A body is read and dropped; the answer is the same.
+        let r = send(call(
+            "POST",
+            &format!("{}/upload", ok.url),
+            &[("authorization", "Bearer valid-builtin")],
+            &[b'x'; 10_000],
+        ))
+        .await;
+        assert_eq!((r.status, r.text().as_str()), (200, "ok\n"), "{name}");
+        let r = get_bearer(&format!("{}/any/path", ok.url), "revoked-builtin").await;
+        assert_revoked_response(&r);
+        // A forward-mode revoke call (RFC 7009): the built-in's 200 is the
+        // upstream's 2xx, so the revocation is applied.
+        let r = send(call(
+            "POST",
+            &format!("{}/oauth/revoke", ok.url),
+            &[("content-type", "application/x-www-form-urlencoded")],
+            b"token=revoked-by-call",
+        ))
+        .await;
+        assert_eq!((r.status, r.text().as_str()), (200, "ok\n"), "{name}");
+        let r = get_bearer(&format!("{}/any/path", ok.url), "revoked-by-call").await;
+        assert_revoked_response(&r);
+        // HTTP/2 (always the hyper path).
+        let r = send_with(
+            &h2c_client(),
+            get(&format!("{}/h2", ok.url))
+                .header("authorization", "Bearer valid-builtin")
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
+        assert_eq!((r.status, r.text().as_str()), (200, "ok\n"), "{name} h2");
+        let r = send_with(
+            &h2c_client(),
+            get(&format!("{}/h2", ok.url))
+                .header("authorization", "Bearer revoked-builtin")
+                .body(Default::default())
+                .unwrap(),
+        )
+        .await;
+        assert_revoked_response(&r);
+        // Counted as forwarded, with no upstream time.
+        let metrics = fetch(&format!("{}/metrics", ok.admin_url), &[])
+            .await
+            .text();
+        assert!(
+            metrics
+                .lines()
+                .any(|l| l.starts_with("revgate_requests_total")
+                    && l.contains("outcome=\"forwarded\"")),
+            "{name}: {metrics}"
+        );
+
+        let echo = Gateway::new()
+            .upstream("builtin:echo")
+            .toml(path_toml)
+            .spawn();
+        let r = fetch(
+            &format!("{}/p/q?q=secret-in-query", echo.url),
+            &[
+                ("authorization", "Bearer secret-in-header"),
+                ("cookie", "s=secret-cookie"),
+                ("x-demo", "1"),
+            ],
+        )
+        .await;
+        assert_eq!(r.status, 200, "{name}: {}", r.text());
+        assert_eq!(r.header("content-type"), Some("application/json"));
+        assert!(
+            !r.text().contains("secret"),
+            "{name}: a credential was echoed: {}",
+            r.text()
+        );
+        let v = r.json();
+        assert_eq!(v["upstream"], json!("revgate builtin:echo"));
+        assert_eq!(v["method"], json!("GET"));
+        assert_eq!(v["path"], json!("/p/q"));
+        assert_eq!(v["authorized"], json!(true));
+        assert_eq!(v["headers"]["x-demo"], json!("1"));
+        assert!(v["headers"].get("authorization").is_none());
+        admin_revoke(&echo, "revoked-echo").await;
+        let r = get_bearer(&format!("{}/p", echo.url), "revoked-echo").await;
+        assert_revoked_response(&r);
+    }
+}
+
+#[test]
+fn an_unknown_builtin_upstream_is_refused_at_start() {
+    let out = Command::new(bin())
+        .args(["check-config", "--upstream", "builtin:nope"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    // Bad configuration exits 2, as every config error does.
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("upstream.url") && stderr.contains("builtin:ok or builtin:echo"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_confirmed_import_is_enforced_by_every_instance_the_moment_it_is_answered() {
+    redis_support::require_redis_server();
+    let redis = RedisServer::spawn();
+    let up = Upstream::new().spawn().await;
+    let instance = || {
+        Gateway::new()
+            .upstream(&up.url)
+            .arg("--store")
+            .arg(&redis.url())
+            .arg("--consistency")
+            .arg("confirmed")
+            .toml(&format!(
+                "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"conf\"\nlease = \"1s\"\nconfirm_timeout = \"4s\""
+            ))
+            .spawn()
+    };
+    let (a, b) = (instance(), instance());
+    for g in [&a, &b] {
+        ready(g).await;
+        let url = format!("{}/probe", g.url);
+        wait_for(
+            "the instance holds its lease",
+            Duration::from_secs(20),
+            || async { get_bearer(&url, "probe-token").await.status == 200 },
+        )
+        .await;
+    }
+    let hits = up.hits();
+    let mut body = String::new();
+    for i in 1..=25_000 {
+        body.push_str(&token("conf", i));
+        body.push('\n');
+    }
+    let r = send(call(
+        "POST",
+        &format!("{}/admin/v1/revocations/import", a.admin_url),
+        &[],
+        body.as_bytes(),
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["accepted"], json!(25_000));
+    // Answered: B already has every batch (three of them), no waiting.
+    for i in [1, 9_999, 10_000, 10_001, 20_001, 25_000] {
+        let r = get_bearer(&format!("{}/after", b.url), &token("conf", i)).await;
+        assert_revoked_response(&r);
+    }
+    assert_eq!(up.hits(), hits, "a revoked token reached the upstream");
+}

@@ -65,6 +65,8 @@ impl Config {
         self.validate_issuance()?;
         let introspection = self.validate_identity()?;
         self.validate_tracing()?;
+        let paths: Vec<&str> = dialects.iter().map(|d| d.path.as_str()).collect();
+        let feeds = self.feeds.validate(&paths)?;
         Ok(Settings {
             raw: self.clone(),
             listen,
@@ -76,6 +78,7 @@ impl Config {
             dialect_secrets,
             verify,
             introspection,
+            feeds,
         })
     }
 

@@ -343,7 +343,10 @@ fn describe() {
         FEED_REPLAY_EVICTIONS,
         "Live jti entries the full replay memory forgot to make room (feeds.replay_capacity)."
     );
-    describe_counter!(FEED_POLLS, "RFC 8936 polls of the SSF transmitter, by result.");
+    describe_counter!(
+        FEED_POLLS,
+        "RFC 8936 polls of the SSF transmitter, by result."
+    );
     describe_gauge!(
         FEED_POLL_LEASE,
         "1 while this instance holds the SSF poll lease (is the one poller)."

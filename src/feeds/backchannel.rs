@@ -100,11 +100,13 @@ pub(crate) fn effects(t: &set::Verified) -> Result<Vec<Effect>, Rejection> {
     if sub.is_none() && sid.is_none() {
         return Err(Rejection::InvalidRequest("sub or sid is required"));
     }
-    if [&sub, &sid]
-        .iter()
-        .any(|v| v.as_ref().is_some_and(|v| v.len() > crate::dialect::MAX_ID_LEN))
-    {
-        return Err(Rejection::InvalidRequest("sub or sid longer than 256 bytes"));
+    if [&sub, &sid].iter().any(|v| {
+        v.as_ref()
+            .is_some_and(|v| v.len() > crate::dialect::MAX_ID_LEN)
+    }) {
+        return Err(Rejection::InvalidRequest(
+            "sub or sid longer than 256 bytes",
+        ));
     }
     let mut effects = Vec::new();
     if let Some(sub) = sub {

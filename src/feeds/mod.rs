@@ -165,8 +165,7 @@ impl Delivery {
     }
 }
 
-pub(crate) type PollClient =
-    Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+pub(crate) type PollClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// One feed's verifier and checked settings.
 pub(crate) struct Feed {
@@ -390,25 +389,23 @@ pub(crate) async fn apply(
                     }
                 }
             }
-            Effect::Session { event, sid, at } => {
-                match session_revocation(&token.iss, &sid, at) {
-                    Some(cmd) => {
-                        if let Err(e) = gw.store().apply(cmd).await {
-                            crate::metrics::revocation_apply_failed(source);
-                            tracing::warn!(feed = source, event, error = %e, jti = %jti, "session revocation not recorded: answered 503");
-                            return Err(Rejection::Unavailable(
-                                "revocation could not be recorded; retry",
-                            ));
-                        }
-                        crate::metrics::revocation_applied(source, mode);
-                        crate::metrics::feed_event(source, "applied");
+            Effect::Session { event, sid, at } => match session_revocation(&token.iss, &sid, at) {
+                Some(cmd) => {
+                    if let Err(e) = gw.store().apply(cmd).await {
+                        crate::metrics::revocation_apply_failed(source);
+                        tracing::warn!(feed = source, event, error = %e, jti = %jti, "session revocation not recorded: answered 503");
+                        return Err(Rejection::Unavailable(
+                            "revocation could not be recorded; retry",
+                        ));
                     }
-                    None => {
-                        crate::metrics::feed_event(source, "session_unknown");
-                        tracing::info!(feed = source, event, iss = %token.iss, jti = %jti, "session (sid) not known: no session's tokens revoked by it");
-                    }
+                    crate::metrics::revocation_applied(source, mode);
+                    crate::metrics::feed_event(source, "applied");
                 }
-            }
+                None => {
+                    crate::metrics::feed_event(source, "session_unknown");
+                    tracing::info!(feed = source, event, iss = %token.iss, jti = %jti, "session (sid) not known: no session's tokens revoked by it");
+                }
+            },
             Effect::Ignored => crate::metrics::feed_event(source, "ignored"),
             Effect::Unmapped => {
                 crate::metrics::feed_event(source, "unmapped");
@@ -482,7 +479,12 @@ pub(crate) async fn handle(
         Err(r) => {
             crate::metrics::feed_rejected(kind.name(), r.reason());
             if !matches!(r, Rejection::Unavailable(_)) {
-                tracing::info!(feed = kind.name(), reason = r.reason(), description = r.description(), "feed delivery refused: nothing revoked");
+                tracing::info!(
+                    feed = kind.name(),
+                    reason = r.reason(),
+                    description = r.description(),
+                    "feed delivery refused: nothing revoked"
+                );
             }
             render(r)
         }

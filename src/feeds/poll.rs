@@ -114,7 +114,11 @@ pub async fn run(gw: Arc<Gateway>, shutdown: CancellationToken) {
             if now_held != held {
                 held = now_held;
                 crate::metrics::feed_poll_lease(held);
-                tracing::info!(held, "SSF poll lease {}", if held { "taken" } else { "not held" });
+                tracing::info!(
+                    held,
+                    "SSF poll lease {}",
+                    if held { "taken" } else { "not held" }
+                );
             }
             if !held {
                 if sleep(&shutdown, poll.lease / 3).await {
@@ -240,7 +244,10 @@ async fn poll_once(
             .await
             .map_err(|e| crate::telemetry::error_chain(&e))?;
         if resp.status() != StatusCode::OK {
-            return Err(format!("answered {} (expected 200)", resp.status().as_u16()));
+            return Err(format!(
+                "answered {} (expected 200)",
+                resp.status().as_u16()
+            ));
         }
         let body = http_body_util::Limited::new(resp.into_body(), MAX_POLL_RESPONSE_BYTES)
             .collect()
@@ -286,11 +293,18 @@ async fn poll_once(
             }
             Err(Rejection::Unavailable(why)) => {
                 stalled = true;
-                tracing::warn!(reason = why, "polled SET not applied: left unacknowledged for redelivery");
+                tracing::warn!(
+                    reason = why,
+                    "polled SET not applied: left unacknowledged for redelivery"
+                );
             }
             Err(r) => {
                 crate::metrics::feed_rejected("ssf", r.reason());
-                tracing::info!(reason = r.reason(), description = r.description(), "polled SET refused: reported in setErrs, nothing revoked");
+                tracing::info!(
+                    reason = r.reason(),
+                    description = r.description(),
+                    "polled SET refused: reported in setErrs, nothing revoked"
+                );
                 owed.errs.insert(jti.clone(), super::ssf::set_error(&r));
             }
         }

@@ -260,7 +260,11 @@ mod tests {
     async fn full_memory_forgets_the_soonest_expiring_and_takes_the_new() {
         let r = Replay::new(2, "memory", "p");
         let now = crate::store::now_unix();
-        let (a, b, c) = (replay_key("i", "a"), replay_key("i", "b"), replay_key("i", "c"));
+        let (a, b, c) = (
+            replay_key("i", "a"),
+            replay_key("i", "b"),
+            replay_key("i", "c"),
+        );
         assert!(r.mark(a, now + 100).await);
         assert!(r.mark(b, now + 10).await);
         assert!(!r.mark(a, now + 100).await, "a duplicate");

@@ -132,16 +132,7 @@ pub(crate) async fn process(
         .unwrap_or_default();
     let effects = effects(&verified, &feed.settings.subjects, issuer)?;
     let leeway = feed.feed.settings.verify.policy.leeway;
-    let applied = super::apply(
-        gw,
-        rt,
-        FeedKind::Ssf,
-        delivery,
-        &verified,
-        effects,
-        leeway,
-    )
-    .await?;
+    let applied = super::apply(gw, rt, FeedKind::Ssf, delivery, &verified, effects, leeway).await?;
     Ok((verified.jti, applied))
 }
 
@@ -162,7 +153,9 @@ pub(crate) fn effects(
             continue;
         };
         let Value::Object(payload) = payload else {
-            return Err(Rejection::InvalidRequest("an event's payload must be an object"));
+            return Err(Rejection::InvalidRequest(
+                "an event's payload must be an object",
+            ));
         };
         let at = match payload.get("event_timestamp") {
             None => t.iat,
@@ -175,7 +168,11 @@ pub(crate) fn effects(
         let mapped = match subject {
             Some(Value::Object(s)) => map_subject(s, cfg, issuer, 0)?,
             Some(_) => return Err(Rejection::InvalidRequest("a subject must be an object")),
-            None => return Err(Rejection::InvalidRequest("event has no subject (nor sub_id)")),
+            None => {
+                return Err(Rejection::InvalidRequest(
+                    "event has no subject (nor sub_id)",
+                ))
+            }
         };
         let mut any = false;
         if let Some(sub) = mapped.sub {
@@ -213,8 +210,12 @@ fn member(s: &Map<String, Value>, name: &str) -> Result<Option<String>, Rejectio
         None => Ok(None),
         Some(v) => match set::text(v) {
             Some(t) if t.len() <= crate::dialect::MAX_ID_LEN => Ok(Some(t)),
-            Some(_) => Err(Rejection::InvalidRequest("a subject identifier longer than 256 bytes")),
-            None => Err(Rejection::InvalidRequest("a subject identifier is malformed")),
+            Some(_) => Err(Rejection::InvalidRequest(
+                "a subject identifier longer than 256 bytes",
+            )),
+            None => Err(Rejection::InvalidRequest(
+                "a subject identifier is malformed",
+            )),
         },
     }
 }

@@ -921,20 +921,21 @@ async fn a_killed_poller_loses_no_set_and_applies_none_twice() {
         || async { tx.state.lock().unwrap().acked.len() == N },
     )
     .await;
-    let st = tx.state.lock().unwrap();
-    assert!(
-        st.premature.is_empty(),
-        "acknowledged before applied: {:?}",
-        st.premature
-    );
-    assert!(st.set_errs.is_empty(), "{:?}", st.set_errs);
-    let after: HashSet<&String> = st.pollers_after.iter().collect();
-    assert!(!after.contains(&first), "the killed instance polled again");
-    // The held batch was delivered twice (applied by the killed poller,
-    // recognised by the survivor); nothing else was.
-    let twice = st.delivered.values().filter(|n| **n > 1).count();
-    assert_eq!(twice, BATCH, "redelivered");
-    drop(st);
+    {
+        let st = tx.state.lock().unwrap();
+        assert!(
+            st.premature.is_empty(),
+            "acknowledged before applied: {:?}",
+            st.premature
+        );
+        assert!(st.set_errs.is_empty(), "{:?}", st.set_errs);
+        let after: HashSet<&String> = st.pollers_after.iter().collect();
+        assert!(!after.contains(&first), "the killed instance polled again");
+        // The held batch was delivered twice (applied by the killed poller,
+        // recognised by the survivor); nothing else was.
+        let twice = st.delivered.values().filter(|n| **n > 1).count();
+        assert_eq!(twice, BATCH, "redelivered");
+    }
 
     // Exactly once in effect: one rule per SET, at the event's time.
     let rules = scopes(survivor).await;

@@ -223,3 +223,50 @@ fn poll(p: &SsfPollConfig) -> Result<PollSettings, ConfigError> {
         timeout: p.timeout,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Config, ConfigError};
+
+    fn check(toml: &str) -> Result<crate::config::Settings, ConfigError> {
+        let mut c = Config::from_toml(toml)?;
+        c.upstream.url = Some("http://127.0.0.1:1".into());
+        c.validate()
+    }
+
+    const BCL: &str = "[feeds.backchannel_logout]\nenabled = true\nissuer = \"https://i/\"\naudience = \"a\"\njwks_url = \"https://i/jwks\"\n";
+    const SSF: &str = "[feeds.ssf]\nenabled = true\nissuer = \"https://i/\"\naudience = \"a\"\njwks_url = \"https://i/jwks\"\n";
+
+    #[test]
+    fn enabled_feeds_need_issuer_audience_and_one_key_source() {
+        let s = check(&format!("{BCL}{SSF}")).unwrap();
+        let f = s.feeds();
+        assert_eq!(f.backchannel.as_ref().unwrap().path, "/backchannel-logout");
+        assert!(f.backchannel.as_ref().unwrap().verify.policy.require_exp);
+        let ssf = f.ssf.as_ref().unwrap();
+        assert_eq!(ssf.source.path, "/ssf/events");
+        assert!(!ssf.source.verify.policy.require_exp, "SETs carry no exp");
+        assert!(check("").unwrap().feeds().backchannel.is_none());
+        #[rustfmt::skip]
+        let cases: Vec<(String, &str)> = vec![
+            ("[feeds.backchannel_logout]\nenabled = true\n".into(), "feeds.backchannel_logout.issuer"),
+            (BCL.replace("audience = \"a\"\n", ""), "feeds.backchannel_logout.audience"),
+            (BCL.replace("jwks_url = \"https://i/jwks\"\n", ""), "feeds.backchannel_logout.jwks_url"),
+            (format!("{BCL}jwks_file = \"/nonexistent\"\n"), "feeds.backchannel_logout.jwks_url"),
+            (BCL.replace("https://i/jwks", "http://example.com/jwks"), "feeds.backchannel_logout.jwks_url"),
+            (format!("{BCL}path = \"relative\"\n"), "feeds.backchannel_logout.path"),
+            (format!("{BCL}leeway = \"1h\"\n"), "feeds.backchannel_logout.leeway"),
+            (format!("{SSF}path = \"/oauth/revoke\"\n"), "feeds.ssf.path"),
+            (format!("{BCL}path = \"/ssf/events\"\n{SSF}"), "feeds.ssf.path"),
+            (format!("{SSF}authorization_header = \" \"\n"), "feeds.ssf.authorization_header"),
+            (format!("{SSF}[feeds.ssf.poll]\nurl = \"http://example.com/poll\"\n"), "feeds.ssf.poll.url"),
+            (format!("{SSF}[feeds.ssf.poll]\nurl = \"https://t/poll\"\ntimeout = \"10s\"\n"), "feeds.ssf.poll.timeout"),
+            (format!("{SSF}[feeds.ssf.poll]\nurl = \"https://t/poll\"\nmax_events = 0\n"), "feeds.ssf.poll.max_events"),
+            (format!("{SSF}[feeds.ssf.poll]\nurl = \"https://t/poll\"\nlease = \"1h\"\n"), "feeds.ssf.poll.lease"),
+            ("[feeds]\nreplay_capacity = 0\n".into(), "feeds.replay_capacity"),
+        ];
+        for (toml, key) in cases {
+            assert_eq!(check(&toml).map(|_| ()).unwrap_err().key, key, "{toml}");
+        }
+    }
+}

@@ -1154,5 +1154,5 @@ fn poll_lease() -> Duration {
     Duration::from_secs(15)
 }
 fn poll_timeout() -> Duration {
-    Duration::from_secs(10)
+    Duration::from_secs(5)
 }

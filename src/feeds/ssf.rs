@@ -321,3 +321,109 @@ pub(super) fn too_many_requests() -> Response<Body> {
         &json!({"err": "too_many_requests", "description": "too many requests; retry later"}),
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(events: Value, extra: Value) -> Verified {
+        let mut claims = json!({"iss": "https://i/", "iat": 1000, "jti": "j", "events": events});
+        if let (Some(c), Some(e)) = (claims.as_object_mut(), extra.as_object()) {
+            c.extend(e.clone());
+        }
+        Verified {
+            claims: claims.as_object().unwrap().clone(),
+            iss: "https://i/".into(),
+            jti: "j".into(),
+            iat: 1000,
+            exp: None,
+        }
+    }
+
+    fn revoked(effects: &[Effect]) -> Vec<(String, Option<String>, u64)> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Revoke { key, at, .. } => Some((key.sub.clone(), key.org.clone(), *at)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn subjects_map_by_format_and_configuration() {
+        let cfg = SsfSubjectsConfig::default();
+        let ev = |subject: Value| json!({format!("{RISC}account-disabled"): {"subject": subject, "event_timestamp": 900}});
+        let run = |events: Value, cfg: &SsfSubjectsConfig| {
+            effects(&set(events, json!({})), cfg, "https://i/").unwrap()
+        };
+        // iss_sub of the feed's issuer: its sub, at the event's time.
+        let e = run(
+            ev(json!({"format": "iss_sub", "iss": "https://i/", "sub": "u1"})),
+            &cfg,
+        );
+        assert_eq!(revoked(&e), vec![("u1".into(), None, 900)]);
+        // Of another issuer: not mapped.
+        let e = run(
+            ev(json!({"format": "iss_sub", "iss": "https://other/", "sub": "u1"})),
+            &cfg,
+        );
+        assert_eq!(e, vec![Effect::Unmapped]);
+        // Email: ignored by default, the sub when configured so.
+        let email = ev(json!({"format": "email", "email": "a@b.c"}));
+        assert_eq!(run(email.clone(), &cfg), vec![Effect::Unmapped]);
+        let by_email = SsfSubjectsConfig {
+            email: SubjectTarget::Sub,
+            ..cfg.clone()
+        };
+        assert_eq!(
+            revoked(&run(email, &by_email)),
+            vec![("a@b.c".into(), None, 900)]
+        );
+        // Complex: user, session (a sid), tenant as org when asked.
+        let complex = ev(json!({"format": "complex",
+            "user": {"format": "iss_sub", "iss": "https://i/", "sub": "u2"},
+            "session": {"format": "opaque", "id": "s-9"},
+            "tenant": {"format": "opaque", "id": "t-1"}}));
+        let e = run(complex.clone(), &cfg);
+        assert_eq!(revoked(&e), vec![("u2".into(), None, 900)]);
+        assert!(e
+            .iter()
+            .any(|x| matches!(x, Effect::Session { sid, .. } if sid == "s-9")));
+        let tenants = SsfSubjectsConfig {
+            tenant_org: true,
+            ..cfg.clone()
+        };
+        assert_eq!(
+            revoked(&run(complex, &tenants)),
+            vec![("u2".into(), Some("t-1".into()), 900)]
+        );
+        // Aliases: the first that maps.
+        let aliases = ev(json!({"format": "aliases", "identifiers": [
+            {"format": "email", "email": "a@b.c"},
+            {"format": "iss_sub", "iss": "https://i/", "sub": "u3"}]}));
+        assert_eq!(revoked(&run(aliases, &cfg)), vec![("u3".into(), None, 900)]);
+        // SSF 1.0's top-level sub_id, the SET's iat without event_timestamp.
+        let e = effects(
+            &set(
+                json!({format!("{CAEP}credential-change"): {}}),
+                json!({"sub_id": {"format": "iss_sub", "iss": "https://i/", "sub": "u4"}}),
+            ),
+            &cfg,
+            "https://i/",
+        )
+        .unwrap();
+        assert_eq!(revoked(&e), vec![("u4".into(), None, 1000)]);
+        // Malformed: refused whole.
+        for bad in [
+            json!("u1"),
+            json!({"sub": "u1"}),
+            json!({"format": "opaque", "id": ["x"]}),
+        ] {
+            assert!(
+                effects(&set(ev(bad.clone()), json!({})), &cfg, "https://i/").is_err(),
+                "{bad}"
+            );
+        }
+    }
+}

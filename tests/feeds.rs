@@ -250,10 +250,15 @@ async fn every_event_type_revokes_earlier_jwts_and_bound_credentials_on_both_ins
         // Alternate the receiving instance, and the signing key.
         let (to, other) = if i % 2 == 0 { (&a, &b) } else { (&b, &a) };
         let key = if i % 2 == 0 { &idp.rsa } else { &idp.ec };
-        let r = if event == "backchannel-logout" {
-            logout(to, &key.sign(&logout_claims(&sub, t))).await
+        let signed = if event == "backchannel-logout" {
+            key.sign(&logout_claims(&sub, t))
         } else {
-            push(to, &key.sign(&set_claims(event, &sub, t))).await
+            key.sign(&set_claims(event, &sub, t))
+        };
+        let r = if event == "backchannel-logout" {
+            logout(to, &signed).await
+        } else {
+            push(to, &signed).await
         };
         if event == "backchannel-logout" {
             assert_eq!(r.status, 200, "{event}: {}", r.text());
@@ -264,6 +269,17 @@ async fn every_event_type_revokes_earlier_jwts_and_bound_credentials_on_both_ins
         assert_eq!(r.text(), "", "{event}");
         // The receiver enforces at once; the other once it has the event.
         assert_revoked(to, &up, &before).await;
+        // Replayed to the other instance: caught there too (through Redis).
+        if event == "backchannel-logout" {
+            let r = logout(other, &signed).await;
+            assert_eq!(r.status, 400, "{}", r.text());
+            assert_eq!(
+                r.json()["error_description"],
+                json!("token already received (jti replayed)")
+            );
+        } else {
+            assert_eq!(push(other, &signed).await.status, 202);
+        }
         let url = format!("{}/data", other.url);
         wait_for(
             &format!("{event} reaches the other instance"),
@@ -302,6 +318,13 @@ async fn every_event_type_revokes_earlier_jwts_and_bound_credentials_on_both_ins
     assert_eq!(applied(&a, "backchannel_logout", "push").await, 1.0);
     assert_eq!(applied(&a, "ssf", "push").await, 3.0);
     assert_eq!(applied(&b, "ssf", "push").await, 3.0);
+    // The SETs replayed to the other instance were recognised, not re-applied.
+    let dup = [("feed", "ssf"), ("outcome", "duplicate")];
+    assert_eq!(
+        metric(&a, "revgate_feed_events_total", &dup).await
+            + metric(&b, "revgate_feed_events_total", &dup).await,
+        6.0
+    );
     assert!(a.logs().contains("feed revocation applied"));
     // Raw tokens and subjects never reach the logs (the subject as its fingerprint).
     for gw in [&a, &b] {
@@ -580,6 +603,40 @@ async fn feed_calls_are_rate_limited_per_client() {
         metric(&gw, "revgate_rate_limited_total", &[("surface", "feed")]).await,
         1.0
     );
+}
+
+#[tokio::test]
+async fn keys_that_cannot_be_loaded_answer_503_so_the_provider_retries() {
+    // A JWKS URL nothing listens on.
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        format!("http://{}/jwks.json", l.local_addr().unwrap())
+    };
+    let idp = Idp::spawn().await;
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new()
+        .upstream(&up.url)
+        .toml(&feeds_toml(&dead, ""))
+        .spawn();
+    let r = push(
+        &gw,
+        &idp.ec
+            .sign(&set_claims("risc/account-disabled", "u", now())),
+    )
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(
+        r.json(),
+        json!({"err": "temporarily_unavailable", "description": "signature keys not loaded yet"})
+    );
+    let r = logout(&gw, &idp.rsa.sign(&logout_claims("u", now()))).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"error": "temporarily_unavailable", "error_description": "signature keys not loaded yet"})
+    );
+    assert!(scopes(&gw).await.is_empty());
 }
 
 // === key rotation ===

@@ -16,7 +16,6 @@
 //! `REVGATE_BENCH_EVENTS` (1000). Output: one JSON line per result.
 #[path = "../tests/support/redis.rs"]
 mod redis_support;
-#[allow(dead_code)]
 #[path = "../tests/support/mod.rs"]
 mod support;
 

@@ -29,7 +29,7 @@ use support::*;
 
 const ISS: &str = "https://idp.bench/";
 const AUD: &str = "https://revgate.bench/ssf";
-const FP_KEY: &str = "66656564732d62656e63682d6b65792d33322d62797465732d2121212121212121";
+const FP_KEY: &str = "66656564732d746573742d6b65792d33322d62797465732d2121212121212121";
 
 fn env_usize(name: &str, default: usize) -> usize {
     std::env::var(name)

@@ -87,6 +87,7 @@ fn bench(c: &mut Criterion) {
         issuers: vec!["https://idp.example/".into()],
         audiences: vec!["api".into()],
         leeway: Duration::from_secs(60),
+        require_exp: true,
     };
     let now = revgate::store::now_unix();
     // Far from expiry for the whole run.

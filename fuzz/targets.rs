@@ -891,6 +891,7 @@ fn jwt_world() -> &'static JwtWorld {
             issuers: vec!["https://other.fuzz/".into(), JWT_ISS.into()],
             audiences: vec![JWT_AUD.into(), "second".into()],
             leeway: std::time::Duration::from_secs(60),
+            require_exp: true,
         };
         let settings = revgate::identity::VerifySettings {
             source: revgate::identity::KeySource::File {

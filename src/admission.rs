@@ -32,6 +32,9 @@ pub(crate) struct Head<'a, H: Headers + ?Sized> {
 
 /// Where a routed request goes.
 pub(crate) enum Routed<'r> {
+    /// An identity provider's feed path (`crate::feeds`), whatever the
+    /// method and whether or not a route matches: the gateway answers it.
+    Feed(crate::feeds::FeedKind),
     /// A revoke endpoint's path with the vendor's method: a revoke call.
     RevokeCall {
         /// Index of the route in `settings.routes`.
@@ -52,13 +55,17 @@ pub(crate) enum Routed<'r> {
 
 /// Stage 1: the request's route (404 when none matches; 400 for an
 /// HTTP/1.1 request without exactly one `Host`, RFC 9112 §3.2) and whether
-/// it is a revoke call.
+/// it is a revoke call or an identity provider's feed.
 pub(crate) fn route<'r, H: Headers + ?Sized>(
     rt: &'r Runtime,
     head: &Head<'_, H>,
 ) -> Result<Routed<'r>, Refusal> {
     if head.http11 && head.hosts != 1 {
         return Err(Refusal::BadHost);
+    }
+    // Feeds answer at the gateway: no route needed.
+    if let Some(feed) = rt.feed(head.path) {
+        return Ok(Routed::Feed(feed));
     }
     let host = match (rt.host_routes(), head.authority) {
         (true, Some(a)) => host_of(a),

@@ -12,7 +12,8 @@
 //!          else handed to hyper (HTTP/1.1 + h2, auto) with the bytes read
 //! admission (both paths; the hyper path's flow in proxy/, the fast path's in h1/)
 //!          1. route          host / path prefix -> upstream
-//!          2. revoke call?   dialect parses -> forward (apply on 2xx) | terminate (apply, answer)
+//!          2. revoke call?   dialect parses -> forward (apply on 2xx) | terminate (apply, answer);
+//!                            a feed path (feeds/) -> verify, apply, answer
 //!          3. verdict        credential -> fingerprint -> bloom -> store -> 401 | 400 | pass
 //!          4. forward        streaming both ways, pooled upstream connections
 //! ```
@@ -60,6 +61,11 @@
 //!                  principal.rs (who holds a credential: bindings, scope rules
 //!                  expanded into derived token rules), family.rs (token
 //!                  families: one revoke for a grant)
+//! feeds/           revocations identity providers push or we poll: mod.rs
+//!                  (endpoint, effects -> store), set.rs (shared token
+//!                  checks), backchannel.rs (OIDC Back-Channel Logout),
+//!                  ssf.rs (SSF push, events, subjects), poll.rs (RFC 8936
+//!                  poller, Redis lease), replay.rs (bounded jti memory)
 //! admin.rs         /healthz /readyz /metrics and the admin revocation API;
 //!                  admin/principals.rs (`/admin/v1/principals*`)
 //! ratelimit.rs     per-client-IP token buckets (revoke endpoints, admin API)
@@ -89,6 +95,7 @@ pub mod config;
 pub mod credentials;
 pub mod demo;
 pub mod dialect;
+pub mod feeds;
 pub mod h1;
 pub(crate) mod hygiene;
 pub mod identity;
@@ -328,6 +335,7 @@ impl Started {
 
     /// Serves on bound listeners until `shutdown`, drains, flushes the store.
     pub async fn serve(self, listeners: Listeners, shutdown: CancellationToken) {
+        feeds::spawn_poller(self.gateway.clone(), shutdown.clone());
         let admin = tokio::spawn(admin::serve(
             listeners.admin,
             self.gateway.clone(),

@@ -20,6 +20,8 @@
 //! metrics::rate_limited("revoke" | "admin");   // one per 429 from a rate limit
 //! metrics::introspection("active" | "inactive" | "error" | "timeout");  // one per RFC 7662 call
 //! metrics::introspection_cache_hit();
+//! metrics::feed_event(feed, outcome);  metrics::feed_rejected(feed, reason);
+//! metrics::feed_replay_evicted(live);  metrics::feed_poll(result);  metrics::feed_poll_lease(held);
 //! let text = metrics::render();            // the handle's render, installing if needed
 //! ```
 //!
@@ -35,17 +37,22 @@
 //! | `revgate_bloom_false_positives_total` | counter | |
 //! | `revgate_store_connected`, `revgate_store_staleness_seconds`, `revgate_store_journal_backlog`, `revgate_store_token_rules`, `revgate_store_scope_rules` | gauge | |
 //! | `revgate_reloads_total` | counter | `what`, `result` |
-//! | `revgate_rate_limited_total` | counter | `surface` (`revoke`, `admin`) |
+//! | `revgate_rate_limited_total` | counter | `surface` (`revoke`, `admin`, `feed`) |
 //! | `revgate_live_sessions_closed_total` | counter | `kind` (`upgrade`, `h2_stream`) |
 //! | `revgate_connections_open` | gauge | |
 //! | `revgate_connections_limited_total` | counter | |
 //! | `revgate_bindings_recorded_total` | counter | `source` (`admin`, `issuance`) |
 //! | `revgate_store_bindings` | gauge | (embedded store; Redis holds them remotely) |
 //! | `revgate_refresh_refused_total` | counter | `reason` (`revoked`, `reused`): token requests answered `invalid_grant` |
-//! | `revgate_families_revoked_total` | counter | `source` (dialect, `admin`, `reuse`) |
+//! | `revgate_families_revoked_total` | counter | `source` (dialect, `admin`, `reuse`, `feed`) |
 //! | `revgate_introspection_requests_total` | counter | `outcome` (`active`, `inactive`, `error`, `timeout`) |
 //! | `revgate_introspection_cache_hits_total` | counter | |
 //! | `revgate_store_fenced` | gauge | |
+//! | `revgate_feed_events_total` | counter | `feed` (`backchannel_logout`, `ssf`), `outcome` |
+//! | `revgate_feed_rejections_total` | counter | `feed`, `reason` |
+//! | `revgate_feed_replay_evictions_total` | counter | |
+//! | `revgate_feed_polls_total` | counter | `result` (`ok`, `error`) |
+//! | `revgate_feed_poll_lease_held` | gauge | |
 //! | `revgate_build_info` | gauge (always 1) | `version`, `commit` |
 //! | `process_cpu_seconds_total`, `process_resident_memory_bytes`, `process_virtual_memory_bytes`, `process_open_fds`, `process_max_fds`, `process_start_time_seconds`, `process_threads` | gauge/counter | |
 //!
@@ -119,6 +126,21 @@ const INTROSPECTIONS: &str = "revgate_introspection_requests_total";
 const INTROSPECTION_HITS: &str = "revgate_introspection_cache_hits_total";
 const BUILD_INFO: &str = "revgate_build_info";
 const STORE_FENCED: &str = "revgate_store_fenced";
+const FEED_EVENTS: &str = "revgate_feed_events_total";
+const FEED_REJECTIONS: &str = "revgate_feed_rejections_total";
+const FEED_REPLAY_EVICTIONS: &str = "revgate_feed_replay_evictions_total";
+const FEED_POLLS: &str = "revgate_feed_polls_total";
+const FEED_POLL_LEASE: &str = "revgate_feed_poll_lease_held";
+
+/// `revgate_feed_events_total{outcome}` values.
+const FEED_OUTCOMES: [&str; 6] = [
+    "applied",
+    "duplicate",
+    "ignored",
+    "unmapped",
+    "stale",
+    "verification",
+];
 
 /// The process-metrics collector (`process_*`), made once.
 fn process() -> &'static metrics_process::Collector {
@@ -183,6 +205,25 @@ fn export_at_zero() {
         metrics::counter!(UNIDENTIFIED, "dialect" => source).increment(0);
     }
     metrics::counter!(APPLIED, "source" => "admin", "mode" => "api").increment(0);
+    for feed in ["backchannel_logout", "ssf"] {
+        for mode in ["push", "poll"] {
+            if feed == "ssf" || mode == "push" {
+                metrics::counter!(APPLIED, "source" => feed, "mode" => mode).increment(0);
+            }
+        }
+        metrics::counter!(APPLY_FAILED, "source" => feed).increment(0);
+        for outcome in FEED_OUTCOMES {
+            metrics::counter!(FEED_EVENTS, "feed" => feed, "outcome" => outcome).increment(0);
+        }
+        for reason in crate::feeds::set::Rejection::REASONS {
+            metrics::counter!(FEED_REJECTIONS, "feed" => feed, "reason" => reason).increment(0);
+        }
+    }
+    metrics::counter!(FEED_REPLAY_EVICTIONS).increment(0);
+    for result in ["ok", "error"] {
+        metrics::counter!(FEED_POLLS, "result" => result).increment(0);
+    }
+    metrics::gauge!(FEED_POLL_LEASE).set(0.0);
     metrics::counter!(APPLY_FAILED, "source" => "admin").increment(0);
     metrics::counter!(BLOOM_FP).increment(0);
     for what in ["config", "tls"] {
@@ -196,7 +237,7 @@ fn export_at_zero() {
     ] {
         metrics::counter!(LIVE_CLOSED, "kind" => kind.as_str()).increment(0);
     }
-    for surface in ["revoke", "admin"] {
+    for surface in ["revoke", "admin", "feed"] {
         metrics::counter!(RATE_LIMITED, "surface" => surface).increment(0);
     }
     metrics::counter!(CONNECTIONS_LIMITED).increment(0);
@@ -207,7 +248,7 @@ fn export_at_zero() {
     for reason in ["revoked", "reused"] {
         metrics::counter!(REFRESH_REFUSED, "reason" => reason).increment(0);
     }
-    for source in ["nylas", "onelogin", "rfc7009", "admin", "reuse"] {
+    for source in ["nylas", "onelogin", "rfc7009", "admin", "reuse", "feed"] {
         metrics::counter!(FAMILIES_REVOKED, "source" => source).increment(0);
     }
     for outcome in ["active", "inactive", "error", "timeout"] {
@@ -308,9 +349,57 @@ fn describe() {
         "RFC 7662 introspection calls made, by outcome (active, inactive, error, timeout)."
     );
     describe_counter!(
+        FEED_EVENTS,
+        "Events of verified identity-provider tokens (logout tokens, SETs), by feed and outcome (applied, duplicate, ignored, unmapped, stale, verification)."
+    );
+    describe_counter!(
+        FEED_REJECTIONS,
+        "Feed deliveries refused (nothing revoked), by feed and reason."
+    );
+    describe_counter!(
+        FEED_REPLAY_EVICTIONS,
+        "Live jti entries the full replay memory forgot to make room (feeds.replay_capacity)."
+    );
+    describe_counter!(
+        FEED_POLLS,
+        "RFC 8936 polls of the SSF transmitter, by result."
+    );
+    describe_gauge!(
+        FEED_POLL_LEASE,
+        "1 while this instance holds the SSF poll lease (is the one poller)."
+    );
+    describe_counter!(
         INTROSPECTION_HITS,
         "Introspection answers served from the cache."
     );
+}
+
+/// One event of a verified feed token, by outcome.
+pub fn feed_event(feed: &'static str, outcome: &'static str) {
+    metrics::counter!(FEED_EVENTS, "feed" => feed, "outcome" => outcome).increment(1);
+}
+
+/// A feed delivery refused (nothing revoked).
+pub fn feed_rejected(feed: &'static str, reason: &'static str) {
+    metrics::counter!(FEED_REJECTIONS, "feed" => feed, "reason" => reason).increment(1);
+}
+
+/// The feeds' replay memory, full, forgot an entry (`live`: not yet expired;
+/// only those are counted).
+pub fn feed_replay_evicted(live: bool) {
+    if live {
+        metrics::counter!(FEED_REPLAY_EVICTIONS).increment(1);
+    }
+}
+
+/// One RFC 8936 poll, `ok` or `error`.
+pub fn feed_poll(result: &'static str) {
+    metrics::counter!(FEED_POLLS, "result" => result).increment(1);
+}
+
+/// Whether this instance holds the SSF poll lease.
+pub fn feed_poll_lease(held: bool) {
+    metrics::gauge!(FEED_POLL_LEASE).set(if held { 1.0 } else { 0.0 });
 }
 
 /// Drains histogram samples every 5 s until `cancel` fires, so memory stays

@@ -40,6 +40,8 @@ pub struct Config {
     pub tracing: TracingConfig,
     /// Token families (`crate::store::family`): reuse detection.
     pub families: FamiliesConfig,
+    /// Revocations pushed (or polled) from identity providers (`feeds/`).
+    pub feeds: FeedsConfig,
 }
 
 /// `[families]`: what token endpoints proxied through revgate enforce of
@@ -948,4 +950,243 @@ fn parent<'a>(
         };
     }
     Some(v)
+}
+
+/// `[feeds]`: revocations identity providers announce (`crate::feeds`):
+/// OIDC Back-Channel Logout and a Shared Signals (SSF) receiver.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedsConfig {
+    /// `[feeds.backchannel_logout]`.
+    pub backchannel_logout: BackchannelLogoutConfig,
+    /// `[feeds.ssf]`.
+    pub ssf: SsfConfig,
+    /// Most `jti`s remembered for replay detection on this instance (the
+    /// soonest-expiring is forgotten first when full; see `feeds/replay.rs`).
+    pub replay_capacity: usize,
+}
+
+impl Default for FeedsConfig {
+    fn default() -> Self {
+        FeedsConfig {
+            backchannel_logout: BackchannelLogoutConfig::default(),
+            ssf: SsfConfig::default(),
+            replay_capacity: 100_000,
+        }
+    }
+}
+
+/// What every feed shares: whose tokens it takes and where their keys are.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FeedSourceConfig {
+    /// Off by default.
+    pub enabled: bool,
+    /// The endpoint's path on the client listener.
+    pub path: Option<String>,
+    /// The provider's `iss`.
+    pub issuer: Option<String>,
+    /// The `aud` its tokens must name (revgate's client id, or the SSF
+    /// stream's audience).
+    pub audience: Option<String>,
+    /// The provider's JWKS: `https://`, or `http://` to a loopback host.
+    pub jwks_url: Option<String>,
+    /// A JWKS file, read at start and on SIGHUP.
+    pub jwks_file: Option<PathBuf>,
+    /// Clock tolerance for `iat`, `exp`, `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// How often `jwks_url` is refetched (an unknown `kid` refetches too).
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// The least time between two fetches of `jwks_url`.
+    #[serde(with = "humantime_serde")]
+    pub min_refresh_interval: Duration,
+    /// The bound on one fetch of `jwks_url`.
+    #[serde(with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+}
+
+impl Default for FeedSourceConfig {
+    fn default() -> Self {
+        FeedSourceConfig {
+            enabled: false,
+            path: None,
+            issuer: None,
+            audience: None,
+            jwks_url: None,
+            jwks_file: None,
+            leeway: Duration::from_secs(60),
+            refresh_interval: Duration::from_secs(300),
+            min_refresh_interval: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// `[feeds.backchannel_logout]`: OIDC Back-Channel Logout 1.0 (path
+/// default `/backchannel-logout`).
+pub type BackchannelLogoutConfig = FeedSourceConfig;
+
+/// `[feeds.ssf]`: a Shared Signals receiver (RFC 8935 push, RFC 8936 poll;
+/// path default `/ssf/events`). The first ten keys are those of
+/// [`FeedSourceConfig`] ([`SsfConfig::source`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SsfConfig {
+    /// Off by default.
+    pub enabled: bool,
+    /// The push endpoint's path on the client listener.
+    pub path: Option<String>,
+    /// The transmitter's `iss`.
+    pub issuer: Option<String>,
+    /// The stream's `aud`.
+    pub audience: Option<String>,
+    /// The transmitter's JWKS: `https://`, or `http://` to a loopback host.
+    pub jwks_url: Option<String>,
+    /// A JWKS file, read at start and on SIGHUP.
+    pub jwks_file: Option<PathBuf>,
+    /// Clock tolerance for `iat`, `exp`, `nbf`.
+    #[serde(with = "humantime_serde")]
+    pub leeway: Duration,
+    /// How often `jwks_url` is refetched.
+    #[serde(with = "humantime_serde")]
+    pub refresh_interval: Duration,
+    /// The least time between two fetches of `jwks_url`.
+    #[serde(with = "humantime_serde")]
+    pub min_refresh_interval: Duration,
+    /// The bound on one fetch of `jwks_url`.
+    #[serde(with = "humantime_serde")]
+    pub fetch_timeout: Duration,
+    /// The exact `Authorization` value a pushing transmitter must send
+    /// (e.g. `"Bearer <secret>"`); unset, pushes are authenticated by
+    /// their signature alone.
+    pub authorization_header: Option<String>,
+    /// How subject identifiers map to revgate attributes.
+    pub subjects: SsfSubjectsConfig,
+    /// `[feeds.ssf.poll]`: poll the transmitter (as well as taking pushes
+    /// when `path` is served).
+    pub poll: Option<SsfPollConfig>,
+}
+
+impl Default for SsfConfig {
+    fn default() -> Self {
+        let d = FeedSourceConfig::default();
+        SsfConfig {
+            enabled: d.enabled,
+            path: d.path,
+            issuer: d.issuer,
+            audience: d.audience,
+            jwks_url: d.jwks_url,
+            jwks_file: d.jwks_file,
+            leeway: d.leeway,
+            refresh_interval: d.refresh_interval,
+            min_refresh_interval: d.min_refresh_interval,
+            fetch_timeout: d.fetch_timeout,
+            authorization_header: None,
+            subjects: SsfSubjectsConfig::default(),
+            poll: None,
+        }
+    }
+}
+
+impl SsfConfig {
+    /// The keys every feed shares.
+    pub fn source(&self) -> FeedSourceConfig {
+        FeedSourceConfig {
+            enabled: self.enabled,
+            path: self.path.clone(),
+            issuer: self.issuer.clone(),
+            audience: self.audience.clone(),
+            jwks_url: self.jwks_url.clone(),
+            jwks_file: self.jwks_file.clone(),
+            leeway: self.leeway,
+            refresh_interval: self.refresh_interval,
+            min_refresh_interval: self.min_refresh_interval,
+            fetch_timeout: self.fetch_timeout,
+        }
+    }
+}
+
+/// Where a subject identifier format's value goes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubjectTarget {
+    /// The credential attribute `sub` (what scope rules match).
+    Sub,
+    /// Not mapped: an event naming only such a subject revokes nothing
+    /// (counted as `unmapped`).
+    Ignore,
+}
+
+/// `[feeds.ssf.subjects]`: subject identifier formats (RFC 9493) ->
+/// attributes. A `complex` subject's `user` member is mapped by its own
+/// format; its `tenant` member becomes the rule's `org` when `tenant_org`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SsfSubjectsConfig {
+    /// `iss_sub`: its `sub` (default `sub`).
+    pub iss_sub: SubjectTarget,
+    /// `email`: the address (default `ignore`; `sub` when tokens name users
+    /// by email).
+    pub email: SubjectTarget,
+    /// `opaque`: its `id` (default `ignore`).
+    pub opaque: SubjectTarget,
+    /// `phone_number` (default `ignore`).
+    pub phone_number: SubjectTarget,
+    /// Accepted `iss` of `iss_sub` subjects; empty: the feed's issuer only.
+    pub iss_sub_issuers: Vec<String>,
+    /// A complex subject's `tenant` (`opaque` `id` or `iss_sub` `sub`)
+    /// becomes the scope rule's `org`.
+    pub tenant_org: bool,
+}
+
+impl Default for SsfSubjectsConfig {
+    fn default() -> Self {
+        SsfSubjectsConfig {
+            iss_sub: SubjectTarget::Sub,
+            email: SubjectTarget::Ignore,
+            opaque: SubjectTarget::Ignore,
+            phone_number: SubjectTarget::Ignore,
+            iss_sub_issuers: Vec::new(),
+            tenant_org: false,
+        }
+    }
+}
+
+/// `[feeds.ssf.poll]`: RFC 8936 polling.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SsfPollConfig {
+    /// The transmitter's poll endpoint (`https://`, or loopback `http://`).
+    pub url: String,
+    /// The wait between polls when the transmitter has nothing more.
+    #[serde(default = "poll_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// The `Authorization` value sent (e.g. `"Bearer <token>"`).
+    #[serde(default)]
+    pub authorization_header: Option<String>,
+    /// Most SETs asked for per poll (`maxEvents`).
+    #[serde(default = "poll_max_events")]
+    pub max_events: u32,
+    /// How long the poller's lease in Redis lasts (renewed every third of
+    /// it): the longest polling stops after the poller dies.
+    #[serde(default = "poll_lease", with = "humantime_serde")]
+    pub lease: Duration,
+    /// The bound on one poll request.
+    #[serde(default = "poll_timeout", with = "humantime_serde")]
+    pub timeout: Duration,
+}
+
+fn poll_interval() -> Duration {
+    Duration::from_secs(5)
+}
+fn poll_max_events() -> u32 {
+    100
+}
+fn poll_lease() -> Duration {
+    Duration::from_secs(15)
+}
+fn poll_timeout() -> Duration {
+    Duration::from_secs(5)
 }

@@ -12,10 +12,12 @@
 //! overrides.rs   flags and environment over the file
 //! validate.rs    one check per section; duration caps; builds Settings
 //! verify.rs      [tokens.verify]: the JWKS source, issuers, audiences
+//! feeds.rs       [feeds]: each identity-provider feed's source, path, poll
 //! settings.rs    Settings and its typed accessors
 //! report.rs      every error at once, with its file; the journal-dir check
 //! ```
 
+mod feeds;
 mod file;
 mod overrides;
 mod report;

@@ -83,6 +83,8 @@ pub struct Settings {
     pub verify: Option<crate::identity::VerifySettings>,
     /// `[identity.introspection]`, checked.
     pub(super) introspection: Option<crate::identity::IntrospectionSettings>,
+    /// `[feeds]`, checked.
+    pub(super) feeds: crate::feeds::FeedSettings,
 }
 
 // === impl Settings ===
@@ -253,6 +255,11 @@ impl Settings {
     /// the member names resolved against `[tokens.claims]`.
     pub fn introspection(&self) -> Option<&crate::identity::IntrospectionSettings> {
         self.introspection.as_ref()
+    }
+
+    /// `[feeds]`: the enabled feeds, their key sources read or parsed.
+    pub fn feeds(&self) -> &crate::feeds::FeedSettings {
+        &self.feeds
     }
 
     /// `log.access_log`.

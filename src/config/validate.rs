@@ -108,8 +108,16 @@ impl Config {
         self.validate_issuance(&mut f);
         let introspection = self.validate_identity(&mut f);
         if self.families.reuse_grace > std::time::Duration::from_secs(3600) {
-            f.add(ConfigError::new("families.reuse_grace", "must be at most 1h"));
+            f.add(ConfigError::new(
+                "families.reuse_grace",
+                "must be at most 1h",
+            ));
         }
+        let paths: Vec<&str> = revoke
+            .iter()
+            .flat_map(|(dialects, _)| dialects.iter().map(|d| d.path.as_str()))
+            .collect();
+        let feeds = f.ok(self.feeds.validate(&paths));
         let (
             Some(listen),
             Some(routes),
@@ -117,7 +125,16 @@ impl Config {
             Some((dialects, dialect_secrets)),
             Some(admin_listen),
             Some(introspection),
-        ) = (listen, routes, tokens, revoke, admin_listen, introspection)
+            Some(feeds),
+        ) = (
+            listen,
+            routes,
+            tokens,
+            revoke,
+            admin_listen,
+            introspection,
+            feeds,
+        )
         else {
             if f.0.is_empty() {
                 // A section that built nothing says why; this is a backstop.
@@ -139,6 +156,7 @@ impl Config {
             dialect_secrets,
             verify,
             introspection,
+            feeds,
         })
     }
 

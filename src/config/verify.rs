@@ -102,6 +102,7 @@ impl VerifyConfig {
                 issuers: self.issuers.clone(),
                 audiences: self.audiences.clone(),
                 leeway: self.leeway,
+                require_exp: true,
             },
             refresh_interval: self.refresh_interval,
             min_refresh_interval: self.min_refresh_interval,

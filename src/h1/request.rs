@@ -240,9 +240,10 @@ pub(super) async fn plan(
     let index = match admission::route(rt, &head) {
         Err(refusal) => return refuse(refusal, None, body, meta),
         // Revoke endpoints (any method: a terminating one answers a wrong
-        // method in the vendor's format) are the hyper path's.
+        // method in the vendor's format) and feeds are the hyper path's.
         Ok(
             Routed::RevokeCall { .. }
+            | Routed::Feed(_)
             | Routed::Ordinary {
                 revoke_path: Some(_),
                 ..

@@ -18,7 +18,12 @@ pub(super) fn check_claims(
     policy: &Policy,
     now: u64,
 ) -> Result<(), VerifyError> {
-    if !matches!(claims.get("exp"), Some(Value::Number(_))) {
+    let exp_ok = match claims.get("exp") {
+        Some(Value::Number(_)) => true,
+        None => !policy.require_exp,
+        Some(_) => false,
+    };
+    if !exp_ok {
         return Err(VerifyError::Claim("exp"));
     }
     match claims.get("iss") {
@@ -97,6 +102,11 @@ impl VerifiedClaims {
             Some(Value::Number(n)) => Some(n.to_string()),
             _ => None,
         }
+    }
+
+    /// Every claim of the token (the feeds read `events`, `sid`, `jti`...).
+    pub fn claims(&self) -> &Map<String, Value> {
+        &self.claims
     }
 
     /// The `kid` of the key that verified the token.

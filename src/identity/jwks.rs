@@ -372,6 +372,7 @@ mod tests {
                 issuers: vec!["i".into()],
                 audiences: vec!["a".into()],
                 leeway: Duration::from_secs(60),
+                require_exp: true,
             },
             refresh_interval: Duration::from_secs(300),
             min_refresh_interval: Duration::from_secs(30),

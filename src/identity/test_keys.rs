@@ -105,6 +105,7 @@ pub(super) fn policy() -> Policy {
         issuers: vec!["https://other/".into(), ISS.into()],
         audiences: vec![AUD.into()],
         leeway: Duration::from_secs(60),
+        require_exp: true,
     }
 }
 

@@ -26,7 +26,8 @@
 //!   never loaded (it is skipped with its reason, the rest of the set is
 //!   kept). Leading zero bytes of an RSA modulus or exponent are dropped.
 //! - **Claims**: the payload is a JSON object; `exp` (a number of seconds
-//!   from 0 to 2^64, else [`VerifyError::Claim`]) is required and must not
+//!   from 0 to 2^64, else [`VerifyError::Claim`]) is required (unless the
+//!   policy says otherwise: SETs carry none) and must not
 //!   be past `now - leeway`; `nbf`, when present, a number not after `now +
 //!   leeway` (however large: `1e300` is not yet valid); `iat`, when present,
 //!   a number not after `now + leeway`; `iss` a string equal to one of the
@@ -60,6 +61,10 @@ pub struct Policy {
     pub audiences: Vec<String>,
     /// Clock tolerance for `exp`, `nbf` and `iat`.
     pub leeway: Duration,
+    /// Whether `exp` must be present (callers' JWTs, logout tokens); a
+    /// Security Event Token usually has none (RFC 8417 §2.2), so the feeds
+    /// that take SETs turn it off. When present it is checked either way.
+    pub require_exp: bool,
 }
 
 /// Why a token was not accepted. Each is a fixed reason (no token bytes).

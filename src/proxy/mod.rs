@@ -4,6 +4,7 @@
 //! Gateway::handle            logs, maps Refusal -> response (the one "rescue")
 //!   handle_inner             early returns, in order:
 //!     1. route               host / longest path prefix -> upstream (404 if none)
+//!     1b. feed?              an identity provider's feed path -> feeds::handle
 //!     2. revoke endpoint?    a dialect's path -> revoke(): per-client-IP rate limit
 //!                            (429), then forward or terminate; a scope revocation
 //!                            past revoke.max_scopes_per_subject is refused (429)
@@ -112,6 +113,8 @@ pub struct Gateway {
     runtime: ArcSwap<Runtime>,
     store: Arc<dyn RevocationStore>,
     shutdown: CancellationToken,
+    /// The feeds' replay memory (kept across reloads).
+    feeds: crate::feeds::FeedState,
 }
 
 pub use crate::metrics::Outcome;
@@ -156,10 +159,17 @@ impl Gateway {
         store: Arc<dyn RevocationStore>,
         shutdown: CancellationToken,
     ) -> Self {
+        let s = runtime.settings.store();
+        let feeds = crate::feeds::FeedState::new(
+            runtime.settings.feeds().replay_capacity,
+            &s.url,
+            &s.key_prefix,
+        );
         Gateway {
             runtime: ArcSwap::from_pointee(runtime),
             store,
             shutdown,
+            feeds,
         }
     }
 
@@ -169,6 +179,7 @@ impl Gateway {
         if let (Some(new), Some(old)) = (&runtime.verifier, &self.runtime.load().verifier) {
             new.adopt_keys(old);
         }
+        runtime.feeds.adopt_keys(&self.runtime.load().feeds);
         self.runtime.store(Arc::new(runtime));
     }
 
@@ -181,6 +192,11 @@ impl Gateway {
     pub fn runtime_if_changed(&self, current: &Arc<Runtime>) -> Option<Arc<Runtime>> {
         let now = self.runtime.load();
         (!Arc::ptr_eq(current, &now)).then(|| Arc::clone(&now))
+    }
+
+    /// The feeds' state that outlives a reload.
+    pub fn feed_state(&self) -> &crate::feeds::FeedState {
+        &self.feeds
     }
 
     /// The store.
@@ -313,6 +329,16 @@ impl Gateway {
                         Ok(e.into_response())
                     }
                 };
+            }
+            // An identity provider's feed (`crate::feeds`): answered here.
+            Routed::Feed(kind) => {
+                h.outcome = Outcome::RevokeCall;
+                // Type-erased: the feed's future is large, and this one is
+                // nested deep (the compiler's Send proof would overflow).
+                let answer: std::pin::Pin<
+                    Box<dyn std::future::Future<Output = Response<Body>> + Send + '_>,
+                > = Box::pin(crate::feeds::handle(self, rt, kind, parts, body, conn));
+                return Ok(answer.await);
             }
             Routed::Ordinary { route, revoke_path } => (route, revoke_path),
         };

@@ -69,6 +69,8 @@ pub struct Runtime {
     pub(crate) admin_limiter: Option<crate::ratelimit::RateLimiter>,
     /// Token endpoints whose answers bind what they issue.
     pub(crate) issuance: Vec<super::issuance::Issuance>,
+    /// Identity-provider feeds (`[feeds]`): their verifiers and paths.
+    pub(crate) feeds: crate::feeds::Feeds,
 }
 
 /// The warnings a client or a failing upstream can repeat at will, each
@@ -109,6 +111,9 @@ impl Runtime {
             .introspection()
             .map(|i| crate::identity::Introspector::new(i, tls.clone()));
         warn_unidentifiable_revokers(&settings);
+        // And the feeds' JWKS and poll endpoint.
+        let feeds =
+            crate::feeds::Feeds::new(settings.feeds(), tls.clone(), settings.revoke_rate_limit());
         let client = crate::tls::OutboundClient {
             connect_timeout: up.connect_timeout,
             tcp_keepalive: Some(Duration::from_secs(60)),
@@ -151,6 +156,7 @@ impl Runtime {
             .collect();
         Ok(Runtime {
             issuance: super::issuance::Issuance::all(settings.identity()),
+            feeds,
             verifier,
             revoke_limiter: crate::ratelimit::RateLimiter::from_config(
                 settings.revoke_rate_limit(),
@@ -276,6 +282,11 @@ impl Runtime {
     /// Whether any route matches on host.
     pub(crate) fn host_routes(&self) -> bool {
         self.host_routes
+    }
+
+    /// The identity-provider feed served at `path`, if any.
+    pub(crate) fn feed(&self, path: &str) -> Option<crate::feeds::FeedKind> {
+        self.feeds.at(path)
     }
 
     pub(crate) fn dialect(&self, path: &str) -> Option<&DialectEntry> {

@@ -100,11 +100,11 @@
 //! store's own thread (`thread.rs`), so the tail never queues behind
 //! request work.
 
-mod conn;
+pub(crate) mod conn;
 mod family;
 mod keys;
 pub mod lease;
-mod link;
+pub(crate) mod link;
 mod list;
 mod lookup;
 mod principals;

@@ -433,22 +433,13 @@ async fn handle(gw: &Gateway, req: Request<Incoming>, peer: std::net::IpAddr) ->
                         crate::credentials::peek_jwt(&t, &rt.settings().attribute_sources.claims)
                             .and_then(|a| a.exp),
                     ));
-                    match rt.widen(gw.store().as_ref(), token, Some(crate::store::family::Reach::Grant)).await {
-                        Ok((cmd, reach)) => {
-                            if reach.is_some() {
-                                crate::metrics::family_revoked("admin");
-                            }
-                            cmd
-                        }
-                        Err(e) => {
-                            tracing::warn!(error = %e, "admin family revocation: the family could not be read");
-                            return error(
-                                StatusCode::SERVICE_UNAVAILABLE,
-                                "temporarily_unavailable",
-                                "the token's family could not be read; retry",
-                            );
-                        }
+                    let (cmd, reach) = rt
+                        .widen(gw.store().as_ref(), token, Some(crate::store::family::Reach::Grant))
+                        .await;
+                    if reach.is_some() {
+                        crate::metrics::family_revoked("admin");
                     }
+                    cmd
                 }
                 Named::Fingerprint(_) => {
                     return error(

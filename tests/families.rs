@@ -608,3 +608,37 @@ async fn with_a_reuse_grace_a_retried_refresh_is_forwarded_and_embedded_families
     revoke(&gw, "nylas", &g[0].0, false).await;
     assert_eq!(rejected(&gw, &up, &flat(&g)).await, [true; 6]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_family_revoke_made_while_redis_is_away_is_resolved_when_the_outbox_replays() {
+    let redis = RedisServer::spawn();
+    let relay = redis_support::TcpRelay::spawn(redis.port()).await;
+    let ts = TokenServer::spawn(true).await;
+    let up = Upstream::new().spawn().await;
+    let toml = format!(
+        "{}[store]\nkey_prefix = \"fam\"",
+        config(&ts, "terminate", "")
+    );
+    let a = Gateway::new()
+        .upstream(&up.url)
+        .arg("--store")
+        .arg(&relay.url())
+        .toml(&toml)
+        .spawn();
+    let b = redis_gateway(&redis, &up.url, &ts);
+    ready(&a).await;
+    ready(&b).await;
+    let g = three_generations(&a, "outage").await;
+    let all = flat(&g);
+    settles(&b, &up, &all, &[false; 6]).await;
+    // A cut off from Redis: its Nylas revoke (the grant) is recorded in
+    // the outbox and answered; the token itself is refused on A at once.
+    relay.cut();
+    revoke(&a, "nylas", &g[1].0, false).await;
+    assert_eq!(rejected(&a, &up, &[g[1].0.as_str()]).await, [true]);
+    // Back: the replay resolves the family against Redis's memberships, and
+    // both instances refuse all of it.
+    relay.restore();
+    settles(&b, &up, &all, &[true; 6]).await;
+    settles(&a, &up, &all, &[true; 6]).await;
+}

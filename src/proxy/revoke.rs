@@ -262,35 +262,45 @@ impl Runtime {
 
     /// A token revocation widened to the token's family as far as `reach`
     /// goes (`None`: by what the token is, a refresh token's grant or an
-    /// access token alone: RFC 7009 §2.1). Unchanged for a token with no
-    /// known family, or reach `token`; a store that cannot say refuses
-    /// (the revoke answers 503: a retry is safe).
+    /// access token alone: RFC 7009 §2.1); `Some` reach when it was (known
+    /// now). A
+    /// store that cannot read the token's membership now (Redis away) gets
+    /// the widening to resolve when it records it
+    /// ([`crate::store::family::FamilyOf`]: the outbox keeps it).
     pub async fn widen(
         &self,
         store: &dyn crate::store::RevocationStore,
         cmd: RevocationCommand,
         reach: Option<Reach>,
-    ) -> Result<(RevocationCommand, Option<Reach>), StoreError> {
-        let RevocationCommand::Token(rule) = &cmd else {
-            return Ok((cmd, None));
+    ) -> (RevocationCommand, Option<Reach>) {
+        let RevocationCommand::Token(rule) = cmd else {
+            return (cmd, None);
         };
         if reach == Some(Reach::Token) {
-            return Ok((cmd, None));
+            return (cmd, None);
         }
-        let Some(m) = store.member(&rule.fingerprint).await? else {
-            return Ok((cmd, None));
-        };
-        let reach = reach.unwrap_or(if m.refresh {
-            Reach::Grant
-        } else {
-            Reach::Token
+        let lifetime = self.scope_rule(ScopeKey {
+            sub: String::new(),
+            org: None,
+            provider: None,
         });
-        if reach == Reach::Token {
-            return Ok((cmd, None));
+        let of = crate::store::family::FamilyOf {
+            token: rule,
+            reach,
+            revoked_at: lifetime.revoked_at,
+            expires_at: lifetime.expires_at,
+        };
+        match store.member(&rule.fingerprint).await {
+            Ok(m) => {
+                let resolved = of.resolve(m.as_ref());
+                let widened = matches!(resolved, RevocationCommand::Family(_));
+                (resolved, widened.then(|| reach.unwrap_or(Reach::Grant)))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "revoked token's family could not be read now: the store resolves it when it records the revocation");
+                (RevocationCommand::FamilyOf(of), None)
+            }
         }
-        let mut family = self.family_rule(&m, reach);
-        family.members[0].expires_at = family.members[0].expires_at.max(rule.expires_at);
-        Ok((RevocationCommand::Family(family), Some(reach)))
     }
 
     /// The one check every scope revocation (each dialect in both modes,
@@ -393,10 +403,7 @@ impl Gateway {
                 if let Some(refused) = refuse_scope(rt, d, &cmd, self.store.cache()) {
                     return Ok(Revoked::Answered(refused));
                 }
-                let cmd = match self.widened(rt, d, cmd).await {
-                    Ok(cmd) => cmd,
-                    Err(refused) => return Ok(Revoked::Answered(refused)),
-                };
+                let cmd = self.widened(rt, d, cmd).await;
                 match self.store.apply(cmd).await {
                     Ok(_) => {
                         crate::metrics::revocation_applied(source, "terminate");
@@ -429,14 +436,8 @@ impl Gateway {
                         return Ok(Revoked::Answered(refused));
                     }
                 }
-                // The family is looked up before the call goes on, too: a
-                // store that cannot say is answered before the upstream
-                // revokes anything.
                 let cmd = match cmd {
-                    Some(Some(c)) => match self.widened(rt, d, c).await {
-                        Ok(c) => Some(Some(c)),
-                        Err(refused) => return Ok(Revoked::Answered(refused)),
-                    },
+                    Some(Some(c)) => Some(Some(self.widened(rt, d, c).await)),
                     other => other,
                 };
                 let body = match (buffered, stream) {
@@ -473,26 +474,18 @@ impl Gateway {
     }
 
     /// `cmd` widened to its token's family by the dialect's `family` reach
-    /// (see [`Runtime::widen`]); the dialect's 503 when the store cannot
-    /// say what the family is.
+    /// (see [`Runtime::widen`]).
     async fn widened(
         &self,
         rt: &Runtime,
         d: &DialectEntry,
         cmd: RevocationCommand,
-    ) -> Result<RevocationCommand, Response<Body>> {
-        match rt.widen(&*self.store, cmd, d.family).await {
-            Ok((cmd, reach)) => {
-                if reach.is_some() {
-                    crate::metrics::family_revoked(d.dialect.kind().name());
-                }
-                Ok(cmd)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, dialect = d.dialect.kind().name(), "revoked token's family could not be read");
-                Err(render(d, d.dialect.unavailable()))
-            }
+    ) -> RevocationCommand {
+        let (cmd, reach) = rt.widen(&*self.store, cmd, d.family).await;
+        if reach.is_some() {
+            crate::metrics::family_revoked(d.dialect.kind().name());
         }
+        cmd
     }
 
     /// Applies a forwarded revocation; on failure keeps retrying in the

@@ -103,6 +103,54 @@ impl FamilyRule {
     }
 }
 
+/// "Revoke this token and its family as far as `reach` goes", for the
+/// store to resolve when it records it: what a revoke makes when the
+/// token's membership could not be read (Redis away: the outbox keeps it,
+/// and its replay resolves it against the memberships Redis holds then).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FamilyOf {
+    /// The token's own rule (revoked whatever its family).
+    pub token: TokenRule,
+    /// How far; `None`: by what the token is (a refresh token's grant, an
+    /// access token alone).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reach: Option<Reach>,
+    /// Unix seconds of the revocation.
+    pub revoked_at: u64,
+    /// How long the family rule is kept (at least the token's own expiry).
+    pub expires_at: u64,
+}
+
+impl FamilyOf {
+    /// What it is once the token's membership `m` is known: the token's
+    /// rule alone (no family, or reach `token`), or the family rule that
+    /// carries it.
+    pub fn resolve(&self, m: Option<&Member>) -> super::RevocationCommand {
+        let token = super::RevocationCommand::Token(self.token);
+        let Some(m) = m else {
+            return token;
+        };
+        let reach = self.reach.unwrap_or(if m.refresh {
+            Reach::Grant
+        } else {
+            Reach::Token
+        });
+        if reach == Reach::Token {
+            return token;
+        }
+        super::RevocationCommand::Family(FamilyRule {
+            family: m.family,
+            generation: (reach == Reach::Pair).then_some(m.generation),
+            revoked_at: self.revoked_at,
+            expires_at: self.expires_at.max(m.expires_at),
+            members: vec![TokenRule {
+                fingerprint: self.token.fingerprint,
+                expires_at: self.token.expires_at.max(m.expires_at),
+            }],
+        })
+    }
+}
+
 fn secs(t: u64) -> u32 {
     t.min(u64::from(u32::MAX)) as u32
 }
@@ -379,6 +427,47 @@ mod tests {
         assert_eq!(covered.map(|r| r.fingerprint), Some(fp(7)));
         // Another family is untouched.
         assert_eq!(f.join(&member(10, 8, 1, false, now), now).1, None);
+    }
+
+    #[test]
+    fn a_family_of_resolves_by_reach_and_by_role() {
+        use super::super::RevocationCommand;
+        let now = 1_800_000_000;
+        let of = |reach| FamilyOf {
+            token: TokenRule {
+                fingerprint: fp(1),
+                expires_at: now + 10,
+            },
+            reach,
+            revoked_at: now,
+            expires_at: now + 7200,
+        };
+        let access = member(1, 9, 4, false, now);
+        let refresh = member(1, 9, 4, true, now);
+        // No membership, or reach token: the token alone.
+        assert_eq!(
+            of(None).resolve(None),
+            RevocationCommand::Token(of(None).token)
+        );
+        assert!(matches!(
+            of(Some(Reach::Token)).resolve(Some(&refresh)),
+            RevocationCommand::Token(_)
+        ));
+        // By role: an access token alone, a refresh token's grant.
+        assert!(matches!(
+            of(None).resolve(Some(&access)),
+            RevocationCommand::Token(_)
+        ));
+        let RevocationCommand::Family(grant) = of(None).resolve(Some(&refresh)) else {
+            panic!("a refresh token's grant");
+        };
+        assert_eq!((grant.family, grant.generation), (fp(9), None));
+        assert_eq!(grant.members[0].expires_at, now + 3600);
+        let RevocationCommand::Family(pair) = of(Some(Reach::Pair)).resolve(Some(&access)) else {
+            panic!("the pair");
+        };
+        assert_eq!(pair.generation, Some(4));
+        assert_eq!(pair.expires_at, now + 7200);
     }
 
     #[test]

@@ -199,6 +199,7 @@ impl MemoryStore {
                 self.principals.get(fp, now).is_some()
             }
             RevocationCommand::Join(m) => self.families.would_join(m, now),
+            RevocationCommand::FamilyOf(_) => true,
             RevocationCommand::Family(rule) => {
                 self.families.would_revoke(rule, now)
                     || rule
@@ -369,6 +370,12 @@ impl State<'_> {
             }
             RevocationCommand::Bind(b) => bind(cache, principals, b, now, derive),
             RevocationCommand::Remove(RevocationTarget::Binding(fp)) => principals.unbind(fp),
+            // Resolved here when it comes from elsewhere (`apply` resolves
+            // before journaling).
+            RevocationCommand::FamilyOf(f) => {
+                let resolved = f.resolve(self.families.get(&f.token.fingerprint, now).as_ref());
+                self.apply(&resolved, now, derive)
+            }
             RevocationCommand::Join(m) => {
                 let (changed, covered) = self.families.join(m, now);
                 match covered {
@@ -468,6 +475,13 @@ impl RevocationStore for MemoryStore {
     async fn apply(&self, cmd: RevocationCommand) -> Result<Applied, StoreError> {
         let _applying = self.gate.read().await;
         let now = now_unix();
+        // Journaled as what it resolves to.
+        let cmd = match cmd {
+            RevocationCommand::FamilyOf(f) => {
+                f.resolve(self.families.get(&f.token.fingerprint, now).as_ref())
+            }
+            other => other,
+        };
         if !self.would_change(&cmd, now) {
             return Ok(Applied::Unchanged);
         }

@@ -135,6 +135,9 @@ pub enum RevocationCommand {
     /// Revoke a family's tokens (all, or one generation's): one command,
     /// one journal record, one stream event, however many members.
     Family(FamilyRule),
+    /// Revoke a token and its family, resolved by the store when it
+    /// records it ([`family::FamilyOf`]).
+    FamilyOf(family::FamilyOf),
 }
 
 /// What an un-revoke names.
@@ -159,6 +162,7 @@ impl RevocationCommand {
             RevocationCommand::Bind(b) => Some(b.expires_at),
             RevocationCommand::Join(m) => Some(m.expires_at),
             RevocationCommand::Family(f) => Some(f.expires_at),
+            RevocationCommand::FamilyOf(f) => Some(f.expires_at.max(f.token.expires_at)),
             RevocationCommand::Remove(_) => None,
         }
     }

@@ -17,6 +17,8 @@
 //!                       expires_at:u64le superseded_at:u64le     flags&1 = refresh token
 //! kind 8   Family       family:[u8;16] generation:u32le revoked_at:u64le expires_at:u64le
 //!                       generation u32::MAX = every generation (the grant)
+//! kind 9   FamilyOf     fingerprint:[u8;16] token_expires_at:u64le reach:u8
+//!                       revoked_at:u64le expires_at:u64le        reach 0 by role, 1 token, 2 pair, 3 grant
 //! key      = flags:u8 sub:str [org:str if flags&1] [provider:str if flags&2]
 //! str      = len:u32le utf8-bytes
 //! ```
@@ -35,6 +37,7 @@
 //! dropping revocations.
 
 use crate::credentials::Fingerprint;
+use crate::store::family::{FamilyOf, Reach};
 use crate::store::{
     Binding, FamilyRule, Member, RevocationCommand, RevocationTarget, ScopeKey, ScopeRule,
     TokenRule,
@@ -57,6 +60,7 @@ const KIND_BIND: u8 = 5;
 const KIND_REMOVE_BINDING: u8 = 6;
 const KIND_JOIN: u8 = 7;
 const KIND_FAMILY: u8 = 8;
+const KIND_FAMILY_OF: u8 = 9;
 
 /// A family rule's generation on disk when it covers every generation.
 const EVERY_GENERATION: u32 = u32::MAX;
@@ -121,6 +125,19 @@ pub fn encode_into(buf: &mut Vec<u8>, cmd: &RevocationCommand) {
             buf.push(u8::from(m.refresh));
             buf.extend_from_slice(&m.expires_at.to_le_bytes());
             buf.extend_from_slice(&m.superseded_at.to_le_bytes());
+        }
+        RevocationCommand::FamilyOf(f) => {
+            buf.push(KIND_FAMILY_OF);
+            buf.extend_from_slice(f.token.fingerprint.as_bytes());
+            buf.extend_from_slice(&f.token.expires_at.to_le_bytes());
+            buf.push(match f.reach {
+                None => 0,
+                Some(Reach::Token) => 1,
+                Some(Reach::Pair) => 2,
+                Some(Reach::Grant) => 3,
+            });
+            buf.extend_from_slice(&f.revoked_at.to_le_bytes());
+            buf.extend_from_slice(&f.expires_at.to_le_bytes());
         }
         // The members it expanded into are not written: replay expands again.
         RevocationCommand::Family(f) => {
@@ -208,6 +225,21 @@ pub fn decode_payload(payload: &[u8]) -> Result<RevocationCommand, RecordError> 
             revoked_at: r.u64()?,
             expires_at: r.u64()?,
             members: Vec::new(),
+        }),
+        KIND_FAMILY_OF => RevocationCommand::FamilyOf(FamilyOf {
+            token: TokenRule {
+                fingerprint: r.fingerprint()?,
+                expires_at: r.u64()?,
+            },
+            reach: match r.take(1)?[0] {
+                0 => None,
+                1 => Some(Reach::Token),
+                2 => Some(Reach::Pair),
+                3 => Some(Reach::Grant),
+                _ => return Err(RecordError::Malformed),
+            },
+            revoked_at: r.u64()?,
+            expires_at: r.u64()?,
         }),
         other => return Err(RecordError::UnknownKind(other)),
     };
@@ -331,6 +363,24 @@ mod tests {
                 revoked_at: 5,
                 expires_at: 6,
                 members: Vec::new(),
+            }),
+            RevocationCommand::FamilyOf(FamilyOf {
+                token: TokenRule {
+                    fingerprint: Fingerprint::from_bytes([4; 16]),
+                    expires_at: 77,
+                },
+                reach: Some(Reach::Pair),
+                revoked_at: 7,
+                expires_at: 78,
+            }),
+            RevocationCommand::FamilyOf(FamilyOf {
+                token: TokenRule {
+                    fingerprint: Fingerprint::from_bytes([3; 16]),
+                    expires_at: 1,
+                },
+                reach: None,
+                revoked_at: 0,
+                expires_at: u64::MAX,
             }),
             RevocationCommand::Family(FamilyRule {
                 family: Fingerprint::from_bytes([5; 16]),

@@ -318,6 +318,11 @@ impl Inner {
                 }
                 true
             }
+            RevocationCommand::FamilyOf(f) => {
+                self.cache.insert_token(&f.token.fingerprint);
+                self.confirmed.invalidate(&f.token.fingerprint);
+                true
+            }
         }
     }
 
@@ -338,6 +343,11 @@ impl Inner {
             }
             RevocationCommand::Remove(RevocationTarget::Token(fp)) => {
                 self.outbox_tokens.remove(fp);
+            }
+            // Its token is revoked here at once; its family when replayed.
+            RevocationCommand::FamilyOf(f) => {
+                let mut e = self.outbox_tokens.entry(f.token.fingerprint).or_insert(0);
+                *e = (*e).max(f.token.expires_at);
             }
             _ => {}
         }
@@ -394,6 +404,13 @@ impl Inner {
                 return self.write_unbind(conn, fp).await;
             }
             RevocationCommand::Join(m) => return self.write_join(conn, m, now).await,
+            // Resolved against the membership Redis holds now (an outbox
+            // replay's), then written as what it is.
+            RevocationCommand::FamilyOf(f) => {
+                let m = self.read_member(conn, &f.token.fingerprint, now).await?;
+                let resolved = f.resolve(m.as_ref());
+                return Box::pin(self.write(conn, &resolved, now)).await;
+            }
             RevocationCommand::Family(rule) => {
                 return Ok(!self.write_family(conn, rule, now).await?.is_empty());
             }
@@ -580,8 +597,19 @@ impl RevocationStore for RedisStore {
         if cmd.expires_at().is_some_and(|exp| exp <= now) {
             return Ok(Applied::Unchanged);
         }
+        let mut cmd = cmd;
         if inner.direct.load(Ordering::Acquire) {
             if let Some(mut conn) = inner.link.writer() {
+                if let RevocationCommand::FamilyOf(f) = &cmd {
+                    match inner
+                        .read_member(&mut conn, &f.token.fingerprint, now)
+                        .await
+                    {
+                        Ok(m) => cmd = f.resolve(m.as_ref()),
+                        Err(e) if is_fatal(&e) => inner.note_lost(&e),
+                        Err(_) => {}
+                    }
+                }
                 let written = match &cmd {
                     // This instance learns what the rule revoked from its
                     // script, as the others do from its event.

@@ -67,11 +67,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
     ) -> Next {
         self.buf.drain(..head_len);
         let mut body = a.body;
-        let may_discard = match &body {
-            Framing::Done | Framing::Chunked(_) => true,
-            Framing::Length(n) => *n <= DISCARD_LIMIT,
-            Framing::UntilClose => false,
-        };
+        let may_discard = discardable(&body);
         let close = a.meta.close || !may_discard || a.refusal.closes();
         let response = a.refusal.response();
         write_response(&mut self.out, &response, close, a.meta.head);
@@ -106,11 +102,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
     ) -> Next {
         self.buf.drain(..head_len);
         let mut body = l.body;
-        let may_discard = match &body {
-            Framing::Done | Framing::Chunked(_) => true,
-            Framing::Length(n) => *n <= DISCARD_LIMIT,
-            Framing::UntilClose => false,
-        };
+        let may_discard = discardable(&body);
         let close = l.meta.close || !may_discard;
         let status = match &l.echo {
             Some(r) => {
@@ -502,4 +494,14 @@ pub(super) fn account(
         },
         meta.trace.span.take(),
     );
+}
+
+/// Whether a request body the gateway answered without reading may be read
+/// and dropped to keep the connection (short enough, and delimited).
+fn discardable(body: &Framing) -> bool {
+    match body {
+        Framing::Done | Framing::Chunked(_) => true,
+        Framing::Length(n) => *n <= DISCARD_LIMIT,
+        Framing::UntilClose => false,
+    }
 }

@@ -30,7 +30,8 @@
 //! most [`MAX_REQUEST`] bytes; a larger one is refused, 413, since its
 //! refresh token could not be checked), and every `refresh_token` it
 //! carries, as a form or JSON parameter (both parsers, whatever the
-//! `Content-Type` says, so no spelling hides one), is judged like a
+//! `Content-Type` says, so no spelling hides one; more than four distinct
+//! ones are refused as `invalid_grant` unjudged), is judged like a
 //! credential: revoked (its own rule, a rule derived from its binding or
 //! its family) → RFC 6749 §5.2 `400 invalid_grant`, never forwarded. A
 //! refresh token already exchanged for a *different* refresh token and
@@ -73,6 +74,9 @@ pub const MAX_ANSWER: usize = 64 * 1024;
 
 /// Largest token-endpoint request read (its refresh token is checked).
 pub const MAX_REQUEST: usize = 64 * 1024;
+
+/// Most distinct `refresh_token` values one token request may carry.
+const MAX_PRESENTED: usize = 4;
 
 /// How long the answer's body may take to arrive once its head has: past
 /// it, what arrived is relayed with the rest, unlearned.
@@ -252,6 +256,12 @@ impl Runtime {
             .collect();
         fps.sort_unstable();
         fps.dedup();
+        // RFC 6749 §3.2 names one; each is judged (a store lookup apiece),
+        // so a body padded with thousands is refused, never judged.
+        if fps.len() > MAX_PRESENTED {
+            crate::metrics::refresh_refused("revoked");
+            return Err(Refusal::InvalidGrant);
+        }
         for &fp in &fps {
             match crate::verdict::judge_fingerprint(fp, store).await {
                 Verdict::Pass(_) => {}

@@ -603,3 +603,26 @@ fn the_consistency_flag_overrides_the_file() {
         "{err}"
     );
 }
+
+#[test]
+fn family_settings_are_checked_and_name_their_keys() {
+    let c = Config::from_toml(
+        "[upstream]\nurl = \"http://u\"\n\
+         [revoke.langsmith]\nfamily = \"grant\"\n\
+         [revoke.nylas]\nfamily = \"pair\"\n\
+         [families]\nreuse_grace = \"2h\"\n",
+    )
+    .unwrap();
+    let errors = c.check_all();
+    let keys: Vec<&str> = errors.iter().map(|e| e.key.as_str()).collect();
+    assert_eq!(keys, ["revoke.langsmith.family", "families.reuse_grace"]);
+    assert!(Config::from_toml("[revoke.nylas]\nfamily = \"all\"\n").is_err());
+    let ok = Config::from_toml("[upstream]\nurl = \"http://u\"\n[revoke.rfc7009]\nfamily = \"token\"\n[families]\nreuse_grace = \"30s\"\n")
+        .unwrap()
+        .validate()
+        .unwrap();
+    assert_eq!(
+        ok.families().reuse_grace,
+        std::time::Duration::from_secs(30)
+    );
+}

@@ -58,6 +58,11 @@ pub(super) const MIN: Duration = Duration::from_millis(1);
 pub(super) struct Found(Vec<ConfigError>);
 
 impl Found {
+    /// Errors recorded so far.
+    pub(super) fn len(&self) -> usize {
+        self.0.len()
+    }
+
     /// Records an error.
     pub(super) fn add(&mut self, e: ConfigError) {
         self.0.push(e);
@@ -117,7 +122,7 @@ impl Config {
             .iter()
             .flat_map(|(dialects, _)| dialects.iter().map(|d| d.path.as_str()))
             .collect();
-        let feeds = f.ok(self.feeds.validate(&paths));
+        let feeds = self.feeds.validate(&paths, &mut f);
         let (
             Some(listen),
             Some(routes),

@@ -292,6 +292,23 @@ async fn on_redis_a_family_revoke_through_one_instance_is_enforced_by_the_other(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dialects_family_setting_overrides_its_default() {
+    let ts = TokenServer::spawn(true).await;
+    let up = Upstream::new().spawn().await;
+    // `config` ends inside `[revoke.nylas]`.
+    let gw = Gateway::new()
+        .upstream(&up.url)
+        .toml(&config(&ts, "terminate", "family = \"token\"\n"))
+        .spawn();
+    let g = three_generations(&gw, "override").await;
+    revoke(&gw, "nylas", &g[1].0, false).await;
+    assert_eq!(
+        rejected(&gw, &up, &flat(&g)).await,
+        [false, false, true, false, false, false]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn logins_of_one_session_share_a_family() {
     let ts = TokenServer::spawn(true).await;
     let up = Upstream::new().spawn().await;
@@ -507,6 +524,16 @@ async fn reuse_of_a_superseded_refresh_token_revokes_the_family_on_every_instanc
         ts.calls(),
         calls,
         "the reused refresh token reached the token endpoint"
+    );
+    let metrics = fetch(&format!("{}/metrics", b.admin_url), &[]).await.text();
+    let m = prometheus::parse(&metrics).unwrap();
+    assert_eq!(
+        m.value("revgate_refresh_refused_total", &[("reason", "reused")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        m.value("revgate_families_revoked_total", &[("source", "reuse")]),
+        Some(1.0)
     );
     settles(&a, &up, &all, &[true; 6]).await;
     assert_eq!(rejected(&b, &up, &all).await, [true; 6]);

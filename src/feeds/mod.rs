@@ -330,13 +330,7 @@ pub(crate) fn session_revocation(
     sid: &str,
     at: u64,
 ) -> Vec<RevocationCommand> {
-    let expires_at = rt
-        .scope_rule(crate::store::ScopeKey {
-            sub: String::new(),
-            org: None,
-            provider: None,
-        })
-        .expires_at;
+    let (_, expires_at) = rt.rule_times();
     [Some(iss), None]
         .into_iter()
         .map(|iss| {

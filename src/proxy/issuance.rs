@@ -295,8 +295,12 @@ impl Runtime {
                     generation = m.generation,
                     "superseded refresh token presented again: its family is revoked"
                 );
-                let rule = self.family_rule(&m, Reach::Grant);
-                if let Err(e) = store.apply(RevocationCommand::Family(rule)).await {
+                let token = crate::store::TokenRule {
+                    fingerprint: m.fingerprint,
+                    expires_at: m.expires_at,
+                };
+                let grant = self.family_of(token, Some(Reach::Grant)).resolve(Some(&m));
+                if let Err(e) = store.apply(grant).await {
                     tracing::error!(error = %e, family = %m.family.short(), "reused refresh token's family not revoked");
                 }
                 return Err(Refusal::InvalidGrant);

@@ -17,10 +17,9 @@ use crate::config::Route;
 use crate::credentials::{self};
 use crate::dialect::{self, DialectResponse, RevokeCall, RevokeIntent, RevokeMode};
 use crate::refusal::Refusal;
-use crate::store::family::Reach;
+use crate::store::family::{FamilyOf, Reach};
 use crate::store::{
-    now_unix, FamilyRule, LocalCache, Member, RevocationCommand, ScopeKey, ScopeRule, StoreError,
-    TokenRule,
+    now_unix, LocalCache, RevocationCommand, ScopeKey, ScopeRule, StoreError, TokenRule,
 };
 
 /// Who makes a revoke call: its request head, and where its credential's
@@ -227,36 +226,37 @@ impl Runtime {
     /// A scope rule revoking every token of `key` issued up to now, kept
     /// until every such token has expired.
     pub fn scope_rule(&self, key: ScopeKey) -> ScopeRule {
-        let tokens = self.settings.lifetimes();
-        let now = now_unix();
+        let (revoked_at, expires_at) = self.rule_times();
         ScopeRule {
             key,
-            revoked_at: now,
-            expires_at: now
-                .saturating_add(tokens.max_lifetime.as_secs())
-                .saturating_add(tokens.clock_skew.as_secs()),
+            revoked_at,
+            expires_at,
         }
     }
 
-    /// A rule revoking `m`'s family as far as `reach` goes (`Token`: the
-    /// generation of `m` alone, as `Pair`), kept as long as a scope rule
-    /// made now, or `m` itself, could matter. Carries `m`'s own token rule,
-    /// so the token is revoked even where its membership is not known.
-    pub fn family_rule(&self, m: &Member, reach: Reach) -> FamilyRule {
-        let lifetime = self.scope_rule(ScopeKey {
-            sub: String::new(),
-            org: None,
-            provider: None,
-        });
-        FamilyRule {
-            family: m.family,
-            generation: (reach != Reach::Grant).then_some(m.generation),
-            revoked_at: lifetime.revoked_at,
-            expires_at: lifetime.expires_at.max(m.expires_at),
-            members: vec![TokenRule {
-                fingerprint: m.fingerprint,
-                expires_at: m.expires_at,
-            }],
+    /// When a rule made now (scope, family) is made, and until when it is
+    /// kept: every token it could cover has expired by then
+    /// (`tokens.max_lifetime` + `tokens.clock_skew`).
+    pub fn rule_times(&self) -> (u64, u64) {
+        let tokens = self.settings.lifetimes();
+        let now = now_unix();
+        let until = now
+            .saturating_add(tokens.max_lifetime.as_secs())
+            .saturating_add(tokens.clock_skew.as_secs());
+        (now, until)
+    }
+
+    /// A revocation of `token` and its family as far as `reach` goes
+    /// (`None`: by what the token is), kept as long as a scope rule made
+    /// now; [`FamilyOf::resolve`] makes it a rule once the membership is
+    /// known.
+    pub fn family_of(&self, token: TokenRule, reach: Option<Reach>) -> FamilyOf {
+        let (revoked_at, expires_at) = self.rule_times();
+        FamilyOf {
+            token,
+            reach,
+            revoked_at,
+            expires_at,
         }
     }
 
@@ -279,17 +279,7 @@ impl Runtime {
         if reach == Some(Reach::Token) {
             return (cmd, None);
         }
-        let lifetime = self.scope_rule(ScopeKey {
-            sub: String::new(),
-            org: None,
-            provider: None,
-        });
-        let of = crate::store::family::FamilyOf {
-            token: rule,
-            reach,
-            revoked_at: lifetime.revoked_at,
-            expires_at: lifetime.expires_at,
-        };
+        let of = self.family_of(rule, reach);
         match store.member(&rule.fingerprint).await {
             Ok(m) => {
                 let resolved = of.resolve(m.as_ref());

@@ -371,6 +371,21 @@ async fn a_revoked_refresh_token_is_invalid_grant_and_never_reaches_the_token_en
             );
             assert_eq!(r.header("cache-control"), Some("no-store"));
         }
+        let r = send(call(
+            "POST",
+            &format!(
+                "{}/oauth/token?grant_type=refresh_token&refresh_token={}",
+                gw.url, g[1].1
+            ),
+            &[FORM],
+            b"",
+        ))
+        .await;
+        assert_eq!(
+            (r.status, r.text().as_str()),
+            (400, INVALID_GRANT),
+            "{name}: in the query"
+        );
         let json_body = json!({"grant_type": "refresh_token", "refresh_token": g[1].1});
         let r = send(call(
             "POST",

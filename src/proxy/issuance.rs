@@ -29,11 +29,11 @@
 //! **Families** (`crate::store::family`). The request is read first (at
 //! most [`MAX_REQUEST`] bytes; a larger one is refused, 413, since its
 //! refresh token could not be checked), and every `refresh_token` it
-//! carries, as a form or JSON parameter (both parsers, whatever the
-//! `Content-Type` says, so no spelling hides one; more than four distinct
-//! ones are refused as `invalid_grant` unjudged), is judged like a
-//! credential: revoked (its own rule, a rule derived from its binding or
-//! its family) → RFC 6749 §5.2 `400 invalid_grant`, never forwarded. A
+//! carries, as a form or JSON parameter or in the query string (both
+//! body parsers, whatever the `Content-Type` says, so no spelling hides
+//! one; more than four distinct ones are refused as `invalid_grant`
+//! unjudged), is judged like a credential: revoked (its own rule, a rule
+//! derived from its binding or its family) → RFC 6749 §5.2 `400 invalid_grant`, never forwarded. A
 //! refresh token already exchanged for a *different* refresh token and
 //! presented again more than `families.reuse_grace` later is reuse
 //! (RFC 9700 §4.14.2): its whole family is revoked (one family rule, every
@@ -247,9 +247,19 @@ impl Runtime {
     pub(crate) async fn token_request(
         &self,
         store: &dyn RevocationStore,
+        query: Option<&str>,
         body: &[u8],
     ) -> Result<Option<Presented>, Refusal> {
-        let mut fps: Vec<Fingerprint> = refresh_tokens(body)
+        // Some servers read the token request's parameters from the query
+        // string too: a refresh token there is judged the same.
+        let mut presented = refresh_tokens(body);
+        presented.extend(
+            crate::dialect::form_values(query.unwrap_or_default().as_bytes(), "refresh_token")
+                .into_iter()
+                .filter_map(|v| String::from_utf8(v.bytes).ok())
+                .filter(|t| !t.is_empty()),
+        );
+        let mut fps: Vec<Fingerprint> = presented
             .iter()
             .filter(|t| t.len() <= crate::dialect::MAX_TOKEN_BYTES)
             .map(|t| self.checker.key.token_fingerprint(t))

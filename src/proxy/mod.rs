@@ -371,7 +371,10 @@ impl Gateway {
         };
         h.fingerprint = admission::judge(rt, &**self.store(), &head, form.as_deref()).await?;
         let presented = match &token_request {
-            Some(bytes) => rt.token_request(&**self.store(), bytes).await?,
+            Some(bytes) => {
+                rt.token_request(&**self.store(), parts.uri.query(), bytes)
+                    .await?
+            }
             None => None,
         };
 

@@ -54,6 +54,12 @@ TOKENS=${TOKENS:-10000}
 # riding a keep-alive connection.
 CONNECTION=${CONNECTION:-keep-alive}
 TARGETS=${TARGETS:-"direct nginx revgate revgate1 revgatehy"}
+# ACCESS_LOG=on: both proxies log every request to a file, as each does by
+# default: nginx's `access_log <file>;` (the combined format), revgate's
+# `log.access_log = true` (its log output, stderr, goes to a file here). The
+# upstream never logs.
+ACCESS_LOG=${ACCESS_LOG:-off}
+case $ACCESS_LOG in on | off) ;; *) echo "ACCESS_LOG must be on or off" >&2; exit 2 ;; esac
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 cd "$ROOT"
@@ -114,11 +120,12 @@ wait_http() { # url, seconds: until it answers anything
     done
 }
 
-# nginx_start NAME PORT SERVER_BLOCK_BODY [HTTP_EXTRA]
+# nginx_start NAME PORT SERVER_BLOCK_BODY [HTTP_EXTRA] [off|file]
 nginx_start() {
-    local name=$1 port=$2 body=$3 extra=${4:-}
+    local name=$1 port=$2 body=$3 extra=${4:-} alog=${5:-off}
     local d="$WORK/$name"
     mkdir -p "$d"
+    [ "$alog" = off ] || alog="$d/access.log"
     cat >"$d/nginx.conf" <<EOF
 worker_processes 1;
 daemon off;
@@ -126,7 +133,7 @@ pid $d/nginx.pid;
 error_log $d/error.log warn;
 events { worker_connections 4096; }
 http {
-    access_log off;
+    access_log $alog;
     client_body_temp_path $d/body;
     proxy_temp_path $d/proxy;
     fastcgi_temp_path $d/fastcgi;
@@ -155,24 +162,26 @@ UPSTREAM="http://127.0.0.1:$UP_PORT"
 NGX_PORT=$(free_port)
 nginx_start proxy "$NGX_PORT" \
     'location / { proxy_pass http://backend; proxy_http_version 1.1; proxy_set_header Connection ""; }' \
-    "upstream backend { server 127.0.0.1:$UP_PORT; keepalive 64; keepalive_requests 100000000; }"
+    "upstream backend { server 127.0.0.1:$UP_PORT; keepalive 64; keepalive_requests 100000000; }" \
+    "$([ "$ACCESS_LOG" = on ] && echo file || echo off)"
 
+RG_ALOG=$([ "$ACCESS_LOG" = on ] && echo true || echo false)
 cat >"$WORK/revgate.toml" <<EOF
 [log]
-access_log = false
+access_log = $RG_ALOG
 EOF
 
 cat >"$WORK/revgate-one.toml" <<EOF
 [server]
 io_threads = 1
 [log]
-access_log = false
+access_log = $RG_ALOG
 EOF
 cat >"$WORK/revgate-hyper.toml" <<EOF
 [server]
 h1_fast_path = false
 [log]
-access_log = false
+access_log = $RG_ALOG
 EOF
 
 # start_revgate NAME BINARY [ENV...]: sets ${NAME}_URL, ${NAME}_ADMIN, ${NAME}_PID
@@ -356,7 +365,7 @@ read -r -a T <<<"$TARGETS"
 log "warm-up: 2 s per target"
 for t in "${T[@]}"; do run_wrk "$t" 2 warm; done
 
-log "$ROUNDS rounds x ${#T[@]} targets x ${DURATION}s, wrk -t1 -c$CONNS (load before: $(cut -d' ' -f1-3 /proc/loadavg))"
+log "$ROUNDS rounds x ${#T[@]} targets x ${DURATION}s, wrk -t1 -c$CONNS, connection $CONNECTION, access logs $ACCESS_LOG (load before: $(cut -d' ' -f1-3 /proc/loadavg))"
 for ((r = 1; r <= ROUNDS; r++)); do
     # Rotate the order each round, so no target always runs first or last.
     for ((k = 0; k < ${#T[@]}; k++)); do
@@ -365,9 +374,9 @@ for ((r = 1; r <= ROUNDS; r++)); do
     done
 done
 
-python3 - "$RESULTS" "$CONNS" "$DURATION" "$ROUNDS" <<'EOF'
+python3 - "$RESULTS" "$CONNS" "$DURATION" "$ROUNDS" "$CONNECTION" "$ACCESS_LOG" <<'EOF'
 import statistics, sys
-path, conns, dur, rounds = sys.argv[1:5]
+path, conns, dur, rounds, connection, alog = sys.argv[1:7]
 rows = [l.rstrip("\n").split("\t") for l in open(path) if l.strip()]
 by = {}
 for t, r, rps, p50, p99, total, non2xx, cpu, ctx, flt, *_ in rows:
@@ -379,7 +388,7 @@ med = {t: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v
            statistics.median(x[7] for x in v))
        for t, v in by.items()}
 print()
-print(f"wrk -t1 -c{conns} -d{dur}s --latency, {rounds} rounds interleaved; medians over rounds")
+print(f"wrk -t1 -c{conns} -d{dur}s --latency, {rounds} rounds interleaved, connection {connection}, access logs {alog}; medians over rounds")
 print()
 print("| target | req/s (median) | p50 ms | p99 ms (median) | non-2xx | CPU µs/req | ctx sw/req | faults/req | req/s per round |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
@@ -393,11 +402,19 @@ print()
 print("CPU µs/req, ctx sw/req, faults/req: CPU time (user+sys), context switches and minor page faults of the proxy process")
 print("(revgate, or nginx's worker; for direct, the upstream's worker) per request, median over rounds.")
 print()
+# Issue 16's targets: keep-alive throughput >= 1.10x nginx, p99 <= 1.0x, CPU
+# per request <= 0.90x; a connection per request: throughput >= 1.0x.
+want = 1.0 if connection == "close" else 1.10
 if "nginx" in med:
     for t in targets[2:]:
         if t in med:
             r = med[t][0] / med["nginx"][0]
             p = med[t][2] / med["nginx"][2]
-            print(f"RESULT {t}/nginx: throughput ratio {r:.3f} (target >= 1: {'MET' if r >= 1 else 'MISSED'}), "
-                  f"p99 ratio {p:.3f} (target <= 1: {'MET' if p <= 1 else 'MISSED'})")
+            c = med[t][4] / med["nginx"][4]
+            line = (f"RESULT {t}/nginx: throughput ratio {r:.3f} (target >= {want:.2f}: {'MET' if r >= want else 'MISSED'}), "
+                    f"p99 ratio {p:.3f} (target <= 1: {'MET' if p <= 1 else 'MISSED'}), "
+                    f"CPU/req ratio {c:.3f}")
+            if connection != "close":
+                line += f" (target <= 0.90: {'MET' if c <= 0.90 else 'MISSED'})"
+            print(line)
 EOF

@@ -28,6 +28,7 @@
 //! cargo bench --bench redis_store -- [propagation] [coldstart] [memory]
 //! cargo bench --bench redis_store -- propagation_load | confirmed | confirmed_throughput
 //! REVGATE_BENCH_N_PROP=1000 REVGATE_BENCH_N_COLD=1000000 REVGATE_BENCH_N_MEM=10000000
+//! REVGATE_BENCH_UPSTREAM=builtin:ok   # every gateway on the built-in upstream
 //! ```
 //!
 //! No argument runs all three. Every loop is bounded in count and time; every
@@ -208,8 +209,12 @@ impl Gateway {
     ) -> Res<Gateway> {
         let dir = tempfile::tempdir()?;
         let mut cmd = Command::new(revgate_bin());
+        // REVGATE_BENCH_UPSTREAM=builtin:ok: every gateway answers from the
+        // built-in upstream (no upstream process competing for the cores).
+        let upstream = std::env::var("REVGATE_BENCH_UPSTREAM")
+            .unwrap_or_else(|_| format!("http://{upstream}"));
         cmd.arg("run")
-            .args(["--upstream", &format!("http://{upstream}")])
+            .args(["--upstream", &upstream])
             .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
             .arg("--journal")
             .arg(dir.path().join("outbox.journal"))

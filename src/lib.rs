@@ -229,15 +229,17 @@ pub struct Listeners {
 impl Listeners {
     /// Binds both listeners of the settings.
     pub async fn bind(settings: &Settings) -> Result<Self, StartError> {
-        let bind = |addr| async move {
-            TcpListener::bind(addr)
-                .await
-                .map_err(|source| StartError::Bind { addr, source })
-        };
-        Ok(Listeners {
-            http: bind(settings.listen).await?,
-            admin: bind(settings.admin_listen).await?,
-        })
+        let addr = settings.listen;
+        // The client listener takes siblings, one per I/O thread
+        // (`server::listen`).
+        let http = server::listen::bind(addr)
+            .and_then(TcpListener::from_std)
+            .map_err(|source| StartError::Bind { addr, source })?;
+        let addr = settings.admin_listen;
+        let admin = TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, source })?;
+        Ok(Listeners { http, admin })
     }
 }
 

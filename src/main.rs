@@ -20,21 +20,38 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// names no constant for it). A test below pins the number to the option.
 const MI_OPTION_PURGE_DELAY: libmimalloc_sys::mi_option_t = 15;
 
-/// Has mimalloc give freed pages back to the OS when they are freed, not
-/// 1 s later: mimalloc purges only from inside an allocator call, so memory
-/// freed by the last burst before the gateway went quiet (the buffers of ten
-/// thousand connections going idle at once) stayed resident until the next
-/// traffic: 1.7–18.6 KB per idle connection from run to run, 1.5–3 KB with
-/// this (BENCHMARKS.md, "Idle memory that stays freed"). It costs nothing
-/// measurable under load (faults per request 0.004 → 0.009, CPU per request
-/// unchanged). `MIMALLOC_PURGE_DELAY` in the environment still wins.
+/// How long mimalloc keeps a freed page before giving it back to the OS.
+///
+/// At 0 (purge at once, sessions 4–5) a gateway taking a new connection per
+/// request purged and re-faulted the same pages for every connection: 3.5
+/// page faults per request and ~15% of its CPU in `exc_page_fault` and
+/// mimalloc's purge (perf, `CONNECTION=close benches/load.sh`, issue 16).
+/// At 100 ms the pages are reused while traffic flows (0.34 faults per
+/// request) and still go back soon after it stops: mimalloc purges only
+/// from inside an allocator call, so every I/O thread's heartbeat
+/// (`server::on_heartbeat`, four times a second) calls [`collect`], which
+/// purges what has waited past the delay. Ten thousand connections going
+/// idle at once therefore hand their memory back within ~0.4 s, without
+/// waiting for the next traffic (BENCHMARKS.md, "Idle memory that stays
+/// freed"). `MIMALLOC_PURGE_DELAY` in the environment still wins.
+const PURGE_DELAY_MS: std::ffi::c_long = 100;
+
 #[allow(unsafe_code)]
-fn purge_freed_memory_at_once() {
+fn purge_freed_memory_soon() {
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
         // SAFETY: mi_option_set stores an integer in mimalloc's option
-        // table; any value of this option is valid (0 = purge at once).
-        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
+        // table; any value of this option is valid (milliseconds).
+        unsafe { libmimalloc_sys::mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
     }
+    revgate::server::on_heartbeat(collect);
+}
+
+/// Purges this thread's freed memory that has waited past the purge delay.
+#[allow(unsafe_code)]
+fn collect() {
+    // SAFETY: mi_collect takes no pointer; `false` asks for the normal
+    // (non-forced) collection of the calling thread's heap.
+    unsafe { libmimalloc_sys::mi_collect(false) }
 }
 
 use std::process::ExitCode;
@@ -87,7 +104,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
-    purge_freed_memory_at_once();
+    purge_freed_memory_soon();
     let cli = Cli::parse();
     let (cmd, overrides) = match cli.command {
         None => ("run", cli.overrides),

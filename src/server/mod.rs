@@ -3,9 +3,11 @@
 //! and h2c with prior knowledge) behind it, and graceful shutdown.
 //!
 //! Thread per core: `server.io_threads` I/O threads each run their own
-//! single-threaded tokio runtime. Thread 0 also accepts, and deals the
-//! accepted connections in turn to every I/O thread, itself included (its
-//! own turn costs no hand-off at all). Each thread keeps the
+//! single-threaded tokio runtime, and each accepts on its own socket of the
+//! client address (`SO_REUSEPORT`, [`listen`]): the kernel spreads the
+//! connections. When the listener cannot have such siblings, thread 0
+//! accepts alone and deals the connections in turn to every I/O thread,
+//! itself included (its own turn costs no hand-off at all). Each thread keeps the
 //! connection for its whole life: the client socket, the upstream sockets
 //! (the fast path's pools have a shard per thread) and their timers all
 //! live on that thread, so a request never waits for another thread's
@@ -28,6 +30,7 @@
 //! its request head within [`HEADER_READ_TIMEOUT`] is disconnected.
 
 mod hyper_conn;
+pub mod listen;
 use hyper_conn::*;
 
 use std::net::SocketAddr;
@@ -121,7 +124,9 @@ impl Drop for Slot {
 
 /// What an I/O thread does besides serving its connections.
 enum Role {
-    /// Thread 0: accepts, keeps its turn's connections, deals the others.
+    /// Accepts on its own socket (`queues` empty), or, on thread 0 when the
+    /// listener has no siblings, keeps its turn's connections and deals the
+    /// others.
     Acceptor {
         listener: std::net::TcpListener,
         queues: Vec<UnboundedSender<Dealt>>,
@@ -188,14 +193,31 @@ pub async fn serve(
     };
 
     let n = options.io_threads.max(1);
-    let mut queues = Vec::new();
     let mut roles = Vec::new();
-    for _ in 1..n {
-        let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-        queues.push(tx);
-        roles.push(Role::Worker(rx));
+    match listen::siblings(&listener, n - 1) {
+        // Every thread accepts its own connections.
+        Ok(siblings) => {
+            for l in std::iter::once(listener).chain(siblings) {
+                roles.push(Role::Acceptor {
+                    listener: l,
+                    queues: Vec::new(),
+                });
+            }
+        }
+        // Thread 0 accepts and deals.
+        Err(e) => {
+            if n > 1 {
+                tracing::info!(error = %e, "one listening socket: I/O thread 0 deals the connections");
+            }
+            let mut queues = Vec::new();
+            for _ in 1..n {
+                let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+                queues.push(tx);
+                roles.push(Role::Worker(rx));
+            }
+            roles.insert(0, Role::Acceptor { listener, queues });
+        }
     }
-    roles.insert(0, Role::Acceptor { listener, queues });
     let mut threads = Vec::new();
     for (i, role) in roles.into_iter().enumerate() {
         let shared = shared.clone();
@@ -243,6 +265,7 @@ fn io_thread(index: usize, role: Role, shared: Arc<Shared>) {
         }
     };
     rt.block_on(async move {
+        let beat = tokio::spawn(heartbeat());
         let tracker = TaskTracker::new();
         match role {
             Role::Acceptor { listener, queues } => {
@@ -264,12 +287,49 @@ fn io_thread(index: usize, role: Role, shared: Arc<Shared>) {
             _ = tracker.wait() => {}
             _ = tokio::time::sleep(shared.drain_timeout) => {}
         }
+        beat.abort();
     });
 }
 
-/// The accept loop (I/O thread 0): connections are dealt in turn, thread 0
-/// included; a connection whose thread has stopped is served here. Ends at
-/// shutdown, closing the queues (which ends the other threads' loops).
+/// What every I/O thread's [`heartbeat`] also runs, once a tick (the
+/// binary's allocator purge: `main.rs`).
+static HEARTBEAT_HOOK: std::sync::OnceLock<fn()> = std::sync::OnceLock::new();
+
+/// Sets what each I/O thread runs on its heartbeat (first call wins).
+pub fn on_heartbeat(hook: fn()) {
+    let _ = HEARTBEAT_HOOK.set(hook);
+}
+
+/// How often an I/O thread's [`heartbeat`] wakes.
+const HEARTBEAT: Duration = Duration::from_millis(250);
+
+/// Keeps a timer due within [`HEARTBEAT`] on the I/O thread, always.
+///
+/// tokio's timer driver writes to its runtime's eventfd whenever a timer
+/// is armed that is due before the driver's next planned wake-up, even from
+/// the runtime's own thread: a new connection's header and idle timers
+/// (due in 30 s and 1 s) were two such writes on a thread whose other
+/// timers were all later, or absent, measured with `strace` as two
+/// `write`s per connection (issue 16). With this heartbeat due sooner than
+/// any connection timer, arming them costs no system call. An idle thread
+/// wakes four times a second for it, and runs the [`on_heartbeat`] hook.
+async fn heartbeat() {
+    const _: () = assert!(HEARTBEAT.as_millis() < h1::IDLE_RELEASE.as_millis());
+    let mut tick = tokio::time::interval(HEARTBEAT);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Some(hook) = HEARTBEAT_HOOK.get() {
+            hook();
+        }
+    }
+}
+
+/// An accept loop: every connection stays on this thread when `queues` is
+/// empty; otherwise (thread 0 dealing) connections are dealt in turn, this
+/// thread included, and a connection whose thread has stopped is served
+/// here. Ends at shutdown, closing the queues (which ends the other
+/// threads' loops).
 async fn accept(
     listener: std::net::TcpListener,
     queues: Vec<UnboundedSender<Dealt>>,

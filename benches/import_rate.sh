@@ -15,8 +15,11 @@
 #   SKIP_BUILD=1 KEEP=1
 #
 # Prints one line per import: store, lines, seconds, accepted/s, the
-# gateway's RSS before / peak during / after, the CLI's peak RSS. Loopback
-# only; every process it started is killed on exit.
+# gateway's RSS before / peak during / after, the CLI's peak RSS, and the
+# CPU seconds the gateway and redis-server spent during it (where the time
+# goes); with Redis also the import's `INFO commandstats` (per command:
+# calls, µs per call, total ms of Redis's thread). Loopback only; every
+# process it started is killed on exit.
 
 set -euo pipefail
 STORES=${STORES:-"memory redis"}
@@ -47,6 +50,9 @@ free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1]); s.close()'
 }
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
+TICK=$(getconf CLK_TCK)
+# CPU seconds (user + system) a process has used so far.
+cpu() { awk -v t="$TICK" '{ sub(/^.*\) /, ""); printf "%.2f", ($12 + $13) / t }' "/proc/$1/stat" 2>/dev/null || echo 0; }
 
 log "writing $N tokens"
 python3 - "$N" "$WORK/tokens.txt" <<'EOF'
@@ -67,6 +73,7 @@ start_redis() {
     PIDS+=($REDIS_PID)
     for _ in $(seq 100); do redis-cli -p "$port" ping >/dev/null 2>&1 && break; sleep 0.05; done
     REDIS_URL="redis://127.0.0.1:$port"
+    REDIS_PORT=$port
 }
 
 # start_gateway STORE: sets GW_PID GW_ADMIN
@@ -92,8 +99,13 @@ start_gateway() {
 
 # run_import LABEL: one import of tokens.txt into GW, sampled.
 run_import() {
-    local label=$1 before peak=0 cpeak=0 r c
+    local label=$1 before peak=0 cpeak=0 r c gw_cpu redis_cpu=0
     before=$(rss "$GW_PID")
+    gw_cpu=$(cpu "$GW_PID")
+    if [ -n "$REDIS_PID" ]; then
+        redis_cpu=$(cpu "$REDIS_PID")
+        redis-cli -p "$REDIS_PORT" config resetstat >/dev/null
+    fi
     "$REVGATE" admin --admin-url "$GW_ADMIN" -o json import --file "$WORK/tokens.txt" \
         >"$WORK/summary.json" 2>"$WORK/import.err" &
     local cli=$!
@@ -104,14 +116,31 @@ run_import() {
         sleep 0.25
     done
     wait "$cli" || { log "import failed"; cat "$WORK/import.err" >&2; exit 1; }
-    python3 - "$label" "$WORK/summary.json" "$before" "$peak" "$(rss "$GW_PID")" "$cpeak" <<'EOF'
+    gw_cpu=$(awk -v a="$gw_cpu" -v b="$(cpu "$GW_PID")" 'BEGIN { printf "%.2f", b - a }')
+    local stats=""
+    if [ -n "$REDIS_PID" ]; then
+        redis_cpu=$(awk -v a="$redis_cpu" -v b="$(cpu "$REDIS_PID")" 'BEGIN { printf "%.2f", b - a }')
+        stats=$(redis-cli -p "$REDIS_PORT" info commandstats | tr -d '\r' | grep '^cmdstat_' || true)
+    fi
+    python3 - "$label" "$WORK/summary.json" "$before" "$peak" "$(rss "$GW_PID")" "$cpeak" \
+        "$gw_cpu" "$redis_cpu" "$stats" <<'EOF'
 import json, sys
-label, path, before, peak, after, cpeak = sys.argv[1:7]
+label, path, before, peak, after, cpeak, gw_cpu, redis_cpu, stats = sys.argv[1:10]
 s = json.load(open(path))
 mib = lambda k: int(k) / 1024
 print(f"{label}: {s['lines']} lines, accepted {s['accepted']} ({s['changed']} new), "
       f"{s['seconds']:.2f} s, {s['accepted'] / s['seconds']:.0f}/s; gateway RSS "
-      f"{mib(before):.0f} -> peak {mib(peak):.0f} -> {mib(after):.0f} MiB; CLI peak {mib(cpeak):.1f} MiB")
+      f"{mib(before):.0f} -> peak {mib(peak):.0f} -> {mib(after):.0f} MiB; CLI peak {mib(cpeak):.1f} MiB; "
+      f"CPU s: gateway {gw_cpu}" + (f", redis {redis_cpu}" if stats else ""))
+rows = []
+for line in stats.splitlines():
+    name, _, fields = line.partition(":")
+    kv = dict(f.split("=", 1) for f in fields.split(",") if "=" in f)
+    calls, usec = int(kv.get("calls", 0)), int(kv.get("usec", 0))
+    if usec >= 1000:
+        rows.append((usec, f"{name[len('cmdstat_'):]} {calls} calls {usec / max(calls, 1):.2f} us/call {usec / 1000:.0f} ms"))
+if rows:
+    print("    redis commandstats: " + "; ".join(r for _, r in sorted(rows, reverse=True)))
 EOF
 }
 

@@ -12,7 +12,14 @@
 //! import into a fresh deployment with the same fingerprint key enforces
 //! the same rules (tokens, scopes, jti, bindings) and the export holds no
 //! raw token; in confirmed consistency an import's answer means every
-//! instance enforces it (one confirmation per batch); the admin token
+//! instance enforces it (one confirmation per batch); an import over rules
+//! Redis already holds keeps the later expiry (in Redis's value and key
+//! expiry, and on a second instance), on one Redis and on a Redis Cluster,
+//! where each batch is one transaction in the deployment's slot; an import
+//! queued in the outbox while Redis is away reaches it as batches (one
+//! event per 10,000 rules) when it returns on the same port; principal
+//! lines (`{"credential":..,"sub":..}`) are recorded as the principals API
+//! records them, with its errors; the admin token
 //! guards both endpoints; `builtin:ok` and
 //! `builtin:echo` answer as documented on the fast path and on hyper (h1
 //! and h2c), after the verdict, with no upstream listening anywhere; an
@@ -736,4 +743,415 @@ async fn a_confirmed_import_is_enforced_by_every_instance_the_moment_it_is_answe
         assert_revoked_response(&r);
     }
     assert_eq!(up.hits(), hits, "a revoked token reached the upstream");
+}
+
+/// A raw token's fingerprint, as the gateway's lookup names it.
+async fn fingerprint_of(gw: &RunningGateway, token: &str) -> String {
+    let r = post_json(
+        &format!("{}/admin/v1/revocations/lookup", gw.admin_url),
+        &json!({ "token": token }),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    r.json()["fingerprint"].as_str().unwrap().to_string()
+}
+
+/// Imports token rules (fingerprint, expires_at) as the export's lines,
+/// through the CLI; its summary.
+fn import_rules(gw: &RunningGateway, name: &str, rules: &[(&str, u64)]) -> Value {
+    let path = gw.dir.join(name);
+    let mut text = String::new();
+    for (fp, exp) in rules {
+        text.push_str(&json!({"kind": "token", "fingerprint": fp, "expires_at": exp}).to_string());
+        text.push('\n');
+    }
+    std::fs::write(&path, text).unwrap();
+    let (code, v, stderr) = admin_cli(
+        &gw.admin_url,
+        &["import", "--file", path.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    v
+}
+
+/// Every token rule an instance exports: fingerprint -> expires_at.
+fn exported_tokens(gw: &RunningGateway) -> std::collections::HashMap<String, u64> {
+    let path = gw.dir.join("export-tokens.ndjson");
+    let (code, _, stderr) = admin_cli(
+        &gw.admin_url,
+        &["export", "--file", path.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    std::fs::read_to_string(&path)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|v| v["kind"] == json!("token"))
+        .map(|v| {
+            (
+                v["fingerprint"].as_str().unwrap().to_string(),
+                v["expires_at"].as_u64().unwrap(),
+            )
+        })
+        .collect()
+}
+
+/// An import over rules Redis holds already: a later expiry wins, an
+/// earlier or equal one changes nothing, a new rule is written; checked in
+/// Redis (the value and the key's own expiry, on whichever of `servers`
+/// holds the deployment), in the import's counts, and on the second
+/// instance `b` (enforced, and its export, read from Redis, shows the
+/// merged expiries).
+async fn an_import_merges_with_what_redis_holds(
+    a: &RunningGateway,
+    b: &RunningGateway,
+    up: &RunningUpstream,
+    prefix: &str,
+    servers: &[RedisServer],
+) {
+    let names = ["later", "earlier", "same", "new"];
+    let tokens: Vec<String> = names.iter().map(|n| format!("{prefix}-{n}")).collect();
+    let mut fps = Vec::new();
+    for t in &tokens {
+        fps.push(fingerprint_of(a, t).await);
+    }
+    let (later, earlier, same, new) = (&fps[0], &fps[1], &fps[2], &fps[3]);
+    let t1 = now() + 3_600;
+    let v = import_rules(a, "first.ndjson", &[(later, t1), (earlier, t1), (same, t1)]);
+    assert_eq!(
+        (&v["accepted"], &v["changed"], &v["rejected"]),
+        (&json!(3), &json!(3), &json!(0)),
+        "{v}"
+    );
+    let v = import_rules(
+        a,
+        "second.ndjson",
+        &[
+            (later, t1 + 3_600),
+            (earlier, t1 - 1_800),
+            (same, t1),
+            (new, t1),
+        ],
+    );
+    // Changed: the later expiry and the new rule.
+    assert_eq!(
+        (&v["accepted"], &v["changed"], &v["rejected"]),
+        (&json!(4), &json!(2), &json!(0)),
+        "{v}"
+    );
+    let want = [
+        (later, t1 + 3_600),
+        (earlier, t1),
+        (same, t1),
+        (new, t1),
+    ];
+    // The node with the deployment's stream (a Cluster node answers MOVED
+    // for another slot's key).
+    let stream = format!("{{{prefix}}}:events");
+    let mut conns: Vec<redis::Connection> = servers.iter().map(|s| s.conn()).collect();
+    let at = conns
+        .iter_mut()
+        .position(|c| {
+            redis::cmd("EXISTS")
+                .arg(&stream)
+                .query::<i64>(c)
+                .unwrap_or(0)
+                == 1
+        })
+        .expect("a node holds the deployment's stream");
+    let redis = &mut conns[at];
+    for (fp, exp) in want {
+        let key = format!("{{{prefix}}}:tok:{fp}");
+        let value: String = redis::cmd("GET").arg(&key).query(redis).unwrap();
+        assert_eq!(value, exp.to_string(), "{key}");
+        let at: u64 = redis::cmd("EXPIRETIME").arg(&key).query(redis).unwrap();
+        assert_eq!(at, exp, "{key}'s expiry");
+    }
+    // Two batches, one stream event each.
+    let events: u64 = redis::cmd("XLEN").arg(&stream).query(redis).unwrap();
+    assert_eq!(events, 2, "stream events");
+    let last = &tokens[3];
+    wait_for(
+        "instance B has the second batch",
+        Duration::from_secs(10),
+        || async { get_bearer(&format!("{}/data", b.url), last).await.status == 401 },
+    )
+    .await;
+    for t in &tokens {
+        assert_revoked(a, up, t).await;
+        assert_revoked(b, up, t).await;
+    }
+    let exported = exported_tokens(b);
+    for (fp, exp) in want {
+        assert_eq!(exported.get(fp.as_str()), Some(&exp), "B's export of {fp}");
+    }
+    assert_eq!(exported.len(), 4, "{exported:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_over_rules_in_redis_keeps_the_later_expiry_on_every_instance() {
+    redis_support::require_redis_server();
+    let redis = RedisServer::spawn();
+    let up = Upstream::new().spawn().await;
+    let instance = || {
+        Gateway::new()
+            .upstream(&up.url)
+            .arg("--store")
+            .arg(&redis.url())
+            .toml(&format!(
+                "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"merge\""
+            ))
+            .spawn()
+    };
+    let (a, b) = (instance(), instance());
+    ready(&a).await;
+    ready(&b).await;
+    an_import_merges_with_what_redis_holds(&a, &b, &up, "merge", std::slice::from_ref(&redis))
+        .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_redis_cluster_an_import_is_one_transaction_per_batch_in_the_deployment_slot() {
+    redis_support::require_redis_server();
+    let cluster = redis_support::RedisCluster::spawn(3);
+    let up = Upstream::new().spawn().await;
+    let instance = |prefix: &str| {
+        Gateway::new()
+            .upstream(&up.url)
+            .arg("--store")
+            .arg(&cluster.url())
+            .toml(&format!(
+                "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"{prefix}\""
+            ))
+            .spawn()
+    };
+    let (a, b) = (instance("clu"), instance("clu"));
+    ready(&a).await;
+    ready(&b).await;
+    // 20,001 tokens: two full batches and one of a single rule, in one
+    // CLI request.
+    let input = a.dir.join("input.txt");
+    {
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+        for i in 1..=20_001 {
+            writeln!(f, "{}", token("clu", i)).unwrap();
+        }
+    }
+    let (code, v, stderr) = admin_cli(
+        &a.admin_url,
+        &["import", "--file", input.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        (&v["accepted"], &v["changed"], &v["rejected"]),
+        (&json!(20_001), &json!(20_001), &json!(0)),
+        "{v}"
+    );
+    // One deployment, one slot: every key on one node, three events.
+    let per_node: Vec<i64> = cluster
+        .nodes
+        .iter()
+        .map(|n| redis::cmd("DBSIZE").query(&mut n.conn()).unwrap())
+        .collect();
+    let holders: Vec<usize> = (0..per_node.len()).filter(|&i| per_node[i] > 0).collect();
+    assert_eq!(holders.len(), 1, "keys per node: {per_node:?}");
+    let mut conn = cluster.nodes[holders[0]].conn();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("{clu}:tok:*")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(keys.len(), 20_001);
+    let events: u64 = redis::cmd("XLEN")
+        .arg("{clu}:events")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(events, 3, "stream events");
+    let last = token("clu", 20_001);
+    wait_for(
+        "instance B has the last batch",
+        Duration::from_secs(10),
+        || async { get_bearer(&format!("{}/data", b.url), &last).await.status == 401 },
+    )
+    .await;
+    for i in [1, 10_000, 10_001, 20_000, 20_001] {
+        assert_revoked(&a, &up, &token("clu", i)).await;
+        assert_revoked(&b, &up, &token("clu", i)).await;
+    }
+    assert_passes(&b, &up, &token("clu", 20_002)).await;
+    // The merge step runs in the slot too (another deployment, same cluster).
+    let (c, d) = (instance("clum"), instance("clum"));
+    ready(&c).await;
+    ready(&d).await;
+    an_import_merges_with_what_redis_holds(&c, &d, &up, "clum", &cluster.nodes).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_queued_while_redis_is_away_is_replayed_as_batches_when_it_returns() {
+    redis_support::require_redis_server();
+    let mut redis = RedisServer::spawn();
+    let up = Upstream::new().spawn().await;
+    let instance = || {
+        Gateway::new()
+            .upstream(&up.url)
+            .arg("--store")
+            .arg(&redis.url())
+            .toml(&format!(
+                "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"away\""
+            ))
+            .spawn()
+    };
+    let (a, b) = (instance(), instance());
+    ready(&a).await;
+    ready(&b).await;
+    redis.stop();
+    // 25,000 tokens while Redis is away: three batches into A's outbox.
+    let mut body = String::new();
+    for i in 1..=25_000 {
+        body.push_str(&token("away", i));
+        body.push('\n');
+    }
+    let r = send(call(
+        "POST",
+        &format!("{}/admin/v1/revocations/import", a.admin_url),
+        &[],
+        body.as_bytes(),
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        (&r.json()["accepted"], &r.json()["changed"]),
+        (&json!(25_000), &json!(25_000)),
+        "{}",
+        r.text()
+    );
+    // Enforced by A at once, from its outbox.
+    for i in [1, 12_345, 25_000] {
+        assert_revoked(&a, &up, &token("away", i)).await;
+    }
+    // Redis back on the same port (empty: no persistence): the outbox
+    // reaches it as batches, one pipeline and one event per 10,000 rules
+    // (25,000 single writes and events before).
+    redis.start();
+    let mut conn = redis.conn();
+    let count = |conn: &mut redis::Connection| -> usize {
+        redis::cmd("KEYS")
+            .arg("{away}:tok:*")
+            .query::<Vec<String>>(conn)
+            .map(|k| k.len())
+            .unwrap_or(0)
+    };
+    wait_for(
+        "the outbox reaches Redis",
+        Duration::from_secs(30),
+        || async { count(&mut conn) == 25_000 },
+    )
+    .await;
+    let events: u64 = redis::cmd("XLEN")
+        .arg("{away}:events")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(events, 3, "stream events of the replay");
+    let value: String = redis::cmd("GET")
+        .arg(format!(
+            "{{away}}:tok:{}",
+            fingerprint_of(&a, &token("away", 777)).await
+        ))
+        .query(&mut conn)
+        .unwrap();
+    assert!(value.parse::<u64>().unwrap() > now(), "{value}");
+    // B, which was connected before the outage, learns them from Redis.
+    let last = token("away", 25_000);
+    wait_for("B has the replayed import", Duration::from_secs(20), || async {
+        get_bearer(&format!("{}/data", b.url), &last).await.status == 401
+    })
+    .await;
+    for i in [1, 10_000, 10_001, 20_001, 25_000] {
+        assert_revoked(&b, &up, &token("away", i)).await;
+    }
+    assert_passes(&b, &up, &token("away", 25_001)).await;
+    // A's outbox is empty.
+    let url = format!("{}/metrics", a.admin_url);
+    wait_for("A's outbox drains", Duration::from_secs(10), || async {
+        fetch(&url, &[])
+            .await
+            .text()
+            .lines()
+            .any(|l| l == "revgate_store_journal_backlog 0")
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn principal_lines_are_imported_as_the_principals_api_records_them() {
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new().upstream(&up.url).spawn();
+    let lines = [
+        json!({"credential": "opaque-p-1", "sub": "p-user", "provider": "github"}).to_string(), // 1
+        json!({"credential": "opaque-p-2", "sub": "p-other", "org": "42", "expires_at": now() + 600}).to_string(), // 2
+        json!({"credential": "opaque-p-3", "sub": "p-user", "provider": "github", "expires_at": 1}).to_string(), // 3 expired
+        json!({"credential": "opaque-p-4"}).to_string(), // 4
+        json!({"credential": "", "sub": "p-user"}).to_string(), // 5
+        json!({"credential": "opaque-p-5", "sub": "p-user", "family": "f"}).to_string(), // 6
+        json!({"credential": "opaque-p-6", "sub": "p-user", "token": "t"}).to_string(), // 7
+        json!({"credential": "opaque-p-7", "sub": "p-user", "issued_at": now() + 900, "expires_at": now() + 600}).to_string(), // 8
+        json!({"credential": "opaque-p-8", "sub": "x".repeat(257)}).to_string(), // 9
+        // After the bindings: the subject's scope rule covers its credentials.
+        json!({"scope": {"sub": "p-user", "provider": "github"}}).to_string(), // 10
+    ];
+    let r = send(call(
+        "POST",
+        &format!("{}/admin/v1/revocations/import", gw.admin_url),
+        &[("content-type", "application/x-ndjson")],
+        lines.join("\n").as_bytes(),
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({
+            "lines": 10, "accepted": 3, "changed": 3, "expired": 1, "rejected": 6,
+            "errors": [
+                {"line": 4, "error": "sub is required; org and provider, when given, must be non-empty"},
+                {"line": 5, "error": "credential must be non-empty visible ASCII"},
+                {"line": 6, "error": "family is not imported: record family members with POST /admin/v1/principals"},
+                {"line": 7, "error": r#"a principal line is {"credential","sub","org","provider","issued_at","expires_at"} alone"#},
+                {"line": 8, "error": "issued_at is after expires_at"},
+                {"line": 9, "error": "sub, org and provider are at most 256 bytes each"},
+            ],
+            "errors_truncated": false,
+        })
+    );
+    assert!(!r.text().contains("opaque"), "a credential echoed");
+    // The bindings, as the principals API shows them.
+    let lookup = |c: &str| {
+        post_json(
+            &format!("{}/admin/v1/principals/lookup", gw.admin_url),
+            &json!({ "credential": c }),
+        )
+    };
+    let p1 = lookup("opaque-p-1").await;
+    assert_eq!(p1.status, 200, "{}", p1.text());
+    assert_eq!(
+        (&p1.json()["sub"], &p1.json()["provider"], &p1.json()["revoked"]),
+        (&json!("p-user"), &json!("github"), &json!(true)),
+        "{}",
+        p1.text()
+    );
+    let p2 = lookup("opaque-p-2").await;
+    assert_eq!(p2.status, 200, "{}", p2.text());
+    assert_eq!(
+        (&p2.json()["sub"], &p2.json()["org"], &p2.json()["revoked"]),
+        (&json!("p-other"), &json!("42"), &json!(false)),
+        "{}",
+        p2.text()
+    );
+    for c in ["opaque-p-3", "opaque-p-5"] {
+        assert_eq!(lookup(c).await.status, 404, "{c} was not imported");
+    }
+    // Enforced: the scope rule revokes the bound credential, not the other.
+    assert_revoked(&gw, &up, "opaque-p-1").await;
+    assert_passes(&gw, &up, "opaque-p-2").await;
 }

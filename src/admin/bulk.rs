@@ -11,7 +11,10 @@
 //!   /admin/v1/revocations` `{"token":..}` would: fingerprinted here, kept
 //!   until its JWT `exp` or `tokens.max_lifetime`;
 //! - an admin API shape: `{"token":".."}`, `{"scope":{"sub":..,"org":..,
-//!   "provider":..}}` (revoked as of now), `{"jti":"..","iss":".."}`;
+//!   "provider":..}}` (revoked as of now), `{"jti":"..","iss":".."}`, or a
+//!   principal, `{"credential":"..","sub":"..","org":"..","provider":"..",
+//!   "issued_at":N,"expires_at":N}` (`POST /admin/v1/principals`'s body,
+//!   its bounds and defaults; `family`/`token_type` are not imported);
 //! - what the export writes (a store command, by `kind`):
 //!   `{"kind":"token","fingerprint":"<32 hex>","expires_at":N}`,
 //!   `{"kind":"scope","sub":..,"org":..,"provider":..,"revoked_at":N,
@@ -20,8 +23,8 @@
 //!
 //! Blank lines are skipped (but counted in line numbers). Lines are applied
 //! in batches of [`BATCH`] with [`RevocationStore::apply_batch`]: durable
-//! once per batch (one journal fsync embedded; one script call and one
-//! stream event on Redis; one confirmation in confirmed consistency), and
+//! once per batch (one journal fsync embedded; one `MULTI` pipeline and
+//! one stream event on Redis; one confirmation in confirmed consistency), and
 //! the next batch is parsed while the previous one is being written. A
 //! line that fails is reported (its 1-based line number and why), never
 //! fatal. The answer, once the body has ended and every batch is durable:
@@ -78,6 +81,9 @@ pub const MAX_ERRORS: usize = 1000;
 struct JsonLine {
     kind: Option<String>,
     token: Option<String>,
+    credential: Option<String>,
+    family: Option<String>,
+    token_type: Option<String>,
     fingerprint: Option<String>,
     scope: Option<ScopeKey>,
     jti: Option<String>,
@@ -237,6 +243,9 @@ async fn parse_line(
             .and_then(crate::credentials::Fingerprint::from_hex)
             .ok_or("fingerprint must be 32 hex characters")
     };
+    if j.kind.is_none() && j.credential.is_some() {
+        return principal_command(rt, j);
+    }
     match j.kind.as_deref() {
         Some("token") => {
             let fp = fingerprint(&j.fingerprint)?;
@@ -291,10 +300,13 @@ async fn parse_line(
                 || j.sub.is_some()
                 || j.revoked_at.is_some()
                 || j.expires_at.is_some()
+                || j.issued_at.is_some()
+                || j.family.is_some()
+                || j.token_type.is_some()
                 || (j.iss.is_some() && j.jti.is_none())
             {
                 return Err(
-                    r#"give exactly one of {"token"}, {"scope"} or {"jti","iss"}, or a "kind" line as the export writes"#,
+                    r#"give exactly one of {"token"}, {"scope"}, {"jti","iss"} or {"credential","sub"}, or a "kind" line as the export writes"#,
                 );
             }
             if let Some(t) = j.token {
@@ -324,6 +336,63 @@ async fn parse_line(
             )))
         }
     }
+}
+
+/// A principals line (`POST /admin/v1/principals`'s body): the binding of
+/// a credential to its subject, as that endpoint records it, with its
+/// bounds and messages. A family membership (`family`, `token_type`) is
+/// not imported: the export writes none, and that endpoint records it.
+fn principal_command(rt: &Runtime, j: JsonLine) -> Result<Parsed, &'static str> {
+    if j.token.is_some()
+        || j.scope.is_some()
+        || j.jti.is_some()
+        || j.iss.is_some()
+        || j.fingerprint.is_some()
+        || j.revoked_at.is_some()
+    {
+        return Err(
+            r#"a principal line is {"credential","sub","org","provider","issued_at","expires_at"} alone"#,
+        );
+    }
+    if j.family.is_some() || j.token_type.is_some() {
+        return Err("family is not imported: record family members with POST /admin/v1/principals");
+    }
+    let credential = j.credential.unwrap_or_default();
+    if credential.is_empty() || !credential.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
+        return Err("credential must be non-empty visible ASCII");
+    }
+    if credential.len() > crate::dialect::MAX_TOKEN_BYTES {
+        return Err("credential is at most 8192 bytes");
+    }
+    let empty = |v: &Option<String>| v.as_deref().is_some_and(str::is_empty);
+    let long = |v: &Option<String>| {
+        v.as_ref()
+            .is_some_and(|s| s.len() > crate::dialect::MAX_ID_LEN)
+    };
+    if j.sub.as_deref().is_none_or(str::is_empty) || empty(&j.org) || empty(&j.provider) {
+        return Err("sub is required; org and provider, when given, must be non-empty");
+    }
+    if long(&j.sub) || long(&j.org) || long(&j.provider) {
+        return Err("sub, org and provider are at most 256 bytes each");
+    }
+    let now = now_unix();
+    let binding = rt.binding(
+        &credential,
+        ScopeKey {
+            sub: j.sub.unwrap_or_default(),
+            org: j.org,
+            provider: j.provider,
+        },
+        j.issued_at.unwrap_or(now),
+        j.expires_at,
+    );
+    if binding.issued_at > binding.expires_at {
+        return Err("issued_at is after expires_at");
+    }
+    if binding.expires_at <= now {
+        return Ok(Parsed::Expired);
+    }
+    Ok(Parsed::Command(RevocationCommand::Bind(binding)))
 }
 
 /// A raw token's rule, as `POST /admin/v1/revocations` makes it.

@@ -9,8 +9,13 @@
 //! that slot's node (`SCAN`, `DBSIZE`, `INFO`, `WAIT`, `WAITAOF`) are sent
 //! to the master of that slot through the client's own routing
 //! ([`ClusterConnection::route_command`]) rather than to a random node or
-//! every master (the client's defaults for them).
+//! every master (the client's defaults for them). Pipelines, atomic ones
+//! (`MULTI`/`EXEC`, the bulk import's batches) among them, go whole to that
+//! same master ([`ClusterConnection::route_pipeline`]): the cluster client
+//! hands a pipeline to one node's connection as it is, so a transaction
+//! stays one transaction (its keys all in the one slot).
 //!
+//! [`ClusterConnection::route_pipeline`]: ::redis::cluster_async::ClusterConnection::route_pipeline
 //! [`ClusterConnection::route_command`]: ::redis::cluster_async::ClusterConnection::route_command
 
 use ::redis::aio::{ConnectionLike, MultiplexedConnection};
@@ -69,7 +74,13 @@ impl ConnectionLike for Conn {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Conn::Single(c) => c.req_packed_commands(pipeline, offset, count),
-            Conn::Cluster(c, _) => c.req_packed_commands(pipeline, offset, count),
+            Conn::Cluster(c, route) => {
+                let route = SingleNodeRoutingInfo::SpecificNode(*route);
+                Box::pin(async move {
+                    c.route_pipeline(pipeline.clone(), offset, count, route)
+                        .await
+                })
+            }
         }
     }
 

@@ -37,6 +37,14 @@
 //! instances have written newer rules: a plain `SET` would move a scope's `T`
 //! backwards and un-revoke tokens. It also lets an idempotent revoke skip the
 //! stream, and answer [`Applied::Unchanged`](crate::store::Applied).
+//!
+//! The bulk import's batches are the exception, for speed: a script's
+//! per-call overhead was ~10 µs of Redis's single thread per rule (issue
+//! 18), so a batch of token rules is a `MULTI` of native `SET NX EXAT`s and
+//! the batch's one `XADD` (just as atomic: the rules and their event land
+//! together), and only the keys whose `SET NX` found a rule go through a
+//! merge script ([`TOKEN_MERGE_LUA`], later expiry wins) afterwards. The
+//! batch is acknowledged only after both.
 
 use std::fmt;
 
@@ -331,39 +339,28 @@ redis.call('XADD', KEYS[2], 'MAXLEN', '~', ARGV[1], '*', 'c', ARGV[2])
 return n
 "#;
 
-/// KEYS: stream, then N token keys. ARGV: now, maxlen, the batch's
-/// records (N × 24 bytes: fingerprint, expires_at u64 LE), then N
-/// expiries. The bulk import's batch of token rules: each merges as in
-/// `TOKEN_LUA`, and the ones written go out as ONE stream event, field
-/// `tb` = their records concatenated (see [`TOKEN_BATCH_RECORD`]).
-/// Returns one 0/1 per key: written or not needed.
-const TOKEN_BATCH_LUA: &str = r#"
+/// KEYS: token keys that already existed when a bulk import's batch was
+/// written (its `SET NX` found them). ARGV: now, then their expiries.
+/// The merge step of the batch path (`mod.rs`, `write_token_batch`): each
+/// rule merges as in `TOKEN_LUA`, the later expiry wins. No stream event:
+/// the batch's one event, written with the rules, named these
+/// fingerprints already (an instance keeps no token expiry, only the
+/// bloom filter and the exact lookup). Returns one 0/1 per key: written
+/// or not needed.
+const TOKEN_MERGE_LUA: &str = r#"
 local now = tonumber(ARGV[1])
-local blob = ARGV[3]
-local changed, written = {}, {}
-for i = 2, #KEYS do
-  local exp = tonumber(ARGV[i + 2])
+local changed = {}
+for i = 1, #KEYS do
+  local exp = tonumber(ARGV[i + 1])
   local flag = 0
   if exp > now then
-    -- A new rule (the common case of an import) in one call; an existing
-    -- one merges: the later expiry wins.
-    if redis.call('SET', KEYS[i], ARGV[i + 2], 'NX', 'EXAT', ARGV[i + 2]) then
+    local cur = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
+    if cur < exp then
+      redis.call('SET', KEYS[i], ARGV[i + 1], 'EXAT', ARGV[i + 1])
       flag = 1
-    else
-      local cur = tonumber(redis.call('GET', KEYS[i]) or '0') or 0
-      if cur < exp then
-        redis.call('SET', KEYS[i], ARGV[i + 2], 'EXAT', ARGV[i + 2])
-        flag = 1
-      end
-    end
-    if flag == 1 then
-      written[#written + 1] = string.sub(blob, (i - 2) * 24 + 1, (i - 1) * 24)
     end
   end
-  changed[i - 1] = flag
-end
-if #written > 0 then
-  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[2], '*', 'tb', table.concat(written))
+  changed[i] = flag
 end
 return changed
 "#;
@@ -372,7 +369,12 @@ return changed
 /// (16) and `expires_at` (u64 little-endian). An event carries either `c`
 /// (one command's JSON, every event before issue 18) or `tb`; a build that
 /// predates `tb` skips such an event with a warning (upgrade every instance
-/// before importing in bulk).
+/// before importing in bulk). A `tb` event names every rule of its batch,
+/// new or already in Redis (it is written with them, before Redis says
+/// which were new): to an instance it means "these fingerprints are revoked
+/// in Redis now", which is all it keeps of a token rule (its bloom filter;
+/// the exact answer is Redis's `GET`). The expiry is the one asked for, not
+/// necessarily the one Redis holds after the merge.
 pub const TOKEN_BATCH_RECORD: usize = 24;
 
 /// The write scripts (loaded lazily: `EVALSHA`, falling back to `EVAL`).
@@ -383,8 +385,8 @@ pub struct Scripts {
     pub scope: Script,
     /// Removal + event.
     pub remove: Script,
-    /// A batch of token rules + one event.
-    pub token_batch: Script,
+    /// The merge step of a batch of token rules (no event).
+    pub token_merge: Script,
 }
 
 impl Scripts {
@@ -394,7 +396,7 @@ impl Scripts {
             token: Script::new(TOKEN_LUA),
             scope: Script::new(SCOPE_LUA),
             remove: Script::new(REMOVE_LUA),
-            token_batch: Script::new(TOKEN_BATCH_LUA),
+            token_merge: Script::new(TOKEN_MERGE_LUA),
         }
     }
 }

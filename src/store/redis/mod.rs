@@ -30,12 +30,15 @@
 //!   stream was trimmed past it (or went backwards: a fail-over that lost
 //!   writes, a Redis that restarted empty), in which case it resyncs fully.
 //! * **Bulk** (`apply_batch`, the admin import's batches): the token rules
-//!   of a batch go in one script call (`keys.rs`, `TOKEN_BATCH_LUA`) that
-//!   merges each as a single write would and appends ONE stream event for
-//!   those written (field `tb`: 24 bytes per rule, binary; every other
-//!   event keeps its `c` JSON, which every build reads); other commands are
-//!   written one by one; `WAIT`/confirmation runs once for the batch. With
-//!   Redis away the whole batch goes to the outbox with one fsync.
+//!   of a batch go in one atomic pipeline, `MULTI`, a native `SET NX EXAT`
+//!   per rule and ONE stream event naming every rule of the batch (field
+//!   `tb`: 24 bytes per rule, binary; every other event keeps its `c`
+//!   JSON, which every build reads), `EXEC`; then only the rules whose
+//!   `SET NX` found one already go through a merge script (`keys.rs`,
+//!   `TOKEN_MERGE_LUA`: the later expiry wins, as a single write merges).
+//!   Other commands are written one by one; `WAIT`/confirmation runs once
+//!   for the batch, after the merge. With Redis away the whole batch goes
+//!   to the outbox with one fsync, and is replayed as batches.
 //! * **Start-up**: from the snapshot when there is a usable one, else by
 //!   scanning; [`StoreStatus::ready`] is false until then, and tailing
 //!   starts from the id the load used, so nothing falls in between.
@@ -119,7 +122,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use self::conn::Conn;
-use ::redis::{ErrorKind, RedisError};
+use ::redis::{ErrorKind, RedisError, Value};
 use dashmap::DashMap;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -418,34 +421,100 @@ impl Inner {
         Ok(n > 0)
     }
 
-    /// Writes a bulk import's token rules in one script call: every rule
-    /// merged as [`Inner::write`] would, and ONE stream event for those
-    /// written. Returns, per rule, whether Redis changed.
+    /// Writes a bulk import's token rules: one atomic pipeline (`MULTI`,
+    /// a `SET <key> <exp> NX EXAT <exp>` per rule, the batch's ONE stream
+    /// event naming every rule, `EXEC`), then, only for the keys whose
+    /// `SET NX` found a rule already, the merge script (later expiry wins,
+    /// as [`Inner::write`] merges). Returns, per rule, whether Redis
+    /// changed.
+    ///
+    /// Native commands instead of one script for the batch: the script
+    /// cost ~10 µs of Redis's thread per rule (call overhead, argument
+    /// tables), the pipeline ~2 (issue 18, `BENCHMARKS.md`). The event is
+    /// written with the rules, so it names them all, new or not: an
+    /// instance only adds them to its bloom filter (and drops their
+    /// confirmed answers), which is right for both. Between the `EXEC` and
+    /// the merge, an existing rule keeps its (earlier or later) expiry and
+    /// is still a rule: nothing passes that should not, and the batch is
+    /// acknowledged only after the merge.
     async fn write_token_batch(
         &self,
         conn: &mut Conn,
         rules: &[super::TokenRule],
         now: u64,
     ) -> Result<Vec<bool>, RedisError> {
-        let mut blob = Vec::with_capacity(rules.len() * keys::TOKEN_BATCH_RECORD);
-        for r in rules {
+        let mut changed = vec![false; rules.len()];
+        // An expired rule is nothing to write (as in `TOKEN_LUA`); `SET`
+        // with an `EXAT` in the past would delete the key.
+        let live: Vec<usize> = (0..rules.len())
+            .filter(|&i| rules[i].expires_at > now)
+            .collect();
+        if live.is_empty() {
+            return Ok(changed);
+        }
+        let mut blob = Vec::with_capacity(live.len() * keys::TOKEN_BATCH_RECORD);
+        let mut pipe = ::redis::pipe();
+        pipe.atomic();
+        for r in live.iter().map(|&i| &rules[i]) {
             blob.extend_from_slice(r.fingerprint.as_bytes());
             blob.extend_from_slice(&r.expires_at.to_le_bytes());
+            pipe.cmd("SET")
+                .arg(self.keys.token(&r.fingerprint))
+                .arg(r.expires_at)
+                .arg("NX")
+                .arg("EXAT")
+                .arg(r.expires_at);
         }
-        let mut inv = self.scripts.token_batch.prepare_invoke();
-        inv.key(self.keys.stream());
-        for r in rules {
-            inv.key(self.keys.token(&r.fingerprint));
+        pipe.cmd("XADD")
+            .arg(self.keys.stream())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.cfg.stream_maxlen)
+            .arg("*")
+            .arg("tb")
+            .arg(blob)
+            .ignore();
+        let set: Vec<Value> = pipe.query_async(conn).await?;
+        if set.len() != live.len() {
+            return Err(RedisError::from((
+                ErrorKind::Client,
+                "unexpected reply",
+                format!("{} answers to {} SETs", set.len(), live.len()),
+            )));
         }
-        inv.arg(now).arg(self.cfg.stream_maxlen).arg(blob);
-        for r in rules {
-            inv.arg(r.expires_at);
+        let mut existing = Vec::new();
+        for (&i, v) in live.iter().zip(&set) {
+            match v {
+                Value::Nil => existing.push(i),
+                Value::Okay => changed[i] = true,
+                Value::SimpleString(s) if s == "OK" => changed[i] = true,
+                other => {
+                    return Err(RedisError::from((
+                        ErrorKind::Client,
+                        "unexpected reply",
+                        format!("SET NX answered {other:?}"),
+                    )))
+                }
+            }
         }
-        let flags: Vec<i64> = inv.invoke_async(conn).await?;
-        Ok(flags.into_iter().map(|f| f > 0).collect())
+        for chunk in existing.chunks(TOKEN_BATCH_MAX) {
+            let mut inv = self.scripts.token_merge.prepare_invoke();
+            for &i in chunk {
+                inv.key(self.keys.token(&rules[i].fingerprint));
+            }
+            inv.arg(now);
+            for &i in chunk {
+                inv.arg(rules[i].expires_at);
+            }
+            let flags: Vec<i64> = inv.invoke_async(conn).await?;
+            for (&i, f) in chunk.iter().zip(flags) {
+                changed[i] = f > 0;
+            }
+        }
+        Ok(changed)
     }
 
-    /// Writes a batch to Redis: token rules in script calls of at most
+    /// Writes a batch to Redis: token rules in pipelines of at most
     /// [`TOKEN_BATCH_MAX`] (one event each), every other command as
     /// [`Inner::write`] does. Per command, whether Redis changed.
     async fn write_batch(
@@ -568,8 +637,8 @@ impl Inner {
     }
 }
 
-/// Most token rules in one batch script call (one stream event): about
-/// 240 KB of event and half a megabyte of script arguments.
+/// Most token rules in one batch pipeline (one stream event): about
+/// 240 KB of event and 900 KB of commands.
 const TOKEN_BATCH_MAX: usize = 10_000;
 
 /// JSON for a script argument (cannot fail for these types; mapped anyway).

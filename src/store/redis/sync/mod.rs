@@ -69,10 +69,10 @@ use tokio_util::sync::CancellationToken;
 
 use super::keys::{EventId, KeyKind};
 use super::link::{is_fatal, tail_block};
-use super::{snapshot, Inner};
+use super::{snapshot, Inner, TOKEN_BATCH_MAX};
 use crate::store::cache::AtomicBloom;
 use crate::store::live::Rule;
-use crate::store::{now_unix, RevocationCommand, RevocationTarget, ScopeRule};
+use crate::store::{now_unix, RevocationCommand, RevocationTarget, ScopeRule, TokenRule};
 
 mod load;
 mod tail;
@@ -247,8 +247,10 @@ async fn session_inner(
     }
 }
 
-/// Writes the outbox to Redis in order, then empties it. On failure, what
-/// was written is dropped from the outbox and the rest stays.
+/// Writes the outbox to Redis in order, then empties it: runs of token
+/// rules as batches (see `Inner::write_token_batch`), the rest one by one.
+/// On failure, what was written is dropped from the outbox and the rest
+/// stays.
 async fn replay_outbox(inner: &Inner, cmd: &mut Conn) -> Result<(), RedisError> {
     let mut ob = inner.outbox.lock().await;
     if ob.pending.is_empty() {
@@ -259,9 +261,33 @@ async fn replay_outbox(inner: &Inner, cmd: &mut Conn) -> Result<(), RedisError> 
     let now = now_unix();
     let mut done = 0;
     let mut failed = None;
-    for c in &ob.pending {
-        match inner.write(cmd, c, now).await {
-            Ok(_) => done += 1,
+    while done < total {
+        // A run of token rules (a bulk import's batch queued whole, or
+        // single revokes in a row) goes as one batch, one pipeline and one
+        // event, as `apply_batch` writes it; anything else one by one, in
+        // order.
+        let run = ob.pending[done..]
+            .iter()
+            .take(TOKEN_BATCH_MAX)
+            .take_while(|c| matches!(c, RevocationCommand::Token(_)))
+            .count();
+        let written = if run > 1 {
+            let rules: Vec<TokenRule> = ob.pending[done..done + run]
+                .iter()
+                .filter_map(|c| match c {
+                    RevocationCommand::Token(r) => Some(*r),
+                    _ => None,
+                })
+                .collect();
+            inner
+                .write_token_batch(cmd, &rules, now)
+                .await
+                .map(|_| run)
+        } else {
+            inner.write(cmd, &ob.pending[done], now).await.map(|_| 1)
+        };
+        match written {
+            Ok(n) => done += n,
             Err(e) => {
                 failed = Some(e);
                 break;

@@ -1042,9 +1042,24 @@ mod tests {
             let theirs = logs.contents();
             let ours = formatted(format, &l, WHEN, 0);
             // Everything after the timestamp is the same bytes.
-            let cut = |s: &str| s.split_once(if format == Format::Json { "\"level\"" } else { "Z " }).map(|(_, b)| b.to_string());
-            assert_eq!(cut(&ours), cut(&theirs), "{format:?}\nours:   {ours}theirs: {theirs}");
-            assert_eq!(ours.len(), theirs.len(), "{format:?}: the timestamps' widths");
+            let cut = |s: &str| {
+                s.split_once(if format == Format::Json {
+                    "\"level\""
+                } else {
+                    "Z "
+                })
+                .map(|(_, b)| b.to_string())
+            };
+            assert_eq!(
+                cut(&ours),
+                cut(&theirs),
+                "{format:?}\nours:   {ours}theirs: {theirs}"
+            );
+            assert_eq!(
+                ours.len(),
+                theirs.len(),
+                "{format:?}: the timestamps' widths"
+            );
         }
     }
 
@@ -1054,7 +1069,10 @@ mod tests {
         let r = request(Format::Json, &http::HeaderMap::new());
         let text = formatted(Format::Json, &line(&r, &fp), WHEN, 123_456);
         assert!(!text.contains("SECRET"), "{text}");
-        assert!(!text.contains(&fp.to_hex()), "only a prefix of the fingerprint");
+        assert!(
+            !text.contains(&fp.to_hex()),
+            "only a prefix of the fingerprint"
+        );
         let v: serde_json::Value = serde_json::from_str(&text).unwrap();
         assert_eq!(v["timestamp"], "2026-12-02T07:10:55.123456Z");
         assert_eq!(v["level"], "INFO");
@@ -1078,10 +1096,14 @@ mod tests {
     fn combined_is_nginxs() {
         let fp = Fingerprint::from_bytes([0xab; 16]);
         let mut h = http::HeaderMap::new();
-        h.insert("user-agent", "curl/8.5 \"quoted\" back\\slash".parse().unwrap());
+        h.insert(
+            "user-agent",
+            "curl/8.5 \"quoted\" back\\slash".parse().unwrap(),
+        );
         h.insert(
             "referer",
-            http::HeaderValue::from_bytes(b"https://app.example/p\xc3\xa9?access_token=SECRET-ref").unwrap(),
+            http::HeaderValue::from_bytes(b"https://app.example/p\xc3\xa9?access_token=SECRET-ref")
+                .unwrap(),
         );
         h.insert("authorization", "Bearer SECRET-auth".parse().unwrap());
         h.insert("cookie", "s=SECRET-cookie".parse().unwrap());
@@ -1110,7 +1132,14 @@ mod tests {
 
     #[test]
     fn dates_agree_with_httpdate() {
-        for secs in [0u64, 951_782_400, 1_709_164_800, WHEN, 4_102_444_799, 4_107_542_400] {
+        for secs in [
+            0u64,
+            951_782_400,
+            1_709_164_800,
+            WHEN,
+            4_102_444_799,
+            4_107_542_400,
+        ] {
             let c = clock(secs);
             let http = httpdate::fmt_http_date(SystemTime::UNIX_EPOCH + Duration::from_secs(secs));
             // "Wed, 02 Dec 2026 07:10:55 GMT"
@@ -1134,10 +1163,16 @@ mod tests {
         let mut b = Vec::new();
         let s = "a\"b\\c\nd\x1b\x7f\x08\x0c\u{e9}";
         json_str(&mut b, s.as_bytes());
-        assert_eq!(String::from_utf8(b).unwrap(), serde_json::to_string(s).unwrap());
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            serde_json::to_string(s).unwrap()
+        );
         let mut b = Vec::new();
         nginx_escape(&mut b, b"ok ~\"\\\x00\x1f\x7f\xff");
-        assert_eq!(String::from_utf8(b).unwrap(), "ok ~\\x22\\x5C\\x00\\x1F\\x7F\\xFF");
+        assert_eq!(
+            String::from_utf8(b).unwrap(),
+            "ok ~\\x22\\x5C\\x00\\x1F\\x7F\\xFF"
+        );
     }
 
     #[test]

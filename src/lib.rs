@@ -383,8 +383,7 @@ impl Started {
         // Every I/O thread has drained: the lines of every request served
         // are in the access log's buffers; written before the process exits.
         if let Some(log) = access {
-            let closed =
-                tokio::task::spawn_blocking(move || log.close(ACCESS_LOG_CLOSE)).await;
+            let closed = tokio::task::spawn_blocking(move || log.close(ACCESS_LOG_CLOSE)).await;
             if !matches!(closed, Ok(true)) {
                 tracing::warn!(timeout = ?ACCESS_LOG_CLOSE, "access log: last lines not all written in time");
             }

@@ -29,15 +29,12 @@ fn hello() -> RawUpstream {
 }
 
 fn gateway(up: &RawUpstream, dir: &Path, toml: &str) -> RunningGateway {
-    Gateway::new()
-        .upstream(&up.url)
-        .dir(dir)
-        .toml(toml)
-        .spawn()
+    Gateway::new().upstream(&up.url).dir(dir).toml(toml).spawn()
 }
 
-/// The known request: a token in the query, in `Authorization` and in a
-/// cookie, a referer with one in its query, a user agent to escape.
+/// The known request: a token in `Authorization` and in a cookie, a secret
+/// in the query (a token there too would be a second credential: 400), a
+/// referer with one in its query, a user agent to escape.
 fn known_request(path_and_query: &str) -> String {
     format!(
         "GET {path_and_query} HTTP/1.1\r\nHost: gw.test\r\nAuthorization: Bearer SeCrEt-bearer\r\n\
@@ -66,7 +63,9 @@ fn lines_of(path: &Path, n: usize) -> Vec<String> {
 }
 
 fn is_hex8(s: &str) -> bool {
-    s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
+    s.len() == 8
+        && s.bytes()
+            .all(|b| b.is_ascii_hexdigit() && !b.is_ascii_uppercase())
 }
 
 /// `2026-12-02T07:10:55.123456Z`
@@ -135,7 +134,7 @@ fn each_format_writes_its_exact_line_on_both_paths() {
             );
             let mut c = RawClient::connect(gw.addr);
             let port = c.stream.local_addr().unwrap().port();
-            c.send(known_request("/logged/path?access_token=SeCrEt-query&x=1").as_bytes());
+            c.send(known_request("/logged/path?signature=SeCrEt-query&x=1").as_bytes());
             let r = c.response();
             assert_eq!((r.status(), r.body.as_slice()), (200, BODY));
             let lines = lines_of(&path, 1);
@@ -230,10 +229,16 @@ fn each_format_writes_its_exact_line_on_both_paths() {
                     assert_eq!(time.len(), 26, "{what}");
                     assert!(time.ends_with(" +0000"), "{what}");
                     let t = time.as_bytes();
-                    assert_eq!((t[2], t[6], t[11], t[14], t[17]), (b'/', b'/', b':', b':', b':'));
+                    assert_eq!(
+                        (t[2], t[6], t[11], t[14], t[17]),
+                        (b'/', b'/', b':', b':', b':')
+                    );
                     assert!(
-                        ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
-                            .contains(&&time[3..6]),
+                        [
+                            "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct",
+                            "Nov", "Dec"
+                        ]
+                        .contains(&&time[3..6]),
                         "{what}"
                     );
                     assert_eq!(
@@ -291,7 +296,9 @@ async fn an_h2_request_and_a_refusal_in_combined() {
     );
     let refused = lines.iter().find(|l| l.contains("/refused")).unwrap();
     assert!(
-        refused.ends_with(&format!("] \"GET /refused HTTP/1.1\" 401 {refusal_len} \"-\" \"-\"")),
+        refused.ends_with(&format!(
+            "] \"GET /refused HTTP/1.1\" 401 {refusal_len} \"-\" \"-\""
+        )),
         "{refused}"
     );
     let text = std::fs::read_to_string(&path).unwrap();
@@ -321,7 +328,11 @@ async fn a_token_in_the_query_authorization_or_a_cookie_never_reaches_the_file()
                 ("/h", Some("Bearer SeCrEt-header-1"), None),
                 ("/c", None, Some("token=SeCrEt-cookie-1")),
                 ("/r?access_token=SeCrEt-revoked", None, None),
-                ("/rh", Some("Bearer SeCrEt-revoked"), Some("a=SeCrEt-cookie-2")),
+                (
+                    "/rh",
+                    Some("Bearer SeCrEt-revoked"),
+                    Some("a=SeCrEt-cookie-2"),
+                ),
             ] {
                 let mut headers = vec![];
                 if let Some(a) = auth {
@@ -449,8 +460,14 @@ fn the_file_is_appended_to_and_reopened_on_sigusr1() {
     let old = std::fs::read_to_string(&rotated).unwrap();
     let new = std::fs::read_to_string(&path).unwrap();
     assert!(old.starts_with("an earlier line\n"), "{old}");
-    assert!(old.contains("/before/1 ") && old.contains("/before/2 "), "{old}");
-    assert!(new.contains("/after/1 ") && new.contains("/after/2 "), "{new}");
+    assert!(
+        old.contains("/before/1 ") && old.contains("/before/2 "),
+        "{old}"
+    );
+    assert!(
+        new.contains("/after/1 ") && new.contains("/after/2 "),
+        "{new}"
+    );
     assert!(!new.contains("/before/"), "{new}");
     assert!(!old.contains("/after/"), "{old}");
     assert_eq!(
@@ -524,7 +541,10 @@ fn check_config_names_an_access_log_that_cannot_be_opened() {
     );
     let (code, err) = check_config(dir.path(), "[log]\naccess_log_path = \"\"\n");
     assert_eq!(code, Some(2), "{err}");
-    assert!(err.contains("log.access_log_path: must not be empty"), "{err}");
+    assert!(
+        err.contains("log.access_log_path: must not be empty"),
+        "{err}"
+    );
     let (code, err) = check_config(dir.path(), "[log]\naccess_log_format = \"apache\"\n");
     assert_eq!(code, Some(2), "{err}");
     assert!(err.contains("log.access_log_format"), "{err}");
@@ -543,7 +563,13 @@ fn check_config_names_an_access_log_that_cannot_be_opened() {
 
     // `run` stops before `listening`, exit 2, naming the key.
     let out = Command::new(env!("CARGO_BIN_EXE_revgate"))
-        .args(["run", "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args([
+            "run",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
+        ])
         .arg("--journal")
         .arg(dir.path().join("j"))
         .args(["--upstream", "http://127.0.0.1:1", "--access-log-path"])
@@ -577,7 +603,10 @@ fn the_flags_and_environment_set_format_and_path() {
     c.send(b"GET /flag HTTP/1.1\r\nHost: gw.test\r\n\r\n");
     assert_eq!(c.response().status(), 200);
     let line = lines_of(&by_flag, 1).remove(0);
-    assert!(line.ends_with("] \"GET /flag HTTP/1.1\" 200 5 \"-\" \"-\""), "{line}");
+    assert!(
+        line.ends_with("] \"GET /flag HTTP/1.1\" 200 5 \"-\" \"-\""),
+        "{line}"
+    );
 
     let by_env = dir.path().join("env.log");
     let gw = Gateway::new()
@@ -614,7 +643,11 @@ async fn a_stuck_writer_drops_and_counts_lines_instead_of_stalling() {
     let up = hello();
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("access.fifo");
-    assert!(Command::new("mkfifo").arg(&fifo).status().unwrap().success());
+    assert!(Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
     // Opened for reading (and never read), so the gateway's open for
     // writing does not wait for a reader.
     let _reader = std::fs::OpenOptions::new()

@@ -73,7 +73,11 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
         write_response(&mut self.out, &response, close, a.meta.head);
         let written = self.io.write_all(&self.out).await.is_ok();
         let written = written && (close || self.discard(&mut body).await);
-        let sent = if a.meta.head { 0 } else { response.body().len() };
+        let sent = if a.meta.head {
+            0
+        } else {
+            response.body().len()
+        };
         account(
             rt,
             self.peer,

@@ -72,6 +72,8 @@
 //! tls.rs           rustls configs, certificate reload
 //! metrics.rs       Prometheus metrics
 //! telemetry.rs     logging, throttled warnings
+//! accesslog.rs     the access log: per-thread buffers, one writer thread
+//!                  (text | json | nginx combined; stderr or a file)
 //! otel.rs          request ids, OpenTelemetry traces (OTLP)
 //! builtin.rs       `builtin:ok` / `builtin:echo` upstreams, answered in the
 //!                  gateway after the verdict (load tests, demos)
@@ -87,6 +89,7 @@
     deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
 )]
 
+pub mod accesslog;
 pub mod admin;
 pub(crate) mod admission;
 pub mod builtin;
@@ -258,10 +261,25 @@ pub fn build(
     key: FingerprintKey,
     shutdown: CancellationToken,
 ) -> Result<Arc<Gateway>, StartError> {
+    build_with(settings, store, key, shutdown, None)
+}
+
+fn build_with(
+    settings: Settings,
+    store: Arc<dyn RevocationStore>,
+    key: FingerprintKey,
+    shutdown: CancellationToken,
+    access: Option<Arc<accesslog::AccessLog>>,
+) -> Result<Arc<Gateway>, StartError> {
     let runtime =
         Runtime::new(settings, Arc::new(key)).map_err(|e| StartError::Tls(e.to_string()))?;
-    Ok(Arc::new(Gateway::new(runtime, store, shutdown)))
+    Ok(Arc::new(Gateway::with_access_log(
+        runtime, store, shutdown, access,
+    )))
 }
+
+/// How long shutdown waits for the access log's last lines to be written.
+const ACCESS_LOG_CLOSE: Duration = Duration::from_secs(5);
 
 /// A gateway ready to serve: store opened (journal replayed or Redis
 /// loaded), TLS loaded, nothing listening yet. [`start`] makes it; print
@@ -279,6 +297,17 @@ pub struct Started {
 /// fail at start-up but binding.
 pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<Started, StartError> {
     let key = fingerprint_key(&settings)?;
+    // Opened whether or not `log.access_log` is on: a SIGHUP may turn it on.
+    let access = accesslog::AccessLog::start(settings.access_log_destination()).map_err(|e| {
+        let target = match settings.access_log_destination() {
+            accesslog::Destination::File(p) => p.display().to_string(),
+            accesslog::Destination::Stderr => "stderr".into(),
+        };
+        StartError::Config(config::ConfigError {
+            key: "log.access_log_path".into(),
+            message: format!("cannot open {target} for appending: {e}"),
+        })
+    })?;
     match metrics::install() {
         Ok(handle) => {
             tokio::spawn(metrics::upkeep(handle, shutdown.clone()));
@@ -316,7 +345,7 @@ pub async fn start(settings: Settings, shutdown: CancellationToken) -> Result<St
         }
         None => (None, None),
     };
-    let gateway = build(settings, store.clone(), key, shutdown.clone())?;
+    let gateway = build_with(settings, store.clone(), key, shutdown.clone(), Some(access))?;
     Ok(Started {
         gateway,
         store,
@@ -335,9 +364,11 @@ impl Started {
         }
     }
 
-    /// Serves on bound listeners until `shutdown`, drains, flushes the store.
+    /// Serves on bound listeners until `shutdown`, drains, writes the
+    /// access log's last lines, flushes the store.
     pub async fn serve(self, listeners: Listeners, shutdown: CancellationToken) {
         feeds::spawn_poller(self.gateway.clone(), shutdown.clone());
+        let access = self.gateway.access_log().cloned();
         let admin = tokio::spawn(admin::serve(
             listeners.admin,
             self.gateway.clone(),
@@ -351,6 +382,14 @@ impl Started {
             shutdown,
         )
         .await;
+        // Every I/O thread has drained: the lines of every request served
+        // are in the access log's buffers; written before the process exits.
+        if let Some(log) = access {
+            let closed = tokio::task::spawn_blocking(move || log.close(ACCESS_LOG_CLOSE)).await;
+            if !matches!(closed, Ok(true)) {
+                tracing::warn!(timeout = ?ACCESS_LOG_CLOSE, "access log: last lines not all written in time");
+            }
+        }
         let _ = admin.await;
         if let Err(e) = self.store.flush().await {
             tracing::error!(error = %e, "store flush at shutdown failed");

@@ -247,6 +247,7 @@ async fn serve(demo: bool, mut config: Config, overrides: Overrides) -> anyhow::
 
 /// SIGTERM/SIGINT: graceful shutdown. SIGHUP: reload the config file and
 /// certificates; a bad new config is logged and the old one keeps serving.
+/// SIGUSR1: reopen the access log's file (after logrotate moved it).
 fn signals(
     shutdown: CancellationToken,
     overrides: Overrides,
@@ -255,10 +256,11 @@ fn signals(
 ) {
     use tokio::signal::unix::{signal, SignalKind};
     tokio::spawn(async move {
-        let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        let (Ok(mut term), Ok(mut int), Ok(mut hup), Ok(mut usr1)) = (
             signal(SignalKind::terminate()),
             signal(SignalKind::interrupt()),
             signal(SignalKind::hangup()),
+            signal(SignalKind::user_defined1()),
         ) else {
             tracing::error!("cannot install signal handlers");
             return;
@@ -268,6 +270,12 @@ fn signals(
                 _ = term.recv() => { tracing::info!("SIGTERM: draining"); shutdown.cancel(); return; }
                 _ = int.recv() => { tracing::info!("SIGINT: draining"); shutdown.cancel(); return; }
                 _ = hup.recv() => reload(&overrides, &gateway, tls.as_deref()),
+                _ = usr1.recv() => {
+                    if let Some(log) = gateway.access_log() {
+                        log.reopen();
+                        tracing::info!("SIGUSR1: reopening the access log");
+                    }
+                }
             }
         }
     });

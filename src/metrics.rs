@@ -41,6 +41,7 @@
 //! | `revgate_live_sessions_closed_total` | counter | `kind` (`upgrade`, `h2_stream`) |
 //! | `revgate_connections_open` | gauge | |
 //! | `revgate_connections_limited_total` | counter | |
+//! | `revgate_access_log_dropped_total` | counter | (lines the access log's writer could not take in time, or failed to write) |
 //! | `revgate_bindings_recorded_total` | counter | `source` (`admin`, `issuance`) |
 //! | `revgate_store_bindings` | gauge | (embedded store; Redis holds them remotely) |
 //! | `revgate_refresh_refused_total` | counter | `reason` (`revoked`, `reused`): token requests answered `invalid_grant` |
@@ -117,6 +118,7 @@ const RELOADS: &str = "revgate_reloads_total";
 const LIVE_CLOSED: &str = "revgate_live_sessions_closed_total";
 const CONNECTIONS_OPEN: &str = "revgate_connections_open";
 const CONNECTIONS_LIMITED: &str = "revgate_connections_limited_total";
+const ACCESS_LOG_DROPPED: &str = "revgate_access_log_dropped_total";
 const RATE_LIMITED: &str = "revgate_rate_limited_total";
 const BINDINGS_RECORDED: &str = "revgate_bindings_recorded_total";
 const REFRESH_REFUSED: &str = "revgate_refresh_refused_total";
@@ -241,6 +243,7 @@ fn export_at_zero() {
         metrics::counter!(RATE_LIMITED, "surface" => surface).increment(0);
     }
     metrics::counter!(CONNECTIONS_LIMITED).increment(0);
+    metrics::counter!(ACCESS_LOG_DROPPED).increment(0);
     metrics::gauge!(CONNECTIONS_OPEN).set(0.0);
     for source in ["admin", "issuance"] {
         metrics::counter!(BINDINGS_RECORDED, "source" => source).increment(0);
@@ -317,6 +320,10 @@ fn describe() {
     describe_counter!(
         CONNECTIONS_LIMITED,
         "Times accepting paused at server.max_connections."
+    );
+    describe_counter!(
+        ACCESS_LOG_DROPPED,
+        "Access-log lines dropped because the writer was behind, or lost to a failed write."
     );
     describe_gauge!(
         STORE_FENCED,
@@ -479,6 +486,12 @@ pub fn introspection(outcome: &'static str) {
 /// Counts one introspection answer served from the cache.
 pub fn introspection_cache_hit() {
     metrics::counter!(INTROSPECTION_HITS).increment(1);
+}
+
+/// Counts access-log lines dropped (the writer was behind) or lost (a
+/// write failed).
+pub fn access_log_dropped(lines: u64) {
+    metrics::counter!(ACCESS_LOG_DROPPED).increment(lines);
 }
 
 /// Counts one call refused by a per-client rate limit on `surface`.

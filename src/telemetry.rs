@@ -1,12 +1,13 @@
 //! Logs: the tracing subscriber (human-readable or JSON, `RUST_LOG`-style
-//! filters) and the access-log line, the one place that decides what a
-//! request's log line may contain.
+//! filters). The access log's lines are written by [`crate::accesslog`],
+//! which formats them itself (the same lines this subscriber wrote for them
+//! before) and obeys the same filter for their target, [`ACCESS_TARGET`].
 //!
 //! # API (what `main.rs` and `proxy.rs` call)
 //!
 //! ```text
 //! telemetry::init(config.log.format, &config.log.filter);   // first thing in main
-//! telemetry::access(&AccessLog { method, path, status, route, outcome, .. });  // once per request
+//! if telemetry::access_enabled() { /* write the access line */ }  // once per request
 //!
 //! // tests: capture every log line of the process
 //! let logs = telemetry::LogCapture::new();
@@ -21,24 +22,23 @@
 //!   carry no escape codes.
 //! - Filter: `RUST_LOG`, when set and valid, wins over `log.filter` (an
 //!   invalid `RUST_LOG` is reported and ignored, never fatal). Access lines
-//!   are at `info` on target `revgate::access`, so
+//!   count as `info` on target `revgate::access`, so
 //!   `log.filter = "info,revgate::access=off"` silences them.
 //! - JSON: one object per line, event fields flattened to the top level
 //!   (`{"timestamp","level","target","message",...fields}`), which is what
 //!   log pipelines (Loki, Elasticsearch, Cloud Logging) index directly.
 //! - `log` records (rustls, redis) are bridged into tracing, so they obey
 //!   the same filter and format.
-//! - Secrets: [`access`] logs the path without its query (RFC 6750 and
-//!   Nylas put tokens there) and at most [`Fingerprint::short`] of the
-//!   credential. Nothing else in revgate logs a request's headers or query.
+//! - Secrets: the access log writes the path without its query (RFC 6750
+//!   and Nylas put tokens there) and at most
+//!   [`crate::credentials::Fingerprint::short`] of the credential. Nothing
+//!   else in revgate logs a request's headers or query.
 //! - Installing is process-global and first-wins: a second `init*` is a
 //!   no-op that returns `false`, so tests that start several gateways can
 //!   call it freely.
 
 use std::io::{self, IsTerminal};
-use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use tracing::Dispatch;
 use tracing_subscriber::fmt::MakeWriter;
@@ -47,8 +47,6 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::LogFormat;
-use crate::credentials::Fingerprint;
-use crate::metrics::Outcome;
 
 /// Target of the per-request access-log lines.
 pub const ACCESS_TARGET: &str = "revgate::access";
@@ -131,61 +129,11 @@ where
     }
 }
 
-// === impl AccessLog ===
-
-/// One request's access-log line. Borrowed, so building it costs nothing
-/// when access logs are filtered out.
-#[derive(Clone, Copy, Debug)]
-pub struct AccessLog<'a> {
-    /// Request method.
-    pub method: &'a str,
-    /// Request path; anything from `?` on is dropped before logging.
-    pub path: &'a str,
-    /// HTTP version of the client's request.
-    pub version: http::Version,
-    /// Status sent to the client.
-    pub status: u16,
-    /// Route name (`-` when none matched).
-    pub route: &'a str,
-    /// How the request ended.
-    pub outcome: Outcome,
-    /// Total time in the gateway, upstream included.
-    pub duration: Duration,
-    /// Upstream time to response headers, when the request was forwarded.
-    pub upstream: Option<Duration>,
-    /// The credential's fingerprint, if the request carried one; only its
-    /// first 8 hex characters are logged.
-    pub fingerprint: Option<&'a Fingerprint>,
-    /// Client address.
-    pub peer: Option<SocketAddr>,
-    /// The request id (`tracing.request_id`), as sent upstream.
-    pub request_id: Option<&'a str>,
-}
-
-/// Emits `entry` at `info` on target [`ACCESS_TARGET`]: fields `method`,
-/// `path`, `version`, `status`, `route`, `outcome`, `duration_us`,
-/// `upstream_us`, `fp`, `peer`, `request_id`.
-pub fn access(entry: &AccessLog<'_>) {
-    if !tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO) {
-        return;
-    }
-    let path = entry.path.split('?').next().unwrap_or("");
-    let fp = entry.fingerprint.map(Fingerprint::short);
-    tracing::info!(
-        target: ACCESS_TARGET,
-        method = %entry.method,
-        path,
-        version = ?entry.version,
-        status = entry.status,
-        route = entry.route,
-        outcome = entry.outcome.as_str(),
-        duration_us = entry.duration.as_micros() as u64,
-        upstream_us = entry.upstream.map(|d| d.as_micros() as u64),
-        fp = fp.as_deref(),
-        peer = entry.peer.map(tracing::field::display),
-        request_id = entry.request_id,
-        "access"
-    );
+/// Whether the filter lets access lines through (`info` on
+/// [`ACCESS_TARGET`]): `tracing`'s cached interest in one callsite, a load
+/// per call.
+pub fn access_enabled() -> bool {
+    tracing::enabled!(target: ACCESS_TARGET, tracing::Level::INFO)
 }
 
 // === impl LogCapture ===
@@ -299,22 +247,6 @@ pub fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
 mod tests {
     use super::*;
 
-    fn sample_access(fp: &Fingerprint) -> AccessLog<'_> {
-        AccessLog {
-            method: "GET",
-            path: "/v1/things?access_token=SECRET-raw-token&x=1",
-            version: http::Version::HTTP_11,
-            status: 401,
-            route: "default",
-            outcome: Outcome::Revoked,
-            duration: Duration::from_micros(1234),
-            upstream: None,
-            fingerprint: Some(fp),
-            peer: Some("127.0.0.1:5555".parse().unwrap()),
-            request_id: Some("req-42"),
-        }
-    }
-
     /// The one test that installs the process-wide subscriber.
     #[test]
     fn json_capture_global_and_idempotent() {
@@ -327,31 +259,20 @@ mod tests {
         ));
         assert!(!init(LogFormat::Text, "debug"));
 
-        let fp = Fingerprint::from_bytes([0xab; 16]);
-        access(&sample_access(&fp));
+        assert!(access_enabled(), "access lines pass at info");
+        tracing::info!(target: "revgate::telemetry_test", status = 401, "shown at info");
         tracing::debug!(target: "revgate::telemetry_test", "filtered out at info");
 
         let text = logs.contents();
-        assert!(!text.contains("SECRET-raw-token"), "{text}");
-        assert!(
-            !text.contains(&fp.to_hex()),
-            "only a prefix of the fingerprint"
-        );
         assert!(!text.contains("filtered out at info"), "{text}");
-
-        let access_line = text
+        let line = text
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
-            .find(|v| v["target"] == ACCESS_TARGET)
-            .unwrap_or_else(|| panic!("no access line in {text}"));
-        assert_eq!(access_line["path"], "/v1/things");
-        assert_eq!(access_line["status"], 401);
-        assert_eq!(access_line["outcome"], "revoked");
-        assert_eq!(access_line["fp"], "abababab");
-        assert_eq!(access_line["duration_us"], 1234);
-        assert_eq!(access_line["level"], "INFO");
-        assert!(access_line.get("upstream_us").is_none());
-        assert_eq!(access_line["request_id"], "req-42");
+            .find(|v| v["target"] == "revgate::telemetry_test")
+            .unwrap_or_else(|| panic!("no line in {text}"));
+        assert_eq!(line["message"], "shown at info");
+        assert_eq!(line["status"], 401);
+        assert_eq!(line["level"], "INFO");
     }
 
     #[test]
@@ -361,15 +282,21 @@ mod tests {
         assert!(warning.is_none());
         let d = dispatch(LogFormat::Text, filter, logs.clone(), false);
         tracing::dispatcher::with_default(&d, || {
-            let fp = Fingerprint::from_bytes([7; 16]);
-            access(&sample_access(&fp));
+            assert!(access_enabled());
+            tracing::info!(target: ACCESS_TARGET, status = 401, path = "/v1/things", "access");
             tracing::info!(target: "revgate::other", "not shown");
         });
+        let off = dispatch(
+            LogFormat::Text,
+            choose_filter(None, "info,revgate::access=off").0,
+            LogCapture::new(),
+            false,
+        );
+        tracing::dispatcher::with_default(&off, || assert!(!access_enabled()));
         let text = logs.contents();
         assert!(text.contains("revgate::access"), "{text}");
         assert!(text.contains("status=401"), "{text}");
-        assert!(text.contains("path=\"/v1/things\" "), "{text}");
-        assert!(!text.contains("SECRET"), "{text}");
+        assert!(text.contains("path=\"/v1/things\""), "{text}");
         assert!(!text.contains("not shown"), "{text}");
         assert!(!text.contains('\u{1b}'), "no ANSI codes: {text:?}");
     }

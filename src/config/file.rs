@@ -742,6 +742,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// Access-log line format (`log.access_log_format`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AccessLogFormat {
+    /// `key=value` fields after a timestamp, level and target (the text
+    /// log's line).
+    Text,
+    /// One JSON object per line (the JSON log's line).
+    Json,
+    /// nginx's `combined` format.
+    Combined,
+}
+
 /// `[log]`
 #[derive(Clone, Debug, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -752,6 +765,11 @@ pub struct LogConfig {
     pub filter: String,
     /// One access-log line per request (target `revgate::access`).
     pub access_log: bool,
+    /// The access log's line format; unset: `text` or `json`, as `format`.
+    pub access_log_format: Option<AccessLogFormat>,
+    /// File the access log is appended to (reopened on SIGUSR1); unset:
+    /// stderr.
+    pub access_log_path: Option<PathBuf>,
 }
 
 impl Default for LogConfig {
@@ -760,6 +778,8 @@ impl Default for LogConfig {
             format: LogFormat::Text,
             filter: "info".into(),
             access_log: true,
+            access_log_format: None,
+            access_log_path: None,
         }
     }
 }

@@ -14,7 +14,8 @@
 //! verify.rs      [tokens.verify]: the JWKS source, issuers, audiences
 //! feeds.rs       [feeds]: each identity-provider feed's source, path, poll
 //! settings.rs    Settings and its typed accessors
-//! report.rs      every error at once, with its file; the journal-dir check
+//! report.rs      every error at once, with its file; the journal-dir and
+//!                access-log-file checks
 //! ```
 
 mod feeds;
@@ -30,7 +31,7 @@ mod tests;
 
 pub use file::*;
 pub use overrides::Overrides;
-pub use report::{journal_writable, ConfigReport};
+pub use report::{access_log_writable, journal_writable, ConfigReport};
 pub use settings::{DialectSetting, Lifetimes, Route, ServerSettings, Settings, UpstreamUrl};
 pub use validate::parse_upstream;
 

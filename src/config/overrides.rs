@@ -7,7 +7,7 @@
 
 use std::path::PathBuf;
 
-use super::{Config, ConfigError, Consistency, LogFormat};
+use super::{AccessLogFormat, Config, ConfigError, Consistency, LogFormat};
 use crate::dialect::RevokeMode;
 
 /// The command-line flags that override the file (the fixed contract).
@@ -37,6 +37,12 @@ pub struct Overrides {
     /// Log format.
     #[arg(long, env = "REVGATE_LOG_FORMAT")]
     pub log_format: Option<LogFormat>,
+    /// Access-log format: text, json or combined (`log.access_log_format`).
+    #[arg(long, env = "REVGATE_ACCESS_LOG_FORMAT")]
+    pub access_log_format: Option<AccessLogFormat>,
+    /// Access-log file, appended to (`log.access_log_path`; default stderr).
+    #[arg(long, env = "REVGATE_ACCESS_LOG_PATH")]
+    pub access_log_path: Option<PathBuf>,
     /// `eventual` or `confirmed` (`store.consistency`).
     #[arg(long, env = "REVGATE_CONSISTENCY", value_parser = parse_consistency)]
     pub consistency: Option<Consistency>,
@@ -105,6 +111,12 @@ impl Overrides {
         }
         if let Some(v) = self.log_format {
             c.log.format = v;
+        }
+        if let Some(v) = self.access_log_format {
+            c.log.access_log_format = Some(v);
+        }
+        if let Some(v) = &self.access_log_path {
+            c.log.access_log_path = Some(v.clone());
         }
         if let Some(v) = self.consistency {
             c.store.consistency = v;

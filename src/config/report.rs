@@ -3,10 +3,11 @@
 //!
 //! [`Overrides::load_all`] parses the file (every key of the wrong type or
 //! an unknown key, [`Config::from_toml_all`]); [`ConfigReport::check`]
-//! checks every section ([`Config::check_all`]); [`journal_writable`] is the one
-//! check that looks at the machine: the journal's directory must take a new
-//! file, so that a permission problem shows in `check-config` rather than
-//! after the gateway printed `listening`.
+//! checks every section ([`Config::check_all`]); [`journal_writable`] and
+//! [`access_log_writable`] are the checks that look at the machine: the
+//! journal's directory must take a new file, and the access log's file must
+//! open for appending, so that a permission problem shows in `check-config`
+//! rather than after the gateway printed `listening`.
 //!
 //! A key set by a flag or an environment variable is still reported under
 //! the file's name: the message names the key, which says which flag.
@@ -107,6 +108,13 @@ impl ConfigReport {
         if let Err(e) = journal_writable(&config.store.journal) {
             errors.push(e);
         }
+        if let Some(path) = &config.log.access_log_path {
+            if !errors.iter().any(|e| e.key == "log.access_log_path") {
+                if let Err(e) = access_log_writable(path) {
+                    errors.push(e);
+                }
+            }
+        }
         if errors.is_empty() {
             return Ok(());
         }
@@ -155,5 +163,58 @@ pub fn journal_writable(journal: &Path) -> Result<(), ConfigError> {
             Ok(())
         }
         Err(e) => fail(format!("directory {} is not writable: {e}", dir.display())),
+    }
+}
+
+/// Whether the access log's file (`log.access_log_path`) can be appended
+/// to, as the gateway will open it: an existing file must open for
+/// appending (its contents untouched), a new one's directory must exist
+/// (nothing makes it) and take a new file (probed with a file removed at
+/// once). Never creates the file itself.
+pub fn access_log_writable(path: &Path) -> Result<(), ConfigError> {
+    let fail = |what: String| Err(ConfigError::new("log.access_log_path", what));
+    if path.is_dir() {
+        return fail(format!("{} is a directory, not a file", path.display()));
+    }
+    if path.exists() {
+        // A FIFO or a device (`/dev/stdout`) is opened as it is at start:
+        // probing a FIFO would wait for its reader.
+        if !path.is_file() {
+            return Ok(());
+        }
+        return match std::fs::OpenOptions::new().append(true).open(path) {
+            Ok(_) => Ok(()),
+            Err(e) => fail(format!(
+                "{} cannot be opened for appending: {e}",
+                path.display()
+            )),
+        };
+    }
+    let dir = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return fail(format!(
+            "cannot create {}: directory {} does not exist",
+            path.display(),
+            dir.display()
+        ));
+    }
+    let probe = dir.join(format!(".revgate-check-{}", std::process::id()));
+    match std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+    {
+        Ok(_) => {
+            let _ = std::fs::remove_file(&probe);
+            Ok(())
+        }
+        Err(e) => fail(format!(
+            "cannot create {}: directory {} is not writable: {e}",
+            path.display(),
+            dir.display()
+        )),
     }
 }

@@ -267,6 +267,26 @@ impl Settings {
         self.raw.log.access_log
     }
 
+    /// `log.access_log_format`, or the one `log.format` implies.
+    pub fn access_log_format(&self) -> super::AccessLogFormat {
+        use super::AccessLogFormat;
+        self.raw
+            .log
+            .access_log_format
+            .unwrap_or(match self.raw.log.format {
+                LogFormat::Text => AccessLogFormat::Text,
+                LogFormat::Json => AccessLogFormat::Json,
+            })
+    }
+
+    /// Where the access log goes (`log.access_log_path`, else stderr).
+    pub fn access_log_destination(&self) -> crate::accesslog::Destination {
+        match &self.raw.log.access_log_path {
+            Some(p) => crate::accesslog::Destination::File(p.clone()),
+            None => crate::accesslog::Destination::Stderr,
+        }
+    }
+
     /// `tracing.request_id`.
     pub fn request_id(&self) -> bool {
         self.raw.tracing.request_id

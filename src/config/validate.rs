@@ -830,11 +830,27 @@ impl Config {
         admin_listen
     }
 
-    /// `[log]`: the filter parses.
+    /// `[log]`: the filter parses; the access log's path names a file.
+    /// (Whether that file can be opened is a look at the machine:
+    /// [`super::access_log_writable`], in `check-config` and at start.)
     fn validate_log(&self, f: &mut Found) {
         if !self.log.filter.is_empty() {
             if let Err(e) = tracing_subscriber::EnvFilter::try_new(&self.log.filter) {
                 f.add(ConfigError::new("log.filter", e.to_string()));
+            }
+        }
+        if let Some(p) = &self.log.access_log_path {
+            let text = p.as_os_str().as_encoded_bytes();
+            if text.is_empty() {
+                f.add(ConfigError::new(
+                    "log.access_log_path",
+                    "must not be empty (leave it unset for stderr)",
+                ));
+            } else if text.ends_with(b"/") {
+                f.add(ConfigError::new(
+                    "log.access_log_path",
+                    format!("{} names a directory, not a file", p.display()),
+                ));
             }
         }
     }

@@ -50,6 +50,14 @@ impl Fingerprint {
         hex::encode(&self.0[..4])
     }
 
+    /// [`Fingerprint::short`] without an allocation (the access log's).
+    pub fn short_hex(&self) -> [u8; 8] {
+        let mut out = [0u8; 8];
+        // 4 bytes always fit 8 hex characters.
+        let _ = hex::encode_to_slice(&self.0[..4], &mut out);
+        out
+    }
+
     /// Parses 32 hex characters.
     pub fn from_hex(s: &str) -> Option<Self> {
         let mut out = [0u8; 16];

@@ -73,12 +73,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
         write_response(&mut self.out, &response, close, a.meta.head);
         let written = self.io.write_all(&self.out).await.is_ok();
         let written = written && (close || self.discard(&mut body).await);
+        let sent = if a.meta.head {
+            0
+        } else {
+            response.body().len()
+        };
         account(
             rt,
             self.peer,
             start,
             &mut a.meta,
-            response.status().as_u16(),
+            (response.status().as_u16(), sent as u64),
             a.route,
             a.refusal.outcome(),
             None,
@@ -104,16 +109,17 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
         let mut body = l.body;
         let may_discard = discardable(&body);
         let close = l.meta.close || !may_discard;
-        let status = match &l.echo {
+        let (status, len) = match &l.echo {
             Some(r) => {
                 write_response(&mut self.out, r, close, l.meta.head);
-                r.status().as_u16()
+                (r.status().as_u16(), r.body().len())
             }
             None => {
                 write_ok(&mut self.out, close, l.meta.head);
-                200
+                (200, crate::builtin::OK_BODY.len())
             }
         };
+        let sent = if l.meta.head { 0 } else { len as u64 };
         let written = self.io.write_all(&self.out).await.is_ok();
         let written = written && (close || self.discard(&mut body).await);
         account(
@@ -121,7 +127,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
             self.peer,
             start,
             &mut l.meta,
-            status,
+            (status, sent),
             Some(l.route),
             Outcome::Forwarded,
             None,
@@ -236,6 +242,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
         let ResponseHead {
             status,
             body: mut rbody,
+            length,
             mut reusable,
             close_client,
         } = head;
@@ -279,7 +286,7 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
             self.peer,
             start,
             &mut meta,
-            status,
+            (status, if ok { length.unwrap_or(0) } else { 0 }),
             Some(route),
             Outcome::Forwarded,
             Some(upstream_time),
@@ -467,13 +474,15 @@ impl<IO: AsyncRead + AsyncWrite + Unpin + Send> Conn<IO> {
     }
 }
 
+/// `(status, body_bytes)`: the status sent and the access log's
+/// `$body_bytes_sent`.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn account(
     rt: &Runtime,
     peer: ClientConn,
     start: Instant,
     meta: &mut Meta,
-    status: u16,
+    (status, body_bytes): (u16, u64),
     route: Option<usize>,
     outcome: Outcome,
     upstream_time: Option<Duration>,
@@ -482,9 +491,9 @@ pub(super) fn account(
     rt.account(
         &Finished {
             start,
-            logged: meta.logged.as_ref().map(|(m, p)| (m.as_str(), p.as_str())),
-            version: http::Version::HTTP_11,
+            logged: meta.logged.as_ref(),
             status,
+            body_bytes,
             route,
             outcome,
             upstream_time,

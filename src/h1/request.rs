@@ -64,8 +64,9 @@ pub(super) struct Meta {
     pub(super) close: bool,
     /// A `HEAD` request (its response has no body).
     pub(super) head: bool,
-    /// Method and path, copied only when the access log is on.
-    pub(super) logged: Option<(String, String)>,
+    /// What the access line needs of the head, copied only when the
+    /// access log is on.
+    pub(super) logged: Option<crate::accesslog::Request>,
     /// Request id and span, each only when on.
     pub(super) trace: crate::otel::Trace,
 }
@@ -207,10 +208,7 @@ pub(super) async fn plan(
     let meta = Meta {
         close,
         head: method == "HEAD",
-        logged: rt
-            .settings()
-            .access_log()
-            .then(|| (method.to_owned(), path.to_owned())),
+        logged: rt.capture(method, path, http::Version::HTTP_11, fields),
         trace: crate::otel::Trace::default(),
     };
 

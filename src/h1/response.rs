@@ -15,6 +15,9 @@ use crate::refusal::Refusal;
 pub(super) struct ResponseHead {
     pub(super) status: u16,
     pub(super) body: Framing,
+    /// The body's length when it has one and is sent (the access log's
+    /// `$body_bytes_sent`): `Content-Length`, `0` for a body not sent.
+    pub(super) length: Option<u64>,
     /// The upstream connection can carry another request afterwards.
     pub(super) reusable: bool,
     /// The client connection is closed after this response (its request
@@ -73,9 +76,15 @@ pub(super) fn inspect_response(
         }
     };
     let reusable = !close && !matches!(body, Framing::UntilClose);
+    let length = match body {
+        Framing::Done => Some(0),
+        Framing::Length(n) => Some(n),
+        Framing::Chunked(_) | Framing::UntilClose => None,
+    };
     Ok(ResponseHead {
         status: code,
         body,
+        length,
         reusable,
         close_client: false,
     })

@@ -115,6 +115,8 @@ pub struct Gateway {
     shutdown: CancellationToken,
     /// The feeds' replay memory (kept across reloads).
     feeds: crate::feeds::FeedState,
+    /// The access log's writer (kept across reloads; each runtime holds it).
+    access: Option<Arc<crate::accesslog::AccessLog>>,
 }
 
 pub use crate::metrics::Outcome;
@@ -123,12 +125,12 @@ pub use crate::metrics::Outcome;
 pub(crate) struct Finished<'a> {
     /// When the request's head had been read.
     pub start: Instant,
-    /// Method and path, when the access log is on.
-    pub logged: Option<(&'a str, &'a str)>,
-    /// The client's HTTP version.
-    pub version: http::Version,
+    /// What the access line needs of the request, when the access log is on.
+    pub logged: Option<&'a crate::accesslog::Request>,
     /// Status sent to the client.
     pub status: u16,
+    /// The access log's `$body_bytes_sent` (see [`crate::accesslog`]).
+    pub body_bytes: u64,
     /// Index of the matched route.
     pub route: Option<usize>,
     /// How it ended.
@@ -153,12 +155,24 @@ struct Handled {
 }
 
 impl Gateway {
-    /// A gateway over a runtime and a store.
+    /// A gateway over a runtime and a store, without an access log.
     pub fn new(
         runtime: Runtime,
         store: Arc<dyn RevocationStore>,
         shutdown: CancellationToken,
     ) -> Self {
+        Self::with_access_log(runtime, store, shutdown, None)
+    }
+
+    /// A gateway whose requests are written to `access` (when
+    /// `log.access_log` is on).
+    pub fn with_access_log(
+        mut runtime: Runtime,
+        store: Arc<dyn RevocationStore>,
+        shutdown: CancellationToken,
+        access: Option<Arc<crate::accesslog::AccessLog>>,
+    ) -> Self {
+        runtime.access = access.clone();
         let s = runtime.settings.store();
         let feeds = crate::feeds::FeedState::new(
             runtime.settings.feeds().replay_capacity,
@@ -170,12 +184,23 @@ impl Gateway {
             store,
             shutdown,
             feeds,
+            access,
         }
     }
 
+    /// The access log's writer, when there is one (SIGUSR1 reopens it).
+    pub fn access_log(&self) -> Option<&Arc<crate::accesslog::AccessLog>> {
+        self.access.as_ref()
+    }
+
     /// Replaces the runtime (config reload); in-flight requests finish on the
-    /// old one. A JWKS already fetched from an unchanged URL is carried over.
-    pub fn reload(&self, runtime: Runtime) {
+    /// old one. A JWKS already fetched from an unchanged URL is carried over;
+    /// the access log follows a new `log.access_log_path`.
+    pub fn reload(&self, mut runtime: Runtime) {
+        if let Some(a) = &self.access {
+            a.retarget(runtime.settings.access_log_destination());
+        }
+        runtime.access = self.access.clone();
         if let (Some(new), Some(old)) = (&runtime.verifier, &self.runtime.load().verifier) {
             new.adopt_keys(old);
         }
@@ -214,19 +239,31 @@ impl Gateway {
         let rt = self.runtime.load_full();
         let mut req = req;
         // Copied only when they will be logged.
-        let logged = rt
-            .settings
-            .access_log()
-            .then(|| (req.method().clone(), req.uri().path().to_owned()));
+        let logged = rt.capture(
+            req.method().as_str(),
+            req.uri().path(),
+            req.version(),
+            req.headers(),
+        );
+        let head = *req.method() == http::Method::HEAD;
         let trace = crate::otel::Trace::for_hyper(&rt.settings, &mut req);
-        let version = req.version();
         let h = self.handle_inner(&rt, req, conn).await;
+        let status = h.response.status().as_u16();
+        // The length of a body not sent yet (the line is written with the
+        // response head): known when it has one.
+        let body_bytes = if head || status < 200 || status == 204 || status == 304 {
+            0
+        } else {
+            http_body::Body::size_hint(h.response.body())
+                .exact()
+                .unwrap_or(0)
+        };
         rt.account(
             &Finished {
                 start,
-                logged: logged.as_ref().map(|(m, p)| (m.as_str(), p.as_str())),
-                version,
-                status: h.response.status().as_u16(),
+                logged: logged.as_ref(),
+                status,
+                body_bytes,
                 route: h.route,
                 outcome: h.outcome,
                 upstream_time: h.upstream_time,

@@ -71,6 +71,10 @@ pub struct Runtime {
     pub(crate) issuance: Vec<super::issuance::Issuance>,
     /// Identity-provider feeds (`[feeds]`): their verifiers and paths.
     pub(crate) feeds: crate::feeds::Feeds,
+    /// The access log's writer: the gateway's, put here by
+    /// `Gateway::new` and `Gateway::reload` (`None`: no access log, as in
+    /// a gateway built without one).
+    pub(crate) access: Option<Arc<crate::accesslog::AccessLog>>,
 }
 
 /// The warnings a client or a failing upstream can repeat at will, each
@@ -155,6 +159,7 @@ impl Runtime {
             })
             .collect();
         Ok(Runtime {
+            access: None,
             issuance: super::issuance::Issuance::all(settings.identity()),
             feeds,
             verifier,
@@ -226,21 +231,45 @@ impl Runtime {
         if let Some(span) = span {
             span.finish(f.status, f.outcome.as_str(), route(), f.request_id);
         }
-        if let Some((method, path)) = f.logged {
-            crate::telemetry::access(&crate::telemetry::AccessLog {
+        if let (Some(request), Some(log)) = (f.logged, &self.access) {
+            if crate::telemetry::access_enabled() {
+                log.write(
+                    self.settings.access_log_format(),
+                    &crate::accesslog::Line {
+                        request,
+                        status: f.status,
+                        route: route(),
+                        outcome: f.outcome,
+                        duration: elapsed,
+                        upstream: f.upstream_time,
+                        fingerprint: f.fingerprint,
+                        peer: f.peer,
+                        request_id: f.request_id.map(crate::otel::RequestId::as_str),
+                        body_bytes: f.body_bytes,
+                    },
+                );
+            }
+        }
+    }
+
+    /// What the access line will need of a request head, when the access
+    /// log is on (`None` otherwise: nothing copied).
+    pub(crate) fn capture<H: crate::credentials::Headers + ?Sized>(
+        &self,
+        method: &str,
+        path: &str,
+        version: http::Version,
+        headers: &H,
+    ) -> Option<crate::accesslog::Request> {
+        (self.access.is_some() && self.settings.access_log()).then(|| {
+            crate::accesslog::Request::capture(
+                self.settings.access_log_format(),
                 method,
                 path,
-                version: f.version,
-                status: f.status,
-                route: route(),
-                outcome: f.outcome,
-                duration: elapsed,
-                upstream: f.upstream_time,
-                fingerprint: f.fingerprint,
-                peer: Some(f.peer),
-                request_id: f.request_id.map(crate::otel::RequestId::as_str),
-            });
-        }
+                version,
+                headers,
+            )
+        })
     }
 
     pub(crate) fn route(&self, host: Option<&str>, path: &str) -> Option<usize> {

@@ -841,12 +841,7 @@ async fn an_import_merges_with_what_redis_holds(
         (&json!(4), &json!(2), &json!(0)),
         "{v}"
     );
-    let want = [
-        (later, t1 + 3_600),
-        (earlier, t1),
-        (same, t1),
-        (new, t1),
-    ];
+    let want = [(later, t1 + 3_600), (earlier, t1), (same, t1), (new, t1)];
     // The node with the deployment's stream (a Cluster node answers MOVED
     // for another slot's key).
     let stream = format!("{{{prefix}}}:events");
@@ -1064,9 +1059,11 @@ async fn an_import_queued_while_redis_is_away_is_replayed_as_batches_when_it_ret
     assert!(value.parse::<u64>().unwrap() > now(), "{value}");
     // B, which was connected before the outage, learns them from Redis.
     let last = token("away", 25_000);
-    wait_for("B has the replayed import", Duration::from_secs(20), || async {
-        get_bearer(&format!("{}/data", b.url), &last).await.status == 401
-    })
+    wait_for(
+        "B has the replayed import",
+        Duration::from_secs(20),
+        || async { get_bearer(&format!("{}/data", b.url), &last).await.status == 401 },
+    )
     .await;
     for i in [1, 10_000, 10_001, 20_001, 25_000] {
         assert_revoked(&b, &up, &token("away", i)).await;
@@ -1135,7 +1132,11 @@ async fn principal_lines_are_imported_as_the_principals_api_records_them() {
     let p1 = lookup("opaque-p-1").await;
     assert_eq!(p1.status, 200, "{}", p1.text());
     assert_eq!(
-        (&p1.json()["sub"], &p1.json()["provider"], &p1.json()["revoked"]),
+        (
+            &p1.json()["sub"],
+            &p1.json()["provider"],
+            &p1.json()["revoked"]
+        ),
         (&json!("p-user"), &json!("github"), &json!(true)),
         "{}",
         p1.text()

@@ -279,10 +279,7 @@ async fn replay_outbox(inner: &Inner, cmd: &mut Conn) -> Result<(), RedisError> 
                     _ => None,
                 })
                 .collect();
-            inner
-                .write_token_batch(cmd, &rules, now)
-                .await
-                .map(|_| run)
+            inner.write_token_batch(cmd, &rules, now).await.map(|_| run)
         } else {
             inner.write(cmd, &ob.pending[done], now).await.map(|_| 1)
         };

@@ -1038,11 +1038,10 @@ async fn an_import_queued_while_redis_is_away_is_replayed_as_batches_when_it_ret
             .map(|k| k.len())
             .unwrap_or(0)
     };
-    wait_for(
-        "the outbox reaches Redis",
-        Duration::from_secs(30),
-        || async { count(&mut conn) == 25_000 },
-    )
+    wait_for("the outbox reaches Redis", Duration::from_secs(30), || {
+        let n = count(&mut conn);
+        async move { n == 25_000 }
+    })
     .await;
     let events: u64 = redis::cmd("XLEN")
         .arg("{away}:events")
@@ -1123,11 +1122,11 @@ async fn principal_lines_are_imported_as_the_principals_api_records_them() {
     );
     assert!(!r.text().contains("opaque"), "a credential echoed");
     // The bindings, as the principals API shows them.
+    let url = format!("{}/admin/v1/principals/lookup", gw.admin_url);
     let lookup = |c: &str| {
-        post_json(
-            &format!("{}/admin/v1/principals/lookup", gw.admin_url),
-            &json!({ "credential": c }),
-        )
+        let url = url.clone();
+        let body = json!({ "credential": c });
+        async move { post_json(&url, &body).await }
     };
     let p1 = lookup("opaque-p-1").await;
     assert_eq!(p1.status, 200, "{}", p1.text());

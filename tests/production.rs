@@ -754,7 +754,14 @@ async fn raw_tokens_never_reach_any_log_line() {
             .unwrap(),
     )
     .await;
-    let logs = gw.logs();
+    // Access lines are written by the access log's writer thread within its
+    // flush interval (100 ms), not at once.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    let mut logs = gw.logs();
+    while logs.lines().count() < 8 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        logs = gw.logs();
+    }
     assert!(logs.lines().count() >= 8, "expected access lines:\n{logs}");
     for line in logs.lines() {
         assert!(

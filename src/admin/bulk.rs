@@ -376,6 +376,9 @@ fn principal_command(rt: &Runtime, j: JsonLine) -> Result<Parsed, &'static str> 
         return Err("sub, org and provider are at most 256 bytes each");
     }
     let now = now_unix();
+    // A line without `issued_at` is issued now: one whose expiry has passed
+    // is expired, not inconsistent.
+    let explicit_issue = j.issued_at.is_some();
     let binding = rt.binding(
         &credential,
         ScopeKey {
@@ -386,7 +389,7 @@ fn principal_command(rt: &Runtime, j: JsonLine) -> Result<Parsed, &'static str> 
         j.issued_at.unwrap_or(now),
         j.expires_at,
     );
-    if binding.issued_at > binding.expires_at {
+    if explicit_issue && binding.issued_at > binding.expires_at {
         return Err("issued_at is after expires_at");
     }
     if binding.expires_at <= now {

@@ -152,18 +152,19 @@ pub fn journal_writable(journal: &Path) -> Result<(), ConfigError> {
     if !dir.is_dir() {
         return fail(format!("{} is not a directory", dir.display()));
     }
+    probe_writable(&dir)
+        .or_else(|e| fail(format!("directory {} is not writable: {e}", dir.display())))
+}
+
+/// Whether `dir` takes a new file: one is created and removed at once.
+fn probe_writable(dir: &Path) -> std::io::Result<()> {
     let probe = dir.join(format!(".revgate-check-{}", std::process::id()));
-    match std::fs::OpenOptions::new()
+    std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .open(&probe)
-    {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) => fail(format!("directory {} is not writable: {e}", dir.display())),
-    }
+        .open(&probe)?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
 }
 
 /// Whether the access log's file (`log.access_log_path`) can be appended
@@ -201,20 +202,11 @@ pub fn access_log_writable(path: &Path) -> Result<(), ConfigError> {
             dir.display()
         ));
     }
-    let probe = dir.join(format!(".revgate-check-{}", std::process::id()));
-    match std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .open(&probe)
-    {
-        Ok(_) => {
-            let _ = std::fs::remove_file(&probe);
-            Ok(())
-        }
-        Err(e) => fail(format!(
+    probe_writable(&dir).or_else(|e| {
+        fail(format!(
             "cannot create {}: directory {} is not writable: {e}",
             path.display(),
             dir.display()
-        )),
-    }
+        ))
+    })
 }

@@ -47,7 +47,7 @@ impl Fingerprint {
 
     /// The first 8 hex characters: what an access log may show.
     pub fn short(&self) -> String {
-        hex::encode(&self.0[..4])
+        String::from_utf8_lossy(&self.short_hex()).into_owned()
     }
 
     /// [`Fingerprint::short`] without an allocation (the access log's).

@@ -329,18 +329,22 @@ RESULTS="$WORK/results.tsv"
 : >"$RESULTS"
 run_wrk() { # target seconds round
     local out="$WORK/wrk-$1-$3.txt"
-    local pids before after
+    local pids ups before after ubefore uafter
     mapfile -t pids < <(pids_of "$1")
+    mapfile -t ups < <(pgrep -P "$upstream_MASTER")
     before=$(usage_of "${pids[@]}")
+    ubefore=$(usage_of "${ups[@]}")
     timeout $(($2 + 30)) wrk -t1 -c"$CONNS" -d"$2"s --timeout 5s --latency \
         -s "$WORK/tokens.lua" "$(url_of "$1")" -- "$WORK/tokens.txt" "$CONNECTION" >"$out" 2>&1 || {
         log "wrk failed against $1"; cat "$out" >&2; return 1; }
     after=$(usage_of "${pids[@]}")
+    uafter=$(usage_of "${ups[@]}")
     [ "$3" = warm ] && return 0
-    python3 - "$1" "$3" "$out" "$before" "$after" "$HZ" >>"$RESULTS" <<'EOF'
+    python3 - "$1" "$3" "$out" "$before" "$after" "$HZ" "$ubefore" "$uafter" >>"$RESULTS" <<'EOF'
 import re, sys
-target, rnd, path, before, after, hz = sys.argv[1:7]
+target, rnd, path, before, after, hz, ubefore, uafter = sys.argv[1:9]
 (t0, c0, f0), (t1, c1, f1) = map(int, before.split()), map(int, after.split())
+u0, u1 = int(ubefore.split()[0]), int(uafter.split()[0])
 text = open(path).read()
 unit = {"us": 1e-3, "ms": 1.0, "s": 1e3}
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
@@ -356,7 +360,8 @@ errors = m.group(0) if m else ""
 cpu_us = (t1 - t0) / int(hz) * 1e6 / max(1, total)
 ctx = (c1 - c0) / max(1, total)
 flt = (f1 - f0) / max(1, total)
-print(f"{target}\t{rnd}\t{rps}\t{p50}\t{p99}\t{total}\t{non2xx}\t{cpu_us:.2f}\t{ctx:.3f}\t{flt:.4f}\t{errors}")
+up_us = (u1 - u0) / int(hz) * 1e6 / max(1, total)
+print(f"{target}\t{rnd}\t{rps}\t{p50}\t{p99}\t{total}\t{non2xx}\t{cpu_us:.2f}\t{ctx:.3f}\t{flt:.4f}\t{up_us:.2f}\t{errors}")
 EOF
     log "$(tail -1 "$RESULTS" | cut -f1-10 | tr '\t' ' ')"
 }
@@ -379,28 +384,29 @@ import statistics, sys
 path, conns, dur, rounds, connection, alog = sys.argv[1:7]
 rows = [l.rstrip("\n").split("\t") for l in open(path) if l.strip()]
 by = {}
-for t, r, rps, p50, p99, total, non2xx, cpu, ctx, flt, *_ in rows:
+for t, r, rps, p50, p99, total, non2xx, cpu, ctx, flt, up, *_ in rows:
     by.setdefault(t, []).append((float(rps), float(p50), float(p99), int(total), int(non2xx),
-                                 float(cpu), float(ctx), float(flt)))
+                                 float(cpu), float(ctx), float(flt), float(up)))
 med = {t: (statistics.median(x[0] for x in v), statistics.median(x[1] for x in v),
            statistics.median(x[2] for x in v), sum(x[4] for x in v) / max(1, sum(x[3] for x in v)),
            statistics.median(x[5] for x in v), statistics.median(x[6] for x in v),
-           statistics.median(x[7] for x in v))
+           statistics.median(x[7] for x in v), statistics.median(x[8] for x in v))
        for t, v in by.items()}
 print()
 print(f"wrk -t1 -c{conns} -d{dur}s --latency, {rounds} rounds interleaved, connection {connection}, access logs {alog}; medians over rounds")
 print()
-print("| target | req/s (median) | p50 ms | p99 ms (median) | non-2xx | CPU µs/req | ctx sw/req | faults/req | req/s per round |")
-print("|---|---:|---:|---:|---:|---:|---:|---:|---|")
+print("| target | req/s (median) | p50 ms | p99 ms (median) | non-2xx | CPU µs/req | ctx sw/req | faults/req | upstream CPU µs/req | req/s per round |")
+print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 targets = ["direct", "nginx", "revgate", "revgate1", "revgatehy", "revgatejm", "revgateb"]
 for t in targets:
     if t in med:
-        rps, p50, p99, bad, cpu, ctx, flt = med[t]
+        rps, p50, p99, bad, cpu, ctx, flt, up = med[t]
         each = ", ".join(f"{x[0]:.0f}" for x in by[t])
-        print(f"| {t} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {bad:.2%} | {cpu:.1f} | {ctx:.2f} | {flt:.4f} | {each} |")
+        print(f"| {t} | {rps:.0f} | {p50:.2f} | {p99:.2f} | {bad:.2%} | {cpu:.1f} | {ctx:.2f} | {flt:.4f} | {up:.1f} | {each} |")
 print()
 print("CPU µs/req, ctx sw/req, faults/req: CPU time (user+sys), context switches and minor page faults of the proxy process")
-print("(revgate, or nginx's worker; for direct, the upstream's worker) per request, median over rounds.")
+print("(revgate, or nginx's worker; for direct, the upstream's worker) per request, median over rounds; upstream CPU:")
+print("the upstream nginx worker's CPU time per request behind that target (what the proxy's requests cost it).")
 print()
 # Issue 16's targets: keep-alive throughput >= 1.10x nginx, p99 <= 1.0x, CPU
 # per request <= 0.90x; a connection per request: throughput >= 1.0x.

@@ -30,7 +30,8 @@ pub(super) enum Plan {
 pub(super) struct Local {
     pub(super) route: usize,
     /// The echo's answer; `None` for `builtin:ok` (written without one).
-    pub(super) echo: Option<http::Response<bytes::Bytes>>,
+    /// Boxed: a `Plan` is moved per request, and most are not echoes.
+    pub(super) echo: Option<Box<http::Response<bytes::Bytes>>>,
     pub(super) fingerprint: Option<Fingerprint>,
     /// The request's body, to read and drop.
     pub(super) body: Framing,
@@ -269,12 +270,12 @@ pub(super) async fn plan(
     };
     let Some(pool) = pool else {
         let echo = match builtin {
-            Some(crate::builtin::Builtin::Echo) => Some(crate::builtin::echo_response(
+            Some(crate::builtin::Builtin::Echo) => Some(Box::new(crate::builtin::echo_response(
                 method,
                 path,
                 fields,
                 &rt.settings().credential_sources.api_key_headers,
-            )),
+            ))),
             _ => None,
         };
         return Plan::Local(Local {

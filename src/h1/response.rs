@@ -109,9 +109,12 @@ pub(super) fn rewrite_response(
     out.extend_from_slice(resp.reason.unwrap_or("").as_bytes());
     out.extend_from_slice(b"\r\n");
     let fields: &[httparse::Header<'_>] = resp.headers;
-    let connection = fields
+    // Whether `Connection` names any field but `keep-alive` (hop-by-hop
+    // anyway): usually not, and then no field needs looking up in it.
+    let names_any = fields
         .iter()
-        .any(|f| f.name.eq_ignore_ascii_case("connection"));
+        .filter(|f| f.name.eq_ignore_ascii_case("connection"))
+        .any(|f| tokens(f.value).any(|t| !t.eq_ignore_ascii_case(b"keep-alive")));
     let mut chunked = false;
     for f in fields {
         let name = f.name.as_bytes();
@@ -119,7 +122,7 @@ pub(super) fn rewrite_response(
             chunked = true;
         }
         // `Via` is joined into ours below.
-        let connection_named = connection && names_field(fields, name);
+        let connection_named = names_any && names_field(fields, name);
         if hygiene::field_fate(name, Direction::Response, connection_named, false) == Fate::Keep {
             push_field(out, name, f.value);
         }

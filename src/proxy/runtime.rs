@@ -215,13 +215,9 @@ impl Runtime {
             .and_then(|i| self.route_metrics.get(i))
             .unwrap_or(&self.no_route_metrics);
         metrics.request(f.outcome);
-        metrics.overhead(
-            elapsed
-                .saturating_sub(f.upstream_time.unwrap_or_default())
-                .as_secs_f64(),
-        );
+        metrics.overhead(elapsed.saturating_sub(f.upstream_time.unwrap_or_default()));
         if let Some(t) = f.upstream_time {
-            metrics.upstream_time(t.as_secs_f64());
+            metrics.upstream_time(t);
         }
         let route = || {
             f.route

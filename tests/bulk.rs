@@ -15,7 +15,7 @@
 //! instance enforces it (one confirmation per batch); an import over rules
 //! Redis already holds keeps the later expiry (in Redis's value and key
 //! expiry, and on a second instance), on one Redis and on a Redis Cluster,
-//! where each batch is one transaction in the deployment's slot; an import
+//! where each batch is written in the deployment's slot; an import
 //! queued in the outbox while Redis is away reaches it as batches (one
 //! event per 10,000 rules) when it returns on the same port; principal
 //! lines (`{"credential":..,"sub":..}`) are recorded as the principals API
@@ -908,7 +908,7 @@ async fn an_import_over_rules_in_redis_keeps_the_later_expiry_on_every_instance(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_a_redis_cluster_an_import_is_one_transaction_per_batch_in_the_deployment_slot() {
+async fn on_a_redis_cluster_an_import_writes_every_batch_in_the_deployment_slot() {
     redis_support::require_redis_server();
     let cluster = redis_support::RedisCluster::spawn(3);
     let up = Upstream::new().spawn().await;
@@ -1154,4 +1154,155 @@ async fn principal_lines_are_imported_as_the_principals_api_records_them() {
     // Enforced: the scope rule revokes the bound credential, not the other.
     assert_revoked(&gw, &up, "opaque-p-1").await;
     assert_passes(&gw, &up, "opaque-p-2").await;
+}
+
+/// An expiry Redis cannot hold (`EXAT` takes at most ~9.2e15): an import
+/// line's `expires_at`, or an unverified JWT `exp` a client forged and then
+/// revoked. Redis refused the whole write (inside a `MULTI` it even applied
+/// the batch's other `SET`s and then failed), the batch went to the outbox,
+/// and every replay failed on it again: nothing revoked on that instance
+/// after it ever reached Redis or another instance. The store now records
+/// such a rule until `MAX_EXPIRES_AT` (year 9999).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_past_redis_range_is_recorded_and_never_blocks_later_revocations() {
+    redis_support::require_redis_server();
+    let redis = RedisServer::spawn();
+    let up = Upstream::new().spawn().await;
+    let instance = || {
+        Gateway::new()
+            .upstream(&up.url)
+            .arg("--store")
+            .arg(&redis.url())
+            .toml(&format!(
+                "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"far\""
+            ))
+            .spawn()
+    };
+    let (a, b) = (instance(), instance());
+    ready(&a).await;
+    ready(&b).await;
+    let far: u64 = 100_000_000_000_000_000;
+    let fp_far = fingerprint_of(&a, "far-import").await;
+    let fp_next = fingerprint_of(&a, "far-next").await;
+    let v = import_rules(
+        &a,
+        "far.ndjson",
+        &[(&fp_far, far), (&fp_next, now() + 3_600)],
+    );
+    assert_eq!(
+        (&v["accepted"], &v["rejected"]),
+        (&json!(2), &json!(0)),
+        "{v}"
+    );
+    // The single path: a JWT whose (unverified) exp is past the range.
+    let forged = jwt(&json!({"sub": "far-user", "exp": far}));
+    let r = admin_revoke(&a, &forged).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = admin_revoke(&a, "far-after").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // B learns every one of them from Redis.
+    wait_for(
+        "instance B has the revocation made after the far ones",
+        Duration::from_secs(10),
+        || async {
+            get_bearer(&format!("{}/data", b.url), "far-after")
+                .await
+                .status
+                == 401
+        },
+    )
+    .await;
+    for t in ["far-import", "far-next", forged.as_str(), "far-after"] {
+        assert_revoked(&b, &up, t).await;
+    }
+    let mut conn = redis.conn();
+    let held: u64 = redis::cmd("GET")
+        .arg(format!("{{far}}:tok:{fp_far}"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(held, 253_402_300_799, "kept until the year 9999");
+    let url = format!("{}/metrics", a.admin_url);
+    assert!(
+        fetch(&url, &[])
+            .await
+            .text()
+            .lines()
+            .any(|l| l == "revgate_store_journal_backlog 0"),
+        "A's outbox is empty"
+    );
+}
+
+/// The order Redis executed an import's writes in, from `MONITOR`: the
+/// batch's stream event comes after every write of its rules, the merge of
+/// the rules that existed included. With the event inside the `MULTI` and
+/// the merge after it, another instance applied the event, could look the
+/// fingerprint up while an older rule had just expired and the merge had
+/// not run yet, and cache that "not revoked" (the event was behind it, so
+/// nothing dropped the answer) for `store.confirm_ttl` after the batch was
+/// acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_batch_s_stream_event_follows_every_write_of_its_rules() {
+    redis_support::require_redis_server();
+    let redis = RedisServer::spawn();
+    let up = Upstream::new().spawn().await;
+    let a = Gateway::new()
+        .upstream(&up.url)
+        .arg("--store")
+        .arg(&redis.url())
+        .toml(&format!(
+            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"mon\""
+        ))
+        .spawn();
+    ready(&a).await;
+    let old = fingerprint_of(&a, "mon-old").await;
+    let new = fingerprint_of(&a, "mon-new").await;
+    let t1 = now() + 3_600;
+    import_rules(&a, "first.ndjson", &[(&old, t1)]);
+    let log = a.dir.join("monitor.txt");
+    let mut monitor = Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string(), "monitor"])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("MONITOR is on", Duration::from_secs(10), || {
+        let on = read().starts_with("OK");
+        async move { on }
+    })
+    .await;
+    let v = import_rules(&a, "second.ndjson", &[(&old, t1 + 3_600), (&new, t1)]);
+    assert_eq!(
+        (&v["accepted"], &v["changed"]),
+        (&json!(2), &json!(2)),
+        "{v}"
+    );
+    let xadd = |text: &str| {
+        text.lines()
+            .position(|l| l.contains("\"XADD\"") && l.contains("{mon}:events"))
+    };
+    wait_for("MONITOR shows the event", Duration::from_secs(10), || {
+        let seen = xadd(&read()).is_some();
+        async move { seen }
+    })
+    .await;
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let text = read();
+    let event = xadd(&text).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for fp in [&old, &new] {
+        let key = format!("{{mon}}:tok:{fp}");
+        let writes: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].contains(&key))
+            .collect();
+        assert!(
+            !writes.is_empty(),
+            "MONITOR shows no write of {key}:\n{text}"
+        );
+        assert!(
+            writes.iter().all(|&i| i < event),
+            "a write of {key} after the batch's event (line {event}):\n{text}"
+        );
+    }
 }

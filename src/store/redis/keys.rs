@@ -40,11 +40,12 @@
 //!
 //! The bulk import's batches are the exception, for speed: a script's
 //! per-call overhead was ~10 µs of Redis's single thread per rule (issue
-//! 18), so a batch of token rules is a `MULTI` of native `SET NX EXAT`s and
-//! the batch's one `XADD` (just as atomic: the rules and their event land
-//! together), and only the keys whose `SET NX` found a rule go through a
-//! merge script ([`TOKEN_MERGE_LUA`], later expiry wins) afterwards. The
-//! batch is acknowledged only after both.
+//! 18), so a batch of token rules is a pipeline of native `SET NX EXAT`s,
+//! then, only for the keys whose `SET NX` found a rule, a merge script
+//! ([`TOKEN_MERGE_LUA`], later expiry wins), then the batch's one `XADD`:
+//! not atomic, but in order, so the event exists only once every rule it
+//! names is written (`mod.rs`, `write_token_batch`). The batch is
+//! acknowledged only after all three.
 
 use std::fmt;
 
@@ -343,8 +344,8 @@ return n
 /// written (its `SET NX` found them). ARGV: now, then their expiries.
 /// The merge step of the batch path (`mod.rs`, `write_token_batch`): each
 /// rule merges as in `TOKEN_LUA`, the later expiry wins. No stream event:
-/// the batch's one event, written with the rules, named these
-/// fingerprints already (an instance keeps no token expiry, only the
+/// the batch's one event, written after this step, names these
+/// fingerprints (an instance keeps no token expiry, only the
 /// bloom filter and the exact lookup). Returns one 0/1 per key: written
 /// or not needed.
 const TOKEN_MERGE_LUA: &str = r#"
@@ -370,8 +371,7 @@ return changed
 /// (one command's JSON, every event before issue 18) or `tb`; a build that
 /// predates `tb` skips such an event with a warning (upgrade every instance
 /// before importing in bulk). A `tb` event names every rule of its batch,
-/// new or already in Redis (it is written with them, before Redis says
-/// which were new): to an instance it means "these fingerprints are revoked
+/// new or already in Redis (written after them and their merge): to an instance it means "these fingerprints are revoked
 /// in Redis now", which is all it keeps of a token rule (its bloom filter;
 /// the exact answer is Redis's `GET`). The expiry is the one asked for, not
 /// necessarily the one Redis holds after the merge.

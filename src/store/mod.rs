@@ -363,6 +363,15 @@ pub trait RevocationStore: Send + Sync + 'static {
     async fn export_bindings(&self) -> Result<Vec<Binding>, StoreError> {
         Ok(Vec::new())
     }
+
+    /// Every live family rule and family membership, for an export (the
+    /// rules first; this default knows none). A membership is not a
+    /// revocation, but without it a migrated family rule could not reach
+    /// a token that joins later, nor a later revocation of the family its
+    /// earlier tokens (issue 18; `crate::admin::bulk`).
+    async fn export_families(&self) -> Result<(Vec<FamilyRule>, Vec<Member>), StoreError> {
+        Ok((Vec::new(), Vec::new()))
+    }
     /// Flushes whatever is buffered (journal) before shutdown.
     async fn flush(&self) -> Result<(), StoreError>;
 }

@@ -153,6 +153,26 @@ impl Keys {
         format!("{}*", glob_escape(&self.bind_prefix))
     }
 
+    /// The `SCAN MATCH` pattern of every family hash (export).
+    pub fn family_pattern(&self) -> String {
+        format!("{}*", glob_escape(&self.family_prefix))
+    }
+
+    /// The `SCAN MATCH` pattern of every family membership (export).
+    pub fn member_pattern(&self) -> String {
+        format!("{}*", glob_escape(&self.member_prefix))
+    }
+
+    /// The family a family hash's key names.
+    pub fn family_of(&self, key: &str) -> Option<Fingerprint> {
+        Fingerprint::from_hex(key.strip_prefix(&self.family_prefix)?)
+    }
+
+    /// The token a membership's key names.
+    pub fn member_of(&self, key: &str) -> Option<Fingerprint> {
+        Fingerprint::from_hex(key.strip_prefix(&self.member_prefix)?)
+    }
+
     /// The fingerprint a token rule's key names.
     pub fn token_of(&self, key: &str) -> Option<Fingerprint> {
         Fingerprint::from_hex(key.strip_prefix(&self.token_prefix)?)

@@ -564,6 +564,19 @@ impl Inner {
         for (i, cmd) in cmds.iter().enumerate() {
             match cmd {
                 RevocationCommand::Token(rule) => run.push((i, *rule)),
+                // This instance learns what the rule revoked from its
+                // script, as in `apply` (the batch's own command names
+                // no members).
+                RevocationCommand::Family(rule) => {
+                    let mut clamped = rule.clone();
+                    clamped.expires_at = clamped.expires_at.min(MAX_EXPIRES_AT);
+                    for t in &mut clamped.members {
+                        t.expires_at = t.expires_at.min(MAX_EXPIRES_AT);
+                    }
+                    let members = self.write_family(conn, &clamped, now).await?;
+                    changed[i] = !members.is_empty();
+                    self.apply_local(&family::expanded(rule, members));
+                }
                 other => changed[i] = self.write(conn, other, now).await?,
             }
         }
@@ -756,6 +769,10 @@ impl RevocationStore for RedisStore {
 
     async fn export_bindings(&self) -> Result<Vec<Binding>, StoreError> {
         list::bindings(&self.inner).await
+    }
+
+    async fn export_families(&self) -> Result<(Vec<super::FamilyRule>, Vec<Member>), StoreError> {
+        list::families(&self.inner).await
     }
 
     async fn apply_batch(&self, cmds: Vec<RevocationCommand>) -> Result<Vec<Applied>, StoreError> {

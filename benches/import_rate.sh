@@ -34,7 +34,9 @@ if [ "${SKIP_BUILD:-0}" != 1 ]; then
     log "cargo build --release"
     cargo build --release --quiet
 fi
-REVGATE="$ROOT/target/release/revgate"
+# REVGATE=path: another build (e.g. target/debug/revgate: Redis's own figures,
+# CPU per rule and commandstats, hold for a debug gateway too).
+REVGATE=${REVGATE:-"$ROOT/target/release/revgate"}
 WORK=$(mktemp -d /tmp/revgate-import.XXXXXX)
 PIDS=()
 cleanup() {

@@ -15,11 +15,14 @@
 //! instance enforces it (one confirmation per batch); an import over rules
 //! Redis already holds keeps the later expiry (in Redis's value and key
 //! expiry, and on a second instance), on one Redis and on a Redis Cluster,
-//! where each batch is one transaction in the deployment's slot; an import
+//! where each batch is written in the deployment's slot; an import
 //! queued in the outbox while Redis is away reaches it as batches (one
 //! event per 10,000 rules) when it returns on the same port; principal
 //! lines (`{"credential":..,"sub":..}`) are recorded as the principals API
-//! records them, with its errors; the admin token
+//! records them, with its errors; token families (their rules and
+//! memberships) come along in an export -> import, embedded and Redis; an
+//! expiry past Redis's `EXAT` range neither fails nor blocks the outbox;
+//! a batch's stream event follows every write of it (`MONITOR`); the admin token
 //! guards both endpoints; `builtin:ok` and
 //! `builtin:echo` answer as documented on the fast path and on hyper (h1
 //! and h2c), after the verdict, with no upstream listening anywhere; an
@@ -302,7 +305,7 @@ async fn the_endpoint_reports_each_bad_line_by_number_and_applies_the_rest() {
                 {"line": 8, "error": "fingerprint must be 32 hex characters"},
                 {"line": 10, "error": "revocation by jti is off: set tokens.revoke_by_jti = true on every instance"},
                 {"line": 11, "error": "scope.sub is required; scope.org and scope.provider, when given, must be non-empty"},
-                {"line": 12, "error": "unknown kind: token, scope and bind are imported"},
+                {"line": 12, "error": "unknown kind: token, scope, bind, family and join are imported"},
                 {"line": 13, "error": "a token must be non-empty visible ASCII"},
             ],
             "errors_truncated": false,
@@ -908,7 +911,7 @@ async fn an_import_over_rules_in_redis_keeps_the_later_expiry_on_every_instance(
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn on_a_redis_cluster_an_import_is_one_transaction_per_batch_in_the_deployment_slot() {
+async fn on_a_redis_cluster_an_import_writes_every_batch_in_the_deployment_slot() {
     redis_support::require_redis_server();
     let cluster = redis_support::RedisCluster::spawn(3);
     let up = Upstream::new().spawn().await;
@@ -1112,7 +1115,7 @@ async fn principal_lines_are_imported_as_the_principals_api_records_them() {
             "errors": [
                 {"line": 4, "error": "sub is required; org and provider, when given, must be non-empty"},
                 {"line": 5, "error": "credential must be non-empty visible ASCII"},
-                {"line": 6, "error": "family is not imported: record family members with POST /admin/v1/principals"},
+                {"line": 6, "error": "family is not imported on a principal line: give the membership as a {\"kind\":\"join\"} line (as the export writes it), or record it with POST /admin/v1/principals"},
                 {"line": 7, "error": r#"a principal line is {"credential","sub","org","provider","issued_at","expires_at"} alone"#},
                 {"line": 8, "error": "issued_at is after expires_at"},
                 {"line": 9, "error": "sub, org and provider are at most 256 bytes each"},
@@ -1154,4 +1157,297 @@ async fn principal_lines_are_imported_as_the_principals_api_records_them() {
     // Enforced: the scope rule revokes the bound credential, not the other.
     assert_revoked(&gw, &up, "opaque-p-1").await;
     assert_passes(&gw, &up, "opaque-p-2").await;
+}
+
+/// An expiry Redis cannot hold (`EXAT` takes at most ~9.2e15): an import
+/// line's `expires_at`, or an unverified JWT `exp` a client forged and then
+/// revoked. Redis refused the whole write (inside a `MULTI` it even applied
+/// the batch's other `SET`s and then failed), the batch went to the outbox,
+/// and every replay failed on it again: nothing revoked on that instance
+/// after it ever reached Redis or another instance. The store now records
+/// such a rule until `MAX_EXPIRES_AT` (year 9999).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expiry_past_redis_range_is_recorded_and_never_blocks_later_revocations() {
+    redis_support::require_redis_server();
+    let redis = RedisServer::spawn();
+    let up = Upstream::new().spawn().await;
+    let instance = || {
+        Gateway::new()
+            .upstream(&up.url)
+            .arg("--store")
+            .arg(&redis.url())
+            .toml(&format!(
+                "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"far\""
+            ))
+            .spawn()
+    };
+    let (a, b) = (instance(), instance());
+    ready(&a).await;
+    ready(&b).await;
+    let far: u64 = 100_000_000_000_000_000;
+    let fp_far = fingerprint_of(&a, "far-import").await;
+    let fp_next = fingerprint_of(&a, "far-next").await;
+    let v = import_rules(
+        &a,
+        "far.ndjson",
+        &[(&fp_far, far), (&fp_next, now() + 3_600)],
+    );
+    assert_eq!(
+        (&v["accepted"], &v["rejected"]),
+        (&json!(2), &json!(0)),
+        "{v}"
+    );
+    // The single path: a JWT whose (unverified) exp is past the range.
+    let forged = jwt(&json!({"sub": "far-user", "exp": far}));
+    let r = admin_revoke(&a, &forged).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = admin_revoke(&a, "far-after").await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // B learns every one of them from Redis.
+    wait_for(
+        "instance B has the revocation made after the far ones",
+        Duration::from_secs(10),
+        || async {
+            get_bearer(&format!("{}/data", b.url), "far-after")
+                .await
+                .status
+                == 401
+        },
+    )
+    .await;
+    for t in ["far-import", "far-next", forged.as_str(), "far-after"] {
+        assert_revoked(&b, &up, t).await;
+    }
+    let mut conn = redis.conn();
+    let held: u64 = redis::cmd("GET")
+        .arg(format!("{{far}}:tok:{fp_far}"))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(held, 253_402_300_799, "kept until the year 9999");
+    let url = format!("{}/metrics", a.admin_url);
+    assert!(
+        fetch(&url, &[])
+            .await
+            .text()
+            .lines()
+            .any(|l| l == "revgate_store_journal_backlog 0"),
+        "A's outbox is empty"
+    );
+}
+
+/// The order Redis executed an import's writes in, from `MONITOR`: the
+/// batch's stream event comes after every write of its rules, the merge of
+/// the rules that existed included. With the event inside the `MULTI` and
+/// the merge after it, another instance applied the event, could look the
+/// fingerprint up while an older rule had just expired and the merge had
+/// not run yet, and cache that "not revoked" (the event was behind it, so
+/// nothing dropped the answer) for `store.confirm_ttl` after the batch was
+/// acknowledged.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_batch_s_stream_event_follows_every_write_of_its_rules() {
+    redis_support::require_redis_server();
+    let redis = RedisServer::spawn();
+    let up = Upstream::new().spawn().await;
+    let a = Gateway::new()
+        .upstream(&up.url)
+        .arg("--store")
+        .arg(&redis.url())
+        .toml(&format!(
+            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"mon\""
+        ))
+        .spawn();
+    ready(&a).await;
+    let old = fingerprint_of(&a, "mon-old").await;
+    let new = fingerprint_of(&a, "mon-new").await;
+    let t1 = now() + 3_600;
+    import_rules(&a, "first.ndjson", &[(&old, t1)]);
+    let log = a.dir.join("monitor.txt");
+    let mut monitor = Command::new("redis-cli")
+        .args(["-p", &redis.port().to_string(), "monitor"])
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_for("MONITOR is on", Duration::from_secs(10), || {
+        let on = read().starts_with("OK");
+        async move { on }
+    })
+    .await;
+    let v = import_rules(&a, "second.ndjson", &[(&old, t1 + 3_600), (&new, t1)]);
+    assert_eq!(
+        (&v["accepted"], &v["changed"]),
+        (&json!(2), &json!(2)),
+        "{v}"
+    );
+    let xadd = |text: &str| {
+        text.lines()
+            .position(|l| l.contains("\"XADD\"") && l.contains("{mon}:events"))
+    };
+    wait_for("MONITOR shows the event", Duration::from_secs(10), || {
+        let seen = xadd(&read()).is_some();
+        async move { seen }
+    })
+    .await;
+    let _ = monitor.kill();
+    let _ = monitor.wait();
+    let text = read();
+    let event = xadd(&text).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    for fp in [&old, &new] {
+        let key = format!("{{mon}}:tok:{fp}");
+        let writes: Vec<usize> = (0..lines.len())
+            .filter(|&i| lines[i].contains(&key))
+            .collect();
+        assert!(
+            !writes.is_empty(),
+            "MONITOR shows no write of {key}:\n{text}"
+        );
+        assert!(
+            writes.iter().all(|&i| i < event),
+            "a write of {key} after the batch's event (line {event}):\n{text}"
+        );
+    }
+}
+
+/// Records `credential` in the token family named `family` (principals API).
+async fn join_family(gw: &RunningGateway, credential: &str, family: &str, refresh: bool) {
+    let token_type = if refresh {
+        "refresh_token"
+    } else {
+        "access_token"
+    };
+    let r = post_json(
+        &format!("{}/admin/v1/principals", gw.admin_url),
+        &json!({"credential": credential, "sub": "fam-user", "family": family, "token_type": token_type}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+}
+
+/// Export from `a` -> import into `b` (a fresh deployment, same
+/// fingerprint key): the family rules and memberships come along. On `a`:
+/// grant `g1` (access + refresh) revoked as a family, grant `g2` only
+/// recorded. On `b` after the import: `g1`'s tokens revoked (token rules,
+/// as before), a token that joins `g1` afterwards is revoked as it joins
+/// (the family rule came along; it passed before), and revoking `g2`'s
+/// refresh token's grant on `b` reaches `g2`'s access token (the
+/// memberships came along; it passed before).
+async fn families_survive_export_and_import(
+    a: &RunningGateway,
+    b: &RunningGateway,
+    up: &RunningUpstream,
+) {
+    join_family(a, "fam-g1-access", "g1", false).await;
+    join_family(a, "fam-g1-refresh", "g1", true).await;
+    join_family(a, "fam-g2-access", "g2", false).await;
+    join_family(a, "fam-g2-refresh", "g2", true).await;
+    let r = post_json(
+        &format!("{}/admin/v1/revocations", a.admin_url),
+        &json!({"token": "fam-g1-refresh", "family": true}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_revoked(a, up, "fam-g1-access").await;
+    assert_passes(a, up, "fam-g2-access").await;
+
+    let exported = a.dir.join("families.ndjson");
+    let (code, _, stderr) = admin_cli(
+        &a.admin_url,
+        &["export", "--file", exported.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    let text = std::fs::read_to_string(&exported).unwrap();
+    let lines: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let kind = |k: &str| lines.iter().filter(|v| v["kind"] == json!(k)).count();
+    // g1's grant rule; four memberships; g1's two tokens as token rules;
+    // four bindings.
+    assert_eq!(
+        (kind("family"), kind("join"), kind("token"), kind("bind")),
+        (1, 4, 2, 4),
+        "{text}"
+    );
+    let rule = lines.iter().find(|v| v["kind"] == json!("family")).unwrap();
+    assert!(rule.get("generation").is_none(), "a grant rule: {rule}");
+    assert!(rule["expires_at"].as_u64().unwrap() > now(), "{rule}");
+    for secret in ["fam-g1", "fam-g2", "\"g1\"", "\"g2\""] {
+        assert!(!text.contains(secret), "the export names {secret}");
+    }
+
+    assert_passes(b, up, "fam-g1-access").await;
+    let (code, v, stderr) = admin_cli(
+        &b.admin_url,
+        &["import", "--file", exported.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(
+        (&v["accepted"], &v["rejected"]),
+        (&json!(lines.len()), &json!(0)),
+        "{v}"
+    );
+    assert_revoked(b, up, "fam-g1-access").await;
+    assert_revoked(b, up, "fam-g1-refresh").await;
+    assert_passes(b, up, "fam-g2-access").await;
+    // The family rule: closed to a token that joins it later.
+    join_family(b, "fam-g1-late", "g1", false).await;
+    assert_revoked(b, up, "fam-g1-late").await;
+    // The memberships: a grant revoked after the move reaches its tokens.
+    let r = post_json(
+        &format!("{}/admin/v1/revocations", b.admin_url),
+        &json!({"token": "fam-g2-refresh", "family": true}),
+    )
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_revoked(b, up, "fam-g2-access").await;
+    assert_revoked(b, up, "fam-g2-refresh").await;
+    // Importing the same export again changes nothing.
+    let (_, v, _) = admin_cli(
+        &b.admin_url,
+        &["import", "--file", exported.to_str().unwrap()],
+        None,
+    );
+    assert_eq!(
+        (&v["accepted"], &v["rejected"]),
+        (&json!(lines.len()), &json!(0)),
+        "{v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_families_are_exported_and_imported_with_the_embedded_store() {
+    let up = Upstream::new().spawn().await;
+    let deployment = || {
+        Gateway::new()
+            .upstream(&up.url)
+            .toml(&format!("[tokens]\nfingerprint_key = \"{FP_KEY}\""))
+            .spawn()
+    };
+    let (a, b) = (deployment(), deployment());
+    families_survive_export_and_import(&a, &b, &up).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn token_families_are_exported_and_imported_with_redis() {
+    redis_support::require_redis_server();
+    let redis = RedisServer::spawn();
+    let up = Upstream::new().spawn().await;
+    let deployment = |prefix: &str| {
+        Gateway::new()
+            .upstream(&up.url)
+            .arg("--store")
+            .arg(&redis.url())
+            .toml(&format!(
+                "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"{prefix}\""
+            ))
+            .spawn()
+    };
+    let (a, b) = (deployment("fama"), deployment("famb"));
+    ready(&a).await;
+    ready(&b).await;
+    families_survive_export_and_import(&a, &b, &up).await;
 }

@@ -14,12 +14,22 @@
 //!   "provider":..}}` (revoked as of now), `{"jti":"..","iss":".."}`, or a
 //!   principal, `{"credential":"..","sub":"..","org":"..","provider":"..",
 //!   "issued_at":N,"expires_at":N}` (`POST /admin/v1/principals`'s body,
-//!   its bounds and defaults; `family`/`token_type` are not imported);
+//!   its bounds and defaults; its `family`/`token_type` are not taken on
+//!   this line: a membership is a `join` line, below);
 //! - what the export writes (a store command, by `kind`):
 //!   `{"kind":"token","fingerprint":"<32 hex>","expires_at":N}`,
 //!   `{"kind":"scope","sub":..,"org":..,"provider":..,"revoked_at":N,
 //!   "expires_at":N}`, `{"kind":"bind","fingerprint":..,"sub":..,
-//!   "issued_at":N,"expires_at":N}` (a `source` field is ignored).
+//!   "issued_at":N,"expires_at":N}`, a token family's rule
+//!   `{"kind":"family","family":"<32 hex>","generation":N,"revoked_at":N,
+//!   "expires_at":N}` (no `generation`: the whole grant; `revoked_at`
+//!   defaults to now) and a family membership `{"kind":"join",
+//!   "fingerprint":..,"family":..,"generation":N,"refresh":bool,
+//!   "expires_at":N,"superseded_at":N}` (`refresh` defaults to false,
+//!   `superseded_at` to 0): the store's own commands, as the stream
+//!   events and the principals API's view name families (by id, the
+//!   fingerprint-sized hex of `crate::store::family`) (a `source` field is
+//!   ignored).
 //!
 //! Blank lines are skipped (but counted in line numbers). Lines are applied
 //! in batches of [`BATCH`] with [`RevocationStore::apply_batch`]: durable
@@ -45,9 +55,22 @@
 //!
 //! Streamed NDJSON of every live rule, in the import's `kind` form: token
 //! rules (revocations by `jti` are token rules under their own fingerprint,
-//! so they are among them) with their `source`, scope rules, then bindings
-//! (on Redis, those written to Redis; one still in the outbox is exported
-//! once written). Never a raw token: the gateway has none. Another deployment that
+//! so they are among them) with their `source`, scope rules, bindings,
+//! then token families: their rules and their memberships (on Redis,
+//! those written to Redis; one still in the outbox is exported once
+//! written).
+//!
+//! Families: a family *rule* is a rule (it also revokes a token that joins
+//! the family later). A *membership* is not a revocation, but it is
+//! exported too: someone migrating expects a grant revoked before the move
+//! to stay closed to the tokens a refresh yields after it, and a grant
+//! revoked after the move (RFC 7009's refresh token, Nylas, a reused
+//! refresh token) to reach the tokens issued before it; both need the
+//! memberships on the new side, and the family ids are keyed with
+//! `tokens.fingerprint_key` as everything else here. The members a family
+//! rule already revoked are token rules as well (exported as such), so an
+//! import that takes the token lines only still enforces them. A rule's
+//! `revoked_at` is not kept by the stores: the export's is its own time. Never a raw token: the gateway has none. Another deployment that
 //! shares `tokens.fingerprint_key` enforces the same rules after importing
 //! it. Written through a small bounded channel, so a slow reader holds the
 //! export back instead of growing memory; a store error mid-way aborts the
@@ -63,8 +86,8 @@ use super::error;
 use crate::dialect::{RevokeIntent, RevokeMode};
 use crate::proxy::{Body, Caller, Gateway, Runtime, ScopeAdmission};
 use crate::store::{
-    now_unix, Applied, Binding, RevocationCommand, RevocationStore, ScopeKey, ScopeRule,
-    StoreError, TokenRule,
+    now_unix, Applied, Binding, FamilyRule, Member, RevocationCommand, RevocationStore, ScopeKey,
+    ScopeRule, StoreError, TokenRule,
 };
 use crate::verdict::json_response;
 
@@ -94,6 +117,9 @@ struct JsonLine {
     revoked_at: Option<u64>,
     issued_at: Option<u64>,
     expires_at: Option<u64>,
+    generation: Option<u32>,
+    refresh: Option<bool>,
+    superseded_at: Option<u64>,
     #[allow(dead_code)]
     source: Option<String>,
 }
@@ -290,7 +316,43 @@ async fn parse_line(
                 }),
             )
         }
-        Some(_) => Err("unknown kind: token, scope and bind are imported"),
+        Some("family") => {
+            let family = fingerprint(&j.family).map_err(|_| "family must be 32 hex characters")?;
+            let exp = j.expires_at.ok_or("a family rule needs expires_at")?;
+            let t = j.revoked_at.unwrap_or(now);
+            if t > now.saturating_add(rt.settings().lifetimes().clock_skew.as_secs()) {
+                return Err("revoked_at is in the future");
+            }
+            live(
+                exp,
+                RevocationCommand::Family(FamilyRule {
+                    family,
+                    generation: j.generation,
+                    revoked_at: t,
+                    expires_at: exp,
+                    members: Vec::new(),
+                }),
+            )
+        }
+        Some("join") => {
+            let fp = fingerprint(&j.fingerprint)?;
+            let family = fingerprint(&j.family).map_err(|_| "family must be 32 hex characters")?;
+            let (Some(generation), Some(exp)) = (j.generation, j.expires_at) else {
+                return Err("a family membership needs generation and expires_at");
+            };
+            live(
+                exp,
+                RevocationCommand::Join(Member {
+                    fingerprint: fp,
+                    family,
+                    generation,
+                    refresh: j.refresh.unwrap_or(false),
+                    expires_at: exp,
+                    superseded_at: j.superseded_at.unwrap_or(0),
+                }),
+            )
+        }
+        Some(_) => Err("unknown kind: token, scope, bind, family and join are imported"),
         None => {
             let given = usize::from(j.token.is_some())
                 + usize::from(j.scope.is_some())
@@ -303,6 +365,9 @@ async fn parse_line(
                 || j.issued_at.is_some()
                 || j.family.is_some()
                 || j.token_type.is_some()
+                || j.generation.is_some()
+                || j.refresh.is_some()
+                || j.superseded_at.is_some()
                 || (j.iss.is_some() && j.jti.is_none())
             {
                 return Err(
@@ -349,13 +414,18 @@ fn principal_command(rt: &Runtime, j: JsonLine) -> Result<Parsed, &'static str> 
         || j.iss.is_some()
         || j.fingerprint.is_some()
         || j.revoked_at.is_some()
+        || j.generation.is_some()
+        || j.refresh.is_some()
+        || j.superseded_at.is_some()
     {
         return Err(
             r#"a principal line is {"credential","sub","org","provider","issued_at","expires_at"} alone"#,
         );
     }
     if j.family.is_some() || j.token_type.is_some() {
-        return Err("family is not imported: record family members with POST /admin/v1/principals");
+        return Err(
+            r#"family is not imported on a principal line: give the membership as a {"kind":"join"} line (as the export writes it), or record it with POST /admin/v1/principals"#,
+        );
     }
     let credential = j.credential.unwrap_or_default();
     if credential.is_empty() || !credential.bytes().all(|b| (0x21..=0x7e).contains(&b)) {
@@ -668,6 +738,20 @@ async fn write_export(
         .map_err(|e| ExportError::Store(e.to_string()))?;
     for b in bindings {
         line(&mut out, &RevocationCommand::Bind(b), None);
+        if out.len() >= CHUNK {
+            flush(&mut out).await.map_err(|_| ExportError::Gone)?;
+        }
+    }
+    let (rules, members) = store
+        .export_families()
+        .await
+        .map_err(|e| ExportError::Store(e.to_string()))?;
+    let families = rules
+        .into_iter()
+        .map(RevocationCommand::Family)
+        .chain(members.into_iter().map(RevocationCommand::Join));
+    for cmd in families {
+        line(&mut out, &cmd, None);
         if out.len() >= CHUNK {
             flush(&mut out).await.map_err(|_| ExportError::Gone)?;
         }

@@ -529,6 +529,13 @@ impl RevocationStore for MemoryStore {
             .collect())
     }
 
+    async fn export_families(
+        &self,
+    ) -> Result<(Vec<super::FamilyRule>, Vec<super::Member>), StoreError> {
+        // The rules' `revoked_at` is not kept: the snapshot's is now.
+        Ok(self.families.snapshot(now_unix()))
+    }
+
     async fn export_tokens(
         &self,
         cursor: Option<&str>,

@@ -152,7 +152,37 @@ pub enum RevocationTarget {
     Binding(Fingerprint),
 }
 
+/// The latest expiry a store records: 9999-12-31T23:59:59Z. Redis's
+/// `EXAT` takes at most ~9.2e15 seconds and refuses the whole write beyond
+/// it, and an expiry comes from input nobody vouched for (an unverified
+/// JWT `exp`, an import line's `expires_at`), so the Redis store records a
+/// later one as this: revoked as good as forever, and never a write Redis
+/// refuses on every outbox replay (issue 18 review).
+pub const MAX_EXPIRES_AT: u64 = 253_402_300_799;
+
 impl RevocationCommand {
+    /// The command with every expiry in it at most [`MAX_EXPIRES_AT`].
+    pub fn clamped(&self) -> RevocationCommand {
+        let c = |t: &mut u64| *t = (*t).min(MAX_EXPIRES_AT);
+        let mut cmd = self.clone();
+        match &mut cmd {
+            RevocationCommand::Token(t) => c(&mut t.expires_at),
+            RevocationCommand::Scope(s) => c(&mut s.expires_at),
+            RevocationCommand::Bind(b) => c(&mut b.expires_at),
+            RevocationCommand::Join(m) => c(&mut m.expires_at),
+            RevocationCommand::Family(f) => {
+                c(&mut f.expires_at);
+                f.members.iter_mut().for_each(|t| c(&mut t.expires_at));
+            }
+            RevocationCommand::FamilyOf(f) => {
+                c(&mut f.expires_at);
+                c(&mut f.token.expires_at);
+            }
+            RevocationCommand::Remove(_) => {}
+        }
+        cmd
+    }
+
     /// Unix seconds after which the command no longer matters (for
     /// compaction); `None` for removals, which matter until compaction.
     pub fn expires_at(&self) -> Option<u64> {
@@ -332,6 +362,15 @@ pub trait RevocationStore: Send + Sync + 'static {
     /// this default knows none).
     async fn export_bindings(&self) -> Result<Vec<Binding>, StoreError> {
         Ok(Vec::new())
+    }
+
+    /// Every live family rule and family membership, for an export (the
+    /// rules first; this default knows none). A membership is not a
+    /// revocation, but without it a migrated family rule could not reach
+    /// a token that joins later, nor a later revocation of the family its
+    /// earlier tokens (issue 18; `crate::admin::bulk`).
+    async fn export_families(&self) -> Result<(Vec<FamilyRule>, Vec<Member>), StoreError> {
+        Ok((Vec::new(), Vec::new()))
     }
     /// Flushes whatever is buffered (journal) before shutdown.
     async fn flush(&self) -> Result<(), StoreError>;

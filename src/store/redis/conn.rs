@@ -9,11 +9,12 @@
 //! that slot's node (`SCAN`, `DBSIZE`, `INFO`, `WAIT`, `WAITAOF`) are sent
 //! to the master of that slot through the client's own routing
 //! ([`ClusterConnection::route_command`]) rather than to a random node or
-//! every master (the client's defaults for them). Pipelines, atomic ones
-//! (`MULTI`/`EXEC`, the bulk import's batches) among them, go whole to that
-//! same master ([`ClusterConnection::route_pipeline`]): the cluster client
-//! hands a pipeline to one node's connection as it is, so a transaction
-//! stays one transaction (its keys all in the one slot).
+//! every master (the client's defaults for them). Pipelines (the bulk
+//! import's batches) go whole to that same master
+//! ([`ClusterConnection::route_pipeline`]): the cluster client hands a
+//! pipeline to one node's connection as it is, so its commands run in the
+//! order sent (and an atomic one would stay one transaction: its keys are
+//! all in the one slot).
 //!
 //! [`ClusterConnection::route_pipeline`]: ::redis::cluster_async::ClusterConnection::route_pipeline
 //! [`ClusterConnection::route_command`]: ::redis::cluster_async::ClusterConnection::route_command

@@ -231,7 +231,7 @@ impl Inner {
 }
 
 /// A `fmem` value (see the module doc).
-fn parse_member(fp: &Fingerprint, v: &str) -> Option<Member> {
+pub(super) fn parse_member(fp: &Fingerprint, v: &str) -> Option<Member> {
     let mut it = v.split(' ');
     let m = Member {
         fingerprint: *fp,

@@ -40,11 +40,12 @@
 //!
 //! The bulk import's batches are the exception, for speed: a script's
 //! per-call overhead was ~10 µs of Redis's single thread per rule (issue
-//! 18), so a batch of token rules is a `MULTI` of native `SET NX EXAT`s and
-//! the batch's one `XADD` (just as atomic: the rules and their event land
-//! together), and only the keys whose `SET NX` found a rule go through a
-//! merge script ([`TOKEN_MERGE_LUA`], later expiry wins) afterwards. The
-//! batch is acknowledged only after both.
+//! 18), so a batch of token rules is a pipeline of native `SET NX EXAT`s,
+//! then, only for the keys whose `SET NX` found a rule, a merge script
+//! ([`TOKEN_MERGE_LUA`], later expiry wins), then the batch's one `XADD`:
+//! not atomic, but in order, so the event exists only once every rule it
+//! names is written (`mod.rs`, `write_token_batch`). The batch is
+//! acknowledged only after all three.
 
 use std::fmt;
 
@@ -90,8 +91,23 @@ impl Keys {
     pub fn token(&self, fp: &Fingerprint) -> String {
         let mut k = String::with_capacity(self.token_prefix.len() + 32);
         k.push_str(&self.token_prefix);
-        k.push_str(&fp.to_hex());
+        let hex = hex32(fp);
+        // Hex digits are ASCII.
+        k.push_str(std::str::from_utf8(&hex).unwrap_or_default());
         k
+    }
+
+    /// [`Keys::token`] written into `buf` (cleared first): no allocation
+    /// once `buf` has room (a bulk import's batch builds 10,000 of them).
+    pub fn token_into(&self, fp: &Fingerprint, buf: &mut Vec<u8>) {
+        buf.clear();
+        buf.extend_from_slice(self.token_prefix.as_bytes());
+        buf.extend_from_slice(&hex32(fp));
+    }
+
+    /// Bytes of a token rule's key.
+    pub fn token_len(&self) -> usize {
+        self.token_prefix.len() + 32
     }
 
     /// The key of a derived token rule (see the module doc).
@@ -150,6 +166,26 @@ impl Keys {
     /// The `SCAN MATCH` pattern of every binding (export).
     pub fn binding_pattern(&self) -> String {
         format!("{}*", glob_escape(&self.bind_prefix))
+    }
+
+    /// The `SCAN MATCH` pattern of every family hash (export).
+    pub fn family_pattern(&self) -> String {
+        format!("{}*", glob_escape(&self.family_prefix))
+    }
+
+    /// The `SCAN MATCH` pattern of every family membership (export).
+    pub fn member_pattern(&self) -> String {
+        format!("{}*", glob_escape(&self.member_prefix))
+    }
+
+    /// The family a family hash's key names.
+    pub fn family_of(&self, key: &str) -> Option<Fingerprint> {
+        Fingerprint::from_hex(key.strip_prefix(&self.family_prefix)?)
+    }
+
+    /// The token a membership's key names.
+    pub fn member_of(&self, key: &str) -> Option<Fingerprint> {
+        Fingerprint::from_hex(key.strip_prefix(&self.member_prefix)?)
     }
 
     /// The fingerprint a token rule's key names.
@@ -217,6 +253,14 @@ pub enum KeyKind {
     Scope,
     /// The stream, the snapshot, or something this version does not know.
     Other,
+}
+
+/// A fingerprint's 32 hex characters, on the stack.
+fn hex32(fp: &Fingerprint) -> [u8; 32] {
+    let mut out = [0u8; 32];
+    // 16 bytes always fit 32 hex characters.
+    let _ = hex::encode_to_slice(fp.as_bytes(), &mut out);
+    out
 }
 
 /// Escapes Redis glob metacharacters.
@@ -343,8 +387,8 @@ return n
 /// written (its `SET NX` found them). ARGV: now, then their expiries.
 /// The merge step of the batch path (`mod.rs`, `write_token_batch`): each
 /// rule merges as in `TOKEN_LUA`, the later expiry wins. No stream event:
-/// the batch's one event, written with the rules, named these
-/// fingerprints already (an instance keeps no token expiry, only the
+/// the batch's one event, written after this step, names these
+/// fingerprints (an instance keeps no token expiry, only the
 /// bloom filter and the exact lookup). Returns one 0/1 per key: written
 /// or not needed.
 const TOKEN_MERGE_LUA: &str = r#"
@@ -370,8 +414,7 @@ return changed
 /// (one command's JSON, every event before issue 18) or `tb`; a build that
 /// predates `tb` skips such an event with a warning (upgrade every instance
 /// before importing in bulk). A `tb` event names every rule of its batch,
-/// new or already in Redis (it is written with them, before Redis says
-/// which were new): to an instance it means "these fingerprints are revoked
+/// new or already in Redis (written after them and their merge): to an instance it means "these fingerprints are revoked
 /// in Redis now", which is all it keeps of a token rule (its bloom filter;
 /// the exact answer is Redis's `GET`). The expiry is the one asked for, not
 /// necessarily the one Redis holds after the merge.
@@ -416,6 +459,10 @@ mod tests {
         let k = Keys::new("prod");
         let fp = Fingerprint::from_bytes([0xab; 16]);
         assert_eq!(k.token(&fp), format!("{{prod}}:tok:{}", "ab".repeat(16)));
+        let mut buf = b"old".to_vec();
+        k.token_into(&fp, &mut buf);
+        assert_eq!(buf, k.token(&fp).into_bytes());
+        assert_eq!(k.token_len(), buf.len());
         assert_eq!(k.stream(), "{prod}:events");
         let scope = k.scope(&ScopeKey {
             sub: "alice {evil}*".into(),

@@ -13,7 +13,9 @@ use ::redis::RedisError;
 
 use super::link::is_fatal;
 use super::Inner;
-use crate::store::{now_unix, Binding, ListError, ListedToken, StoreError, TokenPage};
+use crate::store::{
+    now_unix, Binding, FamilyRule, ListError, ListedToken, Member, StoreError, TokenPage,
+};
 
 pub(super) async fn tokens(
     inner: &Inner,
@@ -133,4 +135,100 @@ pub(super) async fn bindings(inner: &Inner) -> Result<Vec<Binding>, StoreError> 
     out.sort_by_key(|b| b.fingerprint);
     out.dedup_by_key(|b| b.fingerprint);
     Ok(out)
+}
+
+/// Every live family rule and membership in Redis, for an export: a whole
+/// `SCAN` of the family hashes (their `rev` / `rev:<generation>` fields,
+/// `HGETALL` pipelined per page) and of the memberships (`MGET`). Redis
+/// keeps no rule's `revoked_at`: the export's is now (it only dates the
+/// event). Those still in the outbox are exported once written.
+pub(super) async fn families(inner: &Inner) -> Result<(Vec<FamilyRule>, Vec<Member>), StoreError> {
+    let Some(mut conn) = inner.link.conn() else {
+        return Err(StoreError::Redis("redis is not connected".into()));
+    };
+    let fail = |e: RedisError| {
+        if is_fatal(&e) {
+            inner.note_lost(&e);
+        }
+        StoreError::Redis(e.to_string())
+    };
+    let now = now_unix();
+    let mut rules = Vec::new();
+    let mut members = Vec::new();
+    for pattern in [inner.keys.family_pattern(), inner.keys.member_pattern()] {
+        let families = pattern == inner.keys.family_pattern();
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<String>) = ::redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(&pattern)
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut conn)
+                .await
+                .map_err(fail)?;
+            if !keys.is_empty() && families {
+                let mut pipe = ::redis::pipe();
+                for k in &keys {
+                    pipe.cmd("HGETALL").arg(k);
+                }
+                let hashes: Vec<std::collections::HashMap<String, String>> =
+                    pipe.query_async(&mut conn).await.map_err(fail)?;
+                for (key, fields) in keys.iter().zip(hashes) {
+                    let Some(family) = inner.keys.family_of(key) else {
+                        continue;
+                    };
+                    for (field, value) in fields {
+                        let generation = match field.strip_prefix("rev") {
+                            Some("") => None,
+                            Some(g) => match g.strip_prefix(':').and_then(|g| g.parse().ok()) {
+                                Some(g) => Some(g),
+                                None => continue,
+                            },
+                            None => continue,
+                        };
+                        let Ok(expires_at) = value.parse::<u64>() else {
+                            continue;
+                        };
+                        if expires_at > now {
+                            rules.push(FamilyRule {
+                                family,
+                                generation,
+                                revoked_at: now,
+                                expires_at,
+                                members: Vec::new(),
+                            });
+                        }
+                    }
+                }
+            } else if !keys.is_empty() {
+                let values: Vec<Option<String>> = ::redis::cmd("MGET")
+                    .arg(&keys)
+                    .query_async(&mut conn)
+                    .await
+                    .map_err(fail)?;
+                for (key, value) in keys.iter().zip(values) {
+                    let (Some(fp), Some(v)) = (inner.keys.member_of(key), value) else {
+                        continue;
+                    };
+                    if let Some(m) = super::family::parse_member(&fp, &v) {
+                        if m.expires_at > now {
+                            members.push(m);
+                        }
+                    }
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    // SCAN may return a key twice.
+    rules.sort_by_key(|r| (r.family, r.generation));
+    rules.dedup_by_key(|r| (r.family, r.generation));
+    members.sort_by_key(|m| m.fingerprint);
+    members.dedup_by_key(|m| m.fingerprint);
+    Ok((rules, members))
 }

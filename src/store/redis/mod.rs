@@ -30,15 +30,20 @@
 //!   stream was trimmed past it (or went backwards: a fail-over that lost
 //!   writes, a Redis that restarted empty), in which case it resyncs fully.
 //! * **Bulk** (`apply_batch`, the admin import's batches): the token rules
-//!   of a batch go in one atomic pipeline, `MULTI`, a native `SET NX EXAT`
-//!   per rule and ONE stream event naming every rule of the batch (field
-//!   `tb`: 24 bytes per rule, binary; every other event keeps its `c`
-//!   JSON, which every build reads), `EXEC`; then only the rules whose
-//!   `SET NX` found one already go through a merge script (`keys.rs`,
-//!   `TOKEN_MERGE_LUA`: the later expiry wins, as a single write merges).
-//!   Other commands are written one by one; `WAIT`/confirmation runs once
-//!   for the batch, after the merge. With Redis away the whole batch goes
-//!   to the outbox with one fsync, and is replayed as batches.
+//!   of a batch go in one pipeline of native `SET NX EXAT`s (no `MULTI`,
+//!   no script), then only the rules whose `SET NX` found one already go
+//!   through a merge script (`keys.rs`, `TOKEN_MERGE_LUA`: the later
+//!   expiry wins, as a single write merges), then ONE stream event naming
+//!   every rule of the batch (field `tb`: 24 bytes per rule, binary; every
+//!   other event keeps its `c` JSON, which every build reads): the event
+//!   after every write it announces (see `write_token_batch` for why no
+//!   transaction). Other commands are written one by one; `WAIT`/
+//!   confirmation runs once for the batch, at the end. With Redis away the
+//!   whole batch goes to the outbox with one fsync, and is replayed as
+//!   batches.
+//! * **Expiries** past `MAX_EXPIRES_AT` (year 9999; `EXAT` refuses more
+//!   than ~9.2e15) are written as it, so no input (an unverified JWT
+//!   `exp`, an import line) makes a write Redis refuses on every replay.
 //! * **Start-up**: from the snapshot when there is a usable one, else by
 //!   scanning; [`StoreStatus::ready`] is false until then, and tailing
 //!   starts from the id the load used, so nothing falls in between.
@@ -133,7 +138,7 @@ use self::lookup::{Confirmed, MAX_CONFIRMED};
 use super::journal::Journal;
 use super::{
     now_unix, Applied, Binding, CheckMode, LocalCache, Member, RevocationCommand, RevocationStore,
-    RevocationTarget, StoreError, StoreStatus,
+    RevocationTarget, StoreError, StoreStatus, MAX_EXPIRES_AT,
 };
 use crate::config::{Consistency, StaleAction, StoreConfig};
 use crate::credentials::Fingerprint;
@@ -364,6 +369,10 @@ impl Inner {
         cmd: &RevocationCommand,
         now: u64,
     ) -> Result<bool, RedisError> {
+        // An expiry past what `EXAT` takes would fail this write on every
+        // outbox replay, and every write queued behind it with it.
+        let clamped = cmd.clamped();
+        let cmd = &clamped;
         let maxlen = self.cfg.stream_maxlen;
         let n: i64 = match cmd {
             RevocationCommand::Token(rule) => {
@@ -421,22 +430,36 @@ impl Inner {
         Ok(n > 0)
     }
 
-    /// Writes a bulk import's token rules: one atomic pipeline (`MULTI`,
-    /// a `SET <key> <exp> NX EXAT <exp>` per rule, the batch's ONE stream
-    /// event naming every rule, `EXEC`), then, only for the keys whose
-    /// `SET NX` found a rule already, the merge script (later expiry wins,
-    /// as [`Inner::write`] merges). Returns, per rule, whether Redis
+    /// Writes a bulk import's token rules in three steps, each one round
+    /// trip: a pipeline of `SET <key> <exp> NX EXAT <exp>` per rule; for
+    /// the keys whose `SET NX` found a rule already, the merge script
+    /// (later expiry wins, as [`Inner::write`] merges); then the batch's
+    /// ONE stream event naming every rule. Returns, per rule, whether Redis
     /// changed.
     ///
-    /// Native commands instead of one script for the batch: the script
-    /// cost ~10 µs of Redis's thread per rule (call overhead, argument
-    /// tables), the pipeline ~2 (issue 18, `BENCHMARKS.md`). The event is
-    /// written with the rules, so it names them all, new or not: an
-    /// instance only adds them to its bloom filter (and drops their
-    /// confirmed answers), which is right for both. Between the `EXEC` and
-    /// the merge, an existing rule keeps its (earlier or later) expiry and
-    /// is still a rule: nothing passes that should not, and the batch is
-    /// acknowledged only after the merge.
+    /// The event comes last, after every write of the batch, the merge
+    /// included: an instance that applies it and then looks a fingerprint
+    /// up reads the rule as it stays. With the event inside a `MULTI` and
+    /// the merge after it (the first version), an older rule that expired
+    /// between the two was read as "not revoked" and that answer cached
+    /// (no event after it to drop it) past the batch's acknowledgement
+    /// (`tests/bulk.rs`, `an_import_batch_s_stream_event_follows_*`).
+    ///
+    /// No `MULTI`: it bought nothing here. A transaction does not roll
+    /// back a command that fails when run (an `EXAT` out of range failed
+    /// alone and the rest of the batch, event included, was applied), and
+    /// it costs Redis a queued copy and a `QUEUED` reply per command (~9 %
+    /// of its CPU per rule, `BENCHMARKS.md`). What atomicity gave, the
+    /// order gives: Redis runs one connection's commands in order, so when
+    /// the event exists every rule it names is written. If the batch fails
+    /// part-way, it is not acknowledged; it goes whole to the outbox and
+    /// is replayed (every write merges; the replay writes the event). Only
+    /// a gateway killed between the writes and the event leaves rules in
+    /// Redis that no event announced: never acknowledged (the importer
+    /// retries, which writes the event), enforced by every lookup, and in
+    /// every instance's filter from its next rebuild or load.
+    ///
+    /// Expiries past [`MAX_EXPIRES_AT`] are recorded as it (`EXAT`'s range).
     async fn write_token_batch(
         &self,
         conn: &mut Conn,
@@ -446,34 +469,38 @@ impl Inner {
         let mut changed = vec![false; rules.len()];
         // An expired rule is nothing to write (as in `TOKEN_LUA`); `SET`
         // with an `EXAT` in the past would delete the key.
-        let live: Vec<usize> = (0..rules.len())
-            .filter(|&i| rules[i].expires_at > now)
+        let live: Vec<(usize, super::TokenRule)> = rules
+            .iter()
+            .enumerate()
+            .filter(|(_, r)| r.expires_at > now)
+            .map(|(i, r)| {
+                (
+                    i,
+                    super::TokenRule {
+                        fingerprint: r.fingerprint,
+                        expires_at: r.expires_at.min(MAX_EXPIRES_AT),
+                    },
+                )
+            })
             .collect();
         if live.is_empty() {
             return Ok(changed);
         }
-        let mut blob = Vec::with_capacity(live.len() * keys::TOKEN_BATCH_RECORD);
-        let mut pipe = ::redis::pipe();
-        pipe.atomic();
-        for r in live.iter().map(|&i| &rules[i]) {
-            blob.extend_from_slice(r.fingerprint.as_bytes());
-            blob.extend_from_slice(&r.expires_at.to_le_bytes());
-            pipe.cmd("SET")
-                .arg(self.keys.token(&r.fingerprint))
+        // Sized up front: two allocations per command (its argument
+        // table and bytes) instead of a dozen regrowths and a key string.
+        let mut pipe = ::redis::Pipeline::with_capacity(live.len());
+        let mut key = Vec::with_capacity(self.keys.token_len());
+        for (_, r) in &live {
+            self.keys.token_into(&r.fingerprint, &mut key);
+            let mut set = ::redis::Cmd::with_capacity(6, key.len() + 2 * 20 + 9);
+            set.arg("SET")
+                .arg(&key[..])
                 .arg(r.expires_at)
                 .arg("NX")
                 .arg("EXAT")
                 .arg(r.expires_at);
+            pipe.add_command(set);
         }
-        pipe.cmd("XADD")
-            .arg(self.keys.stream())
-            .arg("MAXLEN")
-            .arg("~")
-            .arg(self.cfg.stream_maxlen)
-            .arg("*")
-            .arg("tb")
-            .arg(blob)
-            .ignore();
         let set: Vec<Value> = pipe.query_async(conn).await?;
         if set.len() != live.len() {
             return Err(RedisError::from((
@@ -483,9 +510,9 @@ impl Inner {
             )));
         }
         let mut existing = Vec::new();
-        for (&i, v) in live.iter().zip(&set) {
+        for (&(i, r), v) in live.iter().zip(&set) {
             match v {
-                Value::Nil => existing.push(i),
+                Value::Nil => existing.push((i, r)),
                 Value::Okay => changed[i] = true,
                 Value::SimpleString(s) if s == "OK" => changed[i] = true,
                 other => {
@@ -499,18 +526,33 @@ impl Inner {
         }
         for chunk in existing.chunks(TOKEN_BATCH_MAX) {
             let mut inv = self.scripts.token_merge.prepare_invoke();
-            for &i in chunk {
-                inv.key(self.keys.token(&rules[i].fingerprint));
+            for (_, r) in chunk {
+                inv.key(self.keys.token(&r.fingerprint));
             }
             inv.arg(now);
-            for &i in chunk {
-                inv.arg(rules[i].expires_at);
+            for (_, r) in chunk {
+                inv.arg(r.expires_at);
             }
             let flags: Vec<i64> = inv.invoke_async(conn).await?;
-            for (&i, f) in chunk.iter().zip(flags) {
-                changed[i] = f > 0;
+            for ((i, _), f) in chunk.iter().zip(flags) {
+                changed[*i] = f > 0;
             }
         }
+        let mut blob = Vec::with_capacity(live.len() * keys::TOKEN_BATCH_RECORD);
+        for (_, r) in &live {
+            blob.extend_from_slice(r.fingerprint.as_bytes());
+            blob.extend_from_slice(&r.expires_at.to_le_bytes());
+        }
+        let _: Value = ::redis::cmd("XADD")
+            .arg(self.keys.stream())
+            .arg("MAXLEN")
+            .arg("~")
+            .arg(self.cfg.stream_maxlen)
+            .arg("*")
+            .arg("tb")
+            .arg(blob)
+            .query_async(conn)
+            .await?;
         Ok(changed)
     }
 
@@ -528,6 +570,19 @@ impl Inner {
         for (i, cmd) in cmds.iter().enumerate() {
             match cmd {
                 RevocationCommand::Token(rule) => run.push((i, *rule)),
+                // This instance learns what the rule revoked from its
+                // script, as in `apply` (the batch's own command names
+                // no members).
+                RevocationCommand::Family(rule) => {
+                    let mut clamped = rule.clone();
+                    clamped.expires_at = clamped.expires_at.min(MAX_EXPIRES_AT);
+                    for t in &mut clamped.members {
+                        t.expires_at = t.expires_at.min(MAX_EXPIRES_AT);
+                    }
+                    let members = self.write_family(conn, &clamped, now).await?;
+                    changed[i] = !members.is_empty();
+                    self.apply_local(&family::expanded(rule, members));
+                }
                 other => changed[i] = self.write(conn, other, now).await?,
             }
         }
@@ -720,6 +775,10 @@ impl RevocationStore for RedisStore {
 
     async fn export_bindings(&self) -> Result<Vec<Binding>, StoreError> {
         list::bindings(&self.inner).await
+    }
+
+    async fn export_families(&self) -> Result<(Vec<super::FamilyRule>, Vec<Member>), StoreError> {
+        list::families(&self.inner).await
     }
 
     async fn apply_batch(&self, cmds: Vec<RevocationCommand>) -> Result<Vec<Applied>, StoreError> {

@@ -366,6 +366,7 @@ pub(super) async fn install_scopes(
 ) {
     let ob = inner.outbox.lock().await;
     inner.cache.replace_scopes(scopes);
+    metrics::counter!("revgate_redis_events_total").increment(later.len() as u64);
     for c in later {
         apply_command(inner, c);
     }

@@ -24,9 +24,13 @@ pub(super) async fn xread(
 
 /// Applies one stream event to the local cache.
 pub(super) fn apply_event(inner: &Inner, fields: &std::collections::HashMap<String, Value>) {
-    for cmd in decode_event(fields) {
-        apply_command(inner, &cmd);
+    let cmds = decode_event(fields);
+    for cmd in &cmds {
+        apply_command(inner, cmd);
     }
+    // Once per event, not per command: a batch event's 10,000 rules each
+    // looked the counter up in the recorder (2 % of a bulk import's CPU).
+    metrics::counter!("revgate_redis_events_total").increment(cmds.len() as u64);
 }
 
 /// The commands an event carries: one (`c`, a command's JSON), or a bulk
@@ -88,7 +92,6 @@ pub(super) fn apply_command(inner: &Inner, cmd: &RevocationCommand) {
         }
         _ => {}
     }
-    metrics::counter!("revgate_redis_events_total").increment(1);
     inner.apply_local(cmd);
 }
 
@@ -137,7 +140,9 @@ pub(super) async fn catch_up(
         for key in reply.keys {
             for entry in key.ids {
                 n += 1;
-                for c in decode_event(&entry.map) {
+                let cmds = decode_event(&entry.map);
+                metrics::counter!("revgate_redis_events_total").increment(cmds.len() as u64);
+                for c in cmds {
                     let scope = matches!(
                         c,
                         RevocationCommand::Scope(_)

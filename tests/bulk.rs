@@ -324,6 +324,86 @@ async fn the_endpoint_reports_each_bad_line_by_number_and_applies_the_rest() {
     assert_passes(&gw, &up, "good-token-6").await;
 }
 
+/// Every way a `family` or `join` line (the export's family forms) can be
+/// wrong is reported with its number and a reason, and the good lines of
+/// the same body still apply.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_family_and_join_lines_are_reported_by_number() {
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new().upstream(&up.url).spawn();
+    let fam = "00112233445566778899aabbccddeeff";
+    let fp = "ffeeddccbbaa99887766554433221100";
+    let far = 9_999_999_999u64;
+    let lines = [
+        format!(r#"{{"kind":"family","family":"nothex","expires_at":{far}}}"#), // 1
+        format!(r#"{{"kind":"family","family":"{fam}"}}"#),                     // 2
+        format!(r#"{{"kind":"family","family":"{fam}","revoked_at":{far},"expires_at":{far}}}"#), // 3
+        format!(
+            r#"{{"kind":"join","fingerprint":"{fp}","family":"short","generation":0,"expires_at":{far}}}"#
+        ), // 4
+        format!(
+            r#"{{"kind":"join","fingerprint":"xyz","family":"{fam}","generation":0,"expires_at":{far}}}"#
+        ), // 5
+        format!(r#"{{"kind":"join","fingerprint":"{fp}","family":"{fam}","expires_at":{far}}}"#), // 6
+        format!(
+            r#"{{"kind":"join","fingerprint":"{fp}","family":"{fam}","generation":"one","expires_at":{far}}}"#
+        ), // 7
+        format!(r#"{{"credential":"cred-1","sub":"u-1","family":"grant-1"}}"#), // 8
+        "family-good-token".to_owned(),                                         // 9
+    ];
+    let body = lines.join("\n");
+    let r = send(call(
+        "POST",
+        &format!("{}/admin/v1/revocations/import", gw.admin_url),
+        &[("content-type", "application/x-ndjson")],
+        body.as_bytes(),
+    ))
+    .await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        (&v["lines"], &v["accepted"], &v["rejected"]),
+        (&json!(9), &json!(1), &json!(8)),
+        "{v}"
+    );
+    let errors: Vec<(u64, String)> = v["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            (
+                e["line"].as_u64().unwrap(),
+                e["error"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    let want = [
+        (1, "family must be 32 hex characters"),
+        (2, "a family rule needs expires_at"),
+        (3, "revoked_at is in the future"),
+        (4, "family must be 32 hex characters"),
+        (5, "fingerprint must be 32 hex characters"),
+        (6, "a family membership needs generation and expires_at"),
+        (
+            7,
+            "unknown field or wrong type: see the import's line forms",
+        ),
+    ];
+    for (line, error) in want {
+        assert!(
+            errors.iter().any(|(l, e)| *l == line && e == error),
+            "line {line}: want {error:?} in {errors:?}"
+        );
+    }
+    assert!(
+        errors
+            .iter()
+            .any(|(l, e)| *l == 8 && e.contains(r#"{"kind":"join"}"#)),
+        "line 8 points to join lines: {errors:?}"
+    );
+    assert_revoked(&gw, &up, "family-good-token").await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_kill_9_during_an_import_loses_nothing_the_summary_counted() {
     let up = Upstream::new().spawn().await;

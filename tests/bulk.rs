@@ -348,7 +348,7 @@ async fn bad_family_and_join_lines_are_reported_by_number() {
         format!(
             r#"{{"kind":"join","fingerprint":"{fp}","family":"{fam}","generation":"one","expires_at":{far}}}"#
         ), // 7
-        format!(r#"{{"credential":"cred-1","sub":"u-1","family":"grant-1"}}"#), // 8
+        r#"{"credential":"cred-1","sub":"u-1","family":"grant-1"}"#.to_owned(), // 8
         "family-good-token".to_owned(),                                         // 9
     ];
     let body = lines.join("\n");

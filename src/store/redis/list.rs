@@ -17,6 +17,22 @@ use crate::store::{
     now_unix, Binding, FamilyRule, ListError, ListedToken, Member, StoreError, TokenPage,
 };
 
+/// A connection for a listing, or why there is none.
+fn conn(inner: &Inner) -> Result<super::conn::Conn, StoreError> {
+    inner
+        .link
+        .conn()
+        .ok_or_else(|| StoreError::Redis("redis is not connected".into()))
+}
+
+/// A listing's Redis error as a store error, noting a lost link first.
+fn failed(inner: &Inner, e: RedisError) -> StoreError {
+    if is_fatal(&e) {
+        inner.note_lost(&e);
+    }
+    StoreError::Redis(e.to_string())
+}
+
 pub(super) async fn tokens(
     inner: &Inner,
     cursor: Option<&str>,
@@ -42,15 +58,8 @@ pub(super) async fn tokens(
             }
         }
     }
-    let Some(mut conn) = inner.link.conn() else {
-        return Err(StoreError::Redis("redis is not connected".into()).into());
-    };
-    let fail = |e: RedisError| {
-        if is_fatal(&e) {
-            inner.note_lost(&e);
-        }
-        ListError::Store(StoreError::Redis(e.to_string()))
-    };
+    let mut conn = conn(inner)?;
+    let fail = |e: RedisError| ListError::Store(failed(inner, e));
     let (next, keys): (u64, Vec<String>) = ::redis::cmd("SCAN")
         .arg(from)
         .arg("MATCH")
@@ -90,15 +99,8 @@ pub(super) async fn tokens(
 /// binding keys, values by `MGET`. Bindings still in the outbox are not
 /// among them (exported once written).
 pub(super) async fn bindings(inner: &Inner) -> Result<Vec<Binding>, StoreError> {
-    let Some(mut conn) = inner.link.conn() else {
-        return Err(StoreError::Redis("redis is not connected".into()));
-    };
-    let fail = |e: RedisError| {
-        if is_fatal(&e) {
-            inner.note_lost(&e);
-        }
-        StoreError::Redis(e.to_string())
-    };
+    let mut conn = conn(inner)?;
+    let fail = |e: RedisError| failed(inner, e);
     let now = now_unix();
     let mut out = Vec::new();
     let mut cursor = 0u64;
@@ -143,15 +145,8 @@ pub(super) async fn bindings(inner: &Inner) -> Result<Vec<Binding>, StoreError> 
 /// keeps no rule's `revoked_at`: the export's is now (it only dates the
 /// event). Those still in the outbox are exported once written.
 pub(super) async fn families(inner: &Inner) -> Result<(Vec<FamilyRule>, Vec<Member>), StoreError> {
-    let Some(mut conn) = inner.link.conn() else {
-        return Err(StoreError::Redis("redis is not connected".into()));
-    };
-    let fail = |e: RedisError| {
-        if is_fatal(&e) {
-            inner.note_lost(&e);
-        }
-        StoreError::Redis(e.to_string())
-    };
+    let mut conn = conn(inner)?;
+    let fail = |e: RedisError| failed(inner, e);
     let now = now_unix();
     let mut rules = Vec::new();
     let mut members = Vec::new();

@@ -1066,6 +1066,67 @@ async fn on_a_redis_cluster_an_import_writes_every_batch_in_the_deployment_slot(
     an_import_merges_with_what_redis_holds(&c, &d, &up, "clum", &cluster.nodes).await;
 }
 
+/// While Redis is away an import fills the outbox (journaled, and held in
+/// memory until replayed) only up to `BACKLOG_MAX` (100,000): the batch
+/// after it is refused with 503 and the counts of what was recorded, which
+/// is enforced and reaches Redis when it is back; nothing past it is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_import_while_redis_is_away_stops_at_the_backlog_bound() {
+    redis_support::require_redis_server();
+    let mut redis = RedisServer::spawn();
+    let up = Upstream::new().spawn().await;
+    let a = Gateway::new()
+        .upstream(&up.url)
+        .arg("--store")
+        .arg(&redis.url())
+        .toml(&format!(
+            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"bound\""
+        ))
+        .spawn();
+    ready(&a).await;
+    redis.stop();
+    let mut body = String::new();
+    for i in 1..=130_000 {
+        body.push_str(&token("bound", i));
+        body.push('\n');
+    }
+    let r = send(call(
+        "POST",
+        &format!("{}/admin/v1/revocations/import", a.admin_url),
+        &[],
+        body.as_bytes(),
+    ))
+    .await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    let v = r.json();
+    assert_eq!(
+        (&v["accepted"], &v["error"]),
+        (&json!(100_000), &json!("temporarily_unavailable")),
+        "{v}"
+    );
+    let why = v["error_description"].as_str().unwrap();
+    assert!(
+        why.contains("100000 revocations not yet written to Redis") && why.contains("import again"),
+        "{why}"
+    );
+    assert_revoked(&a, &up, &token("bound", 1)).await;
+    assert_revoked(&a, &up, &token("bound", 100_000)).await;
+    assert_passes(&a, &up, &token("bound", 100_001)).await;
+    assert_passes(&a, &up, &token("bound", 130_000)).await;
+    // What was acknowledged reaches Redis once it is back; nothing more.
+    redis.start();
+    let mut conn = redis.conn();
+    wait_for("the outbox reaches Redis", Duration::from_secs(60), || {
+        let n: usize = redis::cmd("KEYS")
+            .arg("{bound}:tok:*")
+            .query::<Vec<String>>(&mut conn)
+            .map(|k| k.len())
+            .unwrap_or(0);
+        async move { n == 100_000 }
+    })
+    .await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_import_queued_while_redis_is_away_is_replayed_as_batches_when_it_returns() {
     redis_support::require_redis_server();

@@ -33,8 +33,8 @@
 //!
 //! Blank lines are skipped (but counted in line numbers). Lines are applied
 //! in batches of [`BATCH`] with [`RevocationStore::apply_batch`]: durable
-//! once per batch (one journal fsync embedded; one `MULTI` pipeline and
-//! one stream event on Redis; one confirmation in confirmed consistency), and
+//! once per batch (one journal fsync embedded; one pipeline and one stream
+//! event on Redis; one confirmation in confirmed consistency), and
 //! the next batch is parsed while the previous one is being written. A
 //! line that fails is reported (its 1-based line number and why), never
 //! fatal. The answer, once the body has ended and every batch is durable:
@@ -93,6 +93,14 @@ use crate::verdict::json_response;
 
 /// Lines per store batch.
 pub const BATCH: usize = 10_000;
+
+/// Most revocations an import leaves waiting for the shared store: while
+/// Redis is away every batch goes to the outbox, which is journaled but
+/// also held in memory until replayed, so past this many acknowledged but
+/// unreplayed revocations (counting those of other surfaces) an import
+/// stops with 503 and the counts of what it recorded. A 10M-line import
+/// during an outage would otherwise grow the gateway by gigabytes.
+pub const BACKLOG_MAX: u64 = 100_000;
 /// Longest line accepted (a token is at most 8 KiB; room for its JSON).
 pub const MAX_LINE: usize = 16 * 1024;
 /// Most per-line errors listed in an answer.
@@ -591,6 +599,19 @@ pub(super) async fn import(gw: &Gateway, body: Incoming) -> Response<Body> {
     loop {
         if batch.is_empty() && !more {
             break;
+        }
+        let backlog = store.status().journal_backlog;
+        if backlog >= BACKLOG_MAX {
+            tracing::warn!(
+                backlog,
+                accepted = summary.accepted,
+                "import stopped: the store's backlog is full (is Redis reachable?)"
+            );
+            return answer(
+                StatusCode::SERVICE_UNAVAILABLE,
+                &summary,
+                Some(&format!("the store holds {backlog} revocations not yet written to Redis (at most {BACKLOG_MAX} while it is unreachable); the counts are of the batches before this one; import again once Redis is back (it merges)")),
+            );
         }
         let applying = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
         // The next batch is read and parsed while this one is written.

@@ -88,9 +88,10 @@ impl RequestId {
 
     /// A new id: 16 hex of a per-process random prefix, 16 of a counter.
     pub fn generate() -> RequestId {
-        static PREFIX: OnceLock<u64> = OnceLock::new();
+        // The prefix's hex, formatted once.
+        static PREFIX: OnceLock<[u8; 16]> = OnceLock::new();
         static COUNTER: AtomicU64 = AtomicU64::new(0);
-        let prefix = *PREFIX.get_or_init(|| {
+        let prefix = PREFIX.get_or_init(|| {
             let mut b = [0u8; 8];
             // A failed draw leaves the pid and time: still distinct per process.
             if getrandom::fill(&mut b).is_err() {
@@ -99,7 +100,9 @@ impl RequestId {
                     .map_or(0, |d| d.as_nanos() as u64);
                 b = (t ^ u64::from(std::process::id())).to_le_bytes();
             }
-            u64::from_le_bytes(b)
+            let mut hex = [0u8; 16];
+            hex_u64(u64::from_le_bytes(b), &mut hex);
+            hex
         });
         // Each thread numbers from a block of its own, so that two I/O
         // threads do not bounce one counter's cache line per request.
@@ -119,7 +122,7 @@ impl RequestId {
             })
             .unwrap_or_else(|_| COUNTER.fetch_add(1, Ordering::Relaxed));
         let mut bytes = [0u8; MAX_REQUEST_ID];
-        hex_u64(prefix, &mut bytes[..16]);
+        bytes[..16].copy_from_slice(prefix);
         hex_u64(n, &mut bytes[16..32]);
         RequestId { bytes, len: 32 }
     }

@@ -138,6 +138,19 @@ async fn assert_samples(gw: &RunningGateway, up: &RunningUpstream, prefix: &str)
     assert_passes(gw, up, &scoped_jwt(&format!("{prefix}-user-1000"))).await;
 }
 
+/// A gateway on the Redis at `url` with the tests' shared fingerprint key,
+/// its keys under `prefix`.
+fn on_redis(upstream: &str, url: &str, prefix: &str) -> RunningGateway {
+    Gateway::new()
+        .upstream(upstream)
+        .arg("--store")
+        .arg(url)
+        .toml(&format!(
+            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"{prefix}\""
+        ))
+        .spawn()
+}
+
 async fn ready(g: &RunningGateway) {
     let url = format!("{}/readyz", g.admin_url);
     wait_for("/readyz 200", Duration::from_secs(20), || async {
@@ -174,16 +187,7 @@ async fn the_cli_imports_into_redis_and_both_instances_enforce_it() {
     redis_support::require_redis_server();
     let redis = RedisServer::spawn();
     let up = Upstream::new().spawn().await;
-    let instance = || {
-        Gateway::new()
-            .upstream(&up.url)
-            .arg("--store")
-            .arg(&redis.url())
-            .toml(&format!(
-                "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"bulk\""
-            ))
-            .spawn()
-    };
+    let instance = || on_redis(&up.url, &redis.url(), "bulk");
     let (a, b) = (instance(), instance());
     ready(&a).await;
     ready(&b).await;
@@ -973,16 +977,7 @@ async fn an_import_over_rules_in_redis_keeps_the_later_expiry_on_every_instance(
     redis_support::require_redis_server();
     let redis = RedisServer::spawn();
     let up = Upstream::new().spawn().await;
-    let instance = || {
-        Gateway::new()
-            .upstream(&up.url)
-            .arg("--store")
-            .arg(&redis.url())
-            .toml(&format!(
-                "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"merge\""
-            ))
-            .spawn()
-    };
+    let instance = || on_redis(&up.url, &redis.url(), "merge");
     let (a, b) = (instance(), instance());
     ready(&a).await;
     ready(&b).await;
@@ -995,16 +990,7 @@ async fn on_a_redis_cluster_an_import_writes_every_batch_in_the_deployment_slot(
     redis_support::require_redis_server();
     let cluster = redis_support::RedisCluster::spawn(3);
     let up = Upstream::new().spawn().await;
-    let instance = |prefix: &str| {
-        Gateway::new()
-            .upstream(&up.url)
-            .arg("--store")
-            .arg(&cluster.url())
-            .toml(&format!(
-                "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"{prefix}\""
-            ))
-            .spawn()
-    };
+    let instance = |prefix: &str| on_redis(&up.url, &cluster.url(), prefix);
     let (a, b) = (instance("clu"), instance("clu"));
     ready(&a).await;
     ready(&b).await;
@@ -1075,14 +1061,7 @@ async fn an_import_while_redis_is_away_stops_at_the_backlog_bound() {
     redis_support::require_redis_server();
     let mut redis = RedisServer::spawn();
     let up = Upstream::new().spawn().await;
-    let a = Gateway::new()
-        .upstream(&up.url)
-        .arg("--store")
-        .arg(&redis.url())
-        .toml(&format!(
-            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"bound\""
-        ))
-        .spawn();
+    let a = on_redis(&up.url, &redis.url(), "bound");
     ready(&a).await;
     redis.stop();
     let mut body = String::new();
@@ -1132,16 +1111,7 @@ async fn an_import_queued_while_redis_is_away_is_replayed_as_batches_when_it_ret
     redis_support::require_redis_server();
     let mut redis = RedisServer::spawn();
     let up = Upstream::new().spawn().await;
-    let instance = || {
-        Gateway::new()
-            .upstream(&up.url)
-            .arg("--store")
-            .arg(&redis.url())
-            .toml(&format!(
-                "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"away\""
-            ))
-            .spawn()
-    };
+    let instance = || on_redis(&up.url, &redis.url(), "away");
     let (a, b) = (instance(), instance());
     ready(&a).await;
     ready(&b).await;
@@ -1312,16 +1282,7 @@ async fn an_expiry_past_redis_range_is_recorded_and_never_blocks_later_revocatio
     redis_support::require_redis_server();
     let redis = RedisServer::spawn();
     let up = Upstream::new().spawn().await;
-    let instance = || {
-        Gateway::new()
-            .upstream(&up.url)
-            .arg("--store")
-            .arg(&redis.url())
-            .toml(&format!(
-                "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"far\""
-            ))
-            .spawn()
-    };
+    let instance = || on_redis(&up.url, &redis.url(), "far");
     let (a, b) = (instance(), instance());
     ready(&a).await;
     ready(&b).await;
@@ -1389,14 +1350,7 @@ async fn an_import_batch_s_stream_event_follows_every_write_of_its_rules() {
     redis_support::require_redis_server();
     let redis = RedisServer::spawn();
     let up = Upstream::new().spawn().await;
-    let a = Gateway::new()
-        .upstream(&up.url)
-        .arg("--store")
-        .arg(&redis.url())
-        .toml(&format!(
-            "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"mon\""
-        ))
-        .spawn();
+    let a = on_redis(&up.url, &redis.url(), "mon");
     ready(&a).await;
     let old = fingerprint_of(&a, "mon-old").await;
     let new = fingerprint_of(&a, "mon-new").await;
@@ -1577,16 +1531,7 @@ async fn token_families_are_exported_and_imported_with_redis() {
     redis_support::require_redis_server();
     let redis = RedisServer::spawn();
     let up = Upstream::new().spawn().await;
-    let deployment = |prefix: &str| {
-        Gateway::new()
-            .upstream(&up.url)
-            .arg("--store")
-            .arg(&redis.url())
-            .toml(&format!(
-                "[tokens]\nfingerprint_key = \"{FP_KEY}\"\n[store]\nkey_prefix = \"{prefix}\""
-            ))
-            .spawn()
-    };
+    let deployment = |prefix: &str| on_redis(&up.url, &redis.url(), prefix);
     let (a, b) = (deployment("fama"), deployment("famb"));
     ready(&a).await;
     ready(&b).await;

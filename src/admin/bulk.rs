@@ -277,6 +277,14 @@ async fn parse_line(
             .and_then(crate::credentials::Fingerprint::from_hex)
             .ok_or("fingerprint must be 32 hex characters")
     };
+    // A rule's `revoked_at` may lead this clock by the allowed skew, no more.
+    let past = |t: u64| {
+        if t > now.saturating_add(rt.settings().lifetimes().clock_skew.as_secs()) {
+            Err("revoked_at is in the future")
+        } else {
+            Ok(t)
+        }
+    };
     if j.kind.is_none() && j.credential.is_some() {
         return principal_command(rt, j);
     }
@@ -297,9 +305,7 @@ async fn parse_line(
             let (Some(t), Some(exp)) = (j.revoked_at, j.expires_at) else {
                 return Err("a scope rule needs revoked_at and expires_at");
             };
-            if t > now.saturating_add(rt.settings().lifetimes().clock_skew.as_secs()) {
-                return Err("revoked_at is in the future");
-            }
+            let t = past(t)?;
             let cmd = RevocationCommand::Scope(ScopeRule {
                 key,
                 revoked_at: t,
@@ -327,10 +333,7 @@ async fn parse_line(
         Some("family") => {
             let family = fingerprint(&j.family).map_err(|_| "family must be 32 hex characters")?;
             let exp = j.expires_at.ok_or("a family rule needs expires_at")?;
-            let t = j.revoked_at.unwrap_or(now);
-            if t > now.saturating_add(rt.settings().lifetimes().clock_skew.as_secs()) {
-                return Err("revoked_at is in the future");
-            }
+            let t = past(j.revoked_at.unwrap_or(now))?;
             live(
                 exp,
                 RevocationCommand::Family(FamilyRule {

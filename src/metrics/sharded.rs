@@ -85,7 +85,9 @@ impl Family {
             labels: labels.to_owned(),
             stride,
             bounds_ns: match self.kind {
-                Kind::Histogram { bounds } => bounds.iter().map(|b| (b * 1e9) as u64).collect(),
+                Kind::Histogram { bounds } => {
+                    bounds.iter().map(|b| (b * 1e9).round() as u64).collect()
+                }
                 Kind::Counters { .. } => Box::new([]),
             },
             cells: (0..stride * SHARDS + LINE)
@@ -125,9 +127,10 @@ impl Cells {
         self.base() + shard * self.stride
     }
 
+    /// Adds `v` to cell `i` of the row starting at `row`.
     #[inline]
-    fn add(&self, i: usize, v: u64) {
-        if let Some(c) = self.cells.get(self.row() + i) {
+    fn add(&self, row: usize, i: usize, v: u64) {
+        if let Some(c) = self.cells.get(row + i) {
             c.fetch_add(v, Ordering::Relaxed);
         }
     }
@@ -161,7 +164,7 @@ impl Series {
     /// Adds `v` to counter `i` (an index into the family's values).
     #[inline]
     pub(crate) fn add(&self, i: usize, v: u64) {
-        self.0.add(i, v);
+        self.0.add(self.0.row(), i, v);
     }
 
     /// Records one sample of a histogram family.
@@ -170,8 +173,9 @@ impl Series {
         let ns = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         let b = &self.0.bounds_ns;
         let i = b.iter().position(|&up| ns <= up).unwrap_or(b.len());
-        self.0.add(i, 1);
-        self.0.add(b.len() + 1, ns);
+        let row = self.0.row();
+        self.0.add(row, i, 1);
+        self.0.add(row, b.len() + 1, ns);
     }
 }
 

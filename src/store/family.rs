@@ -97,6 +97,17 @@ pub struct FamilyRule {
 }
 
 impl FamilyRule {
+    /// The rule with its expiry and its members' at most
+    /// [`super::MAX_EXPIRES_AT`] (see [`super::RevocationCommand::clamped`]).
+    pub fn clamped(&self) -> FamilyRule {
+        let mut f = self.clone();
+        f.expires_at = f.expires_at.min(super::MAX_EXPIRES_AT);
+        for t in &mut f.members {
+            t.expires_at = t.expires_at.min(super::MAX_EXPIRES_AT);
+        }
+        f
+    }
+
     /// Whether the rule covers a member of generation `g` at `now`.
     pub fn covers(&self, generation: u32, now: u64) -> bool {
         now < self.expires_at && self.generation.is_none_or(|g| g == generation)

@@ -170,10 +170,7 @@ impl RevocationCommand {
             RevocationCommand::Scope(s) => c(&mut s.expires_at),
             RevocationCommand::Bind(b) => c(&mut b.expires_at),
             RevocationCommand::Join(m) => c(&mut m.expires_at),
-            RevocationCommand::Family(f) => {
-                c(&mut f.expires_at);
-                f.members.iter_mut().for_each(|t| c(&mut t.expires_at));
-            }
+            RevocationCommand::Family(f) => *f = f.clamped(),
             RevocationCommand::FamilyOf(f) => {
                 c(&mut f.expires_at);
                 c(&mut f.token.expires_at);

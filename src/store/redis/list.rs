@@ -150,8 +150,10 @@ pub(super) async fn families(inner: &Inner) -> Result<(Vec<FamilyRule>, Vec<Memb
     let now = now_unix();
     let mut rules = Vec::new();
     let mut members = Vec::new();
-    for pattern in [inner.keys.family_pattern(), inner.keys.member_pattern()] {
-        let families = pattern == inner.keys.family_pattern();
+    for (pattern, families) in [
+        (inner.keys.family_pattern(), true),
+        (inner.keys.member_pattern(), false),
+    ] {
         let mut cursor = 0u64;
         loop {
             let (next, keys): (u64, Vec<String>) = ::redis::cmd("SCAN")

@@ -574,12 +574,7 @@ impl Inner {
                 // script, as in `apply` (the batch's own command names
                 // no members).
                 RevocationCommand::Family(rule) => {
-                    let mut clamped = rule.clone();
-                    clamped.expires_at = clamped.expires_at.min(MAX_EXPIRES_AT);
-                    for t in &mut clamped.members {
-                        t.expires_at = t.expires_at.min(MAX_EXPIRES_AT);
-                    }
-                    let members = self.write_family(conn, &clamped, now).await?;
+                    let members = self.write_family(conn, &rule.clamped(), now).await?;
                     changed[i] = !members.is_empty();
                     self.apply_local(&family::expanded(rule, members));
                 }

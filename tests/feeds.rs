@@ -657,6 +657,10 @@ async fn a_rotated_key_is_fetched_on_its_unknown_kid() {
     let rsa2 = SigningKey::rsa('b', "rsa-2", Algorithm::RS256);
     let ec2 = SigningKey::es256("ec-2");
     idp.jwks.set(jwks(&[&rsa2, &ec2]));
+    // Past `min_refresh_interval` (10ms) since the last fetch, which the first
+    // logout may have made a moment ago: inside it an unknown kid is not
+    // refetched (the anti-spray bound), and the set would fail as "unknown key".
+    tokio::time::sleep(Duration::from_millis(50)).await;
     let r = logout(&gw, &rsa2.sign(&logout_claims("rotated", now() - 5))).await;
     assert_eq!(r.status, 200, "{}", r.text());
     assert_revoked(&gw, &up, &early).await;

@@ -18,8 +18,11 @@
 #              is the same binary as `revgate` with jemalloc LD_PRELOADed
 #              (Debian's libjemalloc2), to measure the allocator's share;
 #              `revgateb` (only when listed in TARGETS) runs the binary at
-#              $REVGATE_B, to compare a change against target/release in
-#              one interleaved run
+#              $REVGATE_B (default: target/release's), to compare a change
+#              against target/release in one interleaved run; with
+#              REVGATE_B_THREADS=1 it runs on one I/O thread (against
+#              revgate1), and REVGATE_B_ENV="VAR=value ..." is its
+#              environment
 #   direct   : wrk straight to the upstream (the ceiling)
 # Every request carries `Authorization: Bearer <token>`: a wrk Lua script
 # cycles through $TOKENS tokens, 1% of which are revoked through revgate's
@@ -222,8 +225,14 @@ fi
 # Optional target `revgateb`: another revgate binary (REVGATE_B=path), for an
 # A/B comparison of a change in one interleaved run.
 if [[ " $TARGETS " == *" revgateb "* ]]; then
-    [ -x "${REVGATE_B:-}" ] || { log "revgateb needs REVGATE_B=/path/to/other/revgate"; exit 1; }
-    start_revgate revgateb "$REVGATE_B"
+    REVGATE_B=${REVGATE_B:-$REVGATE}
+    [ -x "$REVGATE_B" ] || { log "revgateb needs REVGATE_B=/path/to/other/revgate"; exit 1; }
+    # REVGATE_B_ENV="VAR=value ...": the environment revgateb runs with.
+    # shellcheck disable=SC2086
+    # REVGATE_B_THREADS=1: revgateb runs with `server.io_threads = 1`.
+    B_CONFIG="$WORK/revgate.toml"
+    [ "${REVGATE_B_THREADS:-}" != 1 ] || B_CONFIG="$WORK/revgate-one.toml"
+    CONFIG="$B_CONFIG" start_revgate revgateb "$REVGATE_B" ${REVGATE_B_ENV:-}
 fi
 
 # --- tokens: 1% revoked ------------------------------------------------------

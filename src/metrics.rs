@@ -124,6 +124,7 @@ const STORE_SCOPE_RULES: &str = "revgate_store_scope_rules";
 const RELOADS: &str = "revgate_reloads_total";
 const LIVE_CLOSED: &str = "revgate_live_sessions_closed_total";
 const CONNECTIONS_OPEN: &str = "revgate_connections_open";
+const IO_THREAD_CONNECTIONS: &str = "revgate_io_thread_connections";
 const CONNECTIONS_LIMITED: &str = "revgate_connections_limited_total";
 const ACCESS_LOG_DROPPED: &str = "revgate_access_log_dropped_total";
 const RATE_LIMITED: &str = "revgate_rate_limited_total";
@@ -343,6 +344,10 @@ fn describe() {
         "Upgraded connections and HTTP/2 streams closed because a revocation covered their credential, by kind."
     );
     describe_gauge!(CONNECTIONS_OPEN, "Client connections open.");
+    describe_gauge!(
+        IO_THREAD_CONNECTIONS,
+        "Client connections open on each I/O thread (read every 250 ms)."
+    );
     describe_counter!(
         CONNECTIONS_LIMITED,
         "Times accepting paused at server.max_connections."
@@ -582,6 +587,11 @@ impl RouteMetrics {
 /// A client connection opened.
 pub fn connection_opened() {
     metrics::gauge!(CONNECTIONS_OPEN).increment(1.0);
+}
+
+/// The gauge of I/O thread `thread`'s open client connections.
+pub fn io_thread_connections(thread: usize) -> metrics::Gauge {
+    metrics::gauge!(IO_THREAD_CONNECTIONS, "thread" => thread.to_string())
 }
 
 /// A client connection closed.

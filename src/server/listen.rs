@@ -20,12 +20,14 @@
 //!   traffic. Only another process of the same user that itself sets
 //!   `SO_REUSEPORT` could join the group (a process of the same user can
 //!   already do worse to this one).
-//! - Balance: the kernel's hash spreads many connections evenly; a handful
-//!   of long-lived ones may land unevenly (with two threads, two
-//!   connections share a thread half the time). Dealing connections in
-//!   turn (the path this replaced) is still there: it is what `serve` does
-//!   when the listener it was given cannot have siblings (a listener bound
-//!   elsewhere without `SO_REUSEPORT`, or a kernel that refuses it).
+//! - Balance: the kernel's hash spreads connections at random, and a few
+//!   dozen long-lived ones land unevenly (64 on two threads: 27 / 37 as
+//!   often as not). `serve` corrects it at accept time
+//!   (`server::placement`): a connection that would widen the gap by two
+//!   is handed to the thread with the fewest. The same rule deals
+//!   connections when the listener it was given cannot have siblings (a
+//!   listener bound elsewhere without `SO_REUSEPORT`, or a kernel that
+//!   refuses it), and thread 0 accepts alone.
 //! - A thread that fails to start drops its socket, and the kernel stops
 //!   sending connections to it.
 

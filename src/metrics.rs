@@ -126,6 +126,7 @@ const LIVE_CLOSED: &str = "revgate_live_sessions_closed_total";
 const CONNECTIONS_OPEN: &str = "revgate_connections_open";
 const IO_THREAD_CONNECTIONS: &str = "revgate_io_thread_connections";
 const CONNECTIONS_LIMITED: &str = "revgate_connections_limited_total";
+const CONNECTIONS_PLACED: &str = "revgate_connections_placed_total";
 const ACCESS_LOG_DROPPED: &str = "revgate_access_log_dropped_total";
 const RATE_LIMITED: &str = "revgate_rate_limited_total";
 const BINDINGS_RECORDED: &str = "revgate_bindings_recorded_total";
@@ -281,6 +282,7 @@ fn export_at_zero() {
         metrics::counter!(RATE_LIMITED, "surface" => surface).increment(0);
     }
     metrics::counter!(CONNECTIONS_LIMITED).increment(0);
+    metrics::counter!(CONNECTIONS_PLACED).increment(0);
     metrics::counter!(ACCESS_LOG_DROPPED).increment(0);
     metrics::gauge!(CONNECTIONS_OPEN).set(0.0);
     for source in ["admin", "issuance"] {
@@ -347,6 +349,10 @@ fn describe() {
     describe_gauge!(
         IO_THREAD_CONNECTIONS,
         "Client connections open on each I/O thread (read every 250 ms)."
+    );
+    describe_counter!(
+        CONNECTIONS_PLACED,
+        "Connections handed at accept to another I/O thread, which had fewer open."
     );
     describe_counter!(
         CONNECTIONS_LIMITED,
@@ -602,6 +608,11 @@ pub fn connection_closed() {
 /// Accepting paused at `server.max_connections`.
 pub fn connections_limited() {
     metrics::counter!(CONNECTIONS_LIMITED).increment(1);
+}
+
+/// A connection accepted on one I/O thread was handed to another.
+pub fn connection_placed() {
+    metrics::counter!(CONNECTIONS_PLACED).increment(1);
 }
 
 /// Counts one revocation applied. `source` is the dialect's name

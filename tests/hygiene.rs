@@ -241,6 +241,15 @@ async fn long_lived_connections_are_spread_evenly_over_the_io_threads() {
     let (a, b) = (a.unwrap_or(-1.0), b.unwrap_or(-1.0));
     assert_eq!(open, Some(100.0));
     assert!((a - b).abs() <= 2.0, "thread 0: {a}, thread 1: {b}");
+    // The hand-offs are counted (how many depends on the kernel's hash).
+    let r = fetch(&format!("{}/metrics", gw.admin_url), &[]).await;
+    let placed = support::prometheus::parse(&r.text())
+        .unwrap()
+        .value("revgate_connections_placed_total", &[]);
+    assert!(
+        placed.is_some_and(|n| (0.0..=100.0).contains(&n)),
+        "{placed:?}"
+    );
     // Every connection, wherever it was placed, serves its next request.
     for c in &mut clients {
         c.send(b"GET /b HTTP/1.1\r\nhost: x\r\n\r\n");

@@ -458,7 +458,10 @@ async fn accept(
             None => (stream, slot),
             Some(inbox) => match stream.into_std() {
                 Ok(s) => match inbox.send((s, addr, slot)) {
-                    Ok(()) => continue,
+                    Ok(()) => {
+                        crate::metrics::connection_placed();
+                        continue;
+                    }
                     Err(tokio::sync::mpsc::error::SendError((s, _, mut slot))) => {
                         slot.move_to(me);
                         match TcpStream::from_std(s) {

@@ -871,7 +871,7 @@ fn access_log_lines_name_the_request_not_its_query() {
 
 #[test]
 fn connections_spread_over_several_io_threads_all_work() {
-    // Three I/O threads, six client connections dealt round-robin, two
+    // Three I/O threads, six client connections spread over them, two
     // keep-alive requests each, interleaved: every answer is the right one.
     let up = echo_path();
     let gw = Gateway::new()

@@ -158,8 +158,8 @@ pub struct ServerConfig {
     /// sends every connection through hyper.
     pub h1_fast_path: bool,
     /// Threads serving client connections, each with its own single-threaded
-    /// runtime and upstream pools (connections are dealt to them in turn);
-    /// 0 = one per CPU.
+    /// runtime, listening socket and upstream pools (connections are kept
+    /// within two of each other across them); 0 = one per CPU.
     pub io_threads: usize,
     /// Most client connections open at once; beyond it the listener stops
     /// accepting (new connections wait in the kernel's backlog) until one

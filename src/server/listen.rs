@@ -21,7 +21,7 @@
 //!   `SO_REUSEPORT` could join the group (a process of the same user can
 //!   already do worse to this one).
 //! - Balance: the kernel's hash spreads connections at random, and a few
-//!   dozen long-lived ones land unevenly (64 on two threads: 27 / 37 as
+//!   dozen long-lived ones land unevenly (~64 on two threads: 27 / 38 as
 //!   often as not). `serve` corrects it at accept time
 //!   (`server::placement`): a connection that would widen the gap by two
 //!   is handed to the thread with the fewest. The same rule deals

@@ -103,8 +103,8 @@ struct Shared {
     /// One permit per open client connection (`server.max_connections`).
     slots: Arc<Semaphore>,
     /// Each I/O thread's inbox for the connections another thread places
-    /// on it ([`placement`]), by thread index (set once the threads exist).
-    inboxes: std::sync::OnceLock<Vec<UnboundedSender<Dealt>>>,
+    /// on it ([`placement`]), by thread index.
+    inboxes: Vec<UnboundedSender<Dealt>>,
     /// Each I/O thread's open client connections, by thread index.
     open: Arc<[AtomicUsize]>,
 }
@@ -219,6 +219,10 @@ pub async fn serve(
         .max_buf_size(options.max_header_bytes.max(8192))
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_READ_TIMEOUT);
+    let n = options.io_threads.max(1);
+    let (senders, inboxes): (Vec<_>, Vec<_>) = (0..n)
+        .map(|_| tokio::sync::mpsc::unbounded_channel())
+        .unzip();
     let shared = Arc::new(Shared {
         gateway,
         builder,
@@ -236,10 +240,8 @@ pub async fn serve(
         slots: Arc::new(Semaphore::new(
             options.max_connections.clamp(1, Semaphore::MAX_PERMITS),
         )),
-        inboxes: std::sync::OnceLock::new(),
-        open: (0..options.io_threads.max(1))
-            .map(|_| AtomicUsize::new(0))
-            .collect(),
+        inboxes: senders,
+        open: (0..n).map(|_| AtomicUsize::new(0)).collect(),
     });
     tokio::spawn(sweep_pools(shared.gateway.clone(), shutdown.clone()));
     let listener = match listener.into_std() {
@@ -250,11 +252,9 @@ pub async fn serve(
         }
     };
 
-    let n = options.io_threads.max(1);
     // Every thread accepts on its own socket; without siblings thread 0
     // accepts alone. Either way `placement` decides who serves.
-    let mut listeners: Vec<Option<std::net::TcpListener>> = match listen::siblings(&listener, n - 1)
-    {
+    let listeners: Vec<Option<std::net::TcpListener>> = match listen::siblings(&listener, n - 1) {
         Ok(siblings) => std::iter::once(listener)
             .chain(siblings)
             .map(Some)
@@ -268,16 +268,12 @@ pub async fn serve(
                 .collect()
         }
     };
-    let mut senders = Vec::new();
-    let mut roles = Vec::new();
-    for listener in listeners.drain(..) {
-        let (tx, inbox) = tokio::sync::mpsc::unbounded_channel();
-        senders.push(tx);
-        roles.push(Role { listener, inbox });
-    }
-    let _ = shared.inboxes.set(senders);
+    let roles = listeners
+        .into_iter()
+        .zip(inboxes)
+        .map(|(listener, inbox)| Role { listener, inbox });
     let mut threads = Vec::new();
-    for (i, role) in roles.into_iter().enumerate() {
+    for (i, role) in roles.enumerate() {
         let shared = shared.clone();
         let spawned = std::thread::Builder::new()
             .name(format!("revgate-io-{i}"))
@@ -453,7 +449,7 @@ async fn accept(
         let _ = stream.set_nodelay(true);
         let to = placement(&shared.open, me);
         let slot = Slot::new(permit, shared.open.clone(), to);
-        let inbox = shared.inboxes.get().and_then(|i| i.get(to));
+        let inbox = shared.inboxes.get(to);
         let (stream, slot) = match inbox.filter(|_| to != me) {
             None => (stream, slot),
             Some(inbox) => match stream.into_std() {
@@ -484,7 +480,9 @@ async fn accept(
 }
 
 /// Serves the connections other I/O threads place on this one, until
-/// shutdown (one placed and not yet served then is closed).
+/// shutdown; then closes the inbox (a thread placing one after that serves
+/// it itself) and serves the ones already in it, which answer their
+/// in-flight request and close like every other connection.
 async fn placed(
     mut inbox: UnboundedReceiver<Dealt>,
     shared: &Arc<Shared>,
@@ -493,7 +491,13 @@ async fn placed(
 ) {
     loop {
         let (stream, addr, slot) = tokio::select! {
-            _ = shared.drain.cancelled() => break,
+            _ = shared.drain.cancelled() => {
+                inbox.close();
+                match inbox.recv().await {
+                    Some(d) => d,
+                    None => break,
+                }
+            }
             dealt = inbox.recv() => match dealt {
                 Some(d) => d,
                 None => break,

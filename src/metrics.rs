@@ -590,9 +590,24 @@ impl RouteMetrics {
     }
 }
 
+/// `revgate_connections_open`'s handle, looked up once the recorder is
+/// installed (a `gauge!` per call hashes and looks the key up: twice per
+/// connection, a new connection per request's largest metrics cost).
+fn connections_open() -> Option<&'static metrics::Gauge> {
+    static GAUGE: OnceLock<metrics::Gauge> = OnceLock::new();
+    if let Some(g) = GAUGE.get() {
+        return Some(g);
+    }
+    // Before `install` a handle would stay a no-op for good.
+    HANDLE.get()?.as_ref().ok()?;
+    Some(GAUGE.get_or_init(|| metrics::gauge!(CONNECTIONS_OPEN)))
+}
+
 /// A client connection opened.
 pub fn connection_opened() {
-    metrics::gauge!(CONNECTIONS_OPEN).increment(1.0);
+    if let Some(g) = connections_open() {
+        g.increment(1.0);
+    }
 }
 
 /// The gauge of I/O thread `thread`'s open client connections.
@@ -602,7 +617,9 @@ pub fn io_thread_connections(thread: usize) -> metrics::Gauge {
 
 /// A client connection closed.
 pub fn connection_closed() {
-    metrics::gauge!(CONNECTIONS_OPEN).decrement(1.0);
+    if let Some(g) = connections_open() {
+        g.decrement(1.0);
+    }
 }
 
 /// Accepting paused at `server.max_connections`.

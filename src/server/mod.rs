@@ -181,6 +181,22 @@ fn placement(open: &[AtomicUsize], me: usize) -> usize {
     }
 }
 
+/// Added to the count of an I/O thread that takes no more connections (its
+/// runtime failed, or it stopped at shutdown), so that [`placement`] never
+/// picks it again: without it, a dead thread's count of 0 would make every
+/// accept try a hand-off that fails. Added, not stored, so that the
+/// connections counted there concurrently still subtract what they added.
+const RETIRED: usize = usize::MAX / 4;
+
+/// Marks I/O thread `thread` as taking no more connections (once).
+fn retire(open: &[AtomicUsize], thread: usize) {
+    if let Some(n) = open.get(thread) {
+        let _ = n.fetch_update(Ordering::Relaxed, Ordering::Relaxed, |v| {
+            (v < RETIRED).then(|| v + RETIRED)
+        });
+    }
+}
+
 /// What an I/O thread serves: its own socket of the client address (none
 /// on threads 1.. when the listener has no siblings), and the connections
 /// other threads place on it.
@@ -459,6 +475,9 @@ async fn accept(
                         continue;
                     }
                     Err(tokio::sync::mpsc::error::SendError((s, _, mut slot))) => {
+                        // Its thread has stopped (or never started): served
+                        // here, and never chosen again.
+                        retire(&shared.open, to);
                         slot.move_to(me);
                         match TcpStream::from_std(s) {
                             Ok(s) => (s, slot),
@@ -649,6 +668,23 @@ mod tests {
         // One thread, or an index past the end: stays.
         assert_eq!(placement(&counts(&[9]), 0), 0);
         assert_eq!(placement(&counts(&[]), 0), 0);
+    }
+
+    #[test]
+    fn a_retired_thread_is_never_chosen_and_its_connections_still_count_down() {
+        let open = counts(&[6, 0, 3]);
+        assert_eq!(placement(&open, 0), 1);
+        retire(&open, 1);
+        retire(&open, 1); // once only
+        assert_eq!(open[1].load(Ordering::Relaxed), RETIRED);
+        assert_eq!(placement(&open, 0), 2);
+        assert_eq!(placement(&open, 2), 2);
+        // A connection counted there before the retirement is still taken off.
+        open[1].fetch_add(1, Ordering::Relaxed);
+        retire(&open, 1);
+        open[1].fetch_sub(1, Ordering::Relaxed);
+        assert_eq!(open[1].load(Ordering::Relaxed), RETIRED);
+        retire(&open, 7); // past the end: nothing
     }
 
     #[test]

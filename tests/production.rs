@@ -187,7 +187,7 @@ async fn certificate_rotation_is_picked_up_while_a_download_continues() {
             frames += 1;
             // ~10 MB/s: the 64 MiB take several seconds, longer than the
             // certificate watcher needs to notice the rotation.
-            if frames % 8 == 0 {
+            if frames.is_multiple_of(8) {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }

@@ -402,7 +402,7 @@ mod tests {
             let mut pairs = Vec::new();
             for _ in 0..rng.next() % 4 {
                 let mut pair = rng.pick(names).to_string();
-                if rng.next() % 5 != 0 {
+                if !rng.next().is_multiple_of(5) {
                     pair.push('=');
                 }
                 for _ in 0..1 + rng.next() % 3 {
@@ -421,7 +421,7 @@ mod tests {
                 .into_bytes(),
                 _ => format!(r#"{{"access_token":{}}}"#, rng.pick(values)).into_bytes(),
             };
-            if rng.next() % 8 == 0 {
+            if rng.next().is_multiple_of(8) {
                 body.push((rng.next() & 0xff) as u8);
             }
             let mut headers = HeaderMap::new();
@@ -440,7 +440,7 @@ mod tests {
             let method = rng.pick(&methods);
             let call = RevokeCall {
                 method: &method,
-                query: (rng.next() % 5 != 0).then_some(text.as_str()),
+                query: (!rng.next().is_multiple_of(5)).then_some(text.as_str()),
                 headers: &headers,
                 body: &body,
             };

@@ -155,14 +155,15 @@ where
     IO: AsyncRead + AsyncWrite + Readiness + Unpin + Send,
 {
     let mut io = io;
-    let mut head_timer = Deadline::new();
+    let mut now = Instant::now();
+    let mut head_timer = Deadline::new(now);
     // The runtime is re-read per request but only re-cloned after a reload
     // (a shared reference count touched per request costs cache misses).
     let mut rt = gateway.runtime();
     loop {
         if IO::PARKS {
             // The idle keep-alive time counts towards the next head's timeout.
-            head_timer.set(Instant::now() + limits.header_read_timeout);
+            head_timer.set(now + limits.header_read_timeout);
             let woke = tokio::select! {
                 biased;
                 r = std::future::poll_fn(|cx| io.poll_read_ready(cx)) => r.is_ok(),
@@ -184,6 +185,7 @@ where
             Phase::Idle(back, timer) => {
                 io = back;
                 head_timer = timer;
+                now = Instant::now();
             }
             Phase::End(end) => return end,
         }
@@ -216,6 +218,8 @@ where
 {
     let mut ip_buf = [0u8; 64];
     let ip = crate::proxy::ip_text(peer.addr.ip(), &mut ip_buf);
+    // One clock read per request: this one serves the first.
+    let mut now = Instant::now();
     let mut c = Conn {
         io,
         buf: Vec::with_capacity(INITIAL_BUFFER),
@@ -224,11 +228,10 @@ where
         peer,
         limits,
         head_timer,
-        response_timer: Deadline::new(),
-        idle_timer: Deadline::new(),
+        response_timer: Deadline::new(now),
+        idle_timer: Deadline::new(now),
     };
     loop {
-        let now = Instant::now();
         c.head_timer.set(now + limits.header_read_timeout);
         c.idle_timer.set(now + IDLE_RELEASE);
         let (plan, head_len, start) = match next_head(gateway, rt, &mut c, peer, ip, drain).await {
@@ -249,10 +252,15 @@ where
             }
             return Phase::End(End::Closed);
         }
+        now = Instant::now();
     }
 }
 
 /// What reading a connection's next request head came to.
+///
+/// Returned by value once per head and moved straight into the busy phase;
+/// boxing the plan would cost an allocation per request.
+#[allow(clippy::large_enum_variant)]
 enum Head {
     /// A whole head, planned: the plan, the head's length, when it was
     /// complete.

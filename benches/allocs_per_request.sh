@@ -36,15 +36,8 @@ command -v nginx >/dev/null || [ -x /usr/sbin/nginx ] || need_apt+=(nginx-light)
 command -v python3 >/dev/null || need_apt+=(python3)
 command -v curl >/dev/null || need_apt+=(curl)
 ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1 || need_apt+=(libjemalloc2)
-if [ ${#need_apt[@]} -gt 0 ]; then
-    log "installing ${need_apt[*]}"
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq
-    if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"; then
-        need_apt=("${need_apt[@]/nginx-light/nginx}")
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
-    fi
-fi
+. "$ROOT/benches/lib.sh"
+install_packages "${need_apt[@]}"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 JEMALLOC=$(ls /usr/lib/*/libjemalloc.so.2 | head -1)
 

@@ -78,16 +78,8 @@ command -v python3 >/dev/null || need_apt+=(python3)
 if [[ " $TARGETS " == *" revgatejm "* ]] && ! ls /usr/lib/*/libjemalloc.so.2 >/dev/null 2>&1; then
     need_apt+=(libjemalloc2)
 fi
-if [ ${#need_apt[@]} -gt 0 ]; then
-    log "installing ${need_apt[*]}"
-    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO apt-get update -qq
-    if ! DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"; then
-        # nginx-light is gone from newer Debian releases; plain nginx will do.
-        need_apt=("${need_apt[@]/nginx-light/nginx}")
-        DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_apt[@]}"
-    fi
-fi
+. "$ROOT/benches/lib.sh"
+install_packages "${need_apt[@]}"
 NGINX=$(command -v nginx || echo /usr/sbin/nginx)
 
 if [ "${SKIP_BUILD:-0}" != 1 ]; then

@@ -371,6 +371,219 @@ async fn instances_ride_out_a_redis_restart_and_replay_what_they_acknowledged_me
     b.flush().await.unwrap();
 }
 
+/// A revocation Redis refuses on every try (here: a foreign value of
+/// another type at its key, `WRONGTYPE`) sat at the head of the outbox,
+/// and every replay failed on it: the sync session ended on each try, so
+/// the instance stopped tailing (what the others revoked passed it) and
+/// counted Redis as away (bloom hits failed closed), and every revocation
+/// queued behind it stayed on this instance, never reaching Redis or the
+/// others. A refusal now keeps only that command (and later ones naming the
+/// same target) in the outbox, retried with a backoff; the rest is written
+/// and the tail goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_redis_refuses_holds_back_neither_the_tail_nor_the_revocations_behind_it() {
+    init_logs();
+    let redis = RedisServer::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let a = start(&redis.url(), &cfg(dir.path(), "a"), &shutdown).await;
+    let b = start(&redis.url(), &cfg(dir.path(), "b"), &shutdown).await;
+    ready(&a).await;
+    ready(&b).await;
+    let mut conn = redis.conn();
+    let _: i64 = redis::cmd("LPUSH")
+        .arg(token_key(7))
+        .arg("foreign")
+        .query(&mut conn)
+        .unwrap();
+
+    // Refused: queued in A's outbox, enforced by A, acknowledged.
+    assert_eq!(a.apply(revoke(7)).await.unwrap(), Applied::Changed);
+    assert!(is_revoked(&a, 7).await);
+    // Behind it: a token rule, a removal of the refused one's target (held
+    // behind it, so the two keep their order), and a scope rule.
+    assert_eq!(a.apply(revoke(8)).await.unwrap(), Applied::Changed);
+    a.apply(RevocationCommand::Remove(RevocationTarget::Token(fp(7))))
+        .await
+        .unwrap();
+    let rule = scope("mallory");
+    a.apply(RevocationCommand::Scope(rule.clone()))
+        .await
+        .unwrap();
+
+    // What came behind the refused command reaches Redis and B.
+    support::wait_for("t8 reaches B", Duration::from_secs(5), || {
+        is_revoked_exactly(&b, 8)
+    })
+    .await;
+    support::wait_for(
+        "the scope rule reaches B",
+        Duration::from_secs(5),
+        || async { b.cache().scope_rule(&rule.key) == Some(rule.clone()) },
+    )
+    .await;
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(token_key(8))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(exists, 1, "t8 is in Redis");
+    // A still follows the stream and counts Redis as up.
+    b.apply(revoke(9)).await.unwrap();
+    support::wait_for("A learns B's t9", Duration::from_secs(5), || {
+        is_revoked_exactly(&a, 9)
+    })
+    .await;
+    assert!(a.status().connected, "a refusal is not an outage");
+    // The refused command and the removal behind it stay, in order.
+    assert_eq!(a.status().journal_backlog, 2);
+    let kind: String = redis::cmd("TYPE")
+        .arg(token_key(7))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(kind, "list", "nothing was written past the foreign value");
+
+    // The cause removed, the retry writes both, in their order: revoked,
+    // then un-revoked (written the other way round it would stay revoked).
+    let _: i64 = redis::cmd("DEL")
+        .arg(token_key(7))
+        .query(&mut conn)
+        .unwrap();
+    support::wait_for("A's outbox drains", Duration::from_secs(15), || async {
+        a.status().journal_backlog == 0
+    })
+    .await;
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(token_key(7))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(exists, 0, "the removal came after the revocation");
+    for s in [&a, &b] {
+        assert!(matches!(s.is_token_revoked(&fp(7)).await, Ok(false)));
+    }
+    // Nothing queues now: a new revocation goes straight to Redis.
+    a.apply(revoke(10)).await.unwrap();
+    assert_eq!(a.status().journal_backlog, 0);
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+}
+
+/// The same refusal in an outbox left by a previous run: the replay before
+/// the start-up load failed on it every time, so the instance never loaded
+/// and never became ready. It loads now, enforces the refused revocation
+/// itself, and writes it once the cause is gone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_outbox_redis_refuses_from_a_previous_run_does_not_keep_the_instance_from_ready() {
+    init_logs();
+    let mut redis = RedisServer::builder().aof().spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let a_cfg = cfg(dir.path(), "a");
+    let b = start(&redis.url(), &cfg(dir.path(), "b"), &shutdown).await;
+    ready(&b).await;
+    b.apply(revoke(1)).await.unwrap();
+    redis.stop();
+    let a = start(&redis.url(), &a_cfg, &shutdown).await;
+    assert_eq!(a.apply(revoke(7)).await.unwrap(), Applied::Changed);
+    a.flush().await.unwrap();
+    drop(a);
+    redis.start();
+    let mut conn = redis.conn();
+    let _: i64 = redis::cmd("LPUSH")
+        .arg(token_key(7))
+        .arg("foreign")
+        .query(&mut conn)
+        .unwrap();
+
+    let a = start(&redis.url(), &a_cfg, &shutdown).await;
+    ready(&a).await;
+    assert!(is_revoked_exactly(&a, 1).await, "loaded what Redis holds");
+    assert!(
+        is_revoked_exactly(&a, 7).await,
+        "enforces its refused revocation"
+    );
+    assert_eq!(a.status().journal_backlog, 1);
+    let _: i64 = redis::cmd("DEL")
+        .arg(token_key(7))
+        .query(&mut conn)
+        .unwrap();
+    support::wait_for("t7 reaches B", Duration::from_secs(15), || {
+        is_revoked_exactly(&b, 7)
+    })
+    .await;
+    assert_eq!(a.status().journal_backlog, 0);
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+}
+
+/// Redis refusing every write (out of memory under `noeviction`) is not
+/// one command's refusal: the replay stops where it is and keeps the order
+/// (a revocation and its removal, queued meanwhile, reach Redis as they
+/// came: the token ends un-revoked everywhere), and the instance stays
+/// connected, tailing, with exact answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_refusing_every_write_keeps_the_outbox_in_order_and_the_instance_connected() {
+    init_logs();
+    let redis = RedisServer::spawn();
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let a = start(&redis.url(), &cfg(dir.path(), "a"), &shutdown).await;
+    let b = start(&redis.url(), &cfg(dir.path(), "b"), &shutdown).await;
+    ready(&a).await;
+    ready(&b).await;
+    b.apply(revoke(1)).await.unwrap();
+    support::wait_for("A sees t1", Duration::from_secs(5), || {
+        is_revoked_exactly(&a, 1)
+    })
+    .await;
+    let mut conn = redis.conn();
+    let config = |k: &str, v: &str| {
+        let mut c = redis.conn();
+        let _: () = redis::cmd("CONFIG")
+            .arg("SET")
+            .arg(k)
+            .arg(v)
+            .query(&mut c)
+            .unwrap();
+    };
+    config("maxmemory-policy", "noeviction");
+    config("maxmemory", "1");
+    assert_eq!(a.apply(revoke(2)).await.unwrap(), Applied::Changed);
+    a.apply(RevocationCommand::Remove(RevocationTarget::Token(fp(2))))
+        .await
+        .unwrap();
+    a.apply(revoke(3)).await.unwrap();
+    assert_eq!(a.status().journal_backlog, 3);
+    // Retried meanwhile (backoff from 100 ms), refused every time, in order.
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    assert_eq!(a.status().journal_backlog, 3);
+    assert!(a.status().connected, "an OOM refusal is not an outage");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        matches!(a.is_token_revoked(&fp(1)).await, Ok(true)),
+        "exact answers from Redis"
+    );
+    let keys: i64 = redis::cmd("DBSIZE").query(&mut conn).unwrap();
+    assert_eq!(keys, 2, "t1 and the stream only: {:?}", all_keys(&mut conn));
+
+    config("maxmemory", "0");
+    support::wait_for("A's outbox drains", Duration::from_secs(15), || async {
+        a.status().journal_backlog == 0
+    })
+    .await;
+    support::wait_for("t3 reaches B", Duration::from_secs(5), || {
+        is_revoked_exactly(&b, 3)
+    })
+    .await;
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg(token_key(2))
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(exists, 0, "the removal was written after the revocation");
+    assert!(matches!(b.is_token_revoked(&fp(2)).await, Ok(false)));
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+}
+
 /// Found by tests/chaos.rs: a gateway forwarded a token it had itself
 /// acknowledged (into its outbox while Redis was away), right after Redis
 /// came back. A bloom rebuild that ran while the outbox was being replayed

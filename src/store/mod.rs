@@ -141,7 +141,7 @@ pub enum RevocationCommand {
 }
 
 /// What an un-revoke names.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum RevocationTarget {
     /// A token rule.
@@ -178,6 +178,23 @@ impl RevocationCommand {
             RevocationCommand::Remove(_) => {}
         }
         cmd
+    }
+
+    /// The rule the command writes, when it is one rule: two commands
+    /// naming the same one must reach a store in their order (a revocation
+    /// and its removal do not commute), two naming different ones need
+    /// not. `None` (a family's commands, resolved against memberships)
+    /// keeps its order with every command.
+    pub fn ordered_target(&self) -> Option<RevocationTarget> {
+        match self {
+            RevocationCommand::Token(t) => Some(RevocationTarget::Token(t.fingerprint)),
+            RevocationCommand::Scope(s) => Some(RevocationTarget::Scope(s.key.clone())),
+            RevocationCommand::Bind(b) => Some(RevocationTarget::Binding(b.fingerprint)),
+            RevocationCommand::Remove(t) => Some(t.clone()),
+            RevocationCommand::Join(_)
+            | RevocationCommand::Family(_)
+            | RevocationCommand::FamilyOf(_) => None,
+        }
     }
 
     /// Unix seconds after which the command no longer matters (for

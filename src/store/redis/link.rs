@@ -258,6 +258,19 @@ pub fn is_fatal(e: &RedisError) -> bool {
         )
 }
 
+/// True when Redis refused a write for a reason that is not the write's
+/// own: it refuses every write for now (out of memory under `noeviction`,
+/// too few replicas, a busy script, a failed disk write, a slot moving, an
+/// ACL without the command). A replay stops there and tries again later,
+/// in order; any other refusal (`WRONGTYPE`: a foreign value at the rule's
+/// key) is the command's own, and only that command waits.
+pub fn refuses_every_write(e: &RedisError) -> bool {
+    matches!(
+        e.code(),
+        Some("OOM" | "NOREPLICAS" | "BUSY" | "MISCONF" | "TRYAGAIN" | "CLUSTERDOWN" | "NOPERM")
+    )
+}
+
 fn bad_url(why: impl Into<String>) -> StoreError {
     StoreError::Redis(format!("store.url: {}", why.into()))
 }

@@ -71,7 +71,14 @@
 //!   before the acknowledgement) and to this instance's cache, and are
 //!   replayed to Redis in order when it is back; until then new revocations
 //!   queue behind them, so order is kept. A non-empty outbox left by a
-//!   previous run is replayed too. Past `store.max_staleness` without a sync,
+//!   previous run is replayed too.
+//! * **Redis refusing a write** (a foreign value at a rule's key:
+//!   `WRONGTYPE`): the command goes to the outbox, stays there (enforced by
+//!   this instance, retried on a backoff) with every later command naming
+//!   the same rule, and the rest is written past it; the instance stays
+//!   connected and tailing. Redis refusing every write (`OOM`,
+//!   `NOREPLICAS`, ...) stops the replay in order until the next try
+//!   (`sync::replay_outbox`). Past `store.max_staleness` without a sync,
 //!   [`RevocationStore::check_mode`] turns to `Reject` or `AlwaysLookup`.
 //!
 //! URLs: `redis://[user:pass@]host:port[/db]`, `rediss://...` (TLS, rustls
@@ -85,6 +92,7 @@
 //! `revgate_redis_lookups_total{outcome}`, `revgate_redis_events_total`,
 //! `revgate_redis_resyncs_total`, `revgate_redis_connects_total`,
 //! `revgate_redis_outbox_appends_total`, `revgate_redis_outbox_replayed_total`,
+//! `revgate_redis_outbox_refused_total`,
 //! `revgate_redis_snapshot_loads_total`, `revgate_redis_snapshot_writes_total`.
 //!
 //! Redis should run with `maxmemory-policy noeviction`: an evicted rule key

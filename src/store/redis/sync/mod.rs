@@ -68,11 +68,12 @@ use ::redis::{RedisError, Value};
 use tokio_util::sync::CancellationToken;
 
 use super::keys::{EventId, KeyKind};
-use super::link::{is_fatal, tail_block};
+use super::link::{is_fatal, refuses_every_write, tail_block};
 use super::{snapshot, Inner, TOKEN_BATCH_MAX};
 use crate::store::cache::AtomicBloom;
 use crate::store::live::Rule;
 use crate::store::{now_unix, RevocationCommand, RevocationTarget, ScopeRule, TokenRule};
+use crate::telemetry::Throttle;
 
 mod load;
 mod tail;
@@ -185,7 +186,11 @@ async fn session_inner(
     tail: &mut Conn,
     pos: &mut Option<EventId>,
 ) -> Result<(), Ended> {
-    replay_outbox(inner, cmd).await?;
+    // What Redis refuses stays in the outbox and is tried again on a
+    // backoff (or when a new command is queued); the session goes on.
+    let mut retry = Retry::default();
+    let left = replay_outbox(inner, cmd, &retry.log).await?;
+    retry.after(left);
     let mut at = match *pos {
         None => {
             let at = full_load(inner, cmd).await?;
@@ -202,20 +207,27 @@ async fn session_inner(
     *pos = Some(at);
     inner.touch_sync();
     inner.note_applied(at);
+    let mut woken = false;
     loop {
         if !inner.link.is_connected() {
             return Err(Ended::Lost);
         }
-        if inner.backlog.load(Ordering::Acquire) > 0 {
-            replay_outbox(inner, cmd).await?;
+        if inner.backlog.load(Ordering::Acquire) > 0 && (woken || retry.due()) {
+            let left = replay_outbox(inner, cmd, &retry.log).await?;
+            retry.after(left);
         }
+        woken = false;
         let read = tokio::select! {
             // Biased: a pending wake-up is taken before an XREAD is even sent.
             biased;
             _ = stop.cancelled() => return Ok(()),
             // Woken: a request lost the connection, or the outbox has work.
             // Dropping the XREAD is safe: `at` only moves on what was applied.
-            _ = inner.link.wake.notified() => continue,
+            _ = inner.link.wake.notified() => {
+                woken = true;
+                continue;
+            }
+            _ = retry.wait() => continue,
             r = xread(inner, tail, at) => r?,
         };
         inner.touch_sync();
@@ -247,68 +259,223 @@ async fn session_inner(
     }
 }
 
-/// Writes the outbox to Redis in order, then empties it: runs of token
-/// rules as batches (see `Inner::write_token_batch`), the rest one by one.
-/// On failure, what was written is dropped from the outbox and the rest
-/// stays.
-async fn replay_outbox(inner: &Inner, cmd: &mut Conn) -> Result<(), RedisError> {
+/// When the outbox is tried again after a replay left commands in it:
+/// 100 ms, doubling to 5 s while Redis keeps refusing.
+struct Retry {
+    at: Option<tokio::time::Instant>,
+    backoff: Duration,
+    /// The refusal warning, at most once a second (a pass also runs on
+    /// every queued command).
+    log: Throttle,
+}
+
+impl Default for Retry {
+    fn default() -> Self {
+        Retry {
+            at: None,
+            backoff: BACKOFF_MIN,
+            log: Throttle::default(),
+        }
+    }
+}
+
+impl Retry {
+    /// A replay left `left` commands.
+    fn after(&mut self, left: usize) {
+        if left == 0 {
+            self.at = None;
+            self.backoff = BACKOFF_MIN;
+        } else {
+            self.at = Some(tokio::time::Instant::now() + self.backoff);
+            self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
+        }
+    }
+
+    fn due(&self) -> bool {
+        self.at.is_none_or(|t| tokio::time::Instant::now() >= t)
+    }
+
+    /// Until the next try; forever when none is waiting.
+    async fn wait(&self) {
+        match self.at {
+            Some(t) => tokio::time::sleep_until(t).await,
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// Refusals in a row after which a replay stops until its next try: Redis
+/// refusing that many different commands is refusing them all.
+const REFUSED_IN_A_ROW_MAX: usize = 32;
+
+/// Writes the outbox to Redis in order: runs of token rules as batches
+/// (see `Inner::write_token_batch`), the rest one by one; what was written
+/// leaves the outbox. Returns how many commands stay.
+///
+/// A command Redis refuses (not a lost connection) stays in the outbox,
+/// enforced here and tried again by the next replay, and so does every
+/// later command naming the same rule ([`RevocationCommand::ordered_target`]:
+/// a removal must not overtake the revocation it removes); the others are
+/// written past it. Before, the replay ended the session on the first
+/// refusal, every retry refused the same command again, and the instance
+/// stopped tailing (what the others revoked passed it) while everything
+/// queued behind that command stayed on this instance for good (a foreign
+/// `WRONGTYPE` value at one rule's key was enough; `tests/redis_store.rs`
+/// `a_revocation_redis_refuses_*`). A refusal of every write
+/// ([`refuses_every_write`]: out of memory, too few replicas) stops the
+/// replay where it is, in order, until the next try; a lost connection
+/// ends the session as before.
+async fn replay_outbox(inner: &Inner, cmd: &mut Conn, log: &Throttle) -> Result<usize, RedisError> {
     let mut ob = inner.outbox.lock().await;
     if ob.pending.is_empty() {
         inner.direct.store(true, Ordering::Release);
-        return Ok(());
+        return Ok(0);
     }
     let total = ob.pending.len();
     let now = now_unix();
-    let mut done = 0;
-    let mut failed = None;
-    while done < total {
+    let mut written = vec![false; total];
+    let mut held = Held::default();
+    let mut lost = None;
+    let mut refused = 0;
+    let mut in_a_row = 0;
+    let mut last_refusal = None;
+    // Entries before this one go one by one (their batch was refused).
+    let mut singles_until = 0;
+    let mut i = 0;
+    while i < total {
+        let c = &ob.pending[i];
+        if held.holds(c) {
+            held.add(c);
+            i += 1;
+            continue;
+        }
         // A run of token rules (a bulk import's batch queued whole, or
         // single revokes in a row) goes as one batch, one pipeline and one
-        // event, as `apply_batch` writes it; anything else one by one, in
-        // order.
-        let run = ob.pending[done..]
-            .iter()
-            .take(TOKEN_BATCH_MAX)
-            .take_while(|c| matches!(c, RevocationCommand::Token(_)))
-            .count();
-        let written = if run > 1 {
-            let rules: Vec<TokenRule> = ob.pending[done..done + run]
-                .iter()
-                .filter_map(|c| match c {
-                    RevocationCommand::Token(r) => Some(*r),
-                    _ => None,
-                })
-                .collect();
-            inner.write_token_batch(cmd, &rules, now).await.map(|_| run)
+        // event, as `apply_batch` writes it; anything else one by one.
+        let run = if i < singles_until {
+            1
         } else {
-            inner.write(cmd, &ob.pending[done], now).await.map(|_| 1)
+            ob.pending[i..]
+                .iter()
+                .take(TOKEN_BATCH_MAX)
+                .take_while(|c| matches!(c, RevocationCommand::Token(_)) && !held.holds(c))
+                .count()
+                .max(1)
         };
-        match written {
-            Ok(n) => done += n,
-            Err(e) => {
-                failed = Some(e);
+        let rules: Vec<TokenRule> = ob.pending[i..i + run]
+            .iter()
+            .filter_map(|c| match c {
+                RevocationCommand::Token(r) => Some(*r),
+                _ => None,
+            })
+            .collect();
+        // A token rule of a refused batch goes as a batch of one: the
+        // batch's `SET NX` may have written it already, and only a batch
+        // announces a rule it finds unchanged (the single write's script
+        // adds no event then, and no instance would learn it).
+        let result = if run > 1 || i < singles_until && !rules.is_empty() {
+            inner.write_token_batch(cmd, &rules, now).await.map(|_| ())
+        } else {
+            inner.write(cmd, c, now).await.map(|_| ())
+        };
+        match result {
+            Ok(()) => {
+                written[i..i + run].fill(true);
+                i += run;
+                in_a_row = 0;
+            }
+            Err(e) if is_fatal(&e) => {
+                lost = Some(e);
                 break;
+            }
+            Err(e) if refuses_every_write(&e) => {
+                last_refusal = Some(e);
+                break;
+            }
+            // Which rule of the batch was refused? One by one tells.
+            Err(_) if run > 1 => singles_until = i + run,
+            Err(e) => {
+                tracing::debug!(error = %e, "redis refused a command of the outbox");
+                held.add(c);
+                refused += 1;
+                in_a_row += 1;
+                last_refusal = Some(e);
+                i += 1;
+                if in_a_row >= REFUSED_IN_A_ROW_MAX {
+                    break;
+                }
             }
         }
     }
+    let done = written.iter().filter(|w| **w).count();
     if done > 0 {
-        let rest: Vec<RevocationCommand> = ob.pending.split_off(done);
-        ob.pending = rest;
+        let pending = std::mem::take(&mut ob.pending);
+        ob.pending = pending
+            .into_iter()
+            .zip(written)
+            .filter_map(|(c, w)| (!w).then_some(c))
+            .collect();
         // Already in Redis: replaying them again after a crash here would be
         // harmless (the scripts merge), so a failed rewrite only costs that.
         if let Err(e) = ob.journal.rewrite(ob.pending.clone()).await {
             tracing::error!(error = %e, "could not rewrite the redis outbox after replay");
         }
         inner.index_outbox(&ob.pending);
+        metrics::counter!("revgate_redis_outbox_replayed_total").increment(done as u64);
     }
-    if let Some(e) = failed {
-        tracing::warn!(replayed = done, left = total - done, error = %e, "redis outbox replay interrupted");
+    let left = ob.pending.len();
+    if refused > 0 {
+        metrics::counter!("revgate_redis_outbox_refused_total").increment(refused);
+    }
+    if let Some(e) = lost {
+        tracing::warn!(replayed = done, left, error = %e, "redis outbox replay interrupted");
         return Err(e);
     }
-    metrics::counter!("revgate_redis_outbox_replayed_total").increment(total as u64);
-    tracing::info!(replayed = total, "redis outbox replayed");
-    inner.direct.store(true, Ordering::Release);
-    Ok(())
+    if left == 0 {
+        tracing::info!(replayed = done, "redis outbox replayed");
+        inner.direct.store(true, Ordering::Release);
+    } else if let Some(e) = last_refusal {
+        if let Some(suppressed) = log.admit() {
+            tracing::warn!(
+                replayed = done,
+                refused,
+                left,
+                suppressed,
+                error = %e,
+                "redis refused commands of the outbox: they stay there (enforced by this instance, retried), with what names the same rules; the rest was written"
+            );
+        }
+    }
+    Ok(left)
+}
+
+/// The rules of the outbox's commands kept back in one replay: a later
+/// command naming one of them waits too.
+#[derive(Default)]
+struct Held {
+    targets: std::collections::HashSet<RevocationTarget>,
+    /// A command kept back names no one rule (a family's): everything after
+    /// it waits.
+    all: bool,
+}
+
+impl Held {
+    fn holds(&self, c: &RevocationCommand) -> bool {
+        self.all
+            || match c.ordered_target() {
+                Some(t) => self.targets.contains(&t),
+                None => !self.targets.is_empty(),
+            }
+    }
+
+    fn add(&mut self, c: &RevocationCommand) {
+        match c.ordered_target() {
+            Some(t) => {
+                self.targets.insert(t);
+            }
+            None => self.all = true,
+        }
+    }
 }
 
 /// Rebuilds the bloom filter from Redis every `store.maintenance_interval`
@@ -341,5 +508,54 @@ pub(super) async fn maintain(inner: Arc<Inner>, stop: CancellationToken) {
                 tracing::warn!(error = %e, "bloom rebuild from redis failed; keeping the current filter")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::credentials::Fingerprint;
+    use crate::store::FamilyRule;
+
+    fn token(b: u8) -> RevocationCommand {
+        RevocationCommand::Token(TokenRule {
+            fingerprint: Fingerprint::from_bytes([b; 16]),
+            expires_at: 42,
+        })
+    }
+
+    fn unrevoke(b: u8) -> RevocationCommand {
+        RevocationCommand::Remove(RevocationTarget::Token(Fingerprint::from_bytes([b; 16])))
+    }
+
+    fn family() -> RevocationCommand {
+        RevocationCommand::Family(FamilyRule {
+            family: Fingerprint::from_bytes([9; 16]),
+            generation: None,
+            revoked_at: 1,
+            expires_at: 42,
+            members: Vec::new(),
+        })
+    }
+
+    #[test]
+    fn a_held_command_holds_what_names_its_rule_and_a_family_s_holds_everything() {
+        let mut held = Held::default();
+        assert!(!held.holds(&token(1)) && !held.holds(&family()));
+        held.add(&token(1));
+        assert!(
+            held.holds(&unrevoke(1)),
+            "a removal waits for its revocation"
+        );
+        assert!(held.holds(&token(1)));
+        assert!(!held.holds(&token(2)) && !held.holds(&unrevoke(2)));
+        assert!(
+            held.holds(&family()),
+            "a family's command keeps its order with all"
+        );
+
+        let mut held = Held::default();
+        held.add(&family());
+        assert!(held.holds(&token(2)) && held.holds(&unrevoke(3)));
     }
 }

@@ -458,7 +458,10 @@ async fn a_revocation_redis_refuses_holds_back_neither_the_tail_nor_the_revocati
         .unwrap();
     assert_eq!(exists, 0, "the removal came after the revocation");
     for s in [&a, &b] {
-        assert!(matches!(s.is_token_revoked(&fp(7)).await, Ok(false)));
+        support::wait_for("t7 un-revoked", Duration::from_secs(5), || async {
+            matches!(s.is_token_revoked(&fp(7)).await, Ok(false))
+        })
+        .await;
     }
     // Nothing queues now: a new revocation goes straight to Redis.
     a.apply(revoke(10)).await.unwrap();
@@ -510,7 +513,10 @@ async fn an_outbox_redis_refuses_from_a_previous_run_does_not_keep_the_instance_
         is_revoked_exactly(&b, 7)
     })
     .await;
-    assert_eq!(a.status().journal_backlog, 0);
+    support::wait_for("A's outbox drains", Duration::from_secs(5), || async {
+        a.status().journal_backlog == 0
+    })
+    .await;
     a.flush().await.unwrap();
     b.flush().await.unwrap();
 }
@@ -579,7 +585,72 @@ async fn a_redis_refusing_every_write_keeps_the_outbox_in_order_and_the_instance
         .query(&mut conn)
         .unwrap();
     assert_eq!(exists, 0, "the removal was written after the revocation");
-    assert!(matches!(b.is_token_revoked(&fp(2)).await, Ok(false)));
+    support::wait_for("t2 un-revoked on B", Duration::from_secs(5), || async {
+        matches!(b.is_token_revoked(&fp(2)).await, Ok(false))
+    })
+    .await;
+    a.flush().await.unwrap();
+    b.flush().await.unwrap();
+}
+
+/// The replay held the outbox's lock across its round trips to Redis, so a
+/// revocation made meanwhile (queued behind, no Redis needed) waited for
+/// the whole replay: after a long outage, for minutes. Here the replay's
+/// connection is held mid-write; the new revocation is acknowledged
+/// meanwhile, and reaches Redis after the replay's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revocation_made_during_an_outbox_replay_does_not_wait_for_it() {
+    init_logs();
+    let redis = RedisServer::spawn();
+    let relay = TcpRelay::spawn(redis.port()).await;
+    let dir = tempfile::tempdir().unwrap();
+    let shutdown = CancellationToken::new();
+    let a = start(&relay.url(), &cfg(dir.path(), "a"), &shutdown).await;
+    let b = start(&redis.url(), &cfg(dir.path(), "b"), &shutdown).await;
+    ready(&a).await;
+    ready(&b).await;
+    relay.cut();
+    support::wait_for("A notices", Duration::from_secs(10), || async {
+        !a.status().connected
+    })
+    .await;
+    a.apply(revoke(1)).await.unwrap();
+    a.apply(revoke(2)).await.unwrap();
+    // The replay's first write names t1's key: held right after it.
+    let mut hold = relay.hold_after(fp(1).to_hex().as_bytes());
+    relay.restore();
+    hold.reached(Duration::from_secs(20)).await;
+    let late = {
+        let a = a.clone();
+        tokio::spawn(async move { a.apply(revoke(3)).await })
+    };
+    support::wait_for(
+        "the revocation made during the replay is acknowledged",
+        Duration::from_secs(5),
+        || async { late.is_finished() },
+    )
+    .await;
+    // Acknowledged while the replay still waits for Redis (its command
+    // connection gives up after 2 s, and the session with it: the lock's
+    // release the old code's revocation waited for).
+    assert!(
+        a.status().connected,
+        "acknowledged only once the held replay timed out"
+    );
+    assert_eq!(late.await.unwrap().unwrap(), Applied::Changed);
+    assert!(is_revoked(&a, 3).await);
+    assert_eq!(a.status().journal_backlog, 3);
+    hold.release();
+    for i in 1..=3 {
+        support::wait_for("the outbox reaches B", Duration::from_secs(15), || {
+            is_revoked_exactly(&b, i)
+        })
+        .await;
+    }
+    support::wait_for("A's outbox drains", Duration::from_secs(5), || async {
+        a.status().journal_backlog == 0
+    })
+    .await;
     a.flush().await.unwrap();
     b.flush().await.unwrap();
 }
@@ -787,7 +858,10 @@ async fn a_stream_trimmed_past_an_instance_forces_a_full_resync() {
         is_revoked_exactly(&a, 2000)
     })
     .await;
-    assert_eq!(b.status().journal_backlog, 0);
+    support::wait_for("B's outbox drains", Duration::from_secs(5), || async {
+        b.status().journal_backlog == 0
+    })
+    .await;
     a.flush().await.unwrap();
     b.flush().await.unwrap();
 }

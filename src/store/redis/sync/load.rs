@@ -342,9 +342,9 @@ pub(super) fn save_snapshot(
 /// The outbox's rules are not in Redis yet: a rebuild from Redis must not
 /// drop them from the cache. Called right after a rebuild (or install)
 /// begins, before its scan: what is in the outbox then reaches the new
-/// filter, and what leaves the outbox later (replayed) was written to
-/// Redis before the scan began, since the replay holds the outbox lock
-/// while it writes. Applied only after the swap, as it once was, a replay
+/// filter (whether a replay writes it before or during the scan: it
+/// leaves the outbox only after it was written), and what is queued later
+/// reaches both filters as it is applied. Applied only after the swap, as it once was, a replay
 /// that emptied the outbox during the scan left those tokens out of the
 /// filter until the tail brought their events back (found by
 /// `tests/chaos.rs`; `tests/redis_store.rs`

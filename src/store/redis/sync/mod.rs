@@ -304,6 +304,9 @@ impl Retry {
     }
 }
 
+/// Commands of the outbox read per lock while replaying (two token batches).
+const REPLAY_WINDOW: usize = 2 * TOKEN_BATCH_MAX;
+
 /// Refusals in a row after which a replay stops until its next try: Redis
 /// refusing that many different commands is refusing them all.
 const REFUSED_IN_A_ROW_MAX: usize = 32;
@@ -326,12 +329,14 @@ const REFUSED_IN_A_ROW_MAX: usize = 32;
 /// replay where it is, in order, until the next try; a lost connection
 /// ends the session as before.
 async fn replay_outbox(inner: &Inner, cmd: &mut Conn, log: &Throttle) -> Result<usize, RedisError> {
-    let mut ob = inner.outbox.lock().await;
-    if ob.pending.is_empty() {
-        inner.direct.store(true, Ordering::Release);
-        return Ok(0);
-    }
-    let total = ob.pending.len();
+    let total = {
+        let ob = inner.outbox.lock().await;
+        if ob.pending.is_empty() {
+            inner.direct.store(true, Ordering::Release);
+            return Ok(0);
+        }
+        ob.pending.len()
+    };
     let now = now_unix();
     let mut written = vec![false; total];
     let mut held = Held::default();
@@ -341,9 +346,25 @@ async fn replay_outbox(inner: &Inner, cmd: &mut Conn, log: &Throttle) -> Result<
     let mut last_refusal = None;
     // Entries before this one go one by one (their batch was refused).
     let mut singles_until = 0;
+    // The outbox is read a window at a time and not held while its
+    // commands are written: a revocation queued meanwhile (appended after
+    // `total`; only this task takes commands out) does not wait for a
+    // replay's round trips, nor does an admin lookup of what it holds.
+    let mut window: Vec<RevocationCommand> = Vec::new();
+    let mut base = 0;
     let mut i = 0;
     while i < total {
-        let c = &ob.pending[i];
+        if i >= base + window.len() {
+            base = i;
+            let ob = inner.outbox.lock().await;
+            let end = total.min(base + REPLAY_WINDOW).min(ob.pending.len());
+            window = ob.pending.get(base..end).unwrap_or_default().to_vec();
+            if window.is_empty() {
+                break;
+            }
+        }
+        let here = &window[i - base..];
+        let c = &here[0];
         if held.holds(c) {
             held.add(c);
             i += 1;
@@ -355,14 +376,13 @@ async fn replay_outbox(inner: &Inner, cmd: &mut Conn, log: &Throttle) -> Result<
         let run = if i < singles_until {
             1
         } else {
-            ob.pending[i..]
-                .iter()
+            here.iter()
                 .take(TOKEN_BATCH_MAX)
                 .take_while(|c| matches!(c, RevocationCommand::Token(_)) && !held.holds(c))
                 .count()
                 .max(1)
         };
-        let rules: Vec<TokenRule> = ob.pending[i..i + run]
+        let rules: Vec<TokenRule> = here[..run]
             .iter()
             .filter_map(|c| match c {
                 RevocationCommand::Token(r) => Some(*r),
@@ -408,12 +428,18 @@ async fn replay_outbox(inner: &Inner, cmd: &mut Conn, log: &Throttle) -> Result<
         }
     }
     let done = written.iter().filter(|w| **w).count();
+    let mut ob = inner.outbox.lock().await;
     if done > 0 {
-        let pending = std::mem::take(&mut ob.pending);
-        ob.pending = pending
+        // The first `total` are the commands this replay went through;
+        // what was queued meanwhile follows them.
+        let went_through = total.min(ob.pending.len());
+        let later = ob.pending.split_off(went_through);
+        let replayed = std::mem::take(&mut ob.pending);
+        ob.pending = replayed
             .into_iter()
             .zip(written)
             .filter_map(|(c, w)| (!w).then_some(c))
+            .chain(later)
             .collect();
         // Already in Redis: replaying them again after a crash here would be
         // harmless (the scripts merge), so a failed rewrite only costs that.

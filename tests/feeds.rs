@@ -12,7 +12,8 @@
 //! `jti`, an oversized body, a wrong content type, a missing or wrong
 //! transmitter authorization, the wrong method, a rate limit) gets its
 //! documented status and exact body and revokes nothing (the store's scope
-//! listing stays empty); a feed path on a plain keep-alive HTTP/1.1
+//! listing stays empty); a revocation recorded but not confirmed (Redis
+//! away, `consistency = "confirmed"`) answers 503 and its retry applies; a feed path on a plain keep-alive HTTP/1.1
 //! connection on both connection paths; key rotation; and the poller: a
 //! transmitter holding 1,000 SETs, the polling instance killed -9 midway,
 //! every SET applied exactly once in effect and acknowledged only once its
@@ -637,6 +638,99 @@ async fn keys_that_cannot_be_loaded_answer_503_so_the_provider_retries() {
         json!({"error": "temporarily_unavailable", "error_description": "signature keys not loaded yet"})
     );
     assert!(scopes(&gw).await.is_empty());
+}
+
+/// With `store.consistency = "confirmed"` and Redis away, a feed's
+/// revocation is recorded (the outbox) but not confirmed: 503 with
+/// `Retry-After: 1` in each feed's error format, and the `jti` is not
+/// remembered, so the provider's retry of the very same token, once Redis
+/// is back, is applied (200 / 202), not refused as a replay.
+#[tokio::test]
+async fn an_unconfirmed_feed_revocation_answers_503_and_its_retry_is_not_a_replay() {
+    let idp = Idp::spawn().await;
+    let mut redis = RedisServer::spawn();
+    let up = Upstream::new().spawn().await;
+    let toml = feeds_toml(&idp.jwks.url, "").replace("[store]\n", "[store]\nlease = \"1s\"\n");
+    let gw = Gateway::new()
+        .upstream(&up.url)
+        .arg("--store")
+        .arg(&redis.url())
+        .arg("--consistency")
+        .arg("confirmed")
+        .toml(&toml)
+        .spawn();
+    ready(&gw).await;
+    let logout_token = idp.rsa.sign(&logout_claims("lou", now() - 10));
+    let set = idp
+        .ec
+        .sign(&set_claims("risc/account-disabled", "sam", now() - 10));
+
+    redis.stop();
+    let r = logout(&gw, &logout_token).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(
+        r.json(),
+        json!({"error": "temporarily_unavailable", "error_description": "revocation recorded but not confirmed; retry"})
+    );
+    // A logout naming only a session: its family's revocation, the same.
+    let session_only = idp
+        .rsa
+        .sign(&with(logout_claims("unused", now() - 10), |c| {
+            c.remove("sub");
+            c.insert("sid".into(), json!("sess-u"));
+        }));
+    let r = logout(&gw, &session_only).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"error": "temporarily_unavailable", "error_description": "revocation recorded but not confirmed; retry"})
+    );
+    let r = push(&gw, &set).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(
+        r.json(),
+        json!({"err": "temporarily_unavailable", "description": "revocation recorded but not confirmed; retry"})
+    );
+
+    // The provider retries the same token until it is applied: 503 while
+    // the instance reconnects, then 200 (202), never the replay's 400.
+    redis.start();
+    let mut r = logout(&gw, &logout_token).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while r.status == 503 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        r = logout(&gw, &logout_token).await;
+    }
+    assert_eq!(
+        r.status,
+        200,
+        "the retry is applied, not a replay: {}",
+        r.text()
+    );
+    let r = logout(&gw, &session_only).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = push(&gw, &set).await;
+    assert_eq!(
+        r.status,
+        202,
+        "the retry is applied, not a replay: {}",
+        r.text()
+    );
+    // And the same token once more: now it is a replay.
+    let r = logout(&gw, &logout_token).await;
+    assert_eq!(r.status, 400, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"error": "invalid_request", "error_description": "token already received (jti replayed)"})
+    );
+    let subs: HashSet<String> = scopes(&gw)
+        .await
+        .iter()
+        .filter_map(|s| s["sub"].as_str().map(str::to_string))
+        .collect();
+    assert_eq!(subs.len(), 2, "{subs:?}");
 }
 
 // === key rotation ===

@@ -403,11 +403,7 @@ pub(crate) async fn apply(
                         crate::metrics::revocation_apply_failed(source);
                         let unconfirmed = matches!(e, StoreError::Unconfirmed(_));
                         tracing::warn!(feed = source, mode, event, error = %e, jti = %jti, unconfirmed, "feed revocation not recorded (or not confirmed): answered 503, not remembered");
-                        return Err(Rejection::Unavailable(if unconfirmed {
-                            "revocation recorded but not confirmed; retry"
-                        } else {
-                            "revocation could not be recorded; retry"
-                        }));
+                        return Err(not_recorded(&e));
                     }
                 }
             }
@@ -415,10 +411,9 @@ pub(crate) async fn apply(
                 for cmd in session_revocation(rt, &token.iss, &sid, at.min(now)) {
                     if let Err(e) = gw.store().apply(cmd).await {
                         crate::metrics::revocation_apply_failed(source);
-                        tracing::warn!(feed = source, event, error = %e, jti = %jti, "session revocation not recorded: answered 503");
-                        return Err(Rejection::Unavailable(
-                            "revocation could not be recorded; retry",
-                        ));
+                        let unconfirmed = matches!(e, StoreError::Unconfirmed(_));
+                        tracing::warn!(feed = source, event, error = %e, jti = %jti, unconfirmed, "session revocation not recorded (or not confirmed): answered 503");
+                        return Err(not_recorded(&e));
                     }
                 }
                 if !with_subject {
@@ -524,6 +519,17 @@ pub(crate) fn json(status: StatusCode, body: &serde_json::Value) -> Response<Bod
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
+}
+
+/// The 503 of a revocation the store did not record, or recorded without
+/// confirmation (`consistency = "confirmed"`, Redis away): the provider
+/// retries either way, and the `jti` is not remembered.
+fn not_recorded(e: &StoreError) -> Rejection {
+    Rejection::Unavailable(if matches!(e, StoreError::Unconfirmed(_)) {
+        "revocation recorded but not confirmed; retry"
+    } else {
+        "revocation could not be recorded; retry"
+    })
 }
 
 /// The status of a rejection (the same for both feeds).

@@ -14,7 +14,9 @@
 //! documented status and exact body and revokes nothing (the store's scope
 //! listing stays empty); a revocation recorded but not confirmed (Redis
 //! away, `consistency = "confirmed"`) answers 503 and its retry applies; a feed path on a plain keep-alive HTTP/1.1
-//! connection on both connection paths; key rotation; and the poller: a
+//! connection on both connection paths; key rotation, a key rotated in
+//! inside `min_refresh_interval` answered 503 (retried), not 400 (lost);
+//! and the poller: a
 //! transmitter holding 1,000 SETs, the polling instance killed -9 midway,
 //! every SET applied exactly once in effect and acknowledged only once its
 //! rule was in Redis.
@@ -763,6 +765,61 @@ async fn a_rotated_key_is_fetched_on_its_unknown_kid() {
         &ec2.sign(&set_claims("risc/account-purged", "rotated-2", now() - 5)),
     )
     .await;
+    assert_eq!(r.status, 202, "{}", r.text());
+    assert_eq!(scopes(&gw).await.len(), 3);
+}
+
+/// A key the provider rotated in right after revgate's last fetch: inside
+/// `min_refresh_interval` revgate does not fetch again (the anti-spray
+/// bound), and it answered 400 "unknown key", which a provider takes as
+/// final: the logout or event was lost. Not fetched for, the key is not
+/// known to be unknown: 503 with `Retry-After`, nothing revoked, and the
+/// provider's retry past the interval is applied.
+#[tokio::test]
+async fn a_key_rotated_in_inside_min_refresh_interval_gets_503_and_its_retry_is_applied() {
+    let idp = Idp::spawn().await;
+    let up = Upstream::new().spawn().await;
+    let toml = feeds_toml(&idp.jwks.url, "").replace(
+        "min_refresh_interval = \"10ms\"",
+        "min_refresh_interval = \"3s\"",
+    );
+    let gw = Gateway::new().upstream(&up.url).toml(&toml).spawn();
+    let r = logout(&gw, &idp.rsa.sign(&logout_claims("first", now() - 5))).await;
+    assert_eq!(r.status, 200, "{}", r.text());
+    // Rotated in at the provider, used at once.
+    let rsa2 = SigningKey::rsa('b', "rsa-2", Algorithm::RS256);
+    let ec2 = SigningKey::es256("ec-2");
+    idp.jwks.set(jwks(&[&idp.rsa, &idp.ec, &rsa2, &ec2]));
+    let logout_token = rsa2.sign(&logout_claims("rotated", now() - 5));
+    let set = ec2.sign(&set_claims("risc/account-purged", "rotated-2", now() - 5));
+    let r = logout(&gw, &logout_token).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(r.header("retry-after"), Some("1"));
+    assert_eq!(
+        r.json(),
+        json!({"error": "temporarily_unavailable", "error_description": "signature key not known yet; retry"})
+    );
+    let r = push(&gw, &set).await;
+    assert_eq!(r.status, 503, "{}", r.text());
+    assert_eq!(
+        r.json(),
+        json!({"err": "temporarily_unavailable", "description": "signature key not known yet; retry"})
+    );
+    assert_eq!(
+        scopes(&gw).await.len(),
+        1,
+        "nothing revoked by a refused token"
+    );
+
+    // The provider retries the same tokens; past the interval they apply.
+    let mut r = logout(&gw, &logout_token).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while r.status == 503 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        r = logout(&gw, &logout_token).await;
+    }
+    assert_eq!(r.status, 200, "{}", r.text());
+    let r = push(&gw, &set).await;
     assert_eq!(r.status, 202, "{}", r.text());
     assert_eq!(scopes(&gw).await.len(), 3);
 }

@@ -147,6 +147,7 @@ impl From<VerifyError> for Rejection {
             V::UnsupportedAlgorithm => Rejection::InvalidKey("unsupported algorithm"),
             V::Critical => Rejection::InvalidKey("critical header extension"),
             V::UnknownKey => Rejection::InvalidKey("unknown key"),
+            V::KeyPending => Rejection::Unavailable("signature key not known yet; retry"),
             V::KeyMismatch => Rejection::InvalidKey("key does not fit the algorithm"),
             V::BadSignature => Rejection::InvalidKey("bad signature"),
             V::NoKeys => Rejection::Unavailable("signature keys not loaded yet"),

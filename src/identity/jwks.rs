@@ -22,7 +22,12 @@
 //! - Never more often than `min_refresh_interval` (counted from the last
 //!   attempt, successful or not), and one fetch at a time: a caller spraying
 //!   random `kid`s cannot make revgate hammer the identity provider, and a
-//!   provider that is down is asked once per interval. A caller that arrives
+//!   provider that is down is asked once per interval. An unknown `kid` that
+//!   was not fetched for (held back so, or the fetch failed) is
+//!   [`VerifyError::KeyPending`], not `UnknownKey`: it may be a key the
+//!   provider rotated in a moment ago (or a spray's, which keeps the last
+//!   fetch recent), so the feeds answer it with a 503 the provider retries,
+//!   never a 400 that would drop its logout or event. A caller that arrives
 //!   while a fetch is under way waits for it (at most `fetch_timeout`) and then
 //!   uses its result.
 //!
@@ -232,11 +237,20 @@ impl Verifier {
                 return keys.verify(token, header, &inner.policy, crate::store::now_unix());
             }
         }
-        if let Some(seen) = seen {
-            inner.fetch(Some(seen)).await;
-        }
+        let stale = match seen {
+            Some(seen) => inner.fetch(Some(seen)).await == Fetch::Stale,
+            None => false,
+        };
         match inner.keys.load_full() {
-            Some(keys) => keys.verify(token, header, &inner.policy, crate::store::now_unix()),
+            Some(keys) => match keys.verify(token, header, &inner.policy, crate::store::now_unix())
+            {
+                // Not fetched for it (held back, or the fetch failed): a key
+                // rotated in since the last fetch is not known to be
+                // unknown (a feed answers 503, and the provider retries,
+                // instead of a 400 it would not).
+                Err(VerifyError::UnknownKey) if stale => Err(VerifyError::KeyPending),
+                r => r,
+            },
             None => Err(VerifyError::NoKeys),
         }
     }
@@ -245,17 +259,19 @@ impl Verifier {
 impl Inner {
     /// Fetches the URL's key set unless one was fetched since generation
     /// `seen` (when given) or the last attempt is under the minimum interval.
-    async fn fetch(&self, seen: Option<u64>) {
-        let Some(f) = &self.fetcher else { return };
+    async fn fetch(&self, seen: Option<u64>) -> Fetch {
+        let Some(f) = &self.fetcher else {
+            return Fetch::Fresh;
+        };
         let mut state = f.state.lock().await;
         if seen.is_some_and(|g| g != f.generation.load(Ordering::Acquire)) {
-            return;
+            return Fetch::Fresh;
         }
         if state
             .last_attempt
             .is_some_and(|t| t.elapsed() < f.min_interval)
         {
-            return;
+            return Fetch::Stale;
         }
         state.last_attempt = Some(Instant::now());
         match f.fetch().await {
@@ -267,13 +283,27 @@ impl Inner {
             }
             Err(e) if self.keys.load().is_some() => {
                 tracing::warn!(url = %f.uri, error = %e, "JWKS refresh failed; keeping the last key set");
+                return Fetch::Stale;
             }
             Err(e) => {
                 tracing::error!(url = %f.uri, error = %e, retry_in = ?f.min_interval,
                     "JWKS could not be loaded: scope revokes authenticated by JWT are refused until it is");
+                return Fetch::Stale;
             }
         }
+        Fetch::Fresh
     }
+}
+
+/// What [`Inner::fetch`] leaves.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fetch {
+    /// The key set is as the provider serves it now (fetched by this call
+    /// or by another since the caller looked), or there is no URL.
+    Fresh,
+    /// Not fetched: under `min_refresh_interval` since the last attempt, or
+    /// the fetch failed.
+    Stale,
 }
 
 impl Fetcher {

@@ -88,6 +88,11 @@ pub enum VerifyError {
     /// No loaded key has the token's `kid` (or, without `kid`, fits its `alg`).
     #[error("unknown key")]
     UnknownKey,
+    /// No loaded key has the token's `kid`, and the key set was fetched
+    /// under `min_refresh_interval` ago, so it was not fetched again: the
+    /// key may be one the provider has just rotated in. Worth a retry.
+    #[error("unknown key, not fetched yet (key set refetched at most every min_refresh_interval)")]
+    KeyPending,
     /// The key named by `kid` does not fit the token's `alg`.
     #[error("key does not fit the algorithm")]
     KeyMismatch,

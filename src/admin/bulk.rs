@@ -754,30 +754,32 @@ async fn write_export(
     for rule in store.cache().scope_rules() {
         if rule.expires_at > now {
             line(&mut out, &RevocationCommand::Scope(rule), None);
+            if out.len() >= CHUNK {
+                flush(&mut out).await.map_err(|_| ExportError::Gone)?;
+            }
         }
     }
-    let bindings = store
-        .export_bindings()
-        .await
-        .map_err(|e| ExportError::Store(e.to_string()))?;
-    for b in bindings {
-        line(&mut out, &RevocationCommand::Bind(b), None);
-        if out.len() >= CHUNK {
-            flush(&mut out).await.map_err(|_| ExportError::Gone)?;
-        }
-    }
-    let (rules, members) = store
-        .export_families()
-        .await
-        .map_err(|e| ExportError::Store(e.to_string()))?;
-    let families = rules
-        .into_iter()
-        .map(RevocationCommand::Family)
-        .chain(members.into_iter().map(RevocationCommand::Join));
-    for cmd in families {
-        line(&mut out, &cmd, None);
-        if out.len() >= CHUNK {
-            flush(&mut out).await.map_err(|_| ExportError::Gone)?;
+    // Bindings, then families: a chunk at a time from the store, as the
+    // tokens (millions of either are held one chunk at once, not whole).
+    for families in [false, true] {
+        let mut cursor: Option<String> = None;
+        loop {
+            let page = if families {
+                store.export_families(cursor.as_deref()).await
+            } else {
+                store.export_bindings(cursor.as_deref()).await
+            }
+            .map_err(|e| ExportError::Store(e.to_string()))?;
+            for cmd in &page.cmds {
+                line(&mut out, cmd, None);
+                if out.len() >= CHUNK {
+                    flush(&mut out).await.map_err(|_| ExportError::Gone)?;
+                }
+            }
+            match page.next {
+                Some(next) => cursor = Some(next),
+                None => break,
+            }
         }
     }
     if !out.is_empty() {

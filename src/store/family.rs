@@ -350,12 +350,17 @@ impl Families {
         });
     }
 
-    /// Every live rule and member (for a compaction snapshot): rules first,
-    /// so a replay expands members as they join.
-    pub fn snapshot(&self, now: u64) -> (Vec<FamilyRule>, Vec<Member>) {
+    /// The live family rules and memberships of one pass of `passes`
+    /// (those whose family's, or member's, fingerprint's first byte is
+    /// `pass` modulo `passes`: uniform for a keyed hash), so a walk holds
+    /// a `passes`-th of them at a time. The rules' `revoked_at` is `now`
+    /// (not kept).
+    pub fn pass(&self, now: u64, pass: usize, passes: usize) -> (Vec<FamilyRule>, Vec<Member>) {
+        let ours = |fp: &Fingerprint| passes <= 1 || fp.as_bytes()[0] as usize % passes == pass;
         let rules =
             self.families()
                 .iter()
+                .filter(|(id, _)| ours(id))
                 .flat_map(|(id, f)| {
                     f.rules.iter().filter(|&&(_, exp)| exp > now).map(
                         |&(generation, expires_at)| FamilyRule {
@@ -371,9 +376,15 @@ impl Families {
         let members = self
             .members
             .iter()
+            .filter(|e| ours(e.key()))
             .filter_map(|e| self.get(e.key(), now))
             .collect();
         (rules, members)
+    }
+
+    /// Every live family rule and membership, in one pass.
+    pub fn snapshot(&self, now: u64) -> (Vec<FamilyRule>, Vec<Member>) {
+        self.pass(now, 0, 1)
     }
 }
 
@@ -479,6 +490,34 @@ mod tests {
         };
         assert_eq!(pair.generation, Some(4));
         assert_eq!(pair.expires_at, now + 7200);
+    }
+
+    #[test]
+    fn passes_hold_every_rule_and_member_in_exactly_one_of_them() {
+        let now = 1_800_000_000;
+        let f = Families::new();
+        for i in 0..40u8 {
+            f.join(&member(i, 100 + i % 5, 0, false, now), now);
+        }
+        for family in 100..105u8 {
+            f.revoke(&rule(family, None, now), now);
+        }
+        let (all_rules, all_members) = f.snapshot(now);
+        assert_eq!((all_rules.len(), all_members.len()), (5, 40));
+        let (mut rules, mut members) = (Vec::new(), Vec::new());
+        for pass in 0..3 {
+            let (r, m) = f.pass(now, pass, 3);
+            rules.extend(r.into_iter().map(|r| r.family));
+            members.extend(m.into_iter().map(|m| m.fingerprint));
+        }
+        rules.sort();
+        members.sort();
+        let mut want: Vec<_> = all_members.iter().map(|m| m.fingerprint).collect();
+        want.sort();
+        assert_eq!(members, want, "each member in one pass");
+        let mut want: Vec<_> = all_rules.iter().map(|r| r.family).collect();
+        want.sort();
+        assert_eq!(rules, want, "each rule in one pass");
     }
 
     #[test]

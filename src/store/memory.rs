@@ -296,19 +296,29 @@ impl MemoryStore {
             snapshot.push(&RevocationCommand::Scope(rule))?;
             live += 1;
         }
+        // A chunk (a pass) at a time, as an export walks them: never a copy
+        // of every binding or membership at once.
         let now = now_unix();
-        for binding in self.principals.snapshot(now) {
-            snapshot.push(&RevocationCommand::Bind(binding))?;
-            live += 1;
+        let mut from = Some(0);
+        while let Some(f) = from {
+            let (page, next) = self.principals.page(f, now);
+            for binding in page {
+                snapshot.push(&RevocationCommand::Bind(binding))?;
+                live += 1;
+            }
+            from = next;
         }
-        let (rules, members) = self.families.snapshot(now);
-        for cmd in rules
-            .into_iter()
-            .map(RevocationCommand::Family)
-            .chain(members.into_iter().map(RevocationCommand::Join))
-        {
-            snapshot.push(&cmd)?;
-            live += 1;
+        let passes = passes_for(self.families.len(), FAMILY_PASS);
+        for pass in 0..passes {
+            let (rules, members) = self.families.pass(now, pass, passes);
+            for cmd in rules
+                .into_iter()
+                .map(RevocationCommand::Family)
+                .chain(members.into_iter().map(RevocationCommand::Join))
+            {
+                snapshot.push(&cmd)?;
+                live += 1;
+            }
         }
         Ok(live)
     }
@@ -432,6 +442,35 @@ fn bind(cache: &LocalCache, principals: &Principals, b: &Binding, now: u64, deri
     changed
 }
 
+/// Memberships (and their families' rules) per pass of an export or a
+/// compaction: ~16 MiB of copies at most at once.
+const FAMILY_PASS: usize = 1 << 18;
+
+/// Passes a walk of `len` entries takes at about `per_pass` each (at most
+/// 256: a pass is a fingerprint's first byte modulo the passes).
+fn passes_for(len: usize, per_pass: usize) -> usize {
+    len.div_ceil(per_pass).clamp(1, 256)
+}
+
+/// An export cursor "<pass>/<passes>" (`None`: the first pass of a walk of
+/// `len` entries, about `per_pass` per pass).
+fn pass_cursor(
+    cursor: Option<&str>,
+    len: usize,
+    per_pass: usize,
+) -> Result<(usize, usize), super::ListError> {
+    let Some(c) = cursor else {
+        return Ok((0, passes_for(len, per_pass)));
+    };
+    let parsed = c
+        .split_once('/')
+        .and_then(|(p, n)| Some((p.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
+    match parsed {
+        Some((p, n)) if (1..=256).contains(&n) && p < n => Ok((p, n)),
+        _ => Err(super::ListError::BadCursor),
+    }
+}
+
 #[async_trait::async_trait]
 impl RevocationStore for MemoryStore {
     async fn list_tokens(
@@ -531,9 +570,19 @@ impl RevocationStore for MemoryStore {
 
     async fn export_families(
         &self,
-    ) -> Result<(Vec<super::FamilyRule>, Vec<super::Member>), StoreError> {
-        // The rules' `revoked_at` is not kept: the snapshot's is now.
-        Ok(self.families.snapshot(now_unix()))
+        cursor: Option<&str>,
+    ) -> Result<super::ExportPage, super::ListError> {
+        // In passes as `export_tokens`; the rules' `revoked_at` is not
+        // kept: the export's is now.
+        let (pass, passes) = pass_cursor(cursor, self.families.len(), FAMILY_PASS)?;
+        let (rules, members) = self.families.pass(now_unix(), pass, passes);
+        let cmds = rules
+            .into_iter()
+            .map(RevocationCommand::Family)
+            .chain(members.into_iter().map(RevocationCommand::Join))
+            .collect();
+        let next = (pass + 1 < passes).then(|| format!("{}/{passes}", pass + 1));
+        Ok(super::ExportPage { cmds, next })
     }
 
     async fn export_tokens(
@@ -546,18 +595,7 @@ impl RevocationStore for MemoryStore {
         // a tenth of them at once and never sorts them. A rule added or
         // removed during the walk may be missed or not, as with any walk
         // of a live set; one that exists throughout is in exactly one pass.
-        let (pass, passes) = match cursor {
-            None => (0, self.tokens.len().div_ceil(1 << 20).clamp(1, 256)),
-            Some(c) => {
-                let parsed = c
-                    .split_once('/')
-                    .and_then(|(p, n)| Some((p.parse::<usize>().ok()?, n.parse::<usize>().ok()?)));
-                match parsed {
-                    Some((p, n)) if (1..=256).contains(&n) && p < n => (p, n),
-                    _ => return Err(super::ListError::BadCursor),
-                }
-            }
-        };
+        let (pass, passes) = pass_cursor(cursor, self.tokens.len(), 1 << 20)?;
         let now = now_unix();
         let tokens = self
             .tokens
@@ -575,8 +613,22 @@ impl RevocationStore for MemoryStore {
         Ok(super::TokenPage { tokens, next })
     }
 
-    async fn export_bindings(&self) -> Result<Vec<Binding>, StoreError> {
-        Ok(self.principals.snapshot(now_unix()))
+    async fn export_bindings(
+        &self,
+        cursor: Option<&str>,
+    ) -> Result<super::ExportPage, super::ListError> {
+        // The cursor is a slot index (slots do not move; `Principals::page`).
+        let from = match cursor {
+            None => 0,
+            Some(c) => c
+                .parse::<usize>()
+                .map_err(|_| super::ListError::BadCursor)?,
+        };
+        let (page, next) = self.principals.page(from, now_unix());
+        Ok(super::ExportPage {
+            cmds: page.into_iter().map(RevocationCommand::Bind).collect(),
+            next: next.map(|n| n.to_string()),
+        })
     }
 
     async fn is_token_revoked(&self, fp: &Fingerprint) -> Result<bool, StoreError> {
@@ -728,6 +780,59 @@ mod tests {
                 .is_token_revoked(&Fingerprint::from_bytes([i; 16]))
                 .await
                 .unwrap());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_export_of_bindings_and_families_walks_chunks_and_refuses_foreign_cursors() {
+        let dir = tempfile::tempdir().unwrap();
+        let (s, _) = MemoryStore::open(&dir.path().join("j"), 100, 0.01).unwrap();
+        let later = now_unix() + 600;
+        let batch: Vec<RevocationCommand> = (0..500u32)
+            .map(|i| {
+                RevocationCommand::Bind(Binding {
+                    fingerprint: fp(i, 3),
+                    who: crate::store::ScopeKey {
+                        sub: format!("u{i}"),
+                        org: None,
+                        provider: None,
+                    },
+                    issued_at: 1,
+                    expires_at: later,
+                })
+            })
+            .collect();
+        s.apply_batch(batch).await.unwrap();
+        let mut seen = std::collections::HashSet::new();
+        let mut cursor = None;
+        loop {
+            let page = s.export_bindings(cursor.as_deref()).await.unwrap();
+            for c in page.cmds {
+                let RevocationCommand::Bind(b) = c else {
+                    panic!("not a binding: {c:?}")
+                };
+                assert!(seen.insert(b.fingerprint), "exported twice");
+            }
+            match page.next {
+                Some(n) => cursor = Some(n),
+                None => break,
+            }
+        }
+        assert_eq!(seen.len(), 500);
+        assert!(matches!(
+            s.export_bindings(Some("x")).await,
+            Err(crate::store::ListError::BadCursor)
+        ));
+        // Past the last slot: an empty last chunk, not an error.
+        let past = s.export_bindings(Some("999999999")).await.unwrap();
+        assert_eq!(past, crate::store::ExportPage::default());
+        let page = s.export_families(None).await.unwrap();
+        assert_eq!(page, crate::store::ExportPage::default());
+        for bad in ["x", "3/2", "0/0", "1/999"] {
+            assert!(matches!(
+                s.export_families(Some(bad)).await,
+                Err(crate::store::ListError::BadCursor)
+            ));
         }
     }
 

@@ -310,6 +310,16 @@ pub struct TokenPage {
     pub next: Option<String>,
 }
 
+/// One chunk of [`RevocationStore::export_bindings`] or
+/// [`RevocationStore::export_families`].
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExportPage {
+    /// What the chunk holds, as the commands an import applies.
+    pub cmds: Vec<RevocationCommand>,
+    /// Pass back to get the next chunk; `None` on the last.
+    pub next: Option<String>,
+}
+
 /// The store the gateway checks and revokes against.
 #[async_trait::async_trait]
 pub trait RevocationStore: Send + Sync + 'static {
@@ -372,19 +382,25 @@ pub trait RevocationStore: Send + Sync + 'static {
         self.list_tokens(cursor, 10_000).await
     }
 
-    /// Every live binding, for an export (the embedded store holds them;
-    /// this default knows none).
-    async fn export_bindings(&self) -> Result<Vec<Binding>, StoreError> {
-        Ok(Vec::new())
+    /// One chunk of every live binding (`Bind` commands), for an export:
+    /// walked as [`RevocationStore::export_tokens`], a chunk at a time, so
+    /// an export of millions holds one chunk (this default knows none).
+    async fn export_bindings(&self, cursor: Option<&str>) -> Result<ExportPage, ListError> {
+        let _ = cursor;
+        Ok(ExportPage::default())
     }
 
-    /// Every live family rule and family membership, for an export (the
-    /// rules first; this default knows none). A membership is not a
-    /// revocation, but without it a migrated family rule could not reach
-    /// a token that joins later, nor a later revocation of the family its
-    /// earlier tokens (issue 18; `crate::admin::bulk`).
-    async fn export_families(&self) -> Result<(Vec<FamilyRule>, Vec<Member>), StoreError> {
-        Ok((Vec::new(), Vec::new()))
+    /// One chunk of every live family rule and family membership (`Family`
+    /// and `Join` commands), for an export, walked the same way (this
+    /// default knows none). A membership is not a revocation, but without
+    /// it a migrated family rule could not reach a token that joins later,
+    /// nor a later revocation of the family its earlier tokens (issue 18;
+    /// `crate::admin::bulk`). Either order imports the same: a rule
+    /// revokes the members already there, a member joining a revoked
+    /// family is revoked as it joins.
+    async fn export_families(&self, cursor: Option<&str>) -> Result<ExportPage, ListError> {
+        let _ = cursor;
+        Ok(ExportPage::default())
     }
     /// Flushes whatever is buffered (journal) before shutdown.
     async fn flush(&self) -> Result<(), StoreError>;

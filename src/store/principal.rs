@@ -652,25 +652,35 @@ impl Principals {
         gone
     }
 
-    /// Every live binding (for a compaction snapshot). Read a chunk of
-    /// slots at a time: a binding live throughout is in it (slots do not
-    /// move); one bound or removed meanwhile is in the journal's tail.
+    /// The live bindings of one chunk of slots, from slot `from`, and the
+    /// slot the next chunk starts at (`None` after the last). Slots do not
+    /// move, so a walk from 0 holds one chunk at a time and has every
+    /// binding live throughout in exactly one chunk; one bound or removed
+    /// meanwhile may be in it or not (for a compaction, the journal's tail
+    /// has it).
+    pub fn page(&self, from: usize, now: u64) -> (Vec<Binding>, Option<usize>) {
+        let t = self.read();
+        let to = t.slots.len().min(from.saturating_add(CHUNK));
+        let out = t
+            .slots
+            .get(from..to)
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| s.principal != NONE && u64::from(s.expires_at) > now)
+            .filter_map(|s| t.binding(s))
+            .collect();
+        (out, (to < t.slots.len()).then_some(to))
+    }
+
+    /// Every live binding (tests; the store walks [`Principals::page`]).
+    #[cfg(test)]
     pub fn snapshot(&self, now: u64) -> Vec<Binding> {
-        let mut out = Vec::with_capacity(self.len());
-        let mut from = 0;
-        loop {
-            let t = self.read();
-            let to = t.slots.len().min(from + CHUNK);
-            if from >= to {
-                break;
-            }
-            out.extend(
-                t.slots[from..to]
-                    .iter()
-                    .filter(|s| s.principal != NONE && u64::from(s.expires_at) > now)
-                    .filter_map(|s| t.binding(s)),
-            );
-            from = to;
+        let mut out = Vec::new();
+        let mut from = Some(0);
+        while let Some(f) = from {
+            let (page, next) = self.page(f, now);
+            out.extend(page);
+            from = next;
         }
         out
     }

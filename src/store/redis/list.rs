@@ -14,7 +14,8 @@ use ::redis::RedisError;
 use super::link::is_fatal;
 use super::Inner;
 use crate::store::{
-    now_unix, Binding, FamilyRule, ListError, ListedToken, Member, StoreError, TokenPage,
+    now_unix, Binding, ExportPage, FamilyRule, ListError, ListedToken, RevocationCommand,
+    StoreError, TokenPage,
 };
 
 /// A connection for a listing, or why there is none.
@@ -60,15 +61,8 @@ pub(super) async fn tokens(
     }
     let mut conn = conn(inner)?;
     let fail = |e: RedisError| ListError::Store(failed(inner, e));
-    let (next, keys): (u64, Vec<String>) = ::redis::cmd("SCAN")
-        .arg(from)
-        .arg("MATCH")
-        .arg(inner.keys.token_pattern())
-        .arg("COUNT")
-        .arg(limit)
-        .query_async(&mut conn)
-        .await
-        .map_err(fail)?;
+    let pattern = inner.keys.token_pattern();
+    let (next, keys) = scan_step(inner, &mut conn, &pattern, from, limit).await?;
     if !keys.is_empty() {
         let values: Vec<Option<String>> = ::redis::cmd("MGET")
             .arg(&keys)
@@ -95,137 +89,150 @@ pub(super) async fn tokens(
     })
 }
 
-/// Every live binding in Redis, for an export: a whole `SCAN` of the
-/// binding keys, values by `MGET`. Bindings still in the outbox are not
-/// among them (exported once written).
-pub(super) async fn bindings(inner: &Inner) -> Result<Vec<Binding>, StoreError> {
+/// One `SCAN` step over `pattern` from `from`: the next cursor (0 after
+/// the last step) and the keys found.
+async fn scan_step(
+    inner: &Inner,
+    conn: &mut super::conn::Conn,
+    pattern: &str,
+    from: u64,
+    count: usize,
+) -> Result<(u64, Vec<String>), ListError> {
+    ::redis::cmd("SCAN")
+        .arg(from)
+        .arg("MATCH")
+        .arg(pattern)
+        .arg("COUNT")
+        .arg(count)
+        .query_async(conn)
+        .await
+        .map_err(|e| ListError::Store(failed(inner, e)))
+}
+
+/// Keys asked for per `SCAN` step of an export's bindings or families.
+const EXPORT_SCAN: usize = 1000;
+
+/// One chunk of the live bindings in Redis, for an export: one `SCAN` step
+/// of the binding keys (the cursor is Redis's), values by `MGET`. `SCAN`
+/// may return a key twice: the export may hold a binding twice, which an
+/// import applies as once. Bindings still in the outbox are not among them
+/// (exported once written).
+pub(super) async fn bindings(inner: &Inner, cursor: Option<&str>) -> Result<ExportPage, ListError> {
+    let from = match cursor {
+        None => 0,
+        Some(c) => match c.parse::<u64>() {
+            Ok(n) if n != 0 => n,
+            _ => return Err(ListError::BadCursor),
+        },
+    };
     let mut conn = conn(inner)?;
-    let fail = |e: RedisError| failed(inner, e);
     let now = now_unix();
-    let mut out = Vec::new();
-    let mut cursor = 0u64;
-    loop {
-        let (next, keys): (u64, Vec<String>) = ::redis::cmd("SCAN")
-            .arg(cursor)
-            .arg("MATCH")
-            .arg(inner.keys.binding_pattern())
-            .arg("COUNT")
-            .arg(1000)
+    let pattern = inner.keys.binding_pattern();
+    let (next, keys) = scan_step(inner, &mut conn, &pattern, from, EXPORT_SCAN).await?;
+    let mut cmds = Vec::new();
+    if !keys.is_empty() {
+        let values: Vec<Option<Vec<u8>>> = ::redis::cmd("MGET")
+            .arg(&keys)
+            .query_async(&mut conn)
+            .await
+            .map_err(|e| ListError::Store(failed(inner, e)))?;
+        cmds.extend(
+            values
+                .into_iter()
+                .flatten()
+                .filter_map(|v| serde_json::from_slice::<Binding>(&v).ok())
+                .filter(|b| b.expires_at > now)
+                .map(RevocationCommand::Bind),
+        );
+    }
+    Ok(ExportPage {
+        cmds,
+        next: (next != 0).then(|| next.to_string()),
+    })
+}
+
+/// One chunk of the live family rules and memberships in Redis, for an
+/// export: one `SCAN` step of the family hashes (their `rev` /
+/// `rev:<generation>` fields, `HGETALL` pipelined), then, once those are
+/// walked, of the memberships (`MGET`). The cursor is the phase and
+/// Redis's cursor (`f:<n>`, `m:<n>`). Redis keeps no rule's `revoked_at`:
+/// the export's is now (it only dates the event). Those still in the
+/// outbox are exported once written; `SCAN` may return one twice.
+pub(super) async fn families(inner: &Inner, cursor: Option<&str>) -> Result<ExportPage, ListError> {
+    let (rules_phase, from) = match cursor {
+        None => (true, 0),
+        Some(c) => match c.split_once(':').map(|(p, n)| (p, n.parse::<u64>())) {
+            Some(("f", Ok(n))) if n != 0 => (true, n),
+            Some(("m", Ok(n))) => (false, n),
+            _ => return Err(ListError::BadCursor),
+        },
+    };
+    let mut conn = conn(inner)?;
+    let fail = |e: RedisError| ListError::Store(failed(inner, e));
+    let now = now_unix();
+    let pattern = if rules_phase {
+        inner.keys.family_pattern()
+    } else {
+        inner.keys.member_pattern()
+    };
+    let (next, keys) = scan_step(inner, &mut conn, &pattern, from, EXPORT_SCAN).await?;
+    let mut cmds = Vec::new();
+    if !keys.is_empty() && rules_phase {
+        let mut pipe = ::redis::pipe();
+        for k in &keys {
+            pipe.cmd("HGETALL").arg(k);
+        }
+        let hashes: Vec<std::collections::HashMap<String, String>> =
+            pipe.query_async(&mut conn).await.map_err(fail)?;
+        for (key, fields) in keys.iter().zip(hashes) {
+            let Some(family) = inner.keys.family_of(key) else {
+                continue;
+            };
+            for (field, value) in fields {
+                let generation = match field.strip_prefix("rev") {
+                    Some("") => None,
+                    Some(g) => match g.strip_prefix(':').and_then(|g| g.parse().ok()) {
+                        Some(g) => Some(g),
+                        None => continue,
+                    },
+                    None => continue,
+                };
+                let Ok(expires_at) = value.parse::<u64>() else {
+                    continue;
+                };
+                if expires_at > now {
+                    cmds.push(RevocationCommand::Family(FamilyRule {
+                        family,
+                        generation,
+                        revoked_at: now,
+                        expires_at,
+                        members: Vec::new(),
+                    }));
+                }
+            }
+        }
+    } else if !keys.is_empty() {
+        let values: Vec<Option<String>> = ::redis::cmd("MGET")
+            .arg(&keys)
             .query_async(&mut conn)
             .await
             .map_err(fail)?;
-        if !keys.is_empty() {
-            let values: Vec<Option<Vec<u8>>> = ::redis::cmd("MGET")
-                .arg(&keys)
-                .query_async(&mut conn)
-                .await
-                .map_err(fail)?;
-            out.extend(
-                values
-                    .into_iter()
-                    .flatten()
-                    .filter_map(|v| serde_json::from_slice::<Binding>(&v).ok())
-                    .filter(|b| b.expires_at > now),
-            );
-        }
-        if next == 0 {
-            break;
-        }
-        cursor = next;
-    }
-    // SCAN may return a key twice.
-    out.sort_by_key(|b| b.fingerprint);
-    out.dedup_by_key(|b| b.fingerprint);
-    Ok(out)
-}
-
-/// Every live family rule and membership in Redis, for an export: a whole
-/// `SCAN` of the family hashes (their `rev` / `rev:<generation>` fields,
-/// `HGETALL` pipelined per page) and of the memberships (`MGET`). Redis
-/// keeps no rule's `revoked_at`: the export's is now (it only dates the
-/// event). Those still in the outbox are exported once written.
-pub(super) async fn families(inner: &Inner) -> Result<(Vec<FamilyRule>, Vec<Member>), StoreError> {
-    let mut conn = conn(inner)?;
-    let fail = |e: RedisError| failed(inner, e);
-    let now = now_unix();
-    let mut rules = Vec::new();
-    let mut members = Vec::new();
-    for (pattern, families) in [
-        (inner.keys.family_pattern(), true),
-        (inner.keys.member_pattern(), false),
-    ] {
-        let mut cursor = 0u64;
-        loop {
-            let (next, keys): (u64, Vec<String>) = ::redis::cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000)
-                .query_async(&mut conn)
-                .await
-                .map_err(fail)?;
-            if !keys.is_empty() && families {
-                let mut pipe = ::redis::pipe();
-                for k in &keys {
-                    pipe.cmd("HGETALL").arg(k);
-                }
-                let hashes: Vec<std::collections::HashMap<String, String>> =
-                    pipe.query_async(&mut conn).await.map_err(fail)?;
-                for (key, fields) in keys.iter().zip(hashes) {
-                    let Some(family) = inner.keys.family_of(key) else {
-                        continue;
-                    };
-                    for (field, value) in fields {
-                        let generation = match field.strip_prefix("rev") {
-                            Some("") => None,
-                            Some(g) => match g.strip_prefix(':').and_then(|g| g.parse().ok()) {
-                                Some(g) => Some(g),
-                                None => continue,
-                            },
-                            None => continue,
-                        };
-                        let Ok(expires_at) = value.parse::<u64>() else {
-                            continue;
-                        };
-                        if expires_at > now {
-                            rules.push(FamilyRule {
-                                family,
-                                generation,
-                                revoked_at: now,
-                                expires_at,
-                                members: Vec::new(),
-                            });
-                        }
-                    }
-                }
-            } else if !keys.is_empty() {
-                let values: Vec<Option<String>> = ::redis::cmd("MGET")
-                    .arg(&keys)
-                    .query_async(&mut conn)
-                    .await
-                    .map_err(fail)?;
-                for (key, value) in keys.iter().zip(values) {
-                    let (Some(fp), Some(v)) = (inner.keys.member_of(key), value) else {
-                        continue;
-                    };
-                    if let Some(m) = super::family::parse_member(&fp, &v) {
-                        if m.expires_at > now {
-                            members.push(m);
-                        }
-                    }
+        for (key, value) in keys.iter().zip(values) {
+            let (Some(fp), Some(v)) = (inner.keys.member_of(key), value) else {
+                continue;
+            };
+            if let Some(m) = super::family::parse_member(&fp, &v) {
+                if m.expires_at > now {
+                    cmds.push(RevocationCommand::Join(m));
                 }
             }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
         }
     }
-    // SCAN may return a key twice.
-    rules.sort_by_key(|r| (r.family, r.generation));
-    rules.dedup_by_key(|r| (r.family, r.generation));
-    members.sort_by_key(|m| m.fingerprint);
-    members.dedup_by_key(|m| m.fingerprint);
-    Ok((rules, members))
+    let next = match (next, rules_phase) {
+        (0, true) => Some("m:0".to_string()),
+        (0, false) => None,
+        (n, true) => Some(format!("f:{n}")),
+        (n, false) => Some(format!("m:{n}")),
+    };
+    Ok(ExportPage { cmds, next })
 }

@@ -776,12 +776,18 @@ impl RevocationStore for RedisStore {
         Ok(queued)
     }
 
-    async fn export_bindings(&self) -> Result<Vec<Binding>, StoreError> {
-        list::bindings(&self.inner).await
+    async fn export_bindings(
+        &self,
+        cursor: Option<&str>,
+    ) -> Result<super::ExportPage, super::ListError> {
+        list::bindings(&self.inner, cursor).await
     }
 
-    async fn export_families(&self) -> Result<(Vec<super::FamilyRule>, Vec<Member>), StoreError> {
-        list::families(&self.inner).await
+    async fn export_families(
+        &self,
+        cursor: Option<&str>,
+    ) -> Result<super::ExportPage, super::ListError> {
+        list::families(&self.inner, cursor).await
     }
 
     async fn apply_batch(&self, cmds: Vec<RevocationCommand>) -> Result<Vec<Applied>, StoreError> {

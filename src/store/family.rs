@@ -352,39 +352,54 @@ impl Families {
 
     /// The live family rules and memberships of one pass of `passes`
     /// (those whose family's, or member's, fingerprint's first byte is
-    /// `pass` modulo `passes`: uniform for a keyed hash), so a walk holds
-    /// a `passes`-th of them at a time. The rules' `revoked_at` is `now`
-    /// (not kept).
-    pub fn pass(&self, now: u64, pass: usize, passes: usize) -> (Vec<FamilyRule>, Vec<Member>) {
+    /// `pass` modulo `passes`: uniform for a keyed hash), as the commands
+    /// that record them, rules first: a walk holds a `passes`-th of them at
+    /// a time, in one vector sized for it up front (not grown by doubling).
+    /// The rules' `revoked_at` is `now` (not kept).
+    pub fn pass(&self, now: u64, pass: usize, passes: usize) -> Vec<super::RevocationCommand> {
+        use super::RevocationCommand as C;
         let ours = |fp: &Fingerprint| passes <= 1 || fp.as_bytes()[0] as usize % passes == pass;
-        let rules =
-            self.families()
-                .iter()
-                .filter(|(id, _)| ours(id))
-                .flat_map(|(id, f)| {
-                    f.rules.iter().filter(|&&(_, exp)| exp > now).map(
-                        |&(generation, expires_at)| FamilyRule {
-                            family: *id,
-                            generation,
-                            revoked_at: now,
-                            expires_at,
-                            members: Vec::new(),
-                        },
-                    )
-                })
-                .collect();
-        let members = self
-            .members
-            .iter()
-            .filter(|e| ours(e.key()))
-            .filter_map(|e| self.get(e.key(), now))
-            .collect();
-        (rules, members)
+        let share = self.members.len() / passes.max(1);
+        let mut out = Vec::with_capacity(share + share / 8 + 16);
+        for (id, f) in self.families().iter().filter(|(id, _)| ours(id)) {
+            for &(generation, expires_at) in f.rules.iter().filter(|&&(_, exp)| exp > now) {
+                out.push(C::Family(FamilyRule {
+                    family: *id,
+                    generation,
+                    revoked_at: now,
+                    expires_at,
+                    members: Vec::new(),
+                }));
+            }
+        }
+        // From the entry itself: a lookup of the map while iterating it
+        // would take its shard's lock a second time.
+        out.extend(self.members.iter().filter_map(|e| {
+            let s = *e.value();
+            (ours(e.key()) && u64::from(s.expires_at) > now).then_some(C::Join(Member {
+                fingerprint: *e.key(),
+                family: s.family,
+                generation: s.generation,
+                refresh: s.refresh,
+                expires_at: u64::from(s.expires_at),
+                superseded_at: u64::from(s.superseded_at),
+            }))
+        }));
+        out
     }
 
-    /// Every live family rule and membership, in one pass.
+    /// Every live family rule and membership, in one pass (tests).
+    #[cfg(test)]
     pub fn snapshot(&self, now: u64) -> (Vec<FamilyRule>, Vec<Member>) {
-        self.pass(now, 0, 1)
+        let (mut rules, mut members) = (Vec::new(), Vec::new());
+        for c in self.pass(now, 0, 1) {
+            match c {
+                super::RevocationCommand::Family(r) => rules.push(r),
+                super::RevocationCommand::Join(m) => members.push(m),
+                _ => {}
+            }
+        }
+        (rules, members)
     }
 }
 
@@ -506,9 +521,13 @@ mod tests {
         assert_eq!((all_rules.len(), all_members.len()), (5, 40));
         let (mut rules, mut members) = (Vec::new(), Vec::new());
         for pass in 0..3 {
-            let (r, m) = f.pass(now, pass, 3);
-            rules.extend(r.into_iter().map(|r| r.family));
-            members.extend(m.into_iter().map(|m| m.fingerprint));
+            for c in f.pass(now, pass, 3) {
+                match c {
+                    crate::store::RevocationCommand::Family(r) => rules.push(r.family),
+                    crate::store::RevocationCommand::Join(m) => members.push(m.fingerprint),
+                    other => panic!("not a family's: {other:?}"),
+                }
+            }
         }
         rules.sort();
         members.sort();

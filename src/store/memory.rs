@@ -310,12 +310,7 @@ impl MemoryStore {
         }
         let passes = passes_for(self.families.len(), FAMILY_PASS);
         for pass in 0..passes {
-            let (rules, members) = self.families.pass(now, pass, passes);
-            for cmd in rules
-                .into_iter()
-                .map(RevocationCommand::Family)
-                .chain(members.into_iter().map(RevocationCommand::Join))
-            {
+            for cmd in self.families.pass(now, pass, passes) {
                 snapshot.push(&cmd)?;
                 live += 1;
             }
@@ -443,8 +438,12 @@ fn bind(cache: &LocalCache, principals: &Principals, b: &Binding, now: u64, deri
 }
 
 /// Memberships (and their families' rules) per pass of an export or a
-/// compaction: ~16 MiB of copies at most at once.
-const FAMILY_PASS: usize = 1 << 18;
+/// compaction, as tokens per pass of `export_tokens`: ~104 MiB of commands
+/// at most at once. Smaller passes held more, not less: each pass's vector
+/// stayed resident while the next was built (31 passes of 32,768: +180 MiB
+/// exporting 1,000,000 memberships, against +96 MiB in one pass;
+/// `benches/export_memory.sh`).
+const FAMILY_PASS: usize = 1 << 20;
 
 /// Passes a walk of `len` entries takes at about `per_pass` each (at most
 /// 256: a pass is a fingerprint's first byte modulo the passes).
@@ -575,12 +574,7 @@ impl RevocationStore for MemoryStore {
         // In passes as `export_tokens`; the rules' `revoked_at` is not
         // kept: the export's is now.
         let (pass, passes) = pass_cursor(cursor, self.families.len(), FAMILY_PASS)?;
-        let (rules, members) = self.families.pass(now_unix(), pass, passes);
-        let cmds = rules
-            .into_iter()
-            .map(RevocationCommand::Family)
-            .chain(members.into_iter().map(RevocationCommand::Join))
-            .collect();
+        let cmds = self.families.pass(now_unix(), pass, passes);
         let next = (pass + 1 < passes).then(|| format!("{}/{passes}", pass + 1));
         Ok(super::ExportPage { cmds, next })
     }

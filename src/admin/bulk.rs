@@ -72,9 +72,14 @@
 //! import that takes the token lines only still enforces them. A rule's
 //! `revoked_at` is not kept by the stores: the export's is its own time. Never a raw token: the gateway has none. Another deployment that
 //! shares `tokens.fingerprint_key` enforces the same rules after importing
-//! it. Written through a small bounded channel, so a slow reader holds the
+//! it. Every kind is read from the store a chunk at a time (never a copy
+//! of all its bindings or memberships: `benches/export_memory.sh`), and
+//! written through a small bounded channel, so a slow reader holds the
 //! export back instead of growing memory; a store error mid-way aborts the
-//! body (the client sees a broken transfer, not a short, clean file).
+//! body (the client sees a broken transfer, not a short, clean file). A
+//! walk of a live store holds every rule that exists throughout it at
+//! least once: from Redis (`SCAN`) a line may come twice, which an import
+//! applies as once.
 
 use bytes::{Bytes, BytesMut};
 use http::{Response, StatusCode};

@@ -595,3 +595,63 @@ async fn an_answer_that_names_no_holder_binds_to_the_requests_own_bound_caller()
     assert_eq!(b.status, 200, "{}", b.text());
     assert_eq!(b.json()["sub"], json!("grace"));
 }
+
+/// A token endpoint's `id_token` signed with a key the provider rotated in
+/// after revgate's last JWKS fetch: inside `min_refresh_interval` (an hour
+/// here) revgate did not fetch for its `kid`, the id_token failed
+/// verification, and the tokens of that answer were bound to no one, so a
+/// later revocation of their holder missed them for their whole life. Its
+/// `kid` is chosen by the provider, not by a caller: it is fetched for
+/// after one second, and the tokens are bound.
+#[tokio::test]
+async fn tokens_issued_with_an_id_token_under_a_just_rotated_key_are_bound() {
+    use support::jwks::{jwks, JwksServer, SigningKey};
+    let old = SigningKey::es256("idp-old");
+    let new = SigningKey::es256("idp-new");
+    let idp = JwksServer::spawn(jwks(&[&old])).await;
+    let id_token = new.sign(&json!({
+        "iss": "https://idp.example/", "aud": "client-1", "sub": "heidi",
+        "iat": now() - 5, "exp": now() + 600,
+    }));
+    let answer: &'static str = Box::leak(
+        json!({"access_token": "issued-after-rotation-at", "token_type": "Bearer",
+               "expires_in": 600, "id_token": id_token})
+        .to_string()
+        .into_boxed_str(),
+    );
+    let (token_url, _task) = token_endpoint(answer).await;
+    let up = Upstream::new().spawn().await;
+    let gw = Gateway::new()
+        .upstream(&up.url)
+        .toml(&format!(
+            "[tokens.verify]\njwks_url = \"{}\"\nissuers = [\"https://idp.example/\"]\naudiences = [\"client-1\"]\nmin_refresh_interval = \"1h\"\nrefresh_interval = \"2h\"\n[[routes]]\npath_prefix = \"/oauth/token\"\nupstream = \"{token_url}\"\n",
+            idp.url
+        ))
+        .spawn();
+    wait_for("the first JWKS fetch", Duration::from_secs(10), || async {
+        idp.hits() >= 1
+    })
+    .await;
+    // Rotated in at the provider after that fetch, and used at once (past
+    // the one second an id_token's unknown kid waits for).
+    idp.set(jwks(&[&old, &new]));
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    let r = send(call(
+        "POST",
+        &format!("{}/oauth/token", gw.url),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        b"grant_type=authorization_code&code=abc",
+    ))
+    .await;
+    assert_eq!((r.status, r.text()), (200, answer.to_string()));
+    let b = post_json(
+        &format!("{}/admin/v1/principals/lookup", gw.admin_url),
+        &json!({"credential": "issued-after-rotation-at"}),
+    )
+    .await;
+    assert_eq!(b.status, 200, "not bound: {}", b.text());
+    assert_eq!(b.json()["sub"], json!("heidi"));
+    assert_passes(&gw, &up, "issued-after-rotation-at").await;
+    scope(&gw, "heidi", json!({})).await;
+    assert_revoked(&gw, &up, "issued-after-rotation-at").await;
+}

@@ -27,7 +27,11 @@
 //!   [`VerifyError::KeyPending`], not `UnknownKey`: it may be a key the
 //!   provider rotated in a moment ago (or a spray's, which keeps the last
 //!   fetch recent), so the feeds answer it with a 503 the provider retries,
-//!   never a 400 that would drop its logout or event. A caller that arrives
+//!   never a 400 that would drop its logout or event. An `id_token` in a
+//!   token endpoint's answer (signed by the provider, its `kid` chosen by
+//!   no caller) is refetched for after one second instead
+//!   ([`Verifier::verify_issued`]), so the tokens issued right after a
+//!   rotation are bound to their holder. A caller that arrives
 //!   while a fetch is under way waits for it (at most `fetch_timeout`) and then
 //!   uses its result.
 //!
@@ -63,6 +67,10 @@ use tokio_util::sync::{CancellationToken, DropGuard};
 
 use super::verify::{self, JwsHeader, KeySet, KeySetError, Policy, VerifiedClaims, VerifyError};
 use super::{KeySource, VerifySettings, MAX_JWKS_BYTES};
+
+/// The least time between two fetches for an unknown `kid` in a token
+/// endpoint's `id_token` ([`Verifier::verify_issued`]).
+pub const ISSUED_MIN_INTERVAL: Duration = Duration::from_secs(1);
 
 type JwksClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Empty<Bytes>>;
 
@@ -201,6 +209,25 @@ impl Verifier {
     /// the policy's claims. Failures are logged (reason and `kid`, never the
     /// token).
     pub async fn verify(&self, token: &str) -> Result<VerifiedClaims, VerifyError> {
+        self.verify_within(token, None).await
+    }
+
+    /// Verifies an `id_token` a token endpoint answered with (through the
+    /// upstream, signed by the provider: no caller picks its `kid`). An
+    /// unknown `kid` there is a key the provider has rotated in, so the set
+    /// is refetched for it after [`ISSUED_MIN_INTERVAL`] rather than
+    /// `min_refresh_interval`: the tokens of that answer are bound to their
+    /// holder (else a revocation of the holder missed them for their whole
+    /// life). Callers' tokens keep the anti-spray bound ([`Verifier::verify`]).
+    pub async fn verify_issued(&self, token: &str) -> Result<VerifiedClaims, VerifyError> {
+        self.verify_within(token, Some(ISSUED_MIN_INTERVAL)).await
+    }
+
+    async fn verify_within(
+        &self,
+        token: &str,
+        min_interval: Option<Duration>,
+    ) -> Result<VerifiedClaims, VerifyError> {
         let header = match verify::header(token) {
             Ok(h) => h,
             Err(e) => {
@@ -214,7 +241,7 @@ impl Verifier {
                 return Err(e);
             }
         };
-        let result = self.verify_with(token, &header).await;
+        let result = self.verify_with(token, &header, min_interval).await;
         if let Err(e) = &result {
             let kid: Option<String> = header.kid.as_ref().map(|k| k.chars().take(64).collect());
             tracing::warn!(reason = %e, kid = ?kid, alg = ?header.alg, "caller's JWT not verified");
@@ -226,6 +253,7 @@ impl Verifier {
         &self,
         token: &str,
         header: &JwsHeader,
+        min_interval: Option<Duration>,
     ) -> Result<VerifiedClaims, VerifyError> {
         let inner = &self.inner;
         let seen = inner
@@ -238,7 +266,7 @@ impl Verifier {
             }
         }
         let stale = match seen {
-            Some(seen) => inner.fetch(Some(seen)).await == Fetch::Stale,
+            Some(seen) => inner.fetch(Some(seen), min_interval).await == Fetch::Stale,
             None => false,
         };
         match inner.keys.load_full() {
@@ -258,8 +286,9 @@ impl Verifier {
 
 impl Inner {
     /// Fetches the URL's key set unless one was fetched since generation
-    /// `seen` (when given) or the last attempt is under the minimum interval.
-    async fn fetch(&self, seen: Option<u64>) -> Fetch {
+    /// `seen` (when given) or the last attempt is under the minimum interval
+    /// (`min_interval` when given and shorter, else `min_refresh_interval`).
+    async fn fetch(&self, seen: Option<u64>, min_interval: Option<Duration>) -> Fetch {
         let Some(f) = &self.fetcher else {
             return Fetch::Fresh;
         };
@@ -267,10 +296,8 @@ impl Inner {
         if seen.is_some_and(|g| g != f.generation.load(Ordering::Acquire)) {
             return Fetch::Fresh;
         }
-        if state
-            .last_attempt
-            .is_some_and(|t| t.elapsed() < f.min_interval)
-        {
+        let min = min_interval.map_or(f.min_interval, |m| m.min(f.min_interval));
+        if state.last_attempt.is_some_and(|t| t.elapsed() < min) {
             return Fetch::Stale;
         }
         state.last_attempt = Some(Instant::now());
@@ -362,7 +389,7 @@ async fn refresh_loop(inner: Weak<Inner>, stop: CancellationToken) {
     loop {
         let wait = {
             let Some(inner) = inner.upgrade() else { return };
-            inner.fetch(None).await;
+            inner.fetch(None, None).await;
             let Some(f) = &inner.fetcher else { return };
             if inner.keys.load().is_some() {
                 f.refresh_interval

@@ -13,7 +13,9 @@
 //! larger one, or one that is not JSON, is relayed without learning):
 //! `access_token` and `refresh_token` (each bound when present); the holder
 //! from, in order, the `id_token`'s claims (verified when `[tokens.verify]`
-//! is set; an `id_token` that fails verification names nobody), the
+//! is set; an `id_token` that fails verification names nobody; its
+//! unknown `kid` is fetched for after one second, not
+//! `min_refresh_interval`: `Verifier::verify_issued`), the
 //! endpoint's subject fields (`sub`, `user_id`, `account_id` by default),
 //! then the request's own verified caller; org and provider from the
 //! `id_token`, the answer's fields (`org_id`, `provider`; Nylas answers
@@ -426,7 +428,7 @@ impl Runtime {
         // names nobody, and no session).
         let id_claims = match json.get("id_token").and_then(|v| v.as_str()) {
             Some(id_token) => match &self.verifier {
-                Some(v) => match v.verify(id_token).await {
+                Some(v) => match v.verify_issued(id_token).await {
                     Ok(claims) => Some(Claims::Verified(claims)),
                     Err(_) => {
                         tracing::warn!("token endpoint's id_token failed verification; its tokens are not bound");

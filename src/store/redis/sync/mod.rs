@@ -189,8 +189,8 @@ async fn session_inner(
     // What Redis refuses stays in the outbox and is tried again on a
     // backoff (or when a new command is queued); the session goes on.
     let mut retry = Retry::default();
-    let left = replay_outbox(inner, cmd, &retry.log).await?;
-    retry.after(left);
+    let kept = replay_outbox(inner, cmd, &retry.log).await?;
+    retry.after(kept);
     let mut at = match *pos {
         None => {
             let at = full_load(inner, cmd).await?;
@@ -213,8 +213,8 @@ async fn session_inner(
             return Err(Ended::Lost);
         }
         if inner.backlog.load(Ordering::Acquire) > 0 && (woken || retry.due()) {
-            let left = replay_outbox(inner, cmd, &retry.log).await?;
-            retry.after(left);
+            let kept = replay_outbox(inner, cmd, &retry.log).await?;
+            retry.after(kept);
         }
         woken = false;
         let read = tokio::select! {
@@ -280,9 +280,9 @@ impl Default for Retry {
 }
 
 impl Retry {
-    /// A replay left `left` commands.
-    fn after(&mut self, left: usize) {
-        if left == 0 {
+    /// A replay kept `kept` commands.
+    fn after(&mut self, kept: usize) {
+        if kept == 0 {
             self.at = None;
             self.backoff = BACKOFF_MIN;
         } else {
@@ -313,7 +313,8 @@ const REFUSED_IN_A_ROW_MAX: usize = 32;
 
 /// Writes the outbox to Redis in order: runs of token rules as batches
 /// (see `Inner::write_token_batch`), the rest one by one; what was written
-/// leaves the outbox. Returns how many commands stay.
+/// leaves the outbox. Returns how many of the commands it went through
+/// stay (refused, or behind a refusal).
 ///
 /// A command Redis refuses (not a lost connection) stays in the outbox,
 /// enforced here and tried again by the next replay, and so does every
@@ -428,6 +429,7 @@ async fn replay_outbox(inner: &Inner, cmd: &mut Conn, log: &Throttle) -> Result<
         }
     }
     let done = written.iter().filter(|w| **w).count();
+    let kept = total - done;
     let mut ob = inner.outbox.lock().await;
     if done > 0 {
         // The first `total` are the commands this replay went through;
@@ -460,7 +462,8 @@ async fn replay_outbox(inner: &Inner, cmd: &mut Conn, log: &Throttle) -> Result<
     if left == 0 {
         tracing::info!(replayed = done, "redis outbox replayed");
         inner.direct.store(true, Ordering::Release);
-    } else if let Some(e) = last_refusal {
+    }
+    if let Some(e) = last_refusal {
         if let Some(suppressed) = log.admit() {
             tracing::warn!(
                 replayed = done,
@@ -472,7 +475,9 @@ async fn replay_outbox(inner: &Inner, cmd: &mut Conn, log: &Throttle) -> Result<
             );
         }
     }
-    Ok(left)
+    // What was queued meanwhile is not "kept": the wake-up its append sent
+    // brings the next replay at once, without the backoff of a refusal.
+    Ok(kept)
 }
 
 /// The rules of the outbox's commands kept back in one replay: a later

@@ -477,6 +477,17 @@ async fn langsmith_and_codegen_callers_are_known_by_their_bound_opaque_keys() {
     assert_passes(&gw, &up, "erin-org8-token").await;
 }
 
+/// An authorization-code exchange at the gateway's `/oauth/token`.
+async fn code_exchange(gw: &RunningGateway) -> Got {
+    send(call(
+        "POST",
+        &format!("{}/oauth/token", gw.url),
+        &[("content-type", "application/x-www-form-urlencoded")],
+        b"grant_type=authorization_code&code=abc",
+    ))
+    .await
+}
+
 /// A token endpoint that answers as an authorization server does.
 async fn token_endpoint(answer: &'static str) -> (String, tokio::task::JoinHandle<()>) {
     use hyper::service::service_fn;
@@ -520,13 +531,7 @@ async fn a_token_endpoints_answer_is_relayed_unchanged_and_binds_what_it_issued(
                 "{paths}[[routes]]\npath_prefix = \"/oauth/token\"\nupstream = \"{token_url}\"\n"
             ))
             .spawn();
-        let r = send(call(
-            "POST",
-            &format!("{}/oauth/token", gw.url),
-            &[("content-type", "application/x-www-form-urlencoded")],
-            b"grant_type=authorization_code&code=abc",
-        ))
-        .await;
+        let r = code_exchange(&gw).await;
         assert_eq!(r.status, 200, "{name}");
         assert_eq!(
             r.text(),
@@ -636,13 +641,7 @@ async fn tokens_issued_with_an_id_token_under_a_just_rotated_key_are_bound() {
     // the one second an id_token's unknown kid waits for).
     idp.set(jwks(&[&old, &new]));
     tokio::time::sleep(Duration::from_millis(1200)).await;
-    let r = send(call(
-        "POST",
-        &format!("{}/oauth/token", gw.url),
-        &[("content-type", "application/x-www-form-urlencoded")],
-        b"grant_type=authorization_code&code=abc",
-    ))
-    .await;
+    let r = code_exchange(&gw).await;
     assert_eq!((r.status, r.text()), (200, answer.to_string()));
     let b = post_json(
         &format!("{}/admin/v1/principals/lookup", gw.admin_url),

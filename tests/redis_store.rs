@@ -117,6 +117,45 @@ async fn ready(s: &RedisStore) {
     .await;
 }
 
+/// Instances "a" (on `a_url`) and "b" (on `b_url`), both ready.
+async fn ready_pair(
+    a_url: &str,
+    b_url: &str,
+    dir: &Path,
+    shutdown: &CancellationToken,
+) -> (Arc<RedisStore>, Arc<RedisStore>) {
+    let a = start(a_url, &cfg(dir, "a"), shutdown).await;
+    let b = start(b_url, &cfg(dir, "b"), shutdown).await;
+    ready(&a).await;
+    ready(&b).await;
+    (a, b)
+}
+
+/// Waits until `s`'s outbox is empty (`who` names it in a timeout).
+async fn drains(s: &RedisStore, who: &str) {
+    support::wait_for(
+        &format!("{who}'s outbox drains"),
+        Duration::from_secs(15),
+        || async { s.status().journal_backlog == 0 },
+    )
+    .await;
+}
+
+/// Puts a value of another type (a list) at `key`: what a foreign writer
+/// sharing the Redis would leave, and what every rule script then refuses
+/// (`WRONGTYPE`) at that key.
+fn foreign_value_at(conn: &mut redis::Connection, key: &str) {
+    let _: i64 = redis::cmd("LPUSH")
+        .arg(key)
+        .arg("foreign")
+        .query(conn)
+        .unwrap();
+}
+
+fn del(conn: &mut redis::Connection, key: &str) {
+    let _: i64 = redis::cmd("DEL").arg(key).query(conn).unwrap();
+}
+
 fn all_keys(conn: &mut redis::Connection) -> Vec<String> {
     let mut keys: Vec<String> = redis::cmd("KEYS").arg("*").query(conn).unwrap();
     keys.sort();
@@ -328,10 +367,7 @@ async fn instances_ride_out_a_redis_restart_and_replay_what_they_acknowledged_me
         is_revoked_exactly(&b, 2)
     })
     .await;
-    support::wait_for("A's outbox drains", Duration::from_secs(5), || async {
-        a.status().journal_backlog == 0
-    })
-    .await;
+    drains(&a, "A").await;
     // Emptied: nothing but the format header.
     assert_eq!(
         std::fs::metadata(&a_cfg.journal).unwrap().len(),
@@ -386,16 +422,9 @@ async fn a_revocation_redis_refuses_holds_back_neither_the_tail_nor_the_revocati
     let redis = RedisServer::spawn();
     let dir = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
-    let a = start(&redis.url(), &cfg(dir.path(), "a"), &shutdown).await;
-    let b = start(&redis.url(), &cfg(dir.path(), "b"), &shutdown).await;
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = ready_pair(&redis.url(), &redis.url(), dir.path(), &shutdown).await;
     let mut conn = redis.conn();
-    let _: i64 = redis::cmd("LPUSH")
-        .arg(token_key(7))
-        .arg("foreign")
-        .query(&mut conn)
-        .unwrap();
+    foreign_value_at(&mut conn, &token_key(7));
 
     // Refused: queued in A's outbox, enforced by A, acknowledged.
     assert_eq!(a.apply(revoke(7)).await.unwrap(), Applied::Changed);
@@ -444,14 +473,8 @@ async fn a_revocation_redis_refuses_holds_back_neither_the_tail_nor_the_revocati
 
     // The cause removed, the retry writes both, in their order: revoked,
     // then un-revoked (written the other way round it would stay revoked).
-    let _: i64 = redis::cmd("DEL")
-        .arg(token_key(7))
-        .query(&mut conn)
-        .unwrap();
-    support::wait_for("A's outbox drains", Duration::from_secs(15), || async {
-        a.status().journal_backlog == 0
-    })
-    .await;
+    del(&mut conn, &token_key(7));
+    drains(&a, "A").await;
     let exists: i64 = redis::cmd("EXISTS")
         .arg(token_key(7))
         .query(&mut conn)
@@ -491,11 +514,7 @@ async fn an_outbox_redis_refuses_from_a_previous_run_does_not_keep_the_instance_
     drop(a);
     redis.start();
     let mut conn = redis.conn();
-    let _: i64 = redis::cmd("LPUSH")
-        .arg(token_key(7))
-        .arg("foreign")
-        .query(&mut conn)
-        .unwrap();
+    foreign_value_at(&mut conn, &token_key(7));
 
     let a = start(&redis.url(), &a_cfg, &shutdown).await;
     ready(&a).await;
@@ -505,18 +524,12 @@ async fn an_outbox_redis_refuses_from_a_previous_run_does_not_keep_the_instance_
         "enforces its refused revocation"
     );
     assert_eq!(a.status().journal_backlog, 1);
-    let _: i64 = redis::cmd("DEL")
-        .arg(token_key(7))
-        .query(&mut conn)
-        .unwrap();
+    del(&mut conn, &token_key(7));
     support::wait_for("t7 reaches B", Duration::from_secs(15), || {
         is_revoked_exactly(&b, 7)
     })
     .await;
-    support::wait_for("A's outbox drains", Duration::from_secs(5), || async {
-        a.status().journal_backlog == 0
-    })
-    .await;
+    drains(&a, "A").await;
     a.flush().await.unwrap();
     b.flush().await.unwrap();
 }
@@ -532,10 +545,7 @@ async fn a_redis_refusing_every_write_keeps_the_outbox_in_order_and_the_instance
     let redis = RedisServer::spawn();
     let dir = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
-    let a = start(&redis.url(), &cfg(dir.path(), "a"), &shutdown).await;
-    let b = start(&redis.url(), &cfg(dir.path(), "b"), &shutdown).await;
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = ready_pair(&redis.url(), &redis.url(), dir.path(), &shutdown).await;
     b.apply(revoke(1)).await.unwrap();
     support::wait_for("A sees t1", Duration::from_secs(5), || {
         is_revoked_exactly(&a, 1)
@@ -572,10 +582,7 @@ async fn a_redis_refusing_every_write_keeps_the_outbox_in_order_and_the_instance
     assert_eq!(keys, 2, "t1 and the stream only: {:?}", all_keys(&mut conn));
 
     config("maxmemory", "0");
-    support::wait_for("A's outbox drains", Duration::from_secs(15), || async {
-        a.status().journal_backlog == 0
-    })
-    .await;
+    drains(&a, "A").await;
     support::wait_for("t3 reaches B", Duration::from_secs(5), || {
         is_revoked_exactly(&b, 3)
     })
@@ -605,10 +612,7 @@ async fn a_revocation_made_during_an_outbox_replay_does_not_wait_for_it() {
     let relay = TcpRelay::spawn(redis.port()).await;
     let dir = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
-    let a = start(&relay.url(), &cfg(dir.path(), "a"), &shutdown).await;
-    let b = start(&redis.url(), &cfg(dir.path(), "b"), &shutdown).await;
-    ready(&a).await;
-    ready(&b).await;
+    let (a, b) = ready_pair(&relay.url(), &redis.url(), dir.path(), &shutdown).await;
     relay.cut();
     support::wait_for("A notices", Duration::from_secs(10), || async {
         !a.status().connected
@@ -647,10 +651,7 @@ async fn a_revocation_made_during_an_outbox_replay_does_not_wait_for_it() {
         })
         .await;
     }
-    support::wait_for("A's outbox drains", Duration::from_secs(5), || async {
-        a.status().journal_backlog == 0
-    })
-    .await;
+    drains(&a, "A").await;
     a.flush().await.unwrap();
     b.flush().await.unwrap();
 }
@@ -858,10 +859,7 @@ async fn a_stream_trimmed_past_an_instance_forces_a_full_resync() {
         is_revoked_exactly(&a, 2000)
     })
     .await;
-    support::wait_for("B's outbox drains", Duration::from_secs(5), || async {
-        b.status().journal_backlog == 0
-    })
-    .await;
+    drains(&b, "B").await;
     a.flush().await.unwrap();
     b.flush().await.unwrap();
 }

@@ -36,23 +36,11 @@ command -v curl >/dev/null || need_apt+=(curl)
 . "$ROOT/benches/lib.sh"
 install_packages "${need_apt[@]}"
 
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    log "cargo build --release"
-    cargo build --release --quiet
-fi
+build_release
 REVGATE="$ROOT/target/release/revgate"
 
 WORK=$(mktemp -d /tmp/revgate-export.XXXXXX)
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    sleep 0.2
-    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    if [ "${KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP PIPE
+cleanup_on_exit "$WORK"
 
 free_port() {
     python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'

@@ -60,23 +60,11 @@ command -v python3 >/dev/null || need_apt+=(python3)
 . "$ROOT/benches/lib.sh"
 install_packages "${need_apt[@]}"
 
-if [ "${SKIP_BUILD:-0}" != 1 ]; then
-    log "cargo build --release"
-    cargo build --release --quiet
-fi
+build_release
 REVGATE="$ROOT/target/release/revgate"
 
 WORK=$(mktemp -d "${JOURNAL_DIR:-/tmp}/revgate-revoke.XXXXXX")
-PIDS=()
-cleanup() {
-    local pid
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    sleep 0.2
-    for pid in "${PIDS[@]}"; do kill -9 "$pid" 2>/dev/null || true; done
-    if [ "${KEEP:-0}" = 1 ]; then log "kept $WORK"; else rm -rf "$WORK"; fi
-}
-trap cleanup EXIT
-trap 'exit 130' INT TERM HUP PIPE
+cleanup_on_exit "$WORK"
 
 # The upstream is never reached in terminate mode; a closed port will do.
 cat >"$WORK/revgate.toml" <<EOF

@@ -60,15 +60,10 @@ pub(super) async fn tokens(
         }
     }
     let mut conn = conn(inner)?;
-    let fail = |e: RedisError| ListError::Store(failed(inner, e));
     let pattern = inner.keys.token_pattern();
     let (next, keys) = scan_step(inner, &mut conn, &pattern, from, limit).await?;
     if !keys.is_empty() {
-        let values: Vec<Option<String>> = ::redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .map_err(fail)?;
+        let values: Vec<Option<String>> = mget(inner, &mut conn, &keys).await?;
         for (key, value) in keys.iter().zip(values) {
             let (Some(fingerprint), Some(value)) = (inner.keys.token_of(key), value) else {
                 continue;
@@ -109,6 +104,19 @@ async fn scan_step(
         .map_err(|e| ListError::Store(failed(inner, e)))
 }
 
+/// The values of `keys`, by one `MGET` (`None` for a key gone since).
+async fn mget<T: ::redis::FromRedisValue>(
+    inner: &Inner,
+    conn: &mut super::conn::Conn,
+    keys: &[String],
+) -> Result<Vec<Option<T>>, ListError> {
+    ::redis::cmd("MGET")
+        .arg(keys)
+        .query_async(conn)
+        .await
+        .map_err(|e| ListError::Store(failed(inner, e)))
+}
+
 /// Keys asked for per `SCAN` step of an export's bindings or families.
 const EXPORT_SCAN: usize = 1000;
 
@@ -131,11 +139,7 @@ pub(super) async fn bindings(inner: &Inner, cursor: Option<&str>) -> Result<Expo
     let (next, keys) = scan_step(inner, &mut conn, &pattern, from, EXPORT_SCAN).await?;
     let mut cmds = Vec::new();
     if !keys.is_empty() {
-        let values: Vec<Option<Vec<u8>>> = ::redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .map_err(|e| ListError::Store(failed(inner, e)))?;
+        let values: Vec<Option<Vec<u8>>> = mget(inner, &mut conn, &keys).await?;
         cmds.extend(
             values
                 .into_iter()
@@ -212,11 +216,7 @@ pub(super) async fn families(inner: &Inner, cursor: Option<&str>) -> Result<Expo
             }
         }
     } else if !keys.is_empty() {
-        let values: Vec<Option<String>> = ::redis::cmd("MGET")
-            .arg(&keys)
-            .query_async(&mut conn)
-            .await
-            .map_err(fail)?;
+        let values: Vec<Option<String>> = mget(inner, &mut conn, &keys).await?;
         for (key, value) in keys.iter().zip(values) {
             let (Some(fp), Some(v)) = (inner.keys.member_of(key), value) else {
                 continue;

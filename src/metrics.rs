@@ -116,6 +116,10 @@ const BLOOM_FILL: &str = "revgate_bloom_fill_ratio";
 const BLOOM_BITS: &str = "revgate_bloom_bits";
 const BLOOM_CAPACITY: &str = "revgate_bloom_capacity";
 const BLOOM_FP: &str = "revgate_bloom_false_positives_total";
+/// Commands of the Redis outbox that Redis refused (kept, retried;
+/// `store::redis::sync`). Exported at 0 with every store: an alert on it
+/// needs no Redis-specific rule.
+pub const OUTBOX_REFUSED: &str = "revgate_redis_outbox_refused_total";
 const STORE_CONNECTED: &str = "revgate_store_connected";
 const STORE_STALENESS: &str = "revgate_store_staleness_seconds";
 const STORE_BACKLOG: &str = "revgate_store_journal_backlog";
@@ -267,6 +271,7 @@ fn export_at_zero() {
     metrics::gauge!(FEED_POLL_LEASE).set(0.0);
     metrics::counter!(APPLY_FAILED, "source" => "admin").increment(0);
     metrics::counter!(BLOOM_FP).increment(0);
+    metrics::counter!(OUTBOX_REFUSED).increment(0);
     for what in ["config", "tls"] {
         for result in ["ok", "error"] {
             metrics::counter!(RELOADS, "what" => what, "result" => result).increment(0);
@@ -314,6 +319,10 @@ fn describe() {
         "Revocations applied, by source (dialect or admin) and mode."
     );
     describe_counter!(APPLY_FAILED, "Revocations the store failed to apply.");
+    describe_counter!(
+        OUTBOX_REFUSED,
+        "Commands of the Redis outbox that Redis refused: kept, enforced by this instance, retried."
+    );
     describe_counter!(
         UNIDENTIFIED,
         "Revoke calls whose caller or token could not be identified."

@@ -453,7 +453,7 @@ async fn replay_outbox(inner: &Inner, cmd: &mut Conn, log: &Throttle) -> Result<
     }
     let left = ob.pending.len();
     if refused > 0 {
-        metrics::counter!("revgate_redis_outbox_refused_total").increment(refused);
+        metrics::counter!(crate::metrics::OUTBOX_REFUSED).increment(refused);
     }
     if let Some(e) = lost {
         tracing::warn!(replayed = done, left, error = %e, "redis outbox replay interrupted");
